@@ -1,0 +1,1 @@
+//! The legacy protocol of `shared/legacy` (see `docs/PROTOCOL.md`).

@@ -1,0 +1,30 @@
+//! The wiresh wire protocol, with no I/O policy inside.
+//!
+//! TCP is a byte stream: writes stick together and split apart on the way.
+//! This crate is the one place that knows how wiresh puts boundaries back:
+//! every message is a [`Frame`] — a 4-byte big-endian header length, a JSON
+//! header that says what the message is and how long its body is, then the
+//! body bytes. [`FrameCodec`] turns any sequence of reads back into whole
+//! frames and bounds every size before it allocates.
+//!
+//! What to do with frames (timeouts, authentication, running commands) is the
+//! business of the server and client built on top of this crate.
+//!
+//! `docs/PROTOCOL.md` in the repository is the normative description.
+
+pub mod codec;
+pub mod frame;
+pub mod legacy;
+pub mod message;
+pub mod preamble;
+
+pub use codec::{DecodeError, EncodeError, FrameCodec, Limits};
+pub use frame::Frame;
+pub use message::{ErrorCode, ExecRequest, ExitStatus, Hello, Message, Program, Secret};
+pub use preamble::{Preamble, PreambleError, PREAMBLE_LEN};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default TCP port of a wiresh server.
+pub const DEFAULT_PORT: u16 = 7878;

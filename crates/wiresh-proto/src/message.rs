@@ -1,0 +1,387 @@
+//! The messages wiresh peers exchange, as carried in frame headers.
+//!
+//! Each message is a JSON object whose `type` field names the variant; the
+//! codec adds `body_len`. Messages that carry bytes (stdin, stdout, stderr,
+//! ping, pong) carry them in the frame body, never inside the JSON, so binary
+//! output needs no escaping and costs nothing to parse.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One protocol message (the JSON header of a frame, minus `body_len`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Server → client, first frame after the preamble: who is speaking.
+    Hello(Hello),
+    /// Client → server: the shared secret. Must be the first client frame.
+    Auth {
+        /// The token, compared by the server in constant time.
+        token: Secret,
+    },
+    /// Server → client: authentication succeeded; requests may follow.
+    AuthOk,
+    /// Client → server: run one command.
+    Exec(ExecRequest),
+    /// Server → client: the command was spawned with this process id.
+    Started {
+        /// Process id (and process group id) of the command on the server.
+        pid: u32,
+    },
+    /// Client → server: bytes for the command's standard input (in the body).
+    Stdin,
+    /// Client → server: the command's standard input is at its end.
+    StdinEnd,
+    /// Server → client: bytes the command wrote to standard output (in the body).
+    Stdout,
+    /// Server → client: bytes the command wrote to standard error (in the body).
+    Stderr,
+    /// Server → client: the command has finished; the last frame of a command.
+    Exit(ExitStatus),
+    /// Either direction: something went wrong.
+    Error {
+        /// Stable, machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Client → server: stop the running command (its whole process group).
+    Cancel,
+    /// Either direction: liveness check; the peer answers with `pong` and the same body.
+    Ping,
+    /// Answer to `ping`, echoing its body.
+    Pong,
+}
+
+impl Message {
+    /// Every `type` value this version understands, so a decoder can tell an
+    /// unknown type from a malformed known one.
+    pub const TYPES: &'static [&'static str] = &[
+        "hello",
+        "auth",
+        "auth_ok",
+        "exec",
+        "started",
+        "stdin",
+        "stdin_end",
+        "stdout",
+        "stderr",
+        "exit",
+        "error",
+        "cancel",
+        "ping",
+        "pong",
+    ];
+
+    /// Whether frames of this type may have a non-empty body.
+    pub fn carries_body(type_name: &str) -> bool {
+        matches!(type_name, "stdin" | "stdout" | "stderr" | "ping" | "pong")
+    }
+
+    /// The `type` string of this message.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Auth { .. } => "auth",
+            Message::AuthOk => "auth_ok",
+            Message::Exec(_) => "exec",
+            Message::Started { .. } => "started",
+            Message::Stdin => "stdin",
+            Message::StdinEnd => "stdin_end",
+            Message::Stdout => "stdout",
+            Message::Stderr => "stderr",
+            Message::Exit(_) => "exit",
+            Message::Error { .. } => "error",
+            Message::Cancel => "cancel",
+            Message::Ping => "ping",
+            Message::Pong => "pong",
+        }
+    }
+
+    /// Shorthand for an error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Message::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The server's greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the server speaks on this connection.
+    pub version: u16,
+    /// Server software and version, e.g. `wiresh/0.1.0`. Informational.
+    pub server: String,
+    /// Optional capabilities, e.g. `"exec"`, `"stdin"`, `"cancel"`.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// While a command runs, the client must send some frame (a `ping` will
+    /// do) at least this often, or the server treats it as gone and kills
+    /// the command. 0 means no such requirement.
+    #[serde(default)]
+    pub keepalive_secs: u32,
+    /// Largest frame body the server accepts.
+    pub max_body: u32,
+}
+
+/// A secret string whose `Debug` output never shows it, so it cannot leak
+/// into logs by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A request to run one command.
+///
+/// Exactly one of `command` (run by `sh -c`) and `argv` (run directly, no
+/// shell) must be present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// A command line for `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// A program and its arguments, run without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Extra environment variables, added to the server's environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the server's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Kill the command after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Whether the client will send `stdin` frames. When false the command's
+    /// standard input is empty (`/dev/null`).
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// What an [`ExecRequest`] runs, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program<'a> {
+    /// `sh -c <command>`.
+    Shell(&'a str),
+    /// A program and arguments, no shell.
+    Argv(&'a [String]),
+}
+
+impl ExecRequest {
+    /// A request that runs `command` with `sh -c`.
+    pub fn shell(command: impl Into<String>) -> Self {
+        ExecRequest {
+            command: Some(command.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A request that runs `argv[0]` with arguments `argv[1..]`, no shell.
+    pub fn argv(argv: Vec<String>) -> Self {
+        ExecRequest {
+            argv: Some(argv),
+            ..Default::default()
+        }
+    }
+
+    /// What to run, or why the request is invalid.
+    pub fn program(&self) -> Result<Program<'_>, &'static str> {
+        match (&self.command, &self.argv) {
+            (Some(_), Some(_)) => Err("exec has both `command` and `argv`; send one"),
+            (None, None) => {
+                Err("exec needs `command` (a shell command) or `argv` (a program and arguments)")
+            }
+            (Some(c), None) => Ok(Program::Shell(c)),
+            (None, Some(a)) if a.is_empty() => {
+                Err("exec `argv` is empty; it needs at least the program")
+            }
+            (None, Some(a)) => Ok(Program::Argv(a)),
+        }
+    }
+
+    /// A short human description of the command, for logs.
+    pub fn describe(&self) -> String {
+        match self.program() {
+            Ok(Program::Shell(c)) => c.to_string(),
+            Ok(Program::Argv(a)) => format!("{a:?}"),
+            Err(_) => "<invalid>".to_string(),
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when the command exited normally.
+    pub code: Option<i32>,
+    /// Number of the signal that killed the command, when it did not.
+    pub signal: Option<i32>,
+    /// Wall-clock run time in milliseconds.
+    pub duration_ms: u64,
+    /// True when the server killed the command because its timeout expired.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// Stable, machine-readable error reasons. New codes may be added; clients
+/// must treat unknown ones as [`ErrorCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The peer did not open with the wiresh preamble.
+    BadPreamble,
+    /// The requested protocol version is not supported.
+    UnsupportedVersion,
+    /// A request came before authentication.
+    AuthRequired,
+    /// The token was wrong.
+    AuthFailed,
+    /// A header or body length exceeds the limit.
+    FrameTooLarge,
+    /// The header is not a JSON object with `type` and `body_len`, or a
+    /// known message has invalid fields.
+    BadFrame,
+    /// The header's `type` is not one this peer knows.
+    UnknownType,
+    /// The message is valid but not allowed in the current state.
+    UnexpectedMessage,
+    /// The exec request is invalid (neither or both of command/argv, ...).
+    BadRequest,
+    /// The command could not be started (no such program, bad cwd, ...).
+    SpawnFailed,
+    /// The server has reached its connection limit.
+    TooManyConnections,
+    /// The peer was silent for too long.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// An internal error on the server.
+    Internal,
+    /// Any code this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The wire spelling of this code.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::BadPreamble => "bad_preamble",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnexpectedMessage => "unexpected_message",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::SpawnFailed => "spawn_failed",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted_in_debug() {
+        let m = Message::Auth {
+            token: Secret("hunter2".into()),
+        };
+        assert!(!format!("{m:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn type_names_match_serde() {
+        let samples = [
+            Message::AuthOk,
+            Message::Stdin,
+            Message::StdinEnd,
+            Message::Stdout,
+            Message::Stderr,
+            Message::Cancel,
+            Message::Ping,
+            Message::Pong,
+            Message::Started { pid: 1 },
+            Message::Exit(ExitStatus::default()),
+            Message::Exec(ExecRequest::shell("true")),
+            Message::error(ErrorCode::Internal, "x"),
+        ];
+        for m in samples {
+            let v = serde_json::to_value(&m).unwrap();
+            assert_eq!(v["type"], m.type_name());
+            assert!(Message::TYPES.contains(&m.type_name()));
+        }
+    }
+
+    #[test]
+    fn unknown_error_code_is_other() {
+        let m: Message =
+            serde_json::from_str(r#"{"type":"error","code":"from_the_future","message":"m"}"#)
+                .unwrap();
+        assert_eq!(m, Message::error(ErrorCode::Other, "m"));
+    }
+
+    #[test]
+    fn exec_program_validation() {
+        assert_eq!(ExecRequest::shell("ls").program(), Ok(Program::Shell("ls")));
+        assert!(ExecRequest::default().program().is_err());
+        assert!(ExecRequest::argv(vec![]).program().is_err());
+        let both = ExecRequest {
+            command: Some("a".into()),
+            argv: Some(vec!["b".into()]),
+            ..Default::default()
+        };
+        assert!(both.program().is_err());
+    }
+
+    #[test]
+    fn shell_code() {
+        let st = |code, signal| ExitStatus {
+            code,
+            signal,
+            ..Default::default()
+        };
+        assert_eq!(st(Some(3), None).shell_code(), 3);
+        assert_eq!(st(None, Some(9)).shell_code(), 137);
+    }
+}
