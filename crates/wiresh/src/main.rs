@@ -1,1 +1,286 @@
-fn main() {}
+//! The `wiresh` command: a thin layer of argument parsing over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tracing::{info, warn};
+use wiresh::client::{self, Target};
+use wiresh::server::{self, ServerConfig};
+use wiresh::{auth, client::exec::CLIENT_FAILURE};
+use wiresh_proto::{ExecRequest, Limits, DEFAULT_PORT};
+
+/// Run commands on another machine over TCP, with their stdout, stderr and
+/// exit status kept apart and streamed as they are produced.
+#[derive(Parser)]
+#[command(name = "wiresh", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a server that runs commands for clients holding its token.
+    Serve(ServeArgs),
+    /// Run one command on a server, like `ssh host cmd`.
+    ///
+    /// The words after `--` are joined with spaces and run by the remote
+    /// shell. Local stdin is forwarded; remote stdout and stderr go to local
+    /// stdout and stderr as they arrive; wiresh exits with the remote exit
+    /// code (128+N if the command died of signal N, 255 if wiresh itself
+    /// failed).
+    Exec(ExecArgs),
+    /// Run lines one after another on one connection (interactive prompt on
+    /// a terminal, script mode when stdin is piped).
+    Shell(ShellArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on. The default accepts only local clients; to
+    /// serve other machines, give an address such as 0.0.0.0:7878.
+    #[arg(
+        long,
+        short = 'l',
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878"
+    )]
+    listen: SocketAddr,
+    /// File holding the token clients must present. Created (mode 600) with
+    /// a random token if missing. [default: $WIRESH_HOME/token]
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Most connections served at once; further clients get an error.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Kill any command that runs longer than this (e.g. 30s, 5m). Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    command_timeout: Option<Duration>,
+    /// Close connections idle for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
+    idle_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long running commands may finish before they are killed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    shutdown_grace: Duration,
+    /// Largest frame body accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_BODY)]
+    max_frame_body: usize,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// Server to connect to.
+    #[arg(
+        long = "host",
+        short = 'H',
+        value_name = "HOST[:PORT]",
+        env = "WIRESH_HOST",
+        default_value = "127.0.0.1:7878"
+    )]
+    host: String,
+    /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn target(&self, default_port: u16) -> Result<Target> {
+        Target::parse(&self.host, default_port)
+            .map_err(|e| anyhow::anyhow!("-H {}: {e}", self.host))
+    }
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Run the words as a program and its arguments, without a remote shell.
+    #[arg(long)]
+    argv: bool,
+    /// Do not forward stdin (the command reads an empty input), like `ssh -n`.
+    #[arg(short = 'n', long = "no-stdin")]
+    no_stdin: bool,
+    /// Set an environment variable for the command (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory for the command on the server.
+    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    cwd: Option<String>,
+    /// Have the server kill the command after this long (e.g. 10s, 2m).
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+struct ShellArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("wiresh serve: {e:#}");
+                1
+            }
+        },
+        Command::Exec(args) => exec(args).unwrap_or_else(|e| {
+            eprintln!("wiresh: {e:#}");
+            CLIENT_FAILURE
+        }),
+        Command::Shell(args) => shell(args).unwrap_or_else(|e| {
+            eprintln!("wiresh: {e:#}");
+            CLIENT_FAILURE
+        }),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn exec(args: ExecArgs) -> Result<i32> {
+    let target = args.connect.target(DEFAULT_PORT)?;
+    let token = auth::client_token(args.connect.token_file.as_deref())?;
+    let mut req = if args.argv {
+        ExecRequest::argv(args.command)
+    } else {
+        ExecRequest::shell(args.command.join(" "))
+    };
+    req.env = args.env.into_iter().collect();
+    req.cwd = args.cwd;
+    req.timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
+    let rt = client_runtime()?;
+    let code = client::exec::run(&rt, &target, &token, req, !args.no_stdin);
+    // The stdin thread may be blocked reading a terminal; do not wait for it.
+    std::process::exit(code);
+}
+
+fn shell(args: ShellArgs) -> Result<i32> {
+    let target = args.connect.target(DEFAULT_PORT)?;
+    let token = auth::client_token(args.connect.token_file.as_deref())?;
+    let rt = client_runtime()?;
+    Ok(client::shell::run(&rt, &target, &token))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    init_logging();
+    let token_path = match args.token_file {
+        Some(p) => p,
+        None => auth::default_token_path()?,
+    };
+    let (token, created) = auth::load_or_create_token(&token_path)?;
+    if created {
+        info!("created a new token in {}", token_path.display());
+    }
+    let mut config = ServerConfig::new(token);
+    config.max_connections = args.max_connections;
+    config.command_timeout = args.command_timeout;
+    config.idle_timeout = args.idle_timeout;
+    config.shutdown_grace = args.shutdown_grace;
+    config.limits.max_body = args.max_frame_body;
+    raise_fd_limit();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let listener = server::bind(args.listen).await?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() {
+            warn!(
+                "listening on a non-loopback address: anyone who can reach {local} and holds the token \
+                 can run commands, and traffic is not encrypted"
+            );
+        }
+        // Scripts and tests wait for this line.
+        println!("wiresh {}: listening on {local} (token file {})", env!("CARGO_PKG_VERSION"), token_path.display());
+        server::run(listener, config, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("cannot install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging() {
+    let level = std::env::var("WIRESH_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::level_filters::LevelFilter>().ok())
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
+
+/// Lifts the soft open-file limit to the hard one: each connection and each
+/// running command hold several descriptors.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 30s, 500ms, 5m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}

@@ -1,0 +1,51 @@
+//! `wiresh exec`: one command, with this process's stdio as its own.
+
+use tokio::runtime::Runtime;
+use wiresh_proto::{ExecRequest, Secret};
+
+use super::local::{spawn_stdin_reader, Printer, StderrStyle};
+use super::{Connection, Target};
+
+/// Exit status of the client when it fails itself (cannot connect, wrong
+/// token, protocol error), as ssh does.
+pub const CLIENT_FAILURE: i32 = 255;
+
+/// Runs `req` on `target` and returns the exit status this process should
+/// end with: the remote code, 128+N for a remote death by signal N, or
+/// [`CLIENT_FAILURE`].
+pub fn run(
+    rt: &Runtime,
+    target: &Target,
+    token: &Secret,
+    req: ExecRequest,
+    forward_stdin: bool,
+) -> i32 {
+    let printer = Printer::start(StderrStyle::Plain);
+    let result = rt.block_on(async {
+        let mut conn = Connection::connect(target, token).await?;
+        let stdin = forward_stdin.then(spawn_stdin_reader);
+        let status = conn
+            .run(req, stdin, printer.sender(), || async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        printer.sync().await;
+        status
+    });
+    drop(printer);
+    match result {
+        Ok(status) => {
+            if status.timed_out {
+                eprintln!(
+                    "wiresh: the command timed out after {} ms and was killed",
+                    status.duration_ms
+                );
+            }
+            status.shell_code()
+        }
+        Err(e) => {
+            eprintln!("wiresh: {e}");
+            CLIENT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The local end of a remote command: this process's stdin, stdout and
+//! stderr.
+//!
+//! Both directions run on plain threads with blocking I/O: terminal and
+//! pipe I/O is blocking by nature, and a thread keeps a slow local consumer
+//! (a pager, a full disk) from ever stalling the connection's keepalive.
+
+use std::io::{self, Read, Write};
+use std::thread;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Output;
+
+/// Size of one read from local stdin (and so of one `stdin` frame).
+const STDIN_CHUNK: usize = 256 * 1024;
+
+/// Starts a thread that reads this process's stdin to its end and hands the
+/// chunks over; the receiver ends when stdin does.
+pub fn spawn_stdin_reader() -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(4);
+    thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let mut buf = BytesMut::new();
+            loop {
+                buf.resize(STDIN_CHUNK, 0);
+                match stdin.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(buf.split().freeze()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        eprintln!("wiresh: cannot read local stdin: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("cannot start the stdin thread");
+    rx
+}
+
+/// What the printer thread is asked to do.
+#[derive(Debug)]
+pub enum PrintJob {
+    /// Print output, keeping stdout and stderr apart.
+    Output(Output),
+    /// Answer once everything before this job has been written.
+    Barrier(oneshot::Sender<()>),
+}
+
+impl From<Output> for PrintJob {
+    fn from(o: Output) -> Self {
+        PrintJob::Output(o)
+    }
+}
+
+/// Writes remote output to this process's stdout and stderr, in arrival
+/// order, from a thread of its own.
+#[derive(Debug)]
+pub struct Printer {
+    jobs: mpsc::Sender<PrintJob>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// How [`Printer`] decorates standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StderrStyle {
+    /// Bytes as they are.
+    Plain,
+    /// Wrapped in red (for the interactive shell on a terminal).
+    Red,
+}
+
+impl Printer {
+    /// Starts the printer thread.
+    pub fn start(style: StderrStyle) -> Printer {
+        let (jobs, mut rx) = mpsc::channel::<PrintJob>(8);
+        let thread = thread::Builder::new()
+            .name("printer".into())
+            .spawn(move || {
+                // Locked per job, not for the thread's life: the shell writes
+                // exit statuses to stderr between commands.
+                let (out, err) = (io::stdout(), io::stderr());
+                let mut out_ok = true;
+                while let Some(job) = rx.blocking_recv() {
+                    match job {
+                        PrintJob::Output(Output::Stdout(b)) if out_ok => {
+                            // A closed stdout (`| head`) must not kill us; we
+                            // keep draining so the command can finish.
+                            let mut out = out.lock();
+                            out_ok = out.write_all(&b).and_then(|()| out.flush()).is_ok();
+                        }
+                        PrintJob::Output(Output::Stdout(_)) => {}
+                        PrintJob::Output(Output::Stderr(b)) => {
+                            let mut err = err.lock();
+                            let _ = match style {
+                                StderrStyle::Plain => err.write_all(&b),
+                                StderrStyle::Red => err
+                                    .write_all(b"\x1b[31m")
+                                    .and_then(|()| err.write_all(&b))
+                                    .and_then(|()| err.write_all(b"\x1b[0m")),
+                            };
+                            let _ = err.flush();
+                        }
+                        PrintJob::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("cannot start the printer thread");
+        Printer {
+            jobs,
+            thread: Some(thread),
+        }
+    }
+
+    /// The queue to hand to [`super::Connection::run`].
+    pub fn sender(&self) -> &mpsc::Sender<PrintJob> {
+        &self.jobs
+    }
+
+    /// Waits until everything queued so far has been written.
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(PrintJob::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has printed everything.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

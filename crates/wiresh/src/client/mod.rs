@@ -1,0 +1,343 @@
+//! The wiresh client: connect, authenticate, run commands.
+//!
+//! [`Connection`] is the library-level client, used by `wiresh exec`,
+//! `wiresh shell` and the tests alike. The terminal-facing parts (reading
+//! local stdin, printing output, the interactive prompt) live in [`local`]
+//! and [`shell`].
+
+pub mod exec;
+pub mod local;
+pub mod shell;
+mod target;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{self, Instant};
+use tokio_util::codec::FramedRead;
+use wiresh_proto::{
+    codec::encode_frame, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message,
+    Preamble, Secret, PROTOCOL_VERSION,
+};
+
+pub use target::Target;
+
+use crate::outbox::Outbox;
+
+/// How long connecting and authenticating may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything that can go wrong on the client side. The messages are meant
+/// to be shown to a user as they are.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No TCP connection could be made.
+    #[error("cannot connect to {target}: {source}{hint}")]
+    Connect {
+        /// Where we tried to connect.
+        target: String,
+        /// Why it failed.
+        source: std::io::Error,
+        /// What to try.
+        hint: &'static str,
+    },
+    /// The server said no, with a reason.
+    #[error("server error ({code}): {message}")]
+    Remote {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The peer broke the protocol or is not a wiresh server.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server went silent.
+    #[error("{0}")]
+    Timeout(String),
+    /// The connection closed before the answer was complete.
+    #[error("connection to the server was lost {0}")]
+    Closed(&'static str),
+    /// The user interrupted the command twice.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl ClientError {
+    /// Whether the connection can still be used after this error (the
+    /// server refused one command but kept the connection).
+    pub fn connection_usable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Remote {
+                code: ErrorCode::SpawnFailed | ErrorCode::BadRequest,
+                ..
+            }
+        )
+    }
+}
+
+/// A chunk of a command's output, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Bytes the command wrote to its standard output.
+    Stdout(Bytes),
+    /// Bytes the command wrote to its standard error.
+    Stderr(Bytes),
+}
+
+/// An authenticated connection to a wiresh server, which runs commands one
+/// after another.
+#[derive(Debug)]
+pub struct Connection {
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    outbox: Outbox,
+    hello: Hello,
+}
+
+impl Connection {
+    /// Connects to `target` and authenticates with `token`.
+    ///
+    /// The preamble and the `auth` frame go out in one write, so the whole
+    /// handshake costs one round trip.
+    pub async fn connect(target: &Target, token: &Secret) -> Result<Connection, ClientError> {
+        let handshake = async {
+            let socket = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(|source| ClientError::Connect {
+                    target: target.to_string(),
+                    hint: match source.kind() {
+                        std::io::ErrorKind::ConnectionRefused => {
+                            "; is `wiresh serve` running there, on that port?"
+                        }
+                        _ => "",
+                    },
+                    source,
+                })?;
+            let _ = socket.set_nodelay(true);
+            let (read, mut write) = socket.into_split();
+            let mut opening = Preamble::new(PROTOCOL_VERSION).encode().to_vec();
+            let auth = Frame::new(Message::Auth {
+                token: token.clone(),
+            });
+            opening.extend_from_slice(
+                &encode_frame(&auth).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            );
+            write
+                .write_all(&opening)
+                .await
+                .map_err(|_| ClientError::Closed("while sending the handshake"))?;
+            let mut reader = FramedRead::new(read, FrameCodec::default());
+            let hello = match next_frame(&mut reader).await?.message {
+                Message::Hello(hello) => hello,
+                Message::Error { code, message } => {
+                    return Err(ClientError::Remote { code, message })
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected hello, got `{}`",
+                        other.type_name()
+                    )))
+                }
+            };
+            if hello.version != PROTOCOL_VERSION {
+                return Err(ClientError::Protocol(format!(
+                    "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
+                    hello.version
+                )));
+            }
+            match next_frame(&mut reader).await?.message {
+                Message::AuthOk => {}
+                Message::Error { code, message } => {
+                    return Err(ClientError::Remote { code, message })
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected auth_ok, got `{}`",
+                        other.type_name()
+                    )))
+                }
+            }
+            let (outbox, _writer) = Outbox::spawn(write, FrameCodec::default());
+            Ok(Connection {
+                reader,
+                outbox,
+                hello,
+            })
+        };
+        match time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(res) => res,
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no answer from {target} within {CONNECT_TIMEOUT:?}; check the address and that a wiresh server listens there"
+            ))),
+        }
+    }
+
+    /// The server's greeting.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Interval at which to ping the server while a command runs.
+    fn ping_interval(&self) -> Duration {
+        match self.hello.keepalive_secs {
+            0 => Duration::from_secs(10),
+            k => Duration::from_millis(u64::from(k) * 500),
+        }
+    }
+
+    /// How long the server may stay silent (it answers our pings) before we
+    /// give up on it.
+    fn silence_limit(&self) -> Duration {
+        (self.ping_interval() * 6).max(Duration::from_secs(30))
+    }
+
+    /// Runs one command.
+    ///
+    /// Output chunks go to `output` as they arrive; when `output` is full the
+    /// client stops reading, which slows the server down (backpressure).
+    /// `stdin`, if given, is forwarded as the command's standard input, and
+    /// its end closes that input. When `cancel` resolves, the command is
+    /// cancelled (its exit status still arrives); when it resolves a second
+    /// time the call returns [`ClientError::Interrupted`].
+    pub async fn run<T, F, C>(
+        &mut self,
+        mut req: ExecRequest,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        output: &mpsc::Sender<T>,
+        mut cancel: C,
+    ) -> Result<ExitStatus, ClientError>
+    where
+        T: From<Output> + Send,
+        C: FnMut() -> F,
+        F: Future<Output = ()>,
+    {
+        req.stdin = stdin.is_some();
+        if !self
+            .outbox
+            .send_control(Frame::new(Message::Exec(req)))
+            .await
+        {
+            return Err(ClientError::Closed("before the command could be sent"));
+        }
+        let forwarder = stdin.map(|rx| tokio::spawn(forward_stdin(rx, self.outbox.data.clone())));
+        let _abort_forwarder = AbortOnDrop(forwarder);
+        let mut ping =
+            time::interval_at(Instant::now() + self.ping_interval(), self.ping_interval());
+        let silence_limit = self.silence_limit();
+        let mut last_heard = Instant::now();
+        let mut cancels = 0u8;
+        loop {
+            let cancel_requested = cancel();
+            tokio::select! {
+                biased;
+                (permit, next) = async {
+                    let permit = output.reserve().await;
+                    (permit, time::timeout_at(last_heard + silence_limit, self.reader.next()).await)
+                } => {
+                    let frame = match next {
+                        Err(_) => return Err(ClientError::Timeout(format!(
+                            "the server has not answered for {silence_limit:?}; the connection seems dead"
+                        ))),
+                        Ok(None) => return Err(ClientError::Closed("before the command finished")),
+                        Ok(Some(Err(e))) => return Err(ClientError::Protocol(e.to_string())),
+                        Ok(Some(Ok(frame))) => frame,
+                    };
+                    last_heard = Instant::now();
+                    let Ok(permit) = permit else {
+                        return Err(ClientError::Closed("(local output closed)"));
+                    };
+                    match frame.message {
+                        Message::Started { .. } => {}
+                        Message::Stdout => permit.send(Output::Stdout(frame.body).into()),
+                        Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
+                        Message::Exit(status) => return Ok(status),
+                        Message::Error { code, message } => return Err(ClientError::Remote { code, message }),
+                        Message::Pong => {}
+                        Message::Ping => {
+                            let _ = self.outbox.control.try_send(Frame::with_body(Message::Pong, frame.body));
+                        }
+                        other => return Err(ClientError::Protocol(format!(
+                            "unexpected `{}` while a command runs", other.type_name()
+                        ))),
+                    }
+                }
+                _ = ping.tick() => {
+                    // A full queue means pings are already waiting: skipping is fine.
+                    let _ = self.outbox.control.try_send(Frame::new(Message::Ping));
+                }
+                _ = cancel_requested => {
+                    cancels += 1;
+                    if cancels > 1 {
+                        return Err(ClientError::Interrupted);
+                    }
+                    let _ = self.outbox.control.try_send(Frame::new(Message::Cancel));
+                }
+            }
+        }
+    }
+
+    /// Measures one round trip.
+    pub async fn ping(&mut self) -> Result<Duration, ClientError> {
+        let sent = Instant::now();
+        if !self.outbox.send_control(Frame::new(Message::Ping)).await {
+            return Err(ClientError::Closed("before the ping"));
+        }
+        match next_frame(&mut self.reader).await?.message {
+            Message::Pong => Ok(sent.elapsed()),
+            Message::Error { code, message } => Err(ClientError::Remote { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected pong, got `{}`",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+/// Reads the next frame during the handshake or a ping.
+async fn next_frame(
+    reader: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+) -> Result<Frame, ClientError> {
+    match time::timeout(CONNECT_TIMEOUT, reader.next()).await {
+        Err(_) => Err(ClientError::Timeout(format!(
+            "no answer from the server within {CONNECT_TIMEOUT:?}"
+        ))),
+        Ok(None) => Err(ClientError::Closed("during the handshake")),
+        Ok(Some(Ok(frame))) => Ok(frame),
+        Ok(Some(Err(e))) => Err(ClientError::Protocol(format!(
+            "{e}; is this a wiresh server? (for a legacy server use --legacy)"
+        ))),
+    }
+}
+
+/// Sends local input to the server as `stdin` frames, then `stdin_end`.
+async fn forward_stdin(mut rx: mpsc::Receiver<Bytes>, data: mpsc::Sender<Frame>) {
+    while let Some(chunk) = rx.recv().await {
+        if data
+            .send(Frame::with_body(Message::Stdin, chunk))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = data.send(Frame::new(Message::StdinEnd)).await;
+}
+
+/// Aborts a task when dropped, so a command's stdin forwarder never outlives it.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `wiresh shell`: run line after line on one persistent connection.
+//!
+//! On a terminal it is an interactive prompt with line editing and history
+//! (rustyline); otherwise it prints no prompt and runs the lines it reads,
+//! so it can be scripted: `printf 'uname -a\nid\n' | wiresh shell`.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use tokio::runtime::Runtime;
+use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Secret};
+
+use super::local::{Printer, StderrStyle};
+use super::{ClientError, Connection, Target};
+
+/// Where lines come from.
+enum Lines {
+    Editor(Box<rustyline::DefaultEditor>, Option<PathBuf>),
+    Piped(io::StdinLock<'static>),
+}
+
+impl Lines {
+    /// The next line, or `None` at end of input.
+    fn next(&mut self, prompt: &str) -> Option<String> {
+        match self {
+            Lines::Editor(editor, _) => loop {
+                match editor.readline(prompt) {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        return Some(line);
+                    }
+                    // Ctrl-C at the prompt clears the line, as in a shell.
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(_) => return None,
+                }
+            },
+            Lines::Piped(stdin) => {
+                let mut line = String::new();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(line),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        if let Lines::Editor(editor, Some(path)) = self {
+            let _ = editor.save_history(path);
+        }
+    }
+}
+
+/// Runs the shell until end of input or `exit`; returns the exit status of
+/// the last command (as a shell would), or 255 if the server could not be
+/// reached at all.
+pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
+    let interactive = io::stdin().is_terminal();
+    let mut lines = if interactive {
+        match rustyline::DefaultEditor::new() {
+            Ok(mut editor) => {
+                let history = crate::auth::wiresh_home().ok().map(|h| h.join("history"));
+                if let Some(h) = &history {
+                    let _ = editor.load_history(h);
+                }
+                Lines::Editor(Box::new(editor), history)
+            }
+            Err(_) => Lines::Piped(io::stdin().lock()),
+        }
+    } else {
+        Lines::Piped(io::stdin().lock())
+    };
+    let style = if interactive && io::stderr().is_terminal() {
+        StderrStyle::Red
+    } else {
+        StderrStyle::Plain
+    };
+    let printer = Printer::start(style);
+    let mut conn = match rt.block_on(Connection::connect(target, token)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("wiresh: {e}");
+            return 255;
+        }
+    };
+    if interactive {
+        eprintln!("connected to {target}; type `exit` or press Ctrl-D to leave");
+    }
+    let prompt = format!("{target}>>: ");
+    let mut last = 0;
+    while let Some(line) = lines.next(&prompt) {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "exit" || line == "quit" {
+            break;
+        }
+        let result = rt.block_on(async {
+            let res = run_line(&mut conn, target, token, line, &printer).await;
+            printer.sync().await;
+            res
+        });
+        last = match result {
+            Ok(status) => {
+                report_status(&status);
+                status.shell_code()
+            }
+            Err(e) => {
+                eprintln!("wiresh: {e}");
+                if !e.connection_usable() {
+                    conn = None; // reconnect for the next line
+                }
+                255
+            }
+        };
+    }
+    last
+}
+
+/// Runs one line, connecting first if the previous connection was lost. A
+/// server that closed an idle connection says so before it ran anything,
+/// so the line is safely retried once on a fresh connection.
+async fn run_line(
+    conn: &mut Option<Connection>,
+    target: &Target,
+    token: &Secret,
+    line: &str,
+    printer: &Printer,
+) -> Result<ExitStatus, ClientError> {
+    for attempt in 0..2 {
+        if conn.is_none() {
+            *conn = Some(Connection::connect(target, token).await?);
+        }
+        let c = conn.as_mut().expect("connected above");
+        let res = c
+            .run(ExecRequest::shell(line), None, printer.sender(), || async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        match res {
+            Err(ClientError::Remote {
+                code: ErrorCode::Timeout,
+                ..
+            }) if attempt == 0 => *conn = None,
+            other => return other,
+        }
+    }
+    unreachable!("the second attempt always returns")
+}
+
+/// Shows a non-zero status distinctly from the command's own output.
+fn report_status(status: &ExitStatus) {
+    let mut err = io::stderr().lock();
+    let _ = if status.timed_out {
+        writeln!(err, "[timed out after {} ms]", status.duration_ms)
+    } else if let Some(sig) = status.signal {
+        writeln!(err, "[killed by signal {sig}]")
+    } else if let Some(code) = status.code.filter(|c| *c != 0) {
+        writeln!(err, "[exit {code}]")
+    } else {
+        Ok(())
+    };
+}

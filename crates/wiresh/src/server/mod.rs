@@ -1,0 +1,159 @@
+//! `wiresh serve`: accepts connections and runs commands for authenticated
+//! clients.
+//!
+//! Structure (after mini-redis): [`run`] owns the listener and the shutdown
+//! broadcast; a [`Semaphore`] bounds the number of connections; each
+//! connection is its own task running a [`session`], so a fault or a panic
+//! in one connection never reaches another or the accept loop.
+
+mod command;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::time;
+use tracing::{error, info, warn};
+use wiresh_proto::{ErrorCode, Frame, FrameCodec, Limits, Message, Secret};
+
+use crate::shutdown::Shutdown;
+
+/// Everything a server needs to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The token clients must present.
+    pub token: Secret,
+    /// Frame size limits.
+    pub limits: Limits,
+    /// Most connections served at once; more are refused with an error.
+    pub max_connections: usize,
+    /// Time a client has to send the preamble and authenticate.
+    pub handshake_timeout: Duration,
+    /// An idle connection (no command running) is closed after this long.
+    pub idle_timeout: Duration,
+    /// While a command runs, the client must send a frame at least this often.
+    pub keepalive: Duration,
+    /// Upper bound on every command's run time (a request may ask for less).
+    pub command_timeout: Option<Duration>,
+    /// On shutdown, how long running commands may go on before being killed.
+    pub shutdown_grace: Duration,
+    /// Time between SIGTERM and SIGKILL when a command's group is killed.
+    pub kill_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults suited to an interactive server, with the given token.
+    pub fn new(token: Secret) -> Self {
+        ServerConfig {
+            token,
+            limits: Limits::default(),
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15 * 60),
+            keepalive: Duration::from_secs(20),
+            command_timeout: None,
+            shutdown_grace: Duration::from_secs(10),
+            kill_grace: crate::process::DEFAULT_KILL_GRACE,
+        }
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then stops
+/// accepting, lets running commands finish for the grace period, and returns
+/// once every connection has ended.
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) {
+    let (notify_shutdown, _) = broadcast::channel(1);
+    // Every connection task holds a clone of this sender; when all are
+    // dropped, `shutdown_complete_rx.recv()` returns None.
+    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    let config = Arc::new(config);
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+
+    tokio::select! {
+        res = accept_loop(&listener, &config, &limit, &notify_shutdown, &shutdown_complete_tx) => {
+            error!("accept loop failed: {res:?}");
+        }
+        _ = shutdown => {
+            info!("shutting down: no new connections; running commands get {:?}", config.shutdown_grace);
+        }
+    }
+    drop(listener);
+    drop(notify_shutdown);
+    drop(shutdown_complete_tx);
+    let _ = shutdown_complete_rx.recv().await;
+    info!("server stopped");
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    config: &Arc<ServerConfig>,
+    limit: &Arc<Semaphore>,
+    notify_shutdown: &broadcast::Sender<()>,
+    shutdown_complete_tx: &mpsc::Sender<()>,
+) -> std::io::Result<()> {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(e) => {
+                // EMFILE and friends are transient: back off rather than spin
+                // or die, as the rest of the server is still serving.
+                warn!("accept failed: {e}; retrying in {backoff:?}");
+                time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, "refusing connection: {} connections already open", config.max_connections);
+            tokio::spawn(refuse(socket, config.max_connections));
+            continue;
+        };
+        let config = config.clone();
+        let shutdown = Shutdown::new(notify_shutdown.subscribe());
+        let done = shutdown_complete_tx.clone();
+        tokio::spawn(async move {
+            let session = tokio::spawn(session::serve(socket, peer, config, shutdown));
+            if let Err(e) = session.await {
+                if e.is_panic() {
+                    error!(%peer, "connection handler panicked; connection closed, server unaffected");
+                }
+            }
+            drop(permit);
+            drop(done);
+        });
+    }
+}
+
+/// Tells a peer over the connection limit why it is turned away.
+async fn refuse(socket: TcpStream, max: usize) {
+    use futures_util::SinkExt;
+    let mut framed = tokio_util::codec::FramedWrite::new(socket, FrameCodec::default());
+    let frame = Frame::new(Message::error(
+        ErrorCode::TooManyConnections,
+        format!("server is at its limit of {max} connections; try again later"),
+    ));
+    let _ = time::timeout(Duration::from_secs(2), framed.send(frame)).await;
+}
+
+/// Binds a listener, explaining the usual failures.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another process uses that port: pick another with --listen, or port 0 for any free one"
+            }
+            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+    })
+}

@@ -1,0 +1,258 @@
+//! One client connection, from preamble to close.
+//!
+//! States: preamble → `hello` → `auth` → any number of commands, one after
+//! another. Any protocol violation ends this connection (with an `error`
+//! frame saying why) and nothing else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::time;
+use tokio_util::codec::FramedRead;
+use tracing::{info, warn};
+use wiresh_proto::{
+    DecodeError, ErrorCode, Frame, FrameCodec, Hello, Message, Preamble, PreambleError,
+    PREAMBLE_LEN, PROTOCOL_VERSION,
+};
+
+use super::{command, ServerConfig};
+use crate::auth::token_matches;
+use crate::outbox::Outbox;
+use crate::shutdown::Shutdown;
+
+/// Why a connection ended, for the log line.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The client closed the connection cleanly between commands.
+    ClientClosed,
+    /// The connection was ended by the server with an error sent to the peer
+    /// (or by the peer vanishing); the text says why.
+    Error(String),
+}
+
+/// The state of one authenticated connection.
+pub(super) struct Session {
+    pub peer: SocketAddr,
+    pub config: Arc<ServerConfig>,
+    pub reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    pub outbox: Outbox,
+    pub shutdown: Shutdown,
+    pub commands: u64,
+}
+
+/// Serves one connection to its end and logs one line about it.
+pub(super) async fn serve(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    shutdown: Shutdown,
+) {
+    let opened = Instant::now();
+    if let Err(reason) = check_preamble(&mut socket, config.handshake_timeout).await {
+        info!(%peer, "connection refused: {reason}");
+        return;
+    }
+    let (read, write) = socket.into_split();
+    let (outbox, writer) = Outbox::spawn(write, FrameCodec::new(config.limits));
+    let mut session = Session {
+        peer,
+        reader: FramedRead::new(read, FrameCodec::new(config.limits)),
+        outbox,
+        shutdown,
+        commands: 0,
+        config,
+    };
+    let end = session.run().await;
+    let commands = session.commands;
+    // Let the writer deliver what is queued (such as a final error) and close.
+    drop(session);
+    let _ = time::timeout(Duration::from_secs(5), writer).await;
+    let elapsed = opened.elapsed();
+    match end {
+        End::ClientClosed => {
+            info!(%peer, commands, duration_ms = elapsed.as_millis() as u64, "connection closed")
+        }
+        End::Error(reason) => {
+            warn!(%peer, commands, duration_ms = elapsed.as_millis() as u64, "connection ended: {reason}")
+        }
+    }
+}
+
+/// Reads and checks the 8-byte preamble. A peer with the wrong magic gets a
+/// plain-text line, readable by whatever it is (curl, netcat, a browser).
+async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<(), String> {
+    let mut raw = [0u8; PREAMBLE_LEN];
+    match time::timeout(limit, socket.read_exact(&mut raw)).await {
+        Err(_) => return Err(format!("no preamble within {limit:?}")),
+        Ok(Err(e)) => return Err(format!("connection lost before the preamble: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    match Preamble::decode(&raw) {
+        Ok(_) => Ok(()),
+        Err(err @ PreambleError::BadMagic { .. }) => {
+            let line = format!(
+                "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol {PROTOCOL_VERSION}); \
+                 {err}; use the wiresh client\n"
+            );
+            let _ = time::timeout(Duration::from_secs(2), socket.write_all(line.as_bytes())).await;
+            let _ = socket.shutdown().await;
+            Err(err.to_string())
+        }
+    }
+}
+
+impl Session {
+    async fn run(&mut self) -> End {
+        // The version check comes after the magic check, so the peer is known
+        // to speak frames and can read an error frame.
+        if let Err(end) = self.greet().await {
+            return end;
+        }
+        if let Err(end) = self.authenticate().await {
+            return end;
+        }
+        self.serve_commands().await
+    }
+
+    async fn greet(&mut self) -> Result<(), End> {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            server: concat!("wiresh/", env!("CARGO_PKG_VERSION")).to_string(),
+            features: vec![
+                "exec".into(),
+                "stdin".into(),
+                "cancel".into(),
+                "ping".into(),
+            ],
+            keepalive_secs: self.config.keepalive.as_secs() as u32,
+            max_body: self.config.limits.max_body as u32,
+        };
+        if self
+            .outbox
+            .send_control(Frame::new(Message::Hello(hello)))
+            .await
+        {
+            Ok(())
+        } else {
+            Err(End::Error("connection lost before hello".into()))
+        }
+    }
+
+    async fn authenticate(&mut self) -> Result<(), End> {
+        let limit = self.config.handshake_timeout;
+        let frame = match time::timeout(limit, self.reader.next()).await {
+            Err(_) => {
+                return Err(self
+                    .fail(
+                        ErrorCode::Timeout,
+                        format!("no authentication within {limit:?}"),
+                    )
+                    .await)
+            }
+            Ok(None) => return Err(End::Error("client left before authenticating".into())),
+            Ok(Some(Err(e))) => return Err(self.fail_decode(e).await),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame.message {
+            Message::Auth { token } if token_matches(&self.config.token, &token) => {
+                if self.outbox.send_control(Frame::new(Message::AuthOk)).await {
+                    Ok(())
+                } else {
+                    Err(End::Error("connection lost during authentication".into()))
+                }
+            }
+            Message::Auth { .. } => {
+                // Logged without the token, by construction: Secret's Debug is redacted.
+                Err(self
+                    .fail(
+                        ErrorCode::AuthFailed,
+                        "authentication failed: wrong token (check --token-file or WIRESH_TOKEN)",
+                    )
+                    .await)
+            }
+            other => Err(self
+                .fail(
+                    ErrorCode::AuthRequired,
+                    format!(
+                        "the first frame must be `auth`, not `{}`",
+                        other.type_name()
+                    ),
+                )
+                .await),
+        }
+    }
+
+    async fn serve_commands(&mut self) -> End {
+        loop {
+            let idle = self.config.idle_timeout;
+            let next = tokio::select! {
+                next = time::timeout(idle, self.reader.next()) => next,
+                _ = self.shutdown.recv() => {
+                    return self.fail(ErrorCode::ShuttingDown, "server is shutting down").await;
+                }
+            };
+            let frame = match next {
+                Err(_) => {
+                    return self
+                        .fail(
+                            ErrorCode::Timeout,
+                            format!("idle for {idle:?}; closing the connection"),
+                        )
+                        .await
+                }
+                Ok(None) => return End::ClientClosed,
+                Ok(Some(Err(e))) => return self.fail_decode(e).await,
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame.message {
+                Message::Exec(req) => {
+                    self.commands += 1;
+                    if let Err(end) = command::run(self, req).await {
+                        return end;
+                    }
+                }
+                Message::Ping => {
+                    self.outbox
+                        .send_control(Frame::with_body(Message::Pong, frame.body))
+                        .await;
+                }
+                // Late input or a cancel that crossed the command's exit on
+                // the wire: harmless, and documented as ignored.
+                Message::Stdin | Message::StdinEnd | Message::Cancel | Message::Pong => {}
+                other => return self.unexpected(&other, "between commands").await,
+            }
+        }
+    }
+
+    /// Sends an error to the peer and returns the end reason for the log.
+    pub async fn fail(&mut self, code: ErrorCode, message: impl Into<String>) -> End {
+        let message = message.into();
+        self.outbox
+            .send_control(Frame::new(Message::error(code, message.clone())))
+            .await;
+        End::Error(format!("{code}: {message}"))
+    }
+
+    /// Reports a framing error to the peer; the stream has no trustworthy
+    /// boundary after it, so the connection ends.
+    pub async fn fail_decode(&mut self, err: DecodeError) -> End {
+        if let DecodeError::Io(e) = &err {
+            return End::Error(format!("read failed: {e}"));
+        }
+        self.fail(err.code(), err.to_string()).await
+    }
+
+    /// Rejects a message that is valid but not allowed now.
+    pub async fn unexpected(&mut self, message: &Message, when: &str) -> End {
+        self.fail(
+            ErrorCode::UnexpectedMessage,
+            format!("`{}` is not allowed {when}", message.type_name()),
+        )
+        .await
+    }
+}
