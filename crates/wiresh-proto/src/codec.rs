@@ -274,22 +274,33 @@ impl FrameCodec {
         body: &[u8],
         dst: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        if body.len() > self.limits.max_body {
+        self.encode_header(message, body.len(), dst)?;
+        dst.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// Appends the length prefix and JSON header of a frame whose body of
+    /// `body_len` bytes the caller sends right after, e.g. with a vectored
+    /// write, so large bodies need not be copied into `dst`.
+    pub fn encode_header(
+        &self,
+        message: &Message,
+        body_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        if body_len > self.limits.max_body {
             return Err(EncodeError::BodyTooLarge {
-                len: body.len(),
+                len: body_len,
                 max: self.limits.max_body,
             });
         }
-        if !body.is_empty() && !Message::carries_body(message.type_name()) {
+        if body_len > 0 && !Message::carries_body(message.type_name()) {
             return Err(EncodeError::UnexpectedBody(message.type_name()));
         }
         let start = dst.len();
-        dst.reserve(LEN_PREFIX + 128 + body.len());
+        dst.reserve(LEN_PREFIX + 128);
         dst.put_u32(0);
-        let header = WireHeader {
-            message,
-            body_len: body.len(),
-        };
+        let header = WireHeader { message, body_len };
         serde_json::to_writer((&mut *dst).writer(), &header)?;
         let header_len = dst.len() - start - LEN_PREFIX;
         if header_len > self.limits.max_header {
@@ -300,7 +311,6 @@ impl FrameCodec {
             });
         }
         dst[start..start + LEN_PREFIX].copy_from_slice(&(header_len as u32).to_be_bytes());
-        dst.extend_from_slice(body);
         Ok(())
     }
 }

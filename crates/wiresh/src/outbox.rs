@@ -11,12 +11,14 @@
 //! always serves first. On the client, stdin frames are the data and pings
 //! and cancels the control.
 
-use futures_util::SinkExt;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedWrite;
 use wiresh_proto::{Frame, FrameCodec};
 
 /// Output frames in flight per connection. With pumps reading up to 256 KiB
@@ -40,11 +42,7 @@ impl Outbox {
     pub fn spawn(write: OwnedWriteHalf, codec: FrameCodec) -> (Outbox, JoinHandle<()>) {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let task = tokio::spawn(write_frames(
-            FramedWrite::new(write, codec),
-            data_rx,
-            control_rx,
-        ));
+        let task = tokio::spawn(write_frames(write, codec, data_rx, control_rx));
         (Outbox { data, control }, task)
     }
 
@@ -61,30 +59,77 @@ impl Outbox {
     }
 }
 
+/// Most bytes gathered into one vectored write.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most buffers in one vectored write (well under the kernel's IOV_MAX).
+const BATCH_SLICES: usize = 64;
+
 async fn write_frames(
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut socket: OwnedWriteHalf,
+    codec: FrameCodec,
     mut data: mpsc::Receiver<Frame>,
     mut control: mpsc::Receiver<Frame>,
 ) {
+    // Headers are encoded into one buffer; bodies are written from their own
+    // buffers with vectored writes, never copied.
+    let mut headers = BytesMut::new();
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             biased;
             Some(f) = control.recv() => f,
             Some(f) = data.recv() => f,
             else => break,
         };
-        if let Err(e) = sink.feed(frame).await {
+        // Gather whatever else is already queued, so a short command's
+        // `started`, output and `exit` leave in one segment.
+        let mut batched = 0;
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if let Err(e) = codec.encode_header(&frame.message, frame.body.len(), &mut headers) {
+                tracing::error!("dropping a frame that cannot be encoded: {e}");
+                continue;
+            }
+            pending.push_back(headers.split().freeze());
+            batched += frame.body.len();
+            if !frame.body.is_empty() {
+                pending.push_back(frame.body);
+            }
+            if batched < BATCH_BYTES && pending.len() + 2 <= BATCH_SLICES {
+                next = control.try_recv().or_else(|_| data.try_recv()).ok();
+            }
+        }
+        if let Err(e) = write_all(&mut socket, &mut pending).await {
             tracing::debug!("connection write failed: {e}");
             return;
         }
-        // Batch whatever is already queued into one write; flush when idle.
-        if control.is_empty()
-            && data.is_empty()
-            && SinkExt::<Frame>::flush(&mut sink).await.is_err()
-        {
-            return;
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Writes every buffer in `pending`, in order, with as few system calls as
+/// the kernel allows.
+async fn write_all(
+    socket: &mut OwnedWriteHalf,
+    pending: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !pending.is_empty() {
+        let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let front = pending
+                .front_mut()
+                .expect("written bytes came from pending");
+            let n = written.min(front.len());
+            front.advance(n);
+            written -= n;
+            if front.is_empty() {
+                pending.pop_front();
+            }
         }
     }
-    let _ = SinkExt::<Frame>::flush(&mut sink).await;
-    let _ = sink.into_inner().shutdown().await;
+    Ok(())
 }

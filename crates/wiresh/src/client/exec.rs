@@ -1,14 +1,18 @@
 //! `wiresh exec`: one command, with this process's stdio as its own.
 
 use tokio::runtime::Runtime;
-use wiresh_proto::{ExecRequest, Secret};
+use wiresh_proto::{ErrorCode, ExecRequest, Secret};
 
 use super::local::{spawn_stdin_reader, Printer, StderrStyle};
-use super::{Connection, Target};
+use super::{ClientError, Connection, Target};
 
 /// Exit status of the client when it fails itself (cannot connect, wrong
 /// token, protocol error), as ssh does.
 pub const CLIENT_FAILURE: i32 = 255;
+
+/// Exit status when the server could not start the program, as a shell
+/// reports a command it cannot find.
+pub const NOT_STARTED: i32 = 127;
 
 /// Runs `req` on `target` and returns the exit status this process should
 /// end with: the remote code, 128+N for a remote death by signal N, or
@@ -45,7 +49,13 @@ pub fn run(
         }
         Err(e) => {
             eprintln!("wiresh: {e}");
-            CLIENT_FAILURE
+            match e {
+                ClientError::Remote {
+                    code: ErrorCode::SpawnFailed,
+                    ..
+                } => NOT_STARTED,
+                _ => CLIENT_FAILURE,
+            }
         }
     }
 }

@@ -14,8 +14,9 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 use super::session::{End, Session};
 use crate::process::{self, SpawnError};
 
-/// Largest chunk read from a command's pipe into one frame.
-const CHUNK: usize = 256 * 1024;
+/// Largest chunk read from a command's pipe into one frame: the protocol's
+/// default body limit, which every client accepts.
+const CHUNK: usize = wiresh_proto::Limits::DEFAULT_MAX_BODY;
 
 /// Runs `req` to completion. `Ok` means the connection can take the next
 /// command; `Err` means it must close.
@@ -58,8 +59,9 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     {
         return Err(End::Error("connection lost".into()));
     }
-    let mut stdout_pump = tokio::spawn(pump(stdout, Message::Stdout, data.clone()));
-    let mut stderr_pump = tokio::spawn(pump(stderr, Message::Stderr, data.clone()));
+    let chunk = CHUNK.min(config.limits.max_body);
+    let mut stdout_pump = tokio::spawn(pump(stdout, Message::Stdout, data.clone(), chunk));
+    let mut stderr_pump = tokio::spawn(pump(stderr, Message::Stderr, data.clone(), chunk));
     let (mut stdout_done, mut stderr_done) = (false, false);
     let mut bytes_out = 0u64;
     let mut stdin_tx = stdin.map(spawn_stdin_writer);
@@ -142,9 +144,11 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             }
             // Not while input is held back: then the client cannot be heard.
             _ = time::sleep_until(last_heard + silence_limit), if pending_stdin.is_none() => {
-                return Err(End::Error(format!(
-                    "client silent for {silence_limit:?} during `{what}` (no keepalive); its process group was killed"
-                )));
+                let message = format!(
+                    "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
+                     the command was killed"
+                );
+                return Err(session.fail(ErrorCode::Timeout, message).await);
             }
             _ = session.outbox.closed() => {
                 return Err(End::Error(format!("connection lost during `{what}`; its process group was killed")));
@@ -186,13 +190,18 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
 /// Copies one of the command's output pipes into frames of `kind` until
 /// end of file; returns the byte count. Waiting on a full queue is what
 /// slows the command down to the client's pace.
-async fn pump(mut pipe: impl AsyncRead + Unpin, kind: Message, out: mpsc::Sender<Frame>) -> u64 {
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    kind: Message,
+    out: mpsc::Sender<Frame>,
+    chunk: usize,
+) -> u64 {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
     loop {
         // Reuses the allocation once the previous frame has been written.
-        buf.reserve(CHUNK);
-        match pipe.read_buf(&mut buf).await {
+        buf.reserve(chunk);
+        match (&mut pipe).take(chunk as u64).read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => total += n as u64,
         }

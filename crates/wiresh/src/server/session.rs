@@ -53,10 +53,13 @@ pub(super) async fn serve(
     shutdown: Shutdown,
 ) {
     let opened = Instant::now();
-    if let Err(reason) = check_preamble(&mut socket, config.handshake_timeout).await {
-        info!(%peer, "connection refused: {reason}");
-        return;
-    }
+    let preamble = match check_preamble(&mut socket, config.handshake_timeout).await {
+        Ok(p) => p,
+        Err(reason) => {
+            info!(%peer, "connection refused: {reason}");
+            return;
+        }
+    };
     let (read, write) = socket.into_split();
     let (outbox, writer) = Outbox::spawn(write, FrameCodec::new(config.limits));
     let mut session = Session {
@@ -67,7 +70,7 @@ pub(super) async fn serve(
         commands: 0,
         config,
     };
-    let end = session.run().await;
+    let end = session.run(preamble).await;
     let commands = session.commands;
     // Let the writer deliver what is queued (such as a final error) and close.
     drop(session);
@@ -85,7 +88,7 @@ pub(super) async fn serve(
 
 /// Reads and checks the 8-byte preamble. A peer with the wrong magic gets a
 /// plain-text line, readable by whatever it is (curl, netcat, a browser).
-async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<(), String> {
+async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<Preamble, String> {
     let mut raw = [0u8; PREAMBLE_LEN];
     match time::timeout(limit, socket.read_exact(&mut raw)).await {
         Err(_) => return Err(format!("no preamble within {limit:?}")),
@@ -93,7 +96,7 @@ async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<(), S
         Ok(Ok(_)) => {}
     }
     match Preamble::decode(&raw) {
-        Ok(_) => Ok(()),
+        Ok(p) => Ok(p),
         Err(err @ PreambleError::BadMagic { .. }) => {
             let line = format!(
                 "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol {PROTOCOL_VERSION}); \
@@ -107,9 +110,16 @@ async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<(), S
 }
 
 impl Session {
-    async fn run(&mut self) -> End {
+    async fn run(&mut self, preamble: Preamble) -> End {
         // The version check comes after the magic check, so the peer is known
         // to speak frames and can read an error frame.
+        if preamble.version != PROTOCOL_VERSION {
+            let message = format!(
+                "client speaks protocol version {}; this server supports version {PROTOCOL_VERSION} only",
+                preamble.version
+            );
+            return self.fail(ErrorCode::UnsupportedVersion, message).await;
+        }
         if let Err(end) = self.greet().await {
             return end;
         }
