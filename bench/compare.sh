@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Measures wiresh against what users compare it with, in one run, and prints
+# ratios (absolute numbers on shared machines are noise; ratios in one run are
+# not). See ../shared/BASELINES.md for how the reference figures were taken.
+#
+# Usage: bench/compare.sh
+# Needs: hyperfine. Optional: socat (raw TCP relay), openssh-server (ssh).
+#   apt-get install -y hyperfine socat openssh-server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GIB=1073741824
+RUNS=${RUNS:-5}
+cargo build --release -q --bin wiresh --example latency
+B=$PWD/target/release/wiresh
+WORK=$(mktemp -d)
+export WIRESH_HOME=$WORK/home
+cleanup() {
+    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
+    [ -f "$WORK/sshd/pid" ] && kill "$(cat "$WORK/sshd/pid")" 2>/dev/null || true
+    [ -n "${SSH_CM:-}" ] && ssh -O exit -o ControlPath="$SSH_CM" x 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Start a server on a free port and wait for its readiness line.
+mkfifo "$WORK/ready"
+"$B" serve --listen 127.0.0.1:0 >"$WORK/ready" 2>"$WORK/server.log" &
+SERVER_PID=$!
+read -r line <"$WORK/ready"
+ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
+cat "$WORK/ready" >/dev/null &
+echo "server at $ADDR (pid $SERVER_PID)"
+
+# Median wall time in seconds of RUNS runs of a shell command.
+median_secs() {
+    local cmd=$1 i times=()
+    for ((i = 0; i < RUNS; i++)); do
+        local s e
+        s=$(date +%s%N)
+        bash -c "$cmd"
+        e=$(date +%s%N)
+        times+=("$(( e - s ))")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.4f\n", a[int((NR+1)/2)]/1e9}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+echo
+echo "== 1. per-command latency on a live connection"
+"$PWD/target/release/examples/latency" "$ADDR" 2000
+
+echo
+echo "== 2. one-shot: a fresh process running \`true\` remotely"
+hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot.json" "$B exec -n -H $ADDR -- true" >/dev/null
+WIRESH_ONESHOT=$(python3 -c "import json;print(json.load(open('$WORK/oneshot.json'))['results'][0]['median'])")
+printf 'wiresh exec -- true: %.2f ms\n' "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{print s*1000}')"
+if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
+    D=$WORK/sshd
+    mkdir -p "$D"
+    ssh-keygen -q -t ed25519 -N '' -f "$D/host_key"
+    ssh-keygen -q -t ed25519 -N '' -f "$D/client_key"
+    cp "$D/client_key.pub" "$D/authorized_keys"
+    printf 'Port 2222\nListenAddress 127.0.0.1\nHostKey %s/host_key\nAuthorizedKeysFile %s/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\nStrictModes no\nPidFile %s/pid\n' "$D" "$D" "$D" >"$D/config"
+    mkdir -p /run/sshd
+    /usr/sbin/sshd -f "$D/config"
+    SSH_CM=$D/cm
+    S="ssh -p 2222 -i $D/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ControlMaster=auto -o ControlPath=$SSH_CM -o ControlPersist=120 root@127.0.0.1"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do $S true 2>/dev/null && break; sleep 0.2; done # wait for sshd; opens the master
+    hyperfine -N -w 3 -r 30 --export-json "$WORK/ssh.json" "$S true" >/dev/null
+    SSH_ONESHOT=$(python3 -c "import json;print(json.load(open('$WORK/ssh.json'))['results'][0]['median'])")
+    printf 'ssh (ControlMaster up) true: %.2f ms; wiresh is %sx faster\n' \
+        "$(awk -v s="$SSH_ONESHOT" 'BEGIN{print s*1000}')" "$(ratio "$SSH_ONESHOT" "$WIRESH_ONESHOT")"
+else
+    echo "sshd not installed: skipping the ssh comparison (apt-get install openssh-server)"
+fi
+
+echo
+echo "== 3. 1 GiB of output to the client (median of $RUNS)"
+T_WIRESH=$(median_secs "$B exec -n -H $ADDR -- head -c $GIB /dev/zero > /dev/null")
+T_PIPE=$(median_secs "head -c $GIB /dev/zero | cat > /dev/null")
+printf 'wiresh:       %.3f s  %.2f GB/s\n' "$T_WIRESH" "$(awk -v t="$T_WIRESH" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+printf 'local pipe:   %.3f s  %.2f GB/s\n' "$T_PIPE" "$(awk -v t="$T_PIPE" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+if command -v socat >/dev/null; then
+    # The relay: socat runs head and serves its output to one TCP client.
+    T_SOCAT=$(median_secs "socat -b131072 -u EXEC:'head -c $GIB /dev/zero' TCP-LISTEN:34999,reuseaddr,bind=127.0.0.1 & until socat -b131072 -u TCP:127.0.0.1:34999 - > /dev/null 2>&1; do sleep 0.02; done; wait")
+    printf 'socat relay:  %.3f s  %.2f GB/s\n' "$T_SOCAT" "$(awk -v t="$T_SOCAT" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+    printf 'wiresh / raw TCP relay throughput: %s\n' "$(ratio "$T_SOCAT" "$T_WIRESH")"
+fi
+printf 'wiresh / local pipe throughput: %s\n' "$(ratio "$T_PIPE" "$T_WIRESH")"
+echo "server peak RSS over the whole run: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"

@@ -1,0 +1,53 @@
+//! Per-command latency on a live connection, against spawning the same
+//! command locally. Used by `bench/compare.sh`.
+//!
+//! Usage: latency HOST:PORT [COUNT]   (token from the usual places)
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wiresh::client::{Connection, Output, Target};
+use wiresh_proto::ExecRequest;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let target = Target::parse(&args.next().unwrap_or_else(|| "127.0.0.1:7878".into()), 7878)
+        .map_err(anyhow::Error::msg)?;
+    let count: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1000);
+    let token = wiresh::auth::client_token(None)?;
+
+    let mut conn = Connection::connect(&target, &token).await?;
+    let (tx, mut rx) = mpsc::channel::<Output>(16);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let mut remote = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let st = conn
+            .run(ExecRequest::shell("true"), None, &tx, std::future::pending::<()>)
+            .await?;
+        remote.push(t.elapsed());
+        anyhow::ensure!(st.code == Some(0), "remote `true` failed: {st:?}");
+    }
+    let mut local = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let st = Command::new("/bin/sh").args(["-c", "true"]).status()?;
+        local.push(t.elapsed());
+        anyhow::ensure!(st.success(), "local `sh -c true` failed");
+    }
+    let (r, l) = (median(remote), median(local));
+    println!(
+        "per-command latency, median of {count}: wiresh (live connection) {:.3} ms, local sh -c true {:.3} ms, ratio {:.2}x",
+        r.as_secs_f64() * 1e3,
+        l.as_secs_f64() * 1e3,
+        r.as_secs_f64() / l.as_secs_f64()
+    );
+    Ok(())
+}
