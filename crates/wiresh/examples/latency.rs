@@ -18,8 +18,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let target = Target::parse(&args.next().unwrap_or_else(|| "127.0.0.1:7878".into()), 7878)
-        .map_err(anyhow::Error::msg)?;
+    let target = Target::parse(
+        &args.next().unwrap_or_else(|| "127.0.0.1:7878".into()),
+        7878,
+    )
+    .map_err(anyhow::Error::msg)?;
     let count: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1000);
     let token = wiresh::auth::client_token(None)?;
 
@@ -30,7 +33,12 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..count {
         let t = Instant::now();
         let st = conn
-            .run(ExecRequest::shell("true"), None, &tx, std::future::pending::<()>)
+            .run(
+                ExecRequest::shell("true"),
+                None,
+                &tx,
+                std::future::pending::<()>,
+            )
             .await?;
         remote.push(t.elapsed());
         anyhow::ensure!(st.code == Some(0), "remote `true` failed: {st:?}");
