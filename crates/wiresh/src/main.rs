@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use wiresh::client::{self, Target};
+use wiresh::legacy::{self, LegacyServerConfig};
 use wiresh::server::{self, ServerConfig};
 use wiresh::{auth, client::exec::CLIENT_FAILURE};
 use wiresh_proto::{ExecRequest, Limits, DEFAULT_PORT};
@@ -69,28 +70,41 @@ struct ServeArgs {
     /// Largest frame body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_BODY)]
     max_frame_body: usize,
+    /// Also serve the original (legacy) Python protocol on this address. It
+    /// has no authentication, so only loopback addresses are accepted.
+    #[arg(long, value_name = "ADDR")]
+    legacy_listen: Option<SocketAddr>,
+    /// Allow --legacy-listen on a non-loopback address. Anyone who can reach
+    /// it can run any command as this user: only on a network you trust.
+    #[arg(long, requires = "legacy_listen")]
+    legacy_allow_insecure_remote: bool,
 }
 
 #[derive(Args)]
 struct ConnectArgs {
-    /// Server to connect to.
+    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy]
     #[arg(
         long = "host",
         short = 'H',
         value_name = "HOST[:PORT]",
-        env = "WIRESH_HOST",
-        default_value = "127.0.0.1:7878"
+        env = "WIRESH_HOST"
     )]
-    host: String,
+    host: Option<String>,
     /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
 }
 
 impl ConnectArgs {
-    fn target(&self, default_port: u16) -> Result<Target> {
-        Target::parse(&self.host, default_port)
-            .map_err(|e| anyhow::anyhow!("-H {}: {e}", self.host))
+    /// The modern server to connect to.
+    fn target(&self) -> Result<Target> {
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        Target::parse(host, DEFAULT_PORT).map_err(|e| anyhow::anyhow!("-H {host}: {e}"))
+    }
+
+    /// The legacy server to connect to, as `HOST[:PORT]`.
+    fn legacy_host(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
     }
 }
 
@@ -113,6 +127,11 @@ struct ExecArgs {
     /// Have the server kill the command after this long (e.g. 10s, 2m).
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
+    /// Talk the original (legacy) protocol, e.g. to shared/legacy/server.py
+    /// (default port 8090). It has no stdin, no exit status and mixes
+    /// stderr into stdout: wiresh exits 0 after a complete answer.
+    #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file"])]
+    legacy: bool,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -127,6 +146,9 @@ struct ExecArgs {
 struct ShellArgs {
     #[command(flatten)]
     connect: ConnectArgs,
+    /// Talk the original (legacy) protocol (default port 8090).
+    #[arg(long, conflicts_with = "token_file")]
+    legacy: bool,
 }
 
 fn main() -> ExitCode {
@@ -159,7 +181,13 @@ fn client_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn exec(args: ExecArgs) -> Result<i32> {
-    let target = args.connect.target(DEFAULT_PORT)?;
+    if args.legacy {
+        let rt = client_runtime()?;
+        let code =
+            client::exec::run_legacy(&rt, args.connect.legacy_host(), &args.command.join(" "));
+        std::process::exit(code);
+    }
+    let target = args.connect.target()?;
     let token = auth::client_token(args.connect.token_file.as_deref())?;
     let mut req = if args.argv {
         ExecRequest::argv(args.command)
@@ -176,7 +204,13 @@ fn exec(args: ExecArgs) -> Result<i32> {
 }
 
 fn shell(args: ShellArgs) -> Result<i32> {
-    let target = args.connect.target(DEFAULT_PORT)?;
+    if args.legacy {
+        return Ok(client::shell::run_legacy(
+            &client_runtime()?,
+            args.connect.legacy_host(),
+        ));
+    }
+    let target = args.connect.target()?;
     let token = auth::client_token(args.connect.token_file.as_deref())?;
     let rt = client_runtime()?;
     Ok(client::shell::run(&rt, &target, &token))
@@ -198,6 +232,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.idle_timeout = args.idle_timeout;
     config.shutdown_grace = args.shutdown_grace;
     config.limits.max_body = args.max_frame_body;
+    if let Some(addr) = args.legacy_listen {
+        legacy::check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
+    }
     raise_fd_limit();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -213,9 +250,33 @@ fn serve(args: ServeArgs) -> Result<()> {
                  can run commands, and traffic is not encrypted"
             );
         }
-        // Scripts and tests wait for this line.
+        let legacy_listener = match args.legacy_listen {
+            Some(addr) => Some(server::bind(addr).await?),
+            None => None,
+        };
+        // One signal stops both listeners.
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+            let mut rx = stop.subscribe();
+            async move {
+                let _ = rx.recv().await;
+            }
+        };
+        let legacy_server = legacy_listener.map(|listener| {
+            let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            println!("wiresh {}: legacy protocol (no authentication) on {local}", env!("CARGO_PKG_VERSION"));
+            tokio::spawn(legacy::server::run(listener, LegacyServerConfig::default(), stopped(&stop)))
+        });
+        // Scripts and tests wait for this line (printed last, so every
+        // listener is up when it appears).
         println!("wiresh {}: listening on {local} (token file {})", env!("CARGO_PKG_VERSION"), token_path.display());
-        server::run(listener, config, shutdown_signal()).await;
+        let modern = tokio::spawn(server::run(listener, config, stopped(&stop)));
+        shutdown_signal().await;
+        let _ = stop.send(());
+        let _ = modern.await;
+        if let Some(legacy) = legacy_server {
+            let _ = legacy.await;
+        }
         Ok(())
     })
 }

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use wiresh_proto::{Frame, FrameCodec};
+use wiresh_proto::{Frame, FrameCodec, Message};
 
 /// Output frames in flight per connection. With pumps reading up to 256 KiB
 /// per frame this caps queued output at about 1 MiB.
@@ -50,6 +50,13 @@ impl Outbox {
     /// connection's writer is gone.
     pub async fn send_control(&self, frame: Frame) -> bool {
         self.control.send(frame).await.is_ok()
+    }
+
+    /// Answers a ping. When the control queue is full the peer is not
+    /// reading what it asked for, and the pong is skipped (documented): a
+    /// ping is a liveness hint, never a reason to end a command.
+    pub fn pong(&self, body: Bytes) {
+        let _ = self.control.try_send(Frame::with_body(Message::Pong, body));
     }
 
     /// Resolves when the writer has stopped (the peer is gone or the socket

@@ -1,10 +1,12 @@
 //! `wiresh exec`: one command, with this process's stdio as its own.
 
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use wiresh_proto::{ErrorCode, ExecRequest, Secret};
 
 use super::local::{spawn_stdin_reader, Printer, StderrStyle};
-use super::{ClientError, Connection, Target};
+use super::{ClientError, Connection, Target, CONNECT_TIMEOUT};
+use crate::legacy::LegacyClient;
 
 /// Exit status of the client when it fails itself (cannot connect, wrong
 /// token, protocol error), as ssh does.
@@ -56,6 +58,31 @@ pub fn run(
                 } => NOT_STARTED,
                 _ => CLIENT_FAILURE,
             }
+        }
+    }
+}
+
+/// `wiresh exec --legacy`: runs `command` on a server of the original
+/// protocol. That protocol has no exit status, so this returns 0 after a
+/// complete answer and [`CLIENT_FAILURE`] after a broken one.
+pub fn run_legacy(rt: &Runtime, target: &str, command: &str) -> i32 {
+    let result = rt.block_on(async {
+        let mut client = LegacyClient::connect(target, CONNECT_TIMEOUT).await?;
+        let mut out = tokio::io::stdout();
+        let reply = client.run(command, &mut out).await;
+        let _ = out.flush().await;
+        reply
+    });
+    match result {
+        Ok(reply) => {
+            if let Some(warning) = reply.md5_warning() {
+                eprintln!("wiresh: {warning}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("wiresh: {e:#}");
+            CLIENT_FAILURE
         }
     }
 }

@@ -262,7 +262,7 @@ impl Connection {
                         Message::Error { code, message } => return Err(ClientError::Remote { code, message }),
                         Message::Pong => {}
                         Message::Ping => {
-                            let _ = self.outbox.control.try_send(Frame::with_body(Message::Pong, frame.body));
+                            self.outbox.pong(frame.body);
                         }
                         other => return Err(ClientError::Protocol(format!(
                             "unexpected `{}` while a command runs", other.type_name()

@@ -7,11 +7,13 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Secret};
 
 use super::local::{Printer, StderrStyle};
-use super::{ClientError, Connection, Target};
+use super::{ClientError, Connection, Target, CONNECT_TIMEOUT};
+use crate::legacy::LegacyClient;
 
 /// Where lines come from.
 enum Lines {
@@ -53,25 +55,42 @@ impl Drop for Lines {
     }
 }
 
+/// Opens the line source: an editor with history on a terminal, plain
+/// lines otherwise.
+fn open_lines(interactive: bool) -> Lines {
+    if interactive {
+        if let Ok(mut editor) = rustyline::DefaultEditor::new() {
+            let history = crate::auth::wiresh_home().ok().map(|h| h.join("history"));
+            if let Some(h) = &history {
+                let _ = editor.load_history(h);
+            }
+            return Lines::Editor(Box::new(editor), history);
+        }
+    }
+    Lines::Piped(io::stdin().lock())
+}
+
+/// The lines to run: trimmed, non-empty, up to `exit`/`quit` or the end of
+/// input.
+fn next_command(lines: &mut Lines, prompt: &str) -> Option<String> {
+    while let Some(line) = lines.next(prompt) {
+        let line = line.trim();
+        if line == "exit" || line == "quit" {
+            return None;
+        }
+        if !line.is_empty() {
+            return Some(line.to_string());
+        }
+    }
+    None
+}
+
 /// Runs the shell until end of input or `exit`; returns the exit status of
 /// the last command (as a shell would), or 255 if the server could not be
 /// reached at all.
 pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
     let interactive = io::stdin().is_terminal();
-    let mut lines = if interactive {
-        match rustyline::DefaultEditor::new() {
-            Ok(mut editor) => {
-                let history = crate::auth::wiresh_home().ok().map(|h| h.join("history"));
-                if let Some(h) = &history {
-                    let _ = editor.load_history(h);
-                }
-                Lines::Editor(Box::new(editor), history)
-            }
-            Err(_) => Lines::Piped(io::stdin().lock()),
-        }
-    } else {
-        Lines::Piped(io::stdin().lock())
-    };
+    let mut lines = open_lines(interactive);
     let style = if interactive && io::stderr().is_terminal() {
         StderrStyle::Red
     } else {
@@ -90,16 +109,9 @@ pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
     }
     let prompt = format!("{target}>>: ");
     let mut last = 0;
-    while let Some(line) = lines.next(&prompt) {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "exit" || line == "quit" {
-            break;
-        }
+    while let Some(line) = next_command(&mut lines, &prompt) {
         let result = rt.block_on(async {
-            let res = run_line(&mut conn, target, token, line, &printer).await;
+            let res = run_line(&mut conn, target, token, &line, &printer).await;
             printer.sync().await;
             res
         });
@@ -163,4 +175,46 @@ fn report_status(status: &ExitStatus) {
     } else {
         Ok(())
     };
+}
+
+/// `wiresh shell --legacy`: the same loop against a server of the original
+/// protocol, which has no exit status and joins stderr to stdout. Returns 0,
+/// or 255 once the connection is broken.
+pub fn run_legacy(rt: &Runtime, target: &str) -> i32 {
+    let interactive = io::stdin().is_terminal();
+    let mut lines = open_lines(interactive);
+    let mut client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wiresh: {e:#}");
+            return 255;
+        }
+    };
+    if interactive {
+        eprintln!(
+            "connected to legacy server {}; type `exit` or press Ctrl-D to leave",
+            client.target()
+        );
+    }
+    let prompt = format!("{} (legacy)>>: ", client.target());
+    while let Some(line) = next_command(&mut lines, &prompt) {
+        let result = rt.block_on(async {
+            let mut out = tokio::io::stdout();
+            let reply = client.run(&line, &mut out).await;
+            let _ = out.flush().await;
+            reply
+        });
+        match result {
+            Ok(reply) => {
+                if let Some(warning) = reply.md5_warning() {
+                    eprintln!("wiresh: {warning}");
+                }
+            }
+            Err(e) => {
+                eprintln!("wiresh: {e:#}");
+                return 255;
+            }
+        }
+    }
+    0
 }

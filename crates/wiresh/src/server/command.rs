@@ -107,11 +107,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         cancelled = true;
                         guard.terminate();
                     }
-                    Message::Ping => {
-                        if session.outbox.control.try_send(Frame::with_body(Message::Pong, frame.body)).is_err() {
-                            return Err(session.fail(ErrorCode::UnexpectedMessage, "too many unanswered pings").await);
-                        }
-                    }
+                    Message::Ping => session.outbox.pong(frame.body),
                     Message::Pong => {}
                     other => return Err(session.unexpected(&other, "while a command runs").await),
                 }

@@ -226,11 +226,7 @@ impl Session {
                         return end;
                     }
                 }
-                Message::Ping => {
-                    self.outbox
-                        .send_control(Frame::with_body(Message::Pong, frame.body))
-                        .await;
-                }
+                Message::Ping => self.outbox.pong(frame.body),
                 // Late input or a cancel that crossed the command's exit on
                 // the wire: harmless, and documented as ignored.
                 Message::Stdin | Message::StdinEnd | Message::Cancel | Message::Pong => {}
@@ -240,11 +236,14 @@ impl Session {
     }
 
     /// Sends an error to the peer and returns the end reason for the log.
+    ///
+    /// The error goes through the ordered data queue, behind any output
+    /// still queued, so it never overtakes a command's `exit`. A peer that
+    /// stopped reading gets a bounded wait, not a hung session.
     pub async fn fail(&mut self, code: ErrorCode, message: impl Into<String>) -> End {
         let message = message.into();
-        self.outbox
-            .send_control(Frame::new(Message::error(code, message.clone())))
-            .await;
+        let frame = Frame::new(Message::error(code, message.clone()));
+        let _ = time::timeout(Duration::from_secs(5), self.outbox.data.send(frame)).await;
         End::Error(format!("{code}: {message}"))
     }
 

@@ -1,0 +1,329 @@
+//! The `wiresh` client binary end to end: `wiresh exec` and `wiresh shell`
+//! against a real `wiresh serve` on loopback, with the token found through
+//! `WIRESH_HOME` as a user would have it.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Instant;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout};
+
+/// Reads the child's stdout until it has printed `expected` (and checks it
+/// printed nothing else).
+async fn expect_stdout(out: &mut BufReader<ChildStdout>, expected: &str) {
+    let mut got = String::new();
+    while got.len() < expected.len() {
+        let n = bounded("client output", out.read_line(&mut got))
+            .await
+            .unwrap();
+        assert!(n > 0, "client stdout ended after {got:?}");
+    }
+    assert_eq!(got, expected);
+}
+
+/// Waits for an interactive-style client to end and collects the rest.
+async fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> CliOutput {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let (a, b, status) = bounded("the client to finish", async {
+        tokio::join!(
+            out.read_to_end(&mut stdout),
+            err_pipe.read_to_end(&mut stderr),
+            child.wait()
+        )
+    })
+    .await;
+    a.unwrap();
+    b.unwrap();
+    CliOutput {
+        code: status.unwrap().code(),
+        stdout,
+        stderr,
+    }
+}
+
+// 1, 2. echo; stdout and stderr apart --------------------------------------------
+
+#[tokio::test]
+async fn exec_echo() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", "echo", "hello", "world"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout, b"hello world\n");
+    assert_eq!(out.stderr, b"");
+}
+
+#[tokio::test]
+async fn exec_keeps_stdout_and_stderr_apart() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout, b"out1\nout2\n");
+    assert_eq!(out.stderr, b"err1\nerr2\n");
+}
+
+// 3. exit codes, signals, --argv ----------------------------------------------------
+
+#[tokio::test]
+async fn exec_exit_codes_and_signals() {
+    let server = Server::start();
+    for (words, code) in [
+        (&["exit", "3"][..], 3),
+        (&["false"][..], 1),
+        (&["true"][..], 0),
+        (&["kill -9 $$"][..], 137),
+        (&["kill -TERM $$"][..], 143),
+    ] {
+        let mut cmd = server.cli("exec");
+        cmd.arg("--").args(words);
+        let out = cli_output(cmd, None).await;
+        assert_eq!(
+            out.code,
+            Some(code),
+            "{words:?}; stderr: {}",
+            out.stderr_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn exec_argv_runs_without_a_shell() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.args([
+        "--argv",
+        "--",
+        "printf",
+        "%s|",
+        "a   b",
+        "c'd \"e\"",
+        "$HOME",
+        ";",
+    ]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "a   b|c'd \"e\"|$HOME|;|");
+
+    // Without --argv the words are joined and the remote shell splits them.
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", "echo", "a   b"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.stdout_str(), "a b\n");
+}
+
+// 4. stdin ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn exec_forwards_stdin() {
+    let server = Server::start();
+    let input: Vec<u8> = (0..3 * 1024 * 1024 + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", "wc", "-c"]);
+    let out = cli_output(cmd, Some(input.clone())).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout_str().trim(), input.len().to_string());
+
+    // Binary input comes back through `cat` byte for byte.
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", "cat"]);
+    let out = cli_output(cmd, Some(input.clone())).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(out.stdout == input, "cat output differs from its input");
+
+    // -n: the command reads an empty input even when stdin has data.
+    let mut cmd = server.cli("exec");
+    cmd.args(["-n", "--", "wc", "-c"]);
+    let out = cli_output(cmd, Some(b"ignored".to_vec())).await;
+    assert_eq!(out.stdout_str().trim(), "0");
+}
+
+// 8. timeout -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn exec_timeout_exits_143() {
+    let server = Server::start();
+    let begun = Instant::now();
+    let mut cmd = server.cli("exec");
+    cmd.args(["-t", "1s", "--", "sleep", "30"]);
+    let out = cli_output(cmd, None).await;
+    eprintln!("`exec -t 1s -- sleep 30` took {:?}", begun.elapsed());
+    assert_eq!(out.code, Some(143), "stderr: {}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("timed out"),
+        "{}",
+        out.stderr_str()
+    );
+}
+
+// 10. client errors --------------------------------------------------------------------
+
+#[tokio::test]
+async fn exec_with_wrong_token_exits_255() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.env("WIRESH_TOKEN", "wrong-token-0123456789")
+        .args(["--", "echo", "no"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(255));
+    assert_eq!(out.stdout, b"");
+    let err = out.stderr_str();
+    assert!(err.contains("token"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one-line message expected: {err}");
+}
+
+#[tokio::test]
+async fn exec_finds_the_token_by_every_route() {
+    let server = Server::start();
+
+    // WIRESH_TOKEN with an empty WIRESH_HOME.
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = server.cli("exec");
+    cmd.env("WIRESH_HOME", empty.path())
+        .env("WIRESH_TOKEN", server.token.expose())
+        .args(["--", "echo", "env"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.stdout, b"env\n", "stderr: {}", out.stderr_str());
+
+    // --token-file.
+    let file = empty.path().join("copied-token");
+    std::fs::write(&file, format!("{}\n", server.token.expose())).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = server.cli("exec");
+    cmd.env("WIRESH_HOME", empty.path())
+        .arg("--token-file")
+        .arg(&file)
+        .args(["--", "echo", "file"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.stdout, b"file\n", "stderr: {}", out.stderr_str());
+
+    // No token anywhere: a message that says what to do.
+    let mut cmd = server.cli("exec");
+    cmd.env("WIRESH_HOME", empty.path()).args(["--", "true"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(255));
+    assert!(out.stderr_str().contains("token"), "{}", out.stderr_str());
+}
+
+#[tokio::test]
+async fn exec_connection_refused_exits_255() {
+    let server = Server::start();
+    // A port nobody listens on: bind one, then free it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let mut cmd = client_command("exec", &addr.to_string(), server.home());
+    cmd.args(["--", "true"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(255));
+    let err = out.stderr_str();
+    assert!(err.contains("cannot connect"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+// 13. shell -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn shell_runs_piped_lines() {
+    let server = Server::start();
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo a\nfalse\necho b\n".to_vec())).await;
+    let err = out.stderr_str();
+    assert_eq!(out.stdout_str(), "a\nb\n", "stderr: {err}");
+    assert!(
+        err.contains("[exit 1]"),
+        "status of `false` not reported: {err}"
+    );
+    assert!(
+        !err.contains(">>:"),
+        "prompt printed when not a terminal: {err}"
+    );
+    assert_eq!(out.code, Some(0), "last command succeeded: {err}");
+    // All three lines ran on one connection.
+    server.wait_for_log("commands=3").await;
+
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo a\n\nfalse\n".to_vec())).await;
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr_str());
+
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"kill -9 $$\n".to_vec())).await;
+    assert_eq!(out.code, Some(137));
+    assert!(
+        out.stderr_str().contains("signal 9"),
+        "{}",
+        out.stderr_str()
+    );
+
+    // `exit` ends the script early.
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo one\nexit\necho two\n".to_vec())).await;
+    assert_eq!(out.stdout_str(), "one\n");
+    assert_eq!(out.code, Some(0));
+}
+
+#[tokio::test]
+async fn shell_reconnects_after_the_server_closed_an_idle_connection() {
+    let server = Server::start_with(&["--idle-timeout", "300ms"]);
+    let mut cmd = server.cli("shell");
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"echo a\n").await.unwrap();
+    expect_stdout(&mut out, "a\n").await;
+    // The server gives up on the idle connection...
+    server.wait_for_log("idle for").await;
+    // ...and the next line still runs, on a new one.
+    stdin.write_all(b"echo b\n").await.unwrap();
+    drop(stdin);
+    let rest = finish(child, out).await;
+    assert_eq!(rest.stdout_str(), "b\n", "stderr: {}", rest.stderr_str());
+    assert_eq!(rest.code, Some(0), "stderr: {}", rest.stderr_str());
+}
+
+// 14. graceful shutdown, seen from `wiresh exec` ------------------------------------------
+
+#[tokio::test]
+async fn exec_survives_a_graceful_server_shutdown() {
+    let mut server = Server::start_with(&["--shutdown-grace", "60s"]);
+    let mut cmd = server.cli("exec");
+    cmd.stdin(Stdio::piped())
+        .args(["--", "echo started; read x; echo \"done $x\""]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    expect_stdout(&mut out, "started\n").await;
+
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down").await;
+    stdin.write_all(b"go\n").await.unwrap();
+    drop(stdin);
+
+    let rest = finish(child, out).await;
+    assert_eq!(
+        rest.stdout_str(),
+        "done go\n",
+        "stderr: {}",
+        rest.stderr_str()
+    );
+    assert_eq!(
+        rest.code,
+        Some(0),
+        "the command exited 0 but the client reported: {}",
+        rest.stderr_str()
+    );
+    assert_eq!(server.wait_exit().await.code(), Some(0));
+}

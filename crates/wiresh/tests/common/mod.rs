@@ -1,0 +1,770 @@
+//! Shared harness for the integration tests of the modern server and client.
+//!
+//! - [`Server`] starts the real `wiresh serve` binary on `127.0.0.1:0` with a
+//!   fresh `WIRESH_HOME`, waits for its `listening on ADDR` line (no sleeps),
+//!   reads the token it created, collects its log, and kills and reaps it on
+//!   drop.
+//! - [`RawConn`] speaks the protocol frame by frame with `wiresh_proto`'s
+//!   codec, for tests about the wire itself.
+//! - [`run`] drives the library client ([`wiresh::client::Connection`]).
+//! - [`Server::cli`] and [`cli_output`] run the `wiresh` client binary.
+//! - `/proc` helpers: whether a pid is gone, a process group's members, RSS.
+//!
+//! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
+//! bug fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use wiresh::client::{ClientError, Connection, Output, Target};
+use wiresh_proto::{
+    DecodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message, Preamble,
+    Secret, PROTOCOL_VERSION,
+};
+
+/// Generous bound on anything a test waits for. It only turns a hang into a
+/// failure; nothing relies on it passing.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// Path of the `wiresh` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_wiresh");
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`BOUND`].
+pub async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match timeout(BOUND, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {BOUND:?} waiting for {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------
+
+/// A running `wiresh serve`, killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    /// The address it listens on (from its readiness line).
+    pub addr: SocketAddr,
+    /// The token it created in its home directory.
+    pub token: Secret,
+    home: TempDir,
+    log: Arc<Mutex<Vec<u8>>>,
+    log_grew: watch::Receiver<usize>,
+    exited: bool,
+}
+
+impl Server {
+    /// Starts a server with default options.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with a fresh
+    /// `WIRESH_HOME` and waits until it says it is listening.
+    pub fn start_with(args: &[&str]) -> Server {
+        let home = tempfile::tempdir().expect("cannot create a temporary WIRESH_HOME");
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("WIRESH_HOME", home.path())
+            .env("NO_COLOR", "1")
+            .env_remove("WIRESH_TOKEN")
+            .env_remove("WIRESH_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the wiresh binary");
+
+        // The log (stderr) is drained all the time, so the server never
+        // blocks on a full pipe, and kept for tests that look at it.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (grew_tx, log_grew) = watch::channel(0usize);
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stderr.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let len = {
+                            let mut log = sink.lock().unwrap();
+                            log.extend_from_slice(&buf[..n]);
+                            log.len()
+                        };
+                        let _ = grew_tx.send(len);
+                    }
+                }
+            }
+        });
+
+        // stdout: the readiness line, then drained to its end.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready_tx, ready_rx) = std_mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on ") {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(line);
+                    }
+                }
+            }
+        });
+
+        let line = match ready_rx.recv_timeout(BOUND) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+                panic!(
+                    "server did not report `listening on` ({e:?}); exit {status:?}; log:\n{log}"
+                );
+            }
+        };
+        let addr: SocketAddr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the readiness line {line:?}"));
+        assert!(
+            addr.ip().is_loopback(),
+            "tests must use loopback, got {addr}"
+        );
+        let token = std::fs::read_to_string(home.path().join("token"))
+            .expect("the server did not create <WIRESH_HOME>/token");
+        let token = Secret(token.trim().to_string());
+        assert!(token.expose().len() >= 32, "token shorter than 128 bits");
+        Server {
+            child,
+            addr,
+            token,
+            home,
+            log,
+            log_grew,
+            exited: false,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its `WIRESH_HOME`.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Where the library client should connect.
+    pub fn target(&self) -> Target {
+        Target {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let mut grew = self.log_grew.clone();
+        let found = timeout(BOUND, async {
+            loop {
+                if self.log().contains(needle) {
+                    return;
+                }
+                if grew.changed().await.is_err() {
+                    // The server closed stderr: one last look.
+                    assert!(self.log().contains(needle), "server exited first");
+                    return;
+                }
+            }
+        })
+        .await;
+        if found.is_err() {
+            panic!(
+                "server never logged {needle:?} within {BOUND:?}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "cannot signal the server");
+    }
+
+    /// Waits (bounded) for the server process to exit and reaps it.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the server") {
+                self.exited = true;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {BOUND:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A library client connection, authenticated.
+    pub async fn connect(&self) -> Connection {
+        bounded("Connection::connect", self.try_connect())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the server: {e}"))
+    }
+
+    /// A library client connection attempt.
+    pub async fn try_connect(&self) -> Result<Connection, ClientError> {
+        Connection::connect(&self.target(), &self.token).await
+    }
+
+    /// A raw protocol connection that has been greeted and authenticated.
+    pub async fn raw(&self) -> RawConn {
+        RawConn::authenticated(self.addr, &self.token).await
+    }
+
+    /// The client binary, ready to run `wiresh SUBCOMMAND -H ADDR ...` against
+    /// this server with its `WIRESH_HOME`; stdin is empty unless the test
+    /// changes it, stdout and stderr are captured.
+    pub fn cli(&self, subcommand: &str) -> tokio::process::Command {
+        client_command(subcommand, &self.addr.to_string(), self.home())
+    }
+}
+
+/// `wiresh SUBCOMMAND -H HOST` with `WIRESH_HOME=home`, empty stdin and
+/// captured stdout and stderr.
+pub fn client_command(subcommand: &str, host: &str, home: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg(subcommand)
+        .arg("-H")
+        .arg(host)
+        .env("WIRESH_HOME", home)
+        .env_remove("WIRESH_TOKEN")
+        .env_remove("WIRESH_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.exited {
+            // Commands still running (a test failed half-way) lead their own
+            // process groups and would outlive a killed server: end them first.
+            for pid in children_of(self.pid()) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                }
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished client process produced.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Its exit code (`None` if a signal killed it).
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CliOutput {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs a client command to its end (bounded), feeding it `stdin` if given.
+pub async fn cli_output(mut cmd: tokio::process::Command, stdin: Option<Vec<u8>>) -> CliOutput {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("cannot start the wiresh client");
+    let feeder = stdin.map(|data| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        tokio::spawn(async move {
+            // The command may stop reading early; that is not our failure.
+            let _ = pipe.write_all(&data).await;
+            let _ = pipe.shutdown().await;
+        })
+    });
+    let out = bounded("the wiresh client to exit", child.wait_with_output())
+        .await
+        .expect("waiting for the wiresh client");
+    if let Some(f) = feeder {
+        let _ = f.await;
+    }
+    CliOutput {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The library client
+// ---------------------------------------------------------------------------
+
+/// What one command run through the library client produced.
+#[derive(Debug)]
+pub struct Ran {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Every chunk in arrival order.
+    pub chunks: Vec<Output>,
+    pub result: Result<ExitStatus, ClientError>,
+}
+
+impl Ran {
+    /// The exit status, failing the test on a client error.
+    pub fn status(&self) -> &ExitStatus {
+        match &self.result {
+            Ok(s) => s,
+            Err(e) => panic!("command failed on the client side: {e}"),
+        }
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A cancel function for [`Connection::run`] that never cancels.
+pub fn never() -> std::future::Pending<()> {
+    std::future::pending()
+}
+
+/// Turns bytes into a stdin channel for [`Connection::run`], in chunks of
+/// `chunk` bytes; the channel ends (stdin_end) after the last one.
+pub fn stdin_from(data: Vec<u8>, chunk: usize) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let data = Bytes::from(data);
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + chunk).min(data.len());
+            if tx.send(data.slice(at..end)).await.is_err() {
+                return;
+            }
+            at = end;
+        }
+    });
+    rx
+}
+
+/// Runs `req` on `conn` with the library client, collecting its output.
+pub async fn run(conn: &mut Connection, req: ExecRequest, stdin: Option<Vec<u8>>) -> Ran {
+    let stdin = stdin.map(|d| stdin_from(d, 64 * 1024));
+    let (tx, mut rx) = mpsc::channel::<Output>(16);
+    let running = async move {
+        let res = conn.run(req, stdin, &tx, never).await;
+        drop(tx);
+        res
+    };
+    let collect = async {
+        let mut chunks = Vec::new();
+        while let Some(c) = rx.recv().await {
+            chunks.push(c);
+        }
+        chunks
+    };
+    let (result, chunks) = bounded("a library-client command", async {
+        tokio::join!(running, collect)
+    })
+    .await;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for c in &chunks {
+        match c {
+            Output::Stdout(b) => stdout.extend_from_slice(b),
+            Output::Stderr(b) => stderr.extend_from_slice(b),
+        }
+    }
+    Ran {
+        stdout,
+        stderr,
+        chunks,
+        result,
+    }
+}
+
+/// Shorthand: runs a shell command line on `conn`.
+pub async fn sh(conn: &mut Connection, line: &str) -> Ran {
+    run(conn, ExecRequest::shell(line), None).await
+}
+
+// ---------------------------------------------------------------------------
+// The raw protocol client
+// ---------------------------------------------------------------------------
+
+/// A TCP connection speaking frames through `wiresh_proto`'s codec.
+pub struct RawConn {
+    pub framed: Framed<TcpStream, FrameCodec>,
+}
+
+/// What one command run over a [`RawConn`] produced.
+#[derive(Debug)]
+pub struct RawRun {
+    pub pid: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+    /// Bodies of `pong` frames that arrived while the command ran.
+    pub pongs: Vec<Bytes>,
+}
+
+/// Opens a plain TCP connection (bounded).
+pub async fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = bounded("TCP connect", TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+impl RawConn {
+    /// Wraps a TCP stream that is positioned at a frame boundary.
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        RawConn {
+            framed: Framed::new(stream, FrameCodec::default()),
+        }
+    }
+
+    /// Connects and sends the preamble (nothing read yet).
+    pub async fn preambled(addr: SocketAddr) -> RawConn {
+        let mut s = tcp(addr).await;
+        s.write_all(&Preamble::new(PROTOCOL_VERSION).encode())
+            .await
+            .unwrap();
+        RawConn::from_stream(s)
+    }
+
+    /// Connects, sends the preamble and reads `hello`.
+    pub async fn greeted(addr: SocketAddr) -> (RawConn, Hello) {
+        let mut c = RawConn::preambled(addr).await;
+        match c.recv().await.message {
+            Message::Hello(h) => (c, h),
+            other => panic!("expected hello, got {other:?}"),
+        }
+    }
+
+    /// Connects, is greeted and authenticates with `token`.
+    pub async fn authenticated(addr: SocketAddr, token: &Secret) -> RawConn {
+        let (mut c, hello) = RawConn::greeted(addr).await;
+        assert_eq!(hello.version, PROTOCOL_VERSION);
+        c.send(Message::Auth {
+            token: token.clone(),
+        })
+        .await;
+        match c.recv().await.message {
+            Message::AuthOk => c,
+            other => panic!("expected auth_ok, got {other:?}"),
+        }
+    }
+
+    /// Sends one frame (bounded). Returns false if the connection broke.
+    pub async fn try_send_frame(&mut self, frame: Frame) -> bool {
+        bounded("sending a frame", self.framed.send(frame))
+            .await
+            .is_ok()
+    }
+
+    /// Sends one frame, failing the test if the connection broke.
+    pub async fn send_frame(&mut self, frame: Frame) {
+        bounded("sending a frame", self.framed.send(frame))
+            .await
+            .expect("sending a frame");
+    }
+
+    /// Sends a frame without a body.
+    pub async fn send(&mut self, message: Message) {
+        self.send_frame(Frame::new(message)).await
+    }
+
+    /// Writes raw bytes (not necessarily a frame).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let s = self.framed.get_mut();
+        bounded("writing raw bytes", s.write_all(bytes))
+            .await
+            .expect("writing raw bytes");
+    }
+
+    /// The next frame, `None` at end of stream, or the decode error.
+    pub async fn next(&mut self) -> Option<Result<Frame, DecodeError>> {
+        bounded("the next frame from the server", self.framed.next()).await
+    }
+
+    /// The next frame; the connection must not end or break first.
+    pub async fn recv(&mut self) -> Frame {
+        match self.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => panic!("cannot decode the server's frame: {e}"),
+            None => panic!("the server closed the connection"),
+        }
+    }
+
+    /// The next frame must be an `error` with `code`; returns its message.
+    pub async fn expect_error(&mut self, code: ErrorCode) -> String {
+        match self.recv().await.message {
+            Message::Error { code: got, message } => {
+                assert_eq!(got, code, "wrong error code; message: {message}");
+                message
+            }
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// The server must close the connection (end of stream, or a reset)
+    /// without sending another frame.
+    pub async fn expect_closed(&mut self) {
+        match self.next().await {
+            None => {}
+            Some(Err(DecodeError::Io(_))) => {} // reset: closed too
+            Some(Err(e)) => panic!("expected the connection to close, got a decode error: {e}"),
+            Some(Ok(f)) => panic!("expected the connection to close, got {f:?}"),
+        }
+    }
+
+    /// Every frame until the server closes the connection.
+    pub async fn read_until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        loop {
+            match self.next().await {
+                Some(Ok(f)) => frames.push(f),
+                None | Some(Err(DecodeError::Io(_))) => return frames,
+                Some(Err(e)) => panic!("cannot decode the server's frame: {e}; after {frames:?}"),
+            }
+        }
+    }
+
+    /// Reads a command's frames up to and including `exit` (the `exec` has
+    /// been sent already).
+    pub async fn finish(&mut self) -> RawRun {
+        let pid = match self.recv().await.message {
+            Message::Started { pid } => pid,
+            other => panic!("expected started, got {other:?}"),
+        };
+        self.finish_started(pid).await
+    }
+
+    /// Like [`RawConn::finish`] after `started` has been read.
+    pub async fn finish_started(&mut self, pid: u32) -> RawRun {
+        let (mut stdout, mut stderr, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
+        loop {
+            let f = self.recv().await;
+            match f.message {
+                Message::Stdout => stdout.extend_from_slice(&f.body),
+                Message::Stderr => stderr.extend_from_slice(&f.body),
+                Message::Pong => pongs.push(f.body),
+                Message::Exit(status) => {
+                    return RawRun {
+                        pid,
+                        stdout,
+                        stderr,
+                        status,
+                        pongs,
+                    }
+                }
+                other => panic!("unexpected frame while a command runs: {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `exec` for `req` and reads the command to its end.
+    pub async fn exec(&mut self, req: ExecRequest) -> RawRun {
+        self.send(Message::Exec(req)).await;
+        self.finish().await
+    }
+}
+
+/// The bytes of one encoded frame.
+pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    wiresh_proto::codec::encode_frame(frame)
+        .expect("encoding a frame")
+        .to_vec()
+}
+
+/// A frame with an arbitrary (possibly invalid) header text.
+pub fn raw_frame(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(header);
+    v.extend_from_slice(body);
+    v
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+/// Fields of `/proc/PID/stat` after the command name: (state, ppid, pgrp).
+pub fn proc_stat(pid: u32) -> Option<(char, u32, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some((state, _, _)) if state != 'Z' && state != 'X')
+}
+
+/// Live processes whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(
+            |&pid| matches!(proc_stat(pid), Some((s, _, g)) if g == pgid && s != 'Z' && s != 'X'),
+        )
+        .collect()
+}
+
+/// Live children of `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(
+            |&pid| matches!(proc_stat(pid), Some((s, p, _)) if p == ppid && s != 'Z' && s != 'X'),
+        )
+        .collect()
+}
+
+fn processes() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Polls until none of `pids` is alive and no process is left in group
+/// `pgid`, or `deadline` passes; returns what is still alive then.
+pub async fn wait_gone(pids: &[u32], pgid: Option<u32>, within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if let Some(g) = pgid {
+            for p in group_members(g) {
+                if !left.contains(&p) {
+                    left.push(p);
+                }
+            }
+        }
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Kills whatever is left (cleanup after a failed assertion).
+pub fn kill_all(pids: &[u32]) {
+    for &p in pids {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(p as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+/// A `/proc/PID/status` field in KiB, e.g. `VmRSS` or `VmHWM`.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Bytes a process has written so far (`wchar` of `/proc/PID/io`).
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Samples a process's VmRSS on a thread of its own and keeps the peak.
+pub struct RssSampler {
+    peak_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak_kib.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(kib) = status_kib(pid, "VmRSS") {
+                    p.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        RssSampler {
+            peak_kib,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The highest VmRSS seen so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak_kib.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The legacy protocol, both ways, over real loopback TCP: the original
+//! `client.py` against wiresh's legacy server, and wiresh's legacy client
+//! against the original `server.py` (both run unmodified by python3 from
+//! `shared/legacy`, a sibling of the repository root).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use wiresh::legacy::{server, LegacyClient, LegacyServerConfig};
+
+/// Generous bound on anything a test waits for, so a bug fails the test
+/// instead of hanging CI. Never used to let something happen.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// 10 MiB of known text.
+const BIG: &str = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 10485760";
+
+/// The small cases of the issue, run one after another on one connection.
+const CASES: &[&str] = &[
+    "echo hello",
+    "true",                                                    // empty output: total_size 0
+    "echo oops >&2",                                           // stderr only
+    "echo out; echo err >&2; printf 'tail'",                   // both: stdout first, then stderr
+    "echo 'héllo wörld ✓ 日本語 🦀'; printf 'ünïcödé\\n' >&2", // non-ASCII UTF-8
+    "printf 'no trailing newline'",
+    "seq 1 20000",
+];
+
+/// Where `client.py` and `server.py` are: `shared/legacy` next to the
+/// repository root, or under `$WIRESH_SHARED_DIR`. Missing scripts fail the
+/// test: the interoperability they prove is the point.
+fn legacy_dir() -> PathBuf {
+    let sibling = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/legacy");
+    if sibling.join("client.py").is_file() {
+        return sibling;
+    }
+    match std::env::var_os("WIRESH_SHARED_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            for candidate in [dir.join("legacy"), dir.clone()] {
+                if candidate.join("client.py").is_file() {
+                    return candidate;
+                }
+            }
+            panic!(
+                "WIRESH_SHARED_DIR={} holds no legacy/client.py; point it at the shared/ directory",
+                dir.display()
+            );
+        }
+        None => panic!(
+            "cannot find the legacy scripts: {} does not exist (shared/ must be a sibling of the \
+             repository root) and WIRESH_SHARED_DIR is not set; set it to the shared/ directory",
+            sibling.display()
+        ),
+    }
+}
+
+fn python3() -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONIOENCODING", "utf-8").kill_on_drop(true);
+    cmd
+}
+
+/// What `command` prints when run locally: stdout, then stderr, as the
+/// legacy protocol joins them.
+async fn local(command: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("sh runs");
+    [out.stdout, out.stderr].concat()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// wiresh's legacy server, in this process, on an ephemeral loopback port.
+struct WireshServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WireshServer {
+    async fn start(config: LegacyServerConfig) -> WireshServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        WireshServer { addr, stop, task }
+    }
+
+    /// Shuts the server down and checks that it returns.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        timeout(BOUND, self.task)
+            .await
+            .expect("legacy server did not stop after shutdown")
+            .expect("legacy server task failed");
+    }
+}
+
+/// Runs the original `client.py` against `addr`, feeding it `commands`
+/// one a line, and returns what it printed.
+async fn client_py(addr: SocketAddr, commands: &[&str]) -> Vec<u8> {
+    let script = legacy_dir().join("client.py");
+    let mut child = python3()
+        .arg(&script)
+        .args([
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    let mut input = commands.join("\n");
+    input.push('\n');
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin); // end of input ends the session
+    let out = timeout(BOUND, child.wait_with_output())
+        .await
+        .expect("client.py did not finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client.py failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// One answer as `client.py` printed it.
+#[derive(Debug)]
+struct Printed {
+    total_size: u64,
+    md5: String,
+    filename: String,
+    payload: Vec<u8>,
+}
+
+/// Splits `client.py`'s output into `n` answers: each is the header dict it
+/// prints (`{'total_size': N, ...}` and a newline), then the N bytes of
+/// output (valid UTF-8 in these tests, so printed unchanged).
+fn parse_client_py(mut out: &[u8], n: usize) -> Vec<Printed> {
+    let field = |dict: &str, key: &str| -> String {
+        let start = dict
+            .find(&format!("'{key}': "))
+            .unwrap_or_else(|| panic!("no {key} in {dict}"))
+            + key.len()
+            + 4;
+        let rest = &dict[start..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].trim_matches('\'').to_string()
+    };
+    let mut answers = Vec::new();
+    for i in 0..n {
+        assert!(
+            out.starts_with(b"{'total_size': "),
+            "answer {i}: expected a header dict, got {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
+        let end = out
+            .windows(2)
+            .position(|w| w == b"}\n")
+            .expect("end of the dict");
+        let dict = std::str::from_utf8(&out[..=end]).unwrap().to_string();
+        out = &out[end + 2..];
+        let total_size: u64 = field(&dict, "total_size").parse().unwrap();
+        let len = usize::try_from(total_size).unwrap();
+        assert!(
+            out.len() >= len,
+            "answer {i}: {dict} but only {} bytes follow",
+            out.len()
+        );
+        answers.push(Printed {
+            total_size,
+            md5: field(&dict, "md5"),
+            filename: field(&dict, "filename"),
+            payload: out[..len].to_vec(),
+        });
+        out = &out[len..];
+    }
+    assert!(
+        out.is_empty(),
+        "unexpected trailing output: {:?}",
+        String::from_utf8_lossy(out)
+    );
+    answers
+}
+
+/// Checks `client.py`'s answers against what the commands print locally,
+/// and the md5 wiresh put in each header against the real one.
+async fn check_client_py_answers(commands: &[&str], printed: &[u8]) {
+    let answers = parse_client_py(printed, commands.len());
+    for (command, answer) in commands.iter().zip(answers) {
+        let expected = local(command).await;
+        assert_eq!(
+            answer.payload,
+            expected,
+            "`{command}`: client.py printed {} bytes, the command prints {} locally",
+            answer.payload.len(),
+            expected.len()
+        );
+        assert_eq!(answer.total_size, expected.len() as u64, "`{command}`");
+        assert_eq!(
+            answer.md5,
+            md5_hex(&expected),
+            "`{command}`: md5 in the header"
+        );
+        assert_eq!(answer.filename, "-", "`{command}`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_py_runs_several_commands_on_one_connection() {
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let printed = client_py(server.addr, CASES).await;
+    check_client_py_answers(CASES, &printed).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_py_receives_10_mib_spooled_to_disk() {
+    // 10 MiB is past the default 8 MiB threshold: the server spools it.
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let commands = [BIG, "echo after the big one"];
+    let printed = client_py(server.addr, &commands).await;
+    check_client_py_answers(&commands, &printed).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_client_py_sessions_are_served_at_the_same_time() {
+    // Each command can only finish while the other one runs: A's write to
+    // fifo `a` blocks until B opens it, and B's write to `b` until A reads.
+    // Served one connection at a time (as server.py does), neither would
+    // finish; `timeout` turns that into a failure instead of a hang.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for fifo in [&a, &b] {
+        let status = std::process::Command::new("mkfifo")
+            .arg(fifo)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mkfifo {}", fifo.display());
+    }
+    let cmd_a = format!(
+        "timeout 60 sh -c 'echo from-a > {}; cat {}'",
+        a.display(),
+        b.display()
+    );
+    let cmd_b = format!(
+        "timeout 60 sh -c 'cat {}; echo from-b > {}'",
+        a.display(),
+        b.display()
+    );
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let (cmds_a, cmds_b) = ([cmd_a.as_str()], [cmd_b.as_str()]);
+    let (out_a, out_b) = tokio::join!(
+        client_py(server.addr, &cmds_a),
+        client_py(server.addr, &cmds_b)
+    );
+    let (out_a, out_b) = (parse_client_py(&out_a, 1), parse_client_py(&out_b, 1));
+    let explain = "the two sessions were not served concurrently";
+    assert_eq!(out_a[0].payload, b"from-b\n", "{explain}");
+    assert_eq!(out_b[0].payload, b"from-a\n", "{explain}");
+    server.stop().await;
+}
+
+/// The original server, run by python3 on an ephemeral port.
+struct PyServer {
+    addr: SocketAddr,
+    _child: Child, // killed on drop
+}
+
+impl PyServer {
+    async fn start() -> PyServer {
+        let script = legacy_dir().join("server.py");
+        let mut child = python3()
+            .arg(&script)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+        // server.py prints "listening PORT" once it listens.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = timeout(BOUND, lines.next_line())
+            .await
+            .expect("server.py did not start")
+            .unwrap()
+            .expect("server.py exited before listening");
+        let port: u16 = line
+            .strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from server.py: {line:?}"));
+        PyServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _child: child,
+        }
+    }
+}
+
+/// Runs each command through `client` and checks the output against a
+/// local run; returns each reply's `md5_verified`.
+async fn run_cases(client: &mut LegacyClient, commands: &[&str]) -> Vec<Option<bool>> {
+    let mut verified = Vec::new();
+    for command in commands {
+        let mut out = Vec::new();
+        let reply = timeout(BOUND, client.run(command, &mut out))
+            .await
+            .expect("no answer")
+            .unwrap_or_else(|e| panic!("`{command}`: {e:#}"));
+        let expected = local(command).await;
+        assert!(
+            out == expected,
+            "`{command}`: received {} bytes, the command prints {} locally",
+            out.len(),
+            expected.len()
+        );
+        assert_eq!(reply.total_size, expected.len() as u64, "`{command}`");
+        assert_eq!(reply.md5_actual, md5_hex(&expected), "`{command}`");
+        verified.push(reply.md5_verified);
+    }
+    verified
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_client_against_server_py() {
+    let server = PyServer::start().await;
+    let mut client = LegacyClient::connect(&server.addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let commands: Vec<&str> = CASES
+        .iter()
+        .copied()
+        .chain([BIG, "echo still usable"])
+        .collect();
+    let verified = run_cases(&mut client, &commands).await;
+    // server.py sends the placeholder "xxxxxxxxxxxxxxxxxxx": nothing to verify.
+    assert!(verified.iter().all(Option::is_none), "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_client_against_wiresh_verifies_md5_of_spooled_output() {
+    // A tiny spool threshold sends both streams to disk, interleaved.
+    let config = LegacyServerConfig {
+        spool_threshold: 1000,
+        ..Default::default()
+    };
+    let server = WireshServer::start(config).await;
+    let mut client = LegacyClient::connect(&server.addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let interleaved = "i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let big_stderr = "head -c 300000 /dev/zero | tr '\\0' e >&2; echo done";
+    let commands: Vec<&str> = CASES
+        .iter()
+        .copied()
+        .chain([interleaved, big_stderr, BIG])
+        .collect();
+    let verified = run_cases(&mut client, &commands).await;
+    assert!(verified.iter().all(|v| *v == Some(true)), "{verified:?}");
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_header_is_byte_for_byte_the_legacy_format_with_a_real_md5() {
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(b"printf abc").await.unwrap();
+    let mut len = [0u8; 4];
+    socket.read_exact(&mut len).await.unwrap();
+    let len = i32::from_ne_bytes(len);
+    let expected =
+        r#"{"total_size": 3, "md5": "900150983cd24fb0d6963f7d28e17f72", "filename": "-"}"#;
+    assert_eq!(len as usize, expected.len());
+    let mut rest = vec![0u8; expected.len() + 3];
+    socket.read_exact(&mut rest).await.unwrap();
+    assert_eq!(String::from_utf8(rest).unwrap(), format!("{expected}abc"));
+    drop(socket);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_gets_an_explanation_as_output() {
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let mut client = LegacyClient::connect(&server.addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    // A NUL byte cannot be passed to exec(2).
+    let mut out = Vec::new();
+    let reply = client.run("echo a\0b", &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("wiresh: cannot run the command: "), "{out}");
+    assert_eq!(reply.md5_verified, Some(true));
+    // The connection goes on.
+    let mut out = Vec::new();
+    client.run("echo next", &mut out).await.unwrap();
+    assert_eq!(out, b"next\n");
+    drop(client);
+    server.stop().await;
+}
+
+/// Waits until process `pid` has exited, by poll(2) on its pidfd: told by
+/// the kernel, no polling loop.
+async fn wait_exited(pid: i32) {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ESRCH),
+            "pidfd_open({pid}): {err}"
+        );
+        return; // already gone
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let exited = tokio::task::spawn_blocking(move || {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, BOUND.as_millis() as libc::c_int) };
+        n == 1
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited,
+        "process {pid} still runs: its process group was not killed"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Starts, through `socket`, a command whose background `sleep` (a
+/// grandchild of the server, in the command's process group) reports its
+/// pid through a fifo; returns that pid once it runs.
+async fn start_sleeper(socket: &mut TcpStream, dir: &Path) -> i32 {
+    let fifo = dir.join("pid");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let command = format!("sleep 1000 & echo $! > {}; wait", fifo.display());
+    socket.write_all(command.as_bytes()).await.unwrap();
+    let pid = timeout(BOUND, tokio::fs::read_to_string(&fifo))
+        .await
+        .expect("the command never reported its pid")
+        .unwrap();
+    let pid: i32 = pid.trim().parse().unwrap();
+    assert!(alive(pid));
+    pid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_command_kills_the_process_group() {
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let pid = start_sleeper(&mut socket, dir.path()).await;
+    drop(socket);
+    wait_exited(pid).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout_kills_the_group_and_says_so() {
+    let config = LegacyServerConfig {
+        command_timeout: Some(Duration::from_secs(2)),
+        kill_grace: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = WireshServer::start(config).await;
+    let mut client = LegacyClient::connect(&server.addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    // The background sleep is a grandchild, in the command's process group.
+    let mut out = Vec::new();
+    let reply = timeout(BOUND, client.run("sleep 1000 & echo $!; wait", &mut out))
+        .await
+        .expect("the timeout did not end the command")
+        .unwrap();
+    // The answer still comes, with a note at the end of the stderr part.
+    let out = String::from_utf8(out).unwrap();
+    let (pid, note) = out.split_once('\n').unwrap();
+    assert_eq!(
+        note,
+        "wiresh: command timed out after 2s; the command's process group was killed\n"
+    );
+    assert_eq!(reply.md5_verified, Some(true));
+    wait_exited(pid.parse().unwrap()).await;
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed() {
+    let config = LegacyServerConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let server = WireshServer::start(config).await;
+    let target = server.addr.to_string();
+    // Connected first, so accepted first: it holds the only slot.
+    let mut first = LegacyClient::connect(&target, BOUND).await.unwrap();
+    let mut second = LegacyClient::connect(&target, BOUND).await.unwrap();
+    let err = second
+        .run("echo hi", &mut Vec::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("closed the connection without answering"),
+        "{err}"
+    );
+    let mut out = Vec::new();
+    first.run("echo ok", &mut out).await.unwrap();
+    assert_eq!(out, b"ok\n");
+    drop(first);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections() {
+    let server = WireshServer::start(LegacyServerConfig::default()).await;
+    let mut client = LegacyClient::connect(&server.addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    client.run("echo before", &mut Vec::new()).await.unwrap();
+    // Returns only once the idle connection is closed.
+    server.stop().await;
+    let err = client.run("echo after", &mut Vec::new()).await.unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("closed the connection") || err.contains("lost"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_an_empty_command_and_reports_a_truncated_answer() {
+    // A fake server that promises 100 bytes and sends 10.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut cmd = [0u8; 100];
+        let _ = socket.read(&mut cmd).await.unwrap();
+        let header = br#"{"total_size": 100, "md5": "xxxxxxxxxxxxxxxxxxx", "filename": "xxxxx", "xxxxx": "123123"}"#;
+        let mut reply = (header.len() as i32).to_ne_bytes().to_vec();
+        reply.extend_from_slice(header);
+        reply.extend_from_slice(b"0123456789");
+        socket.write_all(&reply).await.unwrap();
+    });
+    let mut client = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let err = client
+        .run("", &mut Vec::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty command"), "{err}");
+    let mut out = Vec::new();
+    let err = client
+        .run("anything", &mut out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("after 10 of 100 bytes"), "{err}");
+    assert_eq!(out, b"0123456789", "what arrived is still passed on");
+    let err = client.run("again", &mut out).await.unwrap_err().to_string();
+    assert!(err.contains("reconnect"), "{err}");
+    fake.await.unwrap();
+}
