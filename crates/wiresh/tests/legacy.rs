@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use wiresh::legacy::{server, LegacyClient, LegacyServerConfig};
 
+mod common;
+
 /// Generous bound on anything a test waits for, so a bug fails the test
 /// instead of hanging CI. Never used to let something happen.
 const BOUND: Duration = Duration::from_secs(120);
@@ -608,4 +610,125 @@ async fn client_refuses_an_empty_command_and_reports_a_truncated_answer() {
     let err = client.run("again", &mut out).await.unwrap_err().to_string();
     assert!(err.contains("reconnect"), "{err}");
     fake.await.unwrap();
+}
+
+// ---- The `wiresh` binary's legacy flags, end to end ----
+
+/// `wiresh serve --legacy-listen` with its legacy address from the banner.
+fn start_binary_with_legacy() -> (common::Server, SocketAddr) {
+    let server = common::Server::start_with(&["--legacy-listen", "127.0.0.1:0"]);
+    let addr = server
+        .banner
+        .iter()
+        .find_map(|line| line.split("legacy protocol (no authentication) on ").nth(1))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no legacy address in the banner {:?}", server.banner));
+    (server, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_py_against_wiresh_serve_legacy_listen() {
+    let (server, legacy_addr) = start_binary_with_legacy();
+    let commands = [
+        "echo hello",
+        "true",
+        "echo oops >&2",
+        "printf 'ünïcödé ✓\\n'",
+    ];
+    let printed = client_py(legacy_addr, &commands).await;
+    check_client_py_answers(&commands, &printed).await;
+    // The modern listener serves at the same time.
+    let mut conn = server.connect().await;
+    let ran = common::sh(&mut conn, "echo modern").await;
+    assert_eq!(ran.stdout_str(), "modern\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_listen_refuses_a_non_loopback_address() {
+    let home = tempfile::tempdir().unwrap();
+    let out = timeout(
+        BOUND,
+        Command::new(common::BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--legacy-listen",
+                "0.0.0.0:0",
+            ])
+            .env("WIRESH_HOME", home.path())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("wiresh serve did not exit")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no authentication") && stderr.contains("--legacy-allow-insecure-remote"),
+        "{stderr}"
+    );
+}
+
+/// Runs `wiresh ARGS...` with `stdin`, under the test bound.
+async fn wiresh_cli(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::BIN)
+        .args(args)
+        .env("WIRESH_HOME", home.path())
+        .env_remove("WIRESH_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    timeout(BOUND, child.wait_with_output())
+        .await
+        .expect("wiresh did not finish")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_shell_legacy_against_server_py() {
+    let server = PyServer::start().await;
+    let host = server.addr.to_string();
+    let command = "echo out; echo err >&2; echo 'héllo ✓'";
+    let out = wiresh_cli(&["exec", "--legacy", "-H", &host, "--", command], b"").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, local(command).await);
+
+    let script = b"echo one\n\nprintf two\nexit\necho never\n";
+    let out = wiresh_cli(&["shell", "--legacy", "-H", &host], script).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_legacy_exits_255_when_the_answer_is_broken() {
+    // Nothing listens on a port we bound and closed.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let out = wiresh_cli(&["exec", "--legacy", "-H", &host, "--", "true"], b"").await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }

@@ -58,6 +58,8 @@ pub async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -
 
 /// A running `wiresh serve`, killed and reaped on drop.
 pub struct Server {
+    /// The lines the server printed on stdout up to its readiness line.
+    pub banner: Vec<String>,
     child: Child,
     /// The address it listens on (from its readiness line).
     pub addr: SocketAddr,
@@ -115,23 +117,27 @@ impl Server {
             }
         });
 
-        // stdout: the readiness line, then drained to its end.
+        // stdout: the banner up to the readiness line, then drained to its end.
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (ready_tx, ready_rx) = std_mpsc::channel::<String>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Vec<String>>();
         std::thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
+            let mut banner = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if ready_tx.is_some() {
+                    banner.push(line.clone());
+                }
                 if line.contains("listening on ") {
                     if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(line);
+                        let _ = tx.send(std::mem::take(&mut banner));
                     }
                 }
             }
         });
 
-        let line = match ready_rx.recv_timeout(BOUND) {
-            Ok(line) => line,
+        let (line, banner) = match ready_rx.recv_timeout(BOUND) {
+            Ok(banner) => (banner.last().cloned().unwrap_or_default(), banner),
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait();
@@ -158,6 +164,7 @@ impl Server {
         Server {
             child,
             addr,
+            banner,
             token,
             home,
             log,
