@@ -13,4 +13,5 @@ pub mod process;
 pub mod server;
 pub mod shutdown;
 
+mod listener;
 mod outbox;

@@ -68,21 +68,28 @@ pub fn run(
 pub fn run_legacy(rt: &Runtime, target: &str, command: &str) -> i32 {
     let result = rt.block_on(async {
         let mut client = LegacyClient::connect(target, CONNECT_TIMEOUT).await?;
-        let mut out = tokio::io::stdout();
-        let reply = client.run(command, &mut out).await;
-        let _ = out.flush().await;
-        reply
+        legacy_to_stdout(&mut client, command).await
     });
     match result {
-        Ok(reply) => {
-            if let Some(warning) = reply.md5_warning() {
-                eprintln!("wiresh: {warning}");
-            }
-            0
-        }
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("wiresh: {e:#}");
             CLIENT_FAILURE
         }
     }
+}
+
+/// Runs one legacy command with its answer on stdout, warning on stderr
+/// when the answer's md5 does not match.
+pub(super) async fn legacy_to_stdout(
+    client: &mut LegacyClient,
+    command: &str,
+) -> anyhow::Result<()> {
+    let mut out = tokio::io::stdout();
+    let reply = client.run(command, &mut out).await;
+    let _ = out.flush().await;
+    if let Some(warning) = reply.as_ref().ok().and_then(|r| r.md5_warning()) {
+        eprintln!("wiresh: {warning}");
+    }
+    reply.map(drop)
 }

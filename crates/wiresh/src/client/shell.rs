@@ -7,10 +7,10 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Secret};
 
+use super::exec::legacy_to_stdout;
 use super::local::{Printer, StderrStyle};
 use super::{ClientError, Connection, Target, CONNECT_TIMEOUT};
 use crate::legacy::LegacyClient;
@@ -198,22 +198,9 @@ pub fn run_legacy(rt: &Runtime, target: &str) -> i32 {
     }
     let prompt = format!("{} (legacy)>>: ", client.target());
     while let Some(line) = next_command(&mut lines, &prompt) {
-        let result = rt.block_on(async {
-            let mut out = tokio::io::stdout();
-            let reply = client.run(&line, &mut out).await;
-            let _ = out.flush().await;
-            reply
-        });
-        match result {
-            Ok(reply) => {
-                if let Some(warning) = reply.md5_warning() {
-                    eprintln!("wiresh: {warning}");
-                }
-            }
-            Err(e) => {
-                eprintln!("wiresh: {e:#}");
-                return 255;
-            }
+        if let Err(e) = rt.block_on(legacy_to_stdout(&mut client, &line)) {
+            eprintln!("wiresh: {e:#}");
+            return 255;
         }
     }
     0

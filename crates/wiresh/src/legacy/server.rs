@@ -33,9 +33,8 @@ use md5::{Digest, Md5};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::time::{self, Instant as Deadline};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 use wiresh_proto::ExecRequest;
 
@@ -107,76 +106,25 @@ impl Default for LegacyServerConfig {
 /// commands [`SHUTDOWN_GRACE`] before killing them, and returns once every
 /// connection has ended.
 pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: impl Future) {
-    let (notify_shutdown, _) = broadcast::channel(1);
-    // Every connection task holds a clone of this sender; when all are
-    // dropped, `shutdown_complete_rx.recv()` returns None.
-    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let config = Arc::new(config);
-    let limit = Arc::new(Semaphore::new(config.max_connections));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "legacy listener ready (no authentication: loopback only unless allowed)");
     }
-
-    tokio::select! {
-        res = accept_loop(&listener, &config, &limit, &notify_shutdown, &shutdown_complete_tx) => {
-            error!("legacy accept loop failed: {res:?}");
-        }
-        _ = shutdown => {
-            info!("legacy listener shutting down: no new connections; running commands get {SHUTDOWN_GRACE:?}");
-        }
-    }
-    drop(listener);
-    drop(notify_shutdown);
-    drop(shutdown_complete_tx);
-    let _ = shutdown_complete_rx.recv().await;
-    info!("legacy listener stopped");
-}
-
-async fn accept_loop(
-    listener: &TcpListener,
-    config: &Arc<LegacyServerConfig>,
-    limit: &Arc<Semaphore>,
-    notify_shutdown: &broadcast::Sender<()>,
-    shutdown_complete_tx: &mpsc::Sender<()>,
-) -> io::Result<()> {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(pair) => {
-                backoff = Duration::from_millis(10);
-                pair
-            }
-            Err(e) => {
-                // EMFILE and friends are transient: back off rather than spin
-                // or die, as the other connections are still being served.
-                warn!("legacy accept failed: {e}; retrying in {backoff:?}");
-                time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            // The protocol has no error message; closing is all we can say.
-            warn!(%peer, "refusing legacy connection: {} connections already open", config.max_connections);
-            drop(socket);
-            continue;
-        };
-        let _ = socket.set_nodelay(true);
-        set_keepalive(&socket);
-        let config = config.clone();
-        let shutdown = Shutdown::new(notify_shutdown.subscribe());
-        let done = shutdown_complete_tx.clone();
-        tokio::spawn(async move {
-            let conn = tokio::spawn(serve(socket, peer, config, shutdown));
-            if let Err(e) = conn.await {
-                if e.is_panic() {
-                    error!(%peer, "legacy connection handler panicked; connection closed, server unaffected");
-                }
-            }
-            drop(permit);
-            drop(done);
-        });
-    }
+    let max = config.max_connections;
+    crate::listener::serve_connections(
+        listener,
+        "legacy listener",
+        max,
+        shutdown,
+        move |socket, peer, shutdown| {
+            let _ = socket.set_nodelay(true);
+            set_keepalive(&socket);
+            serve(socket, peer, config.clone(), shutdown)
+        },
+        // The protocol has no error message; closing is all we can say.
+        |socket, _| async move { drop(socket) },
+    )
+    .await
 }
 
 /// Why a connection ended, for its log line.

@@ -1,10 +1,10 @@
 //! `wiresh serve`: accepts connections and runs commands for authenticated
 //! clients.
 //!
-//! Structure (after mini-redis): [`run`] owns the listener and the shutdown
-//! broadcast; a [`Semaphore`] bounds the number of connections; each
-//! connection is its own task running a [`session`], so a fault or a panic
-//! in one connection never reaches another or the accept loop.
+//! Structure (after mini-redis): [`run`] hands the listener to the shared
+//! accept loop (`crate::listener`: connection limit, graceful stop); each
+//! connection is its own task running a `session`, so a fault or a panic in
+//! one connection never reaches another or the accept loop.
 
 mod command;
 mod session;
@@ -15,12 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::time;
-use tracing::{error, info, warn};
+use tracing::info;
 use wiresh_proto::{ErrorCode, Frame, FrameCodec, Limits, Message, Secret};
-
-use crate::shutdown::Shutdown;
 
 /// Everything a server needs to know, fixed at start.
 #[derive(Debug, Clone)]
@@ -66,71 +63,24 @@ impl ServerConfig {
 /// accepting, lets running commands finish for the grace period, and returns
 /// once every connection has ended.
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) {
-    let (notify_shutdown, _) = broadcast::channel(1);
-    // Every connection task holds a clone of this sender; when all are
-    // dropped, `shutdown_complete_rx.recv()` returns None.
-    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let config = Arc::new(config);
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-
-    tokio::select! {
-        res = accept_loop(&listener, &config, &limit, &notify_shutdown, &shutdown_complete_tx) => {
-            error!("accept loop failed: {res:?}");
-        }
-        _ = shutdown => {
-            info!("shutting down: no new connections; running commands get {:?}", config.shutdown_grace);
-        }
-    }
-    drop(listener);
-    drop(notify_shutdown);
-    drop(shutdown_complete_tx);
-    let _ = shutdown_complete_rx.recv().await;
-    info!("server stopped");
-}
-
-async fn accept_loop(
-    listener: &TcpListener,
-    config: &Arc<ServerConfig>,
-    limit: &Arc<Semaphore>,
-    notify_shutdown: &broadcast::Sender<()>,
-    shutdown_complete_tx: &mpsc::Sender<()>,
-) -> std::io::Result<()> {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(pair) => {
-                backoff = Duration::from_millis(10);
-                pair
-            }
-            Err(e) => {
-                // EMFILE and friends are transient: back off rather than spin
-                // or die, as the rest of the server is still serving.
-                warn!("accept failed: {e}; retrying in {backoff:?}");
-                time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, "refusing connection: {} connections already open", config.max_connections);
-            tokio::spawn(refuse(socket, config.max_connections));
-            continue;
-        };
-        let config = config.clone();
-        let shutdown = Shutdown::new(notify_shutdown.subscribe());
-        let done = shutdown_complete_tx.clone();
-        tokio::spawn(async move {
-            let session = tokio::spawn(session::serve(socket, peer, config, shutdown));
-            if let Err(e) = session.await {
-                if e.is_panic() {
-                    error!(%peer, "connection handler panicked; connection closed, server unaffected");
-                }
-            }
-            drop(permit);
-            drop(done);
-        });
-    }
+    let max = config.max_connections;
+    info!(
+        "running commands get {:?} to finish on shutdown",
+        config.shutdown_grace
+    );
+    crate::listener::serve_connections(
+        listener,
+        "server",
+        max,
+        shutdown,
+        move |socket, peer, shutdown| {
+            let _ = socket.set_nodelay(true);
+            session::serve(socket, peer, config.clone(), shutdown)
+        },
+        move |socket, _| refuse(socket, max),
+    )
+    .await
 }
 
 /// Tells a peer over the connection limit why it is turned away.
