@@ -34,6 +34,13 @@ pub enum Message {
     Stdin,
     /// Client → server: the command's standard input is at its end.
     StdinEnd,
+    /// Server → client: this many bytes of `stdin` were handed to the command
+    /// (or discarded because it closed its input); the client may send that
+    /// many more. See [`Hello::stdin_window`].
+    StdinAck {
+        /// Bytes acknowledged.
+        bytes: u64,
+    },
     /// Server → client: bytes the command wrote to standard output (in the body).
     Stdout,
     /// Server → client: bytes the command wrote to standard error (in the body).
@@ -66,6 +73,7 @@ impl Message {
         "started",
         "stdin",
         "stdin_end",
+        "stdin_ack",
         "stdout",
         "stderr",
         "exit",
@@ -90,6 +98,7 @@ impl Message {
             Message::Started { .. } => "started",
             Message::Stdin => "stdin",
             Message::StdinEnd => "stdin_end",
+            Message::StdinAck { .. } => "stdin_ack",
             Message::Stdout => "stdout",
             Message::Stderr => "stderr",
             Message::Exit(_) => "exit",
@@ -126,6 +135,11 @@ pub struct Hello {
     pub keepalive_secs: u32,
     /// Largest frame body the server accepts.
     pub max_body: u32,
+    /// Most bytes of `stdin` the client may have sent and not yet had
+    /// acknowledged by `stdin_ack`. The server buffers that much, so it can
+    /// always go on reading the connection (for `cancel`, `ping`, or a
+    /// disconnect) even while a command does not read its input.
+    pub stdin_window: u32,
 }
 
 /// A secret string whose `Debug` output never shows it, so it cannot leak
@@ -240,13 +254,15 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// The status a shell would report: the code, or 128 + signal.
+    /// The status a shell would report: the code, or 128 + signal; 255 for
+    /// anything that does not fit an exit status (0..=255).
     pub fn shell_code(&self) -> i32 {
-        match (self.code, self.signal) {
-            (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
-            (None, None) => 255,
-        }
+        let code = match (self.code, self.signal) {
+            (Some(code), _) => Some(code),
+            (None, Some(sig)) => sig.checked_add(128),
+            (None, None) => None,
+        };
+        code.filter(|c| (0..=255).contains(c)).unwrap_or(255)
     }
 }
 
@@ -280,6 +296,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The peer was silent for too long.
     Timeout,
+    /// The client sent more stdin than `hello.stdin_window` allows.
+    FlowControl,
     /// The server is shutting down.
     ShuttingDown,
     /// An internal error on the server.
@@ -305,6 +323,7 @@ impl ErrorCode {
             ErrorCode::SpawnFailed => "spawn_failed",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::FlowControl => "flow_control",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::Other => "other",
@@ -342,6 +361,7 @@ mod tests {
             Message::Ping,
             Message::Pong,
             Message::Started { pid: 1 },
+            Message::StdinAck { bytes: 7 },
             Message::Exit(ExitStatus::default()),
             Message::Exec(ExecRequest::shell("true")),
             Message::error(ErrorCode::Internal, "x"),
@@ -383,5 +403,9 @@ mod tests {
         };
         assert_eq!(st(Some(3), None).shell_code(), 3);
         assert_eq!(st(None, Some(9)).shell_code(), 137);
+        assert_eq!(st(Some(256), None).shell_code(), 255);
+        assert_eq!(st(Some(-1), None).shell_code(), 255);
+        assert_eq!(st(None, Some(i32::MAX)).shell_code(), 255);
+        assert_eq!(st(None, None).shell_code(), 255);
     }
 }

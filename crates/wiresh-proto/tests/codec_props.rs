@@ -99,14 +99,16 @@ fn hello() -> impl Strategy<Value = Hello> {
         prop::collection::vec(text(), 0..4),
         any::<u32>(),
         any::<u32>(),
+        any::<u32>(),
     )
         .prop_map(
-            |(version, server, features, keepalive_secs, max_body)| Hello {
+            |(version, server, features, keepalive_secs, max_body, stdin_window)| Hello {
                 version,
                 server,
                 features,
                 keepalive_secs,
                 max_body,
+                stdin_window,
             },
         )
 }
@@ -145,6 +147,7 @@ fn frame(max_body: usize) -> impl Strategy<Value = Frame> {
         Just(Message::AuthOk),
         exec_request().prop_map(Message::Exec),
         any::<u32>().prop_map(|pid| Message::Started { pid }),
+        any::<u64>().prop_map(|bytes| Message::StdinAck { bytes }),
         Just(Message::StdinEnd),
         exit_status().prop_map(Message::Exit),
         (error_code(), text()).prop_map(|(code, message)| Message::Error { code, message }),
@@ -847,8 +850,9 @@ fn example_server_frames() -> Vec<Frame> {
             version: PROTOCOL_VERSION,
             server: "wiresh/0.1.0".into(),
             features: vec!["exec".into(), "stdin".into(), "cancel".into()],
-            keepalive_secs: 30,
+            keepalive_secs: 20,
             max_body: 1048576,
+            stdin_window: 1048576,
         })),
         Frame::new(Message::AuthOk),
         Frame::new(Message::Started { pid: 4242 }),
@@ -918,7 +922,7 @@ fn worked_example_bytes() {
     let mut want = Vec::new();
     for (header, body) in [
         (
-            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel"],"keepalive_secs":30,"max_body":1048576,"body_len":0}"#[..],
+            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel"],"keepalive_secs":20,"max_body":1048576,"stdin_window":1048576,"body_len":0}"#[..],
             &b""[..],
         ),
         (br#"{"type":"auth_ok","body_len":0}"#, b""),
@@ -1037,14 +1041,17 @@ fn documented_defaults_and_nulls() {
         })
     );
     assert_eq!(
-        decode_header(r#"{"type":"hello","version":1,"server":"s","max_body":10,"body_len":0}"#)
-            .unwrap(),
+        decode_header(
+            r#"{"type":"hello","version":1,"server":"s","max_body":10,"stdin_window":5,"body_len":0}"#
+        )
+        .unwrap(),
         Message::Hello(Hello {
             version: 1,
             server: "s".into(),
             features: vec![],
             keepalive_secs: 0,
             max_body: 10,
+            stdin_window: 5,
         })
     );
     // ... or be null where the document says "or null" ...

@@ -15,3 +15,4 @@ pub mod shutdown;
 
 mod listener;
 mod outbox;
+mod task;

@@ -67,8 +67,13 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long running commands may finish before they are killed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     shutdown_grace: Duration,
-    /// Largest frame body accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_BODY)]
+    /// Largest frame body accepted, in bytes (1024 to 1048576).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = Limits::DEFAULT_MAX_BODY,
+        value_parser = parse_frame_body
+    )]
     max_frame_body: usize,
     /// Also serve the original (legacy) Python protocol on this address. It
     /// has no authentication, so only loopback addresses are accepted.
@@ -226,6 +231,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     if created {
         info!("created a new token in {}", token_path.display());
     }
+    // The legacy listener shares the operator's limits.
+    let legacy_config = LegacyServerConfig {
+        max_connections: args.max_connections,
+        command_timeout: args.command_timeout,
+        idle_timeout: args.idle_timeout,
+        shutdown_grace: args.shutdown_grace,
+        ..LegacyServerConfig::default()
+    };
     let mut config = ServerConfig::new(token);
     config.max_connections = args.max_connections;
     config.command_timeout = args.command_timeout;
@@ -265,7 +278,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let legacy_server = legacy_listener.map(|listener| {
             let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
             println!("wiresh {}: legacy protocol (no authentication) on {local}", env!("CARGO_PKG_VERSION"));
-            tokio::spawn(legacy::server::run(listener, LegacyServerConfig::default(), stopped(&stop)))
+            tokio::spawn(legacy::server::run(listener, legacy_config, stopped(&stop)))
         });
         // Scripts and tests wait for this line (printed last, so every
         // listener is up when it appears).
@@ -273,6 +286,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         let modern = tokio::spawn(server::run(listener, config, stopped(&stop)));
         shutdown_signal().await;
         let _ = stop.send(());
+        // A second signal means "now": kill every command and leave.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            warn!("second signal: killing all running commands and exiting");
+            wiresh::process::kill_all_groups();
+            std::process::exit(1);
+        });
         let _ = modern.await;
         if let Some(legacy) = legacy_server {
             let _ = legacy.await;
@@ -337,6 +357,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Frames smaller than 1 KiB would make every output chunk tiny; larger
+/// than the protocol default would exceed what clients accept.
+fn parse_frame_body(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if (1024..=Limits::DEFAULT_MAX_BODY).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "must be between 1024 and {}",
+            Limits::DEFAULT_MAX_BODY
+        ))
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -6,9 +6,11 @@
 //! whatever path a connection takes out — normal end, cancel, timeout,
 //! disconnect, panic — nothing it started is left running.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
@@ -123,6 +125,22 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) -> bool {
     unsafe { libc::kill(-(pgid as libc::pid_t), signal) == 0 }
 }
 
+/// Process groups started and not yet known to be gone, so that a second
+/// shutdown signal can kill them all at once ([`kill_all_groups`]).
+static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SIGKILLs every process group this process started that may still be
+/// running: for an operator who asked twice for the server to stop now.
+pub fn kill_all_groups() {
+    for &pgid in live_groups().iter() {
+        signal_group(pgid, libc::SIGKILL);
+    }
+}
+
 /// Terminates a process group when dropped: SIGTERM at once, SIGKILL after a
 /// grace period for whatever ignored SIGTERM.
 #[derive(Debug)]
@@ -135,6 +153,7 @@ pub struct GroupGuard {
 impl GroupGuard {
     /// A guard for group `pgid`.
     pub fn new(pgid: u32) -> Self {
+        live_groups().insert(pgid);
         GroupGuard {
             pgid,
             grace: DEFAULT_KILL_GRACE,
@@ -160,15 +179,27 @@ impl GroupGuard {
             return;
         }
         self.armed = false;
-        if !signal_group(self.pgid, libc::SIGTERM) {
-            return; // nothing left in the group
+        let pgid = self.pgid;
+        if !signal_group(pgid, libc::SIGTERM) {
+            live_groups().remove(&pgid); // nothing left in the group
+            return;
         }
-        let (pgid, grace) = (self.pgid, self.grace);
+        let grace = self.grace;
         // The SIGKILL must happen even if the caller goes away; a plain
-        // thread works with or without a runtime around.
+        // thread works with or without a runtime around. It watches the
+        // group and stops as soon as it is gone, so it never signals a
+        // group id that has since been reused.
         std::thread::spawn(move || {
-            std::thread::sleep(grace);
-            let _ = signal_group(pgid, libc::SIGKILL);
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                if !signal_group(pgid, 0) {
+                    live_groups().remove(&pgid);
+                    return;
+                }
+            }
+            signal_group(pgid, libc::SIGKILL);
+            live_groups().remove(&pgid);
         });
     }
 }

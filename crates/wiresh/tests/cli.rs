@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -326,4 +326,44 @@ async fn exec_survives_a_graceful_server_shutdown() {
         rest.stderr_str()
     );
     assert_eq!(server.wait_exit().await.code(), Some(0));
+}
+
+// Review fix: a closed local stdout ends the remote command ------------------
+
+/// `wiresh exec -- yes | head -1` ends like the local pipeline would: the
+/// client exits 141 (128+SIGPIPE) and the remote `yes` is killed, instead
+/// of the client draining an endless stream forever.
+#[tokio::test]
+async fn closed_stdout_cancels_the_remote_command() {
+    let server = Server::start();
+    let script = format!(
+        "'{bin}' exec -n -H {addr} -- 'echo $$ >&2; exec yes' | head -1; echo \"rc=${{PIPESTATUS[0]}}\"",
+        bin = BIN,
+        addr = server.addr
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.args(["-c", &script])
+        .env("WIRESH_HOME", server.home())
+        .env_remove("WIRESH_TOKEN")
+        .env_remove("WIRESH_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(
+        out.stdout_str(),
+        "y\nrc=141\n",
+        "stderr: {}",
+        out.stderr_str()
+    );
+    let pid: u32 = out
+        .stderr_str()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid on stderr: {}", out.stderr_str()));
+    let left = wait_gone(&[pid], Some(pid), Duration::from_secs(2)).await;
+    kill_all(&left);
+    assert!(left.is_empty(), "remote `yes` still running: {left:?}");
 }

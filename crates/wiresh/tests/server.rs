@@ -1083,8 +1083,11 @@ fn command_end(pid: u32, frames: &[Frame]) -> RawRun {
         .unwrap_or_else(|| panic!("no exit frame: {frames:?}"));
     for f in &frames[..exit_at] {
         assert!(
-            matches!(f.message, Message::Stdout | Message::Stderr),
-            "before exit, only output may come, got {:?}; all frames: {kinds:?}",
+            matches!(
+                f.message,
+                Message::Stdout | Message::Stderr | Message::StdinAck { .. }
+            ),
+            "before exit, only output (and stdin acks) may come, got {:?}; all frames: {kinds:?}",
             f.message
         );
     }
@@ -1109,11 +1112,14 @@ fn command_end(pid: u32, frames: &[Frame]) -> RawRun {
         stderr: Vec::new(),
         status,
         pongs: Vec::new(),
+        acked: 0,
     };
     for f in &frames[..exit_at] {
         match f.message {
             Message::Stdout => run.stdout.extend_from_slice(&f.body),
-            _ => run.stderr.extend_from_slice(&f.body),
+            Message::Stderr => run.stderr.extend_from_slice(&f.body),
+            Message::StdinAck { bytes } => run.acked += bytes,
+            _ => unreachable!("checked above"),
         }
     }
     run
@@ -1310,4 +1316,163 @@ async fn whole_session_one_byte_at_a_time() {
     }
     let mut c = RawConn::from_stream(s);
     check_whole_session_reply(&mut c).await;
+}
+
+// Review fixes: stdin flow control, escaped processes, second signal --------
+
+/// An authenticated raw connection and the server's `hello`.
+async fn raw_with_hello(server: &Server) -> (RawConn, wiresh_proto::Hello) {
+    let (mut raw, hello) = RawConn::greeted(server.addr).await;
+    raw.send(Message::Auth {
+        token: server.token.clone(),
+    })
+    .await;
+    match raw.recv().await.message {
+        Message::AuthOk => (raw, hello),
+        other => panic!("expected auth_ok, got {other:?}"),
+    }
+}
+
+/// A command that never reads its input: the client fills the whole stdin
+/// window, and the server still reads the connection — a ping is answered
+/// and a cancel ends the command — where it once stopped reading until the
+/// command took its input.
+#[tokio::test]
+async fn unread_stdin_never_stops_the_server_listening() {
+    let server = Server::start();
+    let (mut raw, hello) = raw_with_hello(&server).await;
+    let window = hello.stdin_window as usize;
+    assert!(window >= 64 * 1024, "{hello:?}");
+    raw.send(exec_with_stdin("sleep 1000")).await;
+    let pid = match raw.recv().await.message {
+        Message::Started { pid } => pid,
+        other => panic!("expected started, got {other:?}"),
+    };
+    let piece = 64 * 1024;
+    for _ in 0..window / piece {
+        raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; piece]))
+            .await;
+    }
+    raw.send_frame(Frame::with_body(Message::Ping, &b"still there?"[..]))
+        .await;
+    // The pipe takes 64 KiB at most, so the server holds most of the window
+    // unacknowledged; the pong comes all the same.
+    let mut acked = 0;
+    loop {
+        match raw.recv().await.message {
+            Message::StdinAck { bytes } => acked += bytes,
+            Message::Pong => break,
+            other => panic!("expected pong or stdin_ack, got {other:?}"),
+        }
+    }
+    assert!(
+        acked < window as u64,
+        "the command read nothing, yet {acked} acked"
+    );
+    raw.send(Message::Cancel).await;
+    let run = raw.finish_started(pid).await;
+    assert_killed(&run.status, libc::SIGTERM);
+    assert!(wait_gone(&[pid], Some(pid), GONE_WITHIN).await.is_empty());
+}
+
+/// Sending past the window is a protocol error that closes the connection.
+#[tokio::test]
+async fn stdin_beyond_the_window_is_refused() {
+    let server = Server::start();
+    let (mut raw, hello) = raw_with_hello(&server).await;
+    let window = hello.stdin_window as usize;
+    raw.send(exec_with_stdin("sleep 1000")).await;
+    let pid = match raw.recv().await.message {
+        Message::Started { pid } => pid,
+        other => panic!("expected started, got {other:?}"),
+    };
+    let piece = 256 * 1024;
+    for _ in 0..=window / piece {
+        if !raw
+            .try_send_frame(Frame::with_body(Message::Stdin, vec![0u8; piece]))
+            .await
+        {
+            break;
+        }
+    }
+    loop {
+        match raw.recv().await.message {
+            Message::StdinAck { .. } => {}
+            Message::Error { code, message } => {
+                assert_eq!(code, ErrorCode::FlowControl, "{message}");
+                break;
+            }
+            other => panic!("expected error flow_control, got {other:?}"),
+        }
+    }
+    raw.expect_closed().await;
+    assert!(wait_gone(&[pid], Some(pid), GONE_WITHIN).await.is_empty());
+}
+
+/// The library client keeps to the window by itself: far more input than
+/// the window, into a command that reads it slowly, arrives intact.
+#[tokio::test]
+async fn library_client_streams_stdin_larger_than_the_window() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    let data = binary_pattern(5 * 1024 * 1024 + 17);
+    let ran = run(
+        &mut conn,
+        ExecRequest {
+            stdin: true,
+            ..ExecRequest::shell("sleep 0.2; cat")
+        },
+        Some(data.clone()),
+    )
+    .await;
+    assert_exited(ran.status(), 0);
+    assert!(ran.stdout == data, "stdin came back altered");
+}
+
+/// A killed command whose output pipe is held by a process that escaped
+/// its group (`setsid`) still gets its `exit`, after the kill grace.
+#[tokio::test]
+async fn cancel_ends_a_command_whose_pipe_an_escaped_process_holds() {
+    let server = Server::start();
+    let mut raw = server.raw().await;
+    raw.send(exec("setsid sh -c 'echo $$; exec sleep 60' & wait"))
+        .await;
+    let pid = match raw.recv().await.message {
+        Message::Started { pid } => pid,
+        other => panic!("expected started, got {other:?}"),
+    };
+    let escaped: u32 = read_lines(&mut raw, 1).await[0].parse().unwrap();
+    raw.send(Message::Cancel).await;
+    let run = raw.finish_started(pid).await;
+    kill_all(&[escaped]);
+    assert!(run.status.signal.is_some(), "{:?}", run.status);
+    // The connection is usable for the next command.
+    assert_eq!(
+        raw.exec(ExecRequest::shell("echo next")).await.stdout,
+        b"next\n"
+    );
+}
+
+/// A second SIGTERM does not wait for the grace period: every command is
+/// killed and the server exits.
+#[tokio::test]
+async fn second_signal_kills_everything_and_exits() {
+    let mut server = Server::start_with(&["--shutdown-grace", "600s"]);
+    let mut raw = server.raw().await;
+    raw.send(exec("sleep 1000")).await;
+    let pid = match raw.recv().await.message {
+        Message::Started { pid } => pid,
+        other => panic!("expected started, got {other:?}"),
+    };
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down").await;
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit().await;
+    assert!(!status.success(), "{status:?}");
+    let left = wait_gone(&[pid], Some(pid), GONE_WITHIN).await;
+    kill_all(&left);
+    assert!(
+        left.is_empty(),
+        "still running after the second signal: {left:?}"
+    );
 }

@@ -16,6 +16,10 @@ pub const CLIENT_FAILURE: i32 = 255;
 /// reports a command it cannot find.
 pub const NOT_STARTED: i32 = 127;
 
+/// Exit status when local stdout was closed early (`| head`): 128+SIGPIPE,
+/// as for a local command killed by a broken pipe.
+pub const STDOUT_CLOSED: i32 = 128 + libc::SIGPIPE;
+
 /// Runs `req` on `target` and returns the exit status this process should
 /// end with: the remote code, 128+N for a remote death by signal N, or
 /// [`CLIENT_FAILURE`].
@@ -38,8 +42,11 @@ pub fn run(
         printer.sync().await;
         status
     });
+    let stdout_closed = printer.stdout_closed();
     drop(printer);
     match result {
+        // Dropping the connection (on return) makes the server kill the command.
+        Err(ClientError::OutputClosed) if stdout_closed => STDOUT_CLOSED,
         Ok(status) => {
             if status.timed_out {
                 eprintln!(

@@ -6,6 +6,8 @@
 //! (a pager, a full disk) from ever stalling the connection's keepalive.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +70,7 @@ impl From<Output> for PrintJob {
 pub struct Printer {
     jobs: mpsc::Sender<PrintJob>,
     thread: Option<thread::JoinHandle<()>>,
+    stdout_closed: Arc<AtomicBool>,
 }
 
 /// How [`Printer`] decorates standard error.
@@ -83,22 +86,26 @@ impl Printer {
     /// Starts the printer thread.
     pub fn start(style: StderrStyle) -> Printer {
         let (jobs, mut rx) = mpsc::channel::<PrintJob>(8);
+        let stdout_closed = Arc::new(AtomicBool::new(false));
+        let closed = stdout_closed.clone();
         let thread = thread::Builder::new()
             .name("printer".into())
             .spawn(move || {
                 // Locked per job, not for the thread's life: the shell writes
                 // exit statuses to stderr between commands.
                 let (out, err) = (io::stdout(), io::stderr());
-                let mut out_ok = true;
                 while let Some(job) = rx.blocking_recv() {
                     match job {
-                        PrintJob::Output(Output::Stdout(b)) if out_ok => {
-                            // A closed stdout (`| head`) must not kill us; we
-                            // keep draining so the command can finish.
+                        PrintJob::Output(Output::Stdout(b)) => {
                             let mut out = out.lock();
-                            out_ok = out.write_all(&b).and_then(|()| out.flush()).is_ok();
+                            if out.write_all(&b).and_then(|()| out.flush()).is_err() {
+                                // Whoever read our stdout is gone (`| head`):
+                                // stop, and the client stops the command, as
+                                // SIGPIPE would stop a local pipeline.
+                                closed.store(true, Ordering::Release);
+                                return;
+                            }
                         }
-                        PrintJob::Output(Output::Stdout(_)) => {}
                         PrintJob::Output(Output::Stderr(b)) => {
                             let mut err = err.lock();
                             let _ = match style {
@@ -120,7 +127,13 @@ impl Printer {
         Printer {
             jobs,
             thread: Some(thread),
+            stdout_closed,
         }
+    }
+
+    /// Whether printing stopped because local stdout was closed.
+    pub fn stdout_closed(&self) -> bool {
+        self.stdout_closed.load(Ordering::Acquire)
     }
 
     /// The queue to hand to [`super::Connection::run`].

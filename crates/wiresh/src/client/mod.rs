@@ -11,6 +11,7 @@ pub mod shell;
 mod target;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{self, Instant};
 use tokio_util::codec::FramedRead;
 use wiresh_proto::{
@@ -30,6 +31,7 @@ use wiresh_proto::{
 pub use target::Target;
 
 use crate::outbox::Outbox;
+use crate::task::AbortOnDrop;
 
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +57,9 @@ pub enum ClientError {
         code: ErrorCode,
         /// The server's explanation.
         message: String,
+        /// Whether the command had been started when the error came: if not,
+        /// it never ran, and retrying it cannot repeat its side effects.
+        started: bool,
     },
     /// The peer broke the protocol or is not a wiresh server.
     #[error("protocol error: {0}")]
@@ -68,6 +73,10 @@ pub enum ClientError {
     /// The user interrupted the command twice.
     #[error("interrupted")]
     Interrupted,
+    /// Whatever consumed the output went away; the command is abandoned
+    /// (the server kills it when the connection closes).
+    #[error("local output closed")]
+    OutputClosed,
 }
 
 impl ClientError {
@@ -138,7 +147,11 @@ impl Connection {
             let hello = match next_frame(&mut reader).await?.message {
                 Message::Hello(hello) => hello,
                 Message::Error { code, message } => {
-                    return Err(ClientError::Remote { code, message })
+                    return Err(ClientError::Remote {
+                        code,
+                        message,
+                        started: false,
+                    })
                 }
                 other => {
                     return Err(ClientError::Protocol(format!(
@@ -156,7 +169,11 @@ impl Connection {
             match next_frame(&mut reader).await?.message {
                 Message::AuthOk => {}
                 Message::Error { code, message } => {
-                    return Err(ClientError::Remote { code, message })
+                    return Err(ClientError::Remote {
+                        code,
+                        message,
+                        started: false,
+                    })
                 }
                 other => {
                     return Err(ClientError::Protocol(format!(
@@ -220,15 +237,29 @@ impl Connection {
         F: Future<Output = ()>,
     {
         req.stdin = stdin.is_some();
-        if !self
+        // On the data path, behind any stdin of the previous command still
+        // queued, so that input can never be taken for this command's.
+        if self
             .outbox
-            .send_control(Frame::new(Message::Exec(req)))
+            .data
+            .send(Frame::new(Message::Exec(req)))
             .await
+            .is_err()
         {
             return Err(ClientError::Closed("before the command could be sent"));
         }
-        let forwarder = stdin.map(|rx| tokio::spawn(forward_stdin(rx, self.outbox.data.clone())));
-        let _abort_forwarder = AbortOnDrop(forwarder);
+        let window = self.hello.stdin_window as usize;
+        let credits = Arc::new(Semaphore::new(window));
+        let piece = window.min(self.hello.max_body as usize).max(1);
+        let _forwarder = stdin.map(|rx| {
+            AbortOnDrop(tokio::spawn(forward_stdin(
+                rx,
+                self.outbox.data.clone(),
+                credits.clone(),
+                piece,
+            )))
+        });
+        let mut started = false;
         let mut ping =
             time::interval_at(Instant::now() + self.ping_interval(), self.ping_interval());
         let silence_limit = self.silence_limit();
@@ -252,14 +283,17 @@ impl Connection {
                     };
                     last_heard = Instant::now();
                     let Ok(permit) = permit else {
-                        return Err(ClientError::Closed("(local output closed)"));
+                        return Err(ClientError::OutputClosed);
                     };
                     match frame.message {
-                        Message::Started { .. } => {}
+                        Message::Started { .. } => started = true,
+                        Message::StdinAck { bytes } => {
+                            credits.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(window));
+                        }
                         Message::Stdout => permit.send(Output::Stdout(frame.body).into()),
                         Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
                         Message::Exit(status) => return Ok(status),
-                        Message::Error { code, message } => return Err(ClientError::Remote { code, message }),
+                        Message::Error { code, message } => return Err(ClientError::Remote { code, message, started }),
                         Message::Pong => {}
                         Message::Ping => {
                             self.outbox.pong(frame.body);
@@ -292,7 +326,11 @@ impl Connection {
         }
         match next_frame(&mut self.reader).await?.message {
             Message::Pong => Ok(sent.elapsed()),
-            Message::Error { code, message } => Err(ClientError::Remote { code, message }),
+            Message::Error { code, message } => Err(ClientError::Remote {
+                code,
+                message,
+                started: false,
+            }),
             other => Err(ClientError::Protocol(format!(
                 "expected pong, got `{}`",
                 other.type_name()
@@ -317,27 +355,30 @@ async fn next_frame(
     }
 }
 
-/// Sends local input to the server as `stdin` frames, then `stdin_end`.
-async fn forward_stdin(mut rx: mpsc::Receiver<Bytes>, data: mpsc::Sender<Frame>) {
-    while let Some(chunk) = rx.recv().await {
-        if data
-            .send(Frame::with_body(Message::Stdin, chunk))
-            .await
-            .is_err()
-        {
-            return;
+/// Sends local input to the server as `stdin` frames of at most `piece`
+/// bytes, then `stdin_end`, never with more unacknowledged bytes in flight
+/// than the server's window (`credits`).
+async fn forward_stdin(
+    mut rx: mpsc::Receiver<Bytes>,
+    data: mpsc::Sender<Frame>,
+    credits: Arc<Semaphore>,
+    piece: usize,
+) {
+    while let Some(mut chunk) = rx.recv().await {
+        while !chunk.is_empty() {
+            let part = chunk.split_to(piece.min(chunk.len()));
+            match credits.acquire_many(part.len() as u32).await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return,
+            }
+            if data
+                .send(Frame::with_body(Message::Stdin, part))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
     let _ = data.send(Frame::new(Message::StdinEnd)).await;
-}
-
-/// Aborts a task when dropped, so a command's stdin forwarder never outlives it.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
-        }
-    }
 }

@@ -120,6 +120,9 @@ pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
                 report_status(&status);
                 status.shell_code()
             }
+            Err(ClientError::OutputClosed) if printer.stdout_closed() => {
+                return super::exec::STDOUT_CLOSED;
+            }
             Err(e) => {
                 eprintln!("wiresh: {e}");
                 if !e.connection_usable() {
@@ -153,8 +156,10 @@ async fn run_line(
             })
             .await;
         match res {
+            // Only a command that never started is safe to run again.
             Err(ClientError::Remote {
                 code: ErrorCode::Timeout,
+                started: false,
                 ..
             }) if attempt == 0 => *conn = None,
             other => return other,

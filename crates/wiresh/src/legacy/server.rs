@@ -41,15 +41,12 @@ use wiresh_proto::ExecRequest;
 use super::{hex, set_keepalive};
 use crate::process;
 use crate::shutdown::Shutdown;
+use crate::task::sleep_until;
 
 /// The `filename` the server puts in every reply header. The original sent
 /// the placeholder `"xxxxx"`; the payload is a command's output, not a
 /// file, and `-` is the usual name for standard output.
 pub const REPLY_FILENAME: &str = "-";
-
-/// On shutdown, how long a running command may go on before its process
-/// group is killed (its reply, with what it printed so far, is still sent).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Most output one command may produce. The whole output has to be held
 /// (on disk, past the spool threshold) before the header can be sent, so
@@ -85,6 +82,9 @@ pub struct LegacyServerConfig {
     /// Output bytes (stdout and stderr together) held in memory per
     /// command; the rest is spooled to a temporary file.
     pub spool_threshold: usize,
+    /// On shutdown, how long a running command may go on before its process
+    /// group is killed (its reply, with what it printed so far, is still sent).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for LegacyServerConfig {
@@ -97,13 +97,14 @@ impl Default for LegacyServerConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             kill_grace: process::DEFAULT_KILL_GRACE,
             spool_threshold: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
 /// Serves legacy-protocol connections from `listener` until `shutdown`
 /// completes; then stops accepting, closes idle connections, gives running
-/// commands [`SHUTDOWN_GRACE`] before killing them, and returns once every
+/// commands `shutdown_grace` before killing them, and returns once every
 /// connection has ended.
 pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: impl Future) {
     let config = Arc::new(config);
@@ -330,7 +331,7 @@ impl Conn {
                     ));
                 }
                 _ = self.shutdown.recv(), if !self.shutdown.is_shutdown() => {
-                    grace_at = Some(Deadline::now() + SHUTDOWN_GRACE);
+                    grace_at = Some(Deadline::now() + self.config.shutdown_grace);
                 }
                 _ = sleep_until(grace_at), if grace_at.is_some() && ended_early.is_none() => {
                     kill = Some(
@@ -357,13 +358,6 @@ impl Conn {
             .finish(ended_early)
             .await
             .map_err(|e| End::Error(format!("cannot read back the spooled output: {e}")))
-    }
-}
-
-async fn sleep_until(at: Option<Deadline>) {
-    match at {
-        Some(at) => time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,5 +1,13 @@
 //! Running one command for a session: spawn, stream, feed, reap.
+//!
+//! The session keeps reading the connection for the whole life of the
+//! command — stdin is flow-controlled by a window (`hello.stdin_window`), so
+//! buffering it never needs more than that — which means `cancel`, `ping`
+//! and a vanished client are always noticed, whatever the command does with
+//! its input and output.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,10 +21,16 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
 use super::session::{End, Session};
 use crate::process::{self, SpawnError};
+use crate::task::{sleep_until, AbortOnDrop};
 
 /// Largest chunk read from a command's pipe into one frame: the protocol's
 /// default body limit, which every client accepts.
 const CHUNK: usize = wiresh_proto::Limits::DEFAULT_MAX_BODY;
+
+/// After the server kills a command, how much longer than the kill grace it
+/// waits for the output pipes to close: a process that escaped the group
+/// (`setsid`) may hold them open forever.
+const DRAIN_SLACK: Duration = Duration::from_secs(2);
 
 /// Runs `req` to completion. `Ok` means the connection can take the next
 /// command; `Err` means it must close.
@@ -60,12 +74,23 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         return Err(End::Error("connection lost".into()));
     }
     let chunk = CHUNK.min(config.limits.max_body);
-    let mut stdout_pump = tokio::spawn(pump(stdout, Message::Stdout, data.clone(), chunk));
-    let mut stderr_pump = tokio::spawn(pump(stderr, Message::Stderr, data.clone(), chunk));
+    // Aborted on every way out of this function, so no pump outlives the
+    // command and keeps the connection's writer (and socket) alive.
+    let mut stdout_pump = AbortOnDrop(tokio::spawn(pump(
+        stdout,
+        Message::Stdout,
+        data.clone(),
+        chunk,
+    )));
+    let mut stderr_pump = AbortOnDrop(tokio::spawn(pump(
+        stderr,
+        Message::Stderr,
+        data.clone(),
+        chunk,
+    )));
     let (mut stdout_done, mut stderr_done) = (false, false);
     let mut bytes_out = 0u64;
-    let mut stdin_tx = stdin.map(spawn_stdin_writer);
-    let mut pending_stdin: Option<Bytes> = None;
+    let mut stdin_feed = stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone()));
     let mut bytes_in = 0u64;
 
     let timeout = match (
@@ -79,6 +104,11 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let mut timed_out = false;
     let mut cancelled = false;
     let mut grace_at: Option<Deadline> = None;
+    let mut drain_at: Option<Deadline> = None;
+    let kill = |guard: &mut process::GroupGuard, drain_at: &mut Option<Deadline>| {
+        guard.terminate();
+        drain_at.get_or_insert(Deadline::now() + config.kill_grace + DRAIN_SLACK);
+    };
     // The client promises a frame at least every `keepalive`; allow three
     // missed beats before deciding it is gone.
     let silence_limit = config.keepalive * 3;
@@ -88,7 +118,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     while status.is_none() || !stdout_done || !stderr_done {
         tokio::select! {
             biased;
-            next = session.reader.next(), if pending_stdin.is_none() => {
+            next = session.reader.next() => {
                 last_heard = Deadline::now();
                 let frame = match next {
                     None => return Err(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
@@ -97,49 +127,54 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 };
                 match frame.message {
                     Message::Stdin => {
-                        if stdin_tx.is_some() && !frame.body.is_empty() {
-                            bytes_in += frame.body.len() as u64;
-                            pending_stdin = Some(frame.body);
+                        bytes_in += frame.body.len() as u64;
+                        if let Some(feed) = &stdin_feed {
+                            if let Err(message) = feed.push(frame.body, config.stdin_window) {
+                                return Err(session.fail(ErrorCode::FlowControl, message).await);
+                            }
                         }
                     }
-                    Message::StdinEnd => stdin_tx = None,
+                    Message::StdinEnd => {
+                        if let Some(feed) = &mut stdin_feed {
+                            feed.close();
+                        }
+                    }
                     Message::Cancel => {
                         cancelled = true;
-                        guard.terminate();
+                        kill(&mut guard, &mut drain_at);
                     }
                     Message::Ping => session.outbox.pong(frame.body),
                     Message::Pong => {}
                     other => return Err(session.unexpected(&other, "while a command runs").await),
                 }
             }
-            permit = reserve(stdin_tx.clone()), if pending_stdin.is_some() => {
-                last_heard = Deadline::now();
-                match permit {
-                    Some(permit) => {
-                        permit.send(pending_stdin.take().expect("pending stdin"));
-                    }
-                    // The command closed its stdin or exited: input is dropped, as a pipe would.
-                    None => { pending_stdin = None; stdin_tx = None; }
-                }
-            }
             st = child.wait(), if status.is_none() => {
                 status = Some(st.map(process::code_and_signal).unwrap_or((None, None)));
             }
-            n = &mut stdout_pump, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
-            n = &mut stderr_pump, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
+            n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
+            n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
             _ = sleep_until(timeout_at), if !timed_out && timeout_at.is_some() => {
                 timed_out = true;
-                guard.terminate();
+                kill(&mut guard, &mut drain_at);
             }
             _ = session.shutdown.recv(), if !session.shutdown.is_shutdown() => {
                 grace_at = Some(Deadline::now() + config.shutdown_grace);
             }
             _ = sleep_until(grace_at), if grace_at.is_some() => {
                 grace_at = None;
-                guard.terminate();
+                kill(&mut guard, &mut drain_at);
             }
-            // Not while input is held back: then the client cannot be heard.
-            _ = time::sleep_until(last_heard + silence_limit), if pending_stdin.is_none() => {
+            _ = sleep_until(drain_at), if drain_at.is_some() => {
+                // Killed, yet the pipes stay open: something escaped the
+                // group. Stop waiting for them (the pumps are aborted).
+                drain_at = None;
+                stdout_done = true;
+                stderr_done = true;
+                if status.is_none() {
+                    status = Some((None, Some(libc::SIGKILL)));
+                }
+            }
+            _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
                 let message = format!(
                     "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
                      the command was killed"
@@ -151,8 +186,10 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             }
         }
     }
-    // Whatever the command left behind in its group ends with it.
+    // Whatever the command left behind in its group ends with it; and no
+    // `stdin_ack` may follow the `exit`.
     guard.terminate();
+    drop(stdin_feed);
     let (code, signal) = status.expect("loop ends with a status");
     let exit = ExitStatus {
         code,
@@ -172,13 +209,16 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         bytes_in,
         "command finished"
     );
-    if data.send(Frame::new(Message::Exit(exit))).await.is_err() {
-        return Err(End::Error("connection lost".into()));
-    }
+    let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_shutdown() {
+        // A client that stopped reading must not hold up the shutdown.
+        let _ = time::timeout(config.kill_grace + DRAIN_SLACK, data.send(exit)).await;
         return Err(session
             .fail(ErrorCode::ShuttingDown, "server is shutting down")
             .await);
+    }
+    if data.send(exit).await.is_err() {
+        return Err(End::Error("connection lost".into()));
     }
     Ok(())
 }
@@ -213,31 +253,67 @@ async fn pump(
     total
 }
 
-/// Feeds client input to the command's stdin from its own task, so a
-/// command that does not read its input never stalls the session.
-fn spawn_stdin_writer(mut stdin: ChildStdin) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        while let Some(chunk) = rx.recv().await {
-            if stdin.write_all(&chunk).await.is_err() {
-                return; // the command closed its stdin; later input is dropped
+/// Client input on its way to the command's stdin.
+///
+/// Chunks are queued without waiting (the client may have at most
+/// `stdin_window` bytes unacknowledged, which bounds the queue) and written
+/// by a task of their own; each written — or, once the command has closed
+/// its input, discarded — chunk is acknowledged with `stdin_ack` in the
+/// ordered output stream, which reopens the client's window.
+struct StdinFeed {
+    queue: Option<mpsc::UnboundedSender<Bytes>>,
+    unacked: Arc<AtomicUsize>,
+    _writer: AbortOnDrop<()>,
+}
+
+impl StdinFeed {
+    fn spawn(mut pipe: ChildStdin, acks: mpsc::Sender<Frame>) -> StdinFeed {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let unacked = Arc::new(AtomicUsize::new(0));
+        let counter = unacked.clone();
+        let writer = tokio::spawn(async move {
+            let mut open = true;
+            while let Some(chunk) = rx.recv().await {
+                // A command that closed its input loses the rest, as with a pipe.
+                open = open && pipe.write_all(&chunk).await.is_ok();
+                counter.fetch_sub(chunk.len(), Ordering::AcqRel);
+                let ack = Message::StdinAck {
+                    bytes: chunk.len() as u64,
+                };
+                if acks.send(Frame::new(ack)).await.is_err() {
+                    return;
+                }
             }
+            // stdin_end: dropping the pipe closes the command's input.
+        });
+        StdinFeed {
+            queue: Some(queue),
+            unacked,
+            _writer: AbortOnDrop(writer),
         }
-        // Channel closed: stdin_end (or the command ended). Dropping closes the pipe.
-    });
-    tx
-}
-
-async fn reserve(tx: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => None,
     }
-}
 
-async fn sleep_until(at: Option<Deadline>) {
-    match at {
-        Some(at) => time::sleep_until(at).await,
-        None => std::future::pending().await,
+    /// Queues a chunk, or says how the client broke the window.
+    fn push(&self, chunk: Bytes, window: usize) -> Result<(), String> {
+        let Some(queue) = &self.queue else {
+            return Ok(()); // after stdin_end: ignored, as documented
+        };
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let unacked = self.unacked.fetch_add(chunk.len(), Ordering::AcqRel) + chunk.len();
+        if unacked > window {
+            return Err(format!(
+                "{unacked} bytes of stdin unacknowledged, more than the window of {window}"
+            ));
+        }
+        let _ = queue.send(chunk);
+        Ok(())
+    }
+
+    /// The client's stdin ended: close the command's input once the queue
+    /// is written.
+    fn close(&mut self) {
+        self.queue = None;
     }
 }

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// While a command runs, the client must send a frame at least this often.
     pub keepalive: Duration,
+    /// Most stdin bytes a client may have in flight (`hello.stdin_window`).
+    pub stdin_window: usize,
     /// Upper bound on every command's run time (a request may ask for less).
     pub command_timeout: Option<Duration>,
     /// On shutdown, how long running commands may go on before being killed.
@@ -52,6 +54,7 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15 * 60),
             keepalive: Duration::from_secs(20),
+            stdin_window: 1024 * 1024,
             command_timeout: None,
             shutdown_grace: Duration::from_secs(10),
             kill_grace: crate::process::DEFAULT_KILL_GRACE,

@@ -24,6 +24,7 @@ use super::{command, ServerConfig};
 use crate::auth::token_matches;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
+use crate::task::AbortOnDrop;
 
 /// Why a connection ended, for the log line.
 #[derive(Debug)]
@@ -62,6 +63,7 @@ pub(super) async fn serve(
     };
     let (read, write) = socket.into_split();
     let (outbox, writer) = Outbox::spawn(write, FrameCodec::new(config.limits));
+    let mut writer = AbortOnDrop(writer);
     let mut session = Session {
         peer,
         reader: FramedRead::new(read, FrameCodec::new(config.limits)),
@@ -74,7 +76,10 @@ pub(super) async fn serve(
     let commands = session.commands;
     // Let the writer deliver what is queued (such as a final error) and close.
     drop(session);
-    let _ = time::timeout(Duration::from_secs(5), writer).await;
+    // A peer that reads nothing more gets 5 s, then the socket is closed
+    // (aborting the writer drops it).
+    let _ = time::timeout(Duration::from_secs(5), &mut writer.0).await;
+    drop(writer);
     let elapsed = opened.elapsed();
     match end {
         End::ClientClosed => {
@@ -141,6 +146,7 @@ impl Session {
             ],
             keepalive_secs: self.config.keepalive.as_secs() as u32,
             max_body: self.config.limits.max_body as u32,
+            stdin_window: self.config.stdin_window as u32,
         };
         if self
             .outbox

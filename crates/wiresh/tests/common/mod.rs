@@ -459,6 +459,8 @@ pub struct RawRun {
     pub status: ExitStatus,
     /// Bodies of `pong` frames that arrived while the command ran.
     pub pongs: Vec<Bytes>,
+    /// Stdin bytes the server acknowledged (`stdin_ack`).
+    pub acked: u64,
 }
 
 /// Opens a plain TCP connection (bounded).
@@ -598,9 +600,11 @@ impl RawConn {
     /// Like [`RawConn::finish`] after `started` has been read.
     pub async fn finish_started(&mut self, pid: u32) -> RawRun {
         let (mut stdout, mut stderr, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut acked = 0;
         loop {
             let f = self.recv().await;
             match f.message {
+                Message::StdinAck { bytes } => acked += bytes,
                 Message::Stdout => stdout.extend_from_slice(&f.body),
                 Message::Stderr => stderr.extend_from_slice(&f.body),
                 Message::Pong => pongs.push(f.body),
@@ -611,6 +615,7 @@ impl RawConn {
                         stderr,
                         status,
                         pongs,
+                        acked,
                     }
                 }
                 other => panic!("unexpected frame while a command runs: {other:?}"),
