@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wiresh_proto::{Frame, FrameCodec, Message};
 
-/// Output frames in flight per connection. With pumps reading up to 256 KiB
-/// per frame this caps queued output at about 1 MiB.
+/// Output frames queued per connection. With pumps reading up to 256 KiB
+/// per frame, a connection holds at most about 2.5 MiB of output: 1 MiB
+/// here, up to [`BATCH_BYTES`] being written, and one chunk per pump.
 const DATA_QUEUE: usize = 4;
 /// Control frames in flight; a peer that fills this (say, with pings it
 /// never reads the answers to) is misbehaving.
@@ -67,7 +68,7 @@ impl Outbox {
 }
 
 /// Most bytes gathered into one vectored write.
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 /// Most buffers in one vectored write (well under the kernel's IOV_MAX).
 const BATCH_SLICES: usize = 64;
 

@@ -23,9 +23,11 @@ use super::session::{End, Session};
 use crate::process::{self, SpawnError};
 use crate::task::{sleep_until, AbortOnDrop};
 
-/// Largest chunk read from a command's pipe into one frame: the protocol's
-/// default body limit, which every client accepts.
-const CHUNK: usize = wiresh_proto::Limits::DEFAULT_MAX_BODY;
+/// Largest chunk read from a command's pipe into one frame. Large enough
+/// that per-frame costs vanish at full speed, small enough that what a
+/// connection holds in flight stays near 2.5 MiB (see `outbox`); never more
+/// than the body limit, which every client accepts.
+const CHUNK: usize = 256 * 1024;
 
 /// After the server kills a command, how much longer than the kill grace it
 /// waits for the output pipes to close: a process that escaped the group
