@@ -20,7 +20,10 @@ pub mod preamble;
 
 pub use codec::{DecodeError, EncodeError, FrameCodec, Limits};
 pub use frame::Frame;
-pub use message::{ErrorCode, ExecRequest, ExitStatus, Hello, Message, Program, Secret};
+pub use message::{
+    ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Hello, Message, Program, PutRequest,
+    Secret, TransferReady,
+};
 pub use preamble::{Preamble, PreambleError, PREAMBLE_LEN};
 
 /// The protocol version this crate speaks.

@@ -60,6 +60,129 @@ pub enum Message {
     Ping,
     /// Answer to `ping`, echoing its body.
     Pong,
+    /// Client → server: describe one path under the files root.
+    Stat {
+        /// Path relative to the server's files root.
+        path: String,
+    },
+    /// Server → client: one file or directory (answer to `stat`, or one of
+    /// the entries of a `list`).
+    Entry(FileEntry),
+    /// Client → server: list a directory, recursively.
+    List {
+        /// Directory, relative to the files root.
+        path: String,
+    },
+    /// Server → client: the end of a `list`.
+    ListEnd {
+        /// Number of `entry` frames sent.
+        count: u64,
+    },
+    /// Client → server: create a directory (and its parents).
+    Mkdir {
+        /// Directory, relative to the files root.
+        path: String,
+        /// Permission bits for the new directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// Client → server: upload a file.
+    Put(PutRequest),
+    /// Client → server: download a file.
+    Get {
+        /// File, relative to the files root.
+        path: String,
+        /// Length of a partial download the client holds and would like to
+        /// continue; 0 for none.
+        #[serde(default)]
+        resume_from: u64,
+    },
+    /// Server → client: the transfer can begin, possibly from an offset.
+    TransferReady(TransferReady),
+    /// Sender of the file data → receiver: send from this offset (0, or the
+    /// offset offered in `transfer_ready` once the prefixes matched).
+    TransferStart {
+        /// First byte that will be sent.
+        offset: u64,
+    },
+    /// File bytes (in the body), in order.
+    FileData,
+    /// The end of a file's data, with the checksum of the whole file.
+    FileEnd {
+        /// Lowercase hex BLAKE3 of the complete file.
+        blake3: String,
+    },
+    /// Server → client: the upload (or `mkdir`) is done and published.
+    TransferOk {
+        /// Bytes received in this transfer.
+        bytes: u64,
+    },
+}
+
+/// A file or directory as `stat` and `list` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path: as asked for `stat`; relative to the listed directory for `list`.
+    pub path: String,
+    /// What it is.
+    pub kind: FileKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+/// Kinds of filesystem entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// Anything else (socket, device, ...); not transferred.
+    Other,
+}
+
+/// An upload request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    /// Destination file, relative to the files root.
+    pub path: String,
+    /// Size of the complete file.
+    pub size: u64,
+    /// Permission bits to give the file (`-p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Modification time to give the file, Unix seconds (`-p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// Continue a partial upload if the server holds one.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+/// The receiver's go-ahead for a transfer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReady {
+    /// Length of the partial copy the receiver (put) or client (get) may
+    /// continue from; 0 to start over.
+    pub offset: u64,
+    /// Hex BLAKE3 of the first `offset` bytes, so the other side can check
+    /// they match its own before continuing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_blake3: Option<String>,
+    /// For `get`: the file's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// For `get`: the file's permission bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// For `get`: the file's modification time, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
 }
 
 impl Message {
@@ -81,11 +204,26 @@ impl Message {
         "cancel",
         "ping",
         "pong",
+        "stat",
+        "entry",
+        "list",
+        "list_end",
+        "mkdir",
+        "put",
+        "get",
+        "transfer_ready",
+        "transfer_start",
+        "file_data",
+        "file_end",
+        "transfer_ok",
     ];
 
     /// Whether frames of this type may have a non-empty body.
     pub fn carries_body(type_name: &str) -> bool {
-        matches!(type_name, "stdin" | "stdout" | "stderr" | "ping" | "pong")
+        matches!(
+            type_name,
+            "stdin" | "stdout" | "stderr" | "ping" | "pong" | "file_data"
+        )
     }
 
     /// The `type` string of this message.
@@ -106,6 +244,18 @@ impl Message {
             Message::Cancel => "cancel",
             Message::Ping => "ping",
             Message::Pong => "pong",
+            Message::Stat { .. } => "stat",
+            Message::Entry(_) => "entry",
+            Message::List { .. } => "list",
+            Message::ListEnd { .. } => "list_end",
+            Message::Mkdir { .. } => "mkdir",
+            Message::Put(_) => "put",
+            Message::Get { .. } => "get",
+            Message::TransferReady(_) => "transfer_ready",
+            Message::TransferStart { .. } => "transfer_start",
+            Message::FileData => "file_data",
+            Message::FileEnd { .. } => "file_end",
+            Message::TransferOk { .. } => "transfer_ok",
         }
     }
 
@@ -302,6 +452,16 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An internal error on the server.
     Internal,
+    /// File transfer is off on this server (no `--files-root`).
+    FilesDisabled,
+    /// The path is outside the files root, or uses `..`.
+    PathRefused,
+    /// No such file or directory.
+    NotFound,
+    /// Reading or writing a file failed on the server.
+    IoError,
+    /// The received file's checksum does not match the sender's.
+    ChecksumMismatch,
     /// Any code this version does not know.
     #[serde(other)]
     Other,
@@ -326,6 +486,11 @@ impl ErrorCode {
             ErrorCode::FlowControl => "flow_control",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::FilesDisabled => "files_disabled",
+            ErrorCode::PathRefused => "path_refused",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::IoError => "io_error",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::Other => "other",
         }
     }
@@ -360,6 +525,10 @@ mod tests {
             Message::Cancel,
             Message::Ping,
             Message::Pong,
+            Message::FileData,
+            Message::Stat { path: "a".into() },
+            Message::ListEnd { count: 0 },
+            Message::TransferStart { offset: 0 },
             Message::Started { pid: 1 },
             Message::StdinAck { bytes: 7 },
             Message::Exit(ExitStatus::default()),

@@ -13,6 +13,7 @@ pub mod process;
 pub mod server;
 pub mod shutdown;
 
+mod fileio;
 mod listener;
 mod outbox;
 mod task;

@@ -1,7 +1,7 @@
 //! The `wiresh` command: a thin layer of argument parsing over the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,6 +38,67 @@ enum Command {
     /// Run lines one after another on one connection (interactive prompt on
     /// a terminal, script mode when stdin is piped).
     Shell(ShellArgs),
+    /// Copy local files to the server, like scp: `put LOCAL... REMOTE`.
+    ///
+    /// REMOTE is relative to the server's --files-root. Several sources, -r,
+    /// a trailing slash or an existing remote directory copy into that
+    /// directory. Each file is checked with BLAKE3 and renamed into place
+    /// only when complete.
+    Put(PutArgs),
+    /// Copy files from the server, like scp: `get REMOTE... LOCAL`.
+    ///
+    /// Local names come from the paths you give, never from the server. Each
+    /// file is checked with BLAKE3 and renamed into place only when complete.
+    Get(GetArgs),
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Copy directories and everything in them.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Preserve mode and modification time.
+    #[arg(short = 'p', long)]
+    preserve: bool,
+    /// Continue an interrupted transfer (after checking the part already there).
+    #[arg(long)]
+    resume: bool,
+    /// No progress bars.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+impl CopyArgs {
+    fn flags(&self) -> client::copy::CopyFlags {
+        client::copy::CopyFlags {
+            recursive: self.recursive,
+            options: client::transfer::TransferOptions {
+                preserve: self.preserve,
+                resume: self.resume,
+            },
+            quiet: self.quiet,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PutArgs {
+    #[command(flatten)]
+    copy: CopyArgs,
+    /// Local files (and, with -r, directories), then the remote destination.
+    #[arg(required = true, num_args = 2.., value_name = "LOCAL... REMOTE")]
+    paths: Vec<String>,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    #[command(flatten)]
+    copy: CopyArgs,
+    /// Remote files (and, with -r, directories), then the local destination.
+    #[arg(required = true, num_args = 2.., value_name = "REMOTE... LOCAL")]
+    paths: Vec<String>,
 }
 
 #[derive(Args)]
@@ -79,6 +140,10 @@ struct ServeArgs {
     /// has no authentication, so only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR")]
     legacy_listen: Option<SocketAddr>,
+    /// Allow `put` and `get` inside this directory (and nowhere else).
+    /// Without it, file transfer is off.
+    #[arg(long, value_name = "DIR")]
+    files_root: Option<PathBuf>,
     /// Allow --legacy-listen on a non-loopback address. Anyone who can reach
     /// it can run any command as this user: only on a network you trust.
     #[arg(long, requires = "legacy_listen")]
@@ -174,6 +239,22 @@ fn main() -> ExitCode {
             eprintln!("wiresh: {e:#}");
             CLIENT_FAILURE
         }),
+        Command::Put(args) => copy(&args.copy, |rt, target, token| {
+            let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
+            let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+            client::copy::put(rt, target, token, &sources, remote, args.copy.flags())
+        }),
+        Command::Get(args) => copy(&args.copy, |rt, target, token| {
+            let (local, sources) = args.paths.split_last().expect("clap requires two paths");
+            client::copy::get(
+                rt,
+                target,
+                token,
+                sources,
+                Path::new(local),
+                args.copy.flags(),
+            )
+        }),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -206,6 +287,25 @@ fn exec(args: ExecArgs) -> Result<i32> {
     let code = client::exec::run(&rt, &target, &token, req, !args.no_stdin);
     // The stdin thread may be blocked reading a terminal; do not wait for it.
     std::process::exit(code);
+}
+
+/// Sets up a client for `put` or `get` and runs it.
+fn copy(
+    args: &CopyArgs,
+    run: impl FnOnce(&tokio::runtime::Runtime, &Target, &wiresh_proto::Secret) -> i32,
+) -> i32 {
+    let setup = || -> Result<_> {
+        let target = args.connect.target()?;
+        let token = auth::client_token(args.connect.token_file.as_deref())?;
+        Ok((client_runtime()?, target, token))
+    };
+    match setup() {
+        Ok((rt, target, token)) => run(&rt, &target, &token),
+        Err(e) => {
+            eprintln!("wiresh: {e:#}");
+            CLIENT_FAILURE
+        }
+    }
 }
 
 fn shell(args: ShellArgs) -> Result<i32> {
@@ -245,6 +345,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.idle_timeout = args.idle_timeout;
     config.shutdown_grace = args.shutdown_grace;
     config.limits.max_body = args.max_frame_body;
+    if let Some(root) = &args.files_root {
+        let canonical = root
+            .canonicalize()
+            .with_context(|| format!("--files-root {}", root.display()))?;
+        anyhow::ensure!(
+            canonical.is_dir(),
+            "--files-root {}: not a directory",
+            root.display()
+        );
+        info!("file transfer confined to {}", canonical.display());
+        config.files_root = Some(canonical);
+    }
     if let Some(addr) = args.legacy_listen {
         legacy::check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
     }

@@ -5,10 +5,12 @@
 //! local stdin, printing output, the interactive prompt) live in [`local`]
 //! and [`shell`].
 
+pub mod copy;
 pub mod exec;
 pub mod local;
 pub mod shell;
 mod target;
+pub mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 //! one connection never reaches another or the accept loop.
 
 mod command;
+mod files;
 mod session;
 
 use std::future::Future;
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Time between SIGTERM and SIGKILL when a command's group is killed.
     pub kill_grace: Duration,
+    /// Canonical directory that file transfers are confined to; `None`
+    /// turns file transfer off.
+    pub files_root: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -58,6 +62,7 @@ impl ServerConfig {
             command_timeout: None,
             shutdown_grace: Duration::from_secs(10),
             kill_grace: crate::process::DEFAULT_KILL_GRACE,
+            files_root: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use wiresh_proto::{
     PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
-use super::{command, ServerConfig};
+use super::{command, files, ServerConfig};
 use crate::auth::token_matches;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
@@ -229,6 +229,15 @@ impl Session {
                 Message::Exec(req) => {
                     self.commands += 1;
                     if let Err(end) = command::run(self, req).await {
+                        return end;
+                    }
+                }
+                Message::Stat { .. }
+                | Message::List { .. }
+                | Message::Mkdir { .. }
+                | Message::Put(_)
+                | Message::Get { .. } => {
+                    if let Err(end) = files::handle(self, frame.message).await {
                         return end;
                     }
                 }

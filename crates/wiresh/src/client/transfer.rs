@@ -1,0 +1,439 @@
+//! File transfer on the client: the library calls behind `wiresh put` and
+//! `wiresh get`.
+//!
+//! Everything the server says is checked before it touches the local disk:
+//! names from a listing must be plain relative paths (no `..`, no absolute
+//! path), a download must be exactly the announced size and match its
+//! BLAKE3, and it is written to `.NAME.wiresh-part` and renamed into place
+//! only once verified — whatever a malicious or broken server sends back.
+
+use std::io::SeekFrom;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::time;
+use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
+
+use super::{ClientError, Connection};
+use crate::fileio::{hash_prefix, partial_path, publish, CHUNK};
+
+/// Most time one frame of a transfer may take to arrive.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a transfer treats metadata and partial files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransferOptions {
+    /// Give the copy the original's mode and modification time (`-p`).
+    pub preserve: bool,
+    /// Continue a partial copy left by an interrupted transfer, after
+    /// checking that its bytes match the source's.
+    pub resume: bool,
+}
+
+/// What one file transfer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferReport {
+    /// Size of the file.
+    pub size: u64,
+    /// Bytes that crossed the network (less than `size` after a resume).
+    pub sent: u64,
+    /// Where the transfer started (0 unless resumed).
+    pub resumed_at: u64,
+}
+
+/// Why a file could not be transferred.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The connection or the server failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Local {
+        /// The local path.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The server sent something unsafe or inconsistent.
+    #[error("refusing what the server sent: {0}")]
+    Unsafe(String),
+    /// The received data does not match its checksum.
+    #[error("{0}")]
+    Checksum(String),
+}
+
+impl TransferError {
+    fn local(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
+        move |source| TransferError::Local {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Checks that a name from the server is a plain relative path (normal
+/// components only) and returns it as a path to join under a local directory.
+pub fn safe_relative(name: &str) -> Result<PathBuf, TransferError> {
+    let path = Path::new(name);
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            _ => {
+                return Err(TransferError::Unsafe(format!(
+                    "{name:?} is not a plain relative path"
+                )))
+            }
+        }
+    }
+    if out.as_os_str().is_empty() || name.contains('\0') {
+        return Err(TransferError::Unsafe(format!(
+            "{name:?} is not a file name"
+        )));
+    }
+    Ok(out)
+}
+
+impl Connection {
+    /// Reads the next frame of a file request, skipping pongs.
+    async fn next_file_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            let frame = match time::timeout(FRAME_TIMEOUT, self.reader.next()).await {
+                Err(_) => {
+                    return Err(ClientError::Timeout(format!(
+                        "the server sent nothing for {FRAME_TIMEOUT:?} during a transfer"
+                    )))
+                }
+                Ok(None) => return Err(ClientError::Closed("during a transfer")),
+                Ok(Some(Err(e))) => return Err(ClientError::Protocol(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame.message {
+                Message::Pong => {}
+                Message::Ping => self.outbox.pong(frame.body),
+                Message::Error { code, message } => {
+                    return Err(ClientError::Remote {
+                        code,
+                        message,
+                        started: false,
+                    })
+                }
+                _ => return Ok(frame),
+            }
+        }
+    }
+
+    async fn send_data(&self, frame: Frame) -> Result<(), ClientError> {
+        self.outbox
+            .data
+            .send(frame)
+            .await
+            .map_err(|_| ClientError::Closed("during a transfer"))
+    }
+
+    async fn request(&mut self, message: Message) -> Result<Frame, ClientError> {
+        self.send_data(Frame::new(message)).await?;
+        self.next_file_frame().await
+    }
+
+    /// Describes a path on the server.
+    pub async fn stat(&mut self, path: &str) -> Result<FileEntry, ClientError> {
+        match self
+            .request(Message::Stat {
+                path: path.to_string(),
+            })
+            .await?
+            .message
+        {
+            Message::Entry(entry) => Ok(entry),
+            other => Err(unexpected(&other, "stat")),
+        }
+    }
+
+    /// Lists a directory on the server, recursively. Every name is checked
+    /// with [`safe_relative`]; one unsafe name fails the whole listing.
+    pub async fn list(&mut self, path: &str) -> Result<Vec<FileEntry>, TransferError> {
+        self.send_data(Frame::new(Message::List {
+            path: path.to_string(),
+        }))
+        .await?;
+        let mut entries = Vec::new();
+        let mut unsafe_name = None;
+        loop {
+            match self.next_file_frame().await?.message {
+                Message::Entry(entry) => {
+                    if unsafe_name.is_none() {
+                        if let Err(e) = safe_relative(&entry.path) {
+                            unsafe_name = Some(e);
+                        }
+                    }
+                    entries.push(entry);
+                }
+                Message::ListEnd { .. } => break,
+                other => return Err(unexpected(&other, "list").into()),
+            }
+        }
+        match unsafe_name {
+            Some(e) => Err(e),
+            None => Ok(entries),
+        }
+    }
+
+    /// Creates a directory (and its parents) on the server.
+    pub async fn mkdir(&mut self, path: &str, mode: Option<u32>) -> Result<(), ClientError> {
+        match self
+            .request(Message::Mkdir {
+                path: path.to_string(),
+                mode,
+            })
+            .await?
+            .message
+        {
+            Message::TransferOk { .. } => Ok(()),
+            other => Err(unexpected(&other, "mkdir")),
+        }
+    }
+
+    /// Uploads `local` to `remote`. `progress` is told the bytes done so
+    /// far (starting at the resume offset).
+    pub async fn put_file(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        options: TransferOptions,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<TransferReport, TransferError> {
+        let mut file = File::open(local)
+            .await
+            .map_err(TransferError::local(local))?;
+        let meta = file.metadata().await.map_err(TransferError::local(local))?;
+        if !meta.is_file() {
+            return Err(TransferError::Local {
+                path: local.to_path_buf(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        let size = meta.len();
+        let request = PutRequest {
+            path: remote.to_string(),
+            size,
+            mode: options.preserve.then_some(meta.mode() & 0o7777),
+            mtime: options.preserve.then_some(meta.mtime()),
+            resume: options.resume,
+        };
+        let ready = match self.request(Message::Put(request)).await?.message {
+            Message::TransferReady(ready) => ready,
+            other => return Err(unexpected(&other, "put").into()),
+        };
+        let (offset, mut hasher) = agree_on_offset(&mut file, &ready, size, local).await?;
+        self.send_data(Frame::new(Message::TransferStart { offset }))
+            .await?;
+        file.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(TransferError::local(local))?;
+        let mut done = offset;
+        progress(done);
+        let mut buf = BytesMut::new();
+        while done < size {
+            buf.reserve(CHUNK);
+            let want = ((size - done) as usize).min(CHUNK) as u64;
+            let n = (&mut file)
+                .take(want)
+                .read_buf(&mut buf)
+                .await
+                .map_err(TransferError::local(local))?;
+            if n == 0 {
+                return Err(TransferError::Local {
+                    path: local.to_path_buf(),
+                    source: std::io::Error::other("file shrank while being sent"),
+                });
+            }
+            let body = buf.split().freeze();
+            hasher.update(&body);
+            self.send_data(Frame::with_body(Message::FileData, body))
+                .await?;
+            done += n as u64;
+            progress(done);
+        }
+        let blake3 = hasher.finalize().to_hex().to_string();
+        match self.request(Message::FileEnd { blake3 }).await {
+            Ok(Frame {
+                message: Message::TransferOk { .. },
+                ..
+            }) => Ok(TransferReport {
+                size,
+                sent: size - offset,
+                resumed_at: offset,
+            }),
+            Ok(other) => Err(unexpected(&other.message, "file_end").into()),
+            Err(ClientError::Remote {
+                code: wiresh_proto::ErrorCode::ChecksumMismatch,
+                message,
+                ..
+            }) => Err(TransferError::Checksum(format!(
+                "checksum mismatch, the upload was discarded: {message}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Downloads `remote` to the local file `local` (through
+    /// `.NAME.wiresh-part` beside it, renamed into place once verified).
+    pub async fn get_file(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        options: TransferOptions,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<TransferReport, TransferError> {
+        let part = partial_path(local).ok_or_else(|| TransferError::Local {
+            path: local.to_path_buf(),
+            source: std::io::Error::other("names no file"),
+        })?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .await
+            .map_err(TransferError::local(&part))?;
+        let have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let resume_from = if options.resume { have } else { 0 };
+        let request = Message::Get {
+            path: remote.to_string(),
+            resume_from,
+        };
+        let ready = match self.request(request).await {
+            Ok(Frame {
+                message: Message::TransferReady(ready),
+                ..
+            }) => ready,
+            Ok(other) => return Err(unexpected(&other.message, "get").into()),
+            Err(e) => {
+                if have == 0 {
+                    let _ = fs::remove_file(&part).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let size = ready
+            .size
+            .ok_or_else(|| TransferError::Unsafe("transfer_ready for get has no size".into()))?;
+        let (offset, mut hasher) = agree_on_offset(&mut file, &ready, size, &part).await?;
+        self.send_data(Frame::new(Message::TransferStart { offset }))
+            .await?;
+        let positioned = async {
+            file.set_len(offset).await?;
+            file.seek(SeekFrom::Start(offset)).await
+        };
+        positioned.await.map_err(TransferError::local(&part))?;
+        let mut done = offset;
+        progress(done);
+        let expected = loop {
+            let frame = self.next_file_frame().await?;
+            match frame.message {
+                Message::FileData => {
+                    done += frame.body.len() as u64;
+                    if done > size {
+                        drop(file);
+                        let _ = fs::remove_file(&part).await;
+                        return Err(TransferError::Unsafe(format!(
+                            "the server sent more than the {size} bytes it announced"
+                        )));
+                    }
+                    hasher.update(&frame.body);
+                    file.write_all(&frame.body)
+                        .await
+                        .map_err(TransferError::local(&part))?;
+                    progress(done);
+                }
+                Message::FileEnd { blake3 } => break blake3,
+                other => return Err(unexpected(&other, "a download").into()),
+            }
+        };
+        let actual = hasher.finalize().to_hex().to_string();
+        if done != size || actual != expected.to_ascii_lowercase() {
+            drop(file);
+            let _ = fs::remove_file(&part).await;
+            return Err(TransferError::Checksum(if done != size {
+                format!("{remote}: received {done} of {size} bytes; nothing was written")
+            } else {
+                format!(
+                    "{remote}: checksum mismatch (BLAKE3 {actual} received, {expected} sent); \
+                     nothing was written"
+                )
+            }));
+        }
+        let (mode, mtime) = if options.preserve {
+            (ready.mode, ready.mtime)
+        } else {
+            (None, None)
+        };
+        publish(file, &part, local, mode, mtime)
+            .await
+            .map_err(TransferError::local(local))?;
+        Ok(TransferReport {
+            size,
+            sent: size - offset,
+            resumed_at: offset,
+        })
+    }
+}
+
+/// Decides where a transfer starts: at the offered offset if the other
+/// side's prefix hash matches ours, else from the beginning. Returns the
+/// offset and the hasher positioned after it.
+async fn agree_on_offset(
+    file: &mut File,
+    ready: &TransferReady,
+    size: u64,
+    path: &Path,
+) -> Result<(u64, blake3::Hasher), TransferError> {
+    if ready.offset == 0 || ready.offset > size {
+        return Ok((0, blake3::Hasher::new()));
+    }
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if len < ready.offset {
+        return Ok((0, blake3::Hasher::new()));
+    }
+    let hasher = hash_prefix(file, ready.offset)
+        .await
+        .map_err(TransferError::local(path))?;
+    if ready.prefix_blake3.as_deref() == Some(hasher.finalize().to_hex().as_str()) {
+        Ok((ready.offset, hasher))
+    } else {
+        Ok((0, blake3::Hasher::new()))
+    }
+}
+
+fn unexpected(message: &Message, during: &str) -> ClientError {
+    ClientError::Protocol(format!(
+        "unexpected `{}` in answer to {during}",
+        message.type_name()
+    ))
+}
+
+/// Whether a local path is a directory (following symlinks).
+pub async fn is_local_dir(path: &Path) -> bool {
+    fs::metadata(path).await.is_ok_and(|m| m.is_dir())
+}
+
+/// Creates a local directory, with `mode` when preserving.
+pub async fn make_local_dir(path: &Path, mode: Option<u32>) -> Result<(), TransferError> {
+    fs::create_dir_all(path)
+        .await
+        .map_err(TransferError::local(path))?;
+    if let Some(mode) = mode {
+        fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+            .await
+            .map_err(TransferError::local(path))?;
+    }
+    Ok(())
+}
