@@ -25,7 +25,8 @@ trap cleanup EXIT
 
 # Start a server on a free port and wait for its readiness line.
 mkfifo "$WORK/ready"
-"$B" serve --listen 127.0.0.1:0 >"$WORK/ready" 2>"$WORK/server.log" &
+mkdir -p "$WORK/files" "$WORK/local"
+"$B" serve --listen 127.0.0.1:0 --files-root "$WORK/files" >"$WORK/ready" 2>"$WORK/server.log" &
 SERVER_PID=$!
 read -r line <"$WORK/ready"
 ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
@@ -38,7 +39,7 @@ median_secs() {
     for ((i = 0; i < RUNS; i++)); do
         local s e
         s=$(date +%s%N)
-        bash -c "$cmd"
+        bash -c "$cmd" || { echo "bench command failed: $cmd" >&2; return 1; }
         e=$(date +%s%N)
         times+=("$(( e - s ))")
     done
@@ -61,7 +62,7 @@ if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
     ssh-keygen -q -t ed25519 -N '' -f "$D/host_key"
     ssh-keygen -q -t ed25519 -N '' -f "$D/client_key"
     cp "$D/client_key.pub" "$D/authorized_keys"
-    printf 'Port 2222\nListenAddress 127.0.0.1\nHostKey %s/host_key\nAuthorizedKeysFile %s/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\nStrictModes no\nPidFile %s/pid\n' "$D" "$D" "$D" >"$D/config"
+    printf 'Port 2222\nListenAddress 127.0.0.1\nHostKey %s/host_key\nAuthorizedKeysFile %s/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\nStrictModes no\nPidFile %s/pid\nSubsystem sftp internal-sftp\n' "$D" "$D" "$D" >"$D/config"
     mkdir -p /run/sshd
     /usr/sbin/sshd -f "$D/config"
     SSH_CM=$D/cm
@@ -88,4 +89,24 @@ if command -v socat >/dev/null; then
     printf 'wiresh / raw TCP relay throughput: %s\n' "$(ratio "$T_SOCAT" "$T_WIRESH")"
 fi
 printf 'wiresh / local pipe throughput: %s\n' "$(ratio "$T_PIPE" "$T_WIRESH")"
+echo "server peak RSS over the whole run: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
+
+echo
+echo "== 4. copying a 1 GiB file (median of $RUNS; every copy is fsynced by wiresh)"
+head -c $GIB /dev/urandom >"$WORK/local/big.bin"
+T_PUT=$(median_secs "'$B' put -q -H $ADDR '$WORK/local/big.bin' big.bin")
+T_GET=$(median_secs "rm -f '$WORK/local/got.bin'; '$B' get -q -H $ADDR big.bin '$WORK/local/got.bin'")
+cmp "$WORK/local/big.bin" "$WORK/local/got.bin" || { echo "get returned different bytes" >&2; exit 1; }
+printf 'wiresh put:   %.3f s  %.2f GB/s\n' "$T_PUT" "$(awk -v t="$T_PUT" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+printf 'wiresh get:   %.3f s  %.2f GB/s\n' "$T_GET" "$(awk -v t="$T_GET" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+if command -v socat >/dev/null; then
+    T_RAW=$(median_secs "socat -b131072 -u FILE:'$WORK/local/big.bin' TCP-LISTEN:34998,reuseaddr,bind=127.0.0.1 & until socat -b131072 -u TCP:127.0.0.1:34998 CREATE:'$WORK/local/raw.bin' 2>/dev/null; do sleep 0.02; done; wait; sync -f '$WORK/local/raw.bin'")
+    printf 'raw TCP (socat, then sync): %.3f s  %.2f GB/s; wiresh put / raw: %s\n' "$T_RAW" \
+        "$(awk -v t="$T_RAW" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_RAW" "$T_PUT")"
+fi
+if [ -n "${S:-}" ]; then
+    T_SCP=$(median_secs "scp -q -P 2222 -i $WORK/sshd/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ControlPath=$SSH_CM '$WORK/local/big.bin' root@127.0.0.1:'$WORK/local/scp.bin'")
+    printf 'scp (ControlMaster up): %.3f s  %.2f GB/s; wiresh put is %sx its speed\n' "$T_SCP" \
+        "$(awk -v t="$T_SCP" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_SCP" "$T_PUT")"
+fi
 echo "server peak RSS over the whole run: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
