@@ -37,6 +37,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// What an unauthenticated peer may send: one small `auth` frame. A
+    /// stranger cannot make the server buffer or parse more than this.
+    pub const PRE_AUTH: Limits = Limits {
+        max_header: 4096,
+        max_body: 0,
+    };
+
     /// Default header limit: 64 KiB.
     pub const DEFAULT_MAX_HEADER: usize = 64 * 1024;
     /// Default body limit: 1 MiB.
@@ -160,6 +167,19 @@ impl FrameCodec {
     /// The limits this codec enforces.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether a frame's header has been decoded and its body is still
+    /// awaited (together with a non-empty read buffer, this tells a caller
+    /// that a frame is in progress).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
+    /// Changes the limits, e.g. from the tight pre-authentication ones to
+    /// the normal ones once the peer has authenticated.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Parses a header and validates it against the limits.

@@ -462,6 +462,12 @@ pub enum ErrorCode {
     IoError,
     /// The received file's checksum does not match the sender's.
     ChecksumMismatch,
+    /// Too many failed authentications from this address; wait and retry.
+    RateLimited,
+    /// The server runs as many commands as it allows; retry later.
+    Busy,
+    /// The server's policy does not allow this command.
+    Forbidden,
     /// Any code this version does not know.
     #[serde(other)]
     Other,
@@ -491,6 +497,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::IoError => "io_error",
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Other => "other",
         }
     }

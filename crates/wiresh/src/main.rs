@@ -125,6 +125,12 @@ struct ServeArgs {
     /// Close connections idle for this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
     idle_timeout: Duration,
+    /// Drop a connection that starts a frame and does not finish it this soon.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    frame_timeout: Duration,
+    /// Most commands running at once over all connections; more get `busy`.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_commands: usize,
     /// On SIGINT/SIGTERM, how long running commands may finish before they are killed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     shutdown_grace: Duration,
@@ -343,6 +349,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.max_connections = args.max_connections;
     config.command_timeout = args.command_timeout;
     config.idle_timeout = args.idle_timeout;
+    config.frame_timeout = args.frame_timeout;
+    config.max_commands = args.max_commands;
     config.shutdown_grace = args.shutdown_grace;
     config.limits.max_body = args.max_frame_body;
     if let Some(root) = &args.files_root {

@@ -547,8 +547,12 @@ async fn connections_over_the_limit_are_closed() {
         .await
         .unwrap_err()
         .to_string();
+    // Closed unanswered; if the command reached the socket before the close,
+    // the kernel reports the close as a reset instead.
     assert!(
-        err.contains("closed the connection without answering"),
+        err.contains("closed the connection without answering")
+            || err.contains("reset")
+            || err.contains("Broken pipe"),
         "{err}"
     );
     let mut out = Vec::new();

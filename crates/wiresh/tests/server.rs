@@ -647,7 +647,14 @@ async fn malformed_frames_close_only_their_own_connection() {
             matches!(c.recv().await.message, Message::Hello(_)),
             "{name}"
         );
-        let msg = c.expect_error(code).await;
+        // Before authentication only a small `auth` frame is allowed, so any
+        // body at all is too large there.
+        let pre_auth_code = if name == "body on a bodyless type" {
+            ErrorCode::FrameTooLarge
+        } else {
+            code
+        };
+        let msg = c.expect_error(pre_auth_code).await;
         assert!(!msg.is_empty(), "{name}: empty message");
         c.expect_closed().await;
 
@@ -873,7 +880,7 @@ async fn requests_before_auth_are_refused() {
     let server = Server::start();
     for first in [
         Frame::new(exec("echo hi")),
-        Frame::with_body(Message::Ping, &b"p"[..]),
+        Frame::new(Message::Ping),
         Frame::new(Message::StdinEnd),
     ] {
         let (mut c, _) = RawConn::greeted(server.addr).await;
@@ -881,6 +888,79 @@ async fn requests_before_auth_are_refused() {
         c.expect_error(ErrorCode::AuthRequired).await;
         c.expect_closed().await;
     }
+}
+
+/// Before authenticating, a peer may send one small frame and nothing with
+/// a body: a stranger cannot make the server buffer or parse much.
+#[tokio::test]
+async fn unauthenticated_peers_may_send_only_a_small_frame() {
+    let server = Server::start();
+    let big_token = Frame::new(Message::Auth {
+        token: Secret("x".repeat(5000)),
+    });
+    let with_body = Frame::with_body(Message::Ping, &b"p"[..]);
+    for first in [big_token, with_body] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send_frame(first).await;
+        c.expect_error(ErrorCode::FrameTooLarge).await;
+        c.expect_closed().await;
+    }
+    // After authenticating, the normal limits apply.
+    let mut c = server.raw().await;
+    c.send_frame(Frame::with_body(Message::Ping, vec![7u8; 100_000]))
+        .await;
+    assert_eq!(c.recv().await.body.len(), 100_000);
+}
+
+/// Wrong tokens are answered slowly, and an address that keeps guessing is
+/// refused outright (`rate_limited`), even with the right token.
+#[tokio::test]
+async fn repeated_wrong_tokens_are_rate_limited() {
+    let server = Server::start();
+    let mut refused_for_rate = false;
+    for _ in 0..8 {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send(Message::Auth {
+            token: Secret("wrong".into()),
+        })
+        .await;
+        match c.recv().await.message {
+            Message::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            } => {}
+            Message::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => {
+                refused_for_rate = true;
+                break;
+            }
+            other => panic!("expected auth_failed or rate_limited, got {other:?}"),
+        }
+    }
+    assert!(refused_for_rate, "never rate limited after 8 wrong tokens");
+    let (mut c, _) = RawConn::greeted(server.addr).await;
+    c.send(Message::Auth {
+        token: server.token.clone(),
+    })
+    .await;
+    c.expect_error(ErrorCode::RateLimited).await;
+}
+
+/// A peer that starts a frame and never finishes it (slowloris) is dropped,
+/// while another connection keeps working.
+#[tokio::test]
+async fn a_frame_left_unfinished_is_dropped() {
+    let server = Server::start_with(&["--frame-timeout", "1s"]);
+    let mut slow = server.raw().await;
+    // Half a header, then nothing.
+    slow.send_raw(&[0, 0, 0, 40, b'{']).await;
+    let mut good = server.connect().await;
+    assert_eq!(sh(&mut good, "echo fine").await.stdout, b"fine\n");
+    let msg = slow.expect_error(ErrorCode::Timeout).await;
+    assert!(msg.contains("not completed"), "{msg}");
+    slow.expect_closed().await;
 }
 
 // 11. cancel ------------------------------------------------------------------------
@@ -1475,4 +1555,30 @@ async fn second_signal_kills_everything_and_exits() {
         left.is_empty(),
         "still running after the second signal: {left:?}"
     );
+}
+
+/// `--max-commands` bounds the commands running server-wide; one over the
+/// limit gets `busy` and the connection stays usable.
+#[tokio::test]
+async fn command_limit_is_enforced() {
+    let server = Server::start_with(&["--max-commands", "1"]);
+    let mut first = server.raw().await;
+    first.send(exec_with_stdin("cat")).await;
+    let pid = match first.recv().await.message {
+        Message::Started { pid } => pid,
+        other => panic!("expected started, got {other:?}"),
+    };
+    let mut second = server.connect().await;
+    let refused = run(&mut second, ExecRequest::shell("echo no"), None).await;
+    match refused.result {
+        Err(ClientError::Remote {
+            code: ErrorCode::Busy,
+            ..
+        }) => {}
+        other => panic!("expected busy, got {other:?}"),
+    }
+    first.send(Message::StdinEnd).await;
+    let run_first = first.finish_started(pid).await;
+    assert_exited(&run_first.status, 0);
+    assert_eq!(sh(&mut second, "echo yes").await.stdout, b"yes\n");
 }

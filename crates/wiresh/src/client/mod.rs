@@ -88,7 +88,10 @@ impl ClientError {
         matches!(
             self,
             ClientError::Remote {
-                code: ErrorCode::SpawnFailed | ErrorCode::BadRequest,
+                code: ErrorCode::SpawnFailed
+                    | ErrorCode::BadRequest
+                    | ErrorCode::Busy
+                    | ErrorCode::Forbidden,
                 ..
             }
         )

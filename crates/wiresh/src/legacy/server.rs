@@ -123,7 +123,10 @@ pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: im
             serve(socket, peer, config.clone(), shutdown)
         },
         // The protocol has no error message; closing is all we can say.
-        |socket, _| async move { drop(socket) },
+        |socket, _| {
+            drop(socket);
+            async {}
+        },
     )
     .await
 }

@@ -38,6 +38,20 @@ const DRAIN_SLACK: Duration = Duration::from_secs(2);
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
+    // Held until the command ends: bounds the commands running server-wide.
+    let Ok(_slot) = session.state.commands.clone().try_acquire_owned() else {
+        let message = format!(
+            "the server is running its limit of {} commands; try again later",
+            session.config.max_commands
+        );
+        info!(peer = %session.peer, command = %what, "command refused: busy");
+        return session
+            .outbox
+            .data
+            .send(Frame::new(Message::error(ErrorCode::Busy, message)))
+            .await
+            .map_err(|_| End::Error("connection lost".into()));
+    };
     let spawned =
         process::command_for(&req).and_then(|cmd| process::spawn_group(cmd, req.stdin, &what));
     let spawned = match spawned {

@@ -9,6 +9,7 @@
 mod command;
 mod files;
 mod session;
+mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,10 +30,16 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Most connections served at once; more are refused with an error.
     pub max_connections: usize,
+    /// Most commands running at once over all connections; more are
+    /// refused with `busy`.
+    pub max_commands: usize,
     /// Time a client has to send the preamble and authenticate.
     pub handshake_timeout: Duration,
     /// An idle connection (no command running) is closed after this long.
     pub idle_timeout: Duration,
+    /// A frame whose first byte has arrived must be complete this soon
+    /// (against slow-drip peers).
+    pub frame_timeout: Duration,
     /// While a command runs, the client must send a frame at least this often.
     pub keepalive: Duration,
     /// Most stdin bytes a client may have in flight (`hello.stdin_window`).
@@ -55,8 +62,10 @@ impl ServerConfig {
             token,
             limits: Limits::default(),
             max_connections: 256,
+            max_commands: 512,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15 * 60),
+            frame_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(20),
             stdin_window: 1024 * 1024,
             command_timeout: None,
@@ -71,6 +80,10 @@ impl ServerConfig {
 /// accepting, lets running commands finish for the grace period, and returns
 /// once every connection has ended.
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) {
+    let state = Arc::new(State {
+        throttle: throttle::AuthThrottle::default(),
+        commands: Arc::new(tokio::sync::Semaphore::new(config.max_commands)),
+    });
     let config = Arc::new(config);
     let max = config.max_connections;
     info!(
@@ -84,11 +97,20 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Fut
         shutdown,
         move |socket, peer, shutdown| {
             let _ = socket.set_nodelay(true);
-            session::serve(socket, peer, config.clone(), shutdown)
+            session::serve(socket, peer, config.clone(), state.clone(), shutdown)
         },
         move |socket, _| refuse(socket, max),
     )
     .await
+}
+
+/// What all connections share while the server runs.
+#[derive(Debug)]
+struct State {
+    /// Recent authentication failures per address.
+    throttle: throttle::AuthThrottle,
+    /// Slots for running commands (`max_commands`).
+    commands: Arc<tokio::sync::Semaphore>,
 }
 
 /// Tells a peer over the connection limit why it is turned away.

@@ -16,11 +16,12 @@ use tokio::time;
 use tokio_util::codec::FramedRead;
 use tracing::{info, warn};
 use wiresh_proto::{
-    DecodeError, ErrorCode, Frame, FrameCodec, Hello, Message, Preamble, PreambleError,
+    DecodeError, ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError,
     PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
-use super::{command, files, ServerConfig};
+use super::throttle::FAILURE_DELAY;
+use super::{command, files, ServerConfig, State};
 use crate::auth::token_matches;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
@@ -44,6 +45,7 @@ pub(super) struct Session {
     pub outbox: Outbox,
     pub shutdown: Shutdown,
     pub commands: u64,
+    pub state: Arc<State>,
 }
 
 /// Serves one connection to its end and logs one line about it.
@@ -51,6 +53,7 @@ pub(super) async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
+    state: Arc<State>,
     shutdown: Shutdown,
 ) {
     let opened = Instant::now();
@@ -66,11 +69,13 @@ pub(super) async fn serve(
     let mut writer = AbortOnDrop(writer);
     let mut session = Session {
         peer,
-        reader: FramedRead::new(read, FrameCodec::new(config.limits)),
+        // Until the peer authenticates it may send one small frame only.
+        reader: FramedRead::new(read, FrameCodec::new(Limits::PRE_AUTH)),
         outbox,
         shutdown,
         commands: 0,
         config,
+        state,
     };
     let end = session.run(preamble).await;
     let commands = session.commands;
@@ -160,6 +165,14 @@ impl Session {
     }
 
     async fn authenticate(&mut self) -> Result<(), End> {
+        if let Err(wait) = self.state.throttle.check(self.peer.ip()) {
+            let message = format!(
+                "too many failed authentications from {}; try again in {} s",
+                self.peer.ip(),
+                wait.as_secs() + 1
+            );
+            return Err(self.fail(ErrorCode::RateLimited, message).await);
+        }
         let limit = self.config.handshake_timeout;
         let frame = match time::timeout(limit, self.reader.next()).await {
             Err(_) => {
@@ -176,6 +189,7 @@ impl Session {
         };
         match frame.message {
             Message::Auth { token } if token_matches(&self.config.token, &token) => {
+                self.reader.decoder_mut().set_limits(self.config.limits);
                 if self.outbox.send_control(Frame::new(Message::AuthOk)).await {
                     Ok(())
                 } else {
@@ -184,6 +198,8 @@ impl Session {
             }
             Message::Auth { .. } => {
                 // Logged without the token, by construction: Secret's Debug is redacted.
+                self.state.throttle.failed(self.peer.ip());
+                time::sleep(FAILURE_DELAY).await;
                 Err(self
                     .fail(
                         ErrorCode::AuthFailed,
@@ -204,14 +220,31 @@ impl Session {
     }
 
     async fn serve_commands(&mut self) -> End {
+        let idle = self.config.idle_timeout;
+        let mut idle_deadline = time::Instant::now() + idle;
+        // A peer that starts a frame must finish it within the frame timeout
+        // (slowloris); checked on a tick, as the codec buffers silently.
+        let frame_timeout = self.config.frame_timeout;
+        let mut tick = time::interval(frame_timeout / 4);
+        let mut partial_since: Option<time::Instant> = None;
         loop {
-            let idle = self.config.idle_timeout;
             let next = tokio::select! {
-                next = time::timeout(idle, self.reader.next()) => next,
+                next = time::timeout_at(idle_deadline, self.reader.next()) => next,
+                _ = tick.tick() => {
+                    if self.reader.read_buffer().is_empty() && !self.reader.decoder().in_body() {
+                        partial_since = None;
+                    } else if partial_since.get_or_insert_with(time::Instant::now).elapsed() > frame_timeout {
+                        let message = format!("a frame was started but not completed within {frame_timeout:?}");
+                        return self.fail(ErrorCode::Timeout, message).await;
+                    }
+                    continue;
+                }
                 _ = self.shutdown.recv() => {
                     return self.fail(ErrorCode::ShuttingDown, "server is shutting down").await;
                 }
             };
+            partial_since = None;
+            idle_deadline = time::Instant::now() + idle;
             let frame = match next {
                 Err(_) => {
                     return self

@@ -1,0 +1,75 @@
+//! Slowing down token guessing: failed authentications are answered after a
+//! delay, and an address with too many recent failures is refused outright
+//! for a while.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures allowed per address within [`WINDOW`] before it is refused.
+const MAX_FAILURES: u32 = 5;
+/// How long failures are remembered.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; older records are dropped first.
+const MAX_TRACKED: usize = 10_000;
+
+/// Delay before answering a wrong token: cheap for a person who mistyped,
+/// ruinous for a guesser (on top of the per-address limit).
+pub(super) const FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+/// Recent authentication failures per peer address.
+#[derive(Debug, Default)]
+pub(super) struct AuthThrottle {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl AuthThrottle {
+    /// `Err(wait)` if `ip` must not try again for `wait`.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&ip) {
+            Some(&(count, since)) if count >= MAX_FAILURES && since.elapsed() < WINDOW => {
+                Err(WINDOW - since.elapsed())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            if map.len() >= MAX_TRACKED {
+                // Still full of fresh records: forget the oldest one.
+                if let Some(oldest) = map.iter().min_by_key(|(_, (_, s))| *s).map(|(ip, _)| *ip) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_after_too_many_failures() {
+        let t = AuthThrottle::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(t.check(ip).is_ok());
+            t.failed(ip);
+        }
+        assert!(t.check(ip).is_err());
+        assert!(t.check(other).is_ok());
+    }
+}
