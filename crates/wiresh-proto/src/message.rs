@@ -99,8 +99,9 @@ pub enum Message {
     },
     /// Server → client: the transfer can begin, possibly from an offset.
     TransferReady(TransferReady),
-    /// Sender of the file data → receiver: send from this offset (0, or the
-    /// offset offered in `transfer_ready` once the prefixes matched).
+    /// Client → server, for `put` and `get` alike: the file data starts at
+    /// this offset (0, or the offset offered in `transfer_ready` once the
+    /// prefixes matched).
     TransferStart {
         /// First byte that will be sent.
         offset: u64,

@@ -146,6 +146,14 @@ struct ServeArgs {
     /// has no authentication, so only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR")]
     legacy_listen: Option<SocketAddr>,
+    /// Restrict what may run: a JSON file such as
+    /// {"allow_shell": false, "allowed_programs": ["uptime"], "allow_files": false}.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Append one JSON line per command and file transfer to this file. If
+    /// it cannot be written, the server refuses new activity.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Allow `put` and `get` inside this directory (and nowhere else).
     /// Without it, file transfer is off.
     #[arg(long, value_name = "DIR")]
@@ -353,6 +361,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.max_commands = args.max_commands;
     config.shutdown_grace = args.shutdown_grace;
     config.limits.max_body = args.max_frame_body;
+    if let Some(path) = &args.policy {
+        config.policy = server::policy::Policy::load(path)?;
+        if config.policy.shell_defeats_allow_list() {
+            warn!(
+                "the policy lists allowed programs but allows shell commands, which can run anything; \
+                 set \"allow_shell\": false for the list to mean something"
+            );
+        }
+    }
+    if let Some(path) = &args.audit_log {
+        config.audit = Some(std::sync::Arc::new(server::audit::AuditLog::open(path)?));
+        info!("audit log: {}", path.display());
+    }
     if let Some(root) = &args.files_root {
         let canonical = root
             .canonicalize()

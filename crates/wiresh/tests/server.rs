@@ -1582,3 +1582,90 @@ async fn command_limit_is_enforced() {
     assert_exited(&run_first.status, 0);
     assert_eq!(sh(&mut second, "echo yes").await.stdout, b"yes\n");
 }
+
+/// `--audit-log`: one JSON line per command, with who ran what and how it
+/// ended, the token never in it; a command cut off by a disconnect too.
+#[tokio::test]
+async fn audit_log_records_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let server = Server::start_with(&["--audit-log", log.to_str().unwrap()]);
+    let mut conn = server.connect().await;
+    assert_exited(sh(&mut conn, "echo audited").await.status(), 0);
+    assert_exited(sh(&mut conn, "exit 3").await.status(), 3);
+    let mut raw = server.raw().await;
+    raw.send(exec("sleep 1000")).await;
+    assert!(matches!(raw.recv().await.message, Message::Started { .. }));
+    drop(raw);
+    server.wait_for_log("client disconnected").await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(server.token.expose()),
+        "the token leaked into the audit log"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["action"], "exec");
+    assert_eq!(lines[0]["target"], "echo audited");
+    assert_eq!(lines[0]["code"], 0);
+    assert_eq!(lines[0]["bytes_out"], 8);
+    assert_eq!(lines[1]["code"], 3);
+    assert_eq!(lines[2]["target"], "sleep 1000");
+    assert_eq!(lines[2]["outcome"], "aborted");
+    for line in &lines {
+        assert!(line["identity"].as_str().unwrap().starts_with("token:"));
+        assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// `--policy`: shell mode off and an allow-list of programs.
+#[tokio::test]
+async fn policy_denies_forbidden_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"allow_shell": false, "allowed_programs": ["echo"], "allow_files": false}"#,
+    )
+    .unwrap();
+    let server = Server::start_with(&["--policy", policy.to_str().unwrap()]);
+    let mut conn = server.connect().await;
+    let forbidden = |ran: &Ran| {
+        matches!(
+            ran.result,
+            Err(ClientError::Remote {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        )
+    };
+    assert!(forbidden(&sh(&mut conn, "echo via shell").await));
+    let id = run(&mut conn, ExecRequest::argv(vec!["id".into()]), None).await;
+    assert!(forbidden(&id));
+    let echo = run(
+        &mut conn,
+        ExecRequest::argv(vec!["echo".into(), "allowed".into()]),
+        None,
+    )
+    .await;
+    assert_exited(echo.status(), 0);
+    assert_eq!(echo.stdout, b"allowed\n");
+    // A policy file with a typo is refused at start, not silently ignored.
+    std::fs::write(&policy, r#"{"allow_shel": false}"#).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&policy)
+        .env("WIRESH_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
+}

@@ -251,7 +251,7 @@ pub fn get(
     finish(rt.block_on(async {
         let mut conn = Connection::connect(target, token).await?;
         let progress = Progress::new(flags.quiet);
-        let into_dir = sources.len() > 1 || is_local_dir(local).await;
+        let into_dir = is_local_dir(local).await;
         if sources.len() > 1 && !into_dir {
             return Err(TransferError::Local {
                 path: local.to_path_buf(),
@@ -272,7 +272,8 @@ pub fn get(
             let entry = conn.stat(source).await?;
             match entry.kind {
                 FileKind::Dir if flags.recursive => {
-                    get_tree(&mut conn, source, &dest, flags, &progress).await?
+                    let mode = flags.options.preserve.then_some(entry.mode);
+                    get_tree(&mut conn, source, &dest, mode, flags, &progress).await?
                 }
                 FileKind::Dir => {
                     return Err(TransferError::Client(ClientError::Remote {
@@ -312,12 +313,13 @@ async fn get_tree(
     conn: &mut Connection,
     remote: &str,
     local: &Path,
+    mode: Option<u32>,
     flags: CopyFlags,
     progress: &Progress,
 ) -> Result<(), TransferError> {
     // Every name is checked by `list` before anything is created.
     let entries = conn.list(remote).await?;
-    make_local_dir(local, None).await?;
+    make_local_dir(local, mode).await?;
     for entry in entries {
         let dest = local.join(safe_relative(&entry.path)?);
         let mode = flags.options.preserve.then_some(entry.mode);

@@ -239,10 +239,11 @@ impl Connection {
             .map_err(TransferError::local(local))?;
         let mut done = offset;
         progress(done);
+        let chunk = CHUNK.min(self.hello.max_body as usize).max(1);
         let mut buf = BytesMut::new();
         while done < size {
-            buf.reserve(CHUNK);
-            let want = ((size - done) as usize).min(CHUNK) as u64;
+            buf.reserve(chunk);
+            let want = ((size - done) as usize).min(chunk) as u64;
             let n = (&mut file)
                 .take(want)
                 .read_buf(&mut buf)

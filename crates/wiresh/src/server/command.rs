@@ -19,7 +19,7 @@ use tokio::time::{self, Instant as Deadline};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
-use super::session::{End, Session};
+use super::session::{AuditEntry, End, Session};
 use crate::process::{self, SpawnError};
 use crate::task::{sleep_until, AbortOnDrop};
 
@@ -38,6 +38,31 @@ const DRAIN_SLACK: Duration = Duration::from_secs(2);
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
+    let refusal = session
+        .audit_refusal()
+        .map(|m| (ErrorCode::Internal, m))
+        .or_else(|| {
+            let verdict = session.config.policy.check_exec(&req);
+            verdict.err().map(|m| (ErrorCode::Forbidden, m))
+        });
+    if let Some((code, message)) = refusal {
+        info!(peer = %session.peer, command = %what, "command refused: {message}");
+        session.audit(AuditEntry {
+            action: "exec",
+            target: &what,
+            outcome: "refused",
+            status: None,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        return session
+            .outbox
+            .data
+            .send(Frame::new(Message::error(code, message)))
+            .await
+            .map_err(|_| End::Error("connection lost".into()));
+    }
     // Held until the command ends: bounds the commands running server-wide.
     let Ok(_slot) = session.state.commands.clone().try_acquire_owned() else {
         let message = format!(
@@ -131,76 +156,91 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let mut last_heard = Deadline::now();
     let mut status = None;
 
-    while status.is_none() || !stdout_done || !stderr_done {
-        tokio::select! {
-            biased;
-            next = session.reader.next() => {
-                last_heard = Deadline::now();
-                let frame = match next {
-                    None => return Err(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
-                    Some(Err(e)) => return Err(session.fail_decode(e).await),
-                    Some(Ok(frame)) => frame,
-                };
-                match frame.message {
-                    Message::Stdin => {
-                        bytes_in += frame.body.len() as u64;
-                        if let Some(feed) = &stdin_feed {
-                            if let Err(message) = feed.push(frame.body, config.stdin_window) {
-                                return Err(session.fail(ErrorCode::FlowControl, message).await);
+    let aborted: Option<End> = 'run: {
+        while status.is_none() || !stdout_done || !stderr_done {
+            tokio::select! {
+                biased;
+                next = session.reader.next() => {
+                    last_heard = Deadline::now();
+                    let frame = match next {
+                        None => break 'run Some(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
+                        Some(Err(e)) => break 'run Some(session.fail_decode(e).await),
+                        Some(Ok(frame)) => frame,
+                    };
+                    match frame.message {
+                        Message::Stdin => {
+                            bytes_in += frame.body.len() as u64;
+                            if let Some(feed) = &stdin_feed {
+                                if let Err(message) = feed.push(frame.body, config.stdin_window) {
+                                    break 'run Some(session.fail(ErrorCode::FlowControl, message).await);
+                                }
                             }
                         }
-                    }
-                    Message::StdinEnd => {
-                        if let Some(feed) = &mut stdin_feed {
-                            feed.close();
+                        Message::StdinEnd => {
+                            if let Some(feed) = &mut stdin_feed {
+                                feed.close();
+                            }
                         }
+                        Message::Cancel => {
+                            cancelled = true;
+                            kill(&mut guard, &mut drain_at);
+                        }
+                        Message::Ping => session.outbox.pong(frame.body),
+                        Message::Pong => {}
+                        other => break 'run Some(session.unexpected(&other, "while a command runs").await),
                     }
-                    Message::Cancel => {
-                        cancelled = true;
-                        kill(&mut guard, &mut drain_at);
+                }
+                st = child.wait(), if status.is_none() => {
+                    status = Some(st.map(process::code_and_signal).unwrap_or((None, None)));
+                }
+                n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
+                n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
+                _ = sleep_until(timeout_at), if !timed_out && timeout_at.is_some() => {
+                    timed_out = true;
+                    kill(&mut guard, &mut drain_at);
+                }
+                _ = session.shutdown.recv(), if !session.shutdown.is_shutdown() => {
+                    grace_at = Some(Deadline::now() + config.shutdown_grace);
+                }
+                _ = sleep_until(grace_at), if grace_at.is_some() => {
+                    grace_at = None;
+                    kill(&mut guard, &mut drain_at);
+                }
+                _ = sleep_until(drain_at), if drain_at.is_some() => {
+                    // Killed, yet the pipes stay open: something escaped the
+                    // group. Stop waiting for them (the pumps are aborted).
+                    drain_at = None;
+                    stdout_done = true;
+                    stderr_done = true;
+                    if status.is_none() {
+                        status = Some((None, Some(libc::SIGKILL)));
                     }
-                    Message::Ping => session.outbox.pong(frame.body),
-                    Message::Pong => {}
-                    other => return Err(session.unexpected(&other, "while a command runs").await),
                 }
-            }
-            st = child.wait(), if status.is_none() => {
-                status = Some(st.map(process::code_and_signal).unwrap_or((None, None)));
-            }
-            n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
-            n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
-            _ = sleep_until(timeout_at), if !timed_out && timeout_at.is_some() => {
-                timed_out = true;
-                kill(&mut guard, &mut drain_at);
-            }
-            _ = session.shutdown.recv(), if !session.shutdown.is_shutdown() => {
-                grace_at = Some(Deadline::now() + config.shutdown_grace);
-            }
-            _ = sleep_until(grace_at), if grace_at.is_some() => {
-                grace_at = None;
-                kill(&mut guard, &mut drain_at);
-            }
-            _ = sleep_until(drain_at), if drain_at.is_some() => {
-                // Killed, yet the pipes stay open: something escaped the
-                // group. Stop waiting for them (the pumps are aborted).
-                drain_at = None;
-                stdout_done = true;
-                stderr_done = true;
-                if status.is_none() {
-                    status = Some((None, Some(libc::SIGKILL)));
+                _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
+                    let message = format!(
+                        "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
+                         the command was killed"
+                    );
+                    break 'run Some(session.fail(ErrorCode::Timeout, message).await);
                 }
-            }
-            _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
-                let message = format!(
-                    "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
-                     the command was killed"
-                );
-                return Err(session.fail(ErrorCode::Timeout, message).await);
-            }
-            _ = session.outbox.closed() => {
-                return Err(End::Error(format!("connection lost during `{what}`; its process group was killed")));
+                _ = session.outbox.closed() => {
+                    break 'run Some(End::Error(format!("connection lost during `{what}`; its process group was killed")));
+                }
             }
         }
+        None
+    };
+    if let Some(end) = aborted {
+        session.audit(AuditEntry {
+            action: "exec",
+            target: &what,
+            outcome: "aborted",
+            status: None,
+            duration: started.elapsed(),
+            bytes_in,
+            bytes_out,
+        });
+        return Err(end);
     }
     // Whatever the command left behind in its group ends with it; and no
     // `stdin_ack` may follow the `exit`.
@@ -225,6 +265,15 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         bytes_in,
         "command finished"
     );
+    session.audit(AuditEntry {
+        action: "exec",
+        target: &what,
+        outcome: if cancelled { "cancelled" } else { "finished" },
+        status: Some(&exit),
+        duration: started.elapsed(),
+        bytes_in,
+        bytes_out,
+    });
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_shutdown() {
         // A client that stopped reading must not hold up the shutdown.

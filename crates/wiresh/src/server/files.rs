@@ -21,7 +21,7 @@ use tokio::time;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
-use super::session::{End, Session};
+use super::session::{AuditEntry, End, Session};
 use crate::fileio::{hash_prefix, partial_path, publish, CHUNK};
 
 /// Most time one frame of a transfer may take to arrive.
@@ -57,6 +57,23 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         )
         .await;
     };
+    if !session.config.policy.allow_files {
+        let refusal = Refusal(
+            ErrorCode::Forbidden,
+            "file transfer is disabled by the server's policy".into(),
+        );
+        return refuse(session, refusal).await;
+    }
+    if let Some(message) = session.audit_refusal() {
+        return refuse(session, Refusal(ErrorCode::Internal, message)).await;
+    }
+    let started = std::time::Instant::now();
+    let (action, target) = match &message {
+        Message::Put(req) => ("put", req.path.clone()),
+        Message::Get { path, .. } => ("get", path.clone()),
+        Message::Mkdir { path, .. } => ("mkdir", path.clone()),
+        _ => ("", String::new()),
+    };
     let result = match message {
         Message::Stat { path } => stat(session, &root, &path).await,
         Message::List { path } => list(session, &root, &path).await,
@@ -65,8 +82,29 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         Message::Get { path, resume_from } => get(session, &root, &path, resume_from).await,
         other => return Err(session.unexpected(&other, "here").await),
     };
+    if !action.is_empty() {
+        let (outcome, bytes) = match &result {
+            Ok(Ok(bytes)) => ("ok", *bytes),
+            Ok(Err(_)) => ("refused", 0),
+            Err(_) => ("aborted", 0),
+        };
+        let (bytes_in, bytes_out) = if action == "get" {
+            (0, bytes)
+        } else {
+            (bytes, 0)
+        };
+        session.audit(AuditEntry {
+            action,
+            target: &target,
+            outcome,
+            status: None,
+            duration: started.elapsed(),
+            bytes_in,
+            bytes_out,
+        });
+    }
     match result {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(refusal)) => refuse(session, refusal).await,
         Err(end) => Err(end),
     }
@@ -91,8 +129,8 @@ async fn send_frame(session: &Session, frame: Frame) -> Result<(), End> {
 }
 
 /// What a handler returns: `Err` ends the connection, `Ok(Err)` refuses
-/// this request only.
-type Handled = Result<Result<(), Refusal>, End>;
+/// this request only; `Ok(Ok(n))` is the file bytes moved.
+type Handled = Result<Result<u64, Refusal>, End>;
 
 /// Resolves a client's path inside `root` (which is canonical), or refuses
 /// it: `..` anywhere, NUL, absolute paths outside the root, and paths whose
@@ -160,7 +198,7 @@ async fn stat(session: &mut Session, root: &Path, path: &str) -> Handled {
     match fs::metadata(&full).await {
         Ok(meta) => send(session, Message::Entry(entry(path.to_string(), &meta)))
             .await
-            .map(Ok),
+            .map(|()| Ok(0)),
         Err(e) => Ok(Err(Refusal::io("stat", Path::new(path), e))),
     }
 }
@@ -194,7 +232,9 @@ async fn list(session: &mut Session, root: &Path, path: &str) -> Handled {
             .fail(ErrorCode::IoError, format!("listing {path} failed: {e}"))
             .await);
     }
-    send(session, Message::ListEnd { count }).await.map(Ok)
+    send(session, Message::ListEnd { count })
+        .await
+        .map(|()| Ok(0))
 }
 
 /// Sends every entry below `dir`, a directory before its contents. Symlinks
@@ -240,7 +280,7 @@ async fn mkdir(session: &mut Session, root: &Path, path: &str, mode: Option<u32>
     }
     send(session, Message::TransferOk { bytes: 0 })
         .await
-        .map(Ok)
+        .map(|()| Ok(0))
 }
 
 /// Reads the next frame of a transfer, answering pings on the way.
@@ -402,7 +442,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
     info!(peer = %session.peer, path = %req.path, bytes = received, resumed_at = offset, "file received");
     send(session, Message::TransferOk { bytes: received })
         .await
-        .map(Ok)
+        .map(|()| Ok(received))
 }
 
 async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -> Handled {
@@ -480,5 +520,7 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
     }
     let blake3 = hasher.finalize().to_hex().to_string();
     info!(peer = %session.peer, path, bytes = size - offset, resumed_at = offset, "file sent");
-    send(session, Message::FileEnd { blake3 }).await.map(Ok)
+    send(session, Message::FileEnd { blake3 })
+        .await
+        .map(|()| Ok(size - offset))
 }

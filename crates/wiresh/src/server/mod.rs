@@ -6,8 +6,10 @@
 //! connection is its own task running a `session`, so a fault or a panic in
 //! one connection never reaches another or the accept loop.
 
+pub mod audit;
 mod command;
 mod files;
+pub mod policy;
 mod session;
 mod throttle;
 
@@ -53,6 +55,10 @@ pub struct ServerConfig {
     /// Canonical directory that file transfers are confined to; `None`
     /// turns file transfer off.
     pub files_root: Option<std::path::PathBuf>,
+    /// What may run (`--policy`).
+    pub policy: policy::Policy,
+    /// Where every command and transfer is recorded (`--audit-log`).
+    pub audit: Option<Arc<audit::AuditLog>>,
 }
 
 impl ServerConfig {
@@ -72,6 +78,8 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             kill_grace: crate::process::DEFAULT_KILL_GRACE,
             files_root: None,
+            policy: policy::Policy::default(),
+            audit: None,
         }
     }
 }

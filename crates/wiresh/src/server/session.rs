@@ -20,12 +20,24 @@ use wiresh_proto::{
     PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
+use super::audit;
 use super::throttle::FAILURE_DELAY;
 use super::{command, files, ServerConfig, State};
 use crate::auth::token_matches;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use crate::task::AbortOnDrop;
+
+/// What [`Session::audit`] records about one action.
+pub(super) struct AuditEntry<'a> {
+    pub action: &'a str,
+    pub target: &'a str,
+    pub outcome: &'a str,
+    pub status: Option<&'a wiresh_proto::ExitStatus>,
+    pub duration: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
 
 /// Why a connection ended, for the log line.
 #[derive(Debug)]
@@ -46,6 +58,9 @@ pub(super) struct Session {
     pub shutdown: Shutdown,
     pub commands: u64,
     pub state: Arc<State>,
+    /// Who authenticated, for the audit log: a key id derived from the
+    /// token (never the token itself).
+    pub identity: String,
 }
 
 /// Serves one connection to its end and logs one line about it.
@@ -74,6 +89,7 @@ pub(super) async fn serve(
         outbox,
         shutdown,
         commands: 0,
+        identity: String::new(),
         config,
         state,
     };
@@ -190,6 +206,8 @@ impl Session {
         match frame.message {
             Message::Auth { token } if token_matches(&self.config.token, &token) => {
                 self.reader.decoder_mut().set_limits(self.config.limits);
+                let key_id = blake3::hash(token.expose().as_bytes()).to_hex();
+                self.identity = format!("token:{}", &key_id[..16]);
                 if self.outbox.send_control(Frame::new(Message::AuthOk)).await {
                     Ok(())
                 } else {
@@ -302,6 +320,39 @@ impl Session {
             return End::Error(format!("read failed: {e}"));
         }
         self.fail(err.code(), err.to_string()).await
+    }
+
+    /// Appends one line to the audit log, if there is one.
+    pub fn audit(&self, entry: AuditEntry<'_>) {
+        let Some(log) = &self.config.audit else {
+            return;
+        };
+        log.record(&audit::Record {
+            time: audit::rfc3339(std::time::SystemTime::now()),
+            peer: self.peer.to_string(),
+            identity: &self.identity,
+            action: entry.action,
+            target: entry.target,
+            code: entry.status.and_then(|s| s.code),
+            signal: entry.status.and_then(|s| s.signal),
+            timed_out: entry.status.is_some_and(|s| s.timed_out),
+            outcome: entry.outcome,
+            duration_ms: entry.duration.as_millis() as u64,
+            bytes_in: entry.bytes_in,
+            bytes_out: entry.bytes_out,
+        });
+    }
+
+    /// Refuses new activity once the audit log cannot be written.
+    pub fn audit_refusal(&self) -> Option<String> {
+        self.config
+            .audit
+            .as_ref()
+            .filter(|log| log.is_broken())
+            .map(|_| {
+                "the server cannot write its audit log, so it runs nothing; tell its operator"
+                    .into()
+            })
     }
 
     /// Rejects a message that is valid but not allowed now.
