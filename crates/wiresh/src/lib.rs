@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod legacy;
+pub mod privilege;
 pub mod process;
 pub mod server;
 pub mod shutdown;

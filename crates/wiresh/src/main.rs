@@ -154,6 +154,10 @@ struct ServeArgs {
     /// it cannot be written, the server refuses new activity.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// When started as root: after binding and reading its files, run as
+    /// this user (and so run every command as this user).
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
     /// Allow `put` and `get` inside this directory (and nowhere else).
     /// Without it, file transfer is off.
     #[arg(long, value_name = "DIR")]
@@ -389,6 +393,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(addr) = args.legacy_listen {
         legacy::check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
     }
+    let run_as = match &args.run_as {
+        Some(_) if !wiresh::privilege::is_root() => {
+            anyhow::bail!("--run-as needs the server to be started as root")
+        }
+        Some(user) => Some(wiresh::privilege::Account::lookup(user)?),
+        None => {
+            if wiresh::privilege::is_root() {
+                warn!("running as root: every command runs as root; consider --run-as USER");
+            }
+            None
+        }
+    };
     raise_fd_limit();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -408,6 +424,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some(addr) => Some(server::bind(addr).await?),
             None => None,
         };
+        // Ports are bound and secrets read: root is no longer needed.
+        if let Some(account) = &run_as {
+            account.become_it()?;
+            info!("running as {}", args.run_as.as_deref().unwrap_or_default());
+        }
         // One signal stops both listeners.
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {

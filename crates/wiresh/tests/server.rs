@@ -1669,3 +1669,28 @@ async fn policy_denies_forbidden_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
 }
+
+/// `--run-as USER`: a server started as root runs commands as USER; one not
+/// started as root refuses the flag.
+#[tokio::test]
+async fn run_as_drops_root_for_every_command() {
+    if !wiresh::privilege::is_root() {
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--run-as", "nobody"])
+            .env("WIRESH_HOME", tempfile::tempdir().unwrap().path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("root"));
+        return;
+    }
+    let server = Server::start_with(&["--run-as", "nobody"]);
+    let mut conn = server.connect().await;
+    let ran = sh(&mut conn, "id -u; echo $HOME").await;
+    assert_exited(ran.status(), 0);
+    let nobody = wiresh::privilege::Account::lookup("nobody").expect("a nobody user");
+    let text = ran.stdout_str();
+    let uid: u32 = text.lines().next().unwrap().parse().unwrap();
+    assert_ne!(uid, 0, "commands still run as root");
+    assert_eq!(uid, nobody.uid(), "{text}");
+}
