@@ -21,8 +21,9 @@ use proptest::sample::{select, Index};
 use tokio_util::codec::{Decoder, Encoder};
 use wiresh_proto::codec::{encode_frame, LEN_PREFIX};
 use wiresh_proto::{
-    DecodeError, EncodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Limits,
-    Message, Preamble, Secret, PROTOCOL_VERSION,
+    DecodeError, EncodeError, ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Frame,
+    FrameCodec, Hello, Limits, Message, Preamble, PutRequest, Secret, TransferReady,
+    PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------
@@ -67,8 +68,77 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::FlowControl,
+        ErrorCode::FilesDisabled,
+        ErrorCode::PathRefused,
+        ErrorCode::NotFound,
+        ErrorCode::IoError,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::RateLimited,
+        ErrorCode::Busy,
+        ErrorCode::Forbidden,
         ErrorCode::Other,
     ])
+}
+
+/// Any file-transfer message (the header-only ones).
+fn file_message() -> impl Strategy<Value = Message> {
+    let entry = (
+        text(),
+        select(vec![FileKind::File, FileKind::Dir, FileKind::Other]),
+        any::<u64>(),
+        any::<u32>(),
+        any::<i64>(),
+    )
+        .prop_map(|(path, kind, size, mode, mtime)| FileEntry {
+            path,
+            kind,
+            size,
+            mode,
+            mtime,
+        });
+    let put = (
+        text(),
+        any::<u64>(),
+        prop::option::of(any::<u32>()),
+        prop::option::of(any::<i64>()),
+        any::<bool>(),
+    )
+        .prop_map(|(path, size, mode, mtime, resume)| PutRequest {
+            path,
+            size,
+            mode,
+            mtime,
+            resume,
+        });
+    let ready = (
+        any::<u64>(),
+        prop::option::of(text()),
+        prop::option::of(any::<u64>()),
+        prop::option::of(any::<u32>()),
+        prop::option::of(any::<i64>()),
+    )
+        .prop_map(|(offset, prefix_blake3, size, mode, mtime)| TransferReady {
+            offset,
+            prefix_blake3,
+            size,
+            mode,
+            mtime,
+        });
+    prop_oneof![
+        text().prop_map(|path| Message::Stat { path }),
+        entry.prop_map(Message::Entry),
+        text().prop_map(|path| Message::List { path }),
+        any::<u64>().prop_map(|count| Message::ListEnd { count }),
+        (text(), prop::option::of(any::<u32>()))
+            .prop_map(|(path, mode)| Message::Mkdir { path, mode }),
+        put.prop_map(Message::Put),
+        (text(), any::<u64>()).prop_map(|(path, resume_from)| Message::Get { path, resume_from }),
+        ready.prop_map(Message::TransferReady),
+        any::<u64>().prop_map(|offset| Message::TransferStart { offset }),
+        text().prop_map(|blake3| Message::FileEnd { blake3 }),
+        any::<u64>().prop_map(|bytes| Message::TransferOk { bytes }),
+    ]
 }
 
 /// Any exec request, including invalid ones (neither or both of
@@ -137,6 +207,7 @@ fn frame(max_body: usize) -> impl Strategy<Value = Frame> {
             Message::Stderr,
             Message::Ping,
             Message::Pong,
+            Message::FileData,
         ]),
         prop::collection::vec(any::<u8>(), 0..=max_body),
     )
@@ -152,6 +223,7 @@ fn frame(max_body: usize) -> impl Strategy<Value = Frame> {
         exit_status().prop_map(Message::Exit),
         (error_code(), text()).prop_map(|(code, message)| Message::Error { code, message }),
         Just(Message::Cancel),
+        file_message(),
         // Body-carrying types with an empty body.
         select(vec![
             Message::Stdin,
