@@ -151,19 +151,7 @@ impl Connection {
             let mut reader = FramedRead::new(read, FrameCodec::default());
             let hello = match next_frame(&mut reader).await?.message {
                 Message::Hello(hello) => hello,
-                Message::Error { code, message } => {
-                    return Err(ClientError::Remote {
-                        code,
-                        message,
-                        started: false,
-                    })
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected hello, got `{}`",
-                        other.type_name()
-                    )))
-                }
+                other => return Err(not_expected(other, "hello")),
             };
             if hello.version != PROTOCOL_VERSION {
                 return Err(ClientError::Protocol(format!(
@@ -173,19 +161,7 @@ impl Connection {
             }
             match next_frame(&mut reader).await?.message {
                 Message::AuthOk => {}
-                Message::Error { code, message } => {
-                    return Err(ClientError::Remote {
-                        code,
-                        message,
-                        started: false,
-                    })
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected auth_ok, got `{}`",
-                        other.type_name()
-                    )))
-                }
+                other => return Err(not_expected(other, "auth_ok")),
             }
             let (outbox, _writer) = Outbox::spawn(write, FrameCodec::default());
             Ok(Connection {
@@ -331,16 +307,24 @@ impl Connection {
         }
         match next_frame(&mut self.reader).await?.message {
             Message::Pong => Ok(sent.elapsed()),
-            Message::Error { code, message } => Err(ClientError::Remote {
-                code,
-                message,
-                started: false,
-            }),
-            other => Err(ClientError::Protocol(format!(
-                "expected pong, got `{}`",
-                other.type_name()
-            ))),
+            other => Err(not_expected(other, "pong")),
         }
+    }
+}
+
+/// The error for a frame that is not the `expected` one: the server's own
+/// error when it sent one, a protocol error otherwise.
+fn not_expected(message: Message, expected: &str) -> ClientError {
+    match message {
+        Message::Error { code, message } => ClientError::Remote {
+            code,
+            message,
+            started: false,
+        },
+        other => ClientError::Protocol(format!(
+            "expected `{expected}`, got `{}`",
+            other.type_name()
+        )),
     }
 }
 

@@ -415,10 +415,7 @@ async fn agree_on_offset(
 }
 
 fn unexpected(message: &Message, during: &str) -> ClientError {
-    ClientError::Protocol(format!(
-        "unexpected `{}` in answer to {during}",
-        message.type_name()
-    ))
+    super::not_expected(message.clone(), &format!("an answer to {during}"))
 }
 
 /// Whether a local path is a directory (following symlinks).
