@@ -13,11 +13,74 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// `file_data` body).
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// Longest file name most filesystems accept.
+const NAME_MAX: usize = 255;
+
 /// The temporary name a transfer writes to, beside its target:
-/// `.NAME.wiresh-part`. Deterministic, so `--resume` finds it again.
+/// `.NAME.wiresh-part` (or, for names too long for that, a name derived
+/// from a hash of NAME). Deterministic, so `--resume` finds it again.
 pub(crate) fn partial_path(target: &Path) -> Option<PathBuf> {
     let name = target.file_name()?.to_str()?;
-    Some(target.with_file_name(format!(".{name}.wiresh-part")))
+    let partial = format!(".{name}.wiresh-part");
+    if partial.len() <= NAME_MAX {
+        return Some(target.with_file_name(partial));
+    }
+    let digest = blake3::hash(name.as_bytes()).to_hex();
+    Some(target.with_file_name(format!(".wiresh-part-{}", &digest[..32])))
+}
+
+/// Whether a directory entry is a transfer's partial file (hidden from
+/// listings, so a recursive copy never picks up half a file).
+pub(crate) fn is_partial_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".wiresh-part") || name.starts_with(".wiresh-part-")
+}
+
+/// Opens (creating) a partial file for one transfer, safely:
+/// - never through a symlink (`O_NOFOLLOW`), and only a regular file, so a
+///   planted link cannot redirect the write;
+/// - with an exclusive lock, so two transfers to the same target cannot
+///   interleave their bytes (the second is refused with `WouldBlock`).
+pub(crate) async fn open_partial(path: &Path) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .await?;
+    if !file.metadata().await?.is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "another transfer of this file is in progress",
+            )
+        } else {
+            e
+        });
+    }
+    Ok(file)
+}
+
+/// Opens a file to send, refusing anything but a regular file without
+/// blocking on it (opening a FIFO for reading would wait for a writer).
+pub(crate) async fn open_source(path: &Path) -> std::io::Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .await?;
+    if !file.metadata().await?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Hashes the first `len` bytes of `file`, reading from its start.
@@ -73,4 +136,22 @@ pub(crate) async fn publish(
         _ => Path::new("."),
     };
     File::open(dir).await?.sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names() {
+        let short = partial_path(Path::new("/d/file.txt")).unwrap();
+        assert_eq!(short, Path::new("/d/.file.txt.wiresh-part"));
+        assert!(is_partial_name(".file.txt.wiresh-part"));
+        let long = "x".repeat(250);
+        let p = partial_path(&Path::new("/d").join(&long)).unwrap();
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= NAME_MAX && is_partial_name(name), "{name}");
+        assert_eq!(p, partial_path(&Path::new("/d").join(&long)).unwrap());
+        assert!(!is_partial_name("notes.txt"));
+    }
 }

@@ -14,16 +14,20 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::fs::{self, File, OpenOptions};
+use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::time;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
-use crate::fileio::{hash_prefix, partial_path, publish, CHUNK};
+use crate::fileio::{hash_prefix, open_partial, open_source, partial_path, publish, CHUNK};
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most entries a listing may have: a bound on what a server can make the
+/// client hold in memory.
+const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 /// How a transfer treats metadata and partial files.
 #[derive(Debug, Clone, Copy, Default)]
@@ -168,6 +172,11 @@ impl Connection {
         loop {
             match self.next_file_frame().await?.message {
                 Message::Entry(entry) => {
+                    if entries.len() >= MAX_LIST_ENTRIES {
+                        return Err(TransferError::Unsafe(format!(
+                            "the listing of {path} has more than {MAX_LIST_ENTRIES} entries"
+                        )));
+                    }
                     if unsafe_name.is_none() {
                         if let Err(e) = safe_relative(&entry.path) {
                             unsafe_name = Some(e);
@@ -209,7 +218,7 @@ impl Connection {
         options: TransferOptions,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TransferReport, TransferError> {
-        let mut file = File::open(local)
+        let mut file = open_source(local)
             .await
             .map_err(TransferError::local(local))?;
         let meta = file.metadata().await.map_err(TransferError::local(local))?;
@@ -297,12 +306,7 @@ impl Connection {
             path: local.to_path_buf(),
             source: std::io::Error::other("names no file"),
         })?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part)
+        let mut file = open_partial(&part)
             .await
             .map_err(TransferError::local(&part))?;
         let have = file.metadata().await.map(|m| m.len()).unwrap_or(0);

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::fs::{self, File, OpenOptions};
+use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::time;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
 use super::session::{AuditEntry, End, Session};
-use crate::fileio::{hash_prefix, partial_path, publish, CHUNK};
+use crate::fileio::{
+    hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, CHUNK,
+};
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -251,6 +253,9 @@ fn walk(
         let Some(name) = child.file_name().to_str().map(str::to_string) else {
             continue; // not UTF-8: cannot be named in the protocol
         };
+        if is_partial_name(&name) {
+            continue; // a transfer in progress, not a file yet
+        }
         let rel = if prefix.is_empty() {
             name
         } else {
@@ -348,16 +353,9 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
             )));
         }
     }
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .await;
-    let mut file = match opened {
+    let mut file = match open_partial(&part).await {
         Ok(f) => f,
-        Err(e) => return Ok(Err(Refusal::io("create", Path::new(&req.path), e))),
+        Err(e) => return Ok(Err(Refusal::io("write", Path::new(&req.path), e))),
     };
     // Offer to resume from a partial no longer than the file.
     let mut offered = 0;
@@ -450,9 +448,9 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
         Ok(p) => p,
         Err(r) => return Ok(Err(r)),
     };
-    let mut file = match File::open(&full).await {
+    let mut file = match open_source(&full).await {
         Ok(f) => f,
-        Err(e) => return Ok(Err(Refusal::io("open", Path::new(path), e))),
+        Err(e) => return Ok(Err(Refusal::io("read", Path::new(path), e))),
     };
     let meta = match file.metadata().await {
         Ok(m) if m.is_file() => m,
