@@ -1,13 +1,15 @@
 //! Per-command latency on a live connection, against spawning the same
 //! command locally. Used by `bench/compare.sh`.
 //!
-//! Usage: latency HOST:PORT [COUNT]   (token from the usual places)
+//! Usage: latency HOST:PORT [COUNT] [--plaintext]   (token from the usual
+//! places; TLS with the fingerprint pinned in $WIRESH_HOME/known_hosts,
+//! unless --plaintext)
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use wiresh::client::{Connection, Output, Target};
+use wiresh::client::{Connection, Endpoint, Output, Pinning, Security, Target};
 use wiresh_proto::ExecRequest;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -23,10 +25,26 @@ async fn main() -> anyhow::Result<()> {
         7878,
     )
     .map_err(anyhow::Error::msg)?;
-    let count: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1000);
-    let token = wiresh::auth::client_token(None)?;
-
-    let mut conn = Connection::connect(&target, &token).await?;
+    let count: usize = args
+        .next()
+        .filter(|a| a != "--plaintext")
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    let plaintext = std::env::args().any(|a| a == "--plaintext");
+    let endpoint = Endpoint {
+        target,
+        token: wiresh::auth::client_token(None)?,
+        security: if plaintext {
+            Security::Plaintext
+        } else {
+            Security::Tls(Pinning {
+                known_hosts: wiresh::auth::wiresh_home()?.join("known_hosts"),
+                fingerprint: None,
+            })
+        },
+    };
+    let mut conn = Connection::connect(&endpoint).await?;
     let (tx, mut rx) = mpsc::channel::<Output>(16);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let mut remote = Vec::with_capacity(count);
@@ -52,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let (r, l) = (median(remote), median(local));
     println!(
-        "per-command latency, median of {count}: wiresh (live connection) {:.3} ms, local sh -c true {:.3} ms, ratio {:.2}x",
+        "per-command latency ({}), median of {count}: wiresh (live connection) {:.3} ms, local sh -c true {:.3} ms, ratio {:.2}x",
+        if plaintext { "plaintext" } else { "TLS" },
         r.as_secs_f64() * 1e3,
         l.as_secs_f64() * 1e3,
         r.as_secs_f64() / l.as_secs_f64()

@@ -13,6 +13,7 @@ pub mod privilege;
 pub mod process;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 
 mod fileio;
 mod listener;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
-use wiresh::client::{self, Target};
+use wiresh::client::{self, Endpoint, Pinning, Security, Target};
 use wiresh::legacy::{self, LegacyServerConfig};
 use wiresh::server::{self, ServerConfig};
 use wiresh::{auth, client::exec::CLIENT_FAILURE};
@@ -158,6 +158,10 @@ struct ServeArgs {
     /// this user (and so run every command as this user).
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// Also accept unencrypted connections, from loopback peers only (for
+    /// scripts on this machine; remote peers always need TLS).
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Allow `put` and `get` inside this directory (and nowhere else).
     /// Without it, file transfer is off.
     #[arg(long, value_name = "DIR")]
@@ -181,9 +185,41 @@ struct ConnectArgs {
     /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// Expect exactly this server fingerprint (sha256:...), as printed by
+    /// `wiresh serve`, instead of trusting it on first use.
+    #[arg(long, value_name = "FINGERPRINT")]
+    fingerprint: Option<String>,
+    /// Connect without TLS: only to a server on loopback started with
+    /// --allow-plaintext.
+    #[arg(long, conflicts_with = "fingerprint")]
+    plaintext: bool,
 }
 
 impl ConnectArgs {
+    /// The server, its token and how to protect the connection.
+    fn endpoint(&self) -> Result<Endpoint> {
+        let target = self.target()?;
+        let token = auth::client_token(self.token_file.as_deref())?;
+        let security = if self.plaintext {
+            anyhow::ensure!(
+                target.is_loopback(),
+                "--plaintext is allowed only for a server on loopback, not {target}: \
+                 the token and all data would cross the network unencrypted"
+            );
+            Security::Plaintext
+        } else {
+            Security::Tls(Pinning {
+                known_hosts: auth::wiresh_home()?.join("known_hosts"),
+                fingerprint: self.fingerprint.clone(),
+            })
+        };
+        Ok(Endpoint {
+            target,
+            token,
+            security,
+        })
+    }
+
     /// The modern server to connect to.
     fn target(&self) -> Result<Target> {
         let host = self.host.as_deref().unwrap_or("127.0.0.1");
@@ -257,21 +293,14 @@ fn main() -> ExitCode {
             eprintln!("wiresh: {e:#}");
             CLIENT_FAILURE
         }),
-        Command::Put(args) => copy(&args.copy, |rt, target, token| {
+        Command::Put(args) => copy(&args.copy, |rt, endpoint| {
             let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
             let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
-            client::copy::put(rt, target, token, &sources, remote, args.copy.flags())
+            client::copy::put(rt, endpoint, &sources, remote, args.copy.flags())
         }),
-        Command::Get(args) => copy(&args.copy, |rt, target, token| {
+        Command::Get(args) => copy(&args.copy, |rt, endpoint| {
             let (local, sources) = args.paths.split_last().expect("clap requires two paths");
-            client::copy::get(
-                rt,
-                target,
-                token,
-                sources,
-                Path::new(local),
-                args.copy.flags(),
-            )
+            client::copy::get(rt, endpoint, sources, Path::new(local), args.copy.flags())
         }),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
@@ -291,8 +320,7 @@ fn exec(args: ExecArgs) -> Result<i32> {
             client::exec::run_legacy(&rt, args.connect.legacy_host(), &args.command.join(" "));
         std::process::exit(code);
     }
-    let target = args.connect.target()?;
-    let token = auth::client_token(args.connect.token_file.as_deref())?;
+    let endpoint = args.connect.endpoint()?;
     let mut req = if args.argv {
         ExecRequest::argv(args.command)
     } else {
@@ -302,23 +330,16 @@ fn exec(args: ExecArgs) -> Result<i32> {
     req.cwd = args.cwd;
     req.timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
     let rt = client_runtime()?;
-    let code = client::exec::run(&rt, &target, &token, req, !args.no_stdin);
+    let code = client::exec::run(&rt, &endpoint, req, !args.no_stdin);
     // The stdin thread may be blocked reading a terminal; do not wait for it.
     std::process::exit(code);
 }
 
 /// Sets up a client for `put` or `get` and runs it.
-fn copy(
-    args: &CopyArgs,
-    run: impl FnOnce(&tokio::runtime::Runtime, &Target, &wiresh_proto::Secret) -> i32,
-) -> i32 {
-    let setup = || -> Result<_> {
-        let target = args.connect.target()?;
-        let token = auth::client_token(args.connect.token_file.as_deref())?;
-        Ok((client_runtime()?, target, token))
-    };
+fn copy(args: &CopyArgs, run: impl FnOnce(&tokio::runtime::Runtime, &Endpoint) -> i32) -> i32 {
+    let setup = || -> Result<_> { Ok((client_runtime()?, args.connect.endpoint()?)) };
     match setup() {
-        Ok((rt, target, token)) => run(&rt, &target, &token),
+        Ok((rt, endpoint)) => run(&rt, &endpoint),
         Err(e) => {
             eprintln!("wiresh: {e:#}");
             CLIENT_FAILURE
@@ -333,10 +354,9 @@ fn shell(args: ShellArgs) -> Result<i32> {
             args.connect.legacy_host(),
         ));
     }
-    let target = args.connect.target()?;
-    let token = auth::client_token(args.connect.token_file.as_deref())?;
+    let endpoint = args.connect.endpoint()?;
     let rt = client_runtime()?;
-    Ok(client::shell::run(&rt, &target, &token))
+    Ok(client::shell::run(&rt, &endpoint))
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -361,6 +381,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.max_connections = args.max_connections;
     config.command_timeout = args.command_timeout;
     config.idle_timeout = args.idle_timeout;
+    anyhow::ensure!(
+        !args.frame_timeout.is_zero(),
+        "--frame-timeout must be more than 0"
+    );
     config.frame_timeout = args.frame_timeout;
     config.max_commands = args.max_commands;
     config.shutdown_grace = args.shutdown_grace;
@@ -378,6 +402,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.audit = Some(std::sync::Arc::new(server::audit::AuditLog::open(path)?));
         info!("audit log: {}", path.display());
     }
+    let identity = wiresh::tls::ServerIdentity::load_or_create(&auth::wiresh_home()?)?;
+    if identity.created {
+        info!(
+            "created a new TLS identity in {}",
+            auth::wiresh_home()?.display()
+        );
+    }
+    config.tls = Some(identity.config.clone());
+    config.allow_plaintext = args.allow_plaintext;
     if let Some(root) = &args.files_root {
         let canonical = root
             .canonicalize()
@@ -420,6 +453,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                  can run commands, and traffic is not encrypted"
             );
         }
+        let mut signals = ShutdownSignals::install()?;
         let legacy_listener = match args.legacy_listen {
             Some(addr) => Some(server::bind(addr).await?),
             None => None,
@@ -444,13 +478,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         });
         // Scripts and tests wait for this line (printed last, so every
         // listener is up when it appears).
-        println!("wiresh {}: listening on {local} (token file {})", env!("CARGO_PKG_VERSION"), token_path.display());
+        println!(
+            "wiresh {}: TLS fingerprint {} (clients pin it on first use, or pass --fingerprint)",
+            env!("CARGO_PKG_VERSION"),
+            identity.fingerprint
+        );
+        println!(
+            "wiresh {}: listening on {local} (token file {})",
+            env!("CARGO_PKG_VERSION"),
+            token_path.display()
+        );
         let modern = tokio::spawn(server::run(listener, config, stopped(&stop)));
-        shutdown_signal().await;
+        signals.next().await;
         let _ = stop.send(());
         // A second signal means "now": kill every command and leave.
-        tokio::spawn(async {
-            shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.next().await;
             warn!("second signal: killing all running commands and exiting");
             wiresh::process::kill_all_groups();
             std::process::exit(1);
@@ -463,13 +506,28 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("cannot install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from start-up (before the readiness
+/// line), so that each delivery is seen exactly once.
+struct ShutdownSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 

@@ -16,10 +16,23 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wiresh_proto::{Frame, FrameCodec, Message};
+
+/// The read side of a connection, plain TCP or TLS alike.
+pub(crate) type BoxRead = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
+/// The write side of a connection, plain TCP or TLS alike.
+pub(crate) type BoxWrite = Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>;
+
+/// Splits any duplex stream into boxed halves.
+pub(crate) fn split<S>(stream: S) -> (BoxRead, BoxWrite)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    (Box::new(r), Box::new(w))
+}
 
 /// Output frames queued per connection. With pumps reading up to 256 KiB
 /// per frame, a connection holds at most about 2.5 MiB of output: 1 MiB
@@ -40,7 +53,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Starts the writer task for `write`.
-    pub fn spawn(write: OwnedWriteHalf, codec: FrameCodec) -> (Outbox, JoinHandle<()>) {
+    pub fn spawn(write: BoxWrite, codec: FrameCodec) -> (Outbox, JoinHandle<()>) {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let task = tokio::spawn(write_frames(write, codec, data_rx, control_rx));
@@ -73,7 +86,7 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const BATCH_SLICES: usize = 64;
 
 async fn write_frames(
-    mut socket: OwnedWriteHalf,
+    mut socket: BoxWrite,
     codec: FrameCodec,
     mut data: mpsc::Receiver<Frame>,
     mut control: mpsc::Receiver<Frame>,
@@ -117,10 +130,7 @@ async fn write_frames(
 
 /// Writes every buffer in `pending`, in order, with as few system calls as
 /// the kernel allows.
-async fn write_all(
-    socket: &mut OwnedWriteHalf,
-    pending: &mut VecDeque<Bytes>,
-) -> std::io::Result<()> {
+async fn write_all(socket: &mut BoxWrite, pending: &mut VecDeque<Bytes>) -> std::io::Result<()> {
     while !pending.is_empty() {
         let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
         let mut written = socket.write_vectored(&slices).await?;

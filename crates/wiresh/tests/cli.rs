@@ -337,9 +337,10 @@ async fn exec_survives_a_graceful_server_shutdown() {
 async fn closed_stdout_cancels_the_remote_command() {
     let server = Server::start();
     let script = format!(
-        "'{bin}' exec -n -H {addr} -- 'echo $$ >&2; exec yes' | head -1; echo \"rc=${{PIPESTATUS[0]}}\"",
+        "'{bin}' exec -n -H {addr} -- 'echo $$ > {pidfile}; exec yes' | head -1; echo \"rc=${{PIPESTATUS[0]}}\"",
         bin = BIN,
-        addr = server.addr
+        addr = server.addr,
+        pidfile = server.home().join("yes.pid").display()
     );
     let mut cmd = tokio::process::Command::new("bash");
     cmd.args(["-c", &script])
@@ -357,12 +358,11 @@ async fn closed_stdout_cancels_the_remote_command() {
         "stderr: {}",
         out.stderr_str()
     );
-    let pid: u32 = out
-        .stderr_str()
-        .lines()
-        .next()
+    // `yes` printed, so the shell had written its pid (which `yes` took over).
+    let pid: u32 = std::fs::read_to_string(server.home().join("yes.pid"))
+        .ok()
         .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid on stderr: {}", out.stderr_str()));
+        .unwrap_or_else(|| panic!("no pid file; stderr: {}", out.stderr_str()));
     let left = wait_gone(&[pid], Some(pid), Duration::from_secs(2)).await;
     kill_all(&left);
     assert!(left.is_empty(), "remote `yes` still running: {left:?}");

@@ -870,7 +870,10 @@ async fn connect_with_token(
 ) -> Result<wiresh::client::Connection, ClientError> {
     bounded(
         "Connection::connect",
-        wiresh::client::Connection::connect(&server.target(), &Secret(token.into())),
+        wiresh::client::Connection::connect(&wiresh::client::Endpoint {
+            token: Secret(token.into()),
+            ..server.endpoint()
+        }),
     )
     .await
 }

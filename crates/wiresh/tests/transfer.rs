@@ -256,6 +256,10 @@ impl Files {
     fn cmd(&self, sub: &str, via: Option<&Proxy>, args: &[OsString]) -> tokio::process::Command {
         let host = via.map_or(self.server.addr, |p| p.addr).to_string();
         let mut cmd = client_command(sub, &host, self.server.home());
+        if via.is_some() {
+            // The proxies read and rewrite frames, so they need them in clear.
+            cmd.arg("--plaintext");
+        }
         cmd.args(args);
         cmd
     }
@@ -822,6 +826,8 @@ impl FakeServer {
 
     fn cmd(&self, sub: &str, args: &[OsString]) -> tokio::process::Command {
         let mut cmd = client_command(sub, &self.addr.to_string(), self.home.path());
+        // The fake server speaks the protocol in clear.
+        cmd.arg("--plaintext");
         cmd.args(args);
         cmd
     }

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Runtime;
-use wiresh_proto::{ErrorCode, FileKind, Secret};
+use wiresh_proto::{ErrorCode, FileKind};
 
 use super::exec::CLIENT_FAILURE;
 use super::transfer::{
     is_local_dir, make_local_dir, safe_relative, TransferError, TransferOptions, TransferReport,
 };
-use super::{ClientError, Connection, Target};
+use super::{ClientError, Connection, Endpoint};
 
 /// Exit status when a transfer failed (the connection itself was fine).
 pub const TRANSFER_FAILED: i32 = 1;
@@ -116,14 +116,13 @@ fn is_file_refusal(e: &ClientError) -> bool {
 /// `wiresh put LOCAL... REMOTE`.
 pub fn put(
     rt: &Runtime,
-    target: &Target,
-    token: &Secret,
+    endpoint: &Endpoint,
     sources: &[PathBuf],
     remote: &str,
     flags: CopyFlags,
 ) -> i32 {
     finish(rt.block_on(async {
-        let mut conn = Connection::connect(target, token).await?;
+        let mut conn = Connection::connect(endpoint).await?;
         let progress = Progress::new(flags.quiet);
         // Like scp: several sources, -r, a trailing slash or an existing
         // remote directory mean "into that directory".
@@ -242,14 +241,13 @@ async fn put_tree(
 /// `wiresh get REMOTE... LOCAL`.
 pub fn get(
     rt: &Runtime,
-    target: &Target,
-    token: &Secret,
+    endpoint: &Endpoint,
     sources: &[String],
     local: &Path,
     flags: CopyFlags,
 ) -> i32 {
     finish(rt.block_on(async {
-        let mut conn = Connection::connect(target, token).await?;
+        let mut conn = Connection::connect(endpoint).await?;
         let progress = Progress::new(flags.quiet);
         let into_dir = is_local_dir(local).await;
         if sources.len() > 1 && !into_dir {

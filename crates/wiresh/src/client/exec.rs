@@ -2,10 +2,10 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
-use wiresh_proto::{ErrorCode, ExecRequest, Secret};
+use wiresh_proto::{ErrorCode, ExecRequest};
 
 use super::local::{spawn_stdin_reader, Printer, StderrStyle};
-use super::{ClientError, Connection, Target, CONNECT_TIMEOUT};
+use super::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
 use crate::legacy::LegacyClient;
 
 /// Exit status of the client when it fails itself (cannot connect, wrong
@@ -23,16 +23,10 @@ pub const STDOUT_CLOSED: i32 = 128 + libc::SIGPIPE;
 /// Runs `req` on `target` and returns the exit status this process should
 /// end with: the remote code, 128+N for a remote death by signal N, or
 /// [`CLIENT_FAILURE`].
-pub fn run(
-    rt: &Runtime,
-    target: &Target,
-    token: &Secret,
-    req: ExecRequest,
-    forward_stdin: bool,
-) -> i32 {
+pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: bool) -> i32 {
     let printer = Printer::start(StderrStyle::Plain);
     let result = rt.block_on(async {
-        let mut conn = Connection::connect(target, token).await?;
+        let mut conn = Connection::connect(endpoint).await?;
         let stdin = forward_stdin.then(spawn_stdin_reader);
         let status = conn
             .run(req, stdin, printer.sender(), || async {

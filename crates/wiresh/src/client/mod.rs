@@ -20,7 +20,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{self, Instant};
@@ -32,8 +31,10 @@ use wiresh_proto::{
 
 pub use target::Target;
 
-use crate::outbox::Outbox;
+use crate::outbox::{split, BoxRead, Outbox};
 use crate::task::AbortOnDrop;
+use crate::tls::PinCheck;
+pub use crate::tls::Pinning;
 
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +73,9 @@ pub enum ClientError {
     /// The connection closed before the answer was complete.
     #[error("connection to the server was lost {0}")]
     Closed(&'static str),
+    /// TLS failed, or the server's identity is not the pinned one.
+    #[error("{0}")]
+    Tls(String),
     /// The user interrupted the command twice.
     #[error("interrupted")]
     Interrupted,
@@ -91,7 +95,8 @@ impl ClientError {
                 code: ErrorCode::SpawnFailed
                     | ErrorCode::BadRequest
                     | ErrorCode::Busy
-                    | ErrorCode::Forbidden,
+                    | ErrorCode::Forbidden
+                    | ErrorCode::Internal,
                 ..
             }
         )
@@ -107,21 +112,50 @@ pub enum Output {
     Stderr(Bytes),
 }
 
+/// How the connection is protected.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// TLS, with the server's certificate pinned (trust on first use).
+    Tls(Pinning),
+    /// No encryption: for a server on loopback started with
+    /// `--allow-plaintext`.
+    Plaintext,
+}
+
+/// Everything needed to reach one server and prove we may use it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Where the server is.
+    pub target: Target,
+    /// The shared secret.
+    pub token: Secret,
+    /// TLS (pinned) or plaintext.
+    pub security: Security,
+}
+
 /// An authenticated connection to a wiresh server, which runs commands one
 /// after another.
-#[derive(Debug)]
 pub struct Connection {
-    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    reader: FramedRead<BoxRead, FrameCodec>,
     outbox: Outbox,
     hello: Hello,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("hello", &self.hello)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Connection {
-    /// Connects to `target` and authenticates with `token`.
+    /// Connects to the endpoint's server and authenticates.
     ///
     /// The preamble and the `auth` frame go out in one write, so the whole
-    /// handshake costs one round trip.
-    pub async fn connect(target: &Target, token: &Secret) -> Result<Connection, ClientError> {
+    /// wiresh handshake costs one round trip (after TLS's own).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ClientError> {
+        let (target, token) = (&endpoint.target, &endpoint.token);
         let handshake = async {
             let socket = TcpStream::connect((target.host.as_str(), target.port))
                 .await
@@ -136,7 +170,20 @@ impl Connection {
                     source,
                 })?;
             let _ = socket.set_nodelay(true);
-            let (read, mut write) = socket.into_split();
+            let (read, mut write) = match &endpoint.security {
+                Security::Plaintext => split(socket),
+                Security::Tls(pinning) => {
+                    let host = target.to_string();
+                    let (config, check) = pinning.client_config(&host).map_err(ClientError::Tls)?;
+                    let connector = tokio_rustls::TlsConnector::from(config);
+                    let stream = connector
+                        .connect(PinCheck::server_name(), socket)
+                        .await
+                        .map_err(|e| ClientError::Tls(check.explain(&e)))?;
+                    check.remember().map_err(ClientError::Tls)?;
+                    split(stream)
+                }
+            };
             let mut opening = Preamble::new(PROTOCOL_VERSION).encode().to_vec();
             let auth = Frame::new(Message::Auth {
                 token: token.clone(),
@@ -329,9 +376,7 @@ fn not_expected(message: Message, expected: &str) -> ClientError {
 }
 
 /// Reads the next frame during the handshake or a ping.
-async fn next_frame(
-    reader: &mut FramedRead<OwnedReadHalf, FrameCodec>,
-) -> Result<Frame, ClientError> {
+async fn next_frame(reader: &mut FramedRead<BoxRead, FrameCodec>) -> Result<Frame, ClientError> {
     match time::timeout(CONNECT_TIMEOUT, reader.next()).await {
         Err(_) => Err(ClientError::Timeout(format!(
             "no answer from the server within {CONNECT_TIMEOUT:?}"

@@ -8,11 +8,11 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use tokio::runtime::Runtime;
-use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Secret};
+use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus};
 
 use super::exec::legacy_to_stdout;
 use super::local::{Printer, StderrStyle};
-use super::{ClientError, Connection, Target, CONNECT_TIMEOUT};
+use super::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
 use crate::legacy::LegacyClient;
 
 /// Where lines come from.
@@ -88,7 +88,7 @@ fn next_command(lines: &mut Lines, prompt: &str) -> Option<String> {
 /// Runs the shell until end of input or `exit`; returns the exit status of
 /// the last command (as a shell would), or 255 if the server could not be
 /// reached at all.
-pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
+pub fn run(rt: &Runtime, endpoint: &Endpoint) -> i32 {
     let interactive = io::stdin().is_terminal();
     let mut lines = open_lines(interactive);
     let style = if interactive && io::stderr().is_terminal() {
@@ -97,7 +97,7 @@ pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
         StderrStyle::Plain
     };
     let printer = Printer::start(style);
-    let mut conn = match rt.block_on(Connection::connect(target, token)) {
+    let mut conn = match rt.block_on(Connection::connect(endpoint)) {
         Ok(c) => Some(c),
         Err(e) => {
             eprintln!("wiresh: {e}");
@@ -105,13 +105,16 @@ pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
         }
     };
     if interactive {
-        eprintln!("connected to {target}; type `exit` or press Ctrl-D to leave");
+        eprintln!(
+            "connected to {}; type `exit` or press Ctrl-D to leave",
+            endpoint.target
+        );
     }
-    let prompt = format!("{target}>>: ");
+    let prompt = format!("{}>>: ", endpoint.target);
     let mut last = 0;
     while let Some(line) = next_command(&mut lines, &prompt) {
         let result = rt.block_on(async {
-            let res = run_line(&mut conn, target, token, &line, &printer).await;
+            let res = run_line(&mut conn, endpoint, &line, &printer).await;
             printer.sync().await;
             res
         });
@@ -140,14 +143,13 @@ pub fn run(rt: &Runtime, target: &Target, token: &Secret) -> i32 {
 /// so the line is safely retried once on a fresh connection.
 async fn run_line(
     conn: &mut Option<Connection>,
-    target: &Target,
-    token: &Secret,
+    endpoint: &Endpoint,
     line: &str,
     printer: &Printer,
 ) -> Result<ExitStatus, ClientError> {
     for attempt in 0..2 {
         if conn.is_none() {
-            *conn = Some(Connection::connect(target, token).await?);
+            *conn = Some(Connection::connect(endpoint).await?);
         }
         let c = conn.as_mut().expect("connected above");
         let res = c

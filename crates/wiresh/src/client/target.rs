@@ -54,6 +54,14 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether the host is a loopback address (or `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || IpAddr::from_str(&self.host).is_ok_and(|ip| ip.to_canonical().is_loopback())
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {

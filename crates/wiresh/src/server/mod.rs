@@ -55,6 +55,11 @@ pub struct ServerConfig {
     /// Canonical directory that file transfers are confined to; `None`
     /// turns file transfer off.
     pub files_root: Option<std::path::PathBuf>,
+    /// The server's TLS identity. `None` serves plaintext only (for
+    /// embedding and tests); the `wiresh serve` binary always sets it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With TLS on: also accept plaintext connections from loopback peers.
+    pub allow_plaintext: bool,
     /// What may run (`--policy`).
     pub policy: policy::Policy,
     /// Where every command and transfer is recorded (`--audit-log`).
@@ -78,6 +83,8 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             kill_grace: crate::process::DEFAULT_KILL_GRACE,
             files_root: None,
+            tls: None,
+            allow_plaintext: false,
             policy: policy::Policy::default(),
             audit: None,
         }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time;
 use tokio_util::codec::FramedRead;
@@ -24,7 +23,7 @@ use super::audit;
 use super::throttle::FAILURE_DELAY;
 use super::{command, files, ServerConfig, State};
 use crate::auth::token_matches;
-use crate::outbox::Outbox;
+use crate::outbox::{split, BoxRead, Outbox};
 use crate::shutdown::Shutdown;
 use crate::task::AbortOnDrop;
 
@@ -53,7 +52,7 @@ pub(super) enum End {
 pub(super) struct Session {
     pub peer: SocketAddr,
     pub config: Arc<ServerConfig>,
-    pub reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    pub reader: FramedRead<BoxRead, FrameCodec>,
     pub outbox: Outbox,
     pub shutdown: Shutdown,
     pub commands: u64,
@@ -63,7 +62,14 @@ pub(super) struct Session {
     pub identity: String,
 }
 
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Serves one connection to its end and logs one line about it.
+///
+/// The first byte tells TLS (a handshake record) from the plaintext
+/// preamble; plaintext is served only when allowed, and only to a peer on
+/// loopback.
 pub(super) async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
@@ -71,15 +77,58 @@ pub(super) async fn serve(
     state: Arc<State>,
     shutdown: Shutdown,
 ) {
+    let limit = config.handshake_timeout;
+    let mut first = [0u8; 1];
+    match time::timeout(limit, socket.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => {
+            info!(%peer, "connection closed before sending anything");
+            return;
+        }
+    }
+    match (&config.tls, first[0]) {
+        (Some(tls), TLS_HANDSHAKE) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            match time::timeout(limit, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => serve_stream(stream, peer, config, state, shutdown).await,
+                Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => info!(%peer, "TLS handshake not completed within {limit:?}"),
+            }
+        }
+        (None, _) => serve_stream(socket, peer, config, state, shutdown).await,
+        (Some(_), _) if config.allow_plaintext && peer.ip().to_canonical().is_loopback() => {
+            serve_stream(socket, peer, config, state, shutdown).await
+        }
+        (Some(_), _) => {
+            let line = "WIRESH-ERROR tls_required: this server accepts only TLS connections \
+                        (the wiresh client uses TLS by default; plaintext is possible only on \
+                        loopback, with `serve --allow-plaintext` and `--plaintext`)\n";
+            let _ = time::timeout(Duration::from_secs(2), socket.write_all(line.as_bytes())).await;
+            let _ = socket.shutdown().await;
+            info!(%peer, "plaintext connection refused: TLS required");
+        }
+    }
+}
+
+/// Serves one connection, over TLS or not, from the preamble on.
+async fn serve_stream<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    state: Arc<State>,
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+{
     let opened = Instant::now();
-    let preamble = match check_preamble(&mut socket, config.handshake_timeout).await {
+    let preamble = match check_preamble(&mut stream, config.handshake_timeout).await {
         Ok(p) => p,
         Err(reason) => {
             info!(%peer, "connection refused: {reason}");
             return;
         }
     };
-    let (read, write) = socket.into_split();
+    let (read, write) = split(stream);
     let (outbox, writer) = Outbox::spawn(write, FrameCodec::new(config.limits));
     let mut writer = AbortOnDrop(writer);
     let mut session = Session {
@@ -114,7 +163,10 @@ pub(super) async fn serve(
 
 /// Reads and checks the 8-byte preamble. A peer with the wrong magic gets a
 /// plain-text line, readable by whatever it is (curl, netcat, a browser).
-async fn check_preamble(socket: &mut TcpStream, limit: Duration) -> Result<Preamble, String> {
+async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+    limit: Duration,
+) -> Result<Preamble, String> {
     let mut raw = [0u8; PREAMBLE_LEN];
     match time::timeout(limit, socket.read_exact(&mut raw)).await {
         Err(_) => return Err(format!("no preamble within {limit:?}")),

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
-use wiresh::client::{ClientError, Connection, Output, Target};
+use wiresh::client::{ClientError, Connection, Endpoint, Output, Security, Target};
 use wiresh_proto::{
     DecodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message, Preamble,
     Secret, PROTOCOL_VERSION,
@@ -80,6 +80,13 @@ impl Server {
     /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with a fresh
     /// `WIRESH_HOME` and waits until it says it is listening.
     pub fn start_with(args: &[&str]) -> Server {
+        // TLS for the client binary (its default); plaintext, allowed on
+        // loopback, for raw-frame and library tests.
+        Server::start_exactly(&[&["--allow-plaintext"], args].concat())
+    }
+
+    /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with nothing added.
+    pub fn start_exactly(args: &[&str]) -> Server {
         let home = tempfile::tempdir().expect("cannot create a temporary WIRESH_HOME");
         let mut child = std::process::Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -184,6 +191,15 @@ impl Server {
     }
 
     /// Where the library client should connect.
+    /// The server as the library client reaches it: plaintext on loopback.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            target: self.target(),
+            token: self.token.clone(),
+            security: Security::Plaintext,
+        }
+    }
+
     pub fn target(&self) -> Target {
         Target {
             host: self.addr.ip().to_string(),
@@ -253,7 +269,7 @@ impl Server {
 
     /// A library client connection attempt.
     pub async fn try_connect(&self) -> Result<Connection, ClientError> {
-        Connection::connect(&self.target(), &self.token).await
+        Connection::connect(&self.endpoint()).await
     }
 
     /// A raw protocol connection that has been greeted and authenticated.

@@ -1,0 +1,343 @@
+//! TLS for the wiresh protocol: the server's own identity, and the
+//! client's pinning of it (trust on first use, as ssh does).
+//!
+//! There is no certificate authority: the server creates a key and a
+//! self-signed certificate in `$WIRESH_HOME` on first start and prints the
+//! certificate's SHA-256 fingerprint. A client remembers the fingerprint of
+//! each server in `$WIRESH_HOME/known_hosts` the first time it connects
+//! (or is given it in advance with `--fingerprint`), and refuses a server
+//! whose fingerprint has changed.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The name the server's certificate is issued to, and the name the client
+/// asks for (only the pinned fingerprint is checked, never the name).
+const SERVER_NAME: &str = "wiresh";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The `sha256:<hex>` fingerprint of a certificate.
+pub fn fingerprint(cert: &[u8]) -> String {
+    let digest = Sha256::digest(cert);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The server's key and certificate, and the fingerprint clients pin.
+pub struct ServerIdentity {
+    /// TLS configuration for the acceptor.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Fingerprint of the certificate, to print and to give to clients.
+    pub fingerprint: String,
+    /// Whether the identity was created just now.
+    pub created: bool,
+}
+
+impl ServerIdentity {
+    /// Loads `server.key` and `server.crt` from `dir`, creating them (key
+    /// mode 600) on first use. A key readable by others is refused.
+    pub fn load_or_create(dir: &Path) -> Result<ServerIdentity> {
+        let key_path = dir.join("server.key");
+        let cert_path = dir.join("server.crt");
+        let created = !key_path.exists();
+        if created {
+            create_identity(dir, &key_path, &cert_path)?;
+        }
+        let mode = fs::metadata(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "TLS key {} is accessible by other users (mode {:o}); run `chmod 600 {}`",
+                key_path.display(),
+                mode & 0o777,
+                key_path.display()
+            );
+        }
+        let cert = CertificateDer::from_pem_file(&cert_path)
+            .with_context(|| format!("cannot read certificate {}", cert_path.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
+        let fingerprint = fingerprint(&cert);
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS setup")?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .context("the TLS key does not match the certificate")?;
+        Ok(ServerIdentity {
+            config: Arc::new(config),
+            fingerprint,
+            created,
+        })
+    }
+}
+
+fn create_identity(dir: &Path, key_path: &Path, cert_path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let generated = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
+        .context("cannot generate a TLS key")?;
+    let mut key = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_path)
+        .with_context(|| format!("cannot create {}", key_path.display()))?;
+    key.write_all(generated.signing_key.serialize_pem().as_bytes())?;
+    key.sync_all()?;
+    fs::write(cert_path, generated.cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    Ok(())
+}
+
+/// How a client checks the server's identity.
+#[derive(Debug, Clone)]
+pub struct Pinning {
+    /// Where pins are remembered (`$WIRESH_HOME/known_hosts`).
+    pub known_hosts: PathBuf,
+    /// A fingerprint given by the user, which overrides `known_hosts`.
+    pub fingerprint: Option<String>,
+}
+
+/// The outcome of a handshake, for the caller to act on.
+#[derive(Debug)]
+pub(crate) struct PinCheck {
+    verifier: Arc<PinVerifier>,
+    host: String,
+    known_hosts: PathBuf,
+    pinned: Option<String>,
+}
+
+impl Pinning {
+    /// A rustls client configuration that accepts exactly the pinned
+    /// fingerprint for `host` (any, on first use), and the check to run
+    /// after the handshake.
+    pub(crate) fn client_config(
+        &self,
+        host: &str,
+    ) -> Result<(Arc<rustls::ClientConfig>, PinCheck), String> {
+        let pinned = match &self.fingerprint {
+            Some(f) => Some(f.to_ascii_lowercase()),
+            None => read_pin(&self.known_hosts, host)?,
+        };
+        let verifier = Arc::new(PinVerifier {
+            expected: pinned.clone(),
+            seen: Mutex::new(None),
+            provider: provider(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        Ok((
+            Arc::new(config),
+            PinCheck {
+                verifier,
+                host: host.to_string(),
+                known_hosts: self.known_hosts.clone(),
+                pinned,
+            },
+        ))
+    }
+}
+
+impl PinCheck {
+    /// The TLS server name to send.
+    pub(crate) fn server_name() -> ServerName<'static> {
+        ServerName::try_from(SERVER_NAME).expect("a valid DNS name")
+    }
+
+    /// Explains a failed handshake: a changed fingerprint gets the full
+    /// warning, anything else the TLS error.
+    pub(crate) fn explain(&self, error: &std::io::Error) -> String {
+        let seen = self
+            .verifier
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (&self.pinned, seen) {
+            (Some(pinned), Some(seen)) if *pinned != seen => format!(
+                "WARNING: the server at {host} presents the fingerprint\n  {seen}\nbut\n  {pinned}\n\
+                 is pinned for it (in {file} or by --fingerprint). Someone may be intercepting the \
+                 connection, or the server's key was regenerated. If you know the key changed, \
+                 check the new fingerprint with the server's operator, then remove the line for \
+                 {host} from {file} (or pass --fingerprint with the new one).",
+                host = self.host,
+                file = self.known_hosts.display(),
+            ),
+            _ => format!("TLS handshake with {} failed: {error}", self.host),
+        }
+    }
+
+    /// After a successful handshake: pins the fingerprint on first use.
+    pub(crate) fn remember(&self) -> Result<(), String> {
+        if self.pinned.is_some() {
+            return Ok(());
+        }
+        let Some(seen) = self
+            .verifier
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return Err("the server presented no certificate".into());
+        };
+        append_pin(&self.known_hosts, &self.host, &seen).map_err(|e| {
+            format!(
+                "cannot record the server's fingerprint in {}: {e}",
+                self.known_hosts.display()
+            )
+        })?;
+        // Said on a terminal only: in scripts, stderr carries the remote
+        // command's stderr and nothing else.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "wiresh: first connection to {}: pinned its fingerprint {seen} in {}",
+                self.host,
+                self.known_hosts.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The pinned fingerprint of `host` in a known-hosts file, if any.
+fn read_pin(file: &Path, host: &str) -> Result<Option<String>, String> {
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    Ok(text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(host))
+            .then(|| words.next().map(str::to_ascii_lowercase))
+            .flatten()
+    }))
+}
+
+fn append_pin(file: &Path, host: &str, fingerprint: &str) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)?;
+    writeln!(f, "{host} {fingerprint}")
+}
+
+/// Accepts the one certificate whose fingerprint is pinned (or, with no
+/// pin, any certificate, remembering what it saw), and checks the
+/// handshake signatures with it as usual.
+#[derive(Debug)]
+struct PinVerifier {
+    expected: Option<String>,
+    seen: Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = fingerprint(end_entity);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen.clone());
+        match &self.expected {
+            Some(expected) if *expected != seen => Err(rustls::Error::General(format!(
+                "server fingerprint {seen} is not the pinned {expected}"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_pins_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ServerIdentity::load_or_create(dir.path()).unwrap();
+        assert!(a.created && a.fingerprint.starts_with("sha256:"));
+        let b = ServerIdentity::load_or_create(dir.path()).unwrap();
+        assert!(!b.created);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        let hosts = dir.path().join("known_hosts");
+        assert_eq!(read_pin(&hosts, "h:1").unwrap(), None);
+        append_pin(&hosts, "h:1", &a.fingerprint).unwrap();
+        append_pin(&hosts, "h:2", "sha256:00").unwrap();
+        assert_eq!(read_pin(&hosts, "h:1").unwrap(), Some(a.fingerprint));
+        assert_eq!(
+            read_pin(&hosts, "h:2").unwrap().as_deref(),
+            Some("sha256:00")
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! TLS: the server's identity, pinned by the client on first use, a changed
+//! identity refused, and plaintext only where allowed — all over real TLS
+//! on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::AsyncReadExt;
+
+/// `wiresh exec` from a client home of its own (so its known_hosts is its
+/// own), with the server's token passed in the environment.
+fn client(server: &Server, home: &Path, extra: &[&str], command: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("exec")
+        .args(["-H", &server.addr.to_string()])
+        .args(extra)
+        .args(["--", command])
+        .env("WIRESH_HOME", home)
+        .env("WIRESH_TOKEN", server.token.expose())
+        .env_remove("WIRESH_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The fingerprint the server printed when it started.
+fn printed_fingerprint(server: &Server) -> String {
+    server
+        .banner
+        .iter()
+        .find_map(|l| l.split("TLS fingerprint ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no fingerprint in the banner {:?}", server.banner))
+}
+
+#[tokio::test]
+async fn first_use_pins_the_fingerprint_the_server_printed() {
+    let server = Server::start_exactly(&[]);
+    let fingerprint = printed_fingerprint(&server);
+    assert!(
+        fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64,
+        "{fingerprint}"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_output(client(&server, home.path(), &[], "echo over tls"), None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout, b"over tls\n");
+    let known = std::fs::read_to_string(home.path().join("known_hosts")).unwrap();
+    assert_eq!(known.trim(), format!("{} {fingerprint}", server.addr));
+    // The second connection checks against the pin and still works.
+    let out = cli_output(client(&server, home.path(), &[], "true"), None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+}
+
+#[tokio::test]
+async fn a_changed_fingerprint_is_refused_with_a_warning() {
+    let server = Server::start_exactly(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    std::fs::write(
+        home.path().join("known_hosts"),
+        format!("{} {wrong}\n", server.addr),
+    )
+    .unwrap();
+    let out = cli_output(client(&server, home.path(), &[], "echo must not run"), None).await;
+    assert_eq!(out.code, Some(255));
+    assert!(out.stdout.is_empty());
+    let err = out.stderr_str();
+    assert!(err.contains("WARNING") && err.contains(&wrong), "{err}");
+    assert!(err.contains(&printed_fingerprint(&server)), "{err}");
+    assert!(
+        err.contains("known_hosts"),
+        "the warning must say how to fix it: {err}"
+    );
+}
+
+#[tokio::test]
+async fn fingerprint_option_pins_in_advance() {
+    let server = Server::start_exactly(&[]);
+    let right = printed_fingerprint(&server);
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_output(
+        client(
+            &server,
+            home.path(),
+            &["--fingerprint", &right],
+            "echo pinned",
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout, b"pinned\n");
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let out = cli_output(
+        client(&server, home.path(), &["--fingerprint", &wrong], "echo no"),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(255), "{}", out.stderr_str());
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn plaintext_needs_the_server_to_allow_it() {
+    let server = Server::start_exactly(&[]);
+    // A plaintext client gets a readable refusal, not garbage.
+    let mut s = tcp(server.addr).await;
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"WIRESH\x00\x01")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    bounded("the refusal", s.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("WIRESH-ERROR tls_required"), "{text}");
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_output(client(&server, home.path(), &["--plaintext"], "true"), None).await;
+    assert_eq!(out.code, Some(255), "{}", out.stderr_str());
+
+    // Allowed on loopback when the server says so.
+    let server = Server::start_exactly(&["--allow-plaintext"]);
+    let out = cli_output(
+        client(&server, home.path(), &["--plaintext"], "echo clear"),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout, b"clear\n");
+}
+
+#[tokio::test]
+async fn the_client_refuses_plaintext_to_a_non_loopback_host() {
+    // Refused before any connection is attempted (the name is never resolved).
+    let out = cli_output(
+        {
+            let mut cmd = tokio::process::Command::new(BIN);
+            cmd.args([
+                "exec",
+                "--plaintext",
+                "-H",
+                "wiresh.example.invalid:7878",
+                "--",
+                "true",
+            ])
+            .env("WIRESH_TOKEN", "x")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            cmd
+        },
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr_str().contains("only for a server on loopback"),
+        "{}",
+        out.stderr_str()
+    );
+}
+
+#[tokio::test]
+async fn the_tls_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start_exactly(&[]);
+    let mode = std::fs::metadata(server.home().join("server.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
