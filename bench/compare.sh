@@ -26,9 +26,11 @@ trap cleanup EXIT
 # Start a server on a free port and wait for its readiness line.
 mkfifo "$WORK/ready"
 mkdir -p "$WORK/files" "$WORK/local"
-"$B" serve --listen 127.0.0.1:0 --files-root "$WORK/files" >"$WORK/ready" 2>"$WORK/server.log" &
+"$B" serve --listen 127.0.0.1:0 --allow-plaintext --files-root "$WORK/files" >"$WORK/ready" 2>"$WORK/server.log" &
 SERVER_PID=$!
-read -r line <"$WORK/ready"
+while read -r line <&3; do
+    case $line in *"listening on "*) break ;; esac
+done 3<"$WORK/ready"
 ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
 cat "$WORK/ready" >/dev/null &
 echo "server at $ADDR (pid $SERVER_PID)"
@@ -50,10 +52,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "== 1. per-command latency on a live connection"
 "$PWD/target/release/examples/latency" "$ADDR" 2000
+"$PWD/target/release/examples/latency" "$ADDR" 2000 --plaintext
 
 echo
 echo "== 2. one-shot: a fresh process running \`true\` remotely"
 hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot.json" "$B exec -n -H $ADDR -- true" >/dev/null
+hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot-clear.json" "$B exec -n --plaintext -H $ADDR -- true" >/dev/null
+printf 'wiresh exec --plaintext -- true: %.2f ms\n' "$(python3 -c "import json;print(json.load(open('$WORK/oneshot-clear.json'))['results'][0]['median']*1000)")"
 WIRESH_ONESHOT=$(python3 -c "import json;print(json.load(open('$WORK/oneshot.json'))['results'][0]['median'])")
 printf 'wiresh exec -- true: %.2f ms\n' "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{print s*1000}')"
 if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
@@ -79,8 +84,11 @@ fi
 echo
 echo "== 3. 1 GiB of output to the client (median of $RUNS)"
 T_WIRESH=$(median_secs "$B exec -n -H $ADDR -- head -c $GIB /dev/zero > /dev/null")
+T_CLEAR=$(median_secs "$B exec -n --plaintext -H $ADDR -- head -c $GIB /dev/zero > /dev/null")
 T_PIPE=$(median_secs "head -c $GIB /dev/zero | cat > /dev/null")
-printf 'wiresh:       %.3f s  %.2f GB/s\n' "$T_WIRESH" "$(awk -v t="$T_WIRESH" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+printf 'wiresh (TLS): %.3f s  %.2f GB/s\n' "$T_WIRESH" "$(awk -v t="$T_WIRESH" -v n=$GIB 'BEGIN{print n/t/1e9}')"
+printf 'wiresh (plaintext): %.3f s  %.2f GB/s; TLS costs %s of plaintext throughput\n' "$T_CLEAR" \
+    "$(awk -v t="$T_CLEAR" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(awk -v a="$T_CLEAR" -v b="$T_WIRESH" 'BEGIN{printf "%.0f%%", (1 - a / b) * 100}')"
 printf 'local pipe:   %.3f s  %.2f GB/s\n' "$T_PIPE" "$(awk -v t="$T_PIPE" -v n=$GIB 'BEGIN{print n/t/1e9}')"
 if command -v socat >/dev/null; then
     # The relay: socat runs head and serves its output to one TCP client.

@@ -124,6 +124,15 @@ async fn write_frames(
             tracing::debug!("connection write failed: {e}");
             return;
         }
+        // Before waiting for more, push out what the transport may still
+        // hold: a no-op for TCP, but TLS buffers records the socket did not
+        // take yet, and the peer would wait for them forever.
+        if control.is_empty() && data.is_empty() {
+            if let Err(e) = socket.flush().await {
+                tracing::debug!("connection flush failed: {e}");
+                return;
+            }
+        }
     }
     let _ = socket.shutdown().await;
 }

@@ -151,6 +151,7 @@ pub fn put(
                 put_one(&mut conn, source, &dest, flags, &progress).await?;
             }
         }
+        conn.close().await;
         Ok(())
     }))
 }
@@ -285,6 +286,7 @@ pub fn get(
                 }
             }
         }
+        conn.close().await;
         Ok(())
     }))
 }

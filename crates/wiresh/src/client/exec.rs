@@ -34,6 +34,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
             })
             .await;
         printer.sync().await;
+        conn.close().await;
         status
     });
     let stdout_closed = printer.stdout_closed();

@@ -139,6 +139,7 @@ pub struct Connection {
     reader: FramedRead<BoxRead, FrameCodec>,
     outbox: Outbox,
     hello: Hello,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -210,11 +211,12 @@ impl Connection {
                 Message::AuthOk => {}
                 other => return Err(not_expected(other, "auth_ok")),
             }
-            let (outbox, _writer) = Outbox::spawn(write, FrameCodec::default());
+            let (outbox, writer) = Outbox::spawn(write, FrameCodec::default());
             Ok(Connection {
                 reader,
                 outbox,
                 hello,
+                writer,
             })
         };
         match time::timeout(CONNECT_TIMEOUT, handshake).await {
@@ -223,6 +225,15 @@ impl Connection {
                 "no answer from {target} within {CONNECT_TIMEOUT:?}; check the address and that a wiresh server listens there"
             ))),
         }
+    }
+
+    /// Closes the connection cleanly: everything queued is sent, then the
+    /// write side is shut down (for TLS, with a close_notify), so the server
+    /// sees an orderly end rather than a vanished peer.
+    pub async fn close(self) {
+        let Connection { outbox, writer, .. } = self;
+        drop(outbox);
+        let _ = time::timeout(Duration::from_secs(2), writer).await;
     }
 
     /// The server's greeting.

@@ -135,6 +135,9 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint) -> i32 {
             }
         };
     }
+    if let Some(conn) = conn {
+        rt.block_on(conn.close());
+    }
     last
 }
 

@@ -369,6 +369,11 @@ impl Session {
     /// boundary after it, so the connection ends.
     pub async fn fail_decode(&mut self, err: DecodeError) -> End {
         if let DecodeError::Io(e) = &err {
+            // A TLS client that exits without close_notify has still simply
+            // gone away; it cannot have lost anything it was waiting for.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return End::ClientClosed;
+            }
             return End::Error(format!("read failed: {e}"));
         }
         self.fail(err.code(), err.to_string()).await
