@@ -450,7 +450,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         if !local.ip().is_loopback() {
             warn!(
                 "listening on a non-loopback address: anyone who can reach {local} and holds the token \
-                 can run commands, and traffic is not encrypted"
+                 can run commands (over TLS; plaintext only from loopback peers)"
             );
         }
         let mut signals = ShutdownSignals::install()?;

@@ -124,6 +124,11 @@ async fn plaintext_needs_the_server_to_allow_it() {
     let home = tempfile::tempdir().unwrap();
     let out = cli_output(client(&server, home.path(), &["--plaintext"], "true"), None).await;
     assert_eq!(out.code, Some(255), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("tls_required"),
+        "{}",
+        out.stderr_str()
+    );
 
     // Allowed on loopback when the server says so.
     let server = Server::start_exactly(&["--allow-plaintext"]);
@@ -176,4 +181,46 @@ async fn the_tls_key_is_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Output that backs up (the local reader starts late) still arrives whole
+/// over TLS, its end included: the writer must flush what TLS buffers
+/// before it waits for more frames.
+#[tokio::test]
+async fn backed_up_output_arrives_whole_over_tls() {
+    let server = Server::start_exactly(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let script = format!(
+        "'{bin}' exec -n -H {addr} -- 'head -c 30000000 /dev/zero; echo; echo end' | (sleep 0.5; wc -c)",
+        bin = BIN,
+        addr = server.addr
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.args(["-c", &script])
+        .env("WIRESH_HOME", home.path())
+        .env("WIRESH_TOKEN", server.token.expose())
+        .env_remove("WIRESH_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.stdout_str().trim(), "30000005", "{}", out.stderr_str());
+}
+
+/// A TLS client over the connection limit reads why it was turned away.
+#[tokio::test]
+async fn connection_limit_is_explained_over_tls() {
+    let server = Server::start_exactly(&["--max-connections", "1"]);
+    // A connection that says nothing holds the only slot (for the
+    // handshake timeout); connections are accepted in order.
+    let _holder = tcp(server.addr).await;
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_output(client(&server, home.path(), &[], "true"), None).await;
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr_str().contains("too_many_connections"),
+        "{}",
+        out.stderr_str()
+    );
 }

@@ -394,6 +394,14 @@ async fn next_frame(reader: &mut FramedRead<BoxRead, FrameCodec>) -> Result<Fram
         ))),
         Ok(None) => Err(ClientError::Closed("during the handshake")),
         Ok(Some(Ok(frame))) => Ok(frame),
+        // A server that refuses us before any frame says why in one line.
+        Ok(Some(Err(_))) if reader.read_buffer().starts_with(b"WIRESH-ERROR") => {
+            let line = String::from_utf8_lossy(reader.read_buffer());
+            Err(ClientError::Protocol(format!(
+                "the server refused the connection: {}",
+                line.lines().next().unwrap_or_default()
+            )))
+        }
         Ok(Some(Err(e))) => Err(ClientError::Protocol(format!(
             "{e}; is this a wiresh server? (for a legacy server use --legacy)"
         ))),

@@ -18,10 +18,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time;
 use tracing::info;
-use wiresh_proto::{ErrorCode, Frame, FrameCodec, Limits, Message, Secret};
+use wiresh_proto::{ErrorCode, Frame, Limits, Message, Secret};
 
 /// Everything a server needs to know, fixed at start.
 #[derive(Debug, Clone)]
@@ -101,6 +102,10 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Fut
     });
     let config = Arc::new(config);
     let max = config.max_connections;
+    let tls = config.tls.clone();
+    // Telling refused peers why costs a little (a TLS handshake); a flood
+    // of them gets at most this many answers at once, the rest are closed.
+    let refusals = Arc::new(tokio::sync::Semaphore::new(64));
     info!(
         "running commands get {:?} to finish on shutdown",
         config.shutdown_grace
@@ -114,7 +119,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Fut
             let _ = socket.set_nodelay(true);
             session::serve(socket, peer, config.clone(), state.clone(), shutdown)
         },
-        move |socket, _| refuse(socket, max),
+        move |socket, _| refuse(socket, max, refusals.clone(), tls.clone()),
     )
     .await
 }
@@ -129,14 +134,44 @@ struct State {
 }
 
 /// Tells a peer over the connection limit why it is turned away.
-async fn refuse(socket: TcpStream, max: usize) {
-    use futures_util::SinkExt;
-    let mut framed = tokio_util::codec::FramedWrite::new(socket, FrameCodec::default());
+///
+/// The error frame goes inside TLS when the peer opens with a TLS
+/// handshake, so a TLS client can read it.
+async fn refuse(
+    socket: TcpStream,
+    max: usize,
+    refusals: Arc<tokio::sync::Semaphore>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let Ok(_slot) = refusals.try_acquire() else {
+        return; // flooded: just close
+    };
     let frame = Frame::new(Message::error(
         ErrorCode::TooManyConnections,
         format!("server is at its limit of {max} connections; try again later"),
     ));
-    let _ = time::timeout(Duration::from_secs(2), framed.send(frame)).await;
+    let bytes = match wiresh_proto::codec::encode_frame(&frame) {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    let answer = async {
+        let mut first = [0u8; 1];
+        let is_tls = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+        match tls {
+            Some(config) if is_tls => {
+                let mut stream = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(socket)
+                    .await?;
+                stream.write_all(&bytes).await?;
+                stream.shutdown().await
+            }
+            _ => {
+                let mut socket = socket;
+                socket.write_all(&bytes).await
+            }
+        }
+    };
+    let _ = time::timeout(Duration::from_secs(2), answer).await;
 }
 
 /// Binds a listener, explaining the usual failures.
