@@ -155,8 +155,11 @@ async fn refuse(
         Err(_) => return,
     };
     let answer = async {
+        // A TLS client speaks first at once; a silent peer gets the frame
+        // in the clear, as before any preamble.
         let mut first = [0u8; 1];
-        let is_tls = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+        let peeked = time::timeout(Duration::from_millis(250), socket.peek(&mut first)).await;
+        let is_tls = matches!(peeked, Ok(Ok(1)) if first[0] == 0x16);
         match tls {
             Some(config) if is_tls => {
                 let mut stream = tokio_rustls::TlsAcceptor::from(config)
