@@ -1,0 +1,9 @@
+//! cargo-fuzz entry point; the checks live in `wiresh_fuzz::frame_decoder`
+//! (src/lib.rs) so the stable driver in examples/ runs the same logic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    wiresh_fuzz::frame_decoder::run(data);
+});
