@@ -138,6 +138,125 @@ pub(crate) async fn publish(
     File::open(dir).await?.sync_all().await
 }
 
+/// Chunks of a file on their way to disk: written and hashed on a thread of
+/// their own, so that disk I/O and BLAKE3 run beside the network instead of
+/// between its reads.
+pub(crate) struct Sink {
+    chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    worker: tokio::task::JoinHandle<std::io::Result<(std::fs::File, blake3::Hasher)>>,
+}
+
+impl Sink {
+    /// Starts writing at the file's current position, continuing `hasher`.
+    pub(crate) async fn start(file: File, mut hasher: blake3::Hasher) -> Sink {
+        use std::io::Write;
+        let mut file = file.into_std().await;
+        // A few chunks in flight: enough to overlap, little memory.
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let worker = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                hasher.update(&chunk);
+            }
+            Ok((file, hasher))
+        });
+        Sink {
+            chunks: Some(chunks),
+            worker,
+        }
+    }
+
+    /// Queues a chunk; fails with the write error if the disk refused one.
+    pub(crate) async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        let sent = match &self.chunks {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The worker stopped: it has the error.
+        self.chunks = None;
+        match (&mut self.worker).await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(std::io::Error::other("the file writer stopped")),
+        }
+    }
+
+    /// Waits for every chunk to be written; returns the file and the hash.
+    pub(crate) async fn finish(mut self) -> std::io::Result<(File, blake3::Hasher)> {
+        self.chunks = None;
+        match self.worker.await {
+            Ok(Ok((file, hasher))) => Ok((File::from_std(file), hasher)),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// The next `len` bytes of a file, read and hashed on a thread of their own
+/// and handed over in chunks of at most `chunk` bytes.
+pub(crate) struct Source {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    worker: tokio::task::JoinHandle<blake3::Hasher>,
+}
+
+impl Source {
+    /// Starts reading at the file's current position, continuing `hasher`.
+    pub(crate) async fn start(
+        file: File,
+        len: u64,
+        chunk: usize,
+        mut hasher: blake3::Hasher,
+    ) -> Source {
+        use std::io::Read;
+        let mut file = file.into_std().await;
+        let (tx, chunks) = tokio::sync::mpsc::channel(8);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut left = len;
+            let mut buf = bytes::BytesMut::new();
+            while left > 0 {
+                let want = (left as usize).min(chunk);
+                buf.resize(want, 0);
+                let read = match file.read(&mut buf[..want]) {
+                    Ok(0) => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being sent",
+                    )),
+                    other => other,
+                };
+                match read {
+                    Ok(n) => {
+                        let piece = buf.split_to(n).freeze();
+                        hasher.update(&piece);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(piece)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        break;
+                    }
+                }
+            }
+            hasher
+        });
+        Source { chunks, worker }
+    }
+
+    /// The next chunk, `None` once `len` bytes have been handed over.
+    pub(crate) async fn next(&mut self) -> Option<std::io::Result<bytes::Bytes>> {
+        self.chunks.recv().await
+    }
+
+    /// The hash of everything hashed before plus what was read.
+    pub(crate) async fn finish(self) -> blake3::Hasher {
+        drop(self.chunks);
+        self.worker.await.unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

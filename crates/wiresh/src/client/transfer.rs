@@ -12,15 +12,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio::time;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
-use crate::fileio::{hash_prefix, open_partial, open_source, partial_path, publish, CHUNK};
+use crate::fileio::{
+    hash_prefix, open_partial, open_source, partial_path, publish, Sink, Source, CHUNK,
+};
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -240,7 +241,7 @@ impl Connection {
             Message::TransferReady(ready) => ready,
             other => return Err(unexpected(&other, "put").into()),
         };
-        let (offset, mut hasher) = agree_on_offset(&mut file, &ready, size, local).await?;
+        let (offset, hasher) = agree_on_offset(&mut file, &ready, size, local).await?;
         self.send_data(Frame::new(Message::TransferStart { offset }))
             .await?;
         file.seek(SeekFrom::Start(offset))
@@ -249,28 +250,15 @@ impl Connection {
         let mut done = offset;
         progress(done);
         let chunk = CHUNK.min(self.hello.max_body as usize).max(1);
-        let mut buf = BytesMut::new();
-        while done < size {
-            buf.reserve(chunk);
-            let want = ((size - done) as usize).min(chunk) as u64;
-            let n = (&mut file)
-                .take(want)
-                .read_buf(&mut buf)
-                .await
-                .map_err(TransferError::local(local))?;
-            if n == 0 {
-                return Err(TransferError::Local {
-                    path: local.to_path_buf(),
-                    source: std::io::Error::other("file shrank while being sent"),
-                });
-            }
-            let body = buf.split().freeze();
-            hasher.update(&body);
+        let mut source = Source::start(file, size - offset, chunk, hasher).await;
+        while let Some(body) = source.next().await {
+            let body = body.map_err(TransferError::local(local))?;
+            done += body.len() as u64;
             self.send_data(Frame::with_body(Message::FileData, body))
                 .await?;
-            done += n as u64;
             progress(done);
         }
+        let hasher = source.finish().await;
         let blake3 = hasher.finalize().to_hex().to_string();
         match self.request(Message::FileEnd { blake3 }).await {
             Ok(Frame {
@@ -331,7 +319,7 @@ impl Connection {
         let size = ready
             .size
             .ok_or_else(|| TransferError::Unsafe("transfer_ready for get has no size".into()))?;
-        let (offset, mut hasher) = agree_on_offset(&mut file, &ready, size, &part).await?;
+        let (offset, hasher) = agree_on_offset(&mut file, &ready, size, &part).await?;
         self.send_data(Frame::new(Message::TransferStart { offset }))
             .await?;
         let positioned = async {
@@ -341,20 +329,20 @@ impl Connection {
         positioned.await.map_err(TransferError::local(&part))?;
         let mut done = offset;
         progress(done);
+        let mut sink = Sink::start(file, hasher).await;
         let expected = loop {
             let frame = self.next_file_frame().await?;
             match frame.message {
                 Message::FileData => {
                     done += frame.body.len() as u64;
                     if done > size {
-                        drop(file);
+                        drop(sink.finish().await);
                         let _ = fs::remove_file(&part).await;
                         return Err(TransferError::Unsafe(format!(
                             "the server sent more than the {size} bytes it announced"
                         )));
                     }
-                    hasher.update(&frame.body);
-                    file.write_all(&frame.body)
+                    sink.write(frame.body)
                         .await
                         .map_err(TransferError::local(&part))?;
                     progress(done);
@@ -363,6 +351,7 @@ impl Connection {
                 other => return Err(unexpected(&other, "a download").into()),
             }
         };
+        let (file, hasher) = sink.finish().await.map_err(TransferError::local(&part))?;
         let actual = hasher.finalize().to_hex().to_string();
         if done != size || actual != expected.to_ascii_lowercase() {
             drop(file);

@@ -13,17 +13,17 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio::time;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
 use super::session::{AuditEntry, End, Session};
 use crate::fileio::{
-    hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, CHUNK,
+    hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, Sink, Source,
+    CHUNK,
 };
 
 /// Most time one frame of a transfer may take to arrive.
@@ -376,7 +376,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
     };
     send(session, Message::TransferReady(ready)).await?;
     let offset = expect_start(session, offered).await?;
-    let mut hasher = match (offset, prefix) {
+    let hasher = match (offset, prefix) {
         (0, _) | (_, None) => blake3::Hasher::new(),
         (_, Some(h)) => h,
     };
@@ -392,6 +392,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
             )
             .await);
     }
+    let mut sink = Sink::start(file, hasher).await;
     let mut received = 0u64;
     let expected = loop {
         let frame = next_transfer_frame(session).await?;
@@ -406,8 +407,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
                         )
                         .await);
                 }
-                hasher.update(&frame.body);
-                if let Err(e) = file.write_all(&frame.body).await {
+                if let Err(e) = sink.write(frame.body).await {
                     return Err(session
                         .fail(
                             ErrorCode::IoError,
@@ -418,6 +418,13 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
             }
             Message::FileEnd { blake3 } => break blake3,
             other => return Err(session.unexpected(&other, "during an upload").await),
+        }
+    };
+    let (file, hasher) = match sink.finish().await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = fs::remove_file(&part).await;
+            return Ok(Err(Refusal::io("write", Path::new(&req.path), e)));
         }
     };
     let actual = hasher.finalize().to_hex().to_string();
@@ -480,7 +487,7 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
     };
     send(session, Message::TransferReady(ready)).await?;
     let offset = expect_start(session, offered).await?;
-    let mut hasher = match (offset, prefix) {
+    let hasher = match (offset, prefix) {
         (0, _) | (_, None) => blake3::Hasher::new(),
         (_, Some(h)) => h,
     };
@@ -489,33 +496,19 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
             .fail(ErrorCode::IoError, format!("cannot read {path}: {e}"))
             .await);
     }
-    // Send exactly the announced size, even if the file grows meanwhile.
-    let mut left = size - offset;
-    let mut buf = BytesMut::new();
-    while left > 0 {
-        buf.reserve(CHUNK);
-        let want = (left as usize).min(CHUNK);
-        let n = match (&mut file).take(want as u64).read_buf(&mut buf).await {
-            Ok(0) => {
-                return Err(session
-                    .fail(
-                        ErrorCode::IoError,
-                        format!("{path} shrank while being sent"),
-                    )
-                    .await)
-            }
-            Ok(n) => n,
+    // Exactly the announced size, even if the file grows meanwhile.
+    let mut source = Source::start(file, size - offset, CHUNK, hasher).await;
+    while let Some(chunk) = source.next().await {
+        match chunk {
+            Ok(body) => send_frame(session, Frame::with_body(Message::FileData, body)).await?,
             Err(e) => {
                 return Err(session
                     .fail(ErrorCode::IoError, format!("cannot read {path}: {e}"))
                     .await)
             }
-        };
-        left -= n as u64;
-        let body: Bytes = buf.split().freeze();
-        hasher.update(&body);
-        send_frame(session, Frame::with_body(Message::FileData, body)).await?;
+        }
     }
+    let hasher = source.finish().await;
     let blake3 = hasher.finalize().to_hex().to_string();
     info!(peer = %session.peer, path, bytes = size - offset, resumed_at = offset, "file sent");
     send(session, Message::FileEnd { blake3 })
