@@ -142,6 +142,14 @@ struct ServeArgs {
         value_parser = parse_frame_body
     )]
     max_frame_body: usize,
+    /// Largest frame header accepted after authentication, in bytes (1024 to 65536).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = Limits::DEFAULT_MAX_HEADER,
+        value_parser = parse_frame_header
+    )]
+    max_frame_header: usize,
     /// Also serve the original (legacy) Python protocol on this address. It
     /// has no authentication, so only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR")]
@@ -389,6 +397,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.max_commands = args.max_commands;
     config.shutdown_grace = args.shutdown_grace;
     config.limits.max_body = args.max_frame_body;
+    config.limits.max_header = args.max_frame_header;
     if let Some(path) = &args.policy {
         config.policy = server::policy::Policy::load(path)?;
         if config.policy.shell_defeats_allow_list() {
@@ -591,6 +600,22 @@ fn parse_frame_body(s: &str) -> Result<usize, String> {
         Err(format!(
             "must be between 1024 and {}",
             Limits::DEFAULT_MAX_BODY
+        ))
+    }
+}
+
+/// Headers are small JSON objects; 1 KiB is plenty for any request a
+/// client sends, and more than the protocol default is never needed.
+fn parse_frame_header(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if (1024..=Limits::DEFAULT_MAX_HEADER).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "must be between 1024 and {}",
+            Limits::DEFAULT_MAX_HEADER
         ))
     }
 }

@@ -1697,3 +1697,18 @@ async fn run_as_drops_root_for_every_command() {
     assert_ne!(uid, 0, "commands still run as root");
     assert_eq!(uid, nobody.uid(), "{text}");
 }
+
+/// `--max-frame-header` lowers the header limit for authenticated peers.
+#[tokio::test]
+async fn header_limit_is_configurable() {
+    let server = Server::start_with(&["--max-frame-header", "1024"]);
+    let mut ok = server.raw().await;
+    assert_eq!(
+        ok.exec(ExecRequest::shell("echo small")).await.stdout,
+        b"small\n"
+    );
+    let mut c = server.raw().await;
+    c.send(exec(&format!("echo {}", "x".repeat(2000)))).await;
+    c.expect_error(ErrorCode::FrameTooLarge).await;
+    c.expect_closed().await;
+}
