@@ -343,14 +343,7 @@ async fn closed_stdout_cancels_the_remote_command() {
         pidfile = server.home().join("yes.pid").display()
     );
     let mut cmd = tokio::process::Command::new("bash");
-    cmd.args(["-c", &script])
-        .env("WIRESH_HOME", server.home())
-        .env_remove("WIRESH_TOKEN")
-        .env_remove("WIRESH_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    isolated(cmd.args(["-c", &script]), server.home());
     let out = cli_output(cmd, None).await;
     assert_eq!(
         out.stdout_str(),

@@ -44,20 +44,6 @@ fn assert_killed(status: &ExitStatus, signal: i32) {
     assert_eq!(status.shell_code(), 128 + signal);
 }
 
-/// A byte pattern that uses every byte value and does not repeat with any
-/// short period, so a dropped, duplicated or reordered chunk shows.
-fn binary_pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as u8) ^ (i as u8)
-        })
-        .collect()
-}
-
 /// Reads stdout frames until `lines` complete lines have arrived.
 async fn read_lines(conn: &mut RawConn, lines: usize) -> Vec<String> {
     let mut text = Vec::new();

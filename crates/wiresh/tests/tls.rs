@@ -17,14 +17,8 @@ fn client(server: &Server, home: &Path, extra: &[&str], command: &str) -> tokio:
     cmd.arg("exec")
         .args(["-H", &server.addr.to_string()])
         .args(extra)
-        .args(["--", command])
-        .env("WIRESH_HOME", home)
-        .env("WIRESH_TOKEN", server.token.expose())
-        .env_remove("WIRESH_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .args(["--", command]);
+    isolated(&mut cmd, home).env("WIRESH_TOKEN", server.token.expose());
     cmd
 }
 
@@ -196,14 +190,7 @@ async fn backed_up_output_arrives_whole_over_tls() {
         addr = server.addr
     );
     let mut cmd = tokio::process::Command::new("bash");
-    cmd.args(["-c", &script])
-        .env("WIRESH_HOME", home.path())
-        .env("WIRESH_TOKEN", server.token.expose())
-        .env_remove("WIRESH_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    isolated(cmd.args(["-c", &script]), home.path()).env("WIRESH_TOKEN", server.token.expose());
     let out = cli_output(cmd, None).await;
     assert_eq!(out.stdout_str().trim(), "30000005", "{}", out.stderr_str());
 }

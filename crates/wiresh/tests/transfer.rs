@@ -62,20 +62,6 @@ macro_rules! args {
 // Data and files
 // ---------------------------------------------------------------------------
 
-/// A byte pattern that uses every byte value and does not repeat with any
-/// short period, so a dropped, duplicated or reordered chunk shows.
-fn binary_pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as u8) ^ (i as u8)
-        })
-        .collect()
-}
-
 /// Every byte value, several times and in several orders, then a few MiB of
 /// pattern so the file spans many `file_data` frames.
 fn all_bytes() -> Vec<u8> {

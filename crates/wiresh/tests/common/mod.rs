@@ -289,17 +289,39 @@ impl Server {
 /// captured stdout and stderr.
 pub fn client_command(subcommand: &str, host: &str, home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg(subcommand)
-        .arg("-H")
-        .arg(host)
-        .env("WIRESH_HOME", home)
+    cmd.arg(subcommand).arg("-H").arg(host);
+    isolated(&mut cmd, home);
+    cmd
+}
+
+/// Runs `cmd` as a user of `home` would: `WIRESH_HOME=home`, no token or
+/// host from the test's own environment, empty stdin, captured output, and
+/// killed if the test gives up on it.
+pub fn isolated<'a>(
+    cmd: &'a mut tokio::process::Command,
+    home: &Path,
+) -> &'a mut tokio::process::Command {
+    cmd.env("WIRESH_HOME", home)
         .env_remove("WIRESH_TOKEN")
         .env_remove("WIRESH_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+        .kill_on_drop(true)
+}
+
+/// A byte pattern that uses every byte value and does not repeat with any
+/// short period, so a dropped, duplicated or reordered chunk shows.
+pub fn binary_pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as u8) ^ (i as u8)
+        })
+        .collect()
 }
 
 impl Drop for Server {
