@@ -32,8 +32,10 @@ enum Command {
     /// The words after `--` are joined with spaces and run by the remote
     /// shell. Local stdin is forwarded; remote stdout and stderr go to local
     /// stdout and stderr as they arrive; wiresh exits with the remote exit
-    /// code (128+N if the command died of signal N, 255 if wiresh itself
-    /// failed).
+    /// code (128+N if the command died of signal N, 127 if it could not be
+    /// started, 141 if local stdout was closed early, 255 if wiresh itself
+    /// failed). Connections use TLS; the server's fingerprint is pinned on
+    /// first use in $WIRESH_HOME/known_hosts.
     Exec(ExecArgs),
     /// Run lines one after another on one connection (interactive prompt on
     /// a terminal, script mode when stdin is piped).
