@@ -360,3 +360,22 @@ async fn closed_stdout_cancels_the_remote_command() {
     kill_all(&left);
     assert!(left.is_empty(), "remote `yes` still running: {left:?}");
 }
+
+/// On a terminal (a pty from `script`), `wiresh shell` starts its line
+/// editor with history, shows a prompt, and runs what is typed.
+#[tokio::test]
+async fn shell_on_a_terminal_prompts_and_runs() {
+    let server = Server::start();
+    let line = format!("'{bin}' shell -H {addr}", bin = BIN, addr = server.addr);
+    let mut cmd = tokio::process::Command::new("script");
+    isolated(cmd.args(["-qfc", &line, "/dev/null"]), server.home());
+    let out = cli_output(cmd, Some(b"echo interactive\r".to_vec())).await;
+    let text = out.stdout_str();
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains(">>: "), "no prompt: {text}");
+    assert!(
+        text.contains("\ninteractive") || text.contains("\r\ninteractive"),
+        "{text}"
+    );
+    assert!(server.home().join("history").exists(), "history not saved");
+}
