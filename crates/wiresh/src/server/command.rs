@@ -57,11 +57,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             bytes_out: 0,
         });
         return session
-            .outbox
-            .data
             .send(Frame::new(Message::error(code, message)))
-            .await
-            .map_err(|_| End::Error("connection lost".into()));
+            .await;
     }
     // Held until the command ends: bounds the commands running server-wide.
     let Ok(_slot) = session.state.commands.clone().try_acquire_owned() else {
@@ -71,11 +68,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         );
         info!(peer = %session.peer, command = %what, "command refused: busy");
         return session
-            .outbox
-            .data
             .send(Frame::new(Message::error(ErrorCode::Busy, message)))
-            .await
-            .map_err(|_| End::Error("connection lost".into()));
+            .await;
     };
     let spawned =
         process::command_for(&req).and_then(|cmd| process::spawn_group(cmd, req.stdin, &what));
@@ -87,11 +81,9 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 SpawnError::Io { .. } => ErrorCode::SpawnFailed,
             };
             info!(peer = %session.peer, command = %what, "command not started: {e}");
-            let frame = Frame::new(Message::error(code, e.to_string()));
-            return match session.outbox.data.send(frame).await {
-                Ok(()) => Ok(()),
-                Err(_) => Err(End::Error("connection lost".into())),
-            };
+            return session
+                .send(Frame::new(Message::error(code, e.to_string())))
+                .await;
         }
     };
     let started = Instant::now();
@@ -106,14 +98,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     } = spawned;
     let mut guard = guard.with_grace(config.kill_grace);
 
+    session.send(Frame::new(Message::Started { pid })).await?;
     let data = session.outbox.data.clone();
-    if data
-        .send(Frame::new(Message::Started { pid }))
-        .await
-        .is_err()
-    {
-        return Err(End::Error("connection lost".into()));
-    }
     let chunk = CHUNK.min(config.limits.max_body);
     // Aborted on every way out of this function, so no pump outlives the
     // command and keeps the connection's writer (and socket) alive.
@@ -277,15 +263,12 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_shutdown() {
         // A client that stopped reading must not hold up the shutdown.
-        let _ = time::timeout(config.kill_grace + DRAIN_SLACK, data.send(exit)).await;
+        let _ = time::timeout(config.kill_grace + DRAIN_SLACK, session.send(exit)).await;
         return Err(session
             .fail(ErrorCode::ShuttingDown, "server is shutting down")
             .await);
     }
-    if data.send(exit).await.is_err() {
-        return Err(End::Error("connection lost".into()));
-    }
-    Ok(())
+    session.send(exit).await
 }
 
 /// Copies one of the command's output pipes into frames of `kind` until

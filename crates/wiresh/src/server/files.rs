@@ -118,16 +118,7 @@ async fn refuse(session: &mut Session, Refusal(code, message): Refusal) -> Resul
 }
 
 async fn send(session: &Session, message: Message) -> Result<(), End> {
-    send_frame(session, Frame::new(message)).await
-}
-
-async fn send_frame(session: &Session, frame: Frame) -> Result<(), End> {
-    session
-        .outbox
-        .data
-        .send(frame)
-        .await
-        .map_err(|_| End::Error("connection lost".into()))
+    session.send(Frame::new(message)).await
 }
 
 /// What a handler returns: `Err` ends the connection, `Ok(Err)` refuses
@@ -500,7 +491,11 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
     let mut source = Source::start(file, size - offset, CHUNK, hasher).await;
     while let Some(chunk) = source.next().await {
         match chunk {
-            Ok(body) => send_frame(session, Frame::with_body(Message::FileData, body)).await?,
+            Ok(body) => {
+                session
+                    .send(Frame::with_body(Message::FileData, body))
+                    .await?
+            }
             Err(e) => {
                 return Err(session
                     .fail(ErrorCode::IoError, format!("cannot read {path}: {e}"))

@@ -353,6 +353,16 @@ impl Session {
         }
     }
 
+    /// Queues a frame behind the output already queued; a connection whose
+    /// writer is gone ends here.
+    pub async fn send(&self, frame: Frame) -> Result<(), End> {
+        self.outbox
+            .data
+            .send(frame)
+            .await
+            .map_err(|_| End::Error("connection lost".into()))
+    }
+
     /// Sends an error to the peer and returns the end reason for the log.
     ///
     /// The error goes through the ordered data queue, behind any output
