@@ -593,32 +593,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Frames smaller than 1 KiB would make every output chunk tiny; larger
 /// than the protocol default would exceed what clients accept.
 fn parse_frame_body(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
-    if (1024..=Limits::DEFAULT_MAX_BODY).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "must be between 1024 and {}",
-            Limits::DEFAULT_MAX_BODY
-        ))
-    }
+    parse_bytes_between(s, 1024, Limits::DEFAULT_MAX_BODY)
 }
 
 /// Headers are small JSON objects; 1 KiB is plenty for any request a
 /// client sends, and more than the protocol default is never needed.
 fn parse_frame_header(s: &str) -> Result<usize, String> {
+    parse_bytes_between(s, 1024, Limits::DEFAULT_MAX_HEADER)
+}
+
+fn parse_bytes_between(s: &str, min: usize, max: usize) -> Result<usize, String> {
     let n: usize = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of bytes"))?;
-    if (1024..=Limits::DEFAULT_MAX_HEADER).contains(&n) {
+    if (min..=max).contains(&n) {
         Ok(n)
     } else {
-        Err(format!(
-            "must be between 1024 and {}",
-            Limits::DEFAULT_MAX_HEADER
-        ))
+        Err(format!("must be between {min} and {max}"))
     }
 }
 
