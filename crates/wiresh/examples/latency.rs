@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             Security::Plaintext
         } else {
             Security::Tls(Pinning {
-                known_hosts: wiresh::auth::wiresh_home()?.join("known_hosts"),
+                known_hosts: wiresh::home::wiresh_home()?.join("known_hosts"),
                 fingerprint: None,
             })
         },

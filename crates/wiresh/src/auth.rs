@@ -4,19 +4,18 @@
 //! The server creates a random 256-bit token on first run in a file only its
 //! owner can read; a client on the same account finds it in the same place.
 //! Other machines get it copied over (or through `WIRESH_TOKEN`), the same
-//! way an ssh key is.
+//! way an ssh key is. The file holds 64 lowercase hex digits and a newline;
+//! surrounding whitespace is ignored, and what goes on the wire is the
+//! trimmed text.
 
-use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use subtle::ConstantTimeEq;
 use wiresh_proto::Secret;
 
-/// Environment variable that overrides the wiresh home directory.
-pub const HOME_ENV: &str = "WIRESH_HOME";
+use crate::error::SetupError;
+use crate::home::{check_private, create_private_file, hex, wiresh_home};
 
 /// Environment variable a client may use to pass the token directly.
 pub const TOKEN_ENV: &str = "WIRESH_TOKEN";
@@ -24,19 +23,11 @@ pub const TOKEN_ENV: &str = "WIRESH_TOKEN";
 /// Name of the token file inside the wiresh home directory.
 const TOKEN_FILE: &str = "token";
 
-/// The wiresh home directory: `$WIRESH_HOME`, else `$HOME/.wiresh`.
-pub fn wiresh_home() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(HOME_ENV).filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".wiresh")),
-        None => bail!("cannot find a home directory: set {HOME_ENV} or HOME"),
-    }
-}
+/// What a token file is called in messages.
+const WHAT: &str = "token file";
 
 /// The default token path, `<wiresh home>/token`.
-pub fn default_token_path() -> Result<PathBuf> {
+pub fn default_token_path() -> Result<PathBuf, SetupError> {
     Ok(wiresh_home()?.join(TOKEN_FILE))
 }
 
@@ -44,61 +35,55 @@ pub fn default_token_path() -> Result<PathBuf> {
 /// directory) when the file does not exist yet.
 ///
 /// Returns the token and whether it was just created.
-pub fn load_or_create_token(path: &Path) -> Result<(Secret, bool)> {
+pub fn load_or_create_token(path: &Path) -> Result<(Secret, bool), SetupError> {
     match read_token_file(path) {
         Ok(token) => return Ok((token, false)),
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e),
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    }
-    let token = random_token()?;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create token file {}", path.display()))?;
+    let failed = |action| {
+        move |source| SetupError::File {
+            action,
+            what: WHAT,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let token = random_token();
+    let mut file = create_private_file(path).map_err(failed("create"))?;
     writeln!(file, "{}", token.expose())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write token file {}", path.display()))?;
+        .map_err(failed("write"))?;
     Ok((token, true))
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<io::Error>()
-        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
+fn is_not_found(e: &SetupError) -> bool {
+    matches!(e, SetupError::File { source, .. } if source.kind() == io::ErrorKind::NotFound)
 }
 
 /// Reads a token file, refusing one that other users could read.
-pub fn read_token_file(path: &Path) -> Result<Secret> {
-    let meta = fs::metadata(path).map_err(anyhow::Error::from)?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "token file {} is accessible by other users (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read token file {}", path.display()))?;
+pub fn read_token_file(path: &Path) -> Result<Secret, SetupError> {
+    check_private(path, WHAT)?;
+    let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
+        action: "read",
+        what: WHAT,
+        path: path.to_path_buf(),
+        source,
+    })?;
     let token = text.trim();
     if token.is_empty() {
-        bail!("token file {} is empty", path.display());
+        return Err(SetupError::Invalid {
+            what: WHAT,
+            path: path.to_path_buf(),
+            reason: "it is empty".into(),
+        });
     }
     Ok(Secret(token.to_string()))
 }
 
 /// Where a client gets its token: an explicit file, then `WIRESH_TOKEN`,
 /// then the default file the server on this account created.
-pub fn client_token(token_file: Option<&Path>) -> Result<Secret> {
+pub fn client_token(token_file: Option<&Path>) -> Result<Secret, SetupError> {
     if let Some(path) = token_file {
         return read_token_file(path);
     }
@@ -110,11 +95,7 @@ pub fn client_token(token_file: Option<&Path>) -> Result<Secret> {
     let path = default_token_path()?;
     read_token_file(&path).map_err(|e| {
         if is_not_found(&e) {
-            anyhow::anyhow!(
-                "no token found at {}: start `wiresh serve` once on this account to create it, \
-                 or pass --token-file PATH or set {TOKEN_ENV}",
-                path.display()
-            )
+            SetupError::NoToken { path: path.clone() }
         } else {
             e
         }
@@ -122,10 +103,18 @@ pub fn client_token(token_file: Option<&Path>) -> Result<Secret> {
 }
 
 /// A new random token: 32 bytes from the OS generator, hex-encoded.
-fn random_token() -> Result<Secret> {
+fn random_token() -> Secret {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
-    Ok(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    // Without randomness no secret can be made; nothing sensible remains.
+    getrandom::fill(&mut bytes).expect("the operating system has no random number generator");
+    Secret(hex(&bytes))
+}
+
+/// A short, stable, non-secret name for a token, for logs and the audit
+/// log: the first 16 hex digits of its BLAKE3 hash.
+pub fn token_id(token: &Secret) -> String {
+    let digest = blake3::hash(token.expose().as_bytes()).to_hex();
+    format!("token:{}", &digest[..16])
 }
 
 /// Compares a presented token with the expected one in constant time, so the
@@ -141,6 +130,8 @@ pub fn token_matches(expected: &Secret, presented: &Secret) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn creates_private_token_once() {
@@ -172,5 +163,13 @@ mod tests {
         assert!(token_matches(&a, &Secret("abc".into())));
         assert!(!token_matches(&a, &Secret("abd".into())));
         assert!(!token_matches(&a, &Secret("ab".into())));
+    }
+
+    #[test]
+    fn token_ids_are_short_and_stable() {
+        let id = token_id(&Secret("abc".into()));
+        assert_eq!(id, token_id(&Secret("abc".into())));
+        assert_eq!(id.len(), "token:".len() + 16);
+        assert!(!id.contains("abc"));
     }
 }

@@ -41,22 +41,22 @@ pub(crate) fn is_partial_name(name: &str) -> bool {
 /// - with an exclusive lock, so two transfers to the same target cannot
 ///   interleave their bytes (the second is refused with `WouldBlock`).
 pub(crate) async fn open_partial(path: &Path) -> std::io::Result<File> {
-    use std::os::fd::AsRawFd;
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
         .await?;
     if !file.metadata().await?.is_file() {
         return Err(std::io::Error::other("is not a regular file"));
     }
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
+    // The lock lives as long as the descriptor (the file), and goes with it.
+    let lock = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+    if let Err(errno) = lock {
+        let e = std::io::Error::from(errno);
         return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
             std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
@@ -74,7 +74,7 @@ pub(crate) async fn open_partial(path: &Path) -> std::io::Result<File> {
 pub(crate) async fn open_source(path: &Path) -> std::io::Result<File> {
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
         .await?;
     if !file.metadata().await?.is_file() {

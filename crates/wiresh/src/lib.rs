@@ -1,21 +1,50 @@
 //! wiresh: run commands on another machine over a framed TCP protocol.
 //!
 //! The wire format lives in the `wiresh-proto` crate; this crate holds the
-//! policy built on it: the server ([`server`]), the client ([`client`]),
-//! the shared pieces they need (tokens in [`auth`], process groups in
-//! [`process`]) and the legacy protocol ([`legacy`]). The `wiresh` binary is
-//! a thin command-line layer over these modules.
+//! policy built on it. The `wiresh` binary (`src/bin/wiresh/`) parses the
+//! command line and calls into these modules.
+//!
+//! # Crate map
+//!
+//! Shared parts, used by the server and the client alike:
+//! - [`addr`]: `HOST[:PORT]`, for every protocol.
+//! - [`conn`]: a frame connection: whole frames in and out, a writer task
+//!   with a data queue and a control queue.
+//! - [`exec`]: commands as process groups, and the supervisor of their
+//!   deadlines that both servers share.
+//! - [`home`]: `$WIRESH_HOME` and its owner-only files.
+//! - [`auth`]: the token: created, read, compared in constant time.
+//! - [`tls`]: the server's TLS identity and the client's pinning of it.
+//! - [`error`]: the error of setting up (files, flags, sockets).
+//! - [`exit`]: the exit statuses of the `wiresh` command.
+//! - `fileio`: partial files, hashing and publishing for transfers.
+//! - `listener`: the accept loop and the per-connection log line.
+//! - `task`: small task helpers.
+//!
+//! The ends:
+//! - [`server`]: `wiresh serve`, the wiresh protocol's server.
+//! - [`client`]: the library client ([`client::Connection`]) and the
+//!   terminal-facing `exec`, `shell`, `put` and `get`.
+//! - [`legacy`]: the original Python protocol, server and client.
+//! - [`daemon`]: a whole server process: both listeners, signals, one
+//!   shutdown.
+//! - [`privilege`]: dropping root (`--run-as`).
+#![warn(missing_docs)]
 
+pub mod addr;
 pub mod auth;
 pub mod client;
+pub mod conn;
+pub mod daemon;
+pub mod error;
+pub mod exec;
+pub mod exit;
+pub mod home;
 pub mod legacy;
 pub mod privilege;
-pub mod process;
 pub mod server;
-pub mod shutdown;
 pub mod tls;
 
 mod fileio;
 mod listener;
-mod outbox;
 mod task;

@@ -1,44 +1,94 @@
 //! Accepting connections, for both listeners (the wiresh protocol and the
 //! legacy one): a connection limit, one task per connection with panics
-//! contained, and a graceful stop.
+//! contained, a graceful stop, and one log line per connection.
 //!
-//! After mini-redis: a [`Semaphore`] bounds the connections; a broadcast
-//! tells every connection to wind down; each connection task holds a clone
-//! of an mpsc sender, so the channel closing means all of them have ended.
+//! After mini-redis: a [`Semaphore`] bounds the connections; a
+//! [`CancellationToken`] tells every connection to wind down; each
+//! connection task holds a clone of an mpsc sender, so the channel closing
+//! means all of them have ended.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::shutdown::Shutdown;
+/// Why a connection ended, for its log line.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed the connection between commands.
+    ClientClosed,
+    /// Nothing arrived within the idle timeout.
+    Idle(Duration),
+    /// The server is shutting down.
+    Shutdown,
+    /// Something went wrong; the text says what.
+    Error(String),
+}
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and
-/// returns once every connection has ended.
+/// What a connection did, for its log line.
+#[derive(Debug)]
+pub(crate) struct ConnLog {
+    /// `connection` or `legacy connection`.
+    pub kind: &'static str,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// When it was accepted.
+    pub opened: Instant,
+}
+
+impl ConnLog {
+    /// Starts the record of a connection accepted now.
+    pub fn new(kind: &'static str, peer: SocketAddr) -> ConnLog {
+        ConnLog {
+            kind,
+            peer,
+            opened: Instant::now(),
+        }
+    }
+
+    /// Logs the one line that says how the connection ended.
+    pub fn ended(&self, end: &End, commands: u64) {
+        let (kind, peer) = (self.kind, self.peer);
+        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        match end {
+            End::ClientClosed => info!(%peer, commands, duration_ms, "{kind} closed"),
+            End::Idle(idle) => {
+                info!(%peer, commands, duration_ms, "{kind} closed: idle for {idle:?}")
+            }
+            End::Shutdown => {
+                info!(%peer, commands, duration_ms, "{kind} closed: server shutting down")
+            }
+            End::Error(reason) => warn!(%peer, commands, duration_ms, "{kind} ended: {reason}"),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then stops accepting
+/// and returns once every connection has ended.
 ///
-/// Each accepted socket goes to `serve` in a task of its own, with a
-/// [`Shutdown`] to watch; a socket over `max_connections` goes to `refuse`
-/// instead, which tells the peer why (if its protocol can).
+/// Each accepted socket goes to `serve` in a task of its own, with the
+/// shutdown token to watch; a socket over `max_connections` goes to
+/// `refuse` instead, which tells the peer why (if its protocol can).
 pub(crate) async fn serve_connections<S, SF, R, RF>(
-    listener: TcpListener,
+    listener: tokio::net::TcpListener,
     name: &'static str,
     max_connections: usize,
-    shutdown: impl Future,
+    shutdown: CancellationToken,
     serve: S,
     refuse: R,
 ) where
-    S: Fn(TcpStream, SocketAddr, Shutdown) -> SF,
+    S: Fn(TcpStream, SocketAddr, CancellationToken) -> SF,
     SF: Future<Output = ()> + Send + 'static,
     R: Fn(TcpStream, SocketAddr) -> RF,
     RF: Future<Output = ()> + Send + 'static,
 {
-    let (notify_shutdown, _) = broadcast::channel(1);
-    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(max_connections));
     let accept = async {
         let mut backoff = Duration::from_millis(10);
@@ -62,12 +112,8 @@ pub(crate) async fn serve_connections<S, SF, R, RF>(
                 tokio::spawn(refuse(socket, peer));
                 continue;
             };
-            let connection = tokio::spawn(serve(
-                socket,
-                peer,
-                Shutdown::new(notify_shutdown.subscribe()),
-            ));
-            let done = shutdown_complete_tx.clone();
+            let connection = tokio::spawn(serve(socket, peer, shutdown.clone()));
+            let done = done_tx.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     if e.is_panic() {
@@ -81,11 +127,10 @@ pub(crate) async fn serve_connections<S, SF, R, RF>(
     };
     tokio::select! {
         () = accept => {}
-        _ = shutdown => info!("{name}: shutting down: no new connections"),
+        () = shutdown.cancelled() => info!("{name}: shutting down: no new connections"),
     }
     drop(listener);
-    drop(notify_shutdown);
-    drop(shutdown_complete_tx);
-    let _ = shutdown_complete_rx.recv().await;
+    drop(done_tx);
+    let _ = done_rx.recv().await;
     info!("{name}: stopped");
 }

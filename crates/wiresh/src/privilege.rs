@@ -3,101 +3,72 @@
 //! A server started as root binds its ports and reads its secrets first,
 //! then becomes USER for good, so that every command runs as USER.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
-use anyhow::{bail, Context, Result};
+use nix::unistd::{self, Uid, User};
+
+use crate::error::SetupError;
 
 /// The account commands will run as.
 #[derive(Debug, Clone)]
 pub struct Account {
-    name: String,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    home: String,
+    user: User,
 }
 
 impl Account {
     /// Looks `name` up in the user database.
-    pub fn lookup(name: &str) -> Result<Account> {
-        let c_name = CString::new(name).context("user name contains a NUL byte")?;
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: getpwnam_r writes into `pwd` and `buf`, which outlive the
-        // call, and sets `result` to `&pwd` or null.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc != 0 || result.is_null() {
-            bail!("--run-as {name}: no such user");
+    pub fn lookup(name: &str) -> Result<Account, SetupError> {
+        match User::from_name(name) {
+            Ok(Some(user)) => Ok(Account { user }),
+            Ok(None) => Err(SetupError::Privilege(format!(
+                "--run-as {name}: no such user"
+            ))),
+            Err(e) => Err(SetupError::Privilege(format!(
+                "--run-as {name}: cannot read the user database: {e}"
+            ))),
         }
-        // SAFETY: on success pw_dir points into `buf`, NUL-terminated.
-        let home = unsafe { CStr::from_ptr(pwd.pw_dir) }
-            .to_string_lossy()
-            .into_owned();
-        Ok(Account {
-            name: name.to_string(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
-        })
     }
 
     /// The account's user id.
     pub fn uid(&self) -> u32 {
-        self.uid
+        self.user.uid.as_raw()
+    }
+
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        &self.user.name
     }
 
     /// Becomes this account for the rest of the process's life:
     /// supplementary groups, then group, then user (the order that leaves
     /// no way back), and points HOME, USER and LOGNAME at it.
-    pub fn become_it(&self) -> Result<()> {
-        let c_name = CString::new(self.name.as_str())?;
-        // SAFETY: plain system calls on integers and a valid C string.
-        // glibc applies setgid/setuid to every thread of the process.
-        unsafe {
-            if libc::initgroups(c_name.as_ptr(), self.gid) != 0 {
-                bail!(
-                    "cannot set the groups of {}: {}",
-                    self.name,
-                    std::io::Error::last_os_error()
-                );
-            }
-            if libc::setgid(self.gid) != 0 {
-                bail!(
-                    "cannot switch to group {}: {}",
-                    self.gid,
-                    std::io::Error::last_os_error()
-                );
-            }
-            if libc::setuid(self.uid) != 0 {
-                bail!(
-                    "cannot switch to user {}: {}",
-                    self.name,
-                    std::io::Error::last_os_error()
-                );
-            }
-            // Must fail now: proof that root is gone for good.
-            if self.uid != 0 && libc::setuid(0) == 0 {
-                bail!("privileges could not be dropped: setuid(0) still works");
-            }
+    ///
+    /// nix calls the C library's setgid/setuid, which glibc applies to every
+    /// thread of the process (a raw system call would change one thread).
+    pub fn become_it(&self) -> Result<(), SetupError> {
+        let user = &self.user;
+        let failed = |what: String| move |e| SetupError::Privilege(format!("{what}: {e}"));
+        let c_name = CString::new(user.name.as_str())
+            .map_err(|_| SetupError::Privilege("user name contains a NUL byte".into()))?;
+        unistd::initgroups(&c_name, user.gid)
+            .map_err(failed(format!("cannot set the groups of {}", user.name)))?;
+        unistd::setgid(user.gid).map_err(failed(format!("cannot switch to group {}", user.gid)))?;
+        unistd::setuid(user.uid).map_err(failed(format!("cannot switch to user {}", user.name)))?;
+        // Must fail now: proof that root is gone for good.
+        if !user.uid.is_root() && unistd::setuid(Uid::from_raw(0)).is_ok() {
+            return Err(SetupError::Privilege(
+                "privileges could not be dropped: setuid(0) still works".into(),
+            ));
         }
         // Commands inherit the environment; make it the account's.
-        std::env::set_var("HOME", &self.home);
-        std::env::set_var("USER", &self.name);
-        std::env::set_var("LOGNAME", &self.name);
+        std::env::set_var("HOME", &user.dir);
+        std::env::set_var("USER", &user.name);
+        std::env::set_var("LOGNAME", &user.name);
         Ok(())
     }
 }
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    unistd::geteuid().is_root()
 }

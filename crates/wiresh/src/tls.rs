@@ -10,17 +10,18 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
+
+use crate::error::SetupError;
+use crate::home::{append_private_file, check_private, create_private_file, hex};
 
 /// The name the server's certificate is issued to, and the name the client
 /// asks for (only the pinned fingerprint is checked, never the name).
@@ -32,9 +33,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The `sha256:<hex>` fingerprint of a certificate.
 pub fn fingerprint(cert: &[u8]) -> String {
-    let digest = Sha256::digest(cert);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex(&Sha256::digest(cert)))
 }
 
 /// The server's key and certificate, and the fingerprint clients pin.
@@ -50,36 +49,36 @@ pub struct ServerIdentity {
 impl ServerIdentity {
     /// Loads `server.key` and `server.crt` from `dir`, creating them (key
     /// mode 600) on first use. A key readable by others is refused.
-    pub fn load_or_create(dir: &Path) -> Result<ServerIdentity> {
+    pub fn load_or_create(dir: &Path) -> Result<ServerIdentity, SetupError> {
         let key_path = dir.join("server.key");
         let cert_path = dir.join("server.crt");
         let created = !key_path.exists();
         if created {
-            create_identity(dir, &key_path, &cert_path)?;
+            create_identity(&key_path, &cert_path)?;
         }
-        let mode = fs::metadata(&key_path)
-            .with_context(|| format!("cannot read {}", key_path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "TLS key {} is accessible by other users (mode {:o}); run `chmod 600 {}`",
-                key_path.display(),
-                mode & 0o777,
-                key_path.display()
-            );
-        }
-        let cert = CertificateDer::from_pem_file(&cert_path)
-            .with_context(|| format!("cannot read certificate {}", cert_path.display()))?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
+        check_private(&key_path, KEY)?;
+        let invalid = |what, path: &Path, e: rustls::pki_types::pem::Error| SetupError::Invalid {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let cert =
+            CertificateDer::from_pem_file(&cert_path).map_err(|e| invalid(CERT, &cert_path, e))?;
+        let key =
+            PrivateKeyDer::from_pem_file(&key_path).map_err(|e| invalid(KEY, &key_path, e))?;
         let fingerprint = fingerprint(&cert);
         let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS setup")?
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)
-            .context("the TLS key does not match the certificate")?;
+            .map_err(|e| SetupError::Invalid {
+                what: KEY,
+                path: key_path.clone(),
+                reason: format!(
+                    "it does not match the certificate {} ({e})",
+                    cert_path.display()
+                ),
+            })?;
         Ok(ServerIdentity {
             config: Arc::new(config),
             fingerprint,
@@ -88,25 +87,46 @@ impl ServerIdentity {
     }
 }
 
-fn create_identity(dir: &Path, key_path: &Path, cert_path: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+/// What the key and certificate files are called in messages.
+const KEY: &str = "TLS key";
+const CERT: &str = "TLS certificate";
+
+fn create_identity(key_path: &Path, cert_path: &Path) -> Result<(), SetupError> {
+    let failed = |action, what, path: &Path, source| SetupError::File {
+        action,
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
     let generated = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
-        .context("cannot generate a TLS key")?;
-    let mut key = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(key_path)
-        .with_context(|| format!("cannot create {}", key_path.display()))?;
-    key.write_all(generated.signing_key.serialize_pem().as_bytes())?;
-    key.sync_all()?;
-    fs::write(cert_path, generated.cert.pem())
-        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+        .map_err(|e| SetupError::Config(format!("cannot generate a TLS key: {e}")))?;
+    let mut key = create_private_file(key_path).map_err(|e| failed("create", KEY, key_path, e))?;
+    key.write_all(generated.signing_key.serialize_pem().as_bytes())
+        .and_then(|()| key.sync_all())
+        .map_err(|e| failed("write", KEY, key_path, e))?;
+    fs::write(cert_path, generated.cert.pem()).map_err(|e| failed("write", CERT, cert_path, e))?;
     Ok(())
+}
+
+/// Why a client cannot check a server's identity.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// `known_hosts` could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    KnownHosts {
+        /// `read` or `record the server's fingerprint in`.
+        action: &'static str,
+        /// The known-hosts file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error("TLS setup: {0}")]
+    Setup(#[from] rustls::Error),
+    /// The handshake finished without a certificate to pin.
+    #[error("the server presented no certificate")]
+    NoCertificate,
 }
 
 /// How a client checks the server's identity.
@@ -134,7 +154,7 @@ impl Pinning {
     pub(crate) fn client_config(
         &self,
         host: &str,
-    ) -> Result<(Arc<rustls::ClientConfig>, PinCheck), String> {
+    ) -> Result<(Arc<rustls::ClientConfig>, PinCheck), PinError> {
         let pinned = match &self.fingerprint {
             Some(f) => Some(f.to_ascii_lowercase()),
             None => read_pin(&self.known_hosts, host)?,
@@ -145,8 +165,7 @@ impl Pinning {
             provider: provider(),
         });
         let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth();
@@ -192,7 +211,7 @@ impl PinCheck {
     }
 
     /// After a successful handshake: pins the fingerprint on first use.
-    pub(crate) fn remember(&self) -> Result<(), String> {
+    pub(crate) fn remember(&self) -> Result<(), PinError> {
         if self.pinned.is_some() {
             return Ok(());
         }
@@ -203,13 +222,14 @@ impl PinCheck {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
         else {
-            return Err("the server presented no certificate".into());
+            return Err(PinError::NoCertificate);
         };
-        append_pin(&self.known_hosts, &self.host, &seen).map_err(|e| {
-            format!(
-                "cannot record the server's fingerprint in {}: {e}",
-                self.known_hosts.display()
-            )
+        append_pin(&self.known_hosts, &self.host, &seen).map_err(|source| {
+            PinError::KnownHosts {
+                action: "record the server's fingerprint in",
+                path: self.known_hosts.clone(),
+                source,
+            }
         })?;
         // Said on a terminal only: in scripts, stderr carries the remote
         // command's stderr and nothing else.
@@ -225,11 +245,17 @@ impl PinCheck {
 }
 
 /// The pinned fingerprint of `host` in a known-hosts file, if any.
-fn read_pin(file: &Path, host: &str) -> Result<Option<String>, String> {
+fn read_pin(file: &Path, host: &str) -> Result<Option<String>, PinError> {
     let text = match fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        Err(source) => {
+            return Err(PinError::KnownHosts {
+                action: "read",
+                path: file.to_path_buf(),
+                source,
+            })
+        }
     };
     Ok(text.lines().find_map(|line| {
         let mut words = line.split_whitespace();
@@ -240,18 +266,7 @@ fn read_pin(file: &Path, host: &str) -> Result<Option<String>, String> {
 }
 
 fn append_pin(file: &Path, host: &str, fingerprint: &str) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(file)?;
-    writeln!(f, "{host} {fingerprint}")
+    writeln!(append_private_file(file)?, "{host} {fingerprint}")
 }
 
 /// Accepts the one certificate whose fingerprint is pinned (or, with no

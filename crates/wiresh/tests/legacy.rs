@@ -13,9 +13,9 @@ use md5::{Digest, Md5};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 use wiresh::legacy::{server, LegacyClient, LegacyServerConfig};
 
 mod common;
@@ -96,7 +96,7 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// wiresh's legacy server, in this process, on an ephemeral loopback port.
 struct WireshServer {
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -104,16 +104,14 @@ impl WireshServer {
     async fn start(config: LegacyServerConfig) -> WireshServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::run(listener, config, stop.clone()));
         WireshServer { addr, stop, task }
     }
 
     /// Shuts the server down and checks that it returns.
     async fn stop(self) {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         timeout(BOUND, self.task)
             .await
             .expect("legacy server did not stop after shutdown")

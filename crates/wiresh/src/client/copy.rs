@@ -7,14 +7,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Runtime;
 use wiresh_proto::{ErrorCode, FileKind};
 
-use super::exec::CLIENT_FAILURE;
 use super::transfer::{
     is_local_dir, make_local_dir, safe_relative, TransferError, TransferOptions, TransferReport,
 };
 use super::{ClientError, Connection, Endpoint};
-
-/// Exit status when a transfer failed (the connection itself was fine).
-pub const TRANSFER_FAILED: i32 = 1;
+use crate::exit;
 
 /// What the user asked for, beyond the paths.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,14 +82,14 @@ fn local_name(path: &Path) -> Result<String, TransferError> {
 /// Runs an upload or download and turns the outcome into an exit status.
 fn finish(result: Result<(), TransferError>) -> i32 {
     match result {
-        Ok(()) => 0,
+        Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("wiresh: {e}");
             match e {
                 TransferError::Client(c) if !c.connection_usable() && !is_file_refusal(&c) => {
-                    CLIENT_FAILURE
+                    exit::CLIENT_FAILURE
                 }
-                _ => TRANSFER_FAILED,
+                _ => exit::TRANSFER_FAILED,
             }
         }
     }

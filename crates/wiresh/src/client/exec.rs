@@ -2,27 +2,15 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
-use wiresh_proto::{ErrorCode, ExecRequest};
+use wiresh_proto::ExecRequest;
 
 use super::local::{spawn_stdin_reader, Printer, StderrStyle};
 use super::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
-use crate::legacy::LegacyClient;
+use crate::exit;
+use crate::legacy::{LegacyClient, LegacyError};
 
-/// Exit status of the client when it fails itself (cannot connect, wrong
-/// token, protocol error), as ssh does.
-pub const CLIENT_FAILURE: i32 = 255;
-
-/// Exit status when the server could not start the program, as a shell
-/// reports a command it cannot find.
-pub const NOT_STARTED: i32 = 127;
-
-/// Exit status when local stdout was closed early (`| head`): 128+SIGPIPE,
-/// as for a local command killed by a broken pipe.
-pub const STDOUT_CLOSED: i32 = 128 + libc::SIGPIPE;
-
-/// Runs `req` on `target` and returns the exit status this process should
-/// end with: the remote code, 128+N for a remote death by signal N, or
-/// [`CLIENT_FAILURE`].
+/// Runs `req` on the endpoint's server and returns the exit status this
+/// process should end with (see [`crate::exit`]).
 pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: bool) -> i32 {
     let printer = Printer::start(StderrStyle::Plain);
     let result = rt.block_on(async {
@@ -41,7 +29,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
     drop(printer);
     match result {
         // Dropping the connection (on return) makes the server kill the command.
-        Err(ClientError::OutputClosed) if stdout_closed => STDOUT_CLOSED,
+        Err(ClientError::OutputClosed) if stdout_closed => exit::STDOUT_CLOSED,
         Ok(status) => {
             if status.timed_out {
                 eprintln!(
@@ -49,34 +37,28 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
                     status.duration_ms
                 );
             }
-            status.shell_code()
+            exit::for_status(&status)
         }
         Err(e) => {
             eprintln!("wiresh: {e}");
-            match e {
-                ClientError::Remote {
-                    code: ErrorCode::SpawnFailed,
-                    ..
-                } => NOT_STARTED,
-                _ => CLIENT_FAILURE,
-            }
+            exit::for_error(&e)
         }
     }
 }
 
 /// `wiresh exec --legacy`: runs `command` on a server of the original
 /// protocol. That protocol has no exit status, so this returns 0 after a
-/// complete answer and [`CLIENT_FAILURE`] after a broken one.
+/// complete answer and [`exit::CLIENT_FAILURE`] after a broken one.
 pub fn run_legacy(rt: &Runtime, target: &str, command: &str) -> i32 {
     let result = rt.block_on(async {
         let mut client = LegacyClient::connect(target, CONNECT_TIMEOUT).await?;
         legacy_to_stdout(&mut client, command).await
     });
     match result {
-        Ok(()) => 0,
+        Ok(()) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("wiresh: {e:#}");
-            CLIENT_FAILURE
+            eprintln!("wiresh: {e}");
+            exit::CLIENT_FAILURE
         }
     }
 }
@@ -86,7 +68,7 @@ pub fn run_legacy(rt: &Runtime, target: &str, command: &str) -> i32 {
 pub(super) async fn legacy_to_stdout(
     client: &mut LegacyClient,
     command: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), LegacyError> {
     let mut out = tokio::io::stdout();
     let reply = client.run(command, &mut out).await;
     let _ = out.flush().await;

@@ -9,7 +9,6 @@ pub mod copy;
 pub mod exec;
 pub mod local;
 pub mod shell;
-mod target;
 pub mod transfer;
 
 use std::future::Future;
@@ -17,21 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{self, Instant};
-use tokio_util::codec::FramedRead;
 use wiresh_proto::{
-    codec::encode_frame, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message,
-    Preamble, Secret, PROTOCOL_VERSION,
+    codec::encode_frame, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Limits,
+    Message, Preamble, Secret, PROTOCOL_VERSION,
 };
 
-pub use target::Target;
-
-use crate::outbox::{split, BoxRead, Outbox};
+pub use crate::addr::Target;
+use crate::conn::{FrameConn, FrameSender, RecvError};
 use crate::task::AbortOnDrop;
 use crate::tls::PinCheck;
 pub use crate::tls::Pinning;
@@ -133,13 +129,30 @@ pub struct Endpoint {
     pub security: Security,
 }
 
+impl From<crate::tls::PinError> for ClientError {
+    fn from(e: crate::tls::PinError) -> ClientError {
+        ClientError::Tls(e.to_string())
+    }
+}
+
+impl ClientError {
+    /// The error for a failed read: `waiting_for` says what was expected.
+    fn from_recv(err: RecvError, waiting_for: &'static str) -> ClientError {
+        match err {
+            RecvError::TimedOut(limit) => ClientError::Timeout(format!(
+                "the server sent nothing for {limit:?} {waiting_for}"
+            )),
+            RecvError::Closed => ClientError::Closed(waiting_for),
+            RecvError::Decode(e) => ClientError::Protocol(e.to_string()),
+        }
+    }
+}
+
 /// An authenticated connection to a wiresh server, which runs commands one
 /// after another.
 pub struct Connection {
-    reader: FramedRead<BoxRead, FrameCodec>,
-    outbox: Outbox,
+    conn: FrameConn,
     hello: Hello,
-    writer: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -171,53 +184,20 @@ impl Connection {
                     source,
                 })?;
             let _ = socket.set_nodelay(true);
-            let (read, mut write) = match &endpoint.security {
-                Security::Plaintext => split(socket),
+            match &endpoint.security {
+                Security::Plaintext => Connection::handshake(socket, token).await,
                 Security::Tls(pinning) => {
                     let host = target.to_string();
-                    let (config, check) = pinning.client_config(&host).map_err(ClientError::Tls)?;
+                    let (config, check) = pinning.client_config(&host)?;
                     let connector = tokio_rustls::TlsConnector::from(config);
                     let stream = connector
                         .connect(PinCheck::server_name(), socket)
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
-                    check.remember().map_err(ClientError::Tls)?;
-                    split(stream)
+                    check.remember()?;
+                    Connection::handshake(stream, token).await
                 }
-            };
-            let mut opening = Preamble::new(PROTOCOL_VERSION).encode().to_vec();
-            let auth = Frame::new(Message::Auth {
-                token: token.clone(),
-            });
-            opening.extend_from_slice(
-                &encode_frame(&auth).map_err(|e| ClientError::Protocol(e.to_string()))?,
-            );
-            write
-                .write_all(&opening)
-                .await
-                .map_err(|_| ClientError::Closed("while sending the handshake"))?;
-            let mut reader = FramedRead::new(read, FrameCodec::default());
-            let hello = match next_frame(&mut reader).await?.message {
-                Message::Hello(hello) => hello,
-                other => return Err(not_expected(other, "hello")),
-            };
-            if hello.version != PROTOCOL_VERSION {
-                return Err(ClientError::Protocol(format!(
-                    "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
-                    hello.version
-                )));
             }
-            match next_frame(&mut reader).await?.message {
-                Message::AuthOk => {}
-                other => return Err(not_expected(other, "auth_ok")),
-            }
-            let (outbox, writer) = Outbox::spawn(write, FrameCodec::default());
-            Ok(Connection {
-                reader,
-                outbox,
-                hello,
-                writer,
-            })
         };
         match time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(res) => res,
@@ -227,13 +207,46 @@ impl Connection {
         }
     }
 
+    /// The wiresh handshake on a connected stream. The preamble and the
+    /// `auth` frame go out in one write, so it costs one round trip.
+    async fn handshake<S>(mut stream: S, token: &Secret) -> Result<Connection, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let mut opening = Preamble::new(PROTOCOL_VERSION).encode().to_vec();
+        let auth = Frame::new(Message::Auth {
+            token: token.clone(),
+        });
+        opening.extend_from_slice(
+            &encode_frame(&auth).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
+        stream
+            .write_all(&opening)
+            .await
+            .map_err(|_| ClientError::Closed("while sending the handshake"))?;
+        let mut conn = FrameConn::new(stream, Limits::default(), FrameCodec::default());
+        let hello = match handshake_frame(&mut conn).await?.message {
+            Message::Hello(hello) => hello,
+            other => return Err(not_expected(other, "hello")),
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ClientError::Protocol(format!(
+                "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
+                hello.version
+            )));
+        }
+        match handshake_frame(&mut conn).await?.message {
+            Message::AuthOk => {}
+            other => return Err(not_expected(other, "auth_ok")),
+        }
+        Ok(Connection { conn, hello })
+    }
+
     /// Closes the connection cleanly: everything queued is sent, then the
     /// write side is shut down (for TLS, with a close_notify), so the server
     /// sees an orderly end rather than a vanished peer.
     pub async fn close(self) {
-        let Connection { outbox, writer, .. } = self;
-        drop(outbox);
-        let _ = time::timeout(Duration::from_secs(2), writer).await;
+        self.conn.close(Duration::from_secs(2)).await;
     }
 
     /// The server's greeting.
@@ -279,8 +292,7 @@ impl Connection {
         // On the data path, behind any stdin of the previous command still
         // queued, so that input can never be taken for this command's.
         if self
-            .outbox
-            .data
+            .conn
             .send(Frame::new(Message::Exec(req)))
             .await
             .is_err()
@@ -293,7 +305,7 @@ impl Connection {
         let _forwarder = stdin.map(|rx| {
             AbortOnDrop(tokio::spawn(forward_stdin(
                 rx,
-                self.outbox.data.clone(),
+                self.conn.sender(),
                 credits.clone(),
                 piece,
             )))
@@ -310,15 +322,14 @@ impl Connection {
                 biased;
                 (permit, next) = async {
                     let permit = output.reserve().await;
-                    (permit, time::timeout_at(last_heard + silence_limit, self.reader.next()).await)
+                    (permit, self.conn.recv_until(last_heard + silence_limit).await)
                 } => {
                     let frame = match next {
-                        Err(_) => return Err(ClientError::Timeout(format!(
+                        Err(RecvError::TimedOut(_)) => return Err(ClientError::Timeout(format!(
                             "the server has not answered for {silence_limit:?}; the connection seems dead"
                         ))),
-                        Ok(None) => return Err(ClientError::Closed("before the command finished")),
-                        Ok(Some(Err(e))) => return Err(ClientError::Protocol(e.to_string())),
-                        Ok(Some(Ok(frame))) => frame,
+                        Err(e) => return Err(ClientError::from_recv(e, "before the command finished")),
+                        Ok(frame) => frame,
                     };
                     last_heard = Instant::now();
                     let Ok(permit) = permit else {
@@ -334,9 +345,7 @@ impl Connection {
                         Message::Exit(status) => return Ok(status),
                         Message::Error { code, message } => return Err(ClientError::Remote { code, message, started }),
                         Message::Pong => {}
-                        Message::Ping => {
-                            self.outbox.pong(frame.body);
-                        }
+                        Message::Ping => self.conn.pong(frame.body),
                         other => return Err(ClientError::Protocol(format!(
                             "unexpected `{}` while a command runs", other.type_name()
                         ))),
@@ -344,14 +353,14 @@ impl Connection {
                 }
                 _ = ping.tick() => {
                     // A full queue means pings are already waiting: skipping is fine.
-                    let _ = self.outbox.control.try_send(Frame::new(Message::Ping));
+                    self.conn.try_send_control(Frame::new(Message::Ping));
                 }
                 _ = cancel_requested => {
                     cancels += 1;
                     if cancels > 1 {
                         return Err(ClientError::Interrupted);
                     }
-                    let _ = self.outbox.control.try_send(Frame::new(Message::Cancel));
+                    self.conn.try_send_control(Frame::new(Message::Cancel));
                 }
             }
         }
@@ -360,10 +369,15 @@ impl Connection {
     /// Measures one round trip.
     pub async fn ping(&mut self) -> Result<Duration, ClientError> {
         let sent = Instant::now();
-        if !self.outbox.send_control(Frame::new(Message::Ping)).await {
+        if self
+            .conn
+            .send_control(Frame::new(Message::Ping))
+            .await
+            .is_err()
+        {
             return Err(ClientError::Closed("before the ping"));
         }
-        match next_frame(&mut self.reader).await?.message {
+        match handshake_frame(&mut self.conn).await?.message {
             Message::Pong => Ok(sent.elapsed()),
             other => Err(not_expected(other, "pong")),
         }
@@ -387,22 +401,22 @@ fn not_expected(message: Message, expected: &str) -> ClientError {
 }
 
 /// Reads the next frame during the handshake or a ping.
-async fn next_frame(reader: &mut FramedRead<BoxRead, FrameCodec>) -> Result<Frame, ClientError> {
-    match time::timeout(CONNECT_TIMEOUT, reader.next()).await {
-        Err(_) => Err(ClientError::Timeout(format!(
+async fn handshake_frame(conn: &mut FrameConn) -> Result<Frame, ClientError> {
+    match conn.recv_within(CONNECT_TIMEOUT).await {
+        Ok(frame) => Ok(frame),
+        Err(RecvError::TimedOut(_)) => Err(ClientError::Timeout(format!(
             "no answer from the server within {CONNECT_TIMEOUT:?}"
         ))),
-        Ok(None) => Err(ClientError::Closed("during the handshake")),
-        Ok(Some(Ok(frame))) => Ok(frame),
+        Err(RecvError::Closed) => Err(ClientError::Closed("during the handshake")),
         // A server that refuses us before any frame says why in one line.
-        Ok(Some(Err(_))) if reader.read_buffer().starts_with(b"WIRESH-ERROR") => {
-            let line = String::from_utf8_lossy(reader.read_buffer());
+        Err(RecvError::Decode(_)) if conn.unread().starts_with(b"WIRESH-ERROR") => {
+            let line = String::from_utf8_lossy(conn.unread());
             Err(ClientError::Protocol(format!(
                 "the server refused the connection: {}",
                 line.lines().next().unwrap_or_default()
             )))
         }
-        Ok(Some(Err(e))) => Err(ClientError::Protocol(format!(
+        Err(RecvError::Decode(e)) => Err(ClientError::Protocol(format!(
             "{e}; is this a wiresh server? (for a legacy server use --legacy)"
         ))),
     }
@@ -413,7 +427,7 @@ async fn next_frame(reader: &mut FramedRead<BoxRead, FrameCodec>) -> Result<Fram
 /// than the server's window (`credits`).
 async fn forward_stdin(
     mut rx: mpsc::Receiver<Bytes>,
-    data: mpsc::Sender<Frame>,
+    data: FrameSender,
     credits: Arc<Semaphore>,
     piece: usize,
 ) {

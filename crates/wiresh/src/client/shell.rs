@@ -13,6 +13,7 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus};
 use super::exec::legacy_to_stdout;
 use super::local::{Printer, StderrStyle};
 use super::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
+use crate::exit;
 use crate::legacy::LegacyClient;
 
 /// Where lines come from.
@@ -60,7 +61,7 @@ impl Drop for Lines {
 fn open_lines(interactive: bool) -> Lines {
     if interactive {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {
-            let history = crate::auth::wiresh_home().ok().map(|h| h.join("history"));
+            let history = crate::home::wiresh_home().ok().map(|h| h.join("history"));
             if let Some(h) = &history {
                 let _ = editor.load_history(h);
             }
@@ -85,92 +86,168 @@ fn next_command(lines: &mut Lines, prompt: &str) -> Option<String> {
     None
 }
 
+/// What running one line leads to.
+enum Step {
+    /// Go on with the next line; this is the line's exit status.
+    Ran(i32),
+    /// Stop the shell with this status.
+    Stop(i32),
+}
+
+/// A server that runs lines one at a time.
+trait LineRunner {
+    /// Runs one line, its output on this process's stdout and stderr.
+    async fn run_line(&mut self, line: &str) -> Step;
+    /// Ends the session cleanly.
+    async fn close(self);
+}
+
+/// Reads lines until end of input or `exit`, running each; returns the
+/// status of the last one, as a shell would. `banner` is said first on a
+/// terminal.
+fn run_lines(rt: &Runtime, mut runner: impl LineRunner, prompt: &str, banner: &str) -> i32 {
+    let interactive = io::stdin().is_terminal();
+    let mut lines = open_lines(interactive);
+    if interactive {
+        eprintln!("{banner}; type `exit` or press Ctrl-D to leave");
+    }
+    let mut last = exit::SUCCESS;
+    while let Some(line) = next_command(&mut lines, prompt) {
+        match rt.block_on(runner.run_line(&line)) {
+            Step::Ran(status) => last = status,
+            Step::Stop(status) => return status,
+        }
+    }
+    rt.block_on(runner.close());
+    last
+}
+
 /// Runs the shell until end of input or `exit`; returns the exit status of
 /// the last command (as a shell would), or 255 if the server could not be
 /// reached at all.
 pub fn run(rt: &Runtime, endpoint: &Endpoint) -> i32 {
-    let interactive = io::stdin().is_terminal();
-    let mut lines = open_lines(interactive);
-    let style = if interactive && io::stderr().is_terminal() {
+    let style = if io::stdin().is_terminal() && io::stderr().is_terminal() {
         StderrStyle::Red
     } else {
         StderrStyle::Plain
     };
-    let printer = Printer::start(style);
-    let mut conn = match rt.block_on(Connection::connect(endpoint)) {
-        Ok(c) => Some(c),
+    let conn = match rt.block_on(Connection::connect(endpoint)) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("wiresh: {e}");
-            return 255;
+            return exit::CLIENT_FAILURE;
         }
     };
-    if interactive {
-        eprintln!(
-            "connected to {}; type `exit` or press Ctrl-D to leave",
-            endpoint.target
-        );
-    }
-    let prompt = format!("{}>>: ", endpoint.target);
-    let mut last = 0;
-    while let Some(line) = next_command(&mut lines, &prompt) {
-        let result = rt.block_on(async {
-            let res = run_line(&mut conn, endpoint, &line, &printer).await;
-            printer.sync().await;
-            res
-        });
-        last = match result {
+    let runner = Modern {
+        conn: Some(conn),
+        endpoint,
+        printer: Printer::start(style),
+    };
+    let banner = format!("connected to {}", endpoint.target);
+    run_lines(rt, runner, &format!("{}>>: ", endpoint.target), &banner)
+}
+
+/// `wiresh shell --legacy`: the same loop against a server of the original
+/// protocol, which has no exit status and joins stderr to stdout. Returns 0,
+/// or 255 once the connection is broken.
+pub fn run_legacy(rt: &Runtime, target: &str) -> i32 {
+    let client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wiresh: {e}");
+            return exit::CLIENT_FAILURE;
+        }
+    };
+    let banner = format!("connected to legacy server {}", client.target());
+    let prompt = format!("{} (legacy)>>: ", client.target());
+    run_lines(rt, Legacy(client), &prompt, &banner)
+}
+
+/// Lines on a wiresh server, over one connection (re-made when lost).
+struct Modern<'a> {
+    conn: Option<Connection>,
+    endpoint: &'a Endpoint,
+    printer: Printer,
+}
+
+impl LineRunner for Modern<'_> {
+    async fn run_line(&mut self, line: &str) -> Step {
+        let result = self.try_line(line).await;
+        self.printer.sync().await;
+        match result {
             Ok(status) => {
                 report_status(&status);
-                status.shell_code()
+                Step::Ran(exit::for_status(&status))
             }
-            Err(ClientError::OutputClosed) if printer.stdout_closed() => {
-                return super::exec::STDOUT_CLOSED;
+            Err(ClientError::OutputClosed) if self.printer.stdout_closed() => {
+                Step::Stop(exit::STDOUT_CLOSED)
             }
             Err(e) => {
                 eprintln!("wiresh: {e}");
                 if !e.connection_usable() {
-                    conn = None; // reconnect for the next line
+                    self.conn = None; // reconnect for the next line
                 }
-                255
+                Step::Ran(exit::CLIENT_FAILURE)
             }
-        };
+        }
     }
-    if let Some(conn) = conn {
-        rt.block_on(conn.close());
+
+    async fn close(self) {
+        if let Some(conn) = self.conn {
+            conn.close().await;
+        }
     }
-    last
 }
 
-/// Runs one line, connecting first if the previous connection was lost. A
-/// server that closed an idle connection says so before it ran anything,
-/// so the line is safely retried once on a fresh connection.
-async fn run_line(
-    conn: &mut Option<Connection>,
-    endpoint: &Endpoint,
-    line: &str,
-    printer: &Printer,
-) -> Result<ExitStatus, ClientError> {
-    for attempt in 0..2 {
-        if conn.is_none() {
-            *conn = Some(Connection::connect(endpoint).await?);
+impl Modern<'_> {
+    /// Runs one line, connecting first if the previous connection was
+    /// lost. A server that closed an idle connection says so before it ran
+    /// anything, so the line is safely retried once on a fresh connection.
+    async fn try_line(&mut self, line: &str) -> Result<ExitStatus, ClientError> {
+        for attempt in 0..2 {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => self.conn.insert(Connection::connect(self.endpoint).await?),
+            };
+            let res = conn
+                .run(
+                    ExecRequest::shell(line),
+                    None,
+                    self.printer.sender(),
+                    || async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                )
+                .await;
+            match res {
+                // Only a command that never started is safe to run again.
+                Err(ClientError::Remote {
+                    code: ErrorCode::Timeout,
+                    started: false,
+                    ..
+                }) if attempt == 0 => self.conn = None,
+                other => return other,
+            }
         }
-        let c = conn.as_mut().expect("connected above");
-        let res = c
-            .run(ExecRequest::shell(line), None, printer.sender(), || async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
-        match res {
-            // Only a command that never started is safe to run again.
-            Err(ClientError::Remote {
-                code: ErrorCode::Timeout,
-                started: false,
-                ..
-            }) if attempt == 0 => *conn = None,
-            other => return other,
+        unreachable!("the second attempt always returns")
+    }
+}
+
+/// Lines on a server of the original protocol.
+struct Legacy(LegacyClient);
+
+impl LineRunner for Legacy {
+    async fn run_line(&mut self, line: &str) -> Step {
+        match legacy_to_stdout(&mut self.0, line).await {
+            Ok(()) => Step::Ran(exit::SUCCESS),
+            Err(e) => {
+                eprintln!("wiresh: {e}");
+                Step::Stop(exit::CLIENT_FAILURE)
+            }
         }
     }
-    unreachable!("the second attempt always returns")
+
+    async fn close(self) {}
 }
 
 /// Shows a non-zero status distinctly from the command's own output.
@@ -185,33 +262,4 @@ fn report_status(status: &ExitStatus) {
     } else {
         Ok(())
     };
-}
-
-/// `wiresh shell --legacy`: the same loop against a server of the original
-/// protocol, which has no exit status and joins stderr to stdout. Returns 0,
-/// or 255 once the connection is broken.
-pub fn run_legacy(rt: &Runtime, target: &str) -> i32 {
-    let interactive = io::stdin().is_terminal();
-    let mut lines = open_lines(interactive);
-    let mut client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("wiresh: {e:#}");
-            return 255;
-        }
-    };
-    if interactive {
-        eprintln!(
-            "connected to legacy server {}; type `exit` or press Ctrl-D to leave",
-            client.target()
-        );
-    }
-    let prompt = format!("{} (legacy)>>: ", client.target());
-    while let Some(line) = next_command(&mut lines, &prompt) {
-        if let Err(e) = rt.block_on(legacy_to_stdout(&mut client, &line)) {
-            eprintln!("wiresh: {e:#}");
-            return 255;
-        }
-    }
-    0
 }

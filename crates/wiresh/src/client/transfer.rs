@@ -12,10 +12,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::fs::{self, File};
 use tokio::io::AsyncSeekExt;
-use tokio::time;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
@@ -109,19 +107,14 @@ impl Connection {
     /// Reads the next frame of a file request, skipping pongs.
     async fn next_file_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
-            let frame = match time::timeout(FRAME_TIMEOUT, self.reader.next()).await {
-                Err(_) => {
-                    return Err(ClientError::Timeout(format!(
-                        "the server sent nothing for {FRAME_TIMEOUT:?} during a transfer"
-                    )))
-                }
-                Ok(None) => return Err(ClientError::Closed("during a transfer")),
-                Ok(Some(Err(e))) => return Err(ClientError::Protocol(e.to_string())),
-                Ok(Some(Ok(frame))) => frame,
-            };
+            let frame = self
+                .conn
+                .recv_within(FRAME_TIMEOUT)
+                .await
+                .map_err(|e| ClientError::from_recv(e, "during a transfer"))?;
             match frame.message {
                 Message::Pong => {}
-                Message::Ping => self.outbox.pong(frame.body),
+                Message::Ping => self.conn.pong(frame.body),
                 Message::Error { code, message } => {
                     return Err(ClientError::Remote {
                         code,
@@ -135,8 +128,7 @@ impl Connection {
     }
 
     async fn send_data(&self, frame: Frame) -> Result<(), ClientError> {
-        self.outbox
-            .data
+        self.conn
             .send(frame)
             .await
             .map_err(|_| ClientError::Closed("during a transfer"))

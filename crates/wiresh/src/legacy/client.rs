@@ -10,17 +10,48 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time;
 use wiresh_proto::legacy::{
-    decode_header, decode_header_len, is_real_md5, LegacyHeader, LEN_PREFIX, MAX_COMMAND_LEN,
+    decode_header, decode_header_len, is_real_md5, LegacyHeader, LegacyHeaderError, LEN_PREFIX,
+    MAX_COMMAND_LEN,
 };
 
-use super::{hex, set_keepalive, DEFAULT_LEGACY_PORT};
-use crate::client::Target;
+use super::{set_keepalive, DEFAULT_LEGACY_PORT};
+use crate::addr::{AddrError, Target};
+use crate::home::hex;
+
+/// What can go wrong talking to a legacy server. The messages are meant to
+/// be shown to a user as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    /// The server's address is not `HOST[:PORT]`.
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    /// The protocol cannot carry this command.
+    #[error("{0}")]
+    Unsendable(String),
+    /// The server cannot be reached, stalled, or the connection broke.
+    #[error("{0}")]
+    Connection(String),
+    /// The server's answer does not follow the protocol.
+    #[error("bad answer from the server: {0}")]
+    BadAnswer(#[from] LegacyHeaderError),
+    /// The output could not be written locally.
+    #[error("cannot write the command's output locally: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, LegacyError>;
+
+/// Fails with a connection error made of `format!` arguments.
+macro_rules! lost {
+    ($($arg:tt)*) => {
+        return Err(LegacyError::Connection(format!($($arg)*)))
+    };
+}
 
 /// How long a read may wait for the next byte once an answer has started
 /// (and how long sending a command may take) before the connection is
@@ -79,16 +110,15 @@ impl LegacyClient {
     /// port 8090 when none is given, as the legacy scripts use), trying each
     /// address the name resolves to, all within `timeout`.
     pub async fn connect(target: &str, timeout: Duration) -> Result<LegacyClient> {
-        let parsed = Target::parse(target, DEFAULT_LEGACY_PORT).map_err(|e| anyhow!("{e}"))?;
+        let parsed = Target::parse(target, DEFAULT_LEGACY_PORT)?;
         let shown = parsed.to_string();
-        let stream = time::timeout(timeout, connect_any(&parsed))
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "cannot connect to {shown}: no answer within {timeout:?} \
-                     (is a legacy server listening there, and is the port open?)"
-                )
-            })??;
+        let Ok(stream) = time::timeout(timeout, connect_any(&parsed)).await else {
+            lost!(
+                "cannot connect to {shown}: no answer within {timeout:?} \
+                 (is a legacy server listening there, and is the port open?)"
+            );
+        };
+        let stream = stream?;
         let _ = stream.set_nodelay(true);
         set_keepalive(&stream);
         Ok(LegacyClient {
@@ -130,7 +160,7 @@ impl LegacyClient {
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<LegacyReply> {
         if let Some(why) = &self.broken {
-            bail!(
+            lost!(
                 "the connection to {} is unusable after an earlier error ({why}); reconnect",
                 self.target
             );
@@ -138,7 +168,7 @@ impl LegacyClient {
         check_command(command)?;
         let result = self.exchange(command, out).await;
         if let Err(e) = &result {
-            self.broken = Some(format!("{e:#}"));
+            self.broken = Some(e.to_string());
         }
         result
     }
@@ -151,35 +181,41 @@ impl LegacyClient {
         let target = self.target.clone();
         let stall = self.stall_timeout;
         // One write: the server takes one recv() as one command.
-        time::timeout(stall, self.stream.write_all(command.as_bytes()))
-            .await
-            .map_err(|_| {
-                anyhow!("sending the command to {target} took over {stall:?}; is the server stuck?")
-            })?
-            .with_context(|| format!("cannot send the command to {target}"))?;
+        match time::timeout(stall, self.stream.write_all(command.as_bytes())).await {
+            Err(_) => {
+                lost!("sending the command to {target} took over {stall:?}; is the server stuck?")
+            }
+            Ok(Err(e)) => lost!("cannot send the command to {target}: {e}"),
+            Ok(Ok(())) => {}
+        }
 
         let mut prefix = [0u8; LEN_PREFIX];
         // The first byte comes when the command is done, however long that takes.
         let first = match self.answer_timeout {
-            Some(limit) => time::timeout(limit, self.stream.read(&mut prefix))
-                .await
-                .map_err(|_| anyhow!("no answer from {target} within {limit:?}; the command may still be running there"))?,
+            Some(limit) => match time::timeout(limit, self.stream.read(&mut prefix)).await {
+                Ok(read) => read,
+                Err(_) => lost!(
+                    "no answer from {target} within {limit:?}; the command may still be running there"
+                ),
+            },
             None => self.stream.read(&mut prefix).await,
         };
-        let first =
-            first.with_context(|| format!("connection to {target} lost while the command ran"))?;
+        let first = match first {
+            Ok(n) => n,
+            Err(e) => lost!("connection to {target} lost while the command ran: {e}"),
+        };
         if first == 0 {
-            bail!(
+            lost!(
                 "{target} closed the connection without answering; the server may have crashed, \
                  been stopped, or refused the connection (too many clients?)"
             );
         }
         self.read_exact_timed(&mut prefix[first..], "the header length")
             .await?;
-        let header_len = decode_header_len(prefix).context("bad answer from the server")?;
+        let header_len = decode_header_len(prefix)?;
         let mut json = vec![0u8; header_len]; // bounded by MAX_HEADER_LEN
         self.read_exact_timed(&mut json, "the header").await?;
-        let header = decode_header(&json).context("bad answer from the server")?;
+        let header = decode_header(&json)?;
 
         let total = header.total_size;
         let mut md5 = Md5::new();
@@ -190,17 +226,15 @@ impl LegacyClient {
                 .unwrap_or(CHUNK)
                 .min(buf.len());
             let n = match time::timeout(stall, self.stream.read(&mut buf[..want])).await {
-                Err(_) => bail!(
+                Err(_) => lost!(
                     "{target} sent nothing for {stall:?} after {received} of {total} bytes of output; \
                      the answer is incomplete (is the server or the network stuck?)"
                 ),
-                Ok(Err(e)) => {
-                    return Err(anyhow!(e)).context(format!(
-                        "connection to {target} lost after {received} of {total} bytes of output; \
-                         the answer is incomplete"
-                    ))
-                }
-                Ok(Ok(0)) => bail!(
+                Ok(Err(e)) => lost!(
+                    "connection to {target} lost after {received} of {total} bytes of output; \
+                     the answer is incomplete: {e}"
+                ),
+                Ok(Ok(0)) => lost!(
                     "{target} closed the connection after {received} of {total} bytes of output; \
                      the answer is incomplete (the server may have crashed or been stopped)"
                 ),
@@ -209,12 +243,10 @@ impl LegacyClient {
             md5.update(&buf[..n]);
             out.write_all(&buf[..n])
                 .await
-                .context("cannot write the command's output locally")?;
+                .map_err(LegacyError::Output)?;
             received += n as u64;
         }
-        out.flush()
-            .await
-            .context("cannot write the command's output locally")?;
+        out.flush().await.map_err(LegacyError::Output)?;
 
         let md5_actual = hex(&md5.finalize());
         let md5_verified = is_real_md5(&header.md5).then(|| header.md5 == md5_actual);
@@ -232,12 +264,9 @@ impl LegacyClient {
         let mut filled = 0;
         while filled < len {
             let n = match time::timeout(stall, self.stream.read(&mut buf[filled..])).await {
-                Err(_) => bail!("{target} sent nothing for {stall:?} in the middle of {what}; is the server stuck?"),
-                Ok(Err(e)) => {
-                    return Err(anyhow!(e))
-                        .context(format!("connection to {target} lost while reading {what}"))
-                }
-                Ok(Ok(0)) => bail!(
+                Err(_) => lost!("{target} sent nothing for {stall:?} in the middle of {what}; is the server stuck?"),
+                Ok(Err(e)) => lost!("connection to {target} lost while reading {what}: {e}"),
+                Ok(Ok(0)) => lost!(
                     "{target} closed the connection after {filled} of the {len} bytes of {what}; \
                      is it really a legacy server?"
                 ),
@@ -252,18 +281,19 @@ impl LegacyClient {
 /// Refuses commands the protocol cannot carry, before anything is sent.
 fn check_command(command: &str) -> Result<()> {
     if command.is_empty() {
-        bail!(
+        return Err(LegacyError::Unsendable(
             "an empty command cannot be sent with the legacy protocol: the server would read \
              zero bytes as the end of the connection"
-        );
+                .into(),
+        ));
     }
     if command.len() > MAX_COMMAND_LEN {
-        bail!(
+        return Err(LegacyError::Unsendable(format!(
             "the command is {} bytes, but a legacy server reads at most {MAX_COMMAND_LEN} bytes as \
              one command (a longer one is cut and run as several); shorten it, put it in a script \
              on the server, or use the wiresh protocol",
             command.len()
-        );
+        )));
     }
     Ok(())
 }
@@ -271,10 +301,10 @@ fn check_command(command: &str) -> Result<()> {
 /// Connects to the first address of `target` that accepts.
 async fn connect_any(target: &Target) -> Result<TcpStream> {
     let shown = target.to_string();
-    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .with_context(|| format!("cannot resolve {:?}", target.host))?
-        .collect();
+    let addrs: Vec<_> = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => lost!("cannot resolve {:?}: {e}", target.host),
+    };
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -283,11 +313,11 @@ async fn connect_any(target: &Target) -> Result<TcpStream> {
         }
     }
     match last {
-        Some(e) => Err(anyhow!(e).context(format!(
+        Some(e) => lost!(
             "cannot connect to {shown} (is a legacy server listening there? \
-             server.py and `wiresh serve --legacy-listen` default to port {DEFAULT_LEGACY_PORT})"
-        ))),
-        None => bail!("{:?} resolves to no address", target.host),
+             server.py and `wiresh serve --legacy-listen` default to port {DEFAULT_LEGACY_PORT}): {e}"
+        ),
+        None => lost!("{:?} resolves to no address", target.host),
     }
 }
 

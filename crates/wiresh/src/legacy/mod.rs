@@ -19,11 +19,14 @@ pub mod client;
 pub mod server;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::time::Duration;
 
+use socket2::{SockRef, TcpKeepalive};
 use tracing::warn;
 
-pub use client::{LegacyClient, LegacyReply};
+use crate::error::SetupError;
+
+pub use client::{LegacyClient, LegacyError, LegacyReply};
 pub use server::LegacyServerConfig;
 pub use wiresh_proto::legacy::DEFAULT_LEGACY_PORT;
 
@@ -37,7 +40,7 @@ pub const ALLOW_REMOTE_FLAG: &str = "--legacy-allow-insecure-remote";
 /// server's user — the protocol has no authentication at all — so only
 /// loopback addresses are allowed, unless `allow_remote` (the operator
 /// passed [`ALLOW_REMOTE_FLAG`]); then this logs a warning and allows it.
-pub fn check_legacy_bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+pub fn check_legacy_bind(addr: SocketAddr, allow_remote: bool) -> Result<(), SetupError> {
     // `::ffff:127.0.0.1` is loopback too, though `Ipv6Addr::is_loopback` says no.
     if addr.ip().to_canonical().is_loopback() {
         return Ok(());
@@ -50,23 +53,12 @@ pub fn check_legacy_bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result
         );
         return Ok(());
     }
-    anyhow::bail!(
+    Err(SetupError::Config(format!(
         "refusing to serve the legacy protocol on {addr}: it has no authentication, so anyone who \
          can reach that address could run any command as this user. Listen on a loopback address \
          (such as 127.0.0.1:{DEFAULT_LEGACY_PORT}), or, only on a network you trust completely, \
          pass {ALLOW_REMOTE_FLAG}"
-    )
-}
-
-/// Lowercase hex of a digest, the form the `md5` header field uses.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    )))
 }
 
 /// Turns on TCP keepalive with short timers. The legacy protocol is silent
@@ -74,28 +66,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// without keepalive neither end could tell a long command from a peer
 /// whose machine vanished; with it, a vanished peer is noticed in about a
 /// minute. Failure only loses that detection, so it is ignored.
-pub(crate) fn set_keepalive(socket: &impl AsRawFd) {
-    let fd = socket.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: setsockopt on a valid socket with a c_int option value of
-        // the right size has no memory effects beyond the call.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 30);
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-    }
+pub(crate) fn set_keepalive(socket: &tokio::net::TcpStream) {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = SockRef::from(socket).set_tcp_keepalive(&keepalive);
 }
 
 #[cfg(test)]
@@ -128,10 +104,5 @@ mod tests {
             assert!(err.contains("no authentication"), "{err}");
             check_legacy_bind(addr, true).unwrap();
         }
-    }
-
-    #[test]
-    fn hex_is_lowercase() {
-        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
     }
 }

@@ -23,7 +23,6 @@
 //! command early it appends a line starting with `wiresh:` to the payload's
 //! stderr part, so the person reading the output learns why it stopped.
 
-use std::future::Future;
 use std::io::{self, SeekFrom};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,15 +32,16 @@ use md5::{Digest, Md5};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{self, Instant as Deadline};
-use tracing::{info, warn};
+use tokio::time;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
-use wiresh_proto::ExecRequest;
 
-use super::{hex, set_keepalive};
-use crate::process;
-use crate::shutdown::Shutdown;
-use crate::task::sleep_until;
+use super::set_keepalive;
+use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::home::hex;
+use crate::listener::{ConnLog, End};
+use crate::server::{defaults, ServerConfig};
 
 /// The `filename` the server puts in every reply header. The original sent
 /// the placeholder `"xxxxx"`; the payload is a command's output, not a
@@ -88,25 +88,40 @@ pub struct LegacyServerConfig {
 }
 
 impl Default for LegacyServerConfig {
-    /// The modern server's limits, and an 8 MiB spool threshold: most
+    /// The modern server's defaults, and an 8 MiB spool threshold: most
     /// outputs never touch the disk, and 256 connections cost at most 2 GiB.
     fn default() -> Self {
         LegacyServerConfig {
-            max_connections: 256,
+            max_connections: defaults::MAX_CONNECTIONS,
             command_timeout: None,
-            idle_timeout: Duration::from_secs(15 * 60),
-            kill_grace: process::DEFAULT_KILL_GRACE,
-            spool_threshold: 8 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(10),
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            kill_grace: defaults::KILL_GRACE,
+            spool_threshold: defaults::LEGACY_SPOOL_THRESHOLD,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
         }
     }
 }
 
-/// Serves legacy-protocol connections from `listener` until `shutdown`
-/// completes; then stops accepting, closes idle connections, gives running
+impl LegacyServerConfig {
+    /// The limits the operator set for the wiresh server, shared by the
+    /// legacy listener beside it.
+    pub fn sharing(server: &ServerConfig) -> LegacyServerConfig {
+        LegacyServerConfig {
+            max_connections: server.max_connections,
+            command_timeout: server.command_timeout,
+            idle_timeout: server.idle_timeout,
+            kill_grace: server.kill_grace,
+            shutdown_grace: server.shutdown_grace,
+            ..LegacyServerConfig::default()
+        }
+    }
+}
+
+/// Serves legacy-protocol connections from `listener` until `shutdown` is
+/// cancelled; then stops accepting, closes idle connections, gives running
 /// commands `shutdown_grace` before killing them, and returns once every
 /// connection has ended.
-pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: impl Future) {
+pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: CancellationToken) {
     let config = Arc::new(config);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "legacy listener ready (no authentication: loopback only unless allowed)");
@@ -131,25 +146,12 @@ pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: im
     .await
 }
 
-/// Why a connection ended, for its log line.
-#[derive(Debug)]
-enum End {
-    /// The client closed the connection between commands.
-    ClientClosed,
-    /// No command arrived within the idle timeout.
-    Idle(Duration),
-    /// The server is shutting down.
-    Shutdown,
-    /// Something went wrong; the text says what.
-    Error(String),
-}
-
 /// One legacy connection.
 struct Conn {
     socket: TcpStream,
     peer: SocketAddr,
     config: Arc<LegacyServerConfig>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     /// Bytes the client sent while a command ran (a client that does not
     /// wait for the answer): the original would `recv` them as the next
     /// command, and so does this server.
@@ -162,9 +164,9 @@ async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     config: Arc<LegacyServerConfig>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
-    let opened = Instant::now();
+    let log = ConnLog::new("legacy connection", peer);
     let mut conn = Conn {
         socket,
         peer,
@@ -174,19 +176,7 @@ async fn serve(
         commands: 0,
     };
     let end = conn.serve_commands().await;
-    let (commands, duration_ms) = (conn.commands, opened.elapsed().as_millis() as u64);
-    match end {
-        End::ClientClosed => info!(%peer, commands, duration_ms, "legacy connection closed"),
-        End::Idle(idle) => {
-            info!(%peer, commands, duration_ms, "legacy connection closed: idle for {idle:?}")
-        }
-        End::Shutdown => {
-            info!(%peer, commands, duration_ms, "legacy connection closed: server shutting down")
-        }
-        End::Error(reason) => {
-            warn!(%peer, commands, duration_ms, "legacy connection ended: {reason}")
-        }
-    }
+    log.ended(&end, conn.commands);
 }
 
 impl Conn {
@@ -221,7 +211,7 @@ impl Conn {
                     "could not send the {total_size}-byte answer to `{command}`: {e}"
                 ));
             }
-            if self.shutdown.is_shutdown() {
+            if self.shutdown.is_cancelled() {
                 return End::Shutdown;
             }
         }
@@ -243,7 +233,7 @@ impl Conn {
         let mut raw = vec![0u8; MAX_COMMAND_LEN];
         let read = tokio::select! {
             read = time::timeout(idle, self.socket.read(&mut raw)) => read,
-            _ = self.shutdown.recv() => return Err(End::Shutdown),
+            () = self.shutdown.cancelled() => return Err(End::Shutdown),
         };
         match read {
             Err(_) => Err(End::Idle(idle)),
@@ -261,10 +251,7 @@ impl Conn {
     async fn run_command(&mut self, command: &str) -> Result<Reply, End> {
         let config = self.config.clone();
         let mut output = Output::new(config.spool_threshold);
-        let req = ExecRequest::shell(command);
-        let spawned =
-            process::command_for(&req).and_then(|cmd| process::spawn_group(cmd, false, command));
-        let spawned = match spawned {
+        let spawned = match exec::spawn_group(&Spec::shell(command), command) {
             Ok(s) => s,
             Err(e) => {
                 // The shell would have printed its own complaint; say ours
@@ -276,44 +263,41 @@ impl Conn {
                     .map_err(|e| End::Error(format!("cannot build the reply: {e}")));
             }
         };
-        let process::Spawned {
-            mut child,
-            mut stdout,
-            mut stderr,
-            guard,
-            ..
-        } = spawned;
-        let mut guard = guard.with_grace(config.kill_grace);
+        let deadlines = Deadlines {
+            timeout: config.command_timeout,
+            shutdown_grace: config.shutdown_grace,
+            kill_grace: config.kill_grace,
+        };
+        let (mut supervisor, mut stdout, mut stderr, _) =
+            Supervisor::start(spawned, deadlines, self.shutdown.clone());
 
         let mut out_buf = vec![0u8; CHUNK];
         let mut err_buf = vec![0u8; CHUNK];
         let mut watch_buf = vec![0u8; MAX_COMMAND_LEN];
         let (mut out_done, mut err_done, mut exited) = (false, false, false);
-        let timeout_at = config.command_timeout.map(|t| Deadline::now() + t);
-        let mut grace_at: Option<Deadline> = None;
-        // Set once the group is killed: the reason (for the note) and how
-        // long to keep waiting for the pipes to close. A process that left
-        // the group (setsid) could hold them open forever.
-        let mut ended_early: Option<String> = None;
-        let mut drain_until: Option<Deadline> = None;
 
         while !(exited && out_done && err_done) {
             let watching = self.pending.len() < MAX_COMMAND_LEN;
-            let mut kill = None;
+            let mut too_much = None;
             tokio::select! {
                 read = stdout.read(&mut out_buf), if !out_done => {
                     match read {
                         Ok(0) | Err(_) => out_done = true,
-                        Ok(n) => kill = output.push(Stream::Stdout, &out_buf[..n]).await,
+                        Ok(n) => too_much = output.push(Stream::Stdout, &out_buf[..n]).await,
                     }
                 }
                 read = stderr.read(&mut err_buf), if !err_done => {
                     match read {
                         Ok(0) | Err(_) => err_done = true,
-                        Ok(n) => kill = output.push(Stream::Stderr, &err_buf[..n]).await,
+                        Ok(n) => too_much = output.push(Stream::Stderr, &err_buf[..n]).await,
                     }
                 }
-                _ = child.wait(), if !exited => exited = true,
+                event = supervisor.next() => match event {
+                    Event::Exited(_) => exited = true,
+                    Event::Killing(_) => {}
+                    // Killed, yet something still holds the pipes: answer anyway.
+                    Event::GaveUpOnPipes => break,
+                },
                 // While the command runs, the socket is watched so that a
                 // client that goes away takes its command with it.
                 read = self.socket.read(&mut watch_buf[..MAX_COMMAND_LEN - self.pending.len()]), if watching => {
@@ -327,36 +311,17 @@ impl Conn {
                         Ok(n) => self.pending.extend_from_slice(&watch_buf[..n]),
                     }
                 }
-                _ = sleep_until(timeout_at), if timeout_at.is_some() && ended_early.is_none() => {
-                    let limit = config.command_timeout.unwrap_or_default();
-                    kill = Some(format!(
-                        "command timed out after {limit:?}; the command's process group was killed"
-                    ));
-                }
-                _ = self.shutdown.recv(), if !self.shutdown.is_shutdown() => {
-                    grace_at = Some(Deadline::now() + self.config.shutdown_grace);
-                }
-                _ = sleep_until(grace_at), if grace_at.is_some() && ended_early.is_none() => {
-                    kill = Some(
-                        "server shutting down; the command's process group was killed".to_string(),
-                    );
-                }
-                _ = sleep_until(drain_until), if drain_until.is_some() => {
-                    // Killed, yet something still holds the pipes: answer anyway.
-                    break;
-                }
             }
-            if let Some(why) = kill {
-                if ended_early.is_none() {
-                    guard.terminate();
-                    drain_until =
-                        Some(Deadline::now() + config.kill_grace + Duration::from_secs(2));
-                    ended_early = Some(why);
-                }
+            if let Some(why) = too_much {
+                supervisor.kill(KillReason::Other(why));
             }
         }
+        let ended_early = supervisor.killed().map(|reason| match reason {
+            KillReason::Other(why) => why.clone(),
+            other => format!("{other}; the command's process group was killed"),
+        });
         // Whatever the command left behind in its group ends with it.
-        guard.terminate();
+        supervisor.finish();
         output
             .finish(ended_early)
             .await

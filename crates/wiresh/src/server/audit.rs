@@ -5,17 +5,18 @@
 //! server then refuses new commands and transfers (fail closed): activity
 //! that cannot be audited does not happen.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use anyhow::Context;
 use serde::Serialize;
 use tracing::error;
+
+use crate::error::SetupError;
+use crate::home::append_private_file;
 
 /// One audited action.
 #[derive(Debug, Serialize)]
@@ -58,13 +59,13 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens (creating, mode 600) `path` for appending.
-    pub fn open(path: &Path) -> anyhow::Result<AuditLog> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+    pub fn open(path: &Path) -> Result<AuditLog, SetupError> {
+        let file = append_private_file(path).map_err(|source| SetupError::File {
+            action: "open",
+            what: "audit log",
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(AuditLog {
             file: Mutex::new(file),
             broken: AtomicBool::new(false),

@@ -4,35 +4,51 @@
 //! command — stdin is flow-controlled by a window (`hello.stdin_window`), so
 //! buffering it never needs more than that — which means `cancel`, `ping`
 //! and a vanished client are always noticed, whatever the command does with
-//! its input and output.
+//! its input and output. The command's deadlines are the
+//! [`Supervisor`]'s.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
-use tokio::time::{self, Instant as Deadline};
+use tokio::time::{self, Instant};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
-use super::session::{AuditEntry, End, Session};
-use crate::process::{self, SpawnError};
-use crate::task::{sleep_until, AbortOnDrop};
+use super::refusal::Refusal;
+use super::session::{AuditEntry, Session};
+use crate::conn::FrameSender;
+use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::listener::End;
+use crate::task::AbortOnDrop;
 
 /// Largest chunk read from a command's pipe into one frame. Large enough
 /// that per-frame costs vanish at full speed, small enough that what a
-/// connection holds in flight stays near 2.5 MiB (see `outbox`); never more
+/// connection holds in flight stays near 2.5 MiB (see `conn`); never more
 /// than the body limit, which every client accepts.
 const CHUNK: usize = 256 * 1024;
 
-/// After the server kills a command, how much longer than the kill grace it
-/// waits for the output pipes to close: a process that escaped the group
-/// (`setsid`) may hold them open forever.
-const DRAIN_SLACK: Duration = Duration::from_secs(2);
+/// What the server runs for a request, or why the request is malformed.
+fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
+    let program = match req.program().map_err(|e| Refusal::BadRequest(e.into()))? {
+        wiresh_proto::Program::Shell(line) => exec::Program::Shell(line.to_string()),
+        wiresh_proto::Program::Argv(argv) => exec::Program::Argv(argv.to_vec()),
+    };
+    Ok(Spec {
+        program,
+        env: req
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cwd: req.cwd.as_ref().map(Into::into),
+        stdin: req.stdin,
+    })
+}
 
 /// Runs `req` to completion. `Ok` means the connection can take the next
 /// command; `Err` means it must close.
@@ -40,13 +56,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let what = req.describe();
     let refusal = session
         .audit_refusal()
-        .map(|m| (ErrorCode::Internal, m))
-        .or_else(|| {
-            let verdict = session.config.policy.check_exec(&req);
-            verdict.err().map(|m| (ErrorCode::Forbidden, m))
-        });
-    if let Some((code, message)) = refusal {
-        info!(peer = %session.peer, command = %what, "command refused: {message}");
+        .or_else(|| session.config.policy.check_exec(&req).err());
+    if let Some(refusal) = refusal {
         session.audit(AuditEntry {
             action: "exec",
             target: &what,
@@ -56,50 +67,36 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             bytes_in: 0,
             bytes_out: 0,
         });
-        return session
-            .send(Frame::new(Message::error(code, message)))
-            .await;
+        return session.refuse(&format!("command `{what}`"), refusal).await;
     }
-    // Held until the command ends: bounds the commands running server-wide.
-    let Ok(_slot) = session.state.commands.clone().try_acquire_owned() else {
-        let message = format!(
-            "the server is running its limit of {} commands; try again later",
-            session.config.max_commands
-        );
-        info!(peer = %session.peer, command = %what, "command refused: busy");
-        return session
-            .send(Frame::new(Message::error(ErrorCode::Busy, message)))
-            .await;
+    // The slot is held until the command ends: it bounds the commands
+    // running server-wide.
+    let started = session.command_slot().and_then(|slot| {
+        let spawned = exec::spawn_group(&spec_for(&req)?, &what)?;
+        Ok((slot, spawned))
+    });
+    let (_slot, spawned) = match started {
+        Ok(pair) => pair,
+        Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,
     };
-    let spawned =
-        process::command_for(&req).and_then(|cmd| process::spawn_group(cmd, req.stdin, &what));
-    let spawned = match spawned {
-        Ok(s) => s,
-        Err(e) => {
-            let code = match e {
-                SpawnError::BadRequest(_) => ErrorCode::BadRequest,
-                SpawnError::Io { .. } => ErrorCode::SpawnFailed,
-            };
-            info!(peer = %session.peer, command = %what, "command not started: {e}");
-            return session
-                .send(Frame::new(Message::error(code, e.to_string())))
-                .await;
-        }
-    };
-    let started = Instant::now();
+    let pid = spawned.pid;
     let config = session.config.clone();
-    let process::Spawned {
-        mut child,
-        pid,
-        stdout,
-        stderr,
-        stdin,
-        guard,
-    } = spawned;
-    let mut guard = guard.with_grace(config.kill_grace);
+    let deadlines = Deadlines {
+        timeout: match (
+            req.timeout_ms.map(Duration::from_millis),
+            config.command_timeout,
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        shutdown_grace: config.shutdown_grace,
+        kill_grace: config.kill_grace,
+    };
+    let (mut supervisor, stdout, stderr, stdin) =
+        Supervisor::start(spawned, deadlines, session.shutdown.clone());
 
     session.send(Frame::new(Message::Started { pid })).await?;
-    let data = session.outbox.data.clone();
+    let data = session.conn.sender();
     let chunk = CHUNK.min(config.limits.max_body);
     // Aborted on every way out of this function, so no pump outlives the
     // command and keeps the connection's writer (and socket) alive.
@@ -115,50 +112,33 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         data.clone(),
         chunk,
     )));
-    let (mut stdout_done, mut stderr_done) = (false, false);
+    let (mut stdout_done, mut stderr_done, mut exited) = (false, false, false);
     let mut bytes_out = 0u64;
     let mut stdin_feed = stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone()));
     let mut bytes_in = 0u64;
 
-    let timeout = match (
-        req.timeout_ms.map(Duration::from_millis),
-        config.command_timeout,
-    ) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let timeout_at = timeout.map(|t| Deadline::now() + t);
-    let mut timed_out = false;
-    let mut cancelled = false;
-    let mut grace_at: Option<Deadline> = None;
-    let mut drain_at: Option<Deadline> = None;
-    let kill = |guard: &mut process::GroupGuard, drain_at: &mut Option<Deadline>| {
-        guard.terminate();
-        drain_at.get_or_insert(Deadline::now() + config.kill_grace + DRAIN_SLACK);
-    };
     // The client promises a frame at least every `keepalive`; allow three
     // missed beats before deciding it is gone.
     let silence_limit = config.keepalive * 3;
-    let mut last_heard = Deadline::now();
-    let mut status = None;
+    let mut last_heard = Instant::now();
 
     let aborted: Option<End> = 'run: {
-        while status.is_none() || !stdout_done || !stderr_done {
+        while !exited || !stdout_done || !stderr_done {
             tokio::select! {
                 biased;
-                next = session.reader.next() => {
-                    last_heard = Deadline::now();
+                next = session.conn.recv() => {
+                    last_heard = Instant::now();
                     let frame = match next {
                         None => break 'run Some(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
-                        Some(Err(e)) => break 'run Some(session.fail_decode(e).await),
+                        Some(Err(e)) => break 'run Some(session.fail_recv(e.into(), "").await),
                         Some(Ok(frame)) => frame,
                     };
                     match frame.message {
                         Message::Stdin => {
                             bytes_in += frame.body.len() as u64;
                             if let Some(feed) = &stdin_feed {
-                                if let Err(message) = feed.push(frame.body, config.stdin_window) {
-                                    break 'run Some(session.fail(ErrorCode::FlowControl, message).await);
+                                if let Err(e) = feed.push(frame.body, config.stdin_window) {
+                                    break 'run Some(session.fail(ErrorCode::FlowControl, e.to_string()).await);
                                 }
                             }
                         }
@@ -168,40 +148,24 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                             }
                         }
                         Message::Cancel => {
-                            cancelled = true;
-                            kill(&mut guard, &mut drain_at);
+                            supervisor.kill(KillReason::Cancelled);
                         }
-                        Message::Ping => session.outbox.pong(frame.body),
+                        Message::Ping => session.conn.pong(frame.body),
                         Message::Pong => {}
                         other => break 'run Some(session.unexpected(&other, "while a command runs").await),
                     }
                 }
-                st = child.wait(), if status.is_none() => {
-                    status = Some(st.map(process::code_and_signal).unwrap_or((None, None)));
-                }
-                n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
-                n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
-                _ = sleep_until(timeout_at), if !timed_out && timeout_at.is_some() => {
-                    timed_out = true;
-                    kill(&mut guard, &mut drain_at);
-                }
-                _ = session.shutdown.recv(), if !session.shutdown.is_shutdown() => {
-                    grace_at = Some(Deadline::now() + config.shutdown_grace);
-                }
-                _ = sleep_until(grace_at), if grace_at.is_some() => {
-                    grace_at = None;
-                    kill(&mut guard, &mut drain_at);
-                }
-                _ = sleep_until(drain_at), if drain_at.is_some() => {
+                event = supervisor.next() => match event {
+                    Event::Exited(_) => exited = true,
+                    Event::Killing(_) => {}
                     // Killed, yet the pipes stay open: something escaped the
                     // group. Stop waiting for them (the pumps are aborted).
-                    drain_at = None;
-                    stdout_done = true;
-                    stderr_done = true;
-                    if status.is_none() {
-                        status = Some((None, Some(libc::SIGKILL)));
+                    Event::GaveUpOnPipes => {
+                        (stdout_done, stderr_done, exited) = (true, true, true);
                     }
-                }
+                },
+                n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
+                n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
                 _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
                     let message = format!(
                         "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
@@ -209,7 +173,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                     );
                     break 'run Some(session.fail(ErrorCode::Timeout, message).await);
                 }
-                _ = session.outbox.closed() => {
+                () = data.closed() => {
                     break 'run Some(End::Error(format!("connection lost during `{what}`; its process group was killed")));
                 }
             }
@@ -222,21 +186,24 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             target: &what,
             outcome: "aborted",
             status: None,
-            duration: started.elapsed(),
+            duration: supervisor.elapsed(),
             bytes_in,
             bytes_out,
         });
         return Err(end);
     }
-    // Whatever the command left behind in its group ends with it; and no
-    // `stdin_ack` may follow the `exit`.
-    guard.terminate();
+    // No `stdin_ack` may follow the `exit`.
     drop(stdin_feed);
-    let (code, signal) = status.expect("loop ends with a status");
+    let duration = supervisor.elapsed();
+    let timed_out = supervisor.timed_out();
+    let cancelled = supervisor.killed() == Some(&KillReason::Cancelled);
+    let drain_limit = supervisor.drain_limit();
+    // Whatever the command left behind in its group ends with it.
+    let status = supervisor.finish();
     let exit = ExitStatus {
-        code,
-        signal,
-        duration_ms: started.elapsed().as_millis() as u64,
+        code: status.code,
+        signal: status.signal,
+        duration_ms: duration.as_millis() as u64,
         timed_out,
     };
     info!(
@@ -256,14 +223,14 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         target: &what,
         outcome: if cancelled { "cancelled" } else { "finished" },
         status: Some(&exit),
-        duration: started.elapsed(),
+        duration,
         bytes_in,
         bytes_out,
     });
     let exit = Frame::new(Message::Exit(exit));
-    if session.shutdown.is_shutdown() {
+    if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.
-        let _ = time::timeout(config.kill_grace + DRAIN_SLACK, session.send(exit)).await;
+        let _ = time::timeout(drain_limit, session.send(exit)).await;
         return Err(session
             .fail(ErrorCode::ShuttingDown, "server is shutting down")
             .await);
@@ -277,7 +244,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
 async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     kind: Message,
-    out: mpsc::Sender<Frame>,
+    out: FrameSender,
     chunk: usize,
 ) -> u64 {
     let mut total = 0u64;
@@ -301,6 +268,14 @@ async fn pump(
     total
 }
 
+/// A client sent more stdin than its window allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{unacked} bytes of stdin unacknowledged, more than the window of {window}")]
+struct WindowExceeded {
+    unacked: usize,
+    window: usize,
+}
+
 /// Client input on its way to the command's stdin.
 ///
 /// Chunks are queued without waiting (the client may have at most
@@ -315,7 +290,7 @@ struct StdinFeed {
 }
 
 impl StdinFeed {
-    fn spawn(mut pipe: ChildStdin, acks: mpsc::Sender<Frame>) -> StdinFeed {
+    fn spawn(mut pipe: ChildStdin, acks: FrameSender) -> StdinFeed {
         let (queue, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let unacked = Arc::new(AtomicUsize::new(0));
         let counter = unacked.clone();
@@ -342,7 +317,7 @@ impl StdinFeed {
     }
 
     /// Queues a chunk, or says how the client broke the window.
-    fn push(&self, chunk: Bytes, window: usize) -> Result<(), String> {
+    fn push(&self, chunk: Bytes, window: usize) -> Result<(), WindowExceeded> {
         let Some(queue) = &self.queue else {
             return Ok(()); // after stdin_end: ignored, as documented
         };
@@ -351,9 +326,7 @@ impl StdinFeed {
         }
         let unacked = self.unacked.fetch_add(chunk.len(), Ordering::AcqRel) + chunk.len();
         if unacked > window {
-            return Err(format!(
-                "{unacked} bytes of stdin unacknowledged, more than the window of {window}"
-            ));
+            return Err(WindowExceeded { unacked, window });
         }
         let _ = queue.send(chunk);
         Ok(())

@@ -13,61 +13,57 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::fs;
 use tokio::io::AsyncSeekExt;
-use tokio::time;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
-use super::session::{AuditEntry, End, Session};
+use super::refusal::Refusal;
+use super::session::{AuditEntry, Session};
+use crate::conn::RecvError;
 use crate::fileio::{
     hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, Sink, Source,
     CHUNK,
 };
+use crate::listener::End;
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A refusal the client can recover from: the connection stays usable.
-struct Refusal(ErrorCode, String);
+/// Why a file request stopped before its end.
+enum Stop {
+    /// This request is refused; the connection goes on.
+    Refused(Refusal),
+    /// The connection must close.
+    End(End),
+}
 
-impl Refusal {
-    fn io(what: &str, path: &Path, e: std::io::Error) -> Refusal {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => Refusal(
-                ErrorCode::NotFound,
-                format!("{}: no such file or directory", path.display()),
-            ),
-            _ => Refusal(
-                ErrorCode::IoError,
-                format!("cannot {what} {}: {e}", path.display()),
-            ),
-        }
+impl From<Refusal> for Stop {
+    fn from(refusal: Refusal) -> Stop {
+        Stop::Refused(refusal)
     }
 }
+
+impl From<End> for Stop {
+    fn from(end: End) -> Stop {
+        Stop::End(end)
+    }
+}
+
+/// What a request handler returns: the file bytes moved, or why it stopped.
+type Handled = Result<u64, Stop>;
 
 /// Handles one file request. `Ok` means the connection can go on.
 pub(super) async fn handle(session: &mut Session, message: Message) -> Result<(), End> {
     let Some(root) = session.config.files_root.clone() else {
-        return refuse(
-            session,
-            Refusal(
-                ErrorCode::FilesDisabled,
-                "file transfer is off on this server (start it with --files-root DIR)".into(),
-            ),
-        )
-        .await;
+        return session.refuse("file request", Refusal::FilesDisabled).await;
     };
     if !session.config.policy.allow_files {
-        let refusal = Refusal(
-            ErrorCode::Forbidden,
-            "file transfer is disabled by the server's policy".into(),
-        );
-        return refuse(session, refusal).await;
+        let refusal = Refusal::Forbidden("file transfer is disabled by the server's policy".into());
+        return session.refuse("file request", refusal).await;
     }
-    if let Some(message) = session.audit_refusal() {
-        return refuse(session, Refusal(ErrorCode::Internal, message)).await;
+    if let Some(refusal) = session.audit_refusal() {
+        return session.refuse("file request", refusal).await;
     }
     let started = std::time::Instant::now();
     let (action, target) = match &message {
@@ -86,9 +82,9 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
     };
     if !action.is_empty() {
         let (outcome, bytes) = match &result {
-            Ok(Ok(bytes)) => ("ok", *bytes),
-            Ok(Err(_)) => ("refused", 0),
-            Err(_) => ("aborted", 0),
+            Ok(bytes) => ("ok", *bytes),
+            Err(Stop::Refused(_)) => ("refused", 0),
+            Err(Stop::End(_)) => ("aborted", 0),
         };
         let (bytes_in, bytes_out) = if action == "get" {
             (0, bytes)
@@ -106,30 +102,24 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         });
     }
     match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(refusal)) => refuse(session, refusal).await,
-        Err(end) => Err(end),
+        Ok(_) => Ok(()),
+        Err(Stop::Refused(refusal)) => session.refuse("file request", refusal).await,
+        Err(Stop::End(end)) => Err(end),
     }
-}
-
-async fn refuse(session: &mut Session, Refusal(code, message): Refusal) -> Result<(), End> {
-    info!(peer = %session.peer, "file request refused: {code}: {message}");
-    send(session, Message::error(code, message)).await
 }
 
 async fn send(session: &Session, message: Message) -> Result<(), End> {
     session.send(Frame::new(message)).await
 }
 
-/// What a handler returns: `Err` ends the connection, `Ok(Err)` refuses
-/// this request only; `Ok(Ok(n))` is the file bytes moved.
-type Handled = Result<Result<u64, Refusal>, End>;
-
 /// Resolves a client's path inside `root` (which is canonical), or refuses
 /// it: `..` anywhere, NUL, absolute paths outside the root, and paths whose
 /// existing part leads out of the root through a symlink.
 fn resolve(root: &Path, path: &str) -> Result<PathBuf, Refusal> {
-    let refused = |why: &str| Refusal(ErrorCode::PathRefused, format!("{path:?}: {why}"));
+    let refused = |why| Refusal::PathRefused {
+        path: path.to_string(),
+        why,
+    };
     if path.contains('\0') {
         return Err(refused("contains a NUL byte"));
     }
@@ -184,32 +174,21 @@ fn entry(path: String, meta: &std::fs::Metadata) -> FileEntry {
 }
 
 async fn stat(session: &mut Session, root: &Path, path: &str) -> Handled {
-    let full = match resolve(root, path) {
-        Ok(p) => p,
-        Err(r) => return Ok(Err(r)),
-    };
-    match fs::metadata(&full).await {
-        Ok(meta) => send(session, Message::Entry(entry(path.to_string(), &meta)))
-            .await
-            .map(|()| Ok(0)),
-        Err(e) => Ok(Err(Refusal::io("stat", Path::new(path), e))),
-    }
+    let full = resolve(root, path)?;
+    let meta = fs::metadata(&full)
+        .await
+        .map_err(|e| Refusal::io("stat", Path::new(path), e))?;
+    send(session, Message::Entry(entry(path.to_string(), &meta))).await?;
+    Ok(0)
 }
 
 async fn list(session: &mut Session, root: &Path, path: &str) -> Handled {
-    let full = match resolve(root, path) {
-        Ok(p) => p,
-        Err(r) => return Ok(Err(r)),
-    };
-    match fs::metadata(&full).await {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Ok(Err(Refusal(
-                ErrorCode::IoError,
-                format!("{path}: not a directory"),
-            )))
-        }
-        Err(e) => return Ok(Err(Refusal::io("list", Path::new(path), e))),
+    let full = resolve(root, path)?;
+    let meta = fs::metadata(&full)
+        .await
+        .map_err(|e| Refusal::io("list", Path::new(path), e))?;
+    if !meta.is_dir() {
+        return Err(Refusal::Io(format!("{path}: not a directory")).into());
     }
     // Walk on a blocking thread, sending entries as they are found, so a
     // huge tree costs neither memory here nor a stall of the runtime.
@@ -221,13 +200,11 @@ async fn list(session: &mut Session, root: &Path, path: &str) -> Handled {
         send(session, Message::Entry(e)).await?;
     }
     if let Ok(Err(e)) = walker.await {
-        return Err(session
-            .fail(ErrorCode::IoError, format!("listing {path} failed: {e}"))
-            .await);
+        let message = format!("listing {path} failed: {e}");
+        return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
-    send(session, Message::ListEnd { count })
-        .await
-        .map(|()| Ok(0))
+    send(session, Message::ListEnd { count }).await?;
+    Ok(0)
 }
 
 /// Sends every entry below `dir`, a directory before its contents. Symlinks
@@ -264,39 +241,29 @@ fn walk(
 }
 
 async fn mkdir(session: &mut Session, root: &Path, path: &str, mode: Option<u32>) -> Handled {
-    let full = match resolve(root, path) {
-        Ok(p) => p,
-        Err(r) => return Ok(Err(r)),
-    };
-    if let Err(e) = fs::create_dir_all(&full).await {
-        return Ok(Err(Refusal::io("create directory", Path::new(path), e)));
-    }
+    let full = resolve(root, path)?;
+    fs::create_dir_all(&full)
+        .await
+        .map_err(|e| Refusal::io("create directory", Path::new(path), e))?;
     if let Some(mode) = mode {
         let _ = fs::set_permissions(&full, std::fs::Permissions::from_mode(mode & 0o7777)).await;
     }
-    send(session, Message::TransferOk { bytes: 0 })
-        .await
-        .map(|()| Ok(0))
+    send(session, Message::TransferOk { bytes: 0 }).await?;
+    Ok(0)
 }
 
 /// Reads the next frame of a transfer, answering pings on the way.
 async fn next_transfer_frame(session: &mut Session) -> Result<Frame, End> {
     loop {
-        let frame = match time::timeout(FRAME_TIMEOUT, session.reader.next()).await {
-            Err(_) => {
-                return Err(session
-                    .fail(
-                        ErrorCode::Timeout,
-                        format!("transfer stalled for {FRAME_TIMEOUT:?}"),
-                    )
-                    .await)
+        let frame = match session.conn.recv_within(FRAME_TIMEOUT).await {
+            Ok(frame) => frame,
+            Err(RecvError::Closed) => {
+                return Err(End::Error("client disconnected during a transfer".into()))
             }
-            Ok(None) => return Err(End::Error("client disconnected during a transfer".into())),
-            Ok(Some(Err(e))) => return Err(session.fail_decode(e).await),
-            Ok(Some(Ok(frame))) => frame,
+            Err(e) => return Err(session.fail_recv(e, "during a transfer").await),
         };
         match frame.message {
-            Message::Ping => session.outbox.pong(frame.body),
+            Message::Ping => session.conn.pong(frame.body),
             Message::Pong => {}
             _ => return Ok(frame),
         }
@@ -308,46 +275,33 @@ async fn expect_start(session: &mut Session, offered: u64) -> Result<u64, End> {
     let frame = next_transfer_frame(session).await?;
     match frame.message {
         Message::TransferStart { offset } if offset == 0 || offset == offered => Ok(offset),
-        Message::TransferStart { offset } => Err(session
-            .fail(
-                ErrorCode::BadRequest,
-                format!("transfer_start offset {offset} is neither 0 nor the offered {offered}"),
-            )
-            .await),
+        Message::TransferStart { offset } => {
+            let message =
+                format!("transfer_start offset {offset} is neither 0 nor the offered {offered}");
+            Err(session.fail(ErrorCode::BadRequest, message).await)
+        }
         other => Err(session.unexpected(&other, "before transfer_start").await),
     }
 }
 
 async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
-    let target = match resolve(root, &req.path) {
-        Ok(p) => p,
-        Err(r) => return Ok(Err(r)),
-    };
-    let Some(part) = partial_path(&target) else {
-        return Ok(Err(Refusal(
-            ErrorCode::PathRefused,
-            format!("{:?}: names no file", req.path),
-        )));
-    };
+    let shown = Path::new(&req.path);
+    let target = resolve(root, &req.path)?;
+    let part = partial_path(&target).ok_or_else(|| Refusal::PathRefused {
+        path: req.path.clone(),
+        why: "names no file",
+    })?;
     if fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
-        return Ok(Err(Refusal(
-            ErrorCode::IoError,
-            format!("{}: is a directory", req.path),
-        )));
+        return Err(Refusal::Io(format!("{}: is a directory", req.path)).into());
     }
     if let Some(parent) = target.parent() {
-        if let Err(e) = fs::create_dir_all(parent).await {
-            return Ok(Err(Refusal::io(
-                "create directory for",
-                Path::new(&req.path),
-                e,
-            )));
-        }
+        fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Refusal::io("create directory for", shown, e))?;
     }
-    let mut file = match open_partial(&part).await {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(Refusal::io("write", Path::new(&req.path), e))),
-    };
+    let mut file = open_partial(&part)
+        .await
+        .map_err(|e| Refusal::io("write", shown, e))?;
     // Offer to resume from a partial no longer than the file.
     let mut offered = 0;
     let mut prefix = None;
@@ -376,12 +330,8 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
         file.seek(SeekFrom::Start(offset)).await
     };
     if let Err(e) = positioned.await {
-        return Err(session
-            .fail(
-                ErrorCode::IoError,
-                format!("cannot write {}: {e}", req.path),
-            )
-            .await);
+        let message = format!("cannot write {}: {e}", req.path);
+        return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     let mut sink = Sink::start(file, hasher).await;
     let mut received = 0u64;
@@ -391,31 +341,23 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
             Message::FileData => {
                 received += frame.body.len() as u64;
                 if offset + received > req.size {
-                    return Err(session
-                        .fail(
-                            ErrorCode::BadRequest,
-                            format!("more data than the announced {} bytes", req.size),
-                        )
-                        .await);
+                    let message = format!("more data than the announced {} bytes", req.size);
+                    return Err(session.fail(ErrorCode::BadRequest, message).await.into());
                 }
                 if let Err(e) = sink.write(frame.body).await {
-                    return Err(session
-                        .fail(
-                            ErrorCode::IoError,
-                            format!("cannot write {}: {e}", req.path),
-                        )
-                        .await);
+                    let message = format!("cannot write {}: {e}", req.path);
+                    return Err(session.fail(ErrorCode::IoError, message).await.into());
                 }
             }
             Message::FileEnd { blake3 } => break blake3,
-            other => return Err(session.unexpected(&other, "during an upload").await),
+            other => return Err(session.unexpected(&other, "during an upload").await.into()),
         }
     };
     let (file, hasher) = match sink.finish().await {
         Ok(done) => done,
         Err(e) => {
             let _ = fs::remove_file(&part).await;
-            return Ok(Err(Refusal::io("write", Path::new(&req.path), e)));
+            return Err(Refusal::io("write", shown, e).into());
         }
     };
     let actual = hasher.finalize().to_hex().to_string();
@@ -427,45 +369,36 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
         } else {
             format!("BLAKE3 {actual} of the received data differs from the sender's {expected}")
         };
-        return Ok(Err(Refusal(
-            ErrorCode::ChecksumMismatch,
-            format!("{}: {why}; nothing was written", req.path),
-        )));
+        let message = format!("{}: {why}; nothing was written", req.path);
+        return Err(Refusal::ChecksumMismatch(message).into());
     }
-    if let Err(e) = publish(file, &part, &target, req.mode, req.mtime).await {
-        return Ok(Err(Refusal::io("publish", Path::new(&req.path), e)));
-    }
-    info!(peer = %session.peer, path = %req.path, bytes = received, resumed_at = offset, "file received");
-    send(session, Message::TransferOk { bytes: received })
+    publish(file, &part, &target, req.mode, req.mtime)
         .await
-        .map(|()| Ok(received))
+        .map_err(|e| Refusal::io("publish", shown, e))?;
+    info!(peer = %session.peer, path = %req.path, bytes = received, resumed_at = offset, "file received");
+    send(session, Message::TransferOk { bytes: received }).await?;
+    Ok(received)
 }
 
 async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -> Handled {
-    let full = match resolve(root, path) {
-        Ok(p) => p,
-        Err(r) => return Ok(Err(r)),
-    };
-    let mut file = match open_source(&full).await {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(Refusal::io("read", Path::new(path), e))),
-    };
-    let meta = match file.metadata().await {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => {
-            return Ok(Err(Refusal(
-                ErrorCode::IoError,
-                format!("{path}: not a regular file"),
-            )))
-        }
-        Err(e) => return Ok(Err(Refusal::io("stat", Path::new(path), e))),
-    };
+    let shown = Path::new(path);
+    let full = resolve(root, path)?;
+    let mut file = open_source(&full)
+        .await
+        .map_err(|e| Refusal::io("read", shown, e))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| Refusal::io("stat", shown, e))?;
+    if !meta.is_file() {
+        return Err(Refusal::Io(format!("{path}: not a regular file")).into());
+    }
     let size = meta.len();
     let (offered, prefix) = if resume_from > 0 && resume_from <= size {
-        match hash_prefix(&mut file, resume_from).await {
-            Ok(h) => (resume_from, Some(h)),
-            Err(e) => return Ok(Err(Refusal::io("read", Path::new(path), e))),
-        }
+        let hasher = hash_prefix(&mut file, resume_from)
+            .await
+            .map_err(|e| Refusal::io("read", shown, e))?;
+        (resume_from, Some(hasher))
     } else {
         (0, None)
     };
@@ -483,9 +416,8 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
         (_, Some(h)) => h,
     };
     if let Err(e) = file.seek(SeekFrom::Start(offset)).await {
-        return Err(session
-            .fail(ErrorCode::IoError, format!("cannot read {path}: {e}"))
-            .await);
+        let message = format!("cannot read {path}: {e}");
+        return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     // Exactly the announced size, even if the file grows meanwhile.
     let mut source = Source::start(file, size - offset, CHUNK, hasher).await;
@@ -497,16 +429,67 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
                     .await?
             }
             Err(e) => {
-                return Err(session
-                    .fail(ErrorCode::IoError, format!("cannot read {path}: {e}"))
-                    .await)
+                let message = format!("cannot read {path}: {e}");
+                return Err(session.fail(ErrorCode::IoError, message).await.into());
             }
         }
     }
     let hasher = source.finish().await;
     let blake3 = hasher.finalize().to_hex().to_string();
     info!(peer = %session.peer, path, bytes = size - offset, resumed_at = offset, "file sent");
-    send(session, Message::FileEnd { blake3 })
-        .await
-        .map(|()| Ok(size - offset))
+    send(session, Message::FileEnd { blake3 }).await?;
+    Ok(size - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(root: &Path, path: &str) -> &'static str {
+        match resolve(root, path) {
+            Err(Refusal::PathRefused { why, .. }) => why,
+            other => panic!("{path:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolves_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        std::os::unix::fs::symlink("sub", root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+
+        assert_eq!(resolve(&root, "a.txt").unwrap(), root.join("a.txt"));
+        assert_eq!(
+            resolve(&root, "./sub/new/b").unwrap(),
+            root.join("sub/new/b")
+        );
+        assert_eq!(resolve(&root, "in/c").unwrap(), root.join("in/c"));
+        let absolute = root.join("sub/d");
+        assert_eq!(
+            resolve(&root, absolute.to_str().unwrap()).unwrap(),
+            absolute
+        );
+        assert_eq!(resolve(&root, "").unwrap(), root);
+
+        assert_eq!(refused(&root, "../x"), "`..` is not allowed");
+        assert_eq!(refused(&root, "sub/../../x"), "`..` is not allowed");
+        assert_eq!(refused(&root, "a\0b"), "contains a NUL byte");
+        assert_eq!(
+            refused(&root, "/etc/passwd"),
+            "absolute paths must lie inside the server's files root"
+        );
+        assert_eq!(
+            refused(&root, "out/x"),
+            "leads outside the server's files root"
+        );
+        assert_eq!(
+            refused(&root, "out"),
+            "leads outside the server's files root"
+        );
+        assert_eq!(refused(&root, "dangling/x"), "is a dangling symlink");
+    }
 }

@@ -9,9 +9,11 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde::Deserialize;
 use wiresh_proto::{ExecRequest, Program};
+
+use super::refusal::Refusal;
+use crate::error::SetupError;
 
 /// The rules, as read from the policy file. Every field is optional; an
 /// absent file or field allows everything, as without a policy.
@@ -46,11 +48,19 @@ impl Default for Policy {
 
 impl Policy {
     /// Reads a policy file, with errors that say what is wrong in it.
-    pub fn load(path: &Path) -> anyhow::Result<Policy> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read policy file {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("policy file {} is not valid", path.display()))
+    pub fn load(path: &Path) -> Result<Policy, SetupError> {
+        const WHAT: &str = "policy file";
+        let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
+            action: "read",
+            what: WHAT,
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| SetupError::Invalid {
+            what: WHAT,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 
     /// Whether the allow-list is undermined by shell access.
@@ -58,18 +68,18 @@ impl Policy {
         self.allow_shell && self.allowed_programs.is_some()
     }
 
-    /// `Err(reason)` if `req` may not run.
-    pub fn check_exec(&self, req: &ExecRequest) -> Result<(), String> {
+    /// Refuses `req` if it may not run.
+    pub fn check_exec(&self, req: &ExecRequest) -> Result<(), Refusal> {
         match req.program() {
-            Ok(Program::Shell(_)) if !self.allow_shell => Err(
+            Ok(Program::Shell(_)) if !self.allow_shell => Err(Refusal::Forbidden(
                 "shell commands are disabled by the server's policy; send an argv request (wiresh exec --argv)"
                     .into(),
-            ),
+            )),
             Ok(Program::Argv(argv)) => match &self.allowed_programs {
-                Some(allowed) if !allowed.iter().any(|p| p == &argv[0]) => Err(format!(
+                Some(allowed) if !allowed.iter().any(|p| p == &argv[0]) => Err(Refusal::Forbidden(format!(
                     "{:?} is not among the programs the server's policy allows",
                     argv[0]
-                )),
+                ))),
                 _ => Ok(()),
             },
             _ => Ok(()),

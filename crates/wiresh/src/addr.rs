@@ -1,11 +1,12 @@
-//! Parsing `-H HOST[:PORT]`.
+//! `HOST[:PORT]`, the way every wiresh command names a server, whatever
+//! protocol it speaks.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// Where a server is: a host name or address and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     /// Host name or IP address (IPv6 without brackets).
     pub host: String,
@@ -13,13 +14,32 @@ pub struct Target {
     pub port: u16,
 }
 
+/// Why a `HOST[:PORT]` could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// Nothing was given.
+    #[error("empty host")]
+    Empty,
+    /// The part after the last `:` is not a port.
+    #[error("bad port {port:?} in {input:?}: expected HOST[:PORT]")]
+    BadPort {
+        /// What was given as the port.
+        port: String,
+        /// The whole input.
+        input: String,
+    },
+    /// `:PORT` with no host.
+    #[error("no host in {0:?}: expected HOST[:PORT]")]
+    NoHost(String),
+}
+
 impl Target {
     /// Parses `HOST`, `HOST:PORT`, `IPV6`, or `[IPV6]:PORT`, using
     /// `default_port` when none is given.
-    pub fn parse(s: &str, default_port: u16) -> Result<Target, String> {
+    pub fn parse(s: &str, default_port: u16) -> Result<Target, AddrError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("empty host".into());
+            return Err(AddrError::Empty);
         }
         if let Ok(addr) = SocketAddr::from_str(s) {
             return Ok(Target {
@@ -35,11 +55,12 @@ impl Target {
         }
         match s.rsplit_once(':') {
             Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("bad port {port:?} in {s:?}: expected HOST[:PORT]"))?;
+                let port = port.parse().map_err(|_| AddrError::BadPort {
+                    port: port.to_string(),
+                    input: s.to_string(),
+                })?;
                 if host.is_empty() {
-                    return Err(format!("no host in {s:?}: expected HOST[:PORT]"));
+                    return Err(AddrError::NoHost(s.to_string()));
                 }
                 Ok(Target {
                     host: host.to_string(),
@@ -52,9 +73,7 @@ impl Target {
             }),
         }
     }
-}
 
-impl Target {
     /// Whether the host is a loopback address (or `localhost`).
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost"
@@ -86,7 +105,19 @@ mod tests {
         assert_eq!(t("::1"), "[::1]:7878");
         assert_eq!(t("[::1]"), "[::1]:7878");
         assert_eq!(t("[::1]:9"), "[::1]:9");
-        assert!(Target::parse("host:x", 1).is_err());
-        assert!(Target::parse(":9", 1).is_err());
+        assert!(matches!(
+            Target::parse("host:x", 1),
+            Err(AddrError::BadPort { .. })
+        ));
+        assert_eq!(Target::parse(":9", 1), Err(AddrError::NoHost(":9".into())));
+        assert_eq!(Target::parse(" ", 1), Err(AddrError::Empty));
+    }
+
+    #[test]
+    fn loopback() {
+        for host in ["localhost", "127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(Target::parse(host, 1).unwrap().is_loopback(), "{host}");
+        }
+        assert!(!Target::parse("10.0.0.1", 1).unwrap().is_loopback());
     }
 }

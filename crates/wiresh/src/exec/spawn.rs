@@ -1,4 +1,4 @@
-//! Running commands as process groups that can always be cleaned up.
+//! Starting commands as process groups that can always be cleaned up.
 //!
 //! Every command is started as the leader of a new process group, so that a
 //! shell pipeline, a `make -j` or anything else the command forks can be
@@ -8,20 +8,77 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
-use wiresh_proto::{ExecRequest, Program};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Pipe capacity asked for on the output pipes: larger pipes mean fewer
 /// wake-ups per byte when a command produces output fast.
-const PIPE_CAPACITY: libc::c_int = 1024 * 1024;
+const PIPE_CAPACITY: i32 = 1024 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A command line for `/bin/sh -c`.
+    Shell(String),
+    /// A program (looked up in `PATH` unless it contains a `/`) and its
+    /// arguments; never empty.
+    Argv(Vec<String>),
+}
+
+/// A command to start: the program, its environment, directory and input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// What to run.
+    pub program: Program,
+    /// Variables added to (or replacing in) the server's environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the server's own when `None`.
+    pub cwd: Option<PathBuf>,
+    /// Whether the command gets a pipe for its stdin (else `/dev/null`).
+    pub stdin: bool,
+}
+
+impl Spec {
+    /// `sh -c line` with the server's environment and no input.
+    pub fn shell(line: impl Into<String>) -> Spec {
+        Spec {
+            program: Program::Shell(line.into()),
+            env: Vec::new(),
+            cwd: None,
+            stdin: false,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = match &self.program {
+            Program::Shell(line) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(line);
+                c
+            }
+            Program::Argv(argv) => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd
+    }
+}
 
 /// A spawned command with its pipes taken out, ready to be driven.
 #[derive(Debug)]
@@ -34,55 +91,29 @@ pub struct Spawned {
     pub stdout: ChildStdout,
     /// Standard error pipe.
     pub stderr: ChildStderr,
-    /// Standard input pipe, when the request asked for one.
+    /// Standard input pipe, when the spec asked for one.
     pub stdin: Option<ChildStdin>,
     /// Kills the group when dropped.
     pub guard: GroupGuard,
 }
 
-/// Why a command could not be started.
+/// The operating system refused to start a command.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    /// The request itself is invalid.
-    #[error("{0}")]
-    BadRequest(&'static str),
-    /// The operating system refused to start it.
-    #[error("cannot start {what}: {source}")]
-    Io {
-        /// What was being started.
-        what: String,
-        /// The underlying error.
-        source: io::Error,
-    },
+#[error("cannot start {what}: {source}")]
+pub struct SpawnError {
+    /// What was being started.
+    pub what: String,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
 }
 
-/// Builds the command for a request: `sh -c` for a command string, the
-/// program itself for an argv.
-pub fn command_for(req: &ExecRequest) -> Result<Command, SpawnError> {
-    let mut cmd = match req.program().map_err(SpawnError::BadRequest)? {
-        Program::Shell(line) => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        Program::Argv(argv) => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-    };
-    cmd.envs(&req.env);
-    if let Some(cwd) = &req.cwd {
-        cmd.current_dir(cwd);
-    }
-    Ok(cmd)
-}
-
-/// Spawns `cmd` as the leader of a new process group with piped stdout and
-/// stderr, and piped stdin when `with_stdin` (otherwise `/dev/null`).
-pub fn spawn_group(mut cmd: Command, with_stdin: bool, what: &str) -> Result<Spawned, SpawnError> {
+/// Spawns `spec` as the leader of a new process group with piped stdout
+/// and stderr; `what` names it in the error.
+pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
+    let mut cmd = spec.command();
     cmd.process_group(0)
-        .stdin(if with_stdin {
+        .stdin(if spec.stdin {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -90,7 +121,7 @@ pub fn spawn_group(mut cmd: Command, with_stdin: bool, what: &str) -> Result<Spa
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Io {
+    let mut child = cmd.spawn().map_err(|source| SpawnError {
         what: what.to_string(),
         source,
     })?;
@@ -98,7 +129,8 @@ pub fn spawn_group(mut cmd: Command, with_stdin: bool, what: &str) -> Result<Spa
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let stdin = child.stdin.take();
-    grow_pipe(&stdout);
+    // Failure only costs speed, so it is ignored.
+    let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
     Ok(Spawned {
         child,
         pid,
@@ -109,20 +141,14 @@ pub fn spawn_group(mut cmd: Command, with_stdin: bool, what: &str) -> Result<Spa
     })
 }
 
-/// Asks the kernel for a larger pipe; failure only costs speed, so it is ignored.
-fn grow_pipe(pipe: &impl AsRawFd) {
-    // SAFETY: F_SETPIPE_SZ on a valid pipe descriptor has no memory effects.
-    unsafe {
-        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY);
-    }
-}
-
-/// Sends `signal` to every process in group `pgid`. Returns false when the
-/// group no longer exists (which is not an error: it may have finished).
-pub fn signal_group(pgid: u32, signal: libc::c_int) -> bool {
-    // SAFETY: kill(2) with a negative pid signals a process group; it has no
-    // memory-safety preconditions.
-    unsafe { libc::kill(-(pgid as libc::pid_t), signal) == 0 }
+/// Sends `signal` to every process in group `pgid` (`None`: only checks it
+/// exists). Returns false when the group no longer exists (which is not an
+/// error: it may have finished).
+fn signal_group(pgid: u32, signal: Option<Signal>) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    !matches!(killpg(Pid::from_raw(raw), signal), Err(Errno::ESRCH))
 }
 
 /// Process groups started and not yet known to be gone, so that a second
@@ -137,7 +163,7 @@ fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
 /// running: for an operator who asked twice for the server to stop now.
 pub fn kill_all_groups() {
     for &pgid in live_groups().iter() {
-        signal_group(pgid, libc::SIGKILL);
+        signal_group(pgid, Some(Signal::SIGKILL));
     }
 }
 
@@ -180,7 +206,7 @@ impl GroupGuard {
         }
         self.armed = false;
         let pgid = self.pgid;
-        if !signal_group(pgid, libc::SIGTERM) {
+        if !signal_group(pgid, Some(Signal::SIGTERM)) {
             live_groups().remove(&pgid); // nothing left in the group
             return;
         }
@@ -193,12 +219,12 @@ impl GroupGuard {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
-                if !signal_group(pgid, 0) {
+                if !signal_group(pgid, None) {
                     live_groups().remove(&pgid);
                     return;
                 }
             }
-            signal_group(pgid, libc::SIGKILL);
+            signal_group(pgid, Some(Signal::SIGKILL));
             live_groups().remove(&pgid);
         });
     }
@@ -208,10 +234,4 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// Splits a finished process's status into (exit code, signal).
-pub fn code_and_signal(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
-    use std::os::unix::process::ExitStatusExt;
-    (status.code(), status.signal())
 }

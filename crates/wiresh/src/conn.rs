@@ -1,0 +1,346 @@
+//! A frame connection: whole frames in, whole frames out, over plain TCP or
+//! TLS alike. Both the server and the client hold one.
+//!
+//! After mini-redis's `Connection`, with one difference that matters here:
+//! writing happens on a task of its own, fed by two queues, so that a
+//! connection never stops reading because it is busy writing. That is what
+//! lets a server notice `cancel`, `ping` and a vanished peer while a command
+//! floods its output, and a client keep its keepalive while stdin streams.
+//!
+//! - The bounded *data* queue carries ordered traffic: a command's
+//!   `started`, output and `exit` on the server; requests and stdin on the
+//!   client. When the peer reads slowly it fills, whoever produces the data
+//!   waits, and backpressure reaches the command's pipes.
+//! - The small *control* queue carries what must not wait behind megabytes
+//!   of data (`pong`, `ping`, `cancel`); the writer serves it first.
+//!
+//! [`FrameConn::recv`] is cancel-safe, so it can sit in a `select!` beside
+//! a command's other events.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{self, Instant};
+use tokio_util::codec::FramedRead;
+use wiresh_proto::{DecodeError, Frame, FrameCodec, Limits, Message};
+
+use crate::task::AbortOnDrop;
+
+/// The read side of a connection, plain TCP or TLS alike.
+type BoxRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// The write side of a connection, plain TCP or TLS alike.
+type BoxWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// Data frames queued per connection. With output read in chunks of up to
+/// 256 KiB, a connection holds at most about 2.5 MiB: 1 MiB here, up to
+/// [`BATCH_BYTES`] being written, and one chunk per producer.
+const DATA_QUEUE: usize = 4;
+/// Control frames in flight; a peer that fills this (say, with pings it
+/// never reads the answers to) is misbehaving.
+const CONTROL_QUEUE: usize = 32;
+/// Most bytes gathered into one vectored write.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Most buffers in one vectored write (well under the kernel's IOV_MAX).
+const BATCH_SLICES: usize = 64;
+
+/// The connection's writer has stopped: the peer is gone or the socket failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct Closed;
+
+/// Why no frame was received.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// Nothing complete arrived in time.
+    #[error("nothing received for {0:?}")]
+    TimedOut(Duration),
+    /// The peer closed the connection between frames.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// The bytes are not a valid frame (or the socket failed).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl RecvError {
+    /// Whether the peer simply went away. A TLS peer that exits without
+    /// close_notify has still just left; it cannot have lost anything it
+    /// was waiting for.
+    pub fn is_peer_gone(&self) -> bool {
+        match self {
+            RecvError::Closed => true,
+            RecvError::Decode(DecodeError::Io(e)) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+}
+
+/// A queue into the connection's ordered data stream, for tasks that
+/// produce frames on their own (output pumps, stdin forwarders).
+#[derive(Debug, Clone)]
+pub struct FrameSender(mpsc::Sender<Frame>);
+
+impl FrameSender {
+    /// Queues a frame behind those already queued, waiting for room.
+    pub async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        self.0.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Resolves when the connection's writer has stopped.
+    pub async fn closed(&self) {
+        self.0.closed().await
+    }
+}
+
+/// One end of a wiresh connection.
+pub struct FrameConn {
+    reader: FramedRead<BoxRead, FrameCodec>,
+    data: mpsc::Sender<Frame>,
+    control: mpsc::Sender<Frame>,
+    writer: AbortOnDrop<()>,
+}
+
+impl fmt::Debug for FrameConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameConn")
+            .field("read_limits", &self.reader.decoder().limits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameConn {
+    /// Starts framing `stream`: frames read are bounded by `read_limits`;
+    /// frames written are encoded with `write_codec`.
+    pub fn new<S>(stream: S, read_limits: Limits, write_codec: FrameCodec) -> FrameConn
+    where
+        S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        FrameConn::from_parts(Box::new(read), Box::new(write), read_limits, write_codec)
+    }
+
+    /// Like [`FrameConn::new`], from halves already split.
+    fn from_parts(
+        read: BoxRead,
+        write: BoxWrite,
+        read_limits: Limits,
+        write_codec: FrameCodec,
+    ) -> FrameConn {
+        let (data, data_rx) = mpsc::channel(DATA_QUEUE);
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let writer = tokio::spawn(write_frames(write, write_codec, data_rx, control_rx));
+        FrameConn {
+            reader: FramedRead::new(read, FrameCodec::new(read_limits)),
+            data,
+            control,
+            writer: AbortOnDrop(writer),
+        }
+    }
+
+    /// The next frame; `None` when the peer closed the connection between
+    /// frames. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Result<Frame, DecodeError>> {
+        self.reader.next().await
+    }
+
+    /// The next frame, waiting at most `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Result<Frame, RecvError> {
+        self.recv_until(Instant::now() + limit).await
+    }
+
+    /// The next frame, waiting until `deadline` at most.
+    pub async fn recv_until(&mut self, deadline: Instant) -> Result<Frame, RecvError> {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        match time::timeout_at(deadline, self.reader.next()).await {
+            Err(_) => Err(RecvError::TimedOut(limit)),
+            Ok(None) => Err(RecvError::Closed),
+            Ok(Some(Err(e))) => Err(RecvError::Decode(e)),
+            Ok(Some(Ok(frame))) => Ok(frame),
+        }
+    }
+
+    /// Changes the limits on frames read from now on (after authentication).
+    pub fn set_read_limits(&mut self, limits: Limits) {
+        self.reader.decoder_mut().set_limits(limits);
+    }
+
+    /// Whether part of a frame has arrived and the rest has not.
+    pub fn mid_frame(&self) -> bool {
+        !self.reader.read_buffer().is_empty() || self.reader.decoder().in_body()
+    }
+
+    /// Bytes received and not yet part of a frame: after a decoding error,
+    /// what the peer actually sent (such as a one-line refusal).
+    pub fn unread(&self) -> &[u8] {
+        self.reader.read_buffer()
+    }
+
+    /// Queues `frame` behind the data already queued, waiting for room.
+    pub async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        self.data.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Queues `frame` ahead of queued data, waiting for room.
+    pub async fn send_control(&self, frame: Frame) -> Result<(), Closed> {
+        self.control.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Queues `frame` ahead of queued data if there is room; says whether
+    /// it was queued. For pings and cancels, where a full queue means the
+    /// same frame is already waiting.
+    pub fn try_send_control(&self, frame: Frame) -> bool {
+        self.control.try_send(frame).is_ok()
+    }
+
+    /// Answers a ping. When the control queue is full the peer is not
+    /// reading what it asked for, and the pong is skipped (documented): a
+    /// ping is a liveness hint, never a reason to end a command.
+    pub fn pong(&self, body: Bytes) {
+        self.try_send_control(Frame::with_body(Message::Pong, body));
+    }
+
+    /// A handle on the data queue for a task of its own.
+    pub fn sender(&self) -> FrameSender {
+        FrameSender(self.data.clone())
+    }
+
+    /// Resolves when the writer has stopped (the peer is gone or the socket
+    /// failed).
+    pub async fn closed(&self) {
+        self.data.closed().await
+    }
+
+    /// Closes the connection in order: what is queued is written, then the
+    /// write side is shut down (for TLS, with a close_notify). A peer that
+    /// takes nothing more for `within` is cut off.
+    pub async fn close(self, within: Duration) {
+        let FrameConn {
+            data,
+            control,
+            mut writer,
+            ..
+        } = self;
+        drop((data, control));
+        let _ = time::timeout(within, &mut writer.0).await;
+    }
+}
+
+async fn write_frames(
+    mut socket: BoxWrite,
+    codec: FrameCodec,
+    mut data: mpsc::Receiver<Frame>,
+    mut control: mpsc::Receiver<Frame>,
+) {
+    // Headers are encoded into one buffer; bodies are written from their own
+    // buffers with vectored writes, never copied.
+    let mut headers = BytesMut::new();
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some(f) = control.recv() => f,
+            Some(f) = data.recv() => f,
+            else => break,
+        };
+        // Gather whatever else is already queued, so a short command's
+        // `started`, output and `exit` leave in one segment.
+        let mut batched = 0;
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if let Err(e) = codec.encode_header(&frame.message, frame.body.len(), &mut headers) {
+                tracing::error!("dropping a frame that cannot be encoded: {e}");
+                continue;
+            }
+            pending.push_back(headers.split().freeze());
+            batched += frame.body.len();
+            if !frame.body.is_empty() {
+                pending.push_back(frame.body);
+            }
+            if batched < BATCH_BYTES && pending.len() + 2 <= BATCH_SLICES {
+                next = control.try_recv().or_else(|_| data.try_recv()).ok();
+            }
+        }
+        if let Err(e) = write_all(&mut socket, &mut pending).await {
+            tracing::debug!("connection write failed: {e}");
+            return;
+        }
+        // Before waiting for more, push out what the transport may still
+        // hold: a no-op for TCP, but TLS buffers records the socket did not
+        // take yet, and the peer would wait for them forever.
+        if control.is_empty() && data.is_empty() {
+            if let Err(e) = socket.flush().await {
+                tracing::debug!("connection flush failed: {e}");
+                return;
+            }
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Writes every buffer in `pending`, in order, with as few system calls as
+/// the kernel allows.
+async fn write_all(socket: &mut BoxWrite, pending: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !pending.is_empty() {
+        let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let front = pending
+                .front_mut()
+                .expect("written bytes came from pending");
+            let n = written.min(front.len());
+            front.advance(n);
+            written -= n;
+            if front.is_empty() {
+                pending.pop_front();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_frames_overtake_queued_data() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let left = FrameConn::new(a, Limits::default(), FrameCodec::default());
+        let mut right = FrameConn::new(b, Limits::default(), FrameCodec::default());
+        // The writer has not run yet: both queues fill before it looks.
+        for _ in 0..3 {
+            left.send(Frame::new(Message::Stdout)).await.unwrap();
+        }
+        assert!(left.try_send_control(Frame::new(Message::Ping)));
+        let first = right.recv_within(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first.message, Message::Ping);
+        for _ in 0..3 {
+            let next = right.recv_within(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(next.message, Message::Stdout);
+        }
+        left.close(Duration::from_secs(5)).await;
+        let end = right.recv_within(Duration::from_secs(5)).await.unwrap_err();
+        assert!(end.is_peer_gone(), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut conn = FrameConn::new(a, Limits::default(), FrameCodec::default());
+        let err = conn
+            .recv_within(Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RecvError::TimedOut(_)), "{err:?}");
+        assert!(!conn.mid_frame());
+    }
+}

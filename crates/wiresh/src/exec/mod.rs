@@ -1,0 +1,14 @@
+//! Running commands on this machine: what both servers (the wiresh
+//! protocol's and the legacy one's) share, and nothing of either protocol.
+//!
+//! - [`spawn`]: a command as the leader of its own process group, with its
+//!   pipes, and a [`GroupGuard`] that terminates the group when dropped.
+//! - [`supervisor`]: one state machine for a running command's deadlines
+//!   (timeout, shutdown grace, kill, giving up on pipes an escaped process
+//!   holds), which a server selects on beside its own I/O.
+
+pub mod spawn;
+pub mod supervisor;
+
+pub use spawn::{kill_all_groups, spawn_group, GroupGuard, Program, SpawnError, Spawned, Spec};
+pub use supervisor::{Deadlines, Event, KillReason, Status, Supervisor};
