@@ -53,32 +53,7 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    select(vec![
-        ErrorCode::BadPreamble,
-        ErrorCode::UnsupportedVersion,
-        ErrorCode::AuthRequired,
-        ErrorCode::AuthFailed,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::BadFrame,
-        ErrorCode::UnknownType,
-        ErrorCode::UnexpectedMessage,
-        ErrorCode::BadRequest,
-        ErrorCode::SpawnFailed,
-        ErrorCode::TooManyConnections,
-        ErrorCode::Timeout,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Internal,
-        ErrorCode::FlowControl,
-        ErrorCode::FilesDisabled,
-        ErrorCode::PathRefused,
-        ErrorCode::NotFound,
-        ErrorCode::IoError,
-        ErrorCode::ChecksumMismatch,
-        ErrorCode::RateLimited,
-        ErrorCode::Busy,
-        ErrorCode::Forbidden,
-        ErrorCode::Other,
-    ])
+    select(ErrorCode::ALL)
 }
 
 /// Any file-transfer message (the header-only ones).
