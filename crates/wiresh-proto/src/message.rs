@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Limits;
+
 /// Declares [`Message`] from one list in which each variant's wire name is
 /// written once, and derives from that list serde's `rename` of every
 /// variant, [`Message::TYPES`], [`Message::type_name`] and
@@ -277,11 +279,24 @@ pub struct Hello {
     pub keepalive_secs: u32,
     /// Largest frame body the server accepts.
     pub max_body: u32,
+    /// Largest frame header the server accepts once the client has
+    /// authenticated (before that, [`Limits::PRE_AUTH`] applies). Servers
+    /// older than this field do not send it; they accept
+    /// [`Limits::DEFAULT_MAX_HEADER`], which is what it defaults to.
+    #[serde(default = "default_max_header")]
+    pub max_header: u32,
     /// Most bytes of `stdin` the client may have sent and not yet had
     /// acknowledged by `stdin_ack`. The server buffers that much, so it can
     /// always go on reading the connection (for `cancel`, `ping`, or a
     /// disconnect) even while a command does not read its input.
     pub stdin_window: u32,
+}
+
+/// What [`Hello::max_header`] is when the server did not send it.
+fn default_max_header() -> u32 {
+    // The default header limit is 64 KiB; this keeps the cast honest.
+    const _: () = assert!(Limits::DEFAULT_MAX_HEADER <= u32::MAX as usize);
+    Limits::DEFAULT_MAX_HEADER as u32
 }
 
 /// A secret string whose `Debug` output never shows it, so it cannot leak

@@ -67,6 +67,7 @@ fn one_of_each() -> Vec<Message> {
             features: vec!["exec".into(), "files".into()],
             keepalive_secs: 20,
             max_body: 1 << 20,
+            max_header: 4096,
             stdin_window: 1 << 20,
         }),
         Message::Auth {

@@ -219,6 +219,7 @@ impl Session {
             ],
             keepalive_secs: self.config.keepalive.as_secs() as u32,
             max_body: self.config.limits.max_body as u32,
+            max_header: self.config.limits.max_header as u32,
             stdin_window: self.config.stdin_window as u32,
         };
         if self
