@@ -96,6 +96,7 @@ fn hello() -> Message {
         ],
         keepalive_secs: 30,
         max_body: 1 << 20,
+        max_header: 64 << 10,
         stdin_window: 1 << 20,
     })
 }

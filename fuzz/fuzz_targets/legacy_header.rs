@@ -1,5 +1,5 @@
 //! cargo-fuzz entry point; the checks live in `wiresh_fuzz::legacy_header`
-//! (src/lib.rs) so the stable driver in examples/ runs the same logic.
+//! (src/lib.rs) so `cargo test` can replay the seeds through the same logic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,16 +2,17 @@
 //!
 //! Each module has a `run(data: &[u8])` that panics on any violated property
 //! and returns normally otherwise. The cargo-fuzz targets in `fuzz_targets/`
-//! are one-line wrappers around these, and `examples/stable_driver.rs` runs
-//! the very same functions from a deterministic random loop for machines
-//! where cargo-fuzz cannot run, so both ways test one thing.
+//! are one-line wrappers around these, and on machines where cargo-fuzz
+//! cannot run, `cargo test` in this directory replays every committed seed
+//! in `corpus/` through the very same functions (the `tests` module below),
+//! so both ways test one thing. `examples/gen_corpus.rs` writes those seeds.
 
 pub mod frame_decoder;
 pub mod legacy_header;
 pub mod message_parser;
 
 /// A tiny deterministic PRNG (xorshift64*), used to derive chunk sizes from
-/// the control bytes of an input and by the stable driver.
+/// the control bytes of an input.
 #[derive(Debug, Clone)]
 pub struct XorShift(u64);
 

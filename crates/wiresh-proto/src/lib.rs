@@ -12,6 +12,8 @@
 //!
 //! `docs/PROTOCOL.md` in the repository is the normative description.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod frame;
 pub mod legacy;

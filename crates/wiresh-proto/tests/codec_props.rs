@@ -53,32 +53,7 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    select(vec![
-        ErrorCode::BadPreamble,
-        ErrorCode::UnsupportedVersion,
-        ErrorCode::AuthRequired,
-        ErrorCode::AuthFailed,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::BadFrame,
-        ErrorCode::UnknownType,
-        ErrorCode::UnexpectedMessage,
-        ErrorCode::BadRequest,
-        ErrorCode::SpawnFailed,
-        ErrorCode::TooManyConnections,
-        ErrorCode::Timeout,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Internal,
-        ErrorCode::FlowControl,
-        ErrorCode::FilesDisabled,
-        ErrorCode::PathRefused,
-        ErrorCode::NotFound,
-        ErrorCode::IoError,
-        ErrorCode::ChecksumMismatch,
-        ErrorCode::RateLimited,
-        ErrorCode::Busy,
-        ErrorCode::Forbidden,
-        ErrorCode::Other,
-    ])
+    select(ErrorCode::ALL)
 }
 
 /// Any file-transfer message (the header-only ones).
@@ -170,15 +145,19 @@ fn hello() -> impl Strategy<Value = Hello> {
         any::<u32>(),
         any::<u32>(),
         any::<u32>(),
+        any::<u32>(),
     )
         .prop_map(
-            |(version, server, features, keepalive_secs, max_body, stdin_window)| Hello {
-                version,
-                server,
-                features,
-                keepalive_secs,
-                max_body,
-                stdin_window,
+            |(version, server, features, keepalive_secs, max_body, max_header, stdin_window)| {
+                Hello {
+                    version,
+                    server,
+                    features,
+                    keepalive_secs,
+                    max_body,
+                    max_header,
+                    stdin_window,
+                }
             },
         )
 }
@@ -924,6 +903,7 @@ fn example_server_frames() -> Vec<Frame> {
             features: vec!["exec".into(), "stdin".into(), "cancel".into()],
             keepalive_secs: 20,
             max_body: 1048576,
+            max_header: 65536,
             stdin_window: 1048576,
         })),
         Frame::new(Message::AuthOk),
@@ -994,7 +974,7 @@ fn worked_example_bytes() {
     let mut want = Vec::new();
     for (header, body) in [
         (
-            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel"],"keepalive_secs":20,"max_body":1048576,"stdin_window":1048576,"body_len":0}"#[..],
+            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel"],"keepalive_secs":20,"max_body":1048576,"max_header":65536,"stdin_window":1048576,"body_len":0}"#[..],
             &b""[..],
         ),
         (br#"{"type":"auth_ok","body_len":0}"#, b""),
@@ -1123,6 +1103,8 @@ fn documented_defaults_and_nulls() {
             features: vec![],
             keepalive_secs: 0,
             max_body: 10,
+            // A hello from a server older than `max_header` still decodes.
+            max_header: Limits::DEFAULT_MAX_HEADER as u32,
             stdin_window: 5,
         })
     );
@@ -1148,6 +1130,7 @@ fn documented_defaults_and_nulls() {
         r#"{"type":"exec","command":"true","stdin":null,"body_len":0}"#,
         r#"{"type":"exec","command":"true","env":null,"body_len":0}"#,
         r#"{"type":"hello","version":1,"server":"s","features":null,"max_body":10,"body_len":0}"#,
+        r#"{"type":"hello","version":1,"server":"s","max_body":10,"max_header":null,"stdin_window":5,"body_len":0}"#,
         r#"{"type":"exit","duration_ms":null,"body_len":0}"#,
         r#"{"type":"ping","body_len":null}"#,
     ] {
@@ -1162,6 +1145,7 @@ fn documented_defaults_and_nulls() {
         r#"{"type":"auth","body_len":0}"#,
         r#"{"type":"error","code":"internal","body_len":0}"#,
         r#"{"type":"hello","version":65536,"server":"s","max_body":10,"body_len":0}"#,
+        r#"{"type":"hello","version":1,"server":"s","max_body":10,"max_header":4294967296,"stdin_window":5,"body_len":0}"#,
         r#"{"type":"started","pid":4294967296,"body_len":0}"#,
         r#"{"type":"exit","code":2147483648,"duration_ms":1,"body_len":0}"#,
     ] {

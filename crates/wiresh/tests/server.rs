@@ -70,6 +70,7 @@ async fn exec_echo_library_and_raw() {
     let mut conn = server.connect().await;
     assert_eq!(conn.hello().version, 1);
     assert_eq!(conn.hello().max_body, 1024 * 1024);
+    assert_eq!(conn.hello().max_header, 64 * 1024);
 
     let ran = sh(&mut conn, "echo hello world").await;
     assert_eq!(ran.stdout, b"hello world\n");
@@ -1688,6 +1689,8 @@ async fn run_as_drops_root_for_every_command() {
 #[tokio::test]
 async fn header_limit_is_configurable() {
     let server = Server::start_with(&["--max-frame-header", "1024"]);
+    // Announced in `hello`, so a client can know before it is refused.
+    assert_eq!(server.connect().await.hello().max_header, 1024);
     let mut ok = server.raw().await;
     assert_eq!(
         ok.exec(ExecRequest::shell("echo small")).await.stdout,

@@ -840,6 +840,7 @@ async fn fake_session(
         features: vec![],
         keepalive_secs: 0,
         max_body: MIB as u32,
+        max_header: 64 * 1024,
         stdin_window: MIB as u32,
     };
     if conn.send(Frame::new(Message::Hello(hello))).await.is_err() {

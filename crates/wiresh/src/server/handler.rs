@@ -182,6 +182,7 @@ async fn greet(session: &Session) -> Result<(), End> {
         features: config.features(),
         keepalive_secs: config.keepalive.as_secs() as u32,
         max_body: config.limits.max_body as u32,
+        max_header: config.limits.max_header as u32,
         stdin_window: config.stdin_window as u32,
     };
     session
