@@ -16,51 +16,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Barrier, Notify};
 use wiresh::client::{ClientError, Output};
-use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message, Preamble, Secret};
-
-/// The issue's deadline for a disconnected client's command to be gone.
-const GONE_WITHIN: Duration = Duration::from_secs(2);
-
-fn exec(line: &str) -> Message {
-    Message::Exec(ExecRequest::shell(line))
-}
-
-fn exec_with_stdin(line: &str) -> Message {
-    Message::Exec(ExecRequest {
-        stdin: true,
-        ..ExecRequest::shell(line)
-    })
-}
-
-fn assert_exited(status: &ExitStatus, code: i32) {
-    assert_eq!(status.code, Some(code), "{status:?}");
-    assert_eq!(status.signal, None, "{status:?}");
-    assert!(!status.timed_out, "{status:?}");
-}
-
-fn assert_killed(status: &ExitStatus, signal: i32) {
-    assert_eq!(status.code, None, "{status:?}");
-    assert_eq!(status.signal, Some(signal), "{status:?}");
-    assert_eq!(status.shell_code(), 128 + signal);
-}
-
-/// Reads stdout frames until `lines` complete lines have arrived.
-async fn read_lines(conn: &mut RawConn, lines: usize) -> Vec<String> {
-    let mut text = Vec::new();
-    while text.iter().filter(|&&b| b == b'\n').count() < lines {
-        let f = conn.recv().await;
-        match f.message {
-            Message::Stdout => text.extend_from_slice(&f.body),
-            Message::Stderr => {}
-            other => panic!("expected output, got {other:?}"),
-        }
-    }
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message, Preamble, Secret};
 
 // 1. exec echo -------------------------------------------------------------
 
@@ -237,32 +193,6 @@ async fn stdin_is_forwarded_byte_exact() {
 
 // 5. 256 MiB with bounded server memory --------------------------------------
 
-/// Polls the producer's written-byte count until it stops growing: the
-/// producer is blocked on a full pipe. `None` if the producer finished.
-async fn wait_until_stalled(pid: u32) -> Option<u64> {
-    let deadline = Instant::now() + BOUND;
-    let mut last = written_bytes(pid)?;
-    let mut unchanged = 0;
-    while unchanged < 20 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if !alive(pid) {
-            return None;
-        }
-        let now = written_bytes(pid)?;
-        if now == last {
-            unchanged += 1;
-        } else {
-            unchanged = 0;
-            last = now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the producer kept writing for {BOUND:?} while the client read nothing ({last} bytes)"
-        );
-    }
-    Some(last)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_256_mib_with_bounded_server_memory() {
     const TOTAL: u64 = 256 * 1024 * 1024;
@@ -393,11 +323,8 @@ async fn disconnect_kills_the_process_group() {
     let mut raw = server.raw().await;
     // A shell with a background child: both are in the command's group.
     raw.send(exec("sleep 1000 & echo $!; wait")).await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
-    let bg: u32 = read_lines(&mut raw, 1).await[0].parse().unwrap();
+    let pid = raw.expect_started().await;
+    let bg: u32 = raw.read_lines(1).await[0].parse().unwrap();
     assert!(alive(pid) && alive(bg));
     assert_eq!(
         proc_stat(bg).unwrap().2,
@@ -406,12 +333,7 @@ async fn disconnect_kills_the_process_group() {
     );
 
     drop(raw);
-    let left = wait_gone(&[pid, bg], Some(pid), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(
-        left.is_empty(),
-        "still running {GONE_WITHIN:?} after the client left: {left:?}"
-    );
+    assert_gone(&[pid, bg], Some(pid), GONE_WITHIN, "after the client left").await;
 }
 
 #[tokio::test]
@@ -446,9 +368,13 @@ async fn library_client_dropped_mid_command_kills_it() {
     // Dropping the future drops the connection.
     task.abort();
     let _ = task.await;
-    let left = wait_gone(&pids, Some(pids[1]), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "still running: {left:?}");
+    assert_gone(
+        &pids,
+        Some(pids[1]),
+        GONE_WITHIN,
+        "after the client was dropped",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -457,16 +383,11 @@ async fn disconnect_kills_a_group_that_ignores_sigterm() {
     let mut raw = server.raw().await;
     raw.send(exec("trap '' TERM; sleep 1000 & echo $!; wait"))
         .await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
-    let bg: u32 = read_lines(&mut raw, 1).await[0].parse().unwrap();
+    let pid = raw.expect_started().await;
+    let bg: u32 = raw.read_lines(1).await[0].parse().unwrap();
     drop(raw);
     // SIGTERM is ignored, so this takes the SIGKILL after the kill grace.
-    let left = wait_gone(&[pid, bg], Some(pid), BOUND).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "SIGKILL never came: {left:?}");
+    assert_gone(&[pid, bg], Some(pid), BOUND, "SIGKILL never came").await;
 }
 
 #[tokio::test]
@@ -484,9 +405,7 @@ async fn leftovers_in_the_group_end_with_the_command() {
         .trim()
         .parse()
         .unwrap();
-    let left = wait_gone(&[bg], Some(run.pid), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_gone(&[bg], Some(run.pid), GONE_WITHIN, "left behind").await;
 }
 
 // 8. timeouts -------------------------------------------------------------------
@@ -620,10 +539,7 @@ async fn malformed_frames_close_only_their_own_connection() {
     assert_eq!(sh(&mut good, "echo before").await.stdout, b"before\n");
     let mut running = server.raw().await;
     running.send(exec_with_stdin("cat")).await;
-    let running_pid = match running.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let running_pid = running.expect_started().await;
 
     for (name, bytes, code) in malformed_cases() {
         // Before authentication: right after the preamble.
@@ -685,17 +601,18 @@ async fn malformed_frames_close_only_their_own_connection() {
     // A frame while a command runs.
     let mut c = server.raw().await;
     c.send(exec_with_stdin("cat")).await;
-    let pid = match c.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = c.expect_started().await;
     c.send_raw(&raw_frame(br#"{"type":"frobnicate","body_len":0}"#, b""))
         .await;
     c.expect_error(ErrorCode::UnknownType).await;
     c.expect_closed().await;
-    let left = wait_gone(&[pid], Some(pid), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "command survived its connection: {left:?}");
+    assert_gone(
+        &[pid],
+        Some(pid),
+        GONE_WITHIN,
+        "command survived its connection",
+    )
+    .await;
 
     // The good connections never noticed.
     assert_eq!(sh(&mut good, "echo after").await.stdout, b"after\n");
@@ -721,17 +638,13 @@ async fn header_limit_is_inclusive() {
     header.extend_from_slice(suffix);
     assert_eq!(header.len(), 65536);
     c.send_raw(&raw_frame(&header, b"ok")).await;
-    let f = c.recv().await;
-    assert_eq!(f.message, Message::Pong);
-    assert_eq!(&f.body[..], b"ok");
+    assert_eq!(c.expect_pong().await, b"ok"[..]);
 
     // A body of exactly max_body is accepted too.
     let body = Bytes::from(binary_pattern(1024 * 1024));
     c.send_frame(Frame::with_body(Message::Ping, body.clone()))
         .await;
-    let f = c.recv().await;
-    assert_eq!(f.message, Message::Pong);
-    assert!(f.body == body);
+    assert!(c.expect_pong().await == body);
 
     // One more header byte is not.
     header.insert(header.len() - 2, b'x');
@@ -785,16 +698,11 @@ async fn messages_out_of_place() {
     // with the connection.
     let mut c = server.raw().await;
     c.send(exec_with_stdin("cat")).await;
-    let pid = match c.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = c.expect_started().await;
     c.send(exec("echo second")).await;
     c.expect_error(ErrorCode::UnexpectedMessage).await;
     c.expect_closed().await;
-    let left = wait_gone(&[pid], Some(pid), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "{left:?}");
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the running command").await;
 }
 
 // 10. authentication -----------------------------------------------------------
@@ -1002,9 +910,13 @@ async fn cancel_kills_the_command_and_keeps_the_connection() {
     let status = res.expect("a cancelled command still reports its exit");
     assert_killed(&status, 15);
     assert!(!status.timed_out);
-    let left = wait_gone(&[bg], None, GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(left.is_empty(), "background child survived the cancel");
+    assert_gone(
+        &[bg],
+        None,
+        GONE_WITHIN,
+        "background child survived the cancel",
+    )
+    .await;
 
     assert_eq!(sh(&mut conn, "echo again").await.stdout, b"again\n");
 }
@@ -1014,11 +926,8 @@ async fn raw_cancel() {
     let server = Server::start();
     let mut c = server.raw().await;
     c.send(exec("echo go; exec sleep 1000")).await;
-    let pid = match c.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(read_lines(&mut c, 1).await, ["go"]);
+    let pid = c.expect_started().await;
+    assert_eq!(c.read_lines(1).await, ["go"]);
     c.send(Message::Cancel).await;
     let run = c.finish_started(pid).await;
     assert_killed(&run.status, 15);
@@ -1036,21 +945,15 @@ async fn ping_pong_echoes_the_body() {
     let mut c = server.raw().await;
     for body in [&b""[..], b"x", b"\x00\xff\r\nbinary ping body\x00"] {
         c.send_frame(Frame::with_body(Message::Ping, body)).await;
-        let f = c.recv().await;
-        assert_eq!(f.message, Message::Pong);
-        assert_eq!(&f.body[..], body);
+        assert_eq!(c.expect_pong().await, body);
     }
 
     // While a command runs, pongs come interleaved with its frames.
     c.send(exec_with_stdin("cat")).await;
-    let pid = match c.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = c.expect_started().await;
     c.send_frame(Frame::with_body(Message::Ping, &b"during"[..]))
         .await;
-    let f = c.recv().await;
-    assert_eq!((f.message, &f.body[..]), (Message::Pong, &b"during"[..]));
+    assert_eq!(c.expect_pong().await, b"during"[..]);
     c.send_frame(Frame::with_body(Message::Stdin, &b"data"[..]))
         .await;
     c.send(Message::StdinEnd).await;
@@ -1088,10 +991,7 @@ async fn pings_while_output_is_unread_do_not_end_the_command() {
     let server = Server::start();
     let mut c = server.raw().await;
     c.send(exec("exec yes")).await;
-    let pid = match c.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = c.expect_started().await;
     // Read nothing until `yes` is blocked: the server's writer is stuck.
     assert!(wait_until_stalled(pid).await.is_some(), "`yes` ended");
     const PINGS: u32 = 64;
@@ -1202,10 +1102,7 @@ async fn sigterm_lets_the_running_command_finish() {
     // The command finishes when the test says so, not after some time.
     busy.send(exec_with_stdin("read line; echo \"done $line\""))
         .await;
-    let pid = match busy.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = busy.expect_started().await;
 
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down").await;
@@ -1235,10 +1132,7 @@ async fn shutdown_grace_expiry_kills_the_command() {
     let mut server = Server::start_with(&["--shutdown-grace", "200ms"]);
     let mut busy = server.raw().await;
     busy.send(exec("sleep 1000")).await;
-    let pid = match busy.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = busy.expect_started().await;
     server.signal(libc::SIGTERM);
     let frames = busy.read_until_closed().await;
     let run = command_end(pid, &frames);
@@ -1358,8 +1252,7 @@ fn whole_session(token: &Secret) -> Vec<u8> {
 async fn check_whole_session_reply(c: &mut RawConn) {
     assert!(matches!(c.recv().await.message, Message::Hello(_)));
     assert_eq!(c.recv().await.message, Message::AuthOk);
-    let f = c.recv().await;
-    assert_eq!((f.message, &f.body[..]), (Message::Pong, &b"p1"[..]));
+    assert_eq!(c.expect_pong().await, b"p1"[..]);
     let run = c.finish().await;
     assert_eq!(run.stdout, b"hello world\x00\xff");
     assert_eq!(run.stderr, b"end\n");
@@ -1389,19 +1282,6 @@ async fn whole_session_one_byte_at_a_time() {
 
 // Review fixes: stdin flow control, escaped processes, second signal --------
 
-/// An authenticated raw connection and the server's `hello`.
-async fn raw_with_hello(server: &Server) -> (RawConn, wiresh_proto::Hello) {
-    let (mut raw, hello) = RawConn::greeted(server.addr).await;
-    raw.send(Message::Auth {
-        token: server.token.clone(),
-    })
-    .await;
-    match raw.recv().await.message {
-        Message::AuthOk => (raw, hello),
-        other => panic!("expected auth_ok, got {other:?}"),
-    }
-}
-
 /// A command that never reads its input: the client fills the whole stdin
 /// window, and the server still reads the connection — a ping is answered
 /// and a cancel ends the command — where it once stopped reading until the
@@ -1409,14 +1289,11 @@ async fn raw_with_hello(server: &Server) -> (RawConn, wiresh_proto::Hello) {
 #[tokio::test]
 async fn unread_stdin_never_stops_the_server_listening() {
     let server = Server::start();
-    let (mut raw, hello) = raw_with_hello(&server).await;
+    let (mut raw, hello) = server.raw_with_hello().await;
     let window = hello.stdin_window as usize;
     assert!(window >= 64 * 1024, "{hello:?}");
     raw.send(exec_with_stdin("sleep 1000")).await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = raw.expect_started().await;
     let piece = 64 * 1024;
     for _ in 0..window / piece {
         raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; piece]))
@@ -1441,20 +1318,17 @@ async fn unread_stdin_never_stops_the_server_listening() {
     raw.send(Message::Cancel).await;
     let run = raw.finish_started(pid).await;
     assert_killed(&run.status, libc::SIGTERM);
-    assert!(wait_gone(&[pid], Some(pid), GONE_WITHIN).await.is_empty());
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
 }
 
 /// Sending past the window is a protocol error that closes the connection.
 #[tokio::test]
 async fn stdin_beyond_the_window_is_refused() {
     let server = Server::start();
-    let (mut raw, hello) = raw_with_hello(&server).await;
+    let (mut raw, hello) = server.raw_with_hello().await;
     let window = hello.stdin_window as usize;
     raw.send(exec_with_stdin("sleep 1000")).await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = raw.expect_started().await;
     let piece = 256 * 1024;
     for _ in 0..=window / piece {
         if !raw
@@ -1475,7 +1349,7 @@ async fn stdin_beyond_the_window_is_refused() {
         }
     }
     raw.expect_closed().await;
-    assert!(wait_gone(&[pid], Some(pid), GONE_WITHIN).await.is_empty());
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
 }
 
 /// The library client keeps to the window by itself: far more input than
@@ -1506,11 +1380,8 @@ async fn cancel_ends_a_command_whose_pipe_an_escaped_process_holds() {
     let mut raw = server.raw().await;
     raw.send(exec("setsid sh -c 'echo $$; exec sleep 60' & wait"))
         .await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
-    let escaped: u32 = read_lines(&mut raw, 1).await[0].parse().unwrap();
+    let pid = raw.expect_started().await;
+    let escaped: u32 = raw.read_lines(1).await[0].parse().unwrap();
     raw.send(Message::Cancel).await;
     let run = raw.finish_started(pid).await;
     kill_all(&[escaped]);
@@ -1529,21 +1400,13 @@ async fn second_signal_kills_everything_and_exits() {
     let mut server = Server::start_with(&["--shutdown-grace", "600s"]);
     let mut raw = server.raw().await;
     raw.send(exec("sleep 1000")).await;
-    let pid = match raw.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = raw.expect_started().await;
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down").await;
     server.signal(libc::SIGTERM);
     let status = server.wait_exit().await;
     assert!(!status.success(), "{status:?}");
-    let left = wait_gone(&[pid], Some(pid), GONE_WITHIN).await;
-    kill_all(&left);
-    assert!(
-        left.is_empty(),
-        "still running after the second signal: {left:?}"
-    );
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "after the second signal").await;
 }
 
 /// `--max-commands` bounds the commands running server-wide; one over the
@@ -1553,10 +1416,7 @@ async fn command_limit_is_enforced() {
     let server = Server::start_with(&["--max-commands", "1"]);
     let mut first = server.raw().await;
     first.send(exec_with_stdin("cat")).await;
-    let pid = match first.recv().await.message {
-        Message::Started { pid } => pid,
-        other => panic!("expected started, got {other:?}"),
-    };
+    let pid = first.expect_started().await;
     let mut second = server.connect().await;
     let refused = run(&mut second, ExecRequest::shell("echo no"), None).await;
     match refused.result {
@@ -1584,7 +1444,7 @@ async fn audit_log_records_every_command() {
     assert_exited(sh(&mut conn, "exit 3").await.status(), 3);
     let mut raw = server.raw().await;
     raw.send(exec("sleep 1000")).await;
-    assert!(matches!(raw.recv().await.message, Message::Started { .. }));
+    raw.expect_started().await;
     drop(raw);
     server.wait_for_log("client disconnected").await;
 
