@@ -1,19 +1,48 @@
 //! Shared harness for the integration tests of the modern server and client.
 //!
+//! The tests are filed by subject, one file per behaviour area (`exec.rs`,
+//! `stdin.rs`, `wire.rs`, `transfer_resume.rs`, ...), each saying what it
+//! covers in its `//!` doc. Each test starts what it talks to (mostly its
+//! own `wiresh serve`) and talks to it over real loopback TCP.
+//!
+//! This file:
+//!
 //! - [`Server`] starts the real `wiresh serve` binary on `127.0.0.1:0` with a
 //!   fresh `WIRESH_HOME`, waits for its `listening on ADDR` line (no sleeps),
-//!   reads the token it created, collects its log, and kills and reaps it on
-//!   drop.
+//!   reads the token it created, collects its log (and wakes whoever waits
+//!   for a line of it), and kills and reaps it on drop.
 //! - [`RawConn`] speaks the protocol frame by frame with `wiresh_proto`'s
-//!   codec, for tests about the wire itself.
+//!   codec, for tests about the wire itself: [`RawConn::expect_started`],
+//!   [`RawConn::expect_error`], [`RawConn::finish`] and friends; [`exec`]
+//!   and [`exec_with_stdin`] build the `exec` frames, [`assert_exited`] and
+//!   [`assert_killed`] check how a command ended.
 //! - [`run`] drives the library client ([`wiresh::client::Connection`]).
 //! - [`Server::cli`] and [`cli_output`] run the `wiresh` client binary.
-//! - `/proc` helpers: whether a pid is gone, a process group's members, RSS.
+//! - `/proc` helpers: whether a pid is gone ([`assert_gone`]), a process
+//!   group's members, RSS, whether a producer is blocked on a full pipe.
+//!
+//! Its modules, for the file-transfer tests:
+//!
+//! - [`files`]: [`files::Files`], a server with a files root and a local
+//!   scratch directory, the `args!` macro, and checks on a transfer's exit;
+//! - [`disk`]: test data, BLAKE3s, part-file names, what a directory holds;
+//! - [`file_requests`]: `put`, `get`, `stat` and refusals frame by frame;
+//! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
+//!   corrupts a transfer;
+//! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
+//!   lies to the client.
 //!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
-//! bug fails a test instead of hanging it.
+//! bug fails a test instead of hanging it. Each test binary uses a subset of
+//! all this, hence `allow(dead_code)`.
 
 #![allow(dead_code)]
+
+pub mod disk;
+pub mod fake_server;
+pub mod file_requests;
+pub mod files;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -36,6 +65,10 @@ use wiresh_proto::{
     DecodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message, Preamble,
     Secret, PROTOCOL_VERSION,
 };
+
+pub const KIB: usize = 1024;
+pub const MIB: usize = 1024 * KIB;
+pub const GIB: usize = 1024 * MIB;
 
 /// Generous bound on anything a test waits for. It only turns a hang into a
 /// failure; nothing relies on it passing.
