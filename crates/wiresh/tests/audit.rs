@@ -16,8 +16,7 @@ async fn audit_log_records_every_command() {
     assert_exited(sh(&mut conn, "echo audited").await.status(), 0);
     assert_exited(sh(&mut conn, "exit 3").await.status(), 3);
     let mut raw = server.raw().await;
-    raw.send(exec("sleep 1000")).await;
-    raw.expect_started().await;
+    raw.start(exec("sleep 1000")).await;
     drop(raw);
     server.wait_for_log("client disconnected").await;
 

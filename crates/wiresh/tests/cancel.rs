@@ -74,8 +74,7 @@ async fn cancel_kills_the_command_and_keeps_the_connection() {
 async fn cancel_frame_kills_the_command_and_an_idle_cancel_is_ignored() {
     let server = Server::start();
     let mut c = server.raw().await;
-    c.send(exec("echo go; exec sleep 1000")).await;
-    let pid = c.expect_started().await;
+    let pid = c.start(exec("echo go; exec sleep 1000")).await;
     assert_eq!(c.read_lines(1).await, ["go"]);
     c.send(Message::Cancel).await;
     let run = c.finish_started(pid).await;
@@ -92,9 +91,9 @@ async fn cancel_frame_kills_the_command_and_an_idle_cancel_is_ignored() {
 async fn cancel_ends_a_command_whose_pipe_an_escaped_process_holds() {
     let server = Server::start();
     let mut raw = server.raw().await;
-    raw.send(exec("setsid sh -c 'echo $$; exec sleep 60' & wait"))
+    let pid = raw
+        .start(exec("setsid sh -c 'echo $$; exec sleep 60' & wait"))
         .await;
-    let pid = raw.expect_started().await;
     let escaped: u32 = raw.read_lines(1).await[0].parse().unwrap();
     raw.send(Message::Cancel).await;
     let run = raw.finish_started(pid).await;

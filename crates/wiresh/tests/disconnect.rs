@@ -15,8 +15,7 @@ async fn disconnect_kills_the_process_group() {
     let server = Server::start();
     let mut raw = server.raw().await;
     // A shell with a background child: both are in the command's group.
-    raw.send(exec("sleep 1000 & echo $!; wait")).await;
-    let pid = raw.expect_started().await;
+    let pid = raw.start(exec("sleep 1000 & echo $!; wait")).await;
     let bg: u32 = raw.read_lines(1).await[0].parse().unwrap();
     assert!(alive(pid) && alive(bg));
     assert_eq!(
@@ -74,9 +73,9 @@ async fn library_client_dropped_mid_command_kills_it() {
 async fn disconnect_kills_a_group_that_ignores_sigterm() {
     let server = Server::start();
     let mut raw = server.raw().await;
-    raw.send(exec("trap '' TERM; sleep 1000 & echo $!; wait"))
+    let pid = raw
+        .start(exec("trap '' TERM; sleep 1000 & echo $!; wait"))
         .await;
-    let pid = raw.expect_started().await;
     let bg: u32 = raw.read_lines(1).await[0].parse().unwrap();
     drop(raw);
     // SIGTERM is ignored, so this takes the SIGKILL after the kill grace.

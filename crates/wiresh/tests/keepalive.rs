@@ -17,8 +17,7 @@ async fn ping_pong_echoes_the_body() {
     }
 
     // While a command runs, pongs come interleaved with its frames.
-    c.send(exec_with_stdin("cat")).await;
-    let pid = c.expect_started().await;
+    let pid = c.start(exec_with_stdin("cat")).await;
     c.send_frame(Frame::with_body(Message::Ping, &b"during"[..]))
         .await;
     assert_eq!(c.expect_pong().await, b"during"[..]);
@@ -42,8 +41,7 @@ async fn pings_while_output_is_unread_do_not_end_the_command() {
     // unread output. That must not end the command.
     let server = Server::start();
     let mut c = server.raw().await;
-    c.send(exec("exec yes")).await;
-    let pid = c.expect_started().await;
+    let pid = c.start(exec("exec yes")).await;
     // Read nothing until `yes` is blocked: the server's writer is stuck.
     assert!(wait_until_stalled(pid).await.is_some(), "`yes` ended");
     const PINGS: u32 = 64;

@@ -56,8 +56,7 @@ async fn connection_limit_is_enforced() {
 async fn command_limit_is_enforced() {
     let server = Server::start_with(&["--max-commands", "1"]);
     let mut first = server.raw().await;
-    first.send(exec_with_stdin("cat")).await;
-    let pid = first.expect_started().await;
+    let pid = first.start(exec_with_stdin("cat")).await;
     let mut second = server.connect().await;
     let refused = run(&mut second, ExecRequest::shell("echo no"), None).await;
     match refused.result {

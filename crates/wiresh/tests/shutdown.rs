@@ -90,9 +90,9 @@ async fn sigterm_lets_the_running_command_finish() {
     let mut idle = server.raw().await;
     let mut busy = server.raw().await;
     // The command finishes when the test says so, not after some time.
-    busy.send(exec_with_stdin("read line; echo \"done $line\""))
+    let pid = busy
+        .start(exec_with_stdin("read line; echo \"done $line\""))
         .await;
-    let pid = busy.expect_started().await;
 
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down").await;
@@ -121,8 +121,7 @@ async fn sigterm_lets_the_running_command_finish() {
 async fn shutdown_grace_expiry_kills_the_command() {
     let mut server = Server::start_with(&["--shutdown-grace", "200ms"]);
     let mut busy = server.raw().await;
-    busy.send(exec("sleep 1000")).await;
-    let pid = busy.expect_started().await;
+    let pid = busy.start(exec("sleep 1000")).await;
     server.signal(libc::SIGTERM);
     let frames = busy.read_until_closed().await;
     let run = command_end(pid, &frames);
@@ -183,8 +182,7 @@ async fn library_run_during_shutdown_returns_the_exit() {
 async fn second_signal_kills_everything_and_exits() {
     let mut server = Server::start_with(&["--shutdown-grace", "600s"]);
     let mut raw = server.raw().await;
-    raw.send(exec("sleep 1000")).await;
-    let pid = raw.expect_started().await;
+    let pid = raw.start(exec("sleep 1000")).await;
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down").await;
     server.signal(libc::SIGTERM);

@@ -75,8 +75,7 @@ async fn unread_stdin_never_stops_the_server_listening() {
     let (mut raw, hello) = server.raw_with_hello().await;
     let window = hello.stdin_window as usize;
     assert!(window >= 64 * 1024, "{hello:?}");
-    raw.send(exec_with_stdin("sleep 1000")).await;
-    let pid = raw.expect_started().await;
+    let pid = raw.start(exec_with_stdin("sleep 1000")).await;
     let piece = 64 * 1024;
     for _ in 0..window / piece {
         raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; piece]))
@@ -110,8 +109,7 @@ async fn stdin_beyond_the_window_is_refused() {
     let server = Server::start();
     let (mut raw, hello) = server.raw_with_hello().await;
     let window = hello.stdin_window as usize;
-    raw.send(exec_with_stdin("sleep 1000")).await;
-    let pid = raw.expect_started().await;
+    let pid = raw.start(exec_with_stdin("sleep 1000")).await;
     let piece = 256 * 1024;
     for _ in 0..=window / piece {
         if !raw

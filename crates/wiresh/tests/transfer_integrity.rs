@@ -15,7 +15,18 @@ use common::file_requests::*;
 use common::files::*;
 use common::proxy::*;
 use common::*;
-use wiresh_proto::{Frame, Message, PutRequest};
+use wiresh_proto::{Frame, Message};
+
+/// A transfer refused for its checksum: exit 1, and the message says so.
+#[track_caller]
+fn assert_checksum_error(out: &CliOutput, what: &str) {
+    assert_transfer_error(out, what);
+    let err = out.stderr_str().to_lowercase();
+    assert!(
+        err.contains("checksum"),
+        "the error does not mention the checksum: {err}"
+    );
+}
 
 #[tokio::test]
 async fn corrupted_put_is_rejected_and_the_old_file_kept() {
@@ -30,12 +41,7 @@ async fn corrupted_put_is_rejected_and_the_old_file_kept() {
     let proxy = Proxy::start(fx.server.addr, Tamper::FlipAt(1_500_000), Tamper::Pass).await;
     let out = fx.run_via(&proxy, "put", &args![&src, "data.bin"]).await;
     assert!(proxy.seen().flipped, "the proxy flipped nothing");
-    assert_transfer_error(&out, "corrupted put");
-    let err = out.stderr_str().to_lowercase();
-    assert!(
-        err.contains("checksum"),
-        "the error does not mention the checksum: {err}"
-    );
+    assert_checksum_error(&out, "corrupted put");
     assert_eq!(read(&remote), old, "the old file changed");
     assert_eq!(
         parts_below(&fx.root),
@@ -61,12 +67,7 @@ async fn corrupted_get_is_rejected_and_the_local_file_kept() {
     let proxy = Proxy::start(fx.server.addr, Tamper::Pass, Tamper::FlipAt(2_000_000)).await;
     let out = fx.run_via(&proxy, "get", &args!["data.bin", &local]).await;
     assert!(proxy.seen().flipped, "the proxy flipped nothing");
-    assert_transfer_error(&out, "corrupted get");
-    let err = out.stderr_str().to_lowercase();
-    assert!(
-        err.contains("checksum"),
-        "the error does not mention the checksum: {err}"
-    );
+    assert_checksum_error(&out, "corrupted get");
     assert_eq!(read(&local), old, "the local file changed");
     assert_eq!(
         parts_below(&fx.local),
@@ -126,26 +127,10 @@ async fn concurrent_uploads_to_one_path_never_publish_a_mix() {
 
     // A starts and sends the first half.
     let mut a = fx.server.raw().await;
-    a.send(Message::Put(PutRequest {
-        path: "same.bin".into(),
-        size: size as u64,
-        mode: None,
-        mtime: None,
-        resume: false,
-    }))
-    .await;
-    match answer(&mut a).await.message {
-        Message::TransferReady(_) => {}
-        other => panic!("A: expected transfer_ready, got {other:?}"),
-    }
-    a.send(Message::TransferStart { offset: 0 }).await;
-    for chunk in a_data[..size / 2].chunks(256 * KIB) {
-        a.send_frame(Frame::with_body(
-            Message::FileData,
-            Bytes::copy_from_slice(chunk),
-        ))
-        .await;
-    }
+    raw_put_start(&mut a, "same.bin", size as u64)
+        .await
+        .unwrap_or_else(|e| panic!("A: expected transfer_ready, got {e:?}"));
+    send_file_data(&mut a, &a_data[..size / 2]).await;
     // A pong means the server has taken in everything sent before the ping.
     a.send_frame(Frame::with_body(Message::Ping, Bytes::from_static(b"sync")))
         .await;
@@ -162,22 +147,8 @@ async fn concurrent_uploads_to_one_path_never_publish_a_mix() {
     }
 
     // A finishes.
-    for chunk in a_data[size / 2..].chunks(256 * KIB) {
-        a.send_frame(Frame::with_body(
-            Message::FileData,
-            Bytes::copy_from_slice(chunk),
-        ))
-        .await;
-    }
-    a.send(Message::FileEnd {
-        blake3: hex_blake3(&a_data),
-    })
-    .await;
-    let a_result = match answer(&mut a).await.message {
-        Message::TransferOk { bytes } => Ok(bytes),
-        Message::Error { code, message } => Err((code, message)),
-        other => panic!("A: expected transfer_ok or error, got {other:?}"),
-    };
+    send_file_data(&mut a, &a_data[size / 2..]).await;
+    let a_result = raw_put_end(&mut a, "same.bin", hex_blake3(&a_data)).await;
     eprintln!("A: {a_result:?}");
     let published = std::fs::read(&target).ok();
     let what = |d: &Option<Vec<u8>>| match d {

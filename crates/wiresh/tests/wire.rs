@@ -69,8 +69,7 @@ async fn malformed_frames_close_only_their_own_connection() {
     let mut good = server.connect().await;
     assert_eq!(sh(&mut good, "echo before").await.stdout, b"before\n");
     let mut running = server.raw().await;
-    running.send(exec_with_stdin("cat")).await;
-    let running_pid = running.expect_started().await;
+    let running_pid = running.start(exec_with_stdin("cat")).await;
 
     for (name, bytes, code) in malformed_cases() {
         // Before authentication: right after the preamble.
@@ -131,8 +130,7 @@ async fn malformed_frames_close_only_their_own_connection() {
 
     // A frame while a command runs.
     let mut c = server.raw().await;
-    c.send(exec_with_stdin("cat")).await;
-    let pid = c.expect_started().await;
+    let pid = c.start(exec_with_stdin("cat")).await;
     c.send_raw(&raw_frame(br#"{"type":"frobnicate","body_len":0}"#, b""))
         .await;
     c.expect_error(ErrorCode::UnknownType).await;
@@ -201,8 +199,7 @@ async fn messages_out_of_place() {
     // A second exec while one runs: refused, and the running one is killed
     // with the connection.
     let mut c = server.raw().await;
-    c.send(exec_with_stdin("cat")).await;
-    let pid = c.expect_started().await;
+    let pid = c.start(exec_with_stdin("cat")).await;
     c.send(exec("echo second")).await;
     c.expect_error(ErrorCode::UnexpectedMessage).await;
     c.expect_closed().await;

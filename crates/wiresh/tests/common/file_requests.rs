@@ -22,9 +22,17 @@ pub async fn answer(c: &mut RawConn) -> Frame {
 
 /// Uploads `data` to `path` from offset 0.
 pub async fn raw_put(c: &mut RawConn, path: &str, data: &[u8]) -> Result<u64, Refused> {
+    raw_put_start(c, path, data.len() as u64).await?;
+    send_file_data(c, data).await;
+    raw_put_end(c, path, hex_blake3(data)).await
+}
+
+/// The first steps of an upload: `put` of `size` bytes to `path`, and once
+/// the server is ready, `transfer_start` from offset 0.
+pub async fn raw_put_start(c: &mut RawConn, path: &str, size: u64) -> Result<(), Refused> {
     c.send(Message::Put(PutRequest {
         path: path.into(),
-        size: data.len() as u64,
+        size,
         mode: None,
         mtime: None,
         resume: false,
@@ -36,6 +44,11 @@ pub async fn raw_put(c: &mut RawConn, path: &str, data: &[u8]) -> Result<u64, Re
         other => panic!("put {path:?}: expected transfer_ready or error, got {other:?}"),
     }
     c.send(Message::TransferStart { offset: 0 }).await;
+    Ok(())
+}
+
+/// Sends `data` as `file_data` frames of 256 KiB.
+pub async fn send_file_data(c: &mut RawConn, data: &[u8]) {
     for chunk in data.chunks(256 * KIB) {
         c.send_frame(Frame::with_body(
             Message::FileData,
@@ -43,10 +56,12 @@ pub async fn raw_put(c: &mut RawConn, path: &str, data: &[u8]) -> Result<u64, Re
         ))
         .await;
     }
-    c.send(Message::FileEnd {
-        blake3: hex_blake3(data),
-    })
-    .await;
+}
+
+/// The last step of an upload: `file_end` with `blake3`, and the server's
+/// answer.
+pub async fn raw_put_end(c: &mut RawConn, path: &str, blake3: String) -> Result<u64, Refused> {
+    c.send(Message::FileEnd { blake3 }).await;
     match answer(c).await.message {
         Message::TransferOk { bytes } => Ok(bytes),
         Message::Error { code, message } => Err((code, message)),

@@ -662,6 +662,13 @@ impl RawConn {
         }
     }
 
+    /// Sends `exec` (see [`exec`] and [`exec_with_stdin`]) and reads its
+    /// `started`; returns the command's pid.
+    pub async fn start(&mut self, exec: Message) -> u32 {
+        self.send(exec).await;
+        self.expect_started().await
+    }
+
     /// The next frame must be `started` (the `exec` has been sent); returns
     /// the command's pid.
     pub async fn expect_started(&mut self) -> u32 {
