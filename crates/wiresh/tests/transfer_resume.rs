@@ -38,10 +38,13 @@ async fn interrupted_put_resumes_from_the_verified_partial() {
     assert!(seen.cut, "the proxy never cut the connection: {seen:?}");
     assert_failed(&out, "interrupted put");
     drop(proxy);
-    // Whatever the server received is written once its session has ended.
+    // Whatever the server received is written once its session has ended
+    // and its disk writer, which may still be draining chunks it had queued
+    // when the session logged its end, has let go of the partial.
     for peer in &seen.upstream_peers {
         wait_connection_end(&fx.server, *peer).await;
     }
+    wait_part_unlocked(&part_of(&target)).await;
     assert!(
         !target.exists(),
         "an interrupted upload left a file under the real name"

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{binary_pattern, MIB};
+use super::{binary_pattern, bounded, MIB};
 
 /// Every byte value, several times and in several orders, then a few MiB of
 /// pattern so the file spans many `file_data` frames.
@@ -73,6 +73,36 @@ pub fn write(path: &Path, data: &[u8]) {
 pub fn part_of(target: &Path) -> PathBuf {
     let name = target.file_name().unwrap().to_str().unwrap();
     target.with_file_name(format!(".{name}.wiresh-part"))
+}
+
+/// Waits until nobody holds the `flock` on the partial `part`: a transfer
+/// holds it from opening the partial until its disk writer is done. Takes the
+/// lock itself (blocking, on a thread of its own) and lets go at once. A
+/// partial that does not exist is left to the caller's assertions.
+pub async fn wait_part_unlocked(part: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = part.to_path_buf();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = match std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: flock on a descriptor we own; closing it releases the lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    });
+    bounded(&format!("the lock on {}", part.display()), locked)
+        .await
+        .expect("the locking thread")
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", part.display()));
 }
 
 /// What a directory holds, recursively: relative path → a short description
