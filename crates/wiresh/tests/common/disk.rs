@@ -1,6 +1,6 @@
 //! Data and files on disk for the transfer tests: test data, BLAKE3s,
-//! reading and writing files, the `.NAME.wiresh-part` partial names, and
-//! what a directory holds.
+//! reading and writing files, the `.NAME.wiresh-part` partial names (and
+//! waiting until no transfer holds one), and what a directory holds.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

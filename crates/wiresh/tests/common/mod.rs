@@ -12,7 +12,8 @@
 //!   reads the token it created, collects its log (and wakes whoever waits
 //!   for a line of it), and kills and reaps it on drop.
 //! - [`RawConn`] speaks the protocol frame by frame with `wiresh_proto`'s
-//!   codec, for tests about the wire itself: [`RawConn::expect_started`],
+//!   codec, for tests about the wire itself: [`RawConn::start`],
+//!   [`RawConn::expect_started`], [`RawConn::expect_pong`],
 //!   [`RawConn::expect_error`], [`RawConn::finish`] and friends; [`exec`]
 //!   and [`exec_with_stdin`] build the `exec` frames, [`assert_exited`] and
 //!   [`assert_killed`] check how a command ended.
@@ -25,7 +26,8 @@
 //!
 //! - [`files`]: [`files::Files`], a server with a files root and a local
 //!   scratch directory, the `args!` macro, and checks on a transfer's exit;
-//! - [`disk`]: test data, BLAKE3s, part-file names, what a directory holds;
+//! - [`disk`]: test data, BLAKE3s, part-file names (and waiting for a
+//!   transfer to let go of one), what a directory holds;
 //! - [`file_requests`]: `put`, `get`, `stat` and refusals frame by frame;
 //! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
 //!   corrupts a transfer;
