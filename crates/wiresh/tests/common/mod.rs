@@ -1,19 +1,50 @@
 //! Shared harness for the integration tests of the modern server and client.
 //!
+//! The tests are filed by subject, one file per behaviour area (`exec.rs`,
+//! `stdin.rs`, `wire.rs`, `transfer_resume.rs`, ...), each saying what it
+//! covers in its `//!` doc. Each test starts what it talks to (mostly its
+//! own `wiresh serve`) and talks to it over real loopback TCP.
+//!
+//! This file:
+//!
 //! - [`Server`] starts the real `wiresh serve` binary on `127.0.0.1:0` with a
 //!   fresh `WIRESH_HOME`, waits for its `listening on ADDR` line (no sleeps),
-//!   reads the token it created, collects its log, and kills and reaps it on
-//!   drop.
+//!   reads the token it created, collects its log (and wakes whoever waits
+//!   for a line of it), and kills and reaps it on drop.
 //! - [`RawConn`] speaks the protocol frame by frame with `wiresh_proto`'s
-//!   codec, for tests about the wire itself.
+//!   codec, for tests about the wire itself: [`RawConn::start`],
+//!   [`RawConn::expect_started`], [`RawConn::expect_pong`],
+//!   [`RawConn::expect_error`], [`RawConn::finish`] and friends; [`exec`]
+//!   and [`exec_with_stdin`] build the `exec` frames, [`assert_exited`] and
+//!   [`assert_killed`] check how a command ended.
 //! - [`run`] drives the library client ([`wiresh::client::Connection`]).
 //! - [`Server::cli`] and [`cli_output`] run the `wiresh` client binary.
-//! - `/proc` helpers: whether a pid is gone, a process group's members, RSS.
+//! - `/proc` helpers: whether a pid is gone ([`assert_gone`]), a process
+//!   group's members, RSS, whether a producer is blocked on a full pipe.
+//!
+//! Its modules, for the file-transfer tests:
+//!
+//! - [`files`]: [`files::Files`], a server with a files root and a local
+//!   scratch directory, the `args!` macro, and checks on a transfer's exit;
+//! - [`disk`]: test data, BLAKE3s, part-file names (and waiting for a
+//!   transfer to let go of one), what a directory holds;
+//! - [`file_requests`]: `put`, `get`, `stat` and refusals frame by frame;
+//! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
+//!   corrupts a transfer;
+//! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
+//!   lies to the client.
 //!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
-//! bug fails a test instead of hanging it.
+//! bug fails a test instead of hanging it. Each test binary uses a subset of
+//! all this, hence `allow(dead_code)`.
 
 #![allow(dead_code)]
+
+pub mod disk;
+pub mod fake_server;
+pub mod file_requests;
+pub mod files;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -37,9 +68,17 @@ use wiresh_proto::{
     Secret, PROTOCOL_VERSION,
 };
 
+pub const KIB: usize = 1024;
+pub const MIB: usize = 1024 * KIB;
+pub const GIB: usize = 1024 * MIB;
+
 /// Generous bound on anything a test waits for. It only turns a hang into a
 /// failure; nothing relies on it passing.
 pub const BOUND: Duration = Duration::from_secs(30);
+
+/// The issue's deadline for a command to be gone once its client has
+/// disconnected (or it was cancelled, or the server was told to stop).
+pub const GONE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Path of the `wiresh` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wiresh");
@@ -214,15 +253,28 @@ impl Server {
 
     /// Waits until the log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str) {
+        self.wait_for_log_where(&format!("{needle:?}"), |log| log.contains(needle))
+            .await
+    }
+
+    /// Waits until a line of the log satisfies `pred`; `what` names it in
+    /// the failure message.
+    pub async fn wait_for_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        self.wait_for_log_where(what, |log| log.lines().any(&pred))
+            .await
+    }
+
+    /// Waits, woken by every write to the log, until `pred` holds for it.
+    async fn wait_for_log_where(&self, what: &str, pred: impl Fn(&str) -> bool) {
         let mut grew = self.log_grew.clone();
         let found = timeout(BOUND, async {
             loop {
-                if self.log().contains(needle) {
+                if pred(&self.log()) {
                     return;
                 }
                 if grew.changed().await.is_err() {
                     // The server closed stderr: one last look.
-                    assert!(self.log().contains(needle), "server exited first");
+                    assert!(pred(&self.log()), "server exited first");
                     return;
                 }
             }
@@ -230,7 +282,7 @@ impl Server {
         .await;
         if found.is_err() {
             panic!(
-                "server never logged {needle:?} within {BOUND:?}; log:\n{}",
+                "server never logged {what} within {BOUND:?}; log:\n{}",
                 self.log()
             );
         }
@@ -275,6 +327,11 @@ impl Server {
     /// A raw protocol connection that has been greeted and authenticated.
     pub async fn raw(&self) -> RawConn {
         RawConn::authenticated(self.addr, &self.token).await
+    }
+
+    /// Like [`Server::raw`], with the `hello` the server greeted it with.
+    pub async fn raw_with_hello(&self) -> (RawConn, Hello) {
+        RawConn::authenticated_with_hello(self.addr, &self.token).await
     }
 
     /// The client binary, ready to run `wiresh SUBCOMMAND -H ADDR ...` against
@@ -538,6 +595,11 @@ impl RawConn {
 
     /// Connects, is greeted and authenticates with `token`.
     pub async fn authenticated(addr: SocketAddr, token: &Secret) -> RawConn {
+        RawConn::authenticated_with_hello(addr, token).await.0
+    }
+
+    /// Like [`RawConn::authenticated`], keeping the server's `hello`.
+    pub async fn authenticated_with_hello(addr: SocketAddr, token: &Secret) -> (RawConn, Hello) {
         let (mut c, hello) = RawConn::greeted(addr).await;
         assert_eq!(hello.version, PROTOCOL_VERSION);
         c.send(Message::Auth {
@@ -545,7 +607,7 @@ impl RawConn {
         })
         .await;
         match c.recv().await.message {
-            Message::AuthOk => c,
+            Message::AuthOk => (c, hello),
             other => panic!("expected auth_ok, got {other:?}"),
         }
     }
@@ -602,6 +664,50 @@ impl RawConn {
         }
     }
 
+    /// Sends `exec` (see [`exec`] and [`exec_with_stdin`]) and reads its
+    /// `started`; returns the command's pid.
+    pub async fn start(&mut self, exec: Message) -> u32 {
+        self.send(exec).await;
+        self.expect_started().await
+    }
+
+    /// The next frame must be `started` (the `exec` has been sent); returns
+    /// the command's pid.
+    pub async fn expect_started(&mut self) -> u32 {
+        match self.recv().await.message {
+            Message::Started { pid } => pid,
+            other => panic!("expected started, got {other:?}"),
+        }
+    }
+
+    /// The next frame must be a `pong`; returns its body.
+    pub async fn expect_pong(&mut self) -> Bytes {
+        let f = self.recv().await;
+        match f.message {
+            Message::Pong => f.body,
+            other => panic!("expected pong, got {other:?}"),
+        }
+    }
+
+    /// Reads a running command's `stdout` frames (skipping `stderr`) until
+    /// `lines` complete lines have arrived, and returns them.
+    pub async fn read_lines(&mut self, lines: usize) -> Vec<String> {
+        let mut text = Vec::new();
+        while text.iter().filter(|&&b| b == b'\n').count() < lines {
+            let f = self.recv().await;
+            match f.message {
+                Message::Stdout => text.extend_from_slice(&f.body),
+                Message::Stderr => {}
+                other => panic!("expected output, got {other:?}"),
+            }
+        }
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The server must close the connection (end of stream, or a reset)
     /// without sending another frame.
     pub async fn expect_closed(&mut self) {
@@ -628,10 +734,7 @@ impl RawConn {
     /// Reads a command's frames up to and including `exit` (the `exec` has
     /// been sent already).
     pub async fn finish(&mut self) -> RawRun {
-        let pid = match self.recv().await.message {
-            Message::Started { pid } => pid,
-            other => panic!("expected started, got {other:?}"),
-        };
+        let pid = self.expect_started().await;
         self.finish_started(pid).await
     }
 
@@ -666,6 +769,35 @@ impl RawConn {
         self.send(Message::Exec(req)).await;
         self.finish().await
     }
+}
+
+/// An `exec` of a shell command line, without stdin.
+pub fn exec(line: &str) -> Message {
+    Message::Exec(ExecRequest::shell(line))
+}
+
+/// An `exec` of a shell command line whose stdin the client will send.
+pub fn exec_with_stdin(line: &str) -> Message {
+    Message::Exec(ExecRequest {
+        stdin: true,
+        ..ExecRequest::shell(line)
+    })
+}
+
+/// The command exited by itself with `code`.
+#[track_caller]
+pub fn assert_exited(status: &ExitStatus, code: i32) {
+    assert_eq!(status.code, Some(code), "{status:?}");
+    assert_eq!(status.signal, None, "{status:?}");
+    assert!(!status.timed_out, "{status:?}");
+}
+
+/// The command was killed by `signal`, which a shell reports as 128+signal.
+#[track_caller]
+pub fn assert_killed(status: &ExitStatus, signal: i32) {
+    assert_eq!(status.code, None, "{status:?}");
+    assert_eq!(status.signal, Some(signal), "{status:?}");
+    assert_eq!(status.shell_code(), 128 + signal);
 }
 
 /// The bytes of one encoded frame.
@@ -749,6 +881,44 @@ pub async fn wait_gone(pids: &[u32], pgid: Option<u32>, within: Duration) -> Vec
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits (up to `within`) until none of `pids` is alive and group `pgid` is
+/// empty, then fails the test with `what` if anything is left, after killing
+/// it so it does not outlive the test.
+pub async fn assert_gone(pids: &[u32], pgid: Option<u32>, within: Duration, what: &str) {
+    let left = wait_gone(pids, pgid, within).await;
+    kill_all(&left);
+    assert!(
+        left.is_empty(),
+        "{what}: {left:?} still alive after waiting {within:?}"
+    );
+}
+
+/// Polls the producer's written-byte count until it stops growing: the
+/// producer is blocked on a full pipe. `None` if the producer finished.
+pub async fn wait_until_stalled(pid: u32) -> Option<u64> {
+    let deadline = Instant::now() + BOUND;
+    let mut last = written_bytes(pid)?;
+    let mut unchanged = 0;
+    while unchanged < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if !alive(pid) {
+            return None;
+        }
+        let now = written_bytes(pid)?;
+        if now == last {
+            unchanged += 1;
+        } else {
+            unchanged = 0;
+            last = now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer kept writing for {BOUND:?} while the client read nothing ({last} bytes)"
+        );
+    }
+    Some(last)
 }
 
 /// Kills whatever is left (cleanup after a failed assertion).

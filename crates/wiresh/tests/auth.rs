@@ -1,0 +1,147 @@
+//! Authentication: a wrong token is refused, and nothing pipelined behind it
+//! runs; nothing but `auth` is accepted first; an unauthenticated peer may
+//! send only one small frame; repeated wrong tokens are rate limited.
+
+mod common;
+
+use common::*;
+use wiresh::client::ClientError;
+use wiresh_proto::{ErrorCode, Frame, Message, Preamble, Secret};
+
+#[tokio::test]
+async fn wrong_token_is_refused() {
+    let server = Server::start();
+    let wrong = "not-the-token-4242424242424242";
+
+    let (mut c, _) = RawConn::greeted(server.addr).await;
+    c.send(Message::Auth {
+        token: Secret(wrong.into()),
+    })
+    .await;
+    let msg = c.expect_error(ErrorCode::AuthFailed).await;
+    assert!(msg.contains("token"), "{msg}");
+    c.expect_closed().await;
+
+    // A pipelined exec after a wrong token is not acted on.
+    let marker = server.home().join("pwned");
+    let mut bytes = Preamble::new(1).encode().to_vec();
+    bytes.extend(frame_bytes(&Frame::new(Message::Auth {
+        token: Secret(wrong.into()),
+    })));
+    bytes.extend(frame_bytes(&Frame::new(exec(&format!(
+        "touch {}",
+        marker.display()
+    )))));
+    let mut c = RawConn::from_stream(tcp(server.addr).await);
+    c.send_raw(&bytes).await;
+    assert!(matches!(c.recv().await.message, Message::Hello(_)));
+    c.expect_error(ErrorCode::AuthFailed).await;
+    c.expect_closed().await;
+    assert!(!marker.exists(), "a command ran without authentication");
+
+    // The library client reports it.
+    let err = connect_with_token(&server, wrong).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Remote {
+                code: ErrorCode::AuthFailed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("token"), "{err}");
+
+    // The failures are logged, the token is not.
+    server.wait_for_log("auth_failed").await;
+    assert!(!server.log().contains(wrong), "the log shows the token");
+    assert!(!server.log().contains(server.token.expose()));
+}
+
+async fn connect_with_token(
+    server: &Server,
+    token: &str,
+) -> Result<wiresh::client::Connection, ClientError> {
+    bounded(
+        "Connection::connect",
+        wiresh::client::Connection::connect(&wiresh::client::Endpoint {
+            token: Secret(token.into()),
+            ..server.endpoint()
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn requests_before_auth_are_refused() {
+    let server = Server::start();
+    for first in [
+        Frame::new(exec("echo hi")),
+        Frame::new(Message::Ping),
+        Frame::new(Message::StdinEnd),
+    ] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send_frame(first.clone()).await;
+        c.expect_error(ErrorCode::AuthRequired).await;
+        c.expect_closed().await;
+    }
+}
+
+/// Before authenticating, a peer may send one small frame and nothing with
+/// a body: a stranger cannot make the server buffer or parse much.
+#[tokio::test]
+async fn unauthenticated_peers_may_send_only_a_small_frame() {
+    let server = Server::start();
+    let big_token = Frame::new(Message::Auth {
+        token: Secret("x".repeat(5000)),
+    });
+    let with_body = Frame::with_body(Message::Ping, &b"p"[..]);
+    for first in [big_token, with_body] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send_frame(first).await;
+        c.expect_error(ErrorCode::FrameTooLarge).await;
+        c.expect_closed().await;
+    }
+    // After authenticating, the normal limits apply.
+    let mut c = server.raw().await;
+    c.send_frame(Frame::with_body(Message::Ping, vec![7u8; 100_000]))
+        .await;
+    assert_eq!(c.recv().await.body.len(), 100_000);
+}
+
+/// Wrong tokens are answered slowly, and an address that keeps guessing is
+/// refused outright (`rate_limited`), even with the right token.
+#[tokio::test]
+async fn repeated_wrong_tokens_are_rate_limited() {
+    let server = Server::start();
+    let mut refused_for_rate = false;
+    for _ in 0..8 {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send(Message::Auth {
+            token: Secret("wrong".into()),
+        })
+        .await;
+        match c.recv().await.message {
+            Message::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            } => {}
+            Message::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => {
+                refused_for_rate = true;
+                break;
+            }
+            other => panic!("expected auth_failed or rate_limited, got {other:?}"),
+        }
+    }
+    assert!(refused_for_rate, "never rate limited after 8 wrong tokens");
+    let (mut c, _) = RawConn::greeted(server.addr).await;
+    c.send(Message::Auth {
+        token: server.token.clone(),
+    })
+    .await;
+    c.expect_error(ErrorCode::RateLimited).await;
+}

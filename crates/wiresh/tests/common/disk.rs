@@ -1,0 +1,177 @@
+//! Data and files on disk for the transfer tests: test data, BLAKE3s,
+//! reading and writing files, the `.NAME.wiresh-part` partial names (and
+//! waiting until no transfer holds one), and what a directory holds.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::{binary_pattern, bounded, MIB};
+
+/// Every byte value, several times and in several orders, then a few MiB of
+/// pattern so the file spans many `file_data` frames.
+pub fn all_bytes() -> Vec<u8> {
+    let mut v: Vec<u8> = (0..=255u8).collect();
+    v.extend((0..=255u8).rev());
+    v.extend((0..=255u8).flat_map(|b| [b, b, 0, 0xff, b'\n', b'\r']));
+    v.extend(binary_pattern(3 * MIB + 77));
+    v
+}
+
+pub fn hex_blake3(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// BLAKE3 of a file, streamed.
+pub fn file_blake3(path: &Path) -> String {
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; MIB];
+    loop {
+        let n = f.read(&mut buf).expect("reading a file to hash it");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Writes `len` bytes (a multiple of 1 MiB) of distinct 1 MiB blocks and
+/// returns their BLAKE3.
+pub fn write_big(path: &Path, len: usize) -> String {
+    assert_eq!(len % MIB, 0);
+    let mut block = binary_pattern(MIB);
+    let mut hasher = blake3::Hasher::new();
+    let mut f = std::io::BufWriter::with_capacity(MIB, std::fs::File::create(path).unwrap());
+    for i in 0..(len / MIB) as u64 {
+        // Each block is stamped with its number, so a block sent twice or
+        // out of order changes the checksum.
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        block[MIB - 8..].copy_from_slice(&(!i).to_le_bytes());
+        hasher.update(&block);
+        f.write_all(&block).unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+    hasher.finalize().to_hex().to_string()
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// The temporary name a transfer writes to: `.NAME.wiresh-part` beside it.
+pub fn part_of(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap().to_str().unwrap();
+    target.with_file_name(format!(".{name}.wiresh-part"))
+}
+
+/// Waits until nobody holds the `flock` on the partial `part`: a transfer
+/// holds it from opening the partial until its disk writer is done. Takes the
+/// lock itself (blocking, on a thread of its own) and lets go at once. A
+/// partial that does not exist is left to the caller's assertions.
+pub async fn wait_part_unlocked(part: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = part.to_path_buf();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = match std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: flock on a descriptor we own; closing it releases the lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    });
+    bounded(&format!("the lock on {}", part.display()), locked)
+        .await
+        .expect("the locking thread")
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", part.display()));
+}
+
+/// What a directory holds, recursively: relative path → a short description
+/// (`dir`, `file <len> <blake3>`, `symlink -> target`, `other`).
+pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().into_string().unwrap();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                out.insert(rel.clone(), "dir".into());
+                walk(&e.path(), &rel, out);
+            } else if meta.is_file() {
+                let desc = format!("file {} {}", meta.len(), file_blake3(&e.path()));
+                out.insert(rel, desc);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(e.path()).unwrap();
+                out.insert(rel, format!("symlink -> {}", target.display()));
+            } else {
+                out.insert(rel, "other".into());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, "", &mut out);
+    out
+}
+
+/// Every path below `dir` (not following symlinks).
+pub fn all_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Part files (`.NAME.wiresh-part`) anywhere below `dir`.
+pub fn parts_below(dir: &Path) -> Vec<PathBuf> {
+    all_paths(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".wiresh-part"))
+        })
+        .collect()
+}
+
+pub fn set_mtime(path: &Path, unix_secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(UNIX_EPOCH + Duration::from_secs(unix_secs))
+        .unwrap();
+}

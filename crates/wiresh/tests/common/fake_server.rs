@@ -1,0 +1,226 @@
+//! [`FakeServer`]: a malicious wiresh server built on `wiresh_proto`, for
+//! tests of what the client accepts. It answers `stat`, `list`, `mkdir` and
+//! `get` from a [`FakeScript`]: names that escape the client's target
+//! directory, or a size that the data it sends does not match.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::codec::Framed;
+use wiresh_proto::{
+    ErrorCode, FileEntry, FileKind, Frame, FrameCodec, Hello, Message, TransferReady, PREAMBLE_LEN,
+    PROTOCOL_VERSION,
+};
+
+use super::disk::hex_blake3;
+use super::{client_command, KIB, MIB};
+
+/// What the fake server answers.
+pub struct FakeScript {
+    /// Paths `stat` calls directories.
+    pub dirs: Vec<String>,
+    /// The entries every `list` answers with.
+    pub listing: Vec<FileEntry>,
+    /// The content served for a path.
+    pub content: fn(&str) -> Vec<u8>,
+    /// The size announced in `stat` and `transfer_ready`, if it is to lie.
+    pub announced_size: Option<u64>,
+}
+
+/// A wiresh server that lies, with a `WIRESH_HOME` holding a token for it.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    home: TempDir,
+    /// Every frame header the clients sent after `auth`.
+    requests: Arc<Mutex<Vec<Message>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl FakeServer {
+    pub async fn start(script: FakeScript) -> FakeServer {
+        let home = tempfile::tempdir().unwrap();
+        let token = home.path().join("token");
+        std::fs::write(&token, "fake-token-0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let script = Arc::new(script);
+        let accept = tokio::spawn(async move {
+            let mut sessions = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            sessions.spawn(fake_session(stream, script.clone(), log.clone()));
+                        }
+                        Err(_) => return,
+                    },
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                }
+            }
+        });
+        FakeServer {
+            addr,
+            home,
+            requests,
+            accept,
+        }
+    }
+
+    pub fn cmd(&self, sub: &str, args: &[OsString]) -> tokio::process::Command {
+        let mut cmd = client_command(sub, &self.addr.to_string(), self.home.path());
+        // The fake server speaks the protocol in clear.
+        cmd.arg("--plaintext");
+        cmd.args(args);
+        cmd
+    }
+
+    pub fn requests(&self) -> Vec<Message> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn fake_session(
+    mut stream: TcpStream,
+    script: Arc<FakeScript>,
+    log: Arc<Mutex<Vec<Message>>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    if stream.read_exact(&mut preamble).await.is_err() {
+        return;
+    }
+    let mut conn = Framed::new(stream, FrameCodec::default());
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        server: "fake/0.0.0".into(),
+        features: vec![],
+        keepalive_secs: 0,
+        max_body: MIB as u32,
+        max_header: 64 * 1024,
+        stdin_window: MIB as u32,
+    };
+    if conn.send(Frame::new(Message::Hello(hello))).await.is_err() {
+        return;
+    }
+    match conn.next().await {
+        Some(Ok(Frame {
+            message: Message::Auth { .. },
+            ..
+        })) => {}
+        _ => return,
+    }
+    if conn.send(Frame::new(Message::AuthOk)).await.is_err() {
+        return;
+    }
+    let size_of = |path: &str| {
+        script
+            .announced_size
+            .unwrap_or((script.content)(path).len() as u64)
+    };
+    while let Some(Ok(frame)) = conn.next().await {
+        log.lock().unwrap().push(frame.message.clone());
+        let answers: Vec<Frame> = match frame.message {
+            Message::Ping => vec![Frame::with_body(Message::Pong, frame.body)],
+            Message::Pong => vec![],
+            Message::Stat { path } => {
+                let is_dir = script.dirs.iter().any(|d| d == path.trim_end_matches('/'));
+                let entry = if is_dir {
+                    fentry(&path, FileKind::Dir, 0)
+                } else {
+                    fentry(&path, FileKind::File, size_of(&path))
+                };
+                vec![Frame::new(Message::Entry(entry))]
+            }
+            Message::List { .. } => {
+                let mut v: Vec<Frame> = script
+                    .listing
+                    .iter()
+                    .map(|e| Frame::new(Message::Entry(e.clone())))
+                    .collect();
+                v.push(Frame::new(Message::ListEnd {
+                    count: script.listing.len() as u64,
+                }));
+                v
+            }
+            Message::Mkdir { .. } => vec![Frame::new(Message::TransferOk { bytes: 0 })],
+            Message::Get { path, .. } => {
+                let data = (script.content)(&path);
+                let ready = TransferReady {
+                    offset: 0,
+                    prefix_blake3: None,
+                    size: Some(size_of(&path)),
+                    mode: Some(0o644),
+                    mtime: Some(1_600_000_000),
+                };
+                if conn
+                    .send(Frame::new(Message::TransferReady(ready)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // Wait for the go-ahead (answering pings on the way).
+                loop {
+                    match conn.next().await {
+                        Some(Ok(f)) => {
+                            log.lock().unwrap().push(f.message.clone());
+                            match f.message {
+                                Message::TransferStart { .. } => break,
+                                Message::Ping => {
+                                    let _ =
+                                        conn.send(Frame::with_body(Message::Pong, f.body)).await;
+                                }
+                                _ => return,
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+                let mut v: Vec<Frame> = data
+                    .chunks(64 * KIB)
+                    .map(|c| Frame::with_body(Message::FileData, Bytes::copy_from_slice(c)))
+                    .collect();
+                v.push(Frame::new(Message::FileEnd {
+                    blake3: hex_blake3(&data),
+                }));
+                v
+            }
+            _ => vec![Frame::new(Message::error(
+                ErrorCode::BadRequest,
+                "the fake server does not do that",
+            ))],
+        };
+        for f in answers {
+            if conn.send(f).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+pub fn fentry(path: &str, kind: FileKind, size: u64) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        kind,
+        size,
+        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
+        mtime: 1_600_000_000,
+    }
+}

@@ -1,0 +1,140 @@
+//! Running a command: its output on stdout and stderr, kept apart; exit
+//! codes and signals; argv without a shell; env and cwd; and requests the
+//! server refuses (a program that cannot start, a malformed `exec`) while the
+//! connection stays usable.
+
+mod common;
+
+use common::*;
+use wiresh::client::{ClientError, Output};
+use wiresh_proto::{ErrorCode, ExecRequest, Message};
+
+#[tokio::test]
+async fn exec_echo_library_and_raw() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    assert_eq!(conn.hello().version, 1);
+    assert_eq!(conn.hello().max_body, 1024 * 1024);
+    assert_eq!(conn.hello().max_header, 64 * 1024);
+
+    let ran = sh(&mut conn, "echo hello world").await;
+    assert_eq!(ran.stdout, b"hello world\n");
+    assert_eq!(ran.stderr, b"");
+    assert_exited(ran.status(), 0);
+
+    let mut raw = server.raw().await;
+    let run = raw.exec(ExecRequest::shell("echo hi")).await;
+    assert!(run.pid > 1, "started pid {}", run.pid);
+    assert_eq!(run.stdout, b"hi\n");
+    assert_exited(&run.status, 0);
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_kept_apart() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    let ran = sh(
+        &mut conn,
+        r"printf 'out1\n'; printf 'err1\n' >&2; printf 'out2\n'; printf '\000\377err2\n' >&2",
+    )
+    .await;
+    assert_exited(ran.status(), 0);
+    assert_eq!(ran.stdout, b"out1\nout2\n");
+    assert_eq!(ran.stderr, b"err1\n\x00\xfferr2\n");
+    // No chunk mixes the streams: every stdout chunk holds only "out" text.
+    for c in &ran.chunks {
+        match c {
+            Output::Stdout(b) => assert!(!b.windows(3).any(|w| w == b"err"), "{c:?}"),
+            Output::Stderr(b) => assert!(!b.windows(3).any(|w| w == b"out"), "{c:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_signals_and_argv() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+
+    assert_exited(sh(&mut conn, "exit 3").await.status(), 3);
+    assert_exited(sh(&mut conn, "false").await.status(), 1);
+    assert_killed(sh(&mut conn, "kill -9 $$").await.status(), 9);
+    assert_killed(sh(&mut conn, "kill -TERM $$").await.status(), 15);
+
+    // argv: no shell, so spaces, quotes and `$` stay inside their argument.
+    let args = ["printf", "%s|", "a b", "c'd \"e\"", "$HOME", "*", ""];
+    let ran = run(
+        &mut conn,
+        ExecRequest::argv(args.iter().map(|s| s.to_string()).collect()),
+        None,
+    )
+    .await;
+    assert_exited(ran.status(), 0);
+    assert_eq!(ran.stdout_str(), "a b|c'd \"e\"|$HOME|*||");
+
+    // The same words through the shell are split and expanded.
+    let ran = sh(&mut conn, "printf '%s|' a   b").await;
+    assert_eq!(ran.stdout_str(), "a|b|");
+}
+
+#[tokio::test]
+async fn env_and_cwd_are_applied() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let mut conn = server.connect().await;
+    let req = ExecRequest {
+        env: [("WIRESH_TEST_VAR".to_string(), "x y'z".to_string())].into(),
+        cwd: Some(dir.to_str().unwrap().to_string()),
+        ..ExecRequest::shell(r#"printf '%s|%s' "$WIRESH_TEST_VAR" "$(pwd -P)""#)
+    };
+    let ran = run(&mut conn, req, None).await;
+    assert_exited(ran.status(), 0);
+    assert_eq!(ran.stdout_str(), format!("x y'z|{}", dir.display()));
+}
+
+#[tokio::test]
+async fn refused_requests_keep_the_connection() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+
+    let ran = run(
+        &mut conn,
+        ExecRequest::argv(vec!["/nonexistent/wiresh-test-program".into()]),
+        None,
+    )
+    .await;
+    match &ran.result {
+        Err(e @ ClientError::Remote { code, .. }) => {
+            assert_eq!(*code, ErrorCode::SpawnFailed, "{e}");
+            assert!(e.connection_usable());
+        }
+        other => panic!("expected spawn_failed, got {other:?}"),
+    }
+    let bad_cwd = ExecRequest {
+        cwd: Some("/nonexistent/wiresh-test-dir".into()),
+        ..ExecRequest::shell("true")
+    };
+    assert!(matches!(
+        run(&mut conn, bad_cwd, None).await.result,
+        Err(ClientError::Remote {
+            code: ErrorCode::SpawnFailed,
+            ..
+        })
+    ));
+    assert_eq!(sh(&mut conn, "echo still").await.stdout, b"still\n");
+
+    // bad_request, on the raw protocol: neither command nor argv, an empty
+    // argv, and both.
+    let mut raw = server.raw().await;
+    let both = ExecRequest {
+        command: Some("true".into()),
+        argv: Some(vec!["true".into()]),
+        ..Default::default()
+    };
+    for req in [ExecRequest::default(), ExecRequest::argv(vec![]), both] {
+        raw.send(Message::Exec(req)).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+    }
+    let run = raw.exec(ExecRequest::shell("echo ok")).await;
+    assert_eq!(run.stdout, b"ok\n");
+}

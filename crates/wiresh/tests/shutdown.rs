@@ -1,0 +1,192 @@
+//! Graceful shutdown on SIGTERM: new connections are refused and idle ones
+//! told; running commands finish within `--shutdown-grace`, or are killed
+//! when it ends; a second SIGTERM kills everything at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use tokio::sync::mpsc;
+use wiresh::client::Output;
+use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message};
+
+/// Polls until a TCP connection to `addr` is refused.
+async fn wait_refused(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            Err(e) => panic!("unexpected connect error: {e}"),
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} still accepts connections"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Checks the frames a connection received after `started` until it closed
+/// during a shutdown: the command's output, then its `exit` as the last frame
+/// of the command (section 7.3: "exit ends the command"), then at most an
+/// `error shutting_down`. Returns what the command produced.
+fn command_end(pid: u32, frames: &[Frame]) -> RawRun {
+    let kinds: Vec<&str> = frames.iter().map(|f| f.message.type_name()).collect();
+    let exit_at = kinds
+        .iter()
+        .position(|&k| k == "exit")
+        .unwrap_or_else(|| panic!("no exit frame: {frames:?}"));
+    for f in &frames[..exit_at] {
+        assert!(
+            matches!(
+                f.message,
+                Message::Stdout | Message::Stderr | Message::StdinAck { .. }
+            ),
+            "before exit, only output (and stdin acks) may come, got {:?}; all frames: {kinds:?}",
+            f.message
+        );
+    }
+    match &frames[exit_at + 1..] {
+        [] => {}
+        [Frame {
+            message:
+                Message::Error {
+                    code: ErrorCode::ShuttingDown,
+                    ..
+                },
+            ..
+        }] => {}
+        rest => panic!("after exit only `error shutting_down` may follow, got {rest:?}"),
+    }
+    let Message::Exit(status) = frames[exit_at].message.clone() else {
+        unreachable!()
+    };
+    let mut run = RawRun {
+        pid,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        status,
+        pongs: Vec::new(),
+        acked: 0,
+    };
+    for f in &frames[..exit_at] {
+        match f.message {
+            Message::Stdout => run.stdout.extend_from_slice(&f.body),
+            Message::Stderr => run.stderr.extend_from_slice(&f.body),
+            Message::StdinAck { bytes } => run.acked += bytes,
+            _ => unreachable!("checked above"),
+        }
+    }
+    run
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_command_finish() {
+    let mut server = Server::start_with(&["--shutdown-grace", "60s"]);
+    let mut idle = server.raw().await;
+    let mut busy = server.raw().await;
+    // The command finishes when the test says so, not after some time.
+    let pid = busy
+        .start(exec_with_stdin("read line; echo \"done $line\""))
+        .await;
+
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down").await;
+    // New connections are refused at once, while the command still runs.
+    wait_refused(server.addr).await;
+    assert!(alive(pid));
+    // The idle connection is told and closed.
+    idle.expect_error(ErrorCode::ShuttingDown).await;
+    idle.expect_closed().await;
+
+    busy.send_frame(Frame::with_body(Message::Stdin, &b"go\n"[..]))
+        .await;
+    busy.send(Message::StdinEnd).await;
+    let frames = busy.read_until_closed().await;
+    let run = command_end(pid, &frames);
+    assert_eq!(run.stdout, b"done go\n");
+    assert_exited(&run.status, 0);
+
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "server exit: {status:?}");
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert!(refused.is_err(), "connected after the server stopped");
+}
+
+#[tokio::test]
+async fn shutdown_grace_expiry_kills_the_command() {
+    let mut server = Server::start_with(&["--shutdown-grace", "200ms"]);
+    let mut busy = server.raw().await;
+    let pid = busy.start(exec("sleep 1000")).await;
+    server.signal(libc::SIGTERM);
+    let frames = busy.read_until_closed().await;
+    let run = command_end(pid, &frames);
+    assert_killed(&run.status, 15);
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "server exit: {status:?}");
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn library_run_during_shutdown_returns_the_exit() {
+    let mut server = Server::start_with(&["--shutdown-grace", "60s"]);
+    let mut conn = server.connect().await;
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(1);
+    let (tx, mut rx) = mpsc::channel::<Output>(16);
+    let request = async move {
+        let res = conn
+            .run(
+                ExecRequest::shell("echo started; read x; echo \"done $x\""),
+                Some(stdin_rx),
+                &tx,
+                never,
+            )
+            .await;
+        drop(tx);
+        res
+    };
+    let drive = async {
+        let mut out = Vec::new();
+        let mut stdin_tx = Some(stdin_tx);
+        while let Some(o) = rx.recv().await {
+            if let Output::Stdout(b) = o {
+                out.extend_from_slice(&b);
+            }
+            if out == b"started\n" {
+                if let Some(tx) = stdin_tx.take() {
+                    server.signal(libc::SIGTERM);
+                    server.wait_for_log("shutting down").await;
+                    tx.send(Bytes::from_static(b"go\n")).await.unwrap();
+                }
+            }
+        }
+        out
+    };
+    let (res, out) = bounded("the command during shutdown", async {
+        tokio::join!(request, drive)
+    })
+    .await;
+    assert_eq!(out, b"started\ndone go\n");
+    let status = res.expect("the command's exit status, not an error");
+    assert_exited(&status, 0);
+    assert_eq!(server.wait_exit().await.code(), Some(0));
+}
+
+/// A second SIGTERM does not wait for the grace period: every command is
+/// killed and the server exits.
+#[tokio::test]
+async fn second_signal_kills_everything_and_exits() {
+    let mut server = Server::start_with(&["--shutdown-grace", "600s"]);
+    let mut raw = server.raw().await;
+    let pid = raw.start(exec("sleep 1000")).await;
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down").await;
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit().await;
+    assert!(!status.success(), "{status:?}");
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "after the second signal").await;
+}

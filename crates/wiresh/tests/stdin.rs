@@ -1,0 +1,134 @@
+//! A command's standard input: forwarded byte for byte and ended, dropped
+//! when the command does not read it, and its flow control
+//! (`hello.stdin_window`, `stdin_ack`): the server keeps reading the
+//! connection while input sits unread, refuses input past the window, and the
+//! library client keeps to the window by itself.
+
+mod common;
+
+use common::*;
+use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message};
+
+#[tokio::test]
+async fn stdin_is_forwarded_byte_exact() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+
+    // Larger than one frame body and not a multiple of anything.
+    let input = binary_pattern(3 * 1024 * 1024 + 4321);
+    let ran = run(&mut conn, ExecRequest::shell("cat"), Some(input.clone())).await;
+    assert_exited(ran.status(), 0);
+    assert!(
+        ran.stdout == input,
+        "cat did not return the input byte for byte"
+    );
+
+    let ran = run(&mut conn, ExecRequest::shell("wc -c"), Some(input.clone())).await;
+    assert_eq!(ran.stdout_str().trim(), input.len().to_string());
+
+    // An empty input still ends: the command sees end-of-file at once.
+    let ran = run(&mut conn, ExecRequest::shell("wc -c"), Some(Vec::new())).await;
+    assert_eq!(ran.stdout_str().trim(), "0");
+
+    // Without stdin the command reads /dev/null, so `cat` ends at once.
+    let ran = sh(&mut conn, "cat; echo done").await;
+    assert_eq!(ran.stdout, b"done\n");
+
+    // Input the command does not read is dropped; the next command is clean.
+    let ran = run(
+        &mut conn,
+        ExecRequest::shell("head -c 5"),
+        Some(vec![b'x'; 2 * 1024 * 1024]),
+    )
+    .await;
+    assert_eq!(ran.stdout, b"xxxxx");
+    assert_eq!(sh(&mut conn, "echo next").await.stdout, b"next\n");
+}
+
+/// The library client keeps to the window by itself: far more input than
+/// the window, into a command that reads it slowly, arrives intact.
+#[tokio::test]
+async fn library_client_streams_stdin_larger_than_the_window() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    let data = binary_pattern(5 * 1024 * 1024 + 17);
+    let ran = run(
+        &mut conn,
+        ExecRequest {
+            stdin: true,
+            ..ExecRequest::shell("sleep 0.2; cat")
+        },
+        Some(data.clone()),
+    )
+    .await;
+    assert_exited(ran.status(), 0);
+    assert!(ran.stdout == data, "stdin came back altered");
+}
+
+/// A command that never reads its input: the client fills the whole stdin
+/// window, and the server still reads the connection — a ping is answered
+/// and a cancel ends the command — where it once stopped reading until the
+/// command took its input.
+#[tokio::test]
+async fn unread_stdin_never_stops_the_server_listening() {
+    let server = Server::start();
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let window = hello.stdin_window as usize;
+    assert!(window >= 64 * 1024, "{hello:?}");
+    let pid = raw.start(exec_with_stdin("sleep 1000")).await;
+    let piece = 64 * 1024;
+    for _ in 0..window / piece {
+        raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; piece]))
+            .await;
+    }
+    raw.send_frame(Frame::with_body(Message::Ping, &b"still there?"[..]))
+        .await;
+    // The pipe takes 64 KiB at most, so the server holds most of the window
+    // unacknowledged; the pong comes all the same.
+    let mut acked = 0;
+    loop {
+        match raw.recv().await.message {
+            Message::StdinAck { bytes } => acked += bytes,
+            Message::Pong => break,
+            other => panic!("expected pong or stdin_ack, got {other:?}"),
+        }
+    }
+    assert!(
+        acked < window as u64,
+        "the command read nothing, yet {acked} acked"
+    );
+    raw.send(Message::Cancel).await;
+    let run = raw.finish_started(pid).await;
+    assert_killed(&run.status, libc::SIGTERM);
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
+}
+
+/// Sending past the window is a protocol error that closes the connection.
+#[tokio::test]
+async fn stdin_beyond_the_window_is_refused() {
+    let server = Server::start();
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let window = hello.stdin_window as usize;
+    let pid = raw.start(exec_with_stdin("sleep 1000")).await;
+    let piece = 256 * 1024;
+    for _ in 0..=window / piece {
+        if !raw
+            .try_send_frame(Frame::with_body(Message::Stdin, vec![0u8; piece]))
+            .await
+        {
+            break;
+        }
+    }
+    loop {
+        match raw.recv().await.message {
+            Message::StdinAck { .. } => {}
+            Message::Error { code, message } => {
+                assert_eq!(code, ErrorCode::FlowControl, "{message}");
+                break;
+            }
+            other => panic!("expected error flow_control, got {other:?}"),
+        }
+    }
+    raw.expect_closed().await;
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
+}

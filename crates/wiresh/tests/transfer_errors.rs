@@ -1,0 +1,192 @@
+//! File requests that cannot be served, and how they fail: without
+//! `--files-root` (`files_disabled`), missing paths (`not_found`, next to
+//! `stat` and `mkdir` of what exists), a named pipe (refused, not hung), and
+//! the client binary's exit codes (1 for a failed transfer, 255 when it
+//! cannot connect or authenticate). The connection survives every refusal.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use common::disk::*;
+use common::file_requests::*;
+use common::files::*;
+use common::*;
+use tokio::net::TcpListener;
+use wiresh_proto::{ErrorCode, FileKind, Message, PutRequest};
+
+#[tokio::test]
+async fn file_requests_without_files_root_are_refused() {
+    let server = Server::start();
+    let mut c = server.raw().await;
+    for msg in [
+        Message::Stat { path: "x".into() },
+        Message::List { path: ".".into() },
+        Message::Mkdir {
+            path: "d".into(),
+            mode: None,
+        },
+        Message::Get {
+            path: "x".into(),
+            resume_from: 0,
+        },
+        Message::Put(PutRequest {
+            path: "x".into(),
+            size: 1,
+            mode: None,
+            mtime: None,
+            resume: false,
+        }),
+    ] {
+        expect_refusal(&mut c, msg, ErrorCode::FilesDisabled).await;
+    }
+    assert_usable(&mut c).await;
+
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("f.txt");
+    write(&src, b"x\n");
+    let mut cmd = server.cli("put");
+    cmd.args(args![&src, "f.txt"]);
+    let out = cli_output(cmd, None).await;
+    assert_transfer_error(&out, "put without --files-root");
+    let err = out.stderr_str();
+    assert!(
+        err.contains("files_disabled") || err.contains("--files-root"),
+        "{err}"
+    );
+    let dest = local.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let mut cmd = server.cli("get");
+    cmd.args(args!["f.txt", &dest]);
+    let out = cli_output(cmd, None).await;
+    assert_transfer_error(&out, "get without --files-root");
+    assert!(tree(&dest).is_empty(), "{:?}", tree(&dest));
+}
+
+#[tokio::test]
+async fn missing_paths_are_not_found_and_the_connection_survives() {
+    let fx = Files::start();
+    write(&fx.root.join("here.txt"), b"here\n");
+    let mut c = fx.server.raw().await;
+    for msg in [
+        Message::Stat {
+            path: "missing".into(),
+        },
+        Message::Stat {
+            path: "no/such/dir/file".into(),
+        },
+        Message::List {
+            path: "missing".into(),
+        },
+        Message::Get {
+            path: "missing.txt".into(),
+            resume_from: 0,
+        },
+    ] {
+        expect_refusal(&mut c, msg, ErrorCode::NotFound).await;
+    }
+    assert_usable(&mut c).await;
+
+    // stat of what exists, and mkdir.
+    let e = raw_stat(&mut c, "here.txt").await;
+    let meta = std::fs::metadata(fx.root.join("here.txt")).unwrap();
+    assert_eq!(e.path, "here.txt");
+    assert_eq!(e.kind, FileKind::File);
+    assert_eq!(e.size, 5);
+    assert_eq!(e.mode, meta.mode() & 0o7777);
+    assert_eq!(e.mtime, meta.mtime());
+    c.send(Message::Mkdir {
+        path: "made/deep".into(),
+        mode: Some(0o750),
+    })
+    .await;
+    assert_eq!(
+        answer(&mut c).await.message,
+        Message::TransferOk { bytes: 0 }
+    );
+    let meta = std::fs::metadata(fx.root.join("made/deep")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o777, 0o750);
+    assert_eq!(raw_stat(&mut c, "made").await.kind, FileKind::Dir);
+    assert_usable(&mut c).await;
+
+    // The client binary: exit 1 with a message naming the problem.
+    let dest = fx.local.join("missing.txt");
+    let out = fx.run("get", &args!["missing.txt", &dest]).await;
+    assert_transfer_error(&out, "get of a missing file");
+    let err = out.stderr_str().to_lowercase();
+    assert!(
+        err.contains("not_found") || err.contains("no such") || err.contains("not found"),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert_eq!(parts_below(&fx.local), Vec::<PathBuf>::new());
+    let out = fx
+        .run("put", &args![fx.local.join("missing-local.txt"), "x.txt"])
+        .await;
+    assert_transfer_error(&out, "put of a missing local file");
+    assert!(!fx.root.join("x.txt").exists());
+}
+
+/// A named pipe inside the root is "other": `stat` says so, and `get`
+/// refuses it instead of blocking the session in `open` until some writer
+/// appears.
+#[tokio::test]
+async fn get_of_a_fifo_is_refused_not_hung() {
+    let fx = Files::start();
+    let fifo = fx.root.join("pipe");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let mut c = fx.server.raw().await;
+    assert_eq!(raw_stat(&mut c, "pipe").await.kind, FileKind::Other);
+    match raw_get(&mut c, "pipe").await {
+        Err((code, message)) => eprintln!("get pipe: {code}: {message}"),
+        Ok(v) => panic!("get of a fifo succeeded: {v:?}"),
+    }
+    assert_usable(&mut c).await;
+}
+
+#[tokio::test]
+async fn connection_and_auth_failures_exit_255() {
+    let fx = Files::start();
+    let src = fx.local.join("f.txt");
+    write(&src, b"x\n");
+
+    let mut cmd = fx.cmd("put", None, &args![&src, "f.txt"]);
+    cmd.env("WIRESH_TOKEN", "wrong-token-0123456789");
+    let out = cli_output(cmd, None).await;
+    assert_eq!(
+        out.code,
+        Some(255),
+        "put with a wrong token: {}",
+        out.stderr_str()
+    );
+    let dest = fx.local.join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let mut cmd = fx.cmd("get", None, &args!["f.txt", &dest]);
+    cmd.env("WIRESH_TOKEN", "wrong-token-0123456789");
+    let out = cli_output(cmd, None).await;
+    assert_eq!(
+        out.code,
+        Some(255),
+        "get with a wrong token: {}",
+        out.stderr_str()
+    );
+
+    // A port nobody listens on.
+    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = unused.local_addr().unwrap();
+    drop(unused);
+    let mut cmd = client_command("put", &addr.to_string(), fx.server.home());
+    cmd.args(args![&src, "f.txt"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(
+        out.code,
+        Some(255),
+        "put to a closed port: {}",
+        out.stderr_str()
+    );
+    assert!(!fx.root.join("f.txt").exists());
+}

@@ -1,0 +1,274 @@
+//! Interrupted transfers, resumed with `--resume`: a [`Proxy`] cuts an
+//! upload or a download part-way; the partial left behind is a prefix of the
+//! file, and the resumed transfer sends only the rest. A partial that is not
+//! a prefix, or is longer than the file, starts over; a complete one sends
+//! no data at all.
+
+mod common;
+
+use common::disk::*;
+use common::files::*;
+use common::proxy::*;
+use common::*;
+
+#[tokio::test]
+async fn interrupted_put_resumes_from_the_verified_partial() {
+    let fx = Files::start();
+    let data = binary_pattern(8 * MIB + 12_345);
+    let want = hex_blake3(&data);
+    let src = fx.local.join("big.bin");
+    write(&src, &data);
+    let target = fx.root.join("dir/big.bin");
+
+    // Cut after about 3 MiB of file data reached the server.
+    let proxy = Proxy::start(
+        fx.server.addr,
+        Tamper::CutAfter(3 * MIB as u64),
+        Tamper::Pass,
+    )
+    .await;
+    let out = fx.run_via(&proxy, "put", &args![&src, "dir/big.bin"]).await;
+    let seen = proxy.seen();
+    eprintln!(
+        "interrupted put: exit {:?}, stderr {:?}; relayed {} bytes of file data",
+        out.code,
+        out.stderr_str(),
+        seen.up_data
+    );
+    assert!(seen.cut, "the proxy never cut the connection: {seen:?}");
+    assert_failed(&out, "interrupted put");
+    drop(proxy);
+    // Whatever the server received is written once its session has ended
+    // and its disk writer, which may still be draining chunks it had queued
+    // when the session logged its end, has let go of the partial.
+    for peer in &seen.upstream_peers {
+        wait_connection_end(&fx.server, *peer).await;
+    }
+    wait_part_unlocked(&part_of(&target)).await;
+    assert!(
+        !target.exists(),
+        "an interrupted upload left a file under the real name"
+    );
+    let part = part_of(&target);
+    let part_len = std::fs::metadata(&part)
+        .unwrap_or_else(|e| panic!("no partial {} after the cut: {e}", part.display()))
+        .len();
+    eprintln!("partial on the server: {part_len} bytes");
+    assert!(part_len > 0, "the partial is empty");
+    assert!(
+        part_len <= seen.up_data,
+        "the partial holds more than was sent"
+    );
+    assert!(
+        read(&part) == data[..part_len as usize],
+        "the partial is not a prefix of the file"
+    );
+
+    // Resume, through a recording relay to see the offsets on the wire.
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "put", &args!["--resume", &src, "dir/big.bin"])
+        .await;
+    assert_ok(&out, "put --resume");
+    let seen = proxy.seen();
+    let ready = seen.transfer_ready();
+    assert_eq!(ready.len(), 1, "transfer_ready frames: {ready:?}");
+    assert_eq!(ready[0].offset, part_len, "the server's resume offer");
+    assert_eq!(
+        ready[0].prefix_blake3.as_deref(),
+        Some(hex_blake3(&data[..part_len as usize]).as_str()),
+        "prefix_blake3 of the offer"
+    );
+    assert_eq!(
+        seen.transfer_starts(),
+        vec![part_len],
+        "the client's transfer_start"
+    );
+    assert_eq!(
+        seen.up_data,
+        data.len() as u64 - part_len,
+        "file data sent on resume"
+    );
+    assert_eq!(
+        seen.transfer_oks(),
+        vec![data.len() as u64 - part_len],
+        "transfer_ok bytes"
+    );
+    assert_eq!(
+        file_blake3(&target),
+        want,
+        "content after the resumed upload"
+    );
+    assert!(
+        !part.exists(),
+        "the partial is still there after publishing"
+    );
+}
+
+#[tokio::test]
+async fn interrupted_get_resumes_from_the_local_partial() {
+    let fx = Files::start();
+    let data = binary_pattern(8 * MIB + 4321);
+    let want = hex_blake3(&data);
+    write(&fx.root.join("big.bin"), &data);
+    let dest_dir = fx.local.join("in");
+    std::fs::create_dir(&dest_dir).unwrap();
+    let target = dest_dir.join("big.bin");
+
+    let proxy = Proxy::start(
+        fx.server.addr,
+        Tamper::Pass,
+        Tamper::CutAfter(3 * MIB as u64),
+    )
+    .await;
+    let out = fx
+        .run_via(&proxy, "get", &args!["big.bin", &dest_dir])
+        .await;
+    let seen = proxy.seen();
+    eprintln!(
+        "interrupted get: exit {:?}, stderr {:?}; relayed {} bytes of file data",
+        out.code,
+        out.stderr_str(),
+        seen.down_data
+    );
+    assert!(seen.cut, "the proxy never cut the connection: {seen:?}");
+    assert_failed(&out, "interrupted get");
+    drop(proxy);
+    assert!(
+        !target.exists(),
+        "an interrupted download left a file under the real name"
+    );
+    let part = part_of(&target);
+    let part_len = std::fs::metadata(&part)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no local partial {} after the cut ({e}); local dir: {:?}",
+                part.display(),
+                tree(&dest_dir)
+            )
+        })
+        .len();
+    eprintln!("local partial: {part_len} bytes");
+    assert!(part_len > 0, "the local partial is empty");
+    assert!(part_len <= seen.down_data);
+    assert!(
+        read(&part) == data[..part_len as usize],
+        "the local partial is not a prefix of the file"
+    );
+
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "get", &args!["--resume", "big.bin", &dest_dir])
+        .await;
+    assert_ok(&out, "get --resume");
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.get_requests(),
+        vec![("big.bin".to_string(), part_len)],
+        "the client's get request"
+    );
+    let ready = seen.transfer_ready();
+    assert_eq!(ready.len(), 1, "transfer_ready frames: {ready:?}");
+    assert_eq!(ready[0].offset, part_len, "the server's resume offer");
+    assert_eq!(ready[0].size, Some(data.len() as u64));
+    assert_eq!(
+        seen.transfer_starts(),
+        vec![part_len],
+        "the client's transfer_start"
+    );
+    assert_eq!(
+        seen.down_data,
+        data.len() as u64 - part_len,
+        "file data received on resume"
+    );
+    assert_eq!(
+        file_blake3(&target),
+        want,
+        "content after the resumed download"
+    );
+    assert!(!part.exists(), "the local partial is still there");
+}
+
+#[tokio::test]
+async fn resume_with_a_stale_partial_starts_over() {
+    let fx = Files::start();
+    let data = binary_pattern(2 * MIB + 99);
+    let want = hex_blake3(&data);
+    let src = fx.local.join("f.bin");
+    write(&src, &data);
+
+    // A partial upload that is not a prefix of the file.
+    let remote = fx.root.join("f.bin");
+    write(&part_of(&remote), &vec![0x5a; MIB]);
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+        .await;
+    assert_ok(&out, "put --resume over a stale partial");
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.transfer_ready().first().map(|r| r.offset),
+        Some(MIB as u64),
+        "the server offers its partial"
+    );
+    assert_eq!(
+        seen.transfer_starts(),
+        vec![0],
+        "the prefixes differ: start over"
+    );
+    assert_eq!(seen.up_data, data.len() as u64);
+    assert_eq!(file_blake3(&remote), want);
+    assert!(!part_of(&remote).exists());
+
+    // A local partial download that is not a prefix of the file.
+    let back = fx.local.join("back.bin");
+    write(&part_of(&back), &vec![0xa5; MIB]);
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "get", &args!["--resume", "f.bin", &back])
+        .await;
+    assert_ok(&out, "get --resume over a stale partial");
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.transfer_starts(),
+        vec![0],
+        "the prefixes differ: start over"
+    );
+    assert_eq!(seen.down_data, data.len() as u64);
+    assert_eq!(file_blake3(&back), want);
+    assert!(!part_of(&back).exists());
+
+    // A partial longer than the file is not offered.
+    write(&part_of(&remote), &binary_pattern(3 * MIB));
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+        .await;
+    assert_ok(&out, "put --resume over a too-long partial");
+    let seen = proxy.seen();
+    assert_eq!(seen.transfer_starts(), vec![0]);
+    assert_eq!(file_blake3(&remote), want);
+}
+
+/// A partial that is already complete (the cut came after the last byte
+/// but before `file_end`) resumes with no data at all.
+#[tokio::test]
+async fn resume_of_a_complete_partial_sends_no_data() {
+    let fx = Files::start();
+    let data = binary_pattern(MIB + 1);
+    let src = fx.local.join("f.bin");
+    write(&src, &data);
+    let remote = fx.root.join("f.bin");
+    write(&part_of(&remote), &data);
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+        .await;
+    assert_ok(&out, "put --resume of a complete partial");
+    let seen = proxy.seen();
+    assert_eq!(seen.transfer_starts(), vec![data.len() as u64]);
+    assert_eq!(seen.up_data, 0);
+    assert_eq!(seen.transfer_oks(), vec![0]);
+    assert!(read(&remote) == data);
+    assert!(!part_of(&remote).exists());
+}
