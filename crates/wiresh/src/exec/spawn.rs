@@ -30,8 +30,8 @@ const PIPE_CAPACITY: i32 = 1024 * 1024;
 pub enum Program {
     /// A command line for `/bin/sh -c`.
     Shell(String),
-    /// A program (looked up in `PATH` unless it contains a `/`) and its
-    /// arguments; never empty.
+    /// A program and its arguments; never empty. A program name without a
+    /// `/` is looked up in the server's own `PATH` (see [`resolve_program`]).
     Argv(Vec<String>),
 }
 
@@ -59,7 +59,7 @@ impl Spec {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self) -> io::Result<Command> {
         let mut cmd = match &self.program {
             Program::Shell(line) => {
                 let mut c = Command::new("/bin/sh");
@@ -67,8 +67,8 @@ impl Spec {
                 c
             }
             Program::Argv(argv) => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
+                let mut c = Command::new(resolve_program(&argv[0])?);
+                c.arg0(&argv[0]).args(&argv[1..]);
                 c
             }
         };
@@ -76,8 +76,38 @@ impl Spec {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        cmd
+        Ok(cmd)
     }
+}
+
+/// The file a program name runs: a name with a `/` as it is; a bare name
+/// looked up in the *server's* `PATH`, never in a `PATH` the client put in
+/// the command's environment (which would let a client choose what `date`
+/// means). The standard library would search the child's `PATH`.
+pub fn resolve_program(name: &str) -> io::Result<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name}: not found in the server's PATH"),
+        )
+    };
+    if name.is_empty() {
+        return Err(not_found());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(not_found)
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A spawned command with its pipes taken out, ready to be driven.
@@ -111,7 +141,11 @@ pub struct SpawnError {
 /// Spawns `spec` as the leader of a new process group with piped stdout
 /// and stderr; `what` names it in the error.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
-    let mut cmd = spec.command();
+    let fail = |source| SpawnError {
+        what: what.to_string(),
+        source,
+    };
+    let mut cmd = spec.command().map_err(fail)?;
     cmd.process_group(0)
         .stdin(if spec.stdin {
             Stdio::piped()
@@ -121,10 +155,7 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(|source| SpawnError {
-        what: what.to_string(),
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(fail)?;
     let pid = child.id().expect("a just-spawned child has a pid");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -233,5 +264,41 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_are_found_in_the_servers_path_only() {
+        let sh = resolve_program("sh").unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        assert_eq!(resolve_program("./x").unwrap(), PathBuf::from("./x"));
+        assert!(resolve_program("no-such-program-wiresh").is_err());
+        assert!(resolve_program("").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_path_in_the_request_does_not_choose_the_program() {
+        let evil = tempfile::tempdir().unwrap();
+        let fake = evil.path().join("true");
+        std::fs::write(&fake, "#!/bin/sh\necho hijacked\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let spec = Spec {
+            program: Program::Argv(vec!["true".into()]),
+            env: vec![("PATH".into(), evil.path().display().to_string())],
+            cwd: None,
+            stdin: false,
+        };
+        let mut spawned = spawn_group(&spec, "true").unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut spawned.stdout, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, "", "the client's PATH chose the program");
+        assert!(spawned.child.wait().await.unwrap().success());
     }
 }
