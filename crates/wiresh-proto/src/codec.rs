@@ -22,42 +22,11 @@ use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::frame::Frame;
+pub use crate::limits::Limits;
 use crate::message::{ErrorCode, Message};
 
 /// Size of the header-length prefix.
 pub const LEN_PREFIX: usize = 4;
-
-/// Size limits enforced by [`FrameCodec`] in both directions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest JSON header accepted, in bytes.
-    pub max_header: usize,
-    /// Largest frame body accepted, in bytes.
-    pub max_body: usize,
-}
-
-impl Limits {
-    /// What an unauthenticated peer may send: one small `auth` frame. A
-    /// stranger cannot make the server buffer or parse more than this.
-    pub const PRE_AUTH: Limits = Limits {
-        max_header: 4096,
-        max_body: 0,
-    };
-
-    /// Default header limit: 64 KiB.
-    pub const DEFAULT_MAX_HEADER: usize = 64 * 1024;
-    /// Default body limit: 1 MiB.
-    pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header: Self::DEFAULT_MAX_HEADER,
-            max_body: Self::DEFAULT_MAX_BODY,
-        }
-    }
-}
 
 /// Why bytes from the peer could not be decoded. Each of these ends the
 /// connection: after a framing error the byte stream has no trustworthy

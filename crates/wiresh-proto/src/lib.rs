@@ -11,12 +11,21 @@
 //! business of the server and client built on top of this crate.
 //!
 //! `docs/PROTOCOL.md` in the repository is the normative description.
+//!
+//! # Crate map
+//! - [`frame`]: a message and its body.
+//! - [`message`]: every message and error code, each wire name written once.
+//! - [`codec`]: bytes to frames and back, with every size bounded first.
+//! - [`limits`]: how large a frame may be.
+//! - [`preamble`]: the 8 bytes a client opens with.
+//! - [`legacy`]: the original Python protocol's header, encoded and decoded.
 
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod frame;
 pub mod legacy;
+pub mod limits;
 pub mod message;
 pub mod preamble;
 

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Limits;
+use crate::limits::Limits;
 
 /// Declares [`Message`] from one list in which each variant's wire name is
 /// written once, and derives from that list serde's `rename` of every

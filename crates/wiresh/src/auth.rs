@@ -95,7 +95,10 @@ pub fn client_token(token_file: Option<&Path>) -> Result<Secret, SetupError> {
     let path = default_token_path()?;
     read_token_file(&path).map_err(|e| {
         if is_not_found(&e) {
-            SetupError::NoToken { path: path.clone() }
+            SetupError::NoToken {
+                path: path.clone(),
+                env: TOKEN_ENV,
+            }
         } else {
             e
         }

@@ -12,8 +12,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// Neither `$WIRESH_HOME` nor `$HOME` is set.
-    #[error("cannot find a home directory: set {} or HOME", crate::home::HOME_ENV)]
-    NoHome,
+    #[error("cannot find a home directory: set {env} or HOME")]
+    NoHome {
+        /// The variable naming the wiresh home.
+        env: &'static str,
+    },
     /// A file could not be read, created or written.
     #[error("cannot {action} {what} {}: {source}", path.display())]
     File {
@@ -53,13 +56,14 @@ pub enum SetupError {
     /// No token could be found for a client.
     #[error(
         "no token found at {}: start `wiresh serve` once on this account to create it, \
-         or pass --token-file PATH or set {}",
-        path.display(),
-        crate::auth::TOKEN_ENV
+         or pass --token-file PATH or set {env}",
+        path.display()
     )]
     NoToken {
         /// The default token path that was tried.
         path: PathBuf,
+        /// The variable that can hold the token instead.
+        env: &'static str,
     },
     /// A listening socket could not be made.
     #[error("cannot listen on {addr}: {source}{hint}")]

@@ -22,7 +22,7 @@ pub fn wiresh_home() -> Result<PathBuf, SetupError> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".wiresh")),
-        None => Err(SetupError::NoHome),
+        None => Err(SetupError::NoHome { env: HOME_ENV }),
     }
 }
 

@@ -254,7 +254,7 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{spawn_group, Spec};
+    use crate::exec::spawn::{spawn_group, Spec};
     use tokio::time;
 
     fn deadlines(timeout: Option<Duration>) -> Deadlines {

@@ -19,9 +19,10 @@ use wiresh_proto::legacy::{
     MAX_COMMAND_LEN,
 };
 
-use super::{set_keepalive, DEFAULT_LEGACY_PORT};
+use super::socket::set_keepalive;
 use crate::addr::{AddrError, Target};
 use crate::home::hex;
+use wiresh_proto::legacy::DEFAULT_LEGACY_PORT;
 
 /// What can go wrong talking to a legacy server. The messages are meant to
 /// be shown to a user as they are.

@@ -8,7 +8,7 @@
 //!
 //! What the client cannot see is done better:
 //! - many connections are served at once (the original served one at a
-//!   time, in accept order), bounded by a [`Semaphore`];
+//!   time, in accept order), bounded by a semaphore;
 //! - `md5` is the real md5 of the payload, not a placeholder;
 //! - output is kept in memory only up to [`LegacyServerConfig::spool_threshold`]
 //!   and spooled to an unlinked temporary file past it, so a 1 GiB output
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 
-use super::set_keepalive;
+use super::socket::set_keepalive;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::home::hex;
 use crate::listener::{ConnLog, End};

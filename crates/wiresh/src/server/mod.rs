@@ -3,7 +3,7 @@
 //!
 //! Structure (after mini-redis): [`run`] hands the listener to the shared
 //! accept loop (`crate::listener`: connection limit, graceful stop); each
-//! connection is its own task in [`handler`], so a fault or a panic in one
+//! connection is its own task in `handler`, so a fault or a panic in one
 //! connection never reaches another or the accept loop.
 //!
 //! - [`config`]: the settings and the one home of their defaults;
