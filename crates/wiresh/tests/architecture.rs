@@ -37,7 +37,7 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
                 stack.push(path);
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") {
+            if path.extension() != Some("rs".as_ref()) {
                 continue;
             }
             let mut parts: Vec<String> = rel
