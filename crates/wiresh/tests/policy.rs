@@ -75,3 +75,96 @@ async fn run_as_drops_root_for_every_command() {
     assert_ne!(uid, 0, "commands still run as root");
     assert_eq!(uid, nobody.uid(), "{text}");
 }
+
+/// Whether a command was refused by the policy (`forbidden`).
+fn forbidden(ran: &Ran) -> bool {
+    matches!(
+        ran.result,
+        Err(ClientError::Remote {
+            code: ErrorCode::Forbidden,
+            ..
+        })
+    )
+}
+
+/// The escapes an attack run found under a policy with an allow-list and
+/// the shell off: each must now be refused, and nothing of the client's
+/// must run.
+#[tokio::test]
+async fn a_restricting_policy_cannot_be_escaped_through_env_path_or_cwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed_dir = dir.path().join("reports");
+    std::fs::create_dir(&allowed_dir).unwrap();
+    // A directory of the client's own programs: a `date` that leaves a mark.
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    let mark = dir.path().join("escaped");
+    let fake = evil.join("date");
+    std::fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = dir.path().join("report.sh");
+    std::fs::write(&script, "#!/bin/bash\necho report\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "allow_shell": false,
+            "allowed_programs": ["date", script.to_str().unwrap()],
+            "allowed_env": ["LANG", "LD_PRELOAD"],
+            "allowed_cwd": [allowed_dir.to_str().unwrap()],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--policy", policy.to_str().unwrap()]);
+    let mut conn = server.connect().await;
+    let with_env = |argv: &[&str], env: &[(&str, String)]| {
+        let mut req = ExecRequest::argv(argv.iter().map(|a| a.to_string()).collect());
+        req.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        req
+    };
+
+    // LD_PRELOAD into an allowed program: refused even though listed.
+    let preload = with_env(
+        &["date"],
+        &[("LD_PRELOAD", evil.join("x.so").display().to_string())],
+    );
+    assert!(forbidden(&run(&mut conn, preload, None).await));
+    // BASH_ENV into an allowed bash script.
+    let bash_env = with_env(
+        &[script.to_str().unwrap()],
+        &[("BASH_ENV", fake.display().to_string())],
+    );
+    assert!(forbidden(&run(&mut conn, bash_env, None).await));
+    // PATH pointing at the client's programs, so that `date` means theirs.
+    let path = with_env(&["date"], &[("PATH", evil.display().to_string())]);
+    assert!(forbidden(&run(&mut conn, path, None).await));
+    // The client's `date` named by its path is not the allowed `date`.
+    let by_path = with_env(&[fake.to_str().unwrap()], &[]);
+    assert!(forbidden(&run(&mut conn, by_path, None).await));
+    // A working directory outside the allowed one.
+    let mut outside = with_env(&[script.to_str().unwrap()], &[]);
+    outside.cwd = Some(dir.path().display().to_string());
+    assert!(forbidden(&run(&mut conn, outside, None).await));
+    assert!(!mark.exists(), "the client's program ran");
+
+    // What the policy allows still runs: the server's `date`, a listed
+    // variable, the allowed directory.
+    let date = run(
+        &mut conn,
+        with_env(&["date"], &[("LANG", "C".into())]),
+        None,
+    )
+    .await;
+    assert_exited(date.status(), 0);
+    let mut report = with_env(&[script.to_str().unwrap()], &[]);
+    report.cwd = Some(allowed_dir.display().to_string());
+    let report = run(&mut conn, report, None).await;
+    assert_exited(report.status(), 0);
+    assert_eq!(report.stdout, b"report\n");
+    assert!(!mark.exists(), "the client's program ran");
+}

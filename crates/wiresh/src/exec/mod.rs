@@ -10,5 +10,7 @@
 pub mod spawn;
 pub mod supervisor;
 
-pub use spawn::{kill_all_groups, spawn_group, GroupGuard, Program, SpawnError, Spawned, Spec};
+pub use spawn::{
+    kill_all_groups, resolve_program, spawn_group, GroupGuard, Program, SpawnError, Spawned, Spec,
+};
 pub use supervisor::{Deadlines, Event, KillReason, Status, Supervisor};

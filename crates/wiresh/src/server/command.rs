@@ -54,27 +54,30 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
-    let refusal = session
-        .audit_refusal()
-        .or_else(|| session.config.policy.check_exec(&req).err());
-    if let Some(refusal) = refusal {
-        session.audit(AuditEntry {
-            action: "exec",
-            target: &what,
-            outcome: "refused",
-            status: None,
-            duration: Duration::ZERO,
-            bytes_in: 0,
-            bytes_out: 0,
-        });
-        return session.refuse(&format!("command `{what}`"), refusal).await;
-    }
+    let admitted = match session.audit_refusal() {
+        Some(refusal) => Err(refusal),
+        None => spec_for(&req).and_then(|spec| session.config.policy.admit(spec)),
+    };
+    let spec = match admitted {
+        Ok(spec) => spec,
+        Err(refusal) => {
+            session.audit(AuditEntry {
+                action: "exec",
+                target: &what,
+                outcome: "refused",
+                status: None,
+                duration: Duration::ZERO,
+                bytes_in: 0,
+                bytes_out: 0,
+            });
+            return session.refuse(&format!("command `{what}`"), refusal).await;
+        }
+    };
     // The slot is held until the command ends: it bounds the commands
     // running server-wide.
-    let started = session.command_slot().and_then(|slot| {
-        let spawned = exec::spawn_group(&spec_for(&req)?, &what)?;
-        Ok((slot, spawned))
-    });
+    let started = session
+        .command_slot()
+        .and_then(|slot| Ok((slot, exec::spawn_group(&spec, &what)?)));
     let (_slot, spawned) = match started {
         Ok(pair) => pair,
         Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,

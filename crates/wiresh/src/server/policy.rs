@@ -1,19 +1,34 @@
 //! What a server allows to run: an optional policy file (`--policy FILE`).
 //!
 //! ```json
-//! { "allow_shell": false, "allowed_programs": ["uptime", "/usr/bin/df"], "allow_files": false }
+//! { "allow_shell": false, "allowed_programs": ["uptime", "/usr/bin/df"],
+//!   "allowed_env": ["LANG", "TZ"], "allowed_cwd": ["/srv/reports"],
+//!   "allow_files": false }
 //! ```
+//!
+//! A policy *restricts programs* when it turns the shell off or lists
+//! programs. Then what a client sends is checked for every way it could
+//! still choose what runs:
+//! - a program is matched, and run, by its absolute path, found with the
+//!   server's own `PATH` (a bare name in the request is resolved the same
+//!   way, and `argv[0]` becomes that path);
+//! - the environment a client may set is the `allowed_env` list (empty by
+//!   default), and never a variable that changes how programs are loaded or
+//!   how shells start ([`never_settable`]), whatever the list says;
+//! - the working directory, when `allowed_cwd` is given, must lie inside
+//!   one of its directories.
 //!
 //! An allow-list of programs only means something with `allow_shell` off:
 //! a shell command line can run anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wiresh_proto::{ExecRequest, Program};
+use tracing::warn;
 
 use super::refusal::Refusal;
 use crate::error::SetupError;
+use crate::exec::{resolve_program, Program, Spec};
 
 /// The rules, as read from the policy file. Every field is optional; an
 /// absent file or field allows everything, as without a policy.
@@ -23,13 +38,34 @@ pub struct Policy {
     /// Whether `exec` with a shell command line (`sh -c`) is allowed.
     #[serde(default = "yes")]
     pub allow_shell: bool,
-    /// If present, `argv` requests may run only these programs: `argv[0]`
-    /// must equal one of them exactly (a bare name is looked up in `PATH`).
+    /// If present, `argv` requests may run only these programs: absolute
+    /// paths, or bare names found in the server's `PATH` when the policy is
+    /// loaded.
     #[serde(default)]
     pub allowed_programs: Option<Vec<String>>,
+    /// Environment variables a client may set when the policy restricts
+    /// programs (none by default).
+    #[serde(default)]
+    pub allowed_env: Vec<String>,
+    /// If present, a command's working directory must be one of these
+    /// directories or inside one.
+    #[serde(default)]
+    pub allowed_cwd: Option<Vec<PathBuf>>,
     /// Whether `put`, `get` and the other file requests are allowed.
     #[serde(default = "yes")]
     pub allow_files: bool,
+    /// The allowed programs as found when the policy was loaded.
+    #[serde(skip)]
+    programs: Vec<AllowedProgram>,
+}
+
+/// One allowed program, as the operator wrote it and as it is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AllowedProgram {
+    /// The path it is run by.
+    path: PathBuf,
+    /// The same path with its directory's symlinks resolved, for matching.
+    key: PathBuf,
 }
 
 fn yes() -> bool {
@@ -41,26 +77,127 @@ impl Default for Policy {
         Policy {
             allow_shell: true,
             allowed_programs: None,
+            allowed_env: Vec::new(),
+            allowed_cwd: None,
             allow_files: true,
+            programs: Vec::new(),
         }
     }
 }
 
+/// Variables that change how a program is loaded or how a shell or
+/// interpreter starts: a client never sets them under a policy that
+/// restricts programs, whatever `allowed_env` says.
+pub fn never_settable(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "CDPATH",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "GLOBIGNORE",
+        "PS4",
+        "PROMPT_COMMAND",
+        "GLIBC_TUNABLES",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONINSPECT",
+        "PERL5LIB",
+        "PERLLIB",
+        "PERL5OPT",
+        "RUBYLIB",
+        "RUBYOPT",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "LUA_PATH",
+        "LUA_CPATH",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+    ];
+    const PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "MALLOC_"];
+    let upper = name.to_ascii_uppercase();
+    NAMES.contains(&upper.as_str()) || PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
+/// `path` with the symlinks of its directory resolved and its own name
+/// kept: a symlinked name (`/bin/date` → busybox) stays itself, so
+/// allowing one applet of a multi-call binary does not allow all of them.
+fn match_key(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
 impl Policy {
-    /// Reads a policy file, with errors that say what is wrong in it.
+    /// Reads a policy file, with errors that say what is wrong in it, and
+    /// finds every allowed program.
     pub fn load(path: &Path) -> Result<Policy, SetupError> {
         const WHAT: &str = "policy file";
+        let invalid = |reason: String| SetupError::Invalid {
+            what: WHAT,
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
             action: "read",
             what: WHAT,
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| SetupError::Invalid {
-            what: WHAT,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        let mut policy: Policy = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        policy.resolve().map_err(invalid)?;
+        Ok(policy)
+    }
+
+    /// Finds the allowed programs and checks the lists.
+    fn resolve(&mut self) -> Result<(), String> {
+        for name in self.allowed_programs.iter().flatten() {
+            if name.contains('/') && !name.starts_with('/') {
+                return Err(format!(
+                    "allowed program {name:?} must be an absolute path or a bare name"
+                ));
+            }
+            let path = resolve_program(name).map_err(|e| {
+                format!(
+                    "allowed program {name:?} cannot be found ({e}); fix the name or install it"
+                )
+            })?;
+            self.programs.push(AllowedProgram {
+                key: match_key(&path),
+                path,
+            });
+        }
+        for name in &self.allowed_env {
+            if never_settable(name) {
+                warn!(
+                    "policy: {name} is listed in allowed_env, but a client may never set it \
+                     (it changes what programs run); it stays refused"
+                );
+            }
+        }
+        if let Some(dirs) = &mut self.allowed_cwd {
+            for dir in dirs.iter_mut() {
+                *dir = dir.canonicalize().map_err(|e| {
+                    format!(
+                        "allowed_cwd {}: {e}; it must be an existing directory",
+                        dir.display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the allow-list is undermined by shell access.
@@ -68,22 +205,69 @@ impl Policy {
         self.allow_shell && self.allowed_programs.is_some()
     }
 
-    /// Refuses `req` if it may not run.
-    pub fn check_exec(&self, req: &ExecRequest) -> Result<(), Refusal> {
-        match req.program() {
-            Ok(Program::Shell(_)) if !self.allow_shell => Err(Refusal::Forbidden(
-                "shell commands are disabled by the server's policy; send an argv request (wiresh exec --argv)"
-                    .into(),
-            )),
-            Ok(Program::Argv(argv)) => match &self.allowed_programs {
-                Some(allowed) if !allowed.iter().any(|p| p == &argv[0]) => Err(Refusal::Forbidden(format!(
-                    "{:?} is not among the programs the server's policy allows",
-                    argv[0]
-                ))),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
+    /// Whether the policy restricts what programs run (and so the
+    /// environment a client may set).
+    pub fn restricts_programs(&self) -> bool {
+        !self.allow_shell || self.allowed_programs.is_some()
+    }
+
+    /// Checks `spec` against the policy, returning what may run: under an
+    /// allow-list, the program by the absolute path the operator allowed.
+    pub fn admit(&self, mut spec: Spec) -> Result<Spec, Refusal> {
+        let forbidden = |why: String| Err(Refusal::Forbidden(why));
+        match &mut spec.program {
+            Program::Shell(_) if !self.allow_shell => {
+                return forbidden(
+                    "shell commands are disabled by the server's policy; send an argv request \
+                     (wiresh exec --argv)"
+                        .into(),
+                )
+            }
+            Program::Argv(argv) if self.allowed_programs.is_some() => {
+                let requested = &argv[0];
+                let found = resolve_program(requested)
+                    .ok()
+                    .map(|path| match_key(&path))
+                    .and_then(|key| self.programs.iter().find(|p| p.key == key));
+                let Some(allowed) = found else {
+                    return forbidden(format!(
+                        "{requested:?} is not among the programs the server's policy allows"
+                    ));
+                };
+                argv[0] = allowed.path.display().to_string();
+            }
+            _ => {}
         }
+        if self.restricts_programs() {
+            if let Some((name, _)) = spec
+                .env
+                .iter()
+                .find(|(name, _)| never_settable(name) || !self.allowed_env.contains(name))
+            {
+                let why = if never_settable(name) {
+                    "it changes what programs run, so no policy allows it"
+                } else {
+                    "it is not in the policy's allowed_env"
+                };
+                return forbidden(format!(
+                    "the server's policy does not let clients set {name}: {why}"
+                ));
+            }
+        }
+        if let (Some(dirs), Some(cwd)) = (&self.allowed_cwd, &spec.cwd) {
+            let inside = cwd
+                .canonicalize()
+                .ok()
+                .filter(|real| dirs.iter().any(|dir| real.starts_with(dir)));
+            match inside {
+                Some(real) => spec.cwd = Some(real),
+                None => return forbidden(format!(
+                    "working directory {} is outside the directories the server's policy allows",
+                    cwd.display()
+                )),
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -91,20 +275,118 @@ impl Policy {
 mod tests {
     use super::*;
 
+    fn policy(json: &str) -> Policy {
+        let mut p: Policy = serde_json::from_str(json).unwrap();
+        p.resolve().unwrap();
+        p
+    }
+
+    fn argv(words: &[&str]) -> Spec {
+        Spec {
+            program: Program::Argv(words.iter().map(|w| w.to_string()).collect()),
+            env: Vec::new(),
+            cwd: None,
+            stdin: false,
+        }
+    }
+
+    fn refused(result: Result<Spec, Refusal>) -> String {
+        match result {
+            Err(Refusal::Forbidden(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
     #[test]
     fn rules() {
-        let p: Policy =
-            serde_json::from_str(r#"{"allow_shell": false, "allowed_programs": ["uptime"]}"#)
-                .unwrap();
-        assert!(p.check_exec(&ExecRequest::shell("id")).is_err());
-        assert!(p
-            .check_exec(&ExecRequest::argv(vec!["uptime".into()]))
-            .is_ok());
-        assert!(p.check_exec(&ExecRequest::argv(vec!["rm".into()])).is_err());
+        let p = policy(r#"{"allow_shell": false, "allowed_programs": ["uptime"]}"#);
+        refused(p.admit(Spec::shell("id")));
+        let admitted = p.admit(argv(&["uptime"])).unwrap();
+        let Program::Argv(run) = admitted.program else {
+            panic!()
+        };
+        assert!(
+            run[0].starts_with('/') && run[0].ends_with("/uptime"),
+            "{run:?}"
+        );
+        refused(p.admit(argv(&["rm"])));
         assert!(p.allow_files);
         assert!(serde_json::from_str::<Policy>(r#"{"alow_shell": false}"#).is_err());
-        assert!(Policy::default()
-            .check_exec(&ExecRequest::shell("id"))
-            .is_ok());
+        assert!(Policy::default().admit(Spec::shell("id")).is_ok());
+    }
+
+    #[test]
+    fn programs_match_by_path_not_by_name() {
+        let p = policy(r#"{"allow_shell": false, "allowed_programs": ["true"]}"#);
+        let real = resolve_program("true").unwrap();
+        assert!(p.admit(argv(&[real.to_str().unwrap()])).is_ok());
+        // The same name elsewhere is another program.
+        let other = tempfile::tempdir().unwrap();
+        let fake = other.path().join("true");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        refused(p.admit(argv(&[fake.to_str().unwrap()])));
+    }
+
+    #[test]
+    fn the_environment_is_an_allow_list_with_a_floor() {
+        let p = policy(
+            r#"{"allow_shell": false, "allowed_programs": ["true"],
+                "allowed_env": ["LANG", "LD_PRELOAD", "PATH"]}"#,
+        );
+        let with_env = |name: &str| {
+            let mut spec = argv(&["true"]);
+            spec.env.push((name.into(), "x".into()));
+            p.admit(spec)
+        };
+        assert!(with_env("LANG").is_ok());
+        for name in [
+            "LD_PRELOAD",
+            "PATH",
+            "BASH_ENV",
+            "ENV",
+            "IFS",
+            "ld_library_path",
+            "TZ",
+        ] {
+            let why = refused(with_env(name));
+            assert!(why.contains(name), "{why}");
+        }
+        // Without a restriction on programs, the environment is free.
+        let open = Policy::default();
+        let mut spec = Spec::shell("true");
+        spec.env.push(("LD_PRELOAD".into(), "x".into()));
+        assert!(open.admit(spec).is_ok());
+    }
+
+    #[test]
+    fn the_working_directory_can_be_limited() {
+        let allowed = tempfile::tempdir().unwrap();
+        std::fs::create_dir(allowed.path().join("sub")).unwrap();
+        let p = policy(&format!(
+            r#"{{"allowed_cwd": [{:?}]}}"#,
+            allowed.path().display().to_string()
+        ));
+        let in_dir = |dir: PathBuf| {
+            let mut spec = Spec::shell("pwd");
+            spec.cwd = Some(dir);
+            p.admit(spec)
+        };
+        assert!(in_dir(allowed.path().join("sub")).is_ok());
+        refused(in_dir(PathBuf::from("/")));
+        refused(in_dir(allowed.path().join("sub/../..")));
+        refused(in_dir(allowed.path().join("missing")));
+        assert!(
+            p.admit(Spec::shell("pwd")).is_ok(),
+            "no cwd: the server's own"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_at_load() {
+        let mut p: Policy =
+            serde_json::from_str(r#"{"allowed_programs": ["no-such-program-wiresh"]}"#).unwrap();
+        assert!(p.resolve().unwrap_err().contains("cannot be found"));
+        let mut p: Policy = serde_json::from_str(r#"{"allowed_programs": ["bin/x"]}"#).unwrap();
+        assert!(p.resolve().unwrap_err().contains("absolute"));
     }
 }
