@@ -2,18 +2,17 @@
 //! legacy one): a connection limit, one task per connection with panics
 //! contained, a graceful stop, and one log line per connection.
 //!
-//! After mini-redis: a [`Semaphore`] bounds the connections; a
-//! [`CancellationToken`] tells every connection to wind down; each
-//! connection task holds a clone of an mpsc sender, so the channel closing
-//! means all of them have ended.
+//! After mini-redis: each server says how it admits a connection (a place
+//! in a budget it keeps); a [`CancellationToken`] tells every connection to
+//! wind down; each connection task holds a clone of an mpsc sender, so the
+//! channel closing means all of them have ended.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -69,27 +68,68 @@ impl ConnLog {
     }
 }
 
+/// Logs refused connections without letting a flood flood the log: the
+/// first at once, then one line a second with how many more there were.
+#[derive(Debug)]
+pub(crate) struct RefusalLog {
+    name: &'static str,
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusalLog {
+    /// A log for refusals of listener `name`.
+    pub fn new(name: &'static str) -> RefusalLog {
+        RefusalLog {
+            name,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Records one refusal of `peer`, for `why`.
+    pub fn refused(&self, peer: SocketAddr, why: &dyn std::fmt::Display) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, suppressed) = &mut *state;
+        match last {
+            Some(at) if at.elapsed() < Duration::from_secs(1) => *suppressed += 1,
+            _ => {
+                let name = self.name;
+                if *suppressed > 0 {
+                    warn!(%peer, "{name}: refusing connection: {why} ({suppressed} more refused in the last second)");
+                } else {
+                    warn!(%peer, "{name}: refusing connection: {why}");
+                }
+                *last = Some(Instant::now());
+                *suppressed = 0;
+            }
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting
 /// and returns once every connection has ended.
 ///
-/// Each accepted socket goes to `serve` in a task of its own, with the
-/// shutdown token to watch; a socket over `max_connections` goes to
-/// `refuse` instead, which tells the peer why (if its protocol can).
-pub(crate) async fn serve_connections<S, SF, R, RF>(
+/// Each accepted socket is first put to `admit`: what it returns (a place
+/// in some budget, say) goes with the socket to `serve`, in a task of its
+/// own, with the shutdown token to watch; a socket `admit` turns away goes
+/// to `refuse` with the reason, which tells the peer (if its protocol can).
+pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
     listener: tokio::net::TcpListener,
     name: &'static str,
-    max_connections: usize,
     shutdown: CancellationToken,
+    admit: A,
     serve: S,
     refuse: R,
 ) where
-    S: Fn(TcpStream, SocketAddr, CancellationToken) -> SF,
+    P: Send + 'static,
+    E: std::fmt::Display,
+    A: Fn(SocketAddr) -> Result<P, E>,
+    S: Fn(TcpStream, SocketAddr, P, CancellationToken) -> SF,
     SF: Future<Output = ()> + Send + 'static,
-    R: Fn(TcpStream, SocketAddr) -> RF,
+    R: Fn(TcpStream, SocketAddr, E) -> RF,
     RF: Future<Output = ()> + Send + 'static,
 {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(max_connections));
+    let refusals = RefusalLog::new(name);
     let accept = async {
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -107,12 +147,15 @@ pub(crate) async fn serve_connections<S, SF, R, RF>(
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                warn!(%peer, "{name}: refusing connection: {max_connections} connections already open");
-                tokio::spawn(refuse(socket, peer));
-                continue;
+            let place = match admit(peer) {
+                Ok(place) => place,
+                Err(why) => {
+                    refusals.refused(peer, &why);
+                    tokio::spawn(refuse(socket, peer, why));
+                    continue;
+                }
             };
-            let connection = tokio::spawn(serve(socket, peer, shutdown.clone()));
+            let connection = tokio::spawn(serve(socket, peer, place, shutdown.clone()));
             let done = done_tx.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -120,7 +163,6 @@ pub(crate) async fn serve_connections<S, SF, R, RF>(
                         error!(%peer, "{name}: connection handler panicked; connection closed, server unaffected");
                     }
                 }
-                drop(permit);
                 drop(done);
             });
         }

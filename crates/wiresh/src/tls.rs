@@ -206,6 +206,18 @@ impl PinCheck {
                 host = self.host,
                 file = self.known_hosts.display(),
             ),
+            _ if matches!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+            {
+                format!(
+                    "{} closed the connection during the TLS handshake: the server may be \
+                     overloaded or at its limit of connections (try again in a moment), or it \
+                     is not a wiresh server",
+                    self.host
+                )
+            }
             _ => format!("TLS handshake with {} failed: {error}", self.host),
         }
     }

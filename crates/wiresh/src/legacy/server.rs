@@ -32,6 +32,7 @@ use md5::{Digest, Md5};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -127,18 +128,28 @@ pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: Ca
         info!(%addr, "legacy listener ready (no authentication: loopback only unless allowed)");
     }
     let max = config.max_connections;
+    let connections = Arc::new(Semaphore::new(max));
     crate::listener::serve_connections(
         listener,
         "legacy listener",
-        max,
         shutdown,
-        move |socket, peer, shutdown| {
+        move |_| {
+            connections
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| format!("{max} connections already open"))
+        },
+        move |socket, peer, place, shutdown| {
             let _ = socket.set_nodelay(true);
             set_keepalive(&socket);
-            serve(socket, peer, config.clone(), shutdown)
+            let config = config.clone();
+            async move {
+                serve(socket, peer, config, shutdown).await;
+                drop(place);
+            }
         },
         // The protocol has no error message; closing is all we can say.
-        |socket, _| {
+        |socket, _, _| {
             drop(socket);
             async {}
         },

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use wiresh_proto::{Limits, Secret};
 
+use super::admission::StartupLimits;
 use super::audit::AuditLog;
 use super::policy::Policy;
+use crate::addr::Network;
 
 /// The default of every server setting, written once: the `serve` flags,
 /// [`ServerConfig::new`] and the legacy listener's configuration all read
@@ -15,10 +17,23 @@ use super::policy::Policy;
 pub mod defaults {
     use std::time::Duration;
 
+    use crate::server::admission::StartupLimits;
+
     /// Where `wiresh serve` listens: loopback only.
     pub const LISTEN: &str = "127.0.0.1:7878";
-    /// Connections served at once.
+    /// Authenticated connections served at once.
     pub const MAX_CONNECTIONS: usize = 256;
+    /// Connections still authenticating: all let in below 64, a growing
+    /// share dropped at random from 30% at 64 to all at 256.
+    pub const MAX_STARTUPS: StartupLimits = StartupLimits {
+        start: 64,
+        rate: 30,
+        full: 256,
+    };
+    /// Connections one address (an IPv6 /64) may have authenticating at once.
+    pub const MAX_STARTUPS_PER_ADDRESS: usize = 32;
+    /// How long a connection over its address's share waits for a place.
+    pub const ADMISSION_WAIT: Duration = Duration::from_secs(2);
     /// Commands running at once, over all connections.
     pub const MAX_COMMANDS: usize = 512;
     /// Time to send the preamble and authenticate.
@@ -46,8 +61,16 @@ pub struct ServerConfig {
     pub token: Secret,
     /// Frame size limits.
     pub limits: Limits,
-    /// Most connections served at once; more are refused with an error.
+    /// Most authenticated connections served at once; more are refused
+    /// with an error.
     pub max_connections: usize,
+    /// The budget of connections still authenticating.
+    pub max_startups: StartupLimits,
+    /// Most connections one address may have authenticating at once.
+    pub max_startups_per_address: usize,
+    /// Networks exempt from the per-address limits: the authenticating
+    /// connections cap and the penalty after failed authentications.
+    pub exempt: Vec<Network>,
     /// Most commands running at once over all connections; more are
     /// refused with `busy`.
     pub max_commands: usize,
@@ -89,6 +112,9 @@ impl ServerConfig {
             token,
             limits: Limits::default(),
             max_connections: defaults::MAX_CONNECTIONS,
+            max_startups: defaults::MAX_STARTUPS,
+            max_startups_per_address: defaults::MAX_STARTUPS_PER_ADDRESS,
+            exempt: Vec::new(),
             max_commands: defaults::MAX_COMMANDS,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,

@@ -1,9 +1,12 @@
 //! One client connection, from its first byte to its log line.
 //!
-//! States: TLS or plaintext (told apart by the first byte) → preamble →
-//! `hello` → `auth` → any number of requests, one after another, each
-//! handed to [`super::command`] or [`super::files`]. Any protocol violation
-//! ends this connection (with an `error` frame saying why) and nothing else.
+//! States: admitted (a place among the connections authenticating, see
+//! `admission`) → TLS or plaintext (told apart by the first byte) →
+//! preamble → `hello` → `auth` (then a place among the authenticated
+//! connections) → any number of requests, one after another, each handed to
+//! [`super::command`] or [`super::files`]. Everything before `auth` shares
+//! one deadline (`handshake_timeout`). Any protocol violation ends this
+//! connection (with an `error` frame saying why) and nothing else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,9 @@ use wiresh_proto::{
     PROTOCOL_VERSION,
 };
 
-use super::config::ServerConfig;
-use super::session::{Session, Shared};
+use super::admission::StartupPermit;
+use super::config::{defaults, ServerConfig};
+use super::session::{Place, Session, Shared};
 use super::throttle::FAILURE_DELAY;
 use super::{command, files};
 use crate::auth::{token_id, token_matches};
@@ -35,9 +39,9 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Serves one connection to its end and logs one line about it.
 ///
-/// The first byte tells TLS (a handshake record) from the plaintext
-/// preamble; plaintext is served only when allowed, and only to a peer on
-/// loopback.
+/// It first needs a place among the connections authenticating; then the
+/// first byte tells TLS (a handshake record) from the plaintext preamble;
+/// plaintext is served only when allowed, and only to a peer on loopback.
 pub(super) async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
@@ -45,9 +49,21 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let deadline = time::Instant::now() + config.handshake_timeout;
+    let startup = match shared
+        .startups
+        .admit(peer.ip(), defaults::ADMISSION_WAIT)
+        .await
+    {
+        Ok(permit) => permit,
+        Err(why) => {
+            info!(%peer, "connection refused: {why}");
+            return refuse(socket, why.to_string(), shared).await;
+        }
+    };
     let limit = config.handshake_timeout;
     let mut first = [0u8; 1];
-    match time::timeout(limit, socket.peek(&mut first)).await {
+    match time::timeout_at(deadline, socket.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => {
             info!(%peer, "connection closed before sending anything");
@@ -59,11 +75,13 @@ pub(super) async fn serve(
         config: config.clone(),
         shared,
         shutdown,
+        startup,
+        deadline,
     };
     match (&config.tls, first[0]) {
         (Some(tls), TLS_HANDSHAKE) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            match time::timeout(limit, acceptor.accept(socket)).await {
+            match time::timeout_at(deadline, acceptor.accept(socket)).await {
                 Ok(Ok(stream)) => accepted.serve(stream).await,
                 Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => info!(%peer, "TLS handshake not completed within {limit:?}"),
@@ -84,12 +102,64 @@ pub(super) async fn serve(
     }
 }
 
+/// Tells a peer it is turned away, and why, with a `too_many_connections`
+/// error frame: inside TLS when the peer opens with a TLS handshake (so a
+/// TLS client can read it), in the clear otherwise (as before a preamble).
+/// TLS answers cost a handshake each, so only so many run at once; past
+/// that a TLS peer's connection is closed with a FIN, never a reset in the
+/// middle of its handshake (the client then says the server may be busy).
+pub(super) async fn refuse(mut socket: TcpStream, why: String, shared: Arc<Shared>) {
+    let frame = Frame::new(Message::error(ErrorCode::TooManyConnections, why));
+    let Ok(bytes) = wiresh_proto::codec::encode_frame(&frame) else {
+        return;
+    };
+    // A TLS client speaks first at once; a silent peer gets the frame in
+    // the clear, as before any preamble.
+    let mut first = [0u8; 1];
+    let peeked = time::timeout(Duration::from_millis(250), socket.peek(&mut first)).await;
+    let is_tls = matches!(peeked, Ok(Ok(1)) if first[0] == TLS_HANDSHAKE);
+    let answer = async {
+        match &shared.tls {
+            Some(config) if is_tls => {
+                let Ok(_answering) = shared.refusals.clone().try_acquire_owned() else {
+                    return close_quietly(socket).await;
+                };
+                let mut stream = tokio_rustls::TlsAcceptor::from(config.clone())
+                    .accept(socket)
+                    .await?;
+                stream.write_all(&bytes).await?;
+                stream.shutdown().await
+            }
+            _ => {
+                socket.write_all(&bytes).await?;
+                close_quietly(socket).await
+            }
+        }
+    };
+    let _ = time::timeout(Duration::from_secs(2), answer).await;
+}
+
+/// Closes a connection with a FIN: what the peer still sends is read and
+/// dropped for a moment, since closing with unread data sends a reset.
+async fn close_quietly(mut socket: TcpStream) -> std::io::Result<()> {
+    socket.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let _ = time::timeout(Duration::from_millis(500), async {
+        while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(())
+}
+
 /// A connection accepted, before it has proved anything.
 struct Accepted {
     peer: SocketAddr,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    startup: StartupPermit,
+    /// When the handshake must be over.
+    deadline: time::Instant,
 }
 
 impl Accepted {
@@ -99,7 +169,7 @@ impl Accepted {
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
         let log = ConnLog::new("connection", self.peer);
-        let preamble = match check_preamble(&mut stream, self.config.handshake_timeout).await {
+        let preamble = match check_preamble(&mut stream, self.deadline).await {
             Ok(p) => p,
             Err(reason) => {
                 info!(peer = %self.peer, "connection refused: {reason}");
@@ -118,9 +188,9 @@ impl Accepted {
             self.config,
             self.shared,
             self.shutdown,
-            String::new(),
+            self.startup,
         );
-        let end = run(&mut session, preamble).await;
+        let end = run(&mut session, preamble, self.deadline).await;
         let commands = session.commands;
         // Let the writer deliver what is queued (such as a final error) and
         // close; a peer that reads nothing more is cut off.
@@ -133,11 +203,11 @@ impl Accepted {
 /// plain-text line, readable by whatever it is (curl, netcat, a browser).
 async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut S,
-    limit: Duration,
+    deadline: time::Instant,
 ) -> Result<Preamble, String> {
     let mut raw = [0u8; PREAMBLE_LEN];
-    match time::timeout(limit, socket.read_exact(&mut raw)).await {
-        Err(_) => return Err(format!("no preamble within {limit:?}")),
+    match time::timeout_at(deadline, socket.read_exact(&mut raw)).await {
+        Err(_) => return Err("no preamble before the handshake deadline".to_string()),
         Ok(Err(e)) => return Err(format!("connection lost before the preamble: {e}")),
         Ok(Ok(_)) => {}
     }
@@ -155,7 +225,7 @@ async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn run(session: &mut Session, preamble: Preamble) -> End {
+async fn run(session: &mut Session, preamble: Preamble, deadline: time::Instant) -> End {
     // The version check comes after the magic check, so the peer is known
     // to speak frames and can read an error frame.
     if preamble.version != PROTOCOL_VERSION {
@@ -168,7 +238,7 @@ async fn run(session: &mut Session, preamble: Preamble) -> End {
     if let Err(end) = greet(session).await {
         return end;
     }
-    if let Err(end) = authenticate(session).await {
+    if let Err(end) = authenticate(session, deadline).await {
         return end;
     }
     serve_requests(session).await
@@ -192,9 +262,16 @@ async fn greet(session: &Session) -> Result<(), End> {
         .map_err(|_| End::Error("connection lost before hello".into()))
 }
 
-async fn authenticate(session: &mut Session) -> Result<(), End> {
+async fn authenticate(session: &mut Session, deadline: time::Instant) -> Result<(), End> {
     let peer = session.peer.ip();
-    if let Err(wait) = session.shared.throttle.check(peer) {
+    // The operator's exempt networks are not locked out by failures, at
+    // the price of no penalty for guesses from them (SECURITY.md).
+    let exempt = session.config.exempt.iter().any(|net| net.contains(peer));
+    let throttled = match exempt {
+        true => Ok(()),
+        false => session.shared.throttle.check(peer),
+    };
+    if let Err(wait) = throttled {
         let message = format!(
             "too many failed authentications from {peer}; try again in {} s",
             wait.as_secs() + 1
@@ -202,7 +279,7 @@ async fn authenticate(session: &mut Session) -> Result<(), End> {
         return Err(session.fail(ErrorCode::RateLimited, message).await);
     }
     let limit = session.config.handshake_timeout;
-    let frame = match session.conn.recv_within(limit).await {
+    let frame = match session.conn.recv_until(deadline).await {
         Ok(frame) => frame,
         Err(RecvError::TimedOut(_)) => {
             let message = format!("no authentication within {limit:?}");
@@ -215,6 +292,13 @@ async fn authenticate(session: &mut Session) -> Result<(), End> {
     };
     match frame.message {
         Message::Auth { token } if token_matches(&session.config.token, &token) => {
+            let Some(place) = session.shared.connection_place() else {
+                let max = session.config.max_connections;
+                let message =
+                    format!("server is at its limit of {max} connections; try again later");
+                return Err(session.fail(ErrorCode::TooManyConnections, message).await);
+            };
+            session.place = Place::Connection { _permit: place };
             session.conn.set_read_limits(session.config.limits);
             session.identity = token_id(&token);
             session
@@ -225,7 +309,9 @@ async fn authenticate(session: &mut Session) -> Result<(), End> {
         }
         Message::Auth { .. } => {
             // Logged without the token, by construction: Secret's Debug is redacted.
-            session.shared.throttle.failed(peer);
+            if !exempt {
+                session.shared.throttle.failed(peer);
+            }
             time::sleep(FAILURE_DELAY).await;
             Err(session
                 .fail(

@@ -16,6 +16,7 @@
 //! - [`policy`], [`audit`], `throttle`: what may run, what is recorded, how
 //!   guessing tokens is slowed down.
 
+pub mod admission;
 pub mod audit;
 mod command;
 pub mod config;
@@ -28,15 +29,10 @@ mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::time;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use wiresh_proto::{ErrorCode, Frame, Message};
 
 pub use config::{defaults, ServerConfig};
 
@@ -48,71 +44,31 @@ use crate::error::SetupError;
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) {
     let shared = Arc::new(session::Shared::new(&config));
     let config = Arc::new(config);
-    let max = config.max_connections;
-    let tls = config.tls.clone();
-    // Telling refused peers why costs a little (a TLS handshake); a flood
-    // of them gets at most this many answers at once, the rest are closed.
-    let refusals = Arc::new(Semaphore::new(64));
     info!(
         "running commands get {:?} to finish on shutdown",
         config.shutdown_grace
     );
+    let max = config.max_connections;
+    let (admitting, serving, refusing) = (shared.clone(), shared.clone(), shared);
     crate::listener::serve_connections(
         listener,
         "server",
-        max,
         shutdown,
-        move |socket, peer, shutdown| {
-            let _ = socket.set_nodelay(true);
-            handler::serve(socket, peer, config.clone(), shared.clone(), shutdown)
+        // When every authenticated place is taken, a newcomer would only be
+        // refused after its handshake: tell it at once.
+        move |_| match admitting.connections_full() {
+            true => Err(format!(
+                "server is at its limit of {max} connections; try again later"
+            )),
+            false => Ok(()),
         },
-        move |socket, _| refuse(socket, max, refusals.clone(), tls.clone()),
+        move |socket, peer, (), shutdown| {
+            let _ = socket.set_nodelay(true);
+            handler::serve(socket, peer, config.clone(), serving.clone(), shutdown)
+        },
+        move |socket, _, why| handler::refuse(socket, why, refusing.clone()),
     )
     .await
-}
-
-/// Tells a peer over the connection limit why it is turned away.
-///
-/// The error frame goes inside TLS when the peer opens with a TLS
-/// handshake, so a TLS client can read it.
-async fn refuse(
-    socket: TcpStream,
-    max: usize,
-    refusals: Arc<Semaphore>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
-    let Ok(_slot) = refusals.try_acquire() else {
-        return; // flooded: just close
-    };
-    let frame = Frame::new(Message::error(
-        ErrorCode::TooManyConnections,
-        format!("server is at its limit of {max} connections; try again later"),
-    ));
-    let bytes = match wiresh_proto::codec::encode_frame(&frame) {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    let answer = async {
-        // A TLS client speaks first at once; a silent peer gets the frame
-        // in the clear, as before any preamble.
-        let mut first = [0u8; 1];
-        let peeked = time::timeout(Duration::from_millis(250), socket.peek(&mut first)).await;
-        let is_tls = matches!(peeked, Ok(Ok(1)) if first[0] == 0x16);
-        match tls {
-            Some(config) if is_tls => {
-                let mut stream = tokio_rustls::TlsAcceptor::from(config)
-                    .accept(socket)
-                    .await?;
-                stream.write_all(&bytes).await?;
-                stream.shutdown().await
-            }
-            _ => {
-                let mut socket = socket;
-                socket.write_all(&bytes).await
-            }
-        }
-    };
-    let _ = time::timeout(Duration::from_secs(2), answer).await;
 }
 
 /// Binds a listener, explaining the usual failures.

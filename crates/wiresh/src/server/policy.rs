@@ -261,10 +261,12 @@ impl Policy {
                 .filter(|real| dirs.iter().any(|dir| real.starts_with(dir)));
             match inside {
                 Some(real) => spec.cwd = Some(real),
-                None => return forbidden(format!(
+                None => {
+                    return forbidden(format!(
                     "working directory {} is outside the directories the server's policy allows",
                     cwd.display()
-                )),
+                ))
+                }
             }
         }
         Ok(spec)

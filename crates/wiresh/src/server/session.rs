@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::{ErrorCode, Frame, Message};
 
+use super::admission::{StartupPermit, Startups};
 use super::audit;
 use super::config::ServerConfig;
 use super::refusal::Refusal;
@@ -25,16 +26,46 @@ use crate::listener::End;
 pub(super) struct Shared {
     /// Recent authentication failures per address.
     pub throttle: AuthThrottle,
+    /// Connections still authenticating (`max_startups`).
+    pub startups: Arc<Startups>,
+    /// Places for authenticated connections (`max_connections`).
+    connections: Arc<Semaphore>,
     /// Slots for running commands (`max_commands`).
     commands: Arc<Semaphore>,
+    /// Refusals answered at once: telling a peer why costs a little (a TLS
+    /// handshake), so a flood gets at most this many answers at a time.
+    pub refusals: Arc<Semaphore>,
+    /// The TLS identity, to answer refused TLS peers inside TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// Refusals answered at once (see [`Shared::refusals`]).
+const REFUSALS_AT_ONCE: usize = 64;
 
 impl Shared {
     pub fn new(config: &ServerConfig) -> Shared {
         Shared {
             throttle: AuthThrottle::default(),
+            startups: Startups::new(
+                config.max_startups,
+                config.max_startups_per_address,
+                config.exempt.clone(),
+            ),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
             commands: Arc::new(Semaphore::new(config.max_commands)),
+            refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+            tls: config.tls.clone(),
         }
+    }
+
+    /// Whether every place for an authenticated connection is taken.
+    pub fn connections_full(&self) -> bool {
+        self.connections.available_permits() == 0
+    }
+
+    /// A place for one more authenticated connection.
+    pub fn connection_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
     }
 }
 
@@ -65,17 +96,30 @@ pub(super) struct Session {
     pub identity: String,
     /// Commands run on this connection so far.
     pub commands: u64,
+    /// Its place while it authenticates, then its place as an
+    /// authenticated connection.
+    pub place: Place,
+}
+
+/// Where a connection counts against the server's limits; held for its
+/// `Drop`, which gives the place back.
+#[derive(Debug)]
+pub(super) enum Place {
+    /// Still authenticating.
+    Startup { _permit: StartupPermit },
+    /// Authenticated.
+    Connection { _permit: OwnedSemaphorePermit },
 }
 
 impl Session {
-    /// A session for a connection that has just authenticated as `identity`.
+    /// A session for a connection that is about to authenticate.
     pub fn new(
         conn: FrameConn,
         peer: SocketAddr,
         config: Arc<ServerConfig>,
         shared: Arc<Shared>,
         shutdown: CancellationToken,
-        identity: String,
+        startup: StartupPermit,
     ) -> Session {
         Session {
             conn,
@@ -83,8 +127,9 @@ impl Session {
             config,
             shared,
             shutdown,
-            identity,
+            identity: String::new(),
             commands: 0,
+            place: Place::Startup { _permit: startup },
         }
     }
 

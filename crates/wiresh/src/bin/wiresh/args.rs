@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use wiresh::addr::Network;
+use wiresh::server::admission::StartupLimits;
 use wiresh::server::defaults;
 use wiresh_proto::Limits;
 
@@ -132,9 +134,24 @@ pub struct ServeArgs {
     /// a random token if missing. [default: $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Most connections served at once; further clients get an error.
+    /// Most authenticated connections served at once; further clients get
+    /// an error.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Connections still authenticating: all are let in below START, from
+    /// RATE% of new ones dropped at random at START to all at FULL (as
+    /// OpenSSH's MaxStartups).
+    #[arg(long, value_name = "START:RATE:FULL", default_value_t = defaults::MAX_STARTUPS)]
+    pub max_startups: StartupLimits,
+    /// Most connections one address (an IPv6 /64) may have authenticating
+    /// at once; more wait a moment for a place, then are refused.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_STARTUPS_PER_ADDRESS)]
+    pub max_startups_per_address: usize,
+    /// A network exempt from the per-address limits (authenticating
+    /// connections, and the lockout after failed authentications), such
+    /// as 10.1.0.0/16 or 127.0.0.1 (repeatable).
+    #[arg(long = "exempt", value_name = "ADDR[/BITS]")]
+    pub exempt: Vec<Network>,
     /// Kill any command that runs longer than this (e.g. 30s, 5m). Off by default.
     #[arg(long, value_name = "DURATION")]
     pub command_timeout: Option<DurationArg>,

@@ -48,6 +48,13 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
     }
     let mut server = ServerConfig::new(token);
     server.max_connections = args.max_connections;
+    server.max_startups = args.max_startups;
+    anyhow::ensure!(
+        args.max_startups_per_address > 0,
+        "--max-startups-per-address must be at least 1"
+    );
+    server.max_startups_per_address = args.max_startups_per_address;
+    server.exempt = args.exempt;
     server.max_commands = args.max_commands;
     server.command_timeout = args.command_timeout.map(|d| d.0);
     server.idle_timeout = args.idle_timeout.0;

@@ -1,0 +1,131 @@
+//! Who gets in when strangers flood the server: connections still
+//! authenticating have a budget of their own, with a cap per address, so
+//! that silent or dripping connections cannot lock real clients out; a
+//! refused peer is told why; the lockout after wrong tokens spares the
+//! operator's exempt networks.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use wiresh_proto::{ErrorCode, Message, Secret};
+
+/// A TCP connection to `server` from the loopback address `from`.
+async fn connect_from(from: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    socket.connect(server).await
+}
+
+/// 2,000 connections from one address that say nothing (a tenth of them
+/// dripping the first bytes of a TLS handshake) while 48 real clients from
+/// another address connect and run a command: every real client gets in,
+/// and a newcomer from the flooding address is told why it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
+    const FLOOD: usize = 2000;
+    const REAL: usize = 48;
+    let server = Server::start();
+    let mut flood = Vec::with_capacity(FLOOD);
+    for n in 0..FLOOD {
+        // Connections the server has already turned away may fail here:
+        // the flood only has to be attempted.
+        if let Ok(mut stream) =
+            bounded("a flood connection", connect_from("127.0.0.2", server.addr)).await
+        {
+            if n % 10 == 0 {
+                // A TLS record header, then nothing more.
+                let _ = stream.write_all(&[0x16, 0x03, 0x01]).await;
+            }
+            flood.push(stream);
+        }
+    }
+    assert!(flood.len() > FLOOD / 2, "the flood never got going");
+
+    // Real clients, a few at a time, from another address.
+    for batch in 0..REAL / 8 {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let endpoint = server.endpoint();
+                tokio::spawn(async move {
+                    let mut conn = wiresh::client::Connection::connect(&endpoint)
+                        .await
+                        .unwrap_or_else(|e| panic!("real client {batch}.{i} was locked out: {e}"));
+                    let ran =
+                        run(&mut conn, wiresh_proto::ExecRequest::shell("echo in"), None).await;
+                    assert_eq!(ran.stdout, b"in\n");
+                })
+            })
+            .collect();
+        for task in tasks {
+            bounded("a real client", task).await.unwrap();
+        }
+    }
+
+    // Someone new at the flooding address hears why, rather than a reset.
+    let stream = bounded("a late connection", connect_from("127.0.0.2", server.addr))
+        .await
+        .expect("connect");
+    let mut late = RawConn::from_stream(stream);
+    let why = late.expect_error(ErrorCode::TooManyConnections).await;
+    assert!(why.contains("authenticating"), "{why}");
+
+    // The flood's connections were closed, answered or are still waiting;
+    // none was reset.
+    let mut buf = [0u8; 256];
+    let resets = flood
+        .iter()
+        .filter(|s| matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset))
+        .count();
+    assert_eq!(resets, 0, "{resets} of the flood's connections were reset");
+}
+
+/// A wrong-token flood locks its address out for a while, even with the
+/// right token; an exempt network is not locked out.
+#[tokio::test]
+async fn exempt_networks_are_not_locked_out_by_wrong_tokens() {
+    for exempt in [false, true] {
+        let mut args = vec![];
+        if exempt {
+            args = vec!["--exempt", "127.0.0.0/8"];
+        }
+        let server = Server::start_with(&args);
+        // Six wrong tokens at once (each is answered after a delay).
+        let guesses: Vec<_> = (0..6)
+            .map(|_| {
+                let addr = server.addr;
+                tokio::spawn(async move {
+                    let (mut c, _) = RawConn::greeted(addr).await;
+                    c.send(Message::Auth {
+                        token: Secret("wrong".into()),
+                    })
+                    .await;
+                    c.recv().await
+                })
+            })
+            .collect();
+        for guess in guesses {
+            bounded("a wrong guess", guess).await.unwrap();
+        }
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send(Message::Auth {
+            token: server.token.clone(),
+        })
+        .await;
+        let answer = c.recv().await.message;
+        match (exempt, answer) {
+            (true, Message::AuthOk) => {}
+            (
+                false,
+                Message::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                },
+            ) => {}
+            (exempt, other) => panic!("exempt={exempt}: got {other:?}"),
+        }
+    }
+}
