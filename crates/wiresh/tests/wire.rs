@@ -155,6 +155,34 @@ async fn malformed_frames_close_only_their_own_connection() {
     assert_exited(&run.status, 0);
 }
 
+/// The `bad_preamble` line a peer gets, exactly: each byte it sent shown
+/// once, escaped to printable ASCII (`\x00`, not `\\x00`), between quotes.
+#[tokio::test]
+async fn bad_preamble_line_shows_the_bytes_once() {
+    let server = Server::start();
+    for (sent, shown) in [
+        (&b"wiresh\x00\x01"[..], r"wiresh\x00\x01"),
+        (b"GET / HT", "GET / HT"),
+        (b"\"\\\xff\r\n\x7f\x00'", r#"\"\\\xff\r\n\x7f\x00\'"#),
+    ] {
+        let mut s = tcp(server.addr).await;
+        s.write_all(sent).await.unwrap();
+        let mut reply = Vec::new();
+        bounded("the bad_preamble line", s.read_to_end(&mut reply))
+            .await
+            .expect("reading the bad_preamble line");
+        assert_eq!(
+            String::from_utf8(reply).expect("the line is ASCII"),
+            format!(
+                "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol 1); \
+                 not a wiresh client: the connection must start with the bytes \"WIRESH\" \
+                 (got \"{shown}\"); use the wiresh client\n"
+            ),
+            "reply to {sent:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unsupported_version_is_refused() {
     let server = Server::start();
