@@ -59,6 +59,48 @@ async fn wrong_token_is_refused() {
     assert!(!server.log().contains(server.token.expose()));
 }
 
+/// The token is the token file's text with surrounding whitespace trimmed
+/// (a file the server creates holds 64 lowercase hex digits and a newline);
+/// what arrives in `auth.token` is compared with it byte for byte: not
+/// trimmed, not case-folded.
+#[tokio::test]
+async fn token_is_the_trimmed_file_compared_exactly() {
+    let server = Server::start();
+    let created = std::fs::read_to_string(server.home().join("token")).unwrap();
+    let (hex, newline) = created.split_at(64);
+    assert_eq!(newline, "\n", "{created:?}");
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{created:?}"
+    );
+
+    // An operator's own file, with whitespace around the token.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let token = "An-Operator.Chose_This-Token-0123456789";
+    std::fs::write(&file, format!(" \t{token}\r\n\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let server = Server::start_with(&["--token-file", file.to_str().unwrap()]);
+    assert_eq!(server.token.expose(), token);
+    drop(server.raw().await); // the trimmed text authenticates
+
+    for wrong in [
+        format!("{token}\n"),
+        format!(" {token}"),
+        token.to_lowercase(),
+        token[..token.len() - 1].to_string(),
+    ] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send(Message::Auth {
+            token: Secret(wrong.clone()),
+        })
+        .await;
+        c.expect_error(ErrorCode::AuthFailed).await;
+        c.expect_closed().await;
+    }
+}
+
 async fn connect_with_token(
     server: &Server,
     token: &str,
