@@ -130,6 +130,48 @@ async fn requests_before_auth_are_refused() {
     }
 }
 
+/// What a first frame that is not `auth` gets. The frame decoder judges a
+/// frame before the server looks at what it is, so a frame it cannot decode
+/// gets the decoder's code (`unknown_type`, `bad_frame`, `frame_too_large`,
+/// `body_len` being checked before `type`), and only a valid frame of
+/// another type gets `auth_required`, an `error` frame included.
+#[tokio::test]
+async fn a_first_frame_the_decoder_refuses_gets_its_code_not_auth_required() {
+    let server = Server::start();
+    for (first, code) in [
+        (
+            raw_frame(br#"{"type":"frobnicate","body_len":0}"#, b""),
+            ErrorCode::UnknownType,
+        ),
+        (
+            raw_frame(br#"{"type":"Auth","token":"x","body_len":0}"#, b""),
+            ErrorCode::UnknownType,
+        ),
+        (
+            raw_frame(br#"{"type":"frobnicate","body_len":1}"#, b"x"),
+            ErrorCode::FrameTooLarge,
+        ),
+        (vec![0, 0, 0, 0], ErrorCode::BadFrame),
+        (
+            raw_frame(br#"{"type":"auth","body_len":0}"#, b""),
+            ErrorCode::BadFrame,
+        ),
+        (
+            raw_frame(
+                br#"{"type":"error","code":"no_such_code","message":"hi","body_len":0}"#,
+                b"",
+            ),
+            ErrorCode::AuthRequired,
+        ),
+    ] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send_raw(&first).await;
+        let message = c.expect_error(code).await;
+        assert!(!message.is_empty());
+        c.expect_closed().await;
+    }
+}
+
 /// Before authenticating, a peer may send one small frame and nothing with
 /// a body: a stranger cannot make the server buffer or parse much.
 #[tokio::test]
