@@ -54,6 +54,19 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
             ErrorCode::BadFrame,
         ),
         (
+            "a whole number written as a float",
+            raw_frame(
+                br#"{"type":"exec","command":"true","timeout_ms":5000.0,"body_len":0}"#,
+                b"",
+            ),
+            ErrorCode::BadFrame,
+        ),
+        (
+            "body_len written with an exponent",
+            raw_frame(br#"{"type":"ping","body_len":0e0}"#, b""),
+            ErrorCode::BadFrame,
+        ),
+        (
             "ill-typed field",
             raw_frame(br#"{"type":"exec","command":42,"body_len":0}"#, b""),
             ErrorCode::BadFrame,
