@@ -1,4 +1,5 @@
-//! File requests that cannot be served, and how they fail: without
+//! File requests that cannot be served, and how they fail: `hello` lists
+//! the feature `files` only when they can be; without
 //! `--files-root` (`files_disabled`), missing paths (`not_found`, next to
 //! `stat` and `mkdir` of what exists), paths of the wrong kind (`io_error`),
 //! a named pipe (refused, not hung), and
@@ -16,6 +17,32 @@ use common::files::*;
 use common::*;
 use tokio::net::TcpListener;
 use wiresh_proto::{ErrorCode, FileKind, Message, PutRequest};
+
+/// `hello.features` lists `"files"` exactly when file requests are served:
+/// with `--files-root` and a policy that allows files. Without either, a
+/// file request is refused (`files_disabled`, `forbidden`).
+#[tokio::test]
+async fn hello_lists_files_only_when_files_are_served() {
+    let always = ["exec", "stdin", "cancel", "ping"];
+    let stat = || Message::Stat { path: ".".into() };
+
+    let server = Server::start();
+    let (mut c, hello) = server.raw_with_hello().await;
+    assert_eq!(hello.features, always);
+    expect_refusal(&mut c, stat(), ErrorCode::FilesDisabled).await;
+
+    let fx = Files::start();
+    let (mut c, hello) = fx.server.raw_with_hello().await;
+    assert_eq!(hello.features, [&always[..], &["files"]].concat());
+    assert_eq!(raw_stat(&mut c, ".").await.kind, FileKind::Dir);
+
+    let policy = fx.base.join("policy.json");
+    std::fs::write(&policy, r#"{"allow_files": false}"#).unwrap();
+    let fx = Files::start_with(&["--policy", policy.to_str().unwrap()]);
+    let (mut c, hello) = fx.server.raw_with_hello().await;
+    assert_eq!(hello.features, always);
+    expect_refusal(&mut c, stat(), ErrorCode::Forbidden).await;
+}
 
 #[tokio::test]
 async fn file_requests_without_files_root_are_refused() {
