@@ -1,6 +1,8 @@
 //! Authentication: a wrong token is refused, and nothing pipelined behind it
-//! runs; nothing but `auth` is accepted first; an unauthenticated peer may
-//! send only one small frame; repeated wrong tokens are rate limited.
+//! runs; the token is the token file's trimmed text, compared byte for
+//! byte; nothing but `auth` is accepted first (a frame the decoder refuses
+//! gets its framing error); an unauthenticated peer may send only one small
+//! frame; repeated wrong tokens are rate limited.
 
 mod common;
 

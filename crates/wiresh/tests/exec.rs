@@ -1,8 +1,8 @@
 //! Running a command: its output on stdout and stderr, kept apart; exit
 //! codes and signals; argv without a shell, its program found in the
-//! server's own `PATH`; env and cwd; and requests the
-//! server refuses (a program that cannot start, a malformed `exec`) while the
-//! connection stays usable.
+//! server's own `PATH`; env and cwd; and requests the server refuses (a
+//! program that cannot start, a malformed `exec`) while the connection stays
+//! usable.
 
 mod common;
 

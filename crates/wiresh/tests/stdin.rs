@@ -1,8 +1,10 @@
 //! A command's standard input: forwarded byte for byte and ended, dropped
 //! when the command does not read it, and its flow control
 //! (`hello.stdin_window`, `stdin_ack`): the server keeps reading the
-//! connection while input sits unread, refuses input past the window, and the
-//! library client keeps to the window by itself.
+//! connection while input sits unread, refuses input past the window,
+//! acknowledges input the command closed its stdin on, sends no `stdin_ack`
+//! after `exit` and ignores input that comes after it; and the library client
+//! keeps to the window by itself.
 
 mod common;
 

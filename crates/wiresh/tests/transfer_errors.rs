@@ -1,10 +1,10 @@
-//! File requests that cannot be served, and how they fail: `hello` lists
-//! the feature `files` only when they can be; without
-//! `--files-root` (`files_disabled`), missing paths (`not_found`, next to
-//! `stat` and `mkdir` of what exists), paths of the wrong kind (`io_error`),
-//! a named pipe (refused, not hung), and
-//! the client binary's exit codes (1 for a failed transfer, 255 when it
-//! cannot connect or authenticate). The connection survives every refusal.
+//! File requests that cannot be served, and how they fail: `hello` lists the
+//! feature `files` only when they can be; without `--files-root`
+//! (`files_disabled`), missing paths (`not_found`, next to `stat` and
+//! `mkdir` of what exists), paths of the wrong kind (`io_error`), a named
+//! pipe (refused, not hung), and the client binary's exit codes (1 for a
+//! failed transfer, 255 when it cannot connect or authenticate). The
+//! connection survives every refusal.
 
 mod common;
 

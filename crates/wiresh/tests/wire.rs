@@ -1,8 +1,9 @@
 //! The wire itself, at the socket level: malformed frames, and bytes that
-//! are not wiresh at all, close only their own connection; an unsupported
-//! version is refused; messages out of place are ignored or refused; and a
-//! whole session is understood whether it arrives in one write or one byte
-//! at a time (sticky and split packets).
+//! are not wiresh at all (answered with the exact `bad_preamble` line),
+//! close only their own connection; an unsupported version is refused;
+//! messages out of place are ignored or refused; and a whole session is
+//! understood whether it arrives in one write or one byte at a time (sticky
+//! and split packets).
 
 mod common;
 
