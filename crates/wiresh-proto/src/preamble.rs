@@ -24,11 +24,15 @@ pub struct Preamble {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PreambleError {
     /// The first bytes are not `WIRESH`: this peer does not speak wiresh.
+    ///
+    /// `got` is already escaped, so it is shown between quotes as it is:
+    /// `{got:?}` would escape its backslashes a second time.
     #[error(
-        "not a wiresh client: the connection must start with the bytes \"WIRESH\" (got {got:?})"
+        "not a wiresh client: the connection must start with the bytes \"WIRESH\" (got \"{got}\")"
     )]
     BadMagic {
-        /// The bytes that arrived instead, shown escaped.
+        /// The bytes that arrived instead, escaped as Rust escapes bytes
+        /// (`\x00`, `\"`, `\\`), so they read as printable ASCII.
         got: String,
     },
 }
@@ -74,6 +78,20 @@ mod tests {
     fn http_request_is_not_a_preamble() {
         let err = Preamble::decode(b"GET / HT").unwrap_err();
         assert!(err.to_string().contains("not a wiresh client"), "{err}");
-        assert!(err.to_string().contains("GET / HT"), "{err}");
+        assert!(err.to_string().contains("(got \"GET / HT\")"), "{err}");
+    }
+
+    #[test]
+    fn unprintable_bytes_are_escaped_once() {
+        let err = Preamble::decode(b"wiresh\x00\x01").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"not a wiresh client: the connection must start with the bytes "WIRESH" (got "wiresh\x00\x01")"#
+        );
+        let err = Preamble::decode(b"\"\\\xff\n\x16abc").unwrap_err();
+        assert!(
+            err.to_string().ends_with(r#"(got "\"\\\xff\n\x16abc")"#),
+            "{err}"
+        );
     }
 }

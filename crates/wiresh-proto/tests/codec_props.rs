@@ -900,7 +900,12 @@ fn example_server_frames() -> Vec<Frame> {
         Frame::new(Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             server: "wiresh/0.1.0".into(),
-            features: vec!["exec".into(), "stdin".into(), "cancel".into()],
+            features: vec![
+                "exec".into(),
+                "stdin".into(),
+                "cancel".into(),
+                "ping".into(),
+            ],
             keepalive_secs: 20,
             max_body: 1048576,
             max_header: 65536,
@@ -974,7 +979,7 @@ fn worked_example_bytes() {
     let mut want = Vec::new();
     for (header, body) in [
         (
-            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel"],"keepalive_secs":20,"max_body":1048576,"max_header":65536,"stdin_window":1048576,"body_len":0}"#[..],
+            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel","ping"],"keepalive_secs":20,"max_body":1048576,"max_header":65536,"stdin_window":1048576,"body_len":0}"#[..],
             &b""[..],
         ),
         (br#"{"type":"auth_ok","body_len":0}"#, b""),

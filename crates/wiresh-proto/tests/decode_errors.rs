@@ -89,6 +89,14 @@ fn whole_number_floats_in_integer_fields_are_bad_frames() {
             "invalid exit message: ",
         ),
         (
+            r#"{"type":"exit","code":-0,"duration_ms":1,"body_len":0}"#,
+            "invalid exit message: ",
+        ),
+        (
+            r#"{"type":"put","path":"a","size":6,"mtime":-0,"body_len":0}"#,
+            "invalid put message: ",
+        ),
+        (
             r#"{"type":"get","path":"a","resume_from":0.0,"body_len":0}"#,
             "invalid get message: ",
         ),

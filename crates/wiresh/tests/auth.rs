@@ -1,6 +1,8 @@
 //! Authentication: a wrong token is refused, and nothing pipelined behind it
-//! runs; nothing but `auth` is accepted first; an unauthenticated peer may
-//! send only one small frame; repeated wrong tokens are rate limited.
+//! runs; the token is the token file's trimmed text, compared byte for
+//! byte; nothing but `auth` is accepted first (a frame the decoder refuses
+//! gets its framing error); an unauthenticated peer may send only one small
+//! frame; repeated wrong tokens are rate limited.
 
 mod common;
 
@@ -59,6 +61,48 @@ async fn wrong_token_is_refused() {
     assert!(!server.log().contains(server.token.expose()));
 }
 
+/// The token is the token file's text with surrounding whitespace trimmed
+/// (a file the server creates holds 64 lowercase hex digits and a newline);
+/// what arrives in `auth.token` is compared with it byte for byte: not
+/// trimmed, not case-folded.
+#[tokio::test]
+async fn token_is_the_trimmed_file_compared_exactly() {
+    let server = Server::start();
+    let created = std::fs::read_to_string(server.home().join("token")).unwrap();
+    let (hex, newline) = created.split_at(64);
+    assert_eq!(newline, "\n", "{created:?}");
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{created:?}"
+    );
+
+    // An operator's own file, with whitespace around the token.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let token = "An-Operator.Chose_This-Token-0123456789";
+    std::fs::write(&file, format!(" \t{token}\r\n\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let server = Server::start_with(&["--token-file", file.to_str().unwrap()]);
+    assert_eq!(server.token.expose(), token);
+    drop(server.raw().await); // the trimmed text authenticates
+
+    for wrong in [
+        format!("{token}\n"),
+        format!(" {token}"),
+        token.to_lowercase(),
+        token[..token.len() - 1].to_string(),
+    ] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send(Message::Auth {
+            token: Secret(wrong.clone()),
+        })
+        .await;
+        c.expect_error(ErrorCode::AuthFailed).await;
+        c.expect_closed().await;
+    }
+}
+
 async fn connect_with_token(
     server: &Server,
     token: &str,
@@ -84,6 +128,48 @@ async fn requests_before_auth_are_refused() {
         let (mut c, _) = RawConn::greeted(server.addr).await;
         c.send_frame(first.clone()).await;
         c.expect_error(ErrorCode::AuthRequired).await;
+        c.expect_closed().await;
+    }
+}
+
+/// What a first frame that is not `auth` gets. The frame decoder judges a
+/// frame before the server looks at what it is, so a frame it cannot decode
+/// gets the decoder's code (`unknown_type`, `bad_frame`, `frame_too_large`,
+/// `body_len` being checked before `type`), and only a valid frame of
+/// another type gets `auth_required`, an `error` frame included.
+#[tokio::test]
+async fn a_first_frame_the_decoder_refuses_gets_its_code_not_auth_required() {
+    let server = Server::start();
+    for (first, code) in [
+        (
+            raw_frame(br#"{"type":"frobnicate","body_len":0}"#, b""),
+            ErrorCode::UnknownType,
+        ),
+        (
+            raw_frame(br#"{"type":"Auth","token":"x","body_len":0}"#, b""),
+            ErrorCode::UnknownType,
+        ),
+        (
+            raw_frame(br#"{"type":"frobnicate","body_len":1}"#, b"x"),
+            ErrorCode::FrameTooLarge,
+        ),
+        (vec![0, 0, 0, 0], ErrorCode::BadFrame),
+        (
+            raw_frame(br#"{"type":"auth","body_len":0}"#, b""),
+            ErrorCode::BadFrame,
+        ),
+        (
+            raw_frame(
+                br#"{"type":"error","code":"no_such_code","message":"hi","body_len":0}"#,
+                b"",
+            ),
+            ErrorCode::AuthRequired,
+        ),
+    ] {
+        let (mut c, _) = RawConn::greeted(server.addr).await;
+        c.send_raw(&first).await;
+        let message = c.expect_error(code).await;
+        assert!(!message.is_empty());
         c.expect_closed().await;
     }
 }

@@ -1,8 +1,11 @@
 //! `cancel`: it kills the running command's process group and keeps the
-//! connection, through the library client and frame by frame, also when a
+//! connection, through the library client and frame by frame, with SIGKILL
+//! after `--kill-grace` for a group that ignores SIGTERM, also when a
 //! process that escaped the group holds the output pipe.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::sync::{mpsc, Notify};
@@ -83,6 +86,27 @@ async fn cancel_frame_kills_the_command_and_an_idle_cancel_is_ignored() {
     // A second cancel, now idle, is ignored.
     c.send(Message::Cancel).await;
     assert_eq!(c.exec(ExecRequest::shell("echo ok")).await.stdout, b"ok\n");
+}
+
+/// `serve --kill-grace`: a command that ignores SIGTERM gets SIGKILL that
+/// long after the `cancel`, not after the default 2 s.
+#[tokio::test]
+async fn kill_grace_is_the_wait_before_sigkill() {
+    let grace = Duration::from_millis(300);
+    let server = Server::start_with(&["--kill-grace", "300ms"]);
+    let mut c = server.raw().await;
+    let pid = c
+        .start(exec("trap '' TERM; echo ready; exec sleep 1000"))
+        .await;
+    assert_eq!(c.read_lines(1).await, ["ready"]);
+    let cancelled = Instant::now();
+    c.send(Message::Cancel).await;
+    let run = c.finish_started(pid).await;
+    let took = cancelled.elapsed();
+    assert_killed(&run.status, libc::SIGKILL);
+    assert!(took >= grace, "SIGKILL after {took:?}, before the grace");
+    // The default grace is 2 s; this one is far shorter.
+    assert!(took < Duration::from_millis(1900), "SIGKILL after {took:?}");
 }
 
 /// A killed command whose output pipe is held by a process that escaped

@@ -1,7 +1,8 @@
 //! Running a command: its output on stdout and stderr, kept apart; exit
-//! codes and signals; argv without a shell; env and cwd; and requests the
-//! server refuses (a program that cannot start, a malformed `exec`) while the
-//! connection stays usable.
+//! codes and signals; argv without a shell, its program found in the
+//! server's own `PATH`; env and cwd; and requests the server refuses (a
+//! program that cannot start, a malformed `exec`) while the connection stays
+//! usable.
 
 mod common;
 
@@ -90,6 +91,54 @@ async fn env_and_cwd_are_applied() {
     let ran = run(&mut conn, req, None).await;
     assert_exited(ran.status(), 0);
     assert_eq!(ran.stdout_str(), format!("x y'z|{}", dir.display()));
+}
+
+/// A bare program name in `argv` is looked up in the server's own `PATH`,
+/// never in a `PATH` the request sets in `env`: that `PATH` reaches the
+/// program, but does not choose it. A name only the request's `PATH` knows
+/// is `spawn_failed`.
+#[tokio::test]
+async fn argv_programs_are_found_in_the_servers_path_not_the_requests() {
+    let server = Server::start();
+    let evil = tempfile::tempdir().unwrap();
+    let evil_dir = evil.path().canonicalize().unwrap();
+    for name in ["true", "printenv", "wiresh-only-in-the-request"] {
+        let fake = evil_dir.join(name);
+        std::fs::write(&fake, "#!/bin/sh\necho hijacked\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let with_path = |argv: &[&str]| ExecRequest {
+        env: [("PATH".to_string(), evil_dir.display().to_string())].into(),
+        ..ExecRequest::argv(argv.iter().map(|a| a.to_string()).collect())
+    };
+    let mut raw = server.raw().await;
+
+    let run = raw.exec(with_path(&["true"])).await;
+    assert_exited(&run.status, 0);
+    assert_eq!(run.stdout, b"", "the request's PATH chose the program");
+
+    let run = raw.exec(with_path(&["printenv", "PATH"])).await;
+    assert_exited(&run.status, 0);
+    assert_eq!(run.stdout, format!("{}\n", evil_dir.display()).as_bytes());
+
+    raw.send(Message::Exec(with_path(&["wiresh-only-in-the-request"])))
+        .await;
+    let message = raw.expect_error(ErrorCode::SpawnFailed).await;
+    assert!(message.contains("server's PATH"), "{message}");
+
+    // A name with a slash is used as given: here, the request's own file,
+    // and a relative one is taken from the command's working directory.
+    let fake = evil_dir.join("true");
+    let run = raw.exec(with_path(&[fake.to_str().unwrap()])).await;
+    assert_eq!(run.stdout, b"hijacked\n");
+    let run = raw
+        .exec(ExecRequest {
+            cwd: Some(evil_dir.display().to_string()),
+            ..ExecRequest::argv(vec!["./true".into()])
+        })
+        .await;
+    assert_eq!(run.stdout, b"hijacked\n");
 }
 
 #[tokio::test]

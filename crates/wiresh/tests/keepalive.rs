@@ -1,10 +1,13 @@
 //! A connection that lives on: `ping` is answered between and during
-//! commands (also while the client reads none of the output), and one
+//! commands (also while the client reads none of the output), a `pong` may
+//! fall on either side of a command's `exit` and the client copes, and one
 //! connection runs many commands one after another.
 
 mod common;
 
+use common::fake_server::{FakeScript, FakeServer, FAKE_OUTPUT};
 use common::*;
+use wiresh::client::Connection;
 use wiresh_proto::{ExecRequest, Frame, Message};
 
 #[tokio::test]
@@ -68,6 +71,74 @@ async fn pings_while_output_is_unread_do_not_end_the_command() {
     // Every pong answers a ping, in order (the server may skip some).
     assert!(pongs.windows(2).all(|w| w[0] < w[1]) && pongs.iter().all(|&p| p < PINGS));
     assert_eq!(c.exec(ExecRequest::shell("echo ok")).await.stdout, b"ok\n");
+}
+
+/// A ping sent while a command runs is answered once, as soon as the
+/// server reads it, ahead of queued output: before or after the command's
+/// `exit` (here the command is `true`, so it may be either). Nothing else
+/// changes: the next command runs as usual.
+#[tokio::test]
+async fn a_pong_may_come_before_or_after_exit() {
+    let server = Server::start();
+    let mut c = server.raw().await;
+    for i in 0..20u32 {
+        c.send(exec("true")).await;
+        c.send_frame(Frame::with_body(Message::Ping, i.to_be_bytes().to_vec()))
+            .await;
+        let mut frames = Vec::new();
+        while !frames
+            .iter()
+            .any(|f: &Frame| matches!(f.message, Message::Exit(_)))
+            || !frames.iter().any(|f| f.message == Message::Pong)
+        {
+            frames.push(c.recv().await);
+        }
+        let pongs: Vec<_> = frames
+            .iter()
+            .filter(|f| f.message == Message::Pong)
+            .collect();
+        assert_eq!(pongs.len(), 1, "{frames:?}");
+        assert_eq!(pongs[0].body, i.to_be_bytes()[..]);
+        let command: Vec<_> = frames
+            .iter()
+            .filter(|f| f.message != Message::Pong)
+            .map(|f| f.message.type_name())
+            .collect();
+        assert_eq!(command, ["started", "exit"], "{frames:?}");
+    }
+    assert_eq!(c.exec(ExecRequest::shell("echo ok")).await.stdout, b"ok\n");
+}
+
+/// What a client must tolerate: a `pong` that answers nothing, before a
+/// command's `started` and after its `exit`. The library client and the
+/// binary ignore it, run the next command, and keep their exit status.
+#[tokio::test]
+async fn clients_ignore_pongs_around_a_command() {
+    let fake = FakeServer::start(FakeScript {
+        dirs: vec![],
+        listing: vec![],
+        content: |_| Vec::new(),
+        announced_size: None,
+    })
+    .await;
+    let mut conn = bounded("Connection::connect", Connection::connect(&fake.endpoint()))
+        .await
+        .expect("connecting to the fake server");
+    for _ in 0..3 {
+        let ran = sh(&mut conn, "anything").await;
+        assert_exited(ran.status(), 0);
+        assert_eq!(ran.stdout, FAKE_OUTPUT);
+    }
+
+    let shell = fake.cmd("shell", &[]);
+    let out = cli_output(shell, Some(b"one\ntwo\n".to_vec())).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout, [FAKE_OUTPUT, FAKE_OUTPUT].concat());
+    assert_eq!(out.stderr_str(), "");
+    let exec = fake.cmd("exec", &["-n".into(), "--".into(), "x".into()]);
+    let out = cli_output(exec, None).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout, FAKE_OUTPUT);
 }
 
 #[tokio::test]

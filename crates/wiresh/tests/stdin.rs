@@ -1,8 +1,10 @@
 //! A command's standard input: forwarded byte for byte and ended, dropped
 //! when the command does not read it, and its flow control
 //! (`hello.stdin_window`, `stdin_ack`): the server keeps reading the
-//! connection while input sits unread, refuses input past the window, and the
-//! library client keeps to the window by itself.
+//! connection while input sits unread, refuses input past the window,
+//! acknowledges input the command closed its stdin on, sends no `stdin_ack`
+//! after `exit` and ignores input that comes after it; and the library client
+//! keeps to the window by itself.
 
 mod common;
 
@@ -131,4 +133,86 @@ async fn stdin_beyond_the_window_is_refused() {
     }
     raw.expect_closed().await;
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
+}
+
+/// Input the command can no longer take, because it closed its standard
+/// input, is acknowledged like input it read, so the window reopens. Once
+/// the command has exited no `stdin_ack` follows, and input sent after the
+/// `exit` is ignored: no acknowledgement, no error, the connection goes on.
+#[tokio::test]
+async fn input_discarded_after_close_is_acked_and_late_input_is_ignored() {
+    let server = Server::start();
+    let mut raw = server.raw().await;
+    let pid = raw
+        .start(exec_with_stdin("exec 0<&-; echo closed; exec sleep 1000"))
+        .await;
+    assert_eq!(raw.read_lines(1).await, ["closed"]);
+    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; 1000]))
+        .await;
+    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'y'; 24]))
+        .await;
+    let mut acked = 0;
+    while acked < 1024 {
+        match raw.recv().await.message {
+            Message::StdinAck { bytes } => acked += bytes,
+            other => panic!("expected stdin_ack, got {other:?}"),
+        }
+    }
+    assert_eq!(acked, 1024);
+    raw.send(Message::Cancel).await;
+    let run = raw.finish_started(pid).await;
+    assert_killed(&run.status, libc::SIGTERM);
+    assert_eq!(run.acked, 0, "an ack for input the command never had");
+
+    // After the exit: input and its end are ignored, unacknowledged.
+    raw.send_frame(Frame::with_body(Message::Stdin, &b"late"[..]))
+        .await;
+    raw.send(Message::StdinEnd).await;
+    raw.send_frame(Frame::with_body(Message::Ping, &b"after"[..]))
+        .await;
+    assert_eq!(raw.expect_pong().await, b"after"[..]);
+    assert_eq!(
+        raw.exec(ExecRequest::shell("echo next")).await.stdout,
+        b"next\n"
+    );
+}
+
+/// A command that exits with input still unread: whatever of it the server
+/// acknowledges comes before the `exit`, never after it, and the `exit` ends
+/// the count, so the next command may at once send a whole window.
+#[tokio::test]
+async fn input_left_at_exit_ends_with_the_exit() {
+    let server = Server::start();
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let window = hello.stdin_window as usize;
+    let piece = window.min(hello.max_body as usize) / 4;
+    let sent = 4 * piece;
+
+    raw.send(exec_with_stdin("head -c 1 >/dev/null")).await;
+    for _ in 0..4 {
+        raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; piece]))
+            .await;
+    }
+    let run = raw.finish().await;
+    assert_exited(&run.status, 0);
+    assert!(run.acked <= sent as u64, "{} acked of {sent}", run.acked);
+    // Nothing of that command after its exit: the next frame is the pong.
+    raw.send_frame(Frame::with_body(Message::Ping, &b"after"[..]))
+        .await;
+    assert_eq!(raw.expect_pong().await, b"after"[..]);
+
+    // A fresh window: all of it at once, before any acknowledgement.
+    raw.send(exec_with_stdin("wc -c")).await;
+    for _ in 0..4 {
+        raw.send_frame(Frame::with_body(Message::Stdin, vec![b'y'; piece]))
+            .await;
+    }
+    raw.send(Message::StdinEnd).await;
+    let run = raw.finish().await;
+    assert_exited(&run.status, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        sent.to_string()
+    );
+    assert_eq!(run.acked, sent as u64);
 }

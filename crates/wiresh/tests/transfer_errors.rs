@@ -1,8 +1,10 @@
-//! File requests that cannot be served, and how they fail: without
-//! `--files-root` (`files_disabled`), missing paths (`not_found`, next to
-//! `stat` and `mkdir` of what exists), a named pipe (refused, not hung), and
-//! the client binary's exit codes (1 for a failed transfer, 255 when it
-//! cannot connect or authenticate). The connection survives every refusal.
+//! File requests that cannot be served, and how they fail: `hello` lists the
+//! feature `files` only when they can be; without `--files-root`
+//! (`files_disabled`), missing paths (`not_found`, next to `stat` and
+//! `mkdir` of what exists), paths of the wrong kind (`io_error`), a named
+//! pipe (refused, not hung), and the client binary's exit codes (1 for a
+//! failed transfer, 255 when it cannot connect or authenticate). The
+//! connection survives every refusal.
 
 mod common;
 
@@ -15,6 +17,32 @@ use common::files::*;
 use common::*;
 use tokio::net::TcpListener;
 use wiresh_proto::{ErrorCode, FileKind, Message, PutRequest};
+
+/// `hello.features` lists `"files"` exactly when file requests are served:
+/// with `--files-root` and a policy that allows files. Without either, a
+/// file request is refused (`files_disabled`, `forbidden`).
+#[tokio::test]
+async fn hello_lists_files_only_when_files_are_served() {
+    let always = ["exec", "stdin", "cancel", "ping"];
+    let stat = || Message::Stat { path: ".".into() };
+
+    let server = Server::start();
+    let (mut c, hello) = server.raw_with_hello().await;
+    assert_eq!(hello.features, always);
+    expect_refusal(&mut c, stat(), ErrorCode::FilesDisabled).await;
+
+    let fx = Files::start();
+    let (mut c, hello) = fx.server.raw_with_hello().await;
+    assert_eq!(hello.features, [&always[..], &["files"]].concat());
+    assert_eq!(raw_stat(&mut c, ".").await.kind, FileKind::Dir);
+
+    let policy = fx.base.join("policy.json");
+    std::fs::write(&policy, r#"{"allow_files": false}"#).unwrap();
+    let fx = Files::start_with(&["--policy", policy.to_str().unwrap()]);
+    let (mut c, hello) = fx.server.raw_with_hello().await;
+    assert_eq!(hello.features, always);
+    expect_refusal(&mut c, stat(), ErrorCode::Forbidden).await;
+}
 
 #[tokio::test]
 async fn file_requests_without_files_root_are_refused() {
@@ -129,9 +157,84 @@ async fn missing_paths_are_not_found_and_the_connection_survives() {
     assert!(!fx.root.join("x.txt").exists());
 }
 
+/// A path of the wrong kind is `io_error`, with the reason in the message:
+/// `list` of a file, `get` of a directory, `put` onto a directory, `mkdir`
+/// over a file, and any path that goes through a file as if it were a
+/// directory. The connection survives each.
+#[tokio::test]
+async fn wrong_kinds_are_io_errors_and_the_connection_survives() {
+    let fx = Files::start();
+    write(&fx.root.join("here.txt"), b"here\n");
+    std::fs::create_dir(fx.root.join("sub")).unwrap();
+    let mut c = fx.server.raw().await;
+    let put = |path: &str| {
+        Message::Put(PutRequest {
+            path: path.into(),
+            size: 1,
+            mode: None,
+            mtime: None,
+            resume: false,
+        })
+    };
+    let mkdir = |path: &str| Message::Mkdir {
+        path: path.into(),
+        mode: None,
+    };
+    for (msg, says) in [
+        (
+            Message::List {
+                path: "here.txt".into(),
+            },
+            "here.txt: not a directory",
+        ),
+        (
+            Message::Get {
+                path: "sub".into(),
+                resume_from: 0,
+            },
+            "not a regular file",
+        ),
+        (put("sub"), "sub: is a directory"),
+        (mkdir("here.txt"), "here.txt"),
+        (
+            Message::Stat {
+                path: "here.txt/x".into(),
+            },
+            "Not a directory",
+        ),
+        (
+            Message::List {
+                path: "here.txt/x".into(),
+            },
+            "Not a directory",
+        ),
+        (
+            Message::Get {
+                path: "here.txt/x".into(),
+                resume_from: 0,
+            },
+            "Not a directory",
+        ),
+        (put("here.txt/x"), "here.txt/x"),
+        (mkdir("here.txt/x"), "here.txt/x"),
+    ] {
+        let what = format!("{msg:?}");
+        c.send(msg).await;
+        match answer(&mut c).await.message {
+            Message::Error { code, message } => {
+                assert_eq!(code, ErrorCode::IoError, "{what}: {message}");
+                assert!(message.contains(says), "{what}: {message}");
+            }
+            other => panic!("{what}: expected error io_error, got {other:?}"),
+        }
+    }
+    assert_usable(&mut c).await;
+    assert_eq!(tree(&fx.root).len(), 2, "{:?}", tree(&fx.root));
+}
+
 /// A named pipe inside the root is "other": `stat` says so, and `get`
-/// refuses it instead of blocking the session in `open` until some writer
-/// appears.
+/// refuses it (`io_error`, not a regular file) instead of blocking the
+/// session in `open` until some writer appears.
 #[tokio::test]
 async fn get_of_a_fifo_is_refused_not_hung() {
     let fx = Files::start();
@@ -142,7 +245,10 @@ async fn get_of_a_fifo_is_refused_not_hung() {
     let mut c = fx.server.raw().await;
     assert_eq!(raw_stat(&mut c, "pipe").await.kind, FileKind::Other);
     match raw_get(&mut c, "pipe").await {
-        Err((code, message)) => eprintln!("get pipe: {code}: {message}"),
+        Err((code, message)) => {
+            assert_eq!(code, ErrorCode::IoError, "{message}");
+            assert!(message.contains("not a regular file"), "{message}");
+        }
         Ok(v) => panic!("get of a fifo succeeded: {v:?}"),
     }
     assert_usable(&mut c).await;

@@ -2,14 +2,17 @@
 //! upload or a download part-way; the partial left behind is a prefix of the
 //! file, and the resumed transfer sends only the rest. A partial that is not
 //! a prefix, or is longer than the file, starts over; a complete one sends
-//! no data at all.
+//! no data at all. A name too long for `.NAME.wiresh-part` resumes from a
+//! partial named after its hash.
 
 mod common;
 
 use common::disk::*;
+use common::file_requests::*;
 use common::files::*;
 use common::proxy::*;
 use common::*;
+use wiresh_proto::{Message, PutRequest};
 
 #[tokio::test]
 async fn interrupted_put_resumes_from_the_verified_partial() {
@@ -271,4 +274,55 @@ async fn resume_of_a_complete_partial_sends_no_data() {
     assert_eq!(seen.transfer_oks(), vec![0]);
     assert!(read(&remote) == data);
     assert!(!part_of(&remote).exists());
+}
+
+/// When `.NAME.wiresh-part` would be longer than 255 bytes, the partial is
+/// `.wiresh-part-` and the first 32 hex digits of the BLAKE3 of NAME, beside
+/// the target; an interrupted upload leaves it there and a resumed one is
+/// offered its length.
+#[tokio::test]
+async fn a_long_name_resumes_from_its_hashed_partial() {
+    let fx = Files::start();
+    let name = format!("{}.bin", "n".repeat(240));
+    let data = binary_pattern(1000);
+    let part = fx.root.join(format!(
+        ".wiresh-part-{}",
+        &hex_blake3(name.as_bytes())[..32]
+    ));
+
+    let mut c = fx.server.raw().await;
+    let peer = c.framed.get_ref().local_addr().unwrap();
+    raw_put_start(&mut c, &name, data.len() as u64)
+        .await
+        .expect("put of a long name");
+    send_file_data(&mut c, &data[..400]).await;
+    drop(c);
+    wait_connection_end(&fx.server, peer).await;
+    wait_part_unlocked(&part).await;
+    assert_eq!(read(&part), data[..400], "the partial {}", part.display());
+
+    let mut c = fx.server.raw().await;
+    c.send(Message::Put(PutRequest {
+        path: name.clone(),
+        size: data.len() as u64,
+        mode: None,
+        mtime: None,
+        resume: true,
+    }))
+    .await;
+    match answer(&mut c).await.message {
+        Message::TransferReady(ready) => {
+            assert_eq!(ready.offset, 400);
+            assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data[..400])));
+        }
+        other => panic!("expected transfer_ready, got {other:?}"),
+    }
+    c.send(Message::TransferStart { offset: 400 }).await;
+    send_file_data(&mut c, &data[400..]).await;
+    assert_eq!(raw_put_end(&mut c, &name, hex_blake3(&data)).await, Ok(600));
+    assert_eq!(read(&fx.root.join(&name)), data);
+    assert!(
+        !part.exists(),
+        "the partial is still there after publishing"
+    );
 }

@@ -387,3 +387,39 @@ async fn longest_file_names_round_trip() {
     assert_ok(&out, "get of a file with a 250-byte name");
     assert_eq!(read(&dest.join(&name)), b"long name\n");
 }
+
+/// A listing leaves out the partial files of transfers (`.NAME.wiresh-part`
+/// and, for long names, `.wiresh-part-HASH`), so a recursive copy never
+/// picks up half a file; other dot files are listed. `stat` still sees a
+/// partial file by its name.
+#[tokio::test]
+async fn listings_leave_out_partial_files() {
+    let fx = Files::start();
+    for name in [
+        "a.txt",
+        ".a.txt.wiresh-part",
+        ".wiresh-part-0123456789abcdef0123456789abcdef",
+        ".hidden",
+        "sub/.b.wiresh-part",
+    ] {
+        write(&fx.root.join("d").join(name), b"x");
+    }
+    let mut c = fx.server.raw().await;
+    c.send(Message::List { path: "d".into() }).await;
+    let mut listed = Vec::new();
+    loop {
+        match answer(&mut c).await.message {
+            Message::Entry(e) => listed.push(e.path),
+            Message::ListEnd { count } => {
+                assert_eq!(count, listed.len() as u64);
+                break;
+            }
+            other => panic!("list: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(listed, [".hidden", "a.txt", "sub"]);
+    assert_eq!(
+        raw_stat(&mut c, "d/.a.txt.wiresh-part").await.kind,
+        FileKind::File
+    );
+}

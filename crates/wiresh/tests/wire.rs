@@ -1,8 +1,9 @@
 //! The wire itself, at the socket level: malformed frames, and bytes that
-//! are not wiresh at all, close only their own connection; an unsupported
-//! version is refused; messages out of place are ignored or refused; and a
-//! whole session is understood whether it arrives in one write or one byte
-//! at a time (sticky and split packets).
+//! are not wiresh at all (answered with the exact `bad_preamble` line),
+//! close only their own connection; an unsupported version is refused;
+//! messages out of place are ignored or refused; and a whole session is
+//! understood whether it arrives in one write or one byte at a time (sticky
+//! and split packets).
 
 mod common;
 
@@ -51,6 +52,19 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
         (
             "body on a bodyless type",
             raw_frame(br#"{"type":"cancel","body_len":3}"#, b"abc"),
+            ErrorCode::BadFrame,
+        ),
+        (
+            "a whole number written as a float",
+            raw_frame(
+                br#"{"type":"exec","command":"true","timeout_ms":5000.0,"body_len":0}"#,
+                b"",
+            ),
+            ErrorCode::BadFrame,
+        ),
+        (
+            "body_len written with an exponent",
+            raw_frame(br#"{"type":"ping","body_len":0e0}"#, b""),
             ErrorCode::BadFrame,
         ),
         (
@@ -153,6 +167,34 @@ async fn malformed_frames_close_only_their_own_connection() {
     let run = running.finish_started(running_pid).await;
     assert_eq!(run.stdout, b"still here");
     assert_exited(&run.status, 0);
+}
+
+/// The `bad_preamble` line a peer gets, exactly: each byte it sent shown
+/// once, escaped to printable ASCII (`\x00`, not `\\x00`), between quotes.
+#[tokio::test]
+async fn bad_preamble_line_shows_the_bytes_once() {
+    let server = Server::start();
+    for (sent, shown) in [
+        (&b"wiresh\x00\x01"[..], r"wiresh\x00\x01"),
+        (b"GET / HT", "GET / HT"),
+        (b"\"\\\xff\r\n\x7f\x00'", r#"\"\\\xff\r\n\x7f\x00\'"#),
+    ] {
+        let mut s = tcp(server.addr).await;
+        s.write_all(sent).await.unwrap();
+        let mut reply = Vec::new();
+        bounded("the bad_preamble line", s.read_to_end(&mut reply))
+            .await
+            .expect("reading the bad_preamble line");
+        assert_eq!(
+            String::from_utf8(reply).expect("the line is ASCII"),
+            format!(
+                "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol 1); \
+                 not a wiresh client: the connection must start with the bytes \"WIRESH\" \
+                 (got \"{shown}\"); use the wiresh client\n"
+            ),
+            "reply to {sent:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! [`FakeServer`]: a malicious wiresh server built on `wiresh_proto`, for
 //! tests of what the client accepts. It answers `stat`, `list`, `mkdir` and
 //! `get` from a [`FakeScript`]: names that escape the client's target
-//! directory, or a size that the data it sends does not match.
+//! directory, or a size that the data it sends does not match. It answers
+//! every `exec` with [`FAKE_OUTPUT`] and exit code 0, framed by pongs that
+//! answer nothing, one before `started` and one after `exit`, as a real
+//! server's pongs may fall (protocol 7.6).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -15,13 +18,19 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
+use wiresh::client::{Endpoint, Security, Target};
 use wiresh_proto::{
-    ErrorCode, FileEntry, FileKind, Frame, FrameCodec, Hello, Message, TransferReady, PREAMBLE_LEN,
-    PROTOCOL_VERSION,
+    ErrorCode, ExitStatus, FileEntry, FileKind, Frame, FrameCodec, Hello, Message, Secret,
+    TransferReady, PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
 use super::disk::hex_blake3;
 use super::{client_command, KIB, MIB};
+
+/// What every `exec` prints on stdout.
+pub const FAKE_OUTPUT: &[u8] = b"fake output\n";
+/// The token the fake server accepts (any token does).
+const FAKE_TOKEN: &str = "fake-token-0123456789abcdef0123456789abcdef";
 
 /// What the fake server answers.
 pub struct FakeScript {
@@ -54,7 +63,7 @@ impl FakeServer {
     pub async fn start(script: FakeScript) -> FakeServer {
         let home = tempfile::tempdir().unwrap();
         let token = home.path().join("token");
-        std::fs::write(&token, "fake-token-0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(&token, format!("{FAKE_TOKEN}\n")).unwrap();
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -89,6 +98,18 @@ impl FakeServer {
         cmd.arg("--plaintext");
         cmd.args(args);
         cmd
+    }
+
+    /// Where the library client reaches it (plaintext, its token).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            target: Target {
+                host: self.addr.ip().to_string(),
+                port: self.addr.port(),
+            },
+            token: Secret(FAKE_TOKEN.into()),
+            security: Security::Plaintext,
+        }
     }
 
     pub fn requests(&self) -> Vec<Message> {
@@ -160,6 +181,18 @@ async fn fake_session(
                 v
             }
             Message::Mkdir { .. } => vec![Frame::new(Message::TransferOk { bytes: 0 })],
+            Message::Exec(_) => vec![
+                Frame::with_body(Message::Pong, &b"before started"[..]),
+                Frame::new(Message::Started { pid: 4242 }),
+                Frame::with_body(Message::Stdout, FAKE_OUTPUT),
+                Frame::new(Message::Exit(ExitStatus {
+                    code: Some(0),
+                    signal: None,
+                    duration_ms: 1,
+                    timed_out: false,
+                })),
+                Frame::with_body(Message::Pong, &b"after exit"[..]),
+            ],
             Message::Get { path, .. } => {
                 let data = (script.content)(&path);
                 let ready = TransferReady {

@@ -203,8 +203,14 @@ impl Server {
             addr.ip().is_loopback(),
             "tests must use loopback, got {addr}"
         );
-        let token = std::fs::read_to_string(home.path().join("token"))
-            .expect("the server did not create <WIRESH_HOME>/token");
+        // The token file the server read: `--token-file`, else the one it
+        // created in its home. The token is its text, trimmed.
+        let token_file = args
+            .windows(2)
+            .find(|w| w[0] == "--token-file")
+            .map_or_else(|| home.path().join("token"), |w| w[1].into());
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("cannot read the token file {token_file:?}: {e}"));
         let token = Secret(token.trim().to_string());
         assert!(token.expose().len() >= 32, "token shorter than 128 bits");
         Server {
