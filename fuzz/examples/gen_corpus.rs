@@ -107,6 +107,7 @@ fn exit(code: Option<i32>, signal: Option<i32>) -> Message {
         signal,
         duration_ms: 12,
         timed_out: signal.is_some(),
+        shutdown: false,
     })
 }
 

@@ -365,6 +365,7 @@ mod tests {
                 signal: None,
                 duration_ms: 12,
                 timed_out: false,
+                shutdown: true,
             })),
         ];
         let mut codec = FrameCodec::default();

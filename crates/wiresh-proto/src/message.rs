@@ -408,6 +408,15 @@ pub struct ExitStatus {
     /// True when the server killed the command because its timeout expired.
     #[serde(default)]
     pub timed_out: bool,
+    /// True when the server killed the command because it is shutting down
+    /// (its grace period ended, or it was told twice to stop). Absent when
+    /// false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shutdown: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ExitStatus {

@@ -168,13 +168,17 @@ fn exit_status() -> impl Strategy<Value = ExitStatus> {
         prop::option::of(any::<i32>()),
         any::<u64>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(code, signal, duration_ms, timed_out)| ExitStatus {
-            code,
-            signal,
-            duration_ms,
-            timed_out,
-        })
+        .prop_map(
+            |(code, signal, duration_ms, timed_out, shutdown)| ExitStatus {
+                code,
+                signal,
+                duration_ms,
+                timed_out,
+                shutdown,
+            },
+        )
 }
 
 /// Any frame whose body is at most `max_body` bytes.
@@ -919,6 +923,7 @@ fn example_server_frames() -> Vec<Frame> {
             signal: None,
             duration_ms: 2,
             timed_out: false,
+            shutdown: false,
         })),
     ]
 }

@@ -93,6 +93,7 @@ fn one_of_each() -> Vec<Message> {
             signal: Some(9),
             duration_ms: 12,
             timed_out: true,
+            shutdown: false,
         }),
         Message::error(ErrorCode::Internal, "boom"),
         Message::Cancel,

@@ -21,6 +21,10 @@ use crate::legacy::{self, LegacyServerConfig};
 use crate::privilege::Account;
 use crate::server::{self, ServerConfig};
 
+/// After a second signal, how long connections get to tell their clients
+/// before the process exits.
+const SECOND_SIGNAL_FAREWELL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything `wiresh serve` was asked to do, resolved and checked.
 #[derive(Debug)]
 pub struct DaemonConfig {
@@ -125,16 +129,22 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
     let modern = tokio::spawn(server::run(listener, server_config, shutdown.clone()));
     signals.next().await;
     shutdown.cancel();
-    // A second signal means "now": kill every command and leave.
-    tokio::spawn(async move {
-        signals.next().await;
-        warn!("second signal: killing all running commands and exiting");
-        crate::exec::kill_all_groups();
-        std::process::exit(crate::exit::SERVE_FAILED);
-    });
-    let _ = modern.await;
-    if let Some(legacy) = legacy_server {
-        let _ = legacy.await;
+    let servers = async move {
+        let _ = modern.await;
+        if let Some(legacy) = legacy_server {
+            let _ = legacy.await;
+        }
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        () = &mut servers => return Ok(()),
+        () = signals.next() => {}
     }
-    Ok(())
+    // A second signal means "now": kill every command, give the connections
+    // a moment to tell their clients (`exit` with `shutdown`, then
+    // `shutting_down`), and leave.
+    warn!("second signal: killing all running commands and exiting");
+    crate::exec::kill_all_groups();
+    let _ = tokio::time::timeout(SECOND_SIGNAL_FAREWELL, servers).await;
+    std::process::exit(crate::exit::SERVE_FAILED);
 }

@@ -126,6 +126,10 @@ async fn shutdown_grace_expiry_kills_the_command() {
     let frames = busy.read_until_closed().await;
     let run = command_end(pid, &frames);
     assert_killed(&run.status, 15);
+    assert!(
+        run.status.shutdown,
+        "exit does not say the server shut down"
+    );
     let status = server.wait_exit().await;
     assert_eq!(status.code(), Some(0), "server exit: {status:?}");
     assert!(!alive(pid));
@@ -186,7 +190,40 @@ async fn second_signal_kills_everything_and_exits() {
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down").await;
     server.signal(libc::SIGTERM);
+    // The client is told: the exit says why, then the connection ends.
+    let frames = raw.read_until_closed().await;
+    let run = command_end(pid, &frames);
+    assert_killed(&run.status, 9);
+    assert!(
+        run.status.shutdown,
+        "exit does not say the server shut down"
+    );
     let status = server.wait_exit().await;
     assert!(!status.success(), "{status:?}");
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "after the second signal").await;
+}
+
+/// `wiresh exec` (over TLS) whose command a second SIGTERM kills says the
+/// server shut down, not a TLS library's error.
+#[tokio::test]
+async fn the_client_says_the_server_shut_down() {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = Server::start_with(&["--shutdown-grace", "600s"]);
+    let mut cli = server.cli("exec");
+    cli.args(["--", "echo ready; sleep 1000"]);
+    let mut child = cli.spawn().expect("the client starts");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = bounded("the command to start", stdout.next_line()).await;
+    assert_eq!(ready.unwrap().as_deref(), Some("ready"));
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down").await;
+    server.signal(libc::SIGTERM);
+    let out = bounded("the client to end", child.wait_with_output())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server shut down"), "{stderr}");
+    assert!(!stderr.contains("close_notify"), "{stderr}");
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    server.wait_exit().await;
 }

@@ -37,6 +37,9 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
                     status.duration_ms
                 );
             }
+            if status.shutdown {
+                eprintln!("wiresh: the server shut down and killed the command");
+            }
             exit::for_status(&status)
         }
         Err(e) => {

@@ -143,6 +143,18 @@ impl ClientError {
                 "the server sent nothing for {limit:?} {waiting_for}"
             )),
             RecvError::Closed => ClientError::Closed(waiting_for),
+            // A TLS server that exits without close_notify has still just
+            // gone: say so, not the TLS library's words.
+            RecvError::Decode(wiresh_proto::DecodeError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                ClientError::Closed(waiting_for)
+            }
             RecvError::Decode(e) => ClientError::Protocol(e.to_string()),
         }
     }

@@ -255,6 +255,8 @@ fn report_status(status: &ExitStatus) {
     let mut err = io::stderr().lock();
     let _ = if status.timed_out {
         writeln!(err, "[timed out after {} ms]", status.duration_ms)
+    } else if status.shutdown {
+        writeln!(err, "[killed: the server shut down]")
     } else if let Some(sig) = status.signal {
         writeln!(err, "[killed by signal {sig}]")
     } else if let Some(code) = status.code.filter(|c| *c != 0) {

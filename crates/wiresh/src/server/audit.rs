@@ -1,33 +1,47 @@
-//! The audit log (`--audit-log FILE`): one JSON line per command and per
-//! file transfer, appended, never rewritten.
+//! The audit log (`--audit-log FILE`): JSON lines, appended, never
+//! rewritten. A command or transfer gets a `start` line before it runs and
+//! an `end` line when it ends, sharing an `id`; a refused one gets an `end`
+//! line only.
 //!
-//! A line that cannot be written is reported in the server log, and the
-//! server then refuses new commands and transfers (fail closed): activity
-//! that cannot be audited does not happen.
+//! Activity that cannot be audited does not happen: when a line cannot be
+//! written — a full disk, the file removed or replaced — the error is
+//! logged and the server refuses new commands and transfers until it is
+//! restarted (fail closed), and since the `start` line comes first, the
+//! command whose line failed does not run. A line is written whole or not
+//! at all: a failed write is cut back off the file, and a torn last line
+//! left by a crash is cut off when the log is opened.
 
 use std::fs::File;
-use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::error::SetupError;
 use crate::home::append_private_file;
 
-/// One audited action.
+/// One audited event.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
-    /// When it ended, RFC 3339 UTC.
+    /// When it happened, RFC 3339 UTC.
     pub time: String,
+    /// `start` or `end`.
+    pub event: &'a str,
+    /// The same for the `start` and `end` of one action (within one run of
+    /// the server).
+    pub id: u64,
     /// Peer address.
     pub peer: String,
-    /// Who authenticated: a key id derived from the token, never the token.
+    /// Who authenticated: a key id derived from the token (never the
+    /// token), or for the legacy listener the local user owning the peer's
+    /// socket when it is known.
     pub identity: &'a str,
-    /// `exec`, `put` or `get`.
+    /// `exec`, `put`, `get` or `mkdir`.
     pub action: &'a str,
     /// The command line, argv, or file path.
     pub target: &'a str,
@@ -40,7 +54,7 @@ pub struct Record<'a> {
     /// Whether the command hit its timeout.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
-    /// Outcome in a word: `ok`, `failed`, `refused`, ...
+    /// Outcome in a word: `started`, `finished`, `refused`, `aborted`, ...
     pub outcome: &'a str,
     /// Wall-clock duration.
     pub duration_ms: u64,
@@ -50,25 +64,114 @@ pub struct Record<'a> {
     pub bytes_out: u64,
 }
 
+/// Who did what, for both lines of an action.
+#[derive(Debug, Clone, Copy)]
+pub struct Action<'a> {
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
+    /// Who (see [`Record::identity`]).
+    pub identity: &'a str,
+    /// `exec`, `put`, `get` or `mkdir`.
+    pub action: &'a str,
+    /// The command line, argv, or file path.
+    pub target: &'a str,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ending<'a> {
+    /// `finished`, `cancelled`, `aborted`, `refused`, `ok`, ...
+    pub outcome: &'a str,
+    /// Exit code, when a command exited.
+    pub code: Option<i32>,
+    /// Signal that killed a command, if one did.
+    pub signal: Option<i32>,
+    /// Whether a command hit its timeout.
+    pub timed_out: bool,
+    /// Wall-clock duration.
+    pub duration: std::time::Duration,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+}
+
+impl<'a> Record<'a> {
+    /// The line for one event of an action.
+    fn new(event: &'a str, id: u64, action: &Action<'a>, ending: &Ending<'a>) -> Record<'a> {
+        Record {
+            time: rfc3339(SystemTime::now()),
+            event,
+            id,
+            peer: action.peer.to_string(),
+            identity: action.identity,
+            action: action.action,
+            target: action.target,
+            code: ending.code,
+            signal: ending.signal,
+            timed_out: ending.timed_out,
+            outcome: ending.outcome,
+            duration_ms: ending.duration.as_millis() as u64,
+            bytes_in: ending.bytes_in,
+            bytes_out: ending.bytes_out,
+        }
+    }
+}
+
+/// Why a line could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A write failed earlier; nothing more is written.
+    #[error("an earlier write failed")]
+    Broken,
+    /// The file at the log's path is gone or is another file.
+    #[error("the audit log {0} was removed or replaced")]
+    Replaced(PathBuf),
+    /// Writing failed.
+    #[error("cannot write the audit log {path}: {source}")]
+    Write {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// An open audit log.
 #[derive(Debug)]
 pub struct AuditLog {
+    path: PathBuf,
     file: Mutex<File>,
+    /// Device and inode of the file opened, to notice it being replaced.
+    identity: (u64, u64),
     broken: AtomicBool,
+    next_id: AtomicU64,
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 600) `path` for appending.
+    /// Opens (creating, mode 600) `path` for appending, cutting off a torn
+    /// last line a crash may have left.
     pub fn open(path: &Path) -> Result<AuditLog, SetupError> {
-        let file = append_private_file(path).map_err(|source| SetupError::File {
-            action: "open",
+        let failed = |action, source| SetupError::File {
+            action,
             what: "audit log",
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = append_private_file(path).map_err(|e| failed("open", e))?;
+        if let Some(torn) = repair_tail(path).map_err(|e| failed("repair", e))? {
+            warn!(
+                "audit log {}: cut off a torn last line of {torn} bytes (left by a crash or a full disk)",
+                path.display()
+            );
+        }
+        let meta = file.metadata().map_err(|e| failed("read", e))?;
         Ok(AuditLog {
+            path: path.to_path_buf(),
             file: Mutex::new(file),
+            identity: (meta.dev(), meta.ino()),
             broken: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
         })
     }
 
@@ -77,23 +180,104 @@ impl AuditLog {
         self.broken.load(Ordering::Acquire)
     }
 
-    /// Appends one record as one line in one write.
-    pub fn record(&self, record: &Record<'_>) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot serialise an audit record: {e}");
-                self.broken.store(true, Ordering::Release);
-                return;
-            }
+    /// A new id for an action's `start` and `end` lines.
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records that `action` starts, before it does; returns the id for its
+    /// end. An error means it must not run.
+    pub fn start(&self, action: &Action<'_>) -> Result<u64, AuditError> {
+        let id = self.next_id();
+        let starting = Ending {
+            outcome: "started",
+            ..Ending::default()
         };
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
-            error!("audit log write failed: {e}; refusing new commands until restarted");
+        self.record(&Record::new("start", id, action, &starting))?;
+        Ok(id)
+    }
+
+    /// Records how the action `id` ended.
+    pub fn end(&self, id: u64, action: &Action<'_>, ending: &Ending<'_>) {
+        let _ = self.record(&Record::new("end", id, action, ending));
+    }
+
+    /// Records an action refused before it started (one line).
+    pub fn refused(&self, action: &Action<'_>) {
+        let ending = Ending {
+            outcome: "refused",
+            ..Ending::default()
+        };
+        let _ = self.record(&Record::new("end", self.next_id(), action, &ending));
+    }
+
+    /// Appends one record as one line, whole or not at all. On failure the
+    /// log is marked broken (and the error logged).
+    pub fn record(&self, record: &Record<'_>) -> Result<(), AuditError> {
+        if self.is_broken() {
+            return Err(AuditError::Broken);
+        }
+        let result = self.append(record);
+        if let Err(e) = &result {
+            error!("{e}; refusing new commands and transfers until the server is restarted");
             self.broken.store(true, Ordering::Release);
         }
+        result
     }
+
+    fn append(&self, record: &Record<'_>) -> Result<(), AuditError> {
+        let write_error = |source| AuditError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(record).map_err(|e| write_error(e.into()))?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => {}
+            _ => return Err(AuditError::Replaced(self.path.clone())),
+        }
+        let before = file.metadata().map_err(write_error)?.len();
+        if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
+            // A part of the line may have reached the file: cut it off.
+            let _ = file.set_len(before);
+            return Err(write_error(e));
+        }
+        Ok(())
+    }
+}
+
+/// Cuts off a last line without its newline; returns its length if there
+/// was one.
+fn repair_tail(path: &Path) -> std::io::Result<Option<u64>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // Look back for the last newline, a block at a time.
+    let mut end = len;
+    let mut block = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            let keep = start + at as u64 + 1;
+            if keep == len {
+                return Ok(None);
+            }
+            file.set_len(keep)?;
+            return Ok(Some(len - keep));
+        }
+        end = start;
+    }
+    file.set_len(0)?;
+    Ok(Some(len))
 }
 
 /// `t` as RFC 3339 UTC with milliseconds, e.g. `2026-11-26T06:45:20.123Z`.
@@ -131,5 +315,61 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(1_795_675_520_123), "2026-11-26T06:45:20.123Z");
+    }
+
+    fn record(id: u64) -> Record<'static> {
+        Record {
+            time: rfc3339(SystemTime::now()),
+            event: "end",
+            id,
+            peer: "127.0.0.1:1".into(),
+            identity: "token:0",
+            action: "exec",
+            target: "true",
+            code: Some(0),
+            signal: None,
+            timed_out: false,
+            outcome: "finished",
+            duration_ms: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "{\"id\":1}\n{\"id\":2,\"bytes_out\":").unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&record(3)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[1]["id"], 3);
+        // A file that is one torn line becomes empty.
+        std::fs::write(&path, "{\"id\":").unwrap();
+        assert_eq!(repair_tail(&path).unwrap(), Some(6));
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_removed_log_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&record(1)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            log.record(&record(2)),
+            Err(AuditError::Replaced(_))
+        ));
+        assert!(log.is_broken());
+        // A new file at the same path is not the log either.
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(log.record(&record(3)), Err(AuditError::Broken)));
     }
 }

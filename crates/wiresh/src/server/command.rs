@@ -19,8 +19,9 @@ use tokio::time::{self, Instant};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
+use super::audit::Ending;
 use super::refusal::Refusal;
-use super::session::{AuditEntry, Session};
+use super::session::Session;
 use crate::conn::FrameSender;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::listener::End;
@@ -61,24 +62,30 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let spec = match admitted {
         Ok(spec) => spec,
         Err(refusal) => {
-            session.audit(AuditEntry {
-                action: "exec",
-                target: &what,
-                outcome: "refused",
-                status: None,
-                duration: Duration::ZERO,
-                bytes_in: 0,
-                bytes_out: 0,
-            });
+            session.audit_refused(session.action("exec", &what));
             return session.refuse(&format!("command `{what}`"), refusal).await;
         }
     };
     // The slot is held until the command ends: it bounds the commands
-    // running server-wide.
-    let started = session
-        .command_slot()
-        .and_then(|slot| Ok((slot, exec::spawn_group(&spec, &what)?)));
-    let (_slot, spawned) = match started {
+    // running server-wide. The start is on record before anything runs.
+    let started = session.command_slot().and_then(|slot| {
+        let audit_id = session.audit_start(session.action("exec", &what))?;
+        Ok((slot, audit_id, exec::spawn_group(&spec, &what)))
+    });
+    let started = match started {
+        Ok((slot, audit_id, Err(e))) => {
+            drop(slot);
+            let ending = Ending {
+                outcome: "not started",
+                ..Ending::default()
+            };
+            session.audit_end(audit_id, session.action("exec", &what), ending);
+            Err(Refusal::from(e))
+        }
+        Ok((slot, audit_id, Ok(spawned))) => Ok((slot, audit_id, spawned)),
+        Err(refusal) => Err(refusal),
+    };
+    let (_slot, audit_id, spawned) = match started {
         Ok(pair) => pair,
         Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,
     };
@@ -184,15 +191,14 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         None
     };
     if let Some(end) = aborted {
-        session.audit(AuditEntry {
-            action: "exec",
-            target: &what,
+        let ending = Ending {
             outcome: "aborted",
-            status: None,
             duration: supervisor.elapsed(),
             bytes_in,
             bytes_out,
-        });
+            ..Ending::default()
+        };
+        session.audit_end(audit_id, session.action("exec", &what), ending);
         return Err(end);
     }
     // No `stdin_ack` may follow the `exit`.
@@ -200,6 +206,11 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let duration = supervisor.elapsed();
     let timed_out = supervisor.timed_out();
     let cancelled = supervisor.killed() == Some(&KillReason::Cancelled);
+    // Killed at the end of the shutdown grace, or by a second signal.
+    let killed_by_shutdown = match supervisor.killed() {
+        Some(reason) => *reason == KillReason::Shutdown,
+        None => session.shutdown.is_cancelled() && supervisor.status().signal.is_some(),
+    };
     let drain_limit = supervisor.drain_limit();
     // Whatever the command left behind in its group ends with it.
     let status = supervisor.finish();
@@ -208,6 +219,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         signal: status.signal,
         duration_ms: duration.as_millis() as u64,
         timed_out,
+        shutdown: killed_by_shutdown,
     };
     info!(
         peer = %session.peer,
@@ -221,15 +233,16 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         bytes_in,
         "command finished"
     );
-    session.audit(AuditEntry {
-        action: "exec",
-        target: &what,
+    let ending = Ending {
         outcome: if cancelled { "cancelled" } else { "finished" },
-        status: Some(&exit),
+        code: exit.code,
+        signal: exit.signal,
+        timed_out,
         duration,
         bytes_in,
         bytes_out,
-    });
+    };
+    session.audit_end(audit_id, session.action("exec", &what), ending);
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.

@@ -18,8 +18,9 @@ use tokio::io::AsyncSeekExt;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
+use super::audit::Ending;
 use super::refusal::Refusal;
-use super::session::{AuditEntry, Session};
+use super::session::Session;
 use crate::conn::RecvError;
 use crate::fileio::{
     hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, Sink, Source,
@@ -72,6 +73,14 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         Message::Mkdir { path, .. } => ("mkdir", path.clone()),
         _ => ("", String::new()),
     };
+    // A transfer's start is on record before it touches a file.
+    let audit_id = match action {
+        "" => 0,
+        _ => match session.audit_start(session.action(action, &target)) {
+            Ok(id) => id,
+            Err(refusal) => return session.refuse("file request", refusal).await,
+        },
+    };
     let result = match message {
         Message::Stat { path } => stat(session, &root, &path).await,
         Message::List { path } => list(session, &root, &path).await,
@@ -91,15 +100,14 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         } else {
             (bytes, 0)
         };
-        session.audit(AuditEntry {
-            action,
-            target: &target,
+        let ending = Ending {
             outcome,
-            status: None,
             duration: started.elapsed(),
             bytes_in,
             bytes_out,
-        });
+            ..Ending::default()
+        };
+        session.audit_end(audit_id, session.action(action, &target), ending);
     }
     match result {
         Ok(_) => Ok(()),

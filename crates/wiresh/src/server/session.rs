@@ -69,17 +69,6 @@ impl Shared {
     }
 }
 
-/// What [`Session::audit`] records about one action.
-pub(super) struct AuditEntry<'a> {
-    pub action: &'a str,
-    pub target: &'a str,
-    pub outcome: &'a str,
-    pub status: Option<&'a wiresh_proto::ExitStatus>,
-    pub duration: Duration,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
 /// An authenticated connection and everything its handlers need.
 pub(super) struct Session {
     /// The frames to and from the client.
@@ -204,25 +193,38 @@ impl Session {
         .await
     }
 
-    /// Appends one line to the audit log, if there is one.
-    pub fn audit(&self, entry: AuditEntry<'_>) {
-        let Some(log) = &self.config.audit else {
-            return;
-        };
-        log.record(&audit::Record {
-            time: audit::rfc3339(std::time::SystemTime::now()),
-            peer: self.peer.to_string(),
+    /// Who did `action` on `target`, for the audit log.
+    pub fn action<'a>(&'a self, action: &'a str, target: &'a str) -> audit::Action<'a> {
+        audit::Action {
+            peer: self.peer,
             identity: &self.identity,
-            action: entry.action,
-            target: entry.target,
-            code: entry.status.and_then(|s| s.code),
-            signal: entry.status.and_then(|s| s.signal),
-            timed_out: entry.status.is_some_and(|s| s.timed_out),
-            outcome: entry.outcome,
-            duration_ms: entry.duration.as_millis() as u64,
-            bytes_in: entry.bytes_in,
-            bytes_out: entry.bytes_out,
-        });
+            action,
+            target,
+        }
+    }
+
+    /// Records that an action starts, before it does; refuses it when the
+    /// audit log cannot say so. The id (0 without an audit log) is for
+    /// [`Session::audit_end`].
+    pub fn audit_start(&self, action: audit::Action<'_>) -> Result<u64, Refusal> {
+        match &self.config.audit {
+            None => Ok(0),
+            Some(log) => log.start(&action).map_err(|_| Refusal::AuditBroken),
+        }
+    }
+
+    /// Records how action `id` ended.
+    pub fn audit_end(&self, id: u64, action: audit::Action<'_>, ending: audit::Ending<'_>) {
+        if let Some(log) = &self.config.audit {
+            log.end(id, &action, &ending);
+        }
+    }
+
+    /// Records an action refused before it started.
+    pub fn audit_refused(&self, action: audit::Action<'_>) {
+        if let Some(log) = &self.config.audit {
+            log.refused(&action);
+        }
     }
 
     /// Refuses new activity once the audit log cannot be written.

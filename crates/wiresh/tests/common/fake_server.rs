@@ -190,6 +190,7 @@ async fn fake_session(
                     signal: None,
                     duration_ms: 1,
                     timed_out: false,
+                    shutdown: false,
                 })),
                 Frame::with_body(Message::Pong, &b"after exit"[..]),
             ],
