@@ -735,3 +735,195 @@ async fn exec_legacy_exits_255_when_the_answer_is_broken() {
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+// ---- The legacy listener follows the server's rules ----
+
+/// `wiresh serve --legacy-listen` with more flags, and its legacy address.
+fn start_binary_with_legacy_and(args: &[&str]) -> (common::Server, SocketAddr) {
+    let all = [&["--legacy-listen", "127.0.0.1:0"], args].concat();
+    let server = common::Server::start_with(&all);
+    let addr = server
+        .banner
+        .iter()
+        .find_map(|line| line.split("legacy protocol (no authentication) on ").nth(1))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no legacy address in the banner {:?}", server.banner));
+    (server, addr)
+}
+
+/// `--max-commands` counts the legacy listener's commands with the wiresh
+/// listener's: over the limit, a legacy command is not run and its answer
+/// says why; a wiresh command meanwhile gets `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_commands_share_the_servers_command_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mark = dir.path().join("second-ran");
+    let (server, addr) = start_binary_with_legacy_and(&["--max-commands", "1"]);
+    // The first command holds the only slot until the test writes the fifo.
+    let mut first = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let blocking = format!("read line < {}; echo \"first $line\"", fifo.display());
+    let first_run = tokio::spawn(async move {
+        let mut out = Vec::new();
+        first.run(&blocking, &mut out).await.map(|_| out)
+    });
+    // Once the command reads the fifo, it is running: open it for writing.
+    let writer = tokio::task::spawn_blocking({
+        let fifo = fifo.clone();
+        move || std::fs::OpenOptions::new().write(true).open(fifo).unwrap()
+    });
+    let mut writer = timeout(BOUND, writer).await.unwrap().unwrap();
+
+    let mut second = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    second
+        .run(&format!("touch {}", mark.display()), &mut out)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.contains("limit of 1 commands"), "{answer}");
+    assert!(!mark.exists(), "a command over the limit ran");
+    let mut conn = server.connect().await;
+    let busy = common::sh(&mut conn, "true").await;
+    assert!(
+        matches!(
+            busy.result,
+            Err(wiresh::client::ClientError::Remote {
+                code: wiresh_proto::ErrorCode::Busy,
+                ..
+            })
+        ),
+        "{:?}",
+        busy.result
+    );
+
+    use std::io::Write;
+    writeln!(writer, "done").unwrap();
+    drop(writer);
+    let out = timeout(BOUND, first_run).await.unwrap().unwrap().unwrap();
+    assert_eq!(out, b"first done\n");
+}
+
+/// The legacy protocol runs every command with a shell: a server whose
+/// policy restricts programs refuses to serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_listen_refuses_a_policy_that_restricts_programs() {
+    let home = tempfile::tempdir().unwrap();
+    let policy = home.path().join("policy.json");
+    std::fs::write(&policy, r#"{"allow_shell": false}"#).unwrap();
+    let out = timeout(
+        BOUND,
+        Command::new(common::BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--legacy-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--policy")
+            .arg(&policy)
+            .env("WIRESH_HOME", home.path())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("wiresh serve did not exit")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--legacy-listen") && stderr.contains("policy"),
+        "{stderr}"
+    );
+}
+
+/// Every legacy command is in the audit log, with the peer and the local
+/// user that owns the peer's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_commands_are_audited_with_the_local_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let (_server, addr) = start_binary_with_legacy_and(&["--audit-log", log.to_str().unwrap()]);
+    let mut client = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    client.run("exit 4", &mut out).await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["event"], "start");
+    assert_eq!(lines[1]["event"], "end");
+    assert_eq!(lines[1]["target"], "exit 4");
+    assert_eq!(lines[1]["code"], 4);
+    let uid = nix::unistd::geteuid().as_raw();
+    assert_eq!(lines[1]["identity"], format!("legacy:uid={uid}"));
+    assert!(lines[1]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+/// What a peer running as user `nobody` gets from the legacy listener:
+/// the answer to `echo hi`, or nothing if it is turned away.
+async fn answer_as_nobody(addr: SocketAddr) -> Vec<u8> {
+    let nobody = wiresh::privilege::Account::lookup("nobody").expect("a nobody user");
+    let script = "import socket, sys\n\
+                  s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
+                  s.sendall(b'echo hi')\n\
+                  data = b''\n\
+                  while True:\n\
+                  \x20   chunk = s.recv(4096)\n\
+                  \x20   if not chunk: break\n\
+                  \x20   data += chunk\n\
+                  \x20   if data.endswith(b'hi\\n'): break\n\
+                  sys.stdout.buffer.write(data)\n";
+    let out = timeout(
+        BOUND,
+        python3()
+            .args([
+                "-c",
+                script,
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+            ])
+            .uid(nobody.uid())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("the peer did not finish")
+    .unwrap();
+    out.stdout
+}
+
+/// By default only the user commands run as may use the legacy listener;
+/// `--legacy-any-user` lets every local user in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_listener_admits_only_its_own_user_by_default() {
+    if !wiresh::privilege::is_root() {
+        eprintln!("skipped: running a peer as another user needs root");
+        return;
+    }
+    let (server, addr) = start_binary_with_legacy_and(&[]);
+    let answer = answer_as_nobody(addr).await;
+    assert!(answer.is_empty(), "another user got an answer: {answer:?}");
+    server.wait_for_log("not to uid").await;
+    // The server's own user still gets in.
+    let mut client = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    client.run("echo mine", &mut out).await.unwrap();
+    assert_eq!(out, b"mine\n");
+
+    let (_open, addr) = start_binary_with_legacy_and(&["--legacy-any-user"]);
+    let answer = answer_as_nobody(addr).await;
+    assert!(answer.ends_with(b"hi\n"), "{answer:?}");
+}

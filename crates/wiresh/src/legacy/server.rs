@@ -38,10 +38,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 
+use super::peer::loopback_peer_uid;
 use super::socket::set_keepalive;
-use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::home::hex;
 use crate::listener::{ConnLog, End};
+use crate::server::audit::{Action, AuditLog, Ending};
 use crate::server::{defaults, ServerConfig};
 
 /// The `filename` the server puts in every reply header. The original sent
@@ -86,6 +88,15 @@ pub struct LegacyServerConfig {
     /// On shutdown, how long a running command may go on before its process
     /// group is killed (its reply, with what it printed so far, is still sent).
     pub shutdown_grace: Duration,
+    /// The commands running at once (shared with the wiresh listener); a
+    /// command over the limit is not run, and its reply says so.
+    pub commands: CommandSlots,
+    /// Where every command is recorded, as on the wiresh listener.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Admit only local peers whose socket belongs to the user commands run
+    /// as (or to root); others are closed. Remote peers (possible only with
+    /// `--legacy-allow-insecure-remote`) cannot be told apart and are let in.
+    pub same_user_only: bool,
 }
 
 impl Default for LegacyServerConfig {
@@ -99,6 +110,9 @@ impl Default for LegacyServerConfig {
             kill_grace: defaults::KILL_GRACE,
             spool_threshold: defaults::LEGACY_SPOOL_THRESHOLD,
             shutdown_grace: defaults::SHUTDOWN_GRACE,
+            commands: CommandSlots::new(defaults::MAX_COMMANDS),
+            audit: None,
+            same_user_only: true,
         }
     }
 }
@@ -113,6 +127,8 @@ impl LegacyServerConfig {
             idle_timeout: server.idle_timeout,
             kill_grace: server.kill_grace,
             shutdown_grace: server.shutdown_grace,
+            commands: server.commands.clone(),
+            audit: server.audit.clone(),
             ..LegacyServerConfig::default()
         }
     }
@@ -163,6 +179,8 @@ struct Conn {
     peer: SocketAddr,
     config: Arc<LegacyServerConfig>,
     shutdown: CancellationToken,
+    /// Who the peer is, for the audit log: `legacy:uid=N` when known.
+    identity: String,
     /// Bytes the client sent while a command ran (a client that does not
     /// wait for the answer): the original would `recv` them as the next
     /// command, and so does this server.
@@ -178,11 +196,37 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let log = ConnLog::new("legacy connection", peer);
+    let uid = match socket.local_addr() {
+        Ok(local) if peer.ip().to_canonical().is_loopback() => {
+            tokio::task::spawn_blocking(move || loopback_peer_uid(local, peer))
+                .await
+                .ok()
+                .flatten()
+        }
+        _ => None,
+    };
+    if config.same_user_only && peer.ip().to_canonical().is_loopback() {
+        let own = nix::unistd::geteuid().as_raw();
+        if !matches!(uid, Some(u) if u == own || u == 0) {
+            let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
+            let end = End::Error(format!(
+                "refused: the peer's socket belongs to {who}, not to uid {own} that commands run as \
+                 (serve --legacy-any-user admits every local user)"
+            ));
+            log.ended(&end, 0);
+            return;
+        }
+    }
+    let identity = match uid {
+        Some(uid) => format!("legacy:uid={uid}"),
+        None => "legacy".to_string(),
+    };
     let mut conn = Conn {
         socket,
         peer,
         config,
         shutdown,
+        identity,
         pending: Vec::new(),
         commands: 0,
     };
@@ -261,19 +305,59 @@ impl Conn {
     /// must close (the client went away); the process group is killed then.
     async fn run_command(&mut self, command: &str) -> Result<Reply, End> {
         let config = self.config.clone();
-        let mut output = Output::new(config.spool_threshold);
+        let output = Output::new(config.spool_threshold);
+        // The protocol has no error message: a command that is not run gets
+        // a reply whose stderr part says why, as the shell would complain.
+        let not_run = |output: Output, why: String| async move {
+            output
+                .finish(Some(why))
+                .await
+                .map_err(|e| End::Error(format!("cannot build the reply: {e}")))
+        };
+        let Some(_slot) = config.commands.try_take() else {
+            let limit = config.commands.limit();
+            info!(peer = %self.peer, command, "legacy command refused: busy");
+            let why =
+                format!("the server is running its limit of {limit} commands; try again later");
+            return not_run(output, why).await;
+        };
+        let action = Action {
+            peer: self.peer,
+            identity: &self.identity,
+            action: "exec",
+            target: command,
+        };
+        let audit_id = match &config.audit {
+            None => 0,
+            Some(log) => match log.start(&action) {
+                Ok(id) => id,
+                Err(_) => {
+                    let why = "the server cannot write its audit log, so it runs nothing; \
+                               tell its operator";
+                    return not_run(output, why.to_string()).await;
+                }
+            },
+        };
+        let audit_end = |outcome, status: Option<exec::Status>, duration| {
+            if let Some(log) = &config.audit {
+                let ending = Ending {
+                    outcome,
+                    code: status.and_then(|s| s.code),
+                    signal: status.and_then(|s| s.signal),
+                    duration,
+                    ..Ending::default()
+                };
+                log.end(audit_id, &action, &ending);
+            }
+        };
         let spawned = match exec::spawn_group(&Spec::shell(command), command) {
             Ok(s) => s,
             Err(e) => {
-                // The shell would have printed its own complaint; say ours
-                // the same way, on the stderr part of the payload.
-                let why = format!("cannot run the command: {e}");
-                return output
-                    .finish(Some(why))
-                    .await
-                    .map_err(|e| End::Error(format!("cannot build the reply: {e}")));
+                audit_end("not started", None, Duration::ZERO);
+                return not_run(output, format!("cannot run the command: {e}")).await;
             }
         };
+        let mut output = output;
         let deadlines = Deadlines {
             timeout: config.command_timeout,
             shutdown_grace: config.shutdown_grace,
@@ -313,12 +397,18 @@ impl Conn {
                 // client that goes away takes its command with it.
                 read = self.socket.read(&mut watch_buf[..MAX_COMMAND_LEN - self.pending.len()]), if watching => {
                     match read {
-                        Ok(0) => return Err(End::Error(format!(
-                            "client disconnected during `{command}`; its process group was killed"
-                        ))),
-                        Err(e) => return Err(End::Error(format!(
-                            "connection lost during `{command}` ({e}); its process group was killed"
-                        ))),
+                        Ok(0) => {
+                            audit_end("aborted", None, supervisor.elapsed());
+                            return Err(End::Error(format!(
+                                "client disconnected during `{command}`; its process group was killed"
+                            )));
+                        }
+                        Err(e) => {
+                            audit_end("aborted", None, supervisor.elapsed());
+                            return Err(End::Error(format!(
+                                "connection lost during `{command}` ({e}); its process group was killed"
+                            )));
+                        }
                         Ok(n) => self.pending.extend_from_slice(&watch_buf[..n]),
                     }
                 }
@@ -331,8 +421,10 @@ impl Conn {
             KillReason::Other(why) => why.clone(),
             other => format!("{other}; the command's process group was killed"),
         });
+        let duration = supervisor.elapsed();
         // Whatever the command left behind in its group ends with it.
-        supervisor.finish();
+        let status = supervisor.finish();
+        audit_end("finished", Some(status), duration);
         output
             .finish(ended_early)
             .await

@@ -10,6 +10,7 @@ use super::admission::StartupLimits;
 use super::audit::AuditLog;
 use super::policy::Policy;
 use crate::addr::Network;
+use crate::exec::CommandSlots;
 
 /// The default of every server setting, written once: the `serve` flags,
 /// [`ServerConfig::new`] and the legacy listener's configuration all read
@@ -71,9 +72,9 @@ pub struct ServerConfig {
     /// Networks exempt from the per-address limits: the authenticating
     /// connections cap and the penalty after failed authentications.
     pub exempt: Vec<Network>,
-    /// Most commands running at once over all connections; more are
-    /// refused with `busy`.
-    pub max_commands: usize,
+    /// The commands running at once over all connections (and the legacy
+    /// listener's); more are refused with `busy`.
+    pub commands: CommandSlots,
     /// Time a client has to send the preamble and authenticate.
     pub handshake_timeout: Duration,
     /// An idle connection (no command running) is closed after this long.
@@ -115,7 +116,7 @@ impl ServerConfig {
             max_startups: defaults::MAX_STARTUPS,
             max_startups_per_address: defaults::MAX_STARTUPS_PER_ADDRESS,
             exempt: Vec::new(),
-            max_commands: defaults::MAX_COMMANDS,
+            commands: CommandSlots::new(defaults::MAX_COMMANDS),
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
             frame_timeout: defaults::FRAME_TIMEOUT,

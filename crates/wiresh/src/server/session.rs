@@ -19,6 +19,7 @@ use super::config::ServerConfig;
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
 use crate::conn::{FrameConn, RecvError};
+use crate::exec::CommandSlots;
 use crate::listener::End;
 
 /// What all connections of a server share while it runs.
@@ -30,8 +31,9 @@ pub(super) struct Shared {
     pub startups: Arc<Startups>,
     /// Places for authenticated connections (`max_connections`).
     connections: Arc<Semaphore>,
-    /// Slots for running commands (`max_commands`).
-    commands: Arc<Semaphore>,
+    /// Slots for running commands (`max_commands`), shared with the legacy
+    /// listener.
+    commands: CommandSlots,
     /// Refusals answered at once: telling a peer why costs a little (a TLS
     /// handshake), so a flood gets at most this many answers at a time.
     pub refusals: Arc<Semaphore>,
@@ -52,7 +54,7 @@ impl Shared {
                 config.exempt.clone(),
             ),
             connections: Arc::new(Semaphore::new(config.max_connections)),
-            commands: Arc::new(Semaphore::new(config.max_commands)),
+            commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             tls: config.tls.clone(),
         }
@@ -126,9 +128,8 @@ impl Session {
     pub fn command_slot(&self) -> Result<OwnedSemaphorePermit, Refusal> {
         self.shared
             .commands
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Busy(self.config.max_commands))
+            .try_take()
+            .ok_or(Refusal::Busy(self.shared.commands.limit()))
     }
 
     /// Queues a frame behind the output already queued; a connection whose

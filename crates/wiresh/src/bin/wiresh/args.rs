@@ -214,6 +214,11 @@ pub struct ServeArgs {
     /// it can run any command as this user: only on a network you trust.
     #[arg(long, requires = "legacy_listen")]
     pub legacy_allow_insecure_remote: bool,
+    /// Let every local user use --legacy-listen. By default only the user
+    /// the server runs commands as (and root) may: the kernel tells which
+    /// user owns a loopback peer's socket.
+    #[arg(long, requires = "legacy_listen")]
+    pub legacy_any_user: bool,
 }
 
 #[derive(Args)]

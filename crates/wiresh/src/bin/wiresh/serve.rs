@@ -55,7 +55,7 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
     );
     server.max_startups_per_address = args.max_startups_per_address;
     server.exempt = args.exempt;
-    server.max_commands = args.max_commands;
+    server.commands = wiresh::exec::CommandSlots::new(args.max_commands);
     server.command_timeout = args.command_timeout.map(|d| d.0);
     server.idle_timeout = args.idle_timeout.0;
     server.frame_timeout = args.frame_timeout.0;
@@ -98,8 +98,16 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
     let legacy = match args.legacy_listen {
         Some(addr) => {
             check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
-            // The legacy listener shares the operator's limits.
-            Some((addr, LegacyServerConfig::sharing(&server)))
+            anyhow::ensure!(
+                !server.policy.restricts_programs(),
+                "--legacy-listen cannot be used with a --policy that restricts programs: the \
+                 legacy protocol runs every command with a shell. Remove one of the two"
+            );
+            // The legacy listener shares the operator's limits, command
+            // budget and audit log.
+            let mut legacy = LegacyServerConfig::sharing(&server);
+            legacy.same_user_only = !args.legacy_any_user;
+            Some((addr, legacy))
         }
         None => None,
     };
