@@ -42,6 +42,17 @@ pub struct DaemonConfig {
     pub run_as: Option<Account>,
 }
 
+/// Lifts the soft open-file limit to the hard one (each connection and each
+/// running command hold descriptors) and returns the limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 /// SIGINT and SIGTERM, listened for from start-up (before the readiness
 /// line), so that each delivery is seen exactly once.
 struct ShutdownSignals {

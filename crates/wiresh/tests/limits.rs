@@ -115,3 +115,43 @@ async fn header_limit_is_configurable() {
     c.expect_error(ErrorCode::FrameTooLarge).await;
     c.expect_closed().await;
 }
+
+/// With a low open-file limit, the server says at start that its limits
+/// cannot be met and lowers them, so that commands past what the
+/// descriptors allow are refused with `busy`, never `spawn_failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_lowers_the_limits_instead_of_failing_commands() {
+    // Enough that their sockets and each command's pipes overflow 256
+    // descriptors (and fewer than the 89 connections 256 allows).
+    const CLIENTS: usize = 85;
+    let server = Server::start_with_open_files(256, &["--max-connections", "2000"]);
+    server.wait_for_log("the open-file limit is 256").await;
+    // Connected one after another (the lowered budget of connections
+    // authenticating is small), then all run a command at once.
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        conns.push(server.connect().await);
+    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut conn| {
+            tokio::spawn(async move { run(&mut conn, ExecRequest::shell("sleep 2"), None).await })
+        })
+        .collect();
+    let (mut ran, mut busy) = (0, 0);
+    for task in tasks {
+        match bounded("a client", task).await.unwrap().result {
+            Ok(_) => ran += 1,
+            Err(ClientError::Remote {
+                code: ErrorCode::Busy,
+                ..
+            }) => busy += 1,
+            Err(e) => panic!("a command failed other than with busy: {e}"),
+        }
+    }
+    assert!(ran > 0, "nothing ran");
+    assert!(
+        busy > 0,
+        "{ran} commands ran at once within 256 descriptors"
+    );
+}

@@ -80,7 +80,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 ..Ending::default()
             };
             session.audit_end(audit_id, session.action("exec", &what), ending);
-            Err(Refusal::from(e))
+            Err(Refusal::not_started(e))
         }
         Ok((slot, audit_id, Ok(spawned))) => Ok((slot, audit_id, spawned)),
         Err(refusal) => Err(refusal),

@@ -142,3 +142,80 @@ impl ServerConfig {
         features.into_iter().map(String::from).collect()
     }
 }
+
+/// How many connections and commands a server takes on, and what that
+/// costs in open files: checked against the process's open-file limit at
+/// start, so that a server refuses with `busy` or `too_many_connections`
+/// instead of failing to start commands when descriptors run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Authenticated connections (one descriptor each).
+    pub max_connections: usize,
+    /// Connections authenticating (one each, up to `full`).
+    pub max_startups: StartupLimits,
+    /// Running commands (a few each: pipes and a process handle).
+    pub max_commands: usize,
+}
+
+impl Capacity {
+    /// Descriptors the server keeps for itself: listeners, logs, the
+    /// runtime, a spool file or two.
+    pub const RESERVED: u64 = 64;
+    /// Descriptors one running command holds: three pipes and a pidfd.
+    pub const PER_COMMAND: u64 = 4;
+
+    /// Descriptors this capacity may need at once.
+    pub fn descriptors(&self) -> u64 {
+        Self::RESERVED
+            + self.max_connections as u64
+            + self.max_startups.full as u64
+            + Self::PER_COMMAND * self.max_commands as u64
+    }
+
+    /// This capacity, scaled down (all parts alike) to what `open_files`
+    /// descriptors allow; `None` when it fits already.
+    pub fn fit(&self, open_files: u64) -> Option<Capacity> {
+        let need = self.descriptors();
+        if need <= open_files {
+            return None;
+        }
+        let budget = open_files.saturating_sub(Self::RESERVED);
+        let scale = |n: usize| ((n as u64 * budget / (need - Self::RESERVED)) as usize).max(1);
+        let full = scale(self.max_startups.full);
+        Some(Capacity {
+            max_connections: scale(self.max_connections),
+            max_startups: StartupLimits {
+                start: scale(self.max_startups.start).min(full),
+                rate: self.max_startups.rate,
+                full,
+            },
+            max_commands: scale(self.max_commands),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_fits_the_open_file_limit() {
+        let defaults = Capacity {
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_startups: defaults::MAX_STARTUPS,
+            max_commands: defaults::MAX_COMMANDS,
+        };
+        assert_eq!(defaults.fit(1 << 20), None);
+        let wanted = Capacity {
+            max_connections: 2000,
+            ..defaults
+        };
+        let fitted = wanted
+            .fit(256)
+            .expect("2000 connections do not fit in 256 files");
+        assert!(fitted.descriptors() <= 256, "{fitted:?}");
+        assert!(fitted.max_commands >= 1 && fitted.max_connections >= 1);
+        assert!(fitted.max_startups.start <= fitted.max_startups.full);
+        assert!(fitted.max_connections > fitted.max_commands, "{fitted:?}");
+    }
+}

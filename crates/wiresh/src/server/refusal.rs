@@ -20,12 +20,18 @@ pub enum Refusal {
     /// The server runs as many commands as it may.
     #[error("the server is running its limit of {0} commands; try again later")]
     Busy(usize),
+    /// The server has no file descriptors left to start a command with.
+    #[error(
+        "the server has run out of file descriptors and cannot start the command now; try again \
+         later (its operator can raise the open-file limit or lower --max-commands)"
+    )]
+    OutOfDescriptors,
     /// The audit log cannot be written, so nothing may run.
     #[error("the server cannot write its audit log, so it runs nothing; tell its operator")]
     AuditBroken,
     /// The program could not be started.
     #[error(transparent)]
-    NotStarted(#[from] SpawnError),
+    NotStarted(SpawnError),
     /// File transfer is off on this server.
     #[error("file transfer is off on this server (start it with --files-root DIR)")]
     FilesDisabled,
@@ -54,7 +60,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => ErrorCode::BadRequest,
             Refusal::Forbidden(_) => ErrorCode::Forbidden,
-            Refusal::Busy(_) => ErrorCode::Busy,
+            Refusal::Busy(_) | Refusal::OutOfDescriptors => ErrorCode::Busy,
             Refusal::AuditBroken => ErrorCode::Internal,
             Refusal::NotStarted(_) => ErrorCode::SpawnFailed,
             Refusal::FilesDisabled => ErrorCode::FilesDisabled,
@@ -73,6 +79,20 @@ impl Refusal {
         }
     }
 
+    /// The refusal for a command that could not be started: `busy` when the
+    /// server is out of descriptors (a passing shortage, not the
+    /// program's fault), `spawn_failed` otherwise.
+    pub fn not_started(e: SpawnError) -> Refusal {
+        let out_of_descriptors = matches!(
+            e.source.raw_os_error(),
+            Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
+        );
+        match out_of_descriptors {
+            true => Refusal::OutOfDescriptors,
+            false => Refusal::NotStarted(e),
+        }
+    }
+
     /// The `error` frame that tells the client.
     pub fn frame(&self) -> Frame {
         Frame::new(Message::error(self.code(), self.to_string()))
@@ -82,6 +102,26 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_busy_not_a_failed_program() {
+        let spawn = |errno| SpawnError {
+            what: "x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(
+            Refusal::not_started(spawn(nix::libc::EMFILE)).code(),
+            ErrorCode::Busy
+        );
+        assert_eq!(
+            Refusal::not_started(spawn(nix::libc::ENFILE)).code(),
+            ErrorCode::Busy
+        );
+        assert_eq!(
+            Refusal::not_started(spawn(nix::libc::ENOENT)).code(),
+            ErrorCode::SpawnFailed
+        );
+    }
 
     #[test]
     fn io_errors_tell_missing_files_apart() {

@@ -126,8 +126,26 @@ impl Server {
 
     /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with nothing added.
     pub fn start_exactly(args: &[&str]) -> Server {
+        Server::start_in(std::process::Command::new(BIN), args)
+    }
+
+    /// Starts a server (plaintext allowed, as [`Server::start_with`]) whose
+    /// open-file limit, soft and hard, is `files`.
+    pub fn start_with_open_files(files: u64, args: &[&str]) -> Server {
+        let mut sh = std::process::Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            BIN,
+        ]);
+        Server::start_in(sh, &[&["--allow-plaintext"], args].concat())
+    }
+
+    /// Starts `program serve --listen 127.0.0.1:0 ARGS...`, where `program`
+    /// runs the binary under test.
+    fn start_in(mut program: std::process::Command, args: &[&str]) -> Server {
         let home = tempfile::tempdir().expect("cannot create a temporary WIRESH_HOME");
-        let mut child = std::process::Command::new(BIN)
+        let mut child = program
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("WIRESH_HOME", home.path())

@@ -10,6 +10,7 @@ use wiresh::daemon::{self, DaemonConfig};
 use wiresh::legacy::{check_legacy_bind, LegacyServerConfig};
 use wiresh::privilege::{self, Account};
 use wiresh::server::audit::AuditLog;
+use wiresh::server::config::Capacity;
 use wiresh::server::policy::Policy;
 use wiresh::server::ServerConfig;
 use wiresh::tls::ServerIdentity;
@@ -21,7 +22,6 @@ use crate::args::ServeArgs;
 pub fn run(args: ServeArgs) -> Result<()> {
     init_logging();
     let config = configure(args)?;
-    raise_fd_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,15 +47,40 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         info!("created a new token in {}", token_path.display());
     }
     let mut server = ServerConfig::new(token);
-    server.max_connections = args.max_connections;
-    server.max_startups = args.max_startups;
     anyhow::ensure!(
         args.max_startups_per_address > 0,
         "--max-startups-per-address must be at least 1"
     );
+    let wanted = Capacity {
+        max_connections: args.max_connections,
+        max_startups: args.max_startups,
+        max_commands: args.max_commands,
+    };
+    let capacity =
+        match daemon::raise_open_file_limit().and_then(|files| Some((files, wanted.fit(files)?))) {
+            Some((files, fitted)) => {
+                warn!(
+                    "the open-file limit is {files}, but {} connections, {} authenticating and {} \
+                 commands could need {} descriptors: serving {} connections, {} authenticating \
+                 and {} commands instead. Raise the limit (ulimit -n, or LimitNOFILE= in a \
+                 systemd unit) to serve more",
+                    wanted.max_connections,
+                    wanted.max_startups.full,
+                    wanted.max_commands,
+                    wanted.descriptors(),
+                    fitted.max_connections,
+                    fitted.max_startups.full,
+                    fitted.max_commands,
+                );
+                fitted
+            }
+            None => wanted,
+        };
+    server.max_connections = capacity.max_connections;
+    server.max_startups = capacity.max_startups;
+    server.commands = wiresh::exec::CommandSlots::new(capacity.max_commands);
     server.max_startups_per_address = args.max_startups_per_address;
     server.exempt = args.exempt;
-    server.commands = wiresh::exec::CommandSlots::new(args.max_commands);
     server.command_timeout = args.command_timeout.map(|d| d.0);
     server.idle_timeout = args.idle_timeout.0;
     server.frame_timeout = args.frame_timeout.0;
@@ -143,15 +168,4 @@ fn init_logging() {
         .with_max_level(level)
         .with_target(false)
         .init();
-}
-
-/// Lifts the soft open-file limit to the hard one: each connection and each
-/// running command hold several descriptors.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
 }
