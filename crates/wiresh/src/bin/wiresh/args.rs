@@ -9,14 +9,24 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use clap::{Args, Parser, Subcommand};
 use wiresh::server::defaults;
-use wiresh_proto::Limits;
+use wiresh_proto::{Limits, PROTOCOL_VERSION};
+
+/// What `--version` says: the program's version and the protocol it speaks.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (protocol {PROTOCOL_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+});
 
 /// Run commands on another machine over TCP, with their stdout, stderr and
 /// exit status kept apart and streamed as they are produced.
 #[derive(Parser)]
-#[command(name = "wiresh", version, about, long_about = None)]
+#[command(name = "wiresh", version = VERSION.as_str(), about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +61,25 @@ pub enum Command {
     /// Local names come from the paths you give, never from the server. Each
     /// file is checked with BLAKE3 and renamed into place only when complete.
     Get(GetArgs),
+    /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per subcommand with --dir.
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    /// Write wiresh.1 and wiresh-SUBCOMMAND.1 into this directory instead
+    /// of printing wiresh.1 (e.g. /usr/local/share/man/man1).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// A duration on the command line: `30s`, `500ms`, `5m`, `1h`, `1h 30m`,

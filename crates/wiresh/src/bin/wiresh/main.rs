@@ -3,10 +3,12 @@
 //!
 //! - `args`: every flag and its help;
 //! - `serve`: flags → the daemon's configuration, then the daemon;
-//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`.
+//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
+//! - `help`: completion scripts and manual pages from the same definition.
 
 mod args;
 mod client;
+mod help;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,6 +26,11 @@ fn main() -> ExitCode {
         Command::Shell(args) => (client::shell(args), exit::CLIENT_FAILURE),
         Command::Put(args) => (client::put(args), exit::CLIENT_FAILURE),
         Command::Get(args) => (client::get(args), exit::CLIENT_FAILURE),
+        Command::Completions(args) => (
+            help::completions(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
+        Command::Man(args) => (help::man(args).map(|()| exit::SUCCESS), exit::LOCAL_FAILED),
     };
     let code = outcome.unwrap_or_else(|e| {
         eprintln!("wiresh: {e:#}");
