@@ -15,6 +15,8 @@
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
+//! - [`keys`]: client keys (`wiresh keygen`), presented with TLS client
+//!   authentication and known to the server by fingerprint.
 //! - [`error`]: the error of setting up (files, flags, sockets).
 //! - [`exit`]: the exit statuses of the `wiresh` command.
 //! - `fileio`: partial files, hashing and publishing for transfers.
@@ -40,6 +42,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod home;
+pub mod keys;
 pub mod legacy;
 pub mod privilege;
 pub mod server;

@@ -22,12 +22,13 @@ use sha2::{Digest, Sha256};
 
 use crate::error::SetupError;
 use crate::home::{append_private_file, check_private, create_private_file, hex};
+use crate::keys::{AnyClientCert, ClientKey};
 
 /// The name the server's certificate is issued to, and the name the client
 /// asks for (only the pinned fingerprint is checked, never the name).
 const SERVER_NAME: &str = "wiresh";
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -50,9 +51,19 @@ impl ServerIdentity {
     /// Loads `server.key` and `server.crt` from `dir`, creating them (key
     /// mode 600) on first use. A key readable by others is refused.
     pub fn load_or_create(dir: &Path) -> Result<ServerIdentity, SetupError> {
+        ServerIdentity::open(dir, true)
+    }
+
+    /// Loads `server.key` and `server.crt` from `dir`, which must exist
+    /// (for `serve --check`, which creates nothing).
+    pub fn load(dir: &Path) -> Result<ServerIdentity, SetupError> {
+        ServerIdentity::open(dir, false)
+    }
+
+    fn open(dir: &Path, create: bool) -> Result<ServerIdentity, SetupError> {
         let key_path = dir.join("server.key");
         let cert_path = dir.join("server.crt");
-        let created = !key_path.exists();
+        let created = create && !key_path.exists();
         if created {
             create_identity(&key_path, &cert_path)?;
         }
@@ -69,7 +80,8 @@ impl ServerIdentity {
         let fingerprint = fingerprint(&cert);
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            // Client keys are checked at the `auth` step (crate::keys).
+            .with_client_cert_verifier(Arc::new(AnyClientCert::new(provider())))
             .with_single_cert(vec![cert], key)
             .map_err(|e| SetupError::Invalid {
                 what: KEY,
@@ -136,6 +148,8 @@ pub struct Pinning {
     pub known_hosts: PathBuf,
     /// A fingerprint given by the user, which overrides `known_hosts`.
     pub fingerprint: Option<String>,
+    /// The client's own key, presented with TLS client authentication.
+    pub client_key: Option<Arc<ClientKey>>,
 }
 
 /// The outcome of a handshake, for the caller to act on.
@@ -164,11 +178,17 @@ impl Pinning {
             seen: Mutex::new(None),
             provider: provider(),
         });
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier.clone());
+        let config = match &self.client_key {
+            Some(key) => {
+                let (chain, key) = key.for_rustls();
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
         Ok((
             Arc::new(config),
             PinCheck {

@@ -15,10 +15,11 @@ use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::{
-    ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError, PREAMBLE_LEN,
-    PROTOCOL_VERSION,
+    ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError, Secret,
+    PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
+use super::clients::{self, AuthMode, AuthorizedClient};
 use super::config::ServerConfig;
 use super::session::{Session, Shared};
 use super::throttle::FAILURE_DELAY;
@@ -26,6 +27,7 @@ use super::{command, files};
 use crate::auth::{token_id, token_matches};
 use crate::conn::{FrameConn, RecvError};
 use crate::listener::{ConnLog, End};
+use crate::tls::fingerprint;
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -54,17 +56,27 @@ pub(super) async fn serve(
             return;
         }
     }
-    let accepted = Accepted {
+    let mut accepted = Accepted {
         peer,
         config: config.clone(),
         shared,
         shutdown,
+        client_key: None,
     };
     match (&config.tls, first[0]) {
         (Some(tls), TLS_HANDSHAKE) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             match time::timeout(limit, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => accepted.serve(stream).await,
+                Ok(Ok(stream)) => {
+                    // TLS checked that the client holds this certificate's key.
+                    accepted.client_key = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|cert| fingerprint(cert));
+                    accepted.serve(stream).await
+                }
                 Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => info!(%peer, "TLS handshake not completed within {limit:?}"),
             }
@@ -90,6 +102,8 @@ struct Accepted {
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    /// The fingerprint of the client's TLS certificate, if it sent one.
+    client_key: Option<String>,
 }
 
 impl Accepted {
@@ -120,7 +134,7 @@ impl Accepted {
             self.shutdown,
             String::new(),
         );
-        let end = run(&mut session, preamble).await;
+        let end = run(&mut session, preamble, self.client_key.as_deref()).await;
         let commands = session.commands;
         // Let the writer deliver what is queued (such as a final error) and
         // close; a peer that reads nothing more is cut off.
@@ -155,7 +169,7 @@ async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn run(session: &mut Session, preamble: Preamble) -> End {
+async fn run(session: &mut Session, preamble: Preamble, client_key: Option<&str>) -> End {
     // The version check comes after the magic check, so the peer is known
     // to speak frames and can read an error frame.
     if preamble.version != PROTOCOL_VERSION {
@@ -168,7 +182,7 @@ async fn run(session: &mut Session, preamble: Preamble) -> End {
     if let Err(end) = greet(session).await {
         return end;
     }
-    if let Err(end) = authenticate(session).await {
+    if let Err(end) = authenticate(session, client_key).await {
         return end;
     }
     serve_requests(session).await
@@ -192,7 +206,7 @@ async fn greet(session: &Session) -> Result<(), End> {
         .map_err(|_| End::Error("connection lost before hello".into()))
 }
 
-async fn authenticate(session: &mut Session) -> Result<(), End> {
+async fn authenticate(session: &mut Session, client_key: Option<&str>) -> Result<(), End> {
     let peer = session.peer.ip();
     if let Err(wait) = session.shared.throttle.check(peer) {
         let message = format!(
@@ -213,36 +227,102 @@ async fn authenticate(session: &mut Session) -> Result<(), End> {
         }
         Err(e) => return Err(session.fail_recv(e, "before authentication").await),
     };
-    match frame.message {
-        Message::Auth { token } if token_matches(&session.config.token, &token) => {
-            session.conn.set_read_limits(session.config.limits);
-            session.identity = token_id(&token);
-            session
-                .conn
-                .send_control(Frame::new(Message::AuthOk))
-                .await
-                .map_err(|_| End::Error("connection lost during authentication".into()))
-        }
-        Message::Auth { .. } => {
-            // Logged without the token, by construction: Secret's Debug is redacted.
-            session.shared.throttle.failed(peer);
-            time::sleep(FAILURE_DELAY).await;
-            Err(session
+    let token = match frame.message {
+        Message::Auth { token } => token,
+        other => {
+            return Err(session
                 .fail(
-                    ErrorCode::AuthFailed,
-                    "authentication failed: wrong token (check --token-file or WIRESH_TOKEN)",
+                    ErrorCode::AuthRequired,
+                    format!(
+                        "the first frame must be `auth`, not `{}`",
+                        other.type_name()
+                    ),
                 )
                 .await)
         }
-        other => Err(session
-            .fail(
-                ErrorCode::AuthRequired,
-                format!(
-                    "the first frame must be `auth`, not `{}`",
-                    other.type_name()
-                ),
-            )
-            .await),
+    };
+    match check_credentials(&session.config, client_key, &token) {
+        Ok(Login::Key(client)) => {
+            session.identity = client.name.clone();
+            if let Some(own) = &client.policy {
+                // This connection's snapshot, with the client's narrower rules.
+                let mut config = ServerConfig::clone(&session.config);
+                config.policy = clients::narrow(&config.policy, own);
+                session.config = Arc::new(config);
+            }
+        }
+        Ok(Login::Token) => session.identity = token_id(&token),
+        Err(reason) => {
+            // Logged without the token, by construction: Secret's Debug is redacted.
+            session.shared.throttle.failed(peer);
+            time::sleep(FAILURE_DELAY).await;
+            let message = format!("authentication failed: {reason}");
+            return Err(session.fail(ErrorCode::AuthFailed, message).await);
+        }
+    }
+    info!(peer = %session.peer, client = %session.identity, key = client_key.unwrap_or("-"), "authenticated");
+    session.conn.set_read_limits(session.config.limits);
+    session
+        .conn
+        .send_control(Frame::new(Message::AuthOk))
+        .await
+        .map_err(|_| End::Error("connection lost during authentication".into()))
+}
+
+/// Who a client proved to be.
+enum Login {
+    /// An authorized client key.
+    Key(Arc<AuthorizedClient>),
+    /// The shared token.
+    Token,
+}
+
+/// Decides a login from the client's key (the fingerprint of its TLS
+/// certificate, if it sent one) and its token (empty if it sent none),
+/// under the server's mode. The error says what the client should do.
+fn check_credentials(
+    config: &ServerConfig,
+    client_key: Option<&str>,
+    token: &Secret,
+) -> Result<Login, String> {
+    let mode = config.auth;
+    let key = client_key.and_then(|fp| config.clients.get(fp));
+    // Compared in constant time, and only when one was sent.
+    let token_ok = !token.is_empty() && token_matches(&config.token, token);
+    let key_problem = || match client_key {
+        Some(fp) => format!(
+            "the client key {fp} is not authorized on this server; give that fingerprint \
+             (`wiresh keygen` printed it) to the server's operator, who adds it to \
+             authorized_clients and reloads the server"
+        ),
+        None => "this server needs a client key: run `wiresh keygen`, give the fingerprint it \
+                 prints to the server's operator, and connect over TLS (not --plaintext)"
+            .into(),
+    };
+    let token_problem = || {
+        if token.is_empty() {
+            "no token was sent (pass --token-file or set WIRESH_TOKEN)".to_string()
+        } else {
+            "wrong token (check --token-file or WIRESH_TOKEN)".to_string()
+        }
+    };
+    match (mode, key, token_ok) {
+        (AuthMode::Either | AuthMode::Key, Some(client), _) => Ok(Login::Key(client.clone())),
+        (AuthMode::Both, Some(client), true) => Ok(Login::Key(client.clone())),
+        (AuthMode::Either | AuthMode::Token, _, true) => Ok(Login::Token),
+        (AuthMode::Either, None, false) if client_key.is_some() && token.is_empty() => {
+            Err(key_problem())
+        }
+        (AuthMode::Either | AuthMode::Token, _, false) => Err(token_problem()),
+        (AuthMode::Key, None, _) => Err(key_problem()),
+        (AuthMode::Both, None, _) => Err(format!(
+            "this server needs both a client key and the token; {}",
+            key_problem()
+        )),
+        (AuthMode::Both, Some(_), false) => Err(format!(
+            "this server needs the token as well as the client key; {}",
+            token_problem()
+        )),
     }
 }
 

@@ -14,9 +14,11 @@
 //! - `command` and `files`: the two kinds of request;
 //! - `refusal`: requests turned down, mapped to their wire codes;
 //! - [`policy`], [`audit`], `throttle`: what may run, what is recorded, how
-//!   guessing tokens is slowed down.
+//!   guessing tokens is slowed down;
+//! - [`clients`]: the authorized client keys and the authentication mode.
 
 pub mod audit;
+pub mod clients;
 mod command;
 pub mod config;
 mod files;

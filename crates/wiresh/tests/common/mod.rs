@@ -32,7 +32,9 @@
 //! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
 //!   corrupts a transfer;
 //! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
-//!   lies to the client.
+//!   lies to the client;
+//! - [`keys`]: [`keys::KeyClient`], a client home with a key from the real
+//!   `wiresh keygen`, and authorized_clients files.
 //!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
@@ -44,6 +46,7 @@ pub mod disk;
 pub mod fake_server;
 pub mod file_requests;
 pub mod files;
+pub mod keys;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};

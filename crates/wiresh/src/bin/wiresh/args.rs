@@ -12,6 +12,7 @@ use std::time::Duration;
 use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand};
+use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
 use wiresh_proto::{Limits, PROTOCOL_VERSION};
 
@@ -61,10 +62,29 @@ pub enum Command {
     /// Local names come from the paths you give, never from the server. Each
     /// file is checked with BLAKE3 and renamed into place only when complete.
     Get(GetArgs),
+    /// Make a client key pair, so that a server can know this client by it
+    /// (like ssh-keygen).
+    ///
+    /// Writes the key (mode 600) and its certificate to $WIRESH_HOME/client.key
+    /// and client.crt, then prints the line to add to the server's
+    /// authorized_clients file: the key's fingerprint and a name.
+    Keygen(KeygenArgs),
     /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
     Man(ManArgs),
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Where to write the key; the certificate goes beside it, ending in
+    /// .crt. [default: $WIRESH_HOME/client.key]
+    #[arg(long, short = 'i', value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// The client's name in the line printed for authorized_clients.
+    /// [default: USER@HOSTNAME]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Args)]
@@ -202,6 +222,16 @@ pub struct ServeArgs {
     /// has no authentication, so only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR")]
     pub legacy_listen: Option<SocketAddr>,
+    /// Which proofs of identity to accept: `either` the token or an
+    /// authorized client key, only the `token`, only a `key`, or `both`
+    /// together.
+    #[arg(long, value_name = "MODE", default_value_t = AuthMode::default())]
+    pub auth: AuthMode,
+    /// The client keys that may log in: one line per client, its
+    /// fingerprint (from `wiresh keygen`), a name, and optionally a policy.
+    /// [default: $WIRESH_HOME/authorized_clients, if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub authorized_clients: Option<PathBuf>,
     /// Restrict what may run: a JSON file such as
     /// {"allow_shell": false, "allowed_programs": ["uptime"], "allow_files": false}.
     #[arg(long, value_name = "FILE")]
@@ -247,8 +277,12 @@ pub struct ConnectArgs {
     pub fingerprint: Option<String>,
     /// Connect without TLS: only to a server on loopback started with
     /// --allow-plaintext.
-    #[arg(long, conflicts_with = "fingerprint")]
+    #[arg(long, conflicts_with_all = ["fingerprint", "key"])]
     pub plaintext: bool,
+    /// Present this client key (made by `wiresh keygen`) to the server.
+    /// [default: $WIRESH_HOME/client.key, if it exists]
+    #[arg(long, short = 'i', value_name = "PATH")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args)]

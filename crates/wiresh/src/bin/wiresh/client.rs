@@ -2,13 +2,16 @@
 //! connection flags to an [`Endpoint`], then the library's client.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
 use wiresh::client::{self, copy::CopyFlags, transfer::TransferOptions};
 use wiresh::client::{Endpoint, Pinning, Security, Target};
+use wiresh::error::SetupError;
+use wiresh::keys::{self, ClientKey};
 use wiresh::{auth, exit, home};
-use wiresh_proto::{ExecRequest, DEFAULT_PORT};
+use wiresh_proto::{ExecRequest, Secret, DEFAULT_PORT};
 
 use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
 
@@ -16,7 +19,13 @@ impl ConnectArgs {
     /// The server, its token and how to protect the connection.
     fn endpoint(&self) -> Result<Endpoint> {
         let target = self.target()?;
-        let token = auth::client_token(self.token_file.as_deref())?;
+        let client_key = self.client_key()?;
+        let token = match auth::client_token(self.token_file.as_deref()) {
+            Ok(token) => token,
+            // A key alone is enough for a server that knows it.
+            Err(SetupError::NoToken { .. }) if client_key.is_some() => Secret::default(),
+            Err(e) => return Err(e.into()),
+        };
         let security = if self.plaintext {
             anyhow::ensure!(
                 target.is_loopback(),
@@ -28,6 +37,7 @@ impl ConnectArgs {
             Security::Tls(Pinning {
                 known_hosts: home::wiresh_home()?.join("known_hosts"),
                 fingerprint: self.fingerprint.clone(),
+                client_key,
             })
         };
         Ok(Endpoint {
@@ -35,6 +45,25 @@ impl ConnectArgs {
             token,
             security,
         })
+    }
+
+    /// The client key to present: `--key`, else `$WIRESH_HOME/client.key`
+    /// when it exists. None with `--plaintext`: keys need TLS.
+    fn client_key(&self) -> Result<Option<Arc<ClientKey>>> {
+        if self.plaintext {
+            return Ok(None);
+        }
+        let path = match &self.key {
+            Some(path) => path.clone(),
+            None => {
+                let path = keys::default_key_path()?;
+                if !path.exists() {
+                    return Ok(None);
+                }
+                path
+            }
+        };
+        Ok(Some(Arc::new(ClientKey::load(&path)?)))
     }
 
     /// The modern server to connect to.

@@ -4,11 +4,13 @@
 //! - `args`: every flag and its help;
 //! - `serve`: flags → the daemon's configuration, then the daemon;
 //! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
+//! - `keygen`: a client key pair;
 //! - `help`: completion scripts and manual pages from the same definition.
 
 mod args;
 mod client;
 mod help;
+mod keygen;
 mod serve;
 
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ fn main() -> ExitCode {
         Command::Shell(args) => (client::shell(args), exit::CLIENT_FAILURE),
         Command::Put(args) => (client::put(args), exit::CLIENT_FAILURE),
         Command::Get(args) => (client::get(args), exit::CLIENT_FAILURE),
+        Command::Keygen(args) => (
+            keygen::run(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
         Command::Completions(args) => (
             help::completions(args).map(|()| exit::SUCCESS),
             exit::LOCAL_FAILED,

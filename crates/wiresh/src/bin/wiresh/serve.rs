@@ -10,6 +10,7 @@ use wiresh::daemon::{self, DaemonConfig};
 use wiresh::legacy::{check_legacy_bind, LegacyServerConfig};
 use wiresh::privilege::{self, Account};
 use wiresh::server::audit::AuditLog;
+use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
 use wiresh::server::policy::Policy;
 use wiresh::server::ServerConfig;
 use wiresh::tls::ServerIdentity;
@@ -38,8 +39,8 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         !args.frame_timeout.0.is_zero(),
         "--frame-timeout must be more than 0"
     );
-    let token_path = match args.token_file {
-        Some(p) => p,
+    let token_path = match &args.token_file {
+        Some(p) => p.clone(),
         None => auth::default_token_path()?,
     };
     let (token, created) = auth::load_or_create_token(&token_path)?;
@@ -47,6 +48,8 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         info!("created a new token in {}", token_path.display());
     }
     let mut server = ServerConfig::new(token);
+    server.auth = args.auth;
+    server.clients = Arc::new(authorized_clients(&args)?);
     server.max_connections = args.max_connections;
     server.max_commands = args.max_commands;
     server.command_timeout = args.command_timeout.map(|d| d.0);
@@ -116,6 +119,31 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         legacy,
         run_as,
     })
+}
+
+/// The authorized clients: `--authorized-clients FILE` (which must exist),
+/// else `$WIRESH_HOME/authorized_clients` if it exists, else none.
+fn authorized_clients(args: &ServeArgs) -> Result<AuthorizedClients> {
+    let path = match &args.authorized_clients {
+        Some(path) => path.clone(),
+        None => clients::default_path()?,
+    };
+    if args.authorized_clients.is_none() && !path.exists() {
+        anyhow::ensure!(
+            matches!(args.auth, AuthMode::Either | AuthMode::Token),
+            "--auth {} needs client keys, but {} does not exist: create it with one \
+             line per client (the line `wiresh keygen` prints on the client), or pass \
+             --authorized-clients FILE",
+            args.auth,
+            path.display()
+        );
+        return Ok(AuthorizedClients::none());
+    }
+    let clients = AuthorizedClients::load(&path)?;
+    if clients.is_empty() && matches!(args.auth, AuthMode::Key | AuthMode::Both) {
+        warn!("{} lists no client: nobody can log in", path.display());
+    }
+    Ok(clients)
 }
 
 fn init_logging() {
