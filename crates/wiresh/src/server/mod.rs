@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -48,17 +48,31 @@ use crate::error::SetupError;
 /// stops accepting, lets running commands finish for the grace period, and
 /// returns once every connection has ended.
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) {
-    let shared = Arc::new(session::Shared::new(&config));
-    let config = Arc::new(config);
-    let max = config.max_connections;
-    let tls = config.tls.clone();
+    let (_keep, settings) = watch::channel(Arc::new(config));
+    run_reloadable(listener, settings, shutdown).await
+}
+
+/// Like [`run`], with settings that may be replaced while it runs (a
+/// reload): each connection takes the settings of the moment it is
+/// accepted and keeps them to its end, so a reload never changes what a
+/// running command or transfer was started under. The connection limit and
+/// the command limit are those of the first settings.
+pub async fn run_reloadable(
+    listener: TcpListener,
+    settings: watch::Receiver<Arc<ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let first = settings.borrow().clone();
+    let shared = Arc::new(session::Shared::new(&first));
+    let max = first.max_connections;
     // Telling refused peers why costs a little (a TLS handshake); a flood
     // of them gets at most this many answers at once, the rest are closed.
     let refusals = Arc::new(Semaphore::new(64));
     info!(
         "running commands get {:?} to finish on shutdown",
-        config.shutdown_grace
+        first.shutdown_grace
     );
+    let current = settings.clone();
     crate::listener::serve_connections(
         listener,
         "server",
@@ -66,9 +80,13 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         shutdown,
         move |socket, peer, shutdown| {
             let _ = socket.set_nodelay(true);
-            handler::serve(socket, peer, config.clone(), shared.clone(), shutdown)
+            let config = current.borrow().clone();
+            handler::serve(socket, peer, config, shared.clone(), shutdown)
         },
-        move |socket, _| refuse(socket, max, refusals.clone(), tls.clone()),
+        move |socket, _| {
+            let tls = settings.borrow().tls.clone();
+            refuse(socket, max, refusals.clone(), tls)
+        },
     )
     .await
 }

@@ -129,7 +129,13 @@ impl Server {
 
     /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with nothing added.
     pub fn start_exactly(args: &[&str]) -> Server {
-        let home = tempfile::tempdir().expect("cannot create a temporary WIRESH_HOME");
+        Server::start_in(tempfile::tempdir().unwrap(), args, &[])
+    }
+
+    /// Like [`Server::start_exactly`], in the given `WIRESH_HOME` (which
+    /// may hold config files already) and with `env` added to its
+    /// environment.
+    pub fn start_in(home: TempDir, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let mut child = std::process::Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -137,6 +143,11 @@ impl Server {
             .env("NO_COLOR", "1")
             .env_remove("WIRESH_TOKEN")
             .env_remove("WIRESH_LOG")
+            .env_remove("WIRESH_CONFIG")
+            .env_remove("WIRESH_LISTEN")
+            .env_remove("WIRESH_LOG_FORMAT")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -171,11 +171,29 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// How the server writes its log (on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: every flag below can be written
+    /// there under its own name (`max-connections = 64`). Flags and
+    /// environment variables override it. [default: $WIRESH_HOME/server.toml, if it exists]
+    #[arg(long, value_name = "FILE", env = "WIRESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration and every file it names, print the
+    /// effective settings (secrets masked), and exit without listening.
+    #[arg(long)]
+    pub check: bool,
     /// Address to listen on. The default accepts only local clients; to
     /// serve other machines, give an address such as 0.0.0.0:7878.
-    #[arg(long, short = 'l', value_name = "ADDR", default_value = defaults::LISTEN)]
+    #[arg(long, short = 'l', value_name = "ADDR", default_value = defaults::LISTEN, env = "WIRESH_LISTEN")]
     pub listen: SocketAddr,
     /// File holding the token clients must present. Created (mode 600) with
     /// a random token if missing. [default: $WIRESH_HOME/token]
@@ -256,6 +274,9 @@ pub struct ServeArgs {
     /// it can run any command as this user: only on a network you trust.
     #[arg(long, requires = "legacy_listen")]
     pub legacy_allow_insecure_remote: bool,
+    /// Log as lines of text or as JSON objects (one per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, env = "WIRESH_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Args)]
