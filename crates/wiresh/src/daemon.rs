@@ -222,8 +222,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
     );
     let (settings, snapshot) = watch::channel(Arc::new(server_config));
     let modern = tokio::spawn(server::run_reloadable(listener, snapshot, shutdown.clone()));
-    notify::ready();
-    notify::status(&format!("listening on {local}"));
+    notify::ready(&format!("listening on {local}"));
     let mut fingerprint = fingerprint;
     while signals.reload_or_stop().await {
         match &reload {
@@ -278,12 +277,11 @@ async fn apply_reload(
                 "configuration reloaded; new connections use it, open ones keep theirs"
             );
             settings.send_replace(Arc::new(server));
-            notify::status("configuration reloaded");
+            notify::ready("configuration reloaded");
         }
         Err(e) => {
             error!("reload failed; the previous configuration stays in force: {e}");
-            notify::status("reload failed; see the log");
+            notify::ready("reload failed, previous configuration kept; see the log");
         }
     }
-    notify::ready();
 }

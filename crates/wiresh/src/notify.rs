@@ -11,9 +11,10 @@ use tracing::debug;
 /// Environment variable systemd sets for `Type=notify` services.
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
-/// Every listener accepts connections.
-pub fn ready() {
-    send("READY=1");
+/// Every listener accepts connections (again, after a reload); `status` is
+/// the one line `systemctl status` shows.
+pub fn ready(status: &str) {
+    send(&format!("READY=1\nSTATUS={}", status.replace('\n', " ")));
 }
 
 /// A reload has begun; [`ready`] says it is over. The timestamp is what
@@ -28,11 +29,6 @@ pub fn reloading() {
 /// The server has begun to shut down.
 pub fn stopping() {
     send("STOPPING=1");
-}
-
-/// A one-line status for `systemctl status`.
-pub fn status(text: &str) {
-    send(&format!("STATUS={}", text.replace('\n', " ")));
 }
 
 fn send(state: &str) {
@@ -67,12 +63,12 @@ mod tests {
         let socket = UnixDatagram::bind(&path).unwrap();
         // Tests in this binary run in threads; only this one sets the variable.
         std::env::set_var(NOTIFY_SOCKET_ENV, &path);
-        ready();
+        ready("up");
         reloading();
         std::env::remove_var(NOTIFY_SOCKET_ENV);
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=up");
         let n = socket.recv(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"RELOADING=1\nMONOTONIC_USEC="));
     }
