@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 
+use super::encoding::FromUtf8;
 use super::set_keepalive;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::home::hex;
@@ -85,6 +86,9 @@ pub struct LegacyServerConfig {
     /// On shutdown, how long a running command may go on before its process
     /// group is killed (its reply, with what it printed so far, is still sent).
     pub shutdown_grace: Duration,
+    /// The encoding commands arrive in and answers are sent in
+    /// (`--legacy-encoding`); `None`: bytes as they are (UTF-8).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl Default for LegacyServerConfig {
@@ -98,6 +102,7 @@ impl Default for LegacyServerConfig {
             kill_grace: defaults::KILL_GRACE,
             spool_threshold: defaults::LEGACY_SPOOL_THRESHOLD,
             shutdown_grace: defaults::SHUTDOWN_GRACE,
+            encoding: None,
         }
     }
 }
@@ -189,7 +194,10 @@ impl Conn {
             self.commands += 1;
             // The original decoded strictly and died on bad UTF-8; lossy
             // decoding runs what it can and lets the shell report the rest.
-            let command = String::from_utf8_lossy(&raw).into_owned();
+            let command = match self.config.encoding {
+                Some(encoding) => encoding.decode_without_bom_handling(&raw).0.into_owned(),
+                None => String::from_utf8_lossy(&raw).into_owned(),
+            };
             let started = Instant::now();
             let reply = match self.run_command(&command).await {
                 Ok(reply) => reply,
@@ -250,7 +258,7 @@ impl Conn {
     /// must close (the client went away); the process group is killed then.
     async fn run_command(&mut self, command: &str) -> Result<Reply, End> {
         let config = self.config.clone();
-        let mut output = Output::new(config.spool_threshold);
+        let mut output = Output::new(config.spool_threshold, config.encoding);
         let spawned = match exec::spawn_group(&Spec::shell(command), command) {
             Ok(s) => s,
             Err(e) => {
@@ -395,22 +403,43 @@ struct Output {
     /// Set when the output went over [`MAX_OUTPUT`] or could not be spooled:
     /// later bytes are read (so the command never blocks) and dropped.
     discarding: bool,
+    /// With `--legacy-encoding`: the output of each stream, turned from
+    /// UTF-8 into that encoding as it arrives (stdout, stderr).
+    encode: Option<(FromUtf8, FromUtf8)>,
+    /// That encoding, for wiresh's own note.
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl Output {
-    fn new(threshold: usize) -> Self {
+    fn new(threshold: usize, encoding: Option<&'static encoding_rs::Encoding>) -> Self {
         Output {
             stdout: Spool::default(),
             stderr: Spool::default(),
             threshold,
             stdout_md5: Md5::new(),
             discarding: false,
+            encode: encoding.map(|e| (FromUtf8::new(e), FromUtf8::new(e))),
+            encoding,
         }
     }
 
     /// Adds bytes from one stream. Returns why the command must be killed
     /// when it produced more than can be kept.
     async fn push(&mut self, stream: Stream, data: &[u8]) -> Option<String> {
+        match &mut self.encode {
+            Some((out, err)) => {
+                let encoded = match stream {
+                    Stream::Stdout => out.push(data, false),
+                    Stream::Stderr => err.push(data, false),
+                };
+                self.push_bytes(stream, &encoded).await
+            }
+            None => self.push_bytes(stream, data).await,
+        }
+    }
+
+    /// Adds bytes, already in the answer's encoding, to one stream.
+    async fn push_bytes(&mut self, stream: Stream, data: &[u8]) -> Option<String> {
         if self.discarding {
             return None;
         }
@@ -444,6 +473,12 @@ impl Output {
     /// ended early (if it was; `wiresh: ` and a newline are added) to
     /// stderr, hashes, and builds the reply.
     async fn finish(mut self, ended_early: Option<String>) -> io::Result<Reply> {
+        if let Some((mut out, mut err)) = self.encode.take() {
+            // What the encoders held back (half a character at the end).
+            let (out_tail, err_tail) = (out.push(&[], true), err.push(&[], true));
+            self.push_bytes(Stream::Stdout, &out_tail).await;
+            self.push_bytes(Stream::Stderr, &err_tail).await;
+        }
         if let Some(why) = &ended_early {
             let last = self.stderr.last_byte.or(self.stdout.last_byte);
             let sep = if matches!(last, None | Some(b'\n')) {
@@ -452,8 +487,12 @@ impl Output {
                 "\n"
             };
             let note = format!("{sep}wiresh: {why}\n");
+            let note = match self.encoding {
+                Some(encoding) => encoding.encode(&note).0.into_owned(),
+                None => note.into_bytes(),
+            };
             let in_memory = true; // a few bytes; appended to the file if there is one
-            self.stderr.append(note.as_bytes(), in_memory).await?;
+            self.stderr.append(&note, in_memory).await?;
         }
         let mut md5 = self.stdout_md5;
         md5.update(&self.stderr.mem);
@@ -567,7 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn spools_past_the_threshold_and_hashes_stdout_then_stderr() {
-        let mut output = Output::new(10);
+        let mut output = Output::new(10, None);
         assert!(output.push(Stream::Stderr, b"err1-").await.is_none());
         assert!(output.push(Stream::Stdout, b"out1-").await.is_none());
         // Over the shared budget of 10: both streams go on disk from here.
@@ -589,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_note_says_why_a_command_ended_early() {
-        let mut output = Output::new(1024);
+        let mut output = Output::new(1024, None);
         output.push(Stream::Stdout, b"partial").await;
         let mut reply = output
             .finish(Some(

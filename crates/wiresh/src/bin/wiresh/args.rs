@@ -164,6 +164,10 @@ fn parse_frame_header(s: &str) -> Result<FrameLimit, String> {
     FrameLimit::between(s, Limits::DEFAULT_MAX_HEADER)
 }
 
+fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    wiresh::legacy::encoding::lookup(s)
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -270,6 +274,11 @@ pub struct ServeArgs {
     /// Without it, file transfer is off.
     #[arg(long, value_name = "DIR")]
     pub files_root: Option<PathBuf>,
+    /// The text encoding of the legacy listener's clients, a WHATWG label
+    /// such as gbk: commands are read in it and answers sent in it, as a
+    /// Windows server with that console code page would. [default: bytes as they are, UTF-8]
+    #[arg(long, value_name = "LABEL", requires = "legacy_listen", value_parser = parse_encoding)]
+    pub legacy_encoding: Option<&'static encoding_rs::Encoding>,
     /// Allow --legacy-listen on a non-loopback address. Anyone who can reach
     /// it can run any command as this user: only on a network you trust.
     #[arg(long, requires = "legacy_listen")]
@@ -330,6 +339,11 @@ pub struct ExecArgs {
     /// stderr into stdout: wiresh exits 0 after a complete answer.
     #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file"])]
     pub legacy: bool,
+    /// With --legacy: the server's text encoding, a WHATWG label such as
+    /// gbk (a Windows server answers in its console's code page). The
+    /// command is sent in it and the answer turned into UTF-8.
+    #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -347,6 +361,9 @@ pub struct ShellArgs {
     /// Talk the original (legacy) protocol (default port 8090).
     #[arg(long, conflicts_with = "token_file")]
     pub legacy: bool,
+    /// With --legacy: the server's text encoding (a WHATWG label such as gbk).
+    #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 #[derive(Args)]

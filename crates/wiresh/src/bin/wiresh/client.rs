@@ -104,7 +104,12 @@ fn runtime() -> Result<Runtime> {
 pub fn exec(args: ExecArgs) -> Result<i32> {
     let rt = runtime()?;
     let code = if args.legacy {
-        client::exec::run_legacy(&rt, args.connect.legacy_host(), &args.command.join(" "))
+        client::exec::run_legacy(
+            &rt,
+            args.connect.legacy_host(),
+            &args.command.join(" "),
+            args.encoding,
+        )
     } else {
         let endpoint = args.connect.endpoint()?;
         let mut req = if args.argv {
@@ -124,7 +129,11 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
     if args.legacy {
-        return Ok(client::shell::run_legacy(&rt, args.connect.legacy_host()));
+        return Ok(client::shell::run_legacy(
+            &rt,
+            args.connect.legacy_host(),
+            args.encoding,
+        ));
     }
     let endpoint = args.connect.endpoint()?;
     Ok(client::shell::run(&rt, &endpoint))

@@ -226,7 +226,9 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
         Some(addr) => {
             check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
             // The legacy listener shares the operator's limits.
-            Some((addr, LegacyServerConfig::sharing(&server)))
+            let mut legacy = LegacyServerConfig::sharing(&server);
+            legacy.encoding = args.legacy_encoding;
+            Some((addr, legacy))
         }
         None => None,
     };
