@@ -88,6 +88,16 @@ impl ConfigFile {
         }
     }
 
+    /// The first line at or after `from` for which `pred` holds.
+    pub fn line_where(&self, from: usize, pred: impl Fn(&str) -> bool) -> Option<usize> {
+        self.text
+            .lines()
+            .enumerate()
+            .skip(from.saturating_sub(1))
+            .find(|(_, l)| pred(l.trim()))
+            .map(|(i, _)| i + 1)
+    }
+
     /// The line a key of a nested table is on (`[hosts."web"]` then
     /// `port = 1`): the first line at or after `from` that starts with it.
     pub fn line_in_table(&self, from: usize, key: &str) -> usize {

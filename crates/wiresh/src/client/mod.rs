@@ -3,8 +3,9 @@
 //! [`Connection`] is the library-level client, used by `wiresh exec`,
 //! `wiresh shell` and the tests alike. The terminal-facing parts (reading
 //! local stdin, printing output, the interactive prompt) live in [`local`]
-//! and [`shell`].
+//! and [`shell`]; per-server defaults (`client.toml`) in [`config`].
 
+pub mod config;
 pub mod copy;
 pub mod exec;
 pub mod local;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
+use wiresh::client::config::{ClientConfig, HostDefaults};
 use wiresh::client::{self, copy::CopyFlags, transfer::TransferOptions};
 use wiresh::client::{Endpoint, Pinning, Security, Target};
 use wiresh::error::SetupError;
@@ -18,8 +19,8 @@ use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
 impl ConnectArgs {
     /// The server, its token and how to protect the connection.
     fn endpoint(&self) -> Result<Endpoint> {
-        let target = self.target()?;
-        let client_key = self.client_key()?;
+        let (target, defaults) = self.target()?;
+        let client_key = self.client_key(&defaults)?;
         let token = match auth::client_token(self.token_file.as_deref()) {
             Ok(token) => token,
             // A key alone is enough for a server that knows it.
@@ -36,7 +37,7 @@ impl ConnectArgs {
         } else {
             Security::Tls(Pinning {
                 known_hosts: home::wiresh_home()?.join("known_hosts"),
-                fingerprint: self.fingerprint.clone(),
+                fingerprint: self.fingerprint.clone().or(defaults.fingerprint),
                 client_key,
             })
         };
@@ -47,13 +48,14 @@ impl ConnectArgs {
         })
     }
 
-    /// The client key to present: `--key`, else `$WIRESH_HOME/client.key`
-    /// when it exists. None with `--plaintext`: keys need TLS.
-    fn client_key(&self) -> Result<Option<Arc<ClientKey>>> {
+    /// The client key to present: `--key`, else the host's `key` in
+    /// client.toml, else `$WIRESH_HOME/client.key` when it exists. None with
+    /// `--plaintext`: keys need TLS.
+    fn client_key(&self, defaults: &HostDefaults) -> Result<Option<Arc<ClientKey>>> {
         if self.plaintext {
             return Ok(None);
         }
-        let path = match &self.key {
+        let path = match self.key.as_ref().or(defaults.key.as_ref()) {
             Some(path) => path.clone(),
             None => {
                 let path = keys::default_key_path()?;
@@ -66,10 +68,20 @@ impl ConnectArgs {
         Ok(Some(Arc::new(ClientKey::load(&path)?)))
     }
 
-    /// The modern server to connect to.
-    fn target(&self) -> Result<Target> {
+    /// The modern server to connect to, and what client.toml says about
+    /// it (its port applies when -H gives none).
+    fn target(&self) -> Result<(Target, HostDefaults)> {
         let host = self.host.as_deref().unwrap_or("127.0.0.1");
-        Target::parse(host, DEFAULT_PORT).with_context(|| format!("-H {host}"))
+        // Port 0 stands for "none given": no client connects to port 0.
+        let mut target = Target::parse(host, 0).with_context(|| format!("-H {host}"))?;
+        let defaults = ClientConfig::load_default()?
+            .host(&target.host)
+            .cloned()
+            .unwrap_or_default();
+        if target.port == 0 {
+            target.port = defaults.port.unwrap_or(DEFAULT_PORT);
+        }
+        Ok((target, defaults))
     }
 
     /// The legacy server to connect to, as `HOST[:PORT]`.
