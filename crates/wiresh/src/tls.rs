@@ -226,7 +226,12 @@ impl PinCheck {
                 host = self.host,
                 file = self.known_hosts.display(),
             ),
-            _ => format!("TLS handshake with {} failed: {error}", self.host),
+            _ => format!(
+                "TLS handshake with {} failed: {error}; check that it is a wiresh server's port \
+                 (a legacy listener speaks no TLS: use --legacy), or connect with --plaintext \
+                 to a loopback server started with --allow-plaintext",
+                self.host
+            ),
         }
     }
 

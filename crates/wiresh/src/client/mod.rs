@@ -68,7 +68,10 @@ pub enum ClientError {
     #[error("{0}")]
     Timeout(String),
     /// The connection closed before the answer was complete.
-    #[error("connection to the server was lost {0}")]
+    #[error(
+        "connection to the server was lost {0}; try again, and if it keeps happening, the \
+         server's log says why"
+    )]
     Closed(&'static str),
     /// TLS failed, or the server's identity is not the pinned one.
     #[error("{0}")]
