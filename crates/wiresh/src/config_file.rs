@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use crate::error::SetupError;
+use crate::home::read_text;
 
 /// A value as written in a config file.
 pub type Value = toml::Value;
@@ -38,13 +39,7 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads and parses `path`.
     pub fn read(path: &Path, what: &'static str) -> Result<ConfigFile, SetupError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
-            action: "read",
-            what,
-            path: path.to_path_buf(),
-            source,
-        })?;
-        ConfigFile::parse(path, what, text)
+        ConfigFile::parse(path, what, read_text(path, what)?)
     }
 
     /// Parses `text` as the contents of `path`.

@@ -10,19 +10,17 @@
 //! authorized clients file ([`crate::server::clients`]); there is no
 //! certificate authority and names in certificates mean nothing.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::error::SetupError;
 use crate::home::{check_private, create_private_file, wiresh_home};
-use crate::tls::fingerprint;
+use crate::tls::{fingerprint, Signatures};
 
 /// Name of the default client key file in `$WIRESH_HOME`.
 pub const KEY_FILE: &str = "client.key";
@@ -134,15 +132,7 @@ impl ClientKey {
 /// unknown or revoked key gets an `auth_failed` error that says what to
 /// do, not a bare TLS alert.
 #[derive(Debug)]
-pub(crate) struct AnyClientCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl AnyClientCert {
-    pub(crate) fn new(provider: Arc<CryptoProvider>) -> AnyClientCert {
-        AnyClientCert { provider }
-    }
-}
+pub(crate) struct AnyClientCert(pub(crate) Signatures);
 
 impl ClientCertVerifier for AnyClientCert {
     fn offer_client_auth(&self) -> bool {
@@ -171,13 +161,9 @@ impl ClientCertVerifier for AnyClientCert {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .check(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -185,19 +171,13 @@ impl ClientCertVerifier for AnyClientCert {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .check(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.schemes()
     }
 }
 

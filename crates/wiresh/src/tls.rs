@@ -81,7 +81,7 @@ impl ServerIdentity {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             // Client keys are checked at the `auth` step (crate::keys).
-            .with_client_cert_verifier(Arc::new(AnyClientCert::new(provider())))
+            .with_client_cert_verifier(Arc::new(AnyClientCert(Signatures(provider()))))
             .with_single_cert(vec![cert], key)
             .map_err(|e| SetupError::Invalid {
                 what: KEY,
@@ -176,7 +176,7 @@ impl Pinning {
         let verifier = Arc::new(PinVerifier {
             expected: pinned.clone(),
             seen: Mutex::new(None),
-            provider: provider(),
+            signatures: Signatures(provider()),
         });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -301,7 +301,7 @@ fn append_pin(file: &Path, host: &str, fingerprint: &str) -> std::io::Result<()>
 struct PinVerifier {
     expected: Option<String>,
     seen: Mutex<Option<String>>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -329,12 +329,8 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let verify = rustls::crypto::verify_tls12_signature;
+        self.signatures.check(verify, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -343,18 +339,47 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let verify = rustls::crypto::verify_tls13_signature;
+        self.signatures.check(verify, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
+    }
+}
+
+/// The handshake signature checks, done as usual with the certificate
+/// presented, by both of our verifiers (the client's pin of the server, the
+/// server's acceptance of client keys): what proves the peer holds the key.
+#[derive(Debug)]
+pub(crate) struct Signatures(pub(crate) Arc<CryptoProvider>);
+
+/// `rustls::crypto::verify_tls12_signature` or its TLS 1.3 twin.
+pub(crate) type VerifySignature = fn(
+    &[u8],
+    &CertificateDer<'_>,
+    &DigitallySignedStruct,
+    &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error>;
+
+impl Signatures {
+    pub(crate) fn check(
+        &self,
+        verify: VerifySignature,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

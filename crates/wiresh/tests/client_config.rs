@@ -7,16 +7,6 @@ mod common;
 use common::keys::authorized_clients;
 use common::*;
 
-fn fingerprint_of(server: &Server) -> String {
-    server
-        .banner
-        .iter()
-        .find_map(|l| l.split("TLS fingerprint ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string()
-}
-
 /// `wiresh exec -H HOST -- COMMAND` from `home`, with no token.
 async fn exec(home: &std::path::Path, host: &str, command: &str) -> CliOutput {
     let mut cmd = client_command("exec", host, home);
@@ -55,7 +45,7 @@ async fn port_fingerprint_and_key_come_from_client_toml() {
         )
         .unwrap()
     };
-    write(server.addr.port(), &fingerprint_of(&server));
+    write(server.addr.port(), &server.fingerprint());
     // -H without a port: the file's port, key and fingerprint.
     let out = exec(home.path(), "127.0.0.1", "echo configured").await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
@@ -65,7 +55,7 @@ async fn port_fingerprint_and_key_come_from_client_toml() {
         "a fingerprint from the file is pinned in advance, not learned"
     );
     // A port on -H beats the file's.
-    write(1, &fingerprint_of(&server));
+    write(1, &server.fingerprint());
     let out = exec(home.path(), &server.addr.to_string(), "true").await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
     // A wrong fingerprint in the file is refused like a changed one.

@@ -49,6 +49,19 @@ fn write(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
 }
 
+/// `wiresh serve ARGS` must fail (exit 1, before listening) with every one
+/// of `needles` in its message; returns the message.
+fn fails(home: &Path, args: &[&str], needles: &[&str]) -> String {
+    let out = serve(home, args, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!text(&out.stdout).contains("listening on"), "{args:?}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+    err
+}
+
 /// The `--check` line for one setting.
 fn line<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
@@ -78,22 +91,17 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
         "# config file: {}",
         home.path().join("server.toml").display()
     )));
-    assert_eq!(
-        line(&stdout, "listen"),
-        "listen = \"127.0.0.1:7002\"  # environment"
-    );
-    assert_eq!(
-        line(&stdout, "max-connections"),
-        "max-connections = 20  # flag"
-    );
-    assert_eq!(
-        line(&stdout, "idle-timeout"),
-        "idle-timeout = \"5m\"  # config file line 4"
-    );
-    assert_eq!(
-        line(&stdout, "max-commands"),
-        "max-commands = 512  # default"
-    );
+    for (key, want) in [
+        ("listen", "listen = \"127.0.0.1:7002\"  # environment"),
+        ("max-connections", "max-connections = 20  # flag"),
+        (
+            "idle-timeout",
+            "idle-timeout = \"5m\"  # config file line 4",
+        ),
+        ("max-commands", "max-commands = 512  # default"),
+    ] {
+        assert_eq!(line(&stdout, key), want);
+    }
     // A flag beats the environment too.
     let out = serve(
         home.path(),
@@ -173,32 +181,19 @@ fn every_mistake_names_the_file_the_line_and_the_fix() {
     ];
     for (body, expected) in cases {
         write(&file, body);
-        let out = serve(home.path(), &["--check"], &[]);
-        assert_eq!(out.status.code(), Some(1), "{body:?}");
-        assert!(out.stdout.is_empty(), "{body:?}: printed settings");
-        let err = text(&out.stderr);
+        let err = fails(home.path(), &["--check"], expected);
         assert!(err.contains(&file.display().to_string()), "{body:?}: {err}");
-        for part in expected {
-            assert!(err.contains(part), "{body:?}: {part:?} not in {err}");
-        }
     }
     // The same mistakes stop a real start before it listens.
     write(&file, "max_connections = 3\n");
-    let out = serve(home.path(), &["--listen", "127.0.0.1:0"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(!text(&out.stdout).contains("listening on"));
-    // An explicit --config must exist.
-    let out = serve(
+    fails(
         home.path(),
-        &["--check", "--config", "/nonexistent/wiresh.toml"],
-        &[],
+        &["--listen", "127.0.0.1:0"],
+        &["max_connections"],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("/nonexistent/wiresh.toml"),
-        "{}",
-        text(&out.stderr)
-    );
+    // An explicit --config must exist.
+    let missing = "/nonexistent/wiresh.toml";
+    fails(home.path(), &["--check", "--config", missing], &[missing]);
 }
 
 #[test]
@@ -220,13 +215,7 @@ fn check_masks_secrets_creates_nothing_and_checks_every_file() {
 
     // With a token, a TLS identity and clients, as a started server has them.
     let server = Server::start_in(home, &[], &[]);
-    let fingerprint = server
-        .banner
-        .iter()
-        .find_map(|l| l.split("TLS fingerprint ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let fingerprint = server.fingerprint();
     let clients = server.home().join("authorized_clients");
     write(
         &clients,
@@ -261,39 +250,18 @@ fn check_masks_secrets_creates_nothing_and_checks_every_file() {
     use std::os::unix::fs::PermissionsExt;
     let token = server.home().join("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = serve(server.home(), &["--check"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("chmod 600"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails(server.home(), &["--check"], &["chmod 600"]);
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     // So does a bad authorized_clients line, and a missing files root.
     write(&clients, "sha256:12 alice\n");
-    let out = serve(server.home(), &["--check"], &[]);
-    assert!(
-        text(&out.stderr).contains("authorized clients file"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stderr).contains("line 1"),
-        "{}",
-        text(&out.stderr)
+    fails(
+        server.home(),
+        &["--check"],
+        &["authorized clients file", "line 1"],
     );
     std::fs::remove_file(&clients).unwrap();
-    let out = serve(
-        server.home(),
-        &["--check", "--files-root", "/nonexistent/share"],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("/nonexistent/share"),
-        "{}",
-        text(&out.stderr)
-    );
+    let root = "/nonexistent/share";
+    fails(server.home(), &["--check", "--files-root", root], &[root]);
 }
 
 #[tokio::test]

@@ -19,14 +19,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use super::policy::Policy;
 use crate::error::SetupError;
-use crate::home::wiresh_home;
+use crate::home::{mode_of, read_text, wiresh_home};
 
 /// Name of the default authorized clients file in `$WIRESH_HOME`.
 pub const CLIENTS_FILE: &str = "authorized_clients";
@@ -123,12 +122,7 @@ impl AuthorizedClients {
     /// refuses such an `authorized_keys`.
     pub fn load(path: &Path) -> Result<AuthorizedClients, SetupError> {
         check_not_writable_by_others(path, WHAT)?;
-        let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
-            action: "read",
-            what: WHAT,
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path, WHAT)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let invalid = |n: usize, reason: String| SetupError::Invalid {
             what: WHAT,
@@ -257,13 +251,7 @@ fn parse_policy(rest: &str, dir: &Path) -> Result<Option<Policy>, String> {
 
 /// Refuses a file that group or others may write.
 fn check_not_writable_by_others(path: &Path, what: &'static str) -> Result<(), SetupError> {
-    let meta = std::fs::metadata(path).map_err(|source| SetupError::File {
-        action: "read",
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = mode_of(path, what)?;
     if mode & 0o022 != 0 {
         return Err(SetupError::Invalid {
             what,
@@ -297,6 +285,7 @@ pub fn narrow(server: &Policy, client: &Policy) -> Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);

@@ -233,6 +233,16 @@ impl Server {
         }
     }
 
+    /// The TLS fingerprint the server printed when it started.
+    pub fn fingerprint(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.split("TLS fingerprint ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no fingerprint in the banner {:?}", self.banner))
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
