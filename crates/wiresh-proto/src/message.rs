@@ -83,7 +83,10 @@ messages! {
         Hello(Hello) = "hello",
         /// Client → server: the shared secret. Must be the first client frame.
         Auth {
-            /// The token, compared by the server in constant time.
+            /// The token, compared by the server in constant time. Absent
+            /// (empty here) when the client proves itself with its TLS
+            /// client certificate alone.
+            #[serde(default, skip_serializing_if = "Secret::is_empty")]
             token: Secret,
         } = "auth",
         /// Server → client: authentication succeeded; requests may follow.
@@ -301,11 +304,16 @@ fn default_max_header() -> u32 {
 
 /// A secret string whose `Debug` output never shows it, so it cannot leak
 /// into logs by accident.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
 impl Secret {
+    /// Whether there is no secret at all (an `auth` without a token).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The secret itself; callers must not log it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -539,6 +547,26 @@ mod tests {
             token: Secret("hunter2".into()),
         };
         assert!(!format!("{m:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auth_token_may_be_absent() {
+        let m: Message = serde_json::from_str(r#"{"type":"auth"}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Auth {
+                token: Secret::default()
+            }
+        );
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text, r#"{"type":"auth"}"#);
+        let m: Message = serde_json::from_str(r#"{"type":"auth","token":"t"}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Auth {
+                token: Secret("t".into())
+            }
+        );
     }
 
     #[test]

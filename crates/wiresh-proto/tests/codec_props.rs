@@ -1135,6 +1135,14 @@ fn documented_defaults_and_nulls() {
             ..Default::default()
         })
     );
+    // `auth` without a token: the client proves itself with its TLS
+    // client certificate alone.
+    assert_eq!(
+        decode_header(r#"{"type":"auth","body_len":0}"#).unwrap(),
+        Message::Auth {
+            token: Secret::default()
+        }
+    );
     // ... and nowhere else.
     for header in [
         r#"{"type":"exec","command":"true","stdin":null,"body_len":0}"#,
@@ -1152,7 +1160,7 @@ fn documented_defaults_and_nulls() {
     // Required fields are required, and ranges are enforced.
     for header in [
         r#"{"type":"exit","body_len":0}"#,
-        r#"{"type":"auth","body_len":0}"#,
+        r#"{"type":"auth","token":null,"body_len":0}"#,
         r#"{"type":"error","code":"internal","body_len":0}"#,
         r#"{"type":"hello","version":65536,"server":"s","max_body":10,"body_len":0}"#,
         r#"{"type":"hello","version":1,"server":"s","max_body":10,"max_header":4294967296,"stdin_window":5,"body_len":0}"#,

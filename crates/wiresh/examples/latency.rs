@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             Security::Tls(Pinning {
                 known_hosts: wiresh::home::wiresh_home()?.join("known_hosts"),
                 fingerprint: None,
+                client_key: None,
             })
         },
     };

@@ -8,16 +8,28 @@
 //! On the first SIGINT or SIGTERM both listeners stop accepting and running
 //! commands get the shutdown grace; a second one kills every command's
 //! process group and exits at once.
+//!
+//! SIGHUP reloads: the settings are read again (config file, token,
+//! authorized clients, policy, TLS identity, audit log) and, if they are
+//! valid, new connections get them; connections already open keep theirs,
+//! so running commands and transfers go on untouched. A reload that fails
+//! keeps the settings in force and logs why. The addresses listened on and
+//! the limits on connections and commands are fixed at start. Under
+//! systemd, readiness and reloads are reported with `sd_notify`
+//! ([`crate::notify`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::SetupError;
 use crate::legacy::{self, LegacyServerConfig};
+use crate::notify;
 use crate::privilege::Account;
 use crate::server::{self, ServerConfig};
 
@@ -40,6 +52,79 @@ pub struct DaemonConfig {
     pub legacy: Option<(SocketAddr, LegacyServerConfig)>,
     /// The account to become once ports are bound, when started as root.
     pub run_as: Option<Account>,
+    /// How to read the settings again on SIGHUP; without it, SIGHUP is
+    /// logged and ignored.
+    pub reload: Option<Reload>,
+}
+
+/// Reads the whole configuration again, as at start; the error says what is
+/// wrong, for the log.
+#[derive(Clone)]
+pub struct Reload(Arc<dyn Fn() -> Result<DaemonConfig, String> + Send + Sync>);
+
+impl Reload {
+    /// Wraps the function that re-reads the configuration.
+    pub fn new(read: impl Fn() -> Result<DaemonConfig, String> + Send + Sync + 'static) -> Reload {
+        Reload(Arc::new(read))
+    }
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reload(..)")
+    }
+}
+
+/// What a reload cannot change, as it was at start.
+struct Fixed {
+    listen: SocketAddr,
+    legacy: Option<SocketAddr>,
+    max_connections: usize,
+    max_commands: usize,
+}
+
+impl Fixed {
+    fn of(config: &DaemonConfig) -> Fixed {
+        Fixed {
+            listen: config.listen,
+            legacy: config.legacy.as_ref().map(|(addr, _)| *addr),
+            max_connections: config.server.max_connections,
+            max_commands: config.server.commands.limit(),
+        }
+    }
+
+    /// Warns about each fixed setting the new configuration would change.
+    fn warn_changes(&self, new: &Fixed) {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push(format!("listen ({} → {})", self.listen, new.listen));
+        }
+        if self.legacy != new.legacy {
+            changed.push(format!(
+                "legacy-listen ({:?} → {:?})",
+                self.legacy, new.legacy
+            ));
+        }
+        if self.max_connections != new.max_connections {
+            changed.push(format!(
+                "max-connections ({} → {})",
+                self.max_connections, new.max_connections
+            ));
+        }
+        if self.max_commands != new.max_commands {
+            changed.push(format!(
+                "max-commands ({} → {})",
+                self.max_commands, new.max_commands
+            ));
+        }
+        if !changed.is_empty() {
+            warn!(
+                "reload: {} cannot change while the server runs; restart it for that (the other \
+                 settings are reloaded)",
+                changed.join(", ")
+            );
+        }
+    }
 }
 
 /// Lifts the soft open-file limit to the hard one (each connection and each
@@ -58,6 +143,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 struct ShutdownSignals {
     int: Signal,
     term: Signal,
+    hup: Signal,
 }
 
 impl ShutdownSignals {
@@ -68,7 +154,17 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             int: handle(SignalKind::interrupt(), "SIGINT")?,
             term: handle(SignalKind::terminate(), "SIGTERM")?,
+            hup: handle(SignalKind::hangup(), "SIGHUP")?,
         })
+    }
+
+    /// The next SIGHUP (true) or SIGINT/SIGTERM (false).
+    async fn reload_or_stop(&mut self) -> bool {
+        tokio::select! {
+            _ = self.hup.recv() => true,
+            _ = self.int.recv() => false,
+            _ = self.term.recv() => false,
+        }
     }
 
     /// Resolves on the next SIGINT or SIGTERM.
@@ -84,6 +180,7 @@ impl ShutdownSignals {
 /// runtime). Prints the fingerprint and then the readiness line
 /// (`listening on ADDR`) on stdout.
 pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
+    let fixed = Fixed::of(&config);
     let DaemonConfig {
         listen,
         server: server_config,
@@ -91,6 +188,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
         fingerprint,
         legacy,
         run_as,
+        reload,
     } = config;
     let listener = server::bind(listen).await?;
     let local = listener.local_addr().map_err(|source| SetupError::Bind {
@@ -137,8 +235,17 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
         "wiresh {version}: listening on {local} (token file {})",
         token_path.display()
     );
-    let modern = tokio::spawn(server::run(listener, server_config, shutdown.clone()));
-    signals.next().await;
+    let (settings, snapshot) = watch::channel(Arc::new(server_config));
+    let modern = tokio::spawn(server::run_reloadable(listener, snapshot, shutdown.clone()));
+    notify::ready(&format!("listening on {local}"));
+    let mut fingerprint = fingerprint;
+    while signals.reload_or_stop().await {
+        match &reload {
+            Some(reload) => apply_reload(reload, &fixed, &settings, &mut fingerprint).await,
+            None => warn!("SIGHUP: this server cannot reload; ignored"),
+        }
+    }
+    notify::stopping();
     shutdown.cancel();
     let servers = async move {
         let _ = modern.await;
@@ -158,4 +265,44 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
     crate::exec::kill_all_groups();
     let _ = tokio::time::timeout(SECOND_SIGNAL_FAREWELL, servers).await;
     std::process::exit(crate::exit::SERVE_FAILED);
+}
+
+/// Reads the configuration again and, if it is valid, hands it to new
+/// connections; otherwise keeps the old one and says why.
+async fn apply_reload(
+    reload: &Reload,
+    fixed: &Fixed,
+    settings: &watch::Sender<Arc<ServerConfig>>,
+    fingerprint: &mut String,
+) {
+    notify::reloading();
+    info!("SIGHUP: reloading the configuration");
+    let read = reload.0.clone();
+    let result = tokio::task::spawn_blocking(move || read())
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+    match result {
+        Ok(new) => {
+            fixed.warn_changes(&Fixed::of(&new));
+            if new.fingerprint != *fingerprint {
+                info!(
+                    "the TLS identity changed: new connections get the fingerprint {}",
+                    new.fingerprint
+                );
+                *fingerprint = new.fingerprint;
+            }
+            let server = new.server;
+            info!(
+                auth = %server.auth,
+                authorized_clients = server.clients.len(),
+                "configuration reloaded; new connections use it, open ones keep theirs"
+            );
+            settings.send_replace(Arc::new(server));
+            notify::ready("configuration reloaded");
+        }
+        Err(e) => {
+            error!("reload failed; the previous configuration stays in force: {e}");
+            notify::ready("reload failed, previous configuration kept; see the log");
+        }
+    }
 }

@@ -8,6 +8,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// What to do about a file that cannot be used, by the kind of failure.
+fn file_hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => "; check the path (or the setting that names it)",
+        std::io::ErrorKind::PermissionDenied => {
+            "; check its permissions and its directory's, or run wiresh as the user who owns it"
+        }
+        _ => "",
+    }
+}
+
 /// Why wiresh cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -18,7 +29,7 @@ pub enum SetupError {
         env: &'static str,
     },
     /// A file could not be read, created or written.
-    #[error("cannot {action} {what} {}: {source}", path.display())]
+    #[error("cannot {action} {what} {}: {source}{}", path.display(), file_hint(source))]
     File {
         /// `read`, `create`, `write`, `open`.
         action: &'static str,

@@ -15,6 +15,8 @@ pub const SUCCESS: i32 = 0;
 pub const TRANSFER_FAILED: i32 = 1;
 /// `wiresh serve` could not start or stopped on an error.
 pub const SERVE_FAILED: i32 = 1;
+/// A local subcommand (`keygen`, `man`, `completions`) failed.
+pub const LOCAL_FAILED: i32 = 1;
 /// The server could not start the program, as a shell reports a command
 /// it cannot find.
 pub const NOT_STARTED: i32 = 127;

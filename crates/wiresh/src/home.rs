@@ -62,15 +62,30 @@ pub fn append_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Checks that group and others have no access to a secret file.
-pub fn check_private(path: &Path, what: &'static str) -> Result<(), SetupError> {
+/// The permission bits of a file (`what` names it in the error).
+pub fn mode_of(path: &Path, what: &'static str) -> Result<u32, SetupError> {
     let meta = fs::metadata(path).map_err(|source| SetupError::File {
         action: "read",
         what,
         path: path.to_path_buf(),
         source,
     })?;
-    let mode = meta.permissions().mode() & 0o777;
+    Ok(meta.permissions().mode() & 0o777)
+}
+
+/// The text of a file (`what` names it in the error).
+pub fn read_text(path: &Path, what: &'static str) -> Result<String, SetupError> {
+    fs::read_to_string(path).map_err(|source| SetupError::File {
+        action: "read",
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Checks that group and others have no access to a secret file.
+pub fn check_private(path: &Path, what: &'static str) -> Result<(), SetupError> {
+    let mode = mode_of(path, what)?;
     if mode & 0o077 != 0 {
         return Err(SetupError::NotPrivate {
             what,

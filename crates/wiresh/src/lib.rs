@@ -15,7 +15,12 @@
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
+//! - `cert`: what TLS and client keys share: fingerprints, signature checks.
+//! - [`keys`]: client keys (`wiresh keygen`), presented with TLS client
+//!   authentication and known to the server by fingerprint.
 //! - [`error`]: the error of setting up (files, flags, sockets).
+//! - [`config_file`]: TOML config files (`server.toml`, `client.toml`), read
+//!   into entries that know their line.
 //! - [`exit`]: the exit statuses of the `wiresh` command.
 //! - `fileio`: partial files, hashing and publishing for transfers.
 //! - `listener`: the accept loop and the per-connection log line.
@@ -27,20 +32,26 @@
 //!   terminal-facing `exec`, `shell`, `put` and `get`.
 //! - [`legacy`]: the original Python protocol, server and client.
 //! - [`daemon`]: a whole server process: both listeners, signals, one
-//!   shutdown.
+//!   shutdown, reload on SIGHUP (a new settings snapshot for new
+//!   connections).
+//! - [`notify`]: readiness and reloads told to systemd (`sd_notify`).
 //! - [`privilege`]: dropping root (`--run-as`).
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod auth;
+mod cert;
 pub mod client;
+pub mod config_file;
 pub mod conn;
 pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod home;
+pub mod keys;
 pub mod legacy;
+pub mod notify;
 pub mod privilege;
 pub mod server;
 pub mod tls;

@@ -14,27 +14,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 
+pub use crate::cert::fingerprint;
+use crate::cert::{provider, Signatures};
 use crate::error::SetupError;
-use crate::home::{append_private_file, check_private, create_private_file, hex};
+use crate::home::{append_private_file, check_private, create_private_file};
+use crate::keys::{AnyClientCert, ClientKey};
 
 /// The name the server's certificate is issued to, and the name the client
 /// asks for (only the pinned fingerprint is checked, never the name).
 const SERVER_NAME: &str = "wiresh";
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The `sha256:<hex>` fingerprint of a certificate.
-pub fn fingerprint(cert: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(cert)))
-}
 
 /// The server's key and certificate, and the fingerprint clients pin.
 pub struct ServerIdentity {
@@ -50,9 +42,19 @@ impl ServerIdentity {
     /// Loads `server.key` and `server.crt` from `dir`, creating them (key
     /// mode 600) on first use. A key readable by others is refused.
     pub fn load_or_create(dir: &Path) -> Result<ServerIdentity, SetupError> {
+        ServerIdentity::open(dir, true)
+    }
+
+    /// Loads `server.key` and `server.crt` from `dir`, which must exist
+    /// (for `serve --check`, which creates nothing).
+    pub fn load(dir: &Path) -> Result<ServerIdentity, SetupError> {
+        ServerIdentity::open(dir, false)
+    }
+
+    fn open(dir: &Path, create: bool) -> Result<ServerIdentity, SetupError> {
         let key_path = dir.join("server.key");
         let cert_path = dir.join("server.crt");
-        let created = !key_path.exists();
+        let created = create && !key_path.exists();
         if created {
             create_identity(&key_path, &cert_path)?;
         }
@@ -69,7 +71,8 @@ impl ServerIdentity {
         let fingerprint = fingerprint(&cert);
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            // Client keys are checked at the `auth` step (crate::keys).
+            .with_client_cert_verifier(Arc::new(AnyClientCert(Signatures(provider()))))
             .with_single_cert(vec![cert], key)
             .map_err(|e| SetupError::Invalid {
                 what: KEY,
@@ -136,6 +139,8 @@ pub struct Pinning {
     pub known_hosts: PathBuf,
     /// A fingerprint given by the user, which overrides `known_hosts`.
     pub fingerprint: Option<String>,
+    /// The client's own key, presented with TLS client authentication.
+    pub client_key: Option<Arc<ClientKey>>,
 }
 
 /// The outcome of a handshake, for the caller to act on.
@@ -162,13 +167,19 @@ impl Pinning {
         let verifier = Arc::new(PinVerifier {
             expected: pinned.clone(),
             seen: Mutex::new(None),
-            provider: provider(),
+            signatures: Signatures(provider()),
         });
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier.clone());
+        let config = match &self.client_key {
+            Some(key) => {
+                let (chain, key) = key.for_rustls();
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
         Ok((
             Arc::new(config),
             PinCheck {
@@ -218,7 +229,12 @@ impl PinCheck {
                     self.host
                 )
             }
-            _ => format!("TLS handshake with {} failed: {error}", self.host),
+            _ => format!(
+                "TLS handshake with {} failed: {error}; check that it is a wiresh server's port \
+                 (a legacy listener speaks no TLS: use --legacy), or connect with --plaintext \
+                 to a loopback server started with --allow-plaintext",
+                self.host
+            ),
         }
     }
 
@@ -288,7 +304,7 @@ fn append_pin(file: &Path, host: &str, fingerprint: &str) -> std::io::Result<()>
 struct PinVerifier {
     expected: Option<String>,
     seen: Mutex<Option<String>>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -316,12 +332,8 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let verify = rustls::crypto::verify_tls12_signature;
+        self.signatures.check(verify, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -330,18 +342,12 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let verify = rustls::crypto::verify_tls13_signature;
+        self.signatures.check(verify, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 

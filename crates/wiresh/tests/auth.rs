@@ -154,8 +154,14 @@ async fn a_first_frame_the_decoder_refuses_gets_its_code_not_auth_required() {
             ErrorCode::FrameTooLarge,
         ),
         (vec![0, 0, 0, 0], ErrorCode::BadFrame),
+        // An `auth` without a token is valid (a client key may stand in for
+        // it): this server, with no keys, refuses the credentials.
         (
             raw_frame(br#"{"type":"auth","body_len":0}"#, b""),
+            ErrorCode::AuthFailed,
+        ),
+        (
+            raw_frame(br#"{"type":"auth","token":null,"body_len":0}"#, b""),
             ErrorCode::BadFrame,
         ),
         (

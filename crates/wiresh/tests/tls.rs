@@ -24,13 +24,7 @@ fn client(server: &Server, home: &Path, extra: &[&str], command: &str) -> tokio:
 
 /// The fingerprint the server printed when it started.
 fn printed_fingerprint(server: &Server) -> String {
-    server
-        .banner
-        .iter()
-        .find_map(|l| l.split("TLS fingerprint ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no fingerprint in the banner {:?}", server.banner))
+    server.fingerprint()
 }
 
 #[tokio::test]

@@ -50,11 +50,18 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
 }
 
 /// `wiresh exec --legacy`: runs `command` on a server of the original
-/// protocol. That protocol has no exit status, so this returns 0 after a
-/// complete answer and [`exit::CLIENT_FAILURE`] after a broken one.
-pub fn run_legacy(rt: &Runtime, target: &str, command: &str) -> i32 {
+/// protocol, whose text is in `encoding` (`None`: UTF-8, passed through).
+/// That protocol has no exit status, so this returns 0 after a complete
+/// answer and [`exit::CLIENT_FAILURE`] after a broken one.
+pub fn run_legacy(
+    rt: &Runtime,
+    target: &str,
+    command: &str,
+    encoding: Option<&'static encoding_rs::Encoding>,
+) -> i32 {
     let result = rt.block_on(async {
         let mut client = LegacyClient::connect(target, CONNECT_TIMEOUT).await?;
+        client.set_encoding(encoding);
         legacy_to_stdout(&mut client, command).await
     });
     match result {

@@ -3,8 +3,9 @@
 //! [`Connection`] is the library-level client, used by `wiresh exec`,
 //! `wiresh shell` and the tests alike. The terminal-facing parts (reading
 //! local stdin, printing output, the interactive prompt) live in [`local`]
-//! and [`shell`].
+//! and [`shell`]; per-server defaults (`client.toml`) in [`config`].
 
+pub mod config;
 pub mod copy;
 pub mod exec;
 pub mod local;
@@ -67,7 +68,10 @@ pub enum ClientError {
     #[error("{0}")]
     Timeout(String),
     /// The connection closed before the answer was complete.
-    #[error("connection to the server was lost {0}")]
+    #[error(
+        "connection to the server was lost {0}; try again, and if it keeps happening, the \
+         server's log says why"
+    )]
     Closed(&'static str),
     /// TLS failed, or the server's identity is not the pinned one.
     #[error("{0}")]

@@ -148,16 +148,22 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint) -> i32 {
 }
 
 /// `wiresh shell --legacy`: the same loop against a server of the original
-/// protocol, which has no exit status and joins stderr to stdout. Returns 0,
-/// or 255 once the connection is broken.
-pub fn run_legacy(rt: &Runtime, target: &str) -> i32 {
-    let client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
+/// protocol, which has no exit status and joins stderr to stdout; its text
+/// is in `encoding` (`None`: UTF-8, passed through). Returns 0, or 255 once
+/// the connection is broken.
+pub fn run_legacy(
+    rt: &Runtime,
+    target: &str,
+    encoding: Option<&'static encoding_rs::Encoding>,
+) -> i32 {
+    let mut client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wiresh: {e}");
             return exit::CLIENT_FAILURE;
         }
     };
+    client.set_encoding(encoding);
     let banner = format!("connected to legacy server {}", client.target());
     let prompt = format!("{} (legacy)>>: ", client.target());
     run_lines(rt, Legacy(client), &prompt, &banner)

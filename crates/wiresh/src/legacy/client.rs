@@ -19,6 +19,7 @@ use wiresh_proto::legacy::{
     MAX_COMMAND_LEN,
 };
 
+use super::encoding::{encode_command, ToUtf8};
 use super::socket::set_keepalive;
 use crate::addr::{AddrError, Target};
 use crate::home::hex;
@@ -104,6 +105,8 @@ pub struct LegacyClient {
     /// Set after an error that left the stream in an unknown position
     /// (mid-header or mid-payload); nothing more can be read from it.
     broken: Option<String>,
+    /// The server's text encoding, if not UTF-8 (`--encoding`).
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl LegacyClient {
@@ -128,6 +131,7 @@ impl LegacyClient {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             answer_timeout: None,
             broken: None,
+            encoding: None,
         })
     }
 
@@ -144,6 +148,14 @@ impl LegacyClient {
     /// TCP keepalive still notices a server whose machine vanished.
     pub fn set_answer_timeout(&mut self, timeout: Option<Duration>) {
         self.answer_timeout = timeout;
+    }
+
+    /// Sets the server's text encoding (a Windows server answers in its
+    /// console's code page, such as gbk): commands are sent in it and
+    /// answers turned from it into UTF-8. The md5 is still checked on the
+    /// bytes as they came. `None`: bytes pass unchanged.
+    pub fn set_encoding(&mut self, encoding: Option<&'static encoding_rs::Encoding>) {
+        self.encoding = encoding;
     }
 
     /// The server as `HOST:PORT`, for messages.
@@ -166,8 +178,12 @@ impl LegacyClient {
                 self.target
             );
         }
-        check_command(command)?;
-        let result = self.exchange(command, out).await;
+        let command = match self.encoding {
+            Some(encoding) => encode_command(encoding, command).map_err(LegacyError::Unsendable)?,
+            None => command.as_bytes().to_vec(),
+        };
+        check_command(&command)?;
+        let result = self.exchange(&command, out).await;
         if let Err(e) = &result {
             self.broken = Some(e.to_string());
         }
@@ -176,13 +192,13 @@ impl LegacyClient {
 
     async fn exchange(
         &mut self,
-        command: &str,
+        command: &[u8],
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<LegacyReply> {
         let target = self.target.clone();
         let stall = self.stall_timeout;
         // One write: the server takes one recv() as one command.
-        match time::timeout(stall, self.stream.write_all(command.as_bytes())).await {
+        match time::timeout(stall, self.stream.write_all(command)).await {
             Err(_) => {
                 lost!("sending the command to {target} took over {stall:?}; is the server stuck?")
             }
@@ -220,6 +236,7 @@ impl LegacyClient {
 
         let total = header.total_size;
         let mut md5 = Md5::new();
+        let mut decode = self.encoding.map(ToUtf8::new);
         let mut buf = vec![0u8; usize::try_from(total).unwrap_or(CHUNK).min(CHUNK)];
         let mut received = 0u64;
         while received < total {
@@ -242,10 +259,17 @@ impl LegacyClient {
                 Ok(Ok(n)) => n,
             };
             md5.update(&buf[..n]);
-            out.write_all(&buf[..n])
+            match &mut decode {
+                Some(decode) => out.write_all(&decode.push(&buf[..n], false)).await,
+                None => out.write_all(&buf[..n]).await,
+            }
+            .map_err(LegacyError::Output)?;
+            received += n as u64;
+        }
+        if let Some(decode) = &mut decode {
+            out.write_all(&decode.push(&[], true))
                 .await
                 .map_err(LegacyError::Output)?;
-            received += n as u64;
         }
         out.flush().await.map_err(LegacyError::Output)?;
 
@@ -280,7 +304,7 @@ impl LegacyClient {
 }
 
 /// Refuses commands the protocol cannot carry, before anything is sent.
-fn check_command(command: &str) -> Result<()> {
+fn check_command(command: &[u8]) -> Result<()> {
     if command.is_empty() {
         return Err(LegacyError::Unsendable(
             "an empty command cannot be sent with the legacy protocol: the server would read \
@@ -357,10 +381,10 @@ mod tests {
 
     #[test]
     fn refuses_what_the_protocol_cannot_carry() {
-        let err = check_command("").unwrap_err().to_string();
+        let err = check_command(b"").unwrap_err().to_string();
         assert!(err.contains("empty command"), "{err}");
-        check_command(&"x".repeat(MAX_COMMAND_LEN)).unwrap();
-        let err = check_command(&"x".repeat(MAX_COMMAND_LEN + 1))
+        check_command("x".repeat(MAX_COMMAND_LEN).as_bytes()).unwrap();
+        let err = check_command("x".repeat(MAX_COMMAND_LEN + 1).as_bytes())
             .unwrap_err()
             .to_string();
         assert!(err.contains("8096"), "{err}");

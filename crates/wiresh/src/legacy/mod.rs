@@ -16,6 +16,7 @@
 //! legacy listener on loopback unless the operator explicitly opts out.
 
 pub mod client;
+pub mod encoding;
 mod peer;
 pub mod server;
 mod socket;

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 
+use super::encoding::FromUtf8;
 use super::peer::loopback_peer_uid;
 use super::socket::set_keepalive;
 use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
@@ -97,6 +98,9 @@ pub struct LegacyServerConfig {
     /// as (or to root); others are closed. Remote peers (possible only with
     /// `--legacy-allow-insecure-remote`) cannot be told apart and are let in.
     pub same_user_only: bool,
+    /// The encoding commands arrive in and answers are sent in
+    /// (`--legacy-encoding`); `None`: bytes as they are (UTF-8).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl Default for LegacyServerConfig {
@@ -113,6 +117,7 @@ impl Default for LegacyServerConfig {
             commands: CommandSlots::new(defaults::MAX_COMMANDS),
             audit: None,
             same_user_only: true,
+            encoding: None,
         }
     }
 }
@@ -244,7 +249,10 @@ impl Conn {
             self.commands += 1;
             // The original decoded strictly and died on bad UTF-8; lossy
             // decoding runs what it can and lets the shell report the rest.
-            let command = String::from_utf8_lossy(&raw).into_owned();
+            let command = match self.config.encoding {
+                Some(encoding) => encoding.decode_without_bom_handling(&raw).0.into_owned(),
+                None => String::from_utf8_lossy(&raw).into_owned(),
+            };
             let started = Instant::now();
             let reply = match self.run_command(&command).await {
                 Ok(reply) => reply,
@@ -305,7 +313,7 @@ impl Conn {
     /// must close (the client went away); the process group is killed then.
     async fn run_command(&mut self, command: &str) -> Result<Reply, End> {
         let config = self.config.clone();
-        let output = Output::new(config.spool_threshold);
+        let output = Output::new(config.spool_threshold, config.encoding);
         // The protocol has no error message: a command that is not run gets
         // a reply whose stderr part says why, as the shell would complain.
         let not_run = |output: Output, why: String| async move {
@@ -498,22 +506,43 @@ struct Output {
     /// Set when the output went over [`MAX_OUTPUT`] or could not be spooled:
     /// later bytes are read (so the command never blocks) and dropped.
     discarding: bool,
+    /// With `--legacy-encoding`: the output of each stream, turned from
+    /// UTF-8 into that encoding as it arrives (stdout, stderr).
+    encode: Option<(FromUtf8, FromUtf8)>,
+    /// That encoding, for wiresh's own note.
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl Output {
-    fn new(threshold: usize) -> Self {
+    fn new(threshold: usize, encoding: Option<&'static encoding_rs::Encoding>) -> Self {
         Output {
             stdout: Spool::default(),
             stderr: Spool::default(),
             threshold,
             stdout_md5: Md5::new(),
             discarding: false,
+            encode: encoding.map(|e| (FromUtf8::new(e), FromUtf8::new(e))),
+            encoding,
         }
     }
 
     /// Adds bytes from one stream. Returns why the command must be killed
     /// when it produced more than can be kept.
     async fn push(&mut self, stream: Stream, data: &[u8]) -> Option<String> {
+        match &mut self.encode {
+            Some((out, err)) => {
+                let encoded = match stream {
+                    Stream::Stdout => out.push(data, false),
+                    Stream::Stderr => err.push(data, false),
+                };
+                self.push_bytes(stream, &encoded).await
+            }
+            None => self.push_bytes(stream, data).await,
+        }
+    }
+
+    /// Adds bytes, already in the answer's encoding, to one stream.
+    async fn push_bytes(&mut self, stream: Stream, data: &[u8]) -> Option<String> {
         if self.discarding {
             return None;
         }
@@ -547,6 +576,12 @@ impl Output {
     /// ended early (if it was; `wiresh: ` and a newline are added) to
     /// stderr, hashes, and builds the reply.
     async fn finish(mut self, ended_early: Option<String>) -> io::Result<Reply> {
+        if let Some((mut out, mut err)) = self.encode.take() {
+            // What the encoders held back (half a character at the end).
+            let (out_tail, err_tail) = (out.push(&[], true), err.push(&[], true));
+            self.push_bytes(Stream::Stdout, &out_tail).await;
+            self.push_bytes(Stream::Stderr, &err_tail).await;
+        }
         if let Some(why) = &ended_early {
             let last = self.stderr.last_byte.or(self.stdout.last_byte);
             let sep = if matches!(last, None | Some(b'\n')) {
@@ -555,8 +590,12 @@ impl Output {
                 "\n"
             };
             let note = format!("{sep}wiresh: {why}\n");
+            let note = match self.encoding {
+                Some(encoding) => encoding.encode(&note).0.into_owned(),
+                None => note.into_bytes(),
+            };
             let in_memory = true; // a few bytes; appended to the file if there is one
-            self.stderr.append(note.as_bytes(), in_memory).await?;
+            self.stderr.append(&note, in_memory).await?;
         }
         let mut md5 = self.stdout_md5;
         md5.update(&self.stderr.mem);
@@ -670,7 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn spools_past_the_threshold_and_hashes_stdout_then_stderr() {
-        let mut output = Output::new(10);
+        let mut output = Output::new(10, None);
         assert!(output.push(Stream::Stderr, b"err1-").await.is_none());
         assert!(output.push(Stream::Stdout, b"out1-").await.is_none());
         // Over the shared budget of 10: both streams go on disk from here.
@@ -692,7 +731,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_note_says_why_a_command_ended_early() {
-        let mut output = Output::new(1024);
+        let mut output = Output::new(1024, None);
         output.push(Stream::Stdout, b"partial").await;
         let mut reply = output
             .finish(Some(

@@ -223,6 +223,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     };
     info!(
         peer = %session.peer,
+        client = %session.identity,
         command = %what,
         code = ?exit.code,
         signal = ?exit.signal,

@@ -8,6 +8,7 @@ use wiresh_proto::{Limits, Secret};
 
 use super::admission::StartupLimits;
 use super::audit::AuditLog;
+use super::clients::{AuthMode, AuthorizedClients};
 use super::policy::Policy;
 use crate::addr::Network;
 use crate::exec::CommandSlots;
@@ -55,11 +56,19 @@ pub mod defaults {
     pub const LEGACY_SPOOL_THRESHOLD: usize = 8 * 1024 * 1024;
 }
 
-/// Everything a server needs to know, fixed at start.
+/// Everything a server needs to know. A running server holds one snapshot
+/// per connection, taken when the connection is accepted; a reload
+/// (SIGHUP) makes a new snapshot for the connections after it.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The token clients must present.
     pub token: Secret,
+    /// Which proofs of identity are accepted: the token, a client key, or
+    /// both (`--auth`).
+    pub auth: AuthMode,
+    /// The client keys that may log in, by fingerprint, each with its name
+    /// and policy (`authorized_clients`).
+    pub clients: Arc<AuthorizedClients>,
     /// Frame size limits.
     pub limits: Limits,
     /// Most authenticated connections served at once; more are refused
@@ -111,6 +120,8 @@ impl ServerConfig {
     pub fn new(token: Secret) -> Self {
         ServerConfig {
             token,
+            auth: AuthMode::default(),
+            clients: Arc::new(AuthorizedClients::none()),
             limits: Limits::default(),
             max_connections: defaults::MAX_CONNECTIONS,
             max_startups: defaults::MAX_STARTUPS,

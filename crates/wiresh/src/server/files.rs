@@ -383,7 +383,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
     publish(file, &part, &target, req.mode, req.mtime)
         .await
         .map_err(|e| Refusal::io("publish", shown, e))?;
-    info!(peer = %session.peer, path = %req.path, bytes = received, resumed_at = offset, "file received");
+    info!(peer = %session.peer, client = %session.identity, path = %req.path, bytes = received, resumed_at = offset, "file received");
     send(session, Message::TransferOk { bytes: received }).await?;
     Ok(received)
 }
@@ -444,7 +444,7 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
     }
     let hasher = source.finish().await;
     let blake3 = hasher.finalize().to_hex().to_string();
-    info!(peer = %session.peer, path, bytes = size - offset, resumed_at = offset, "file sent");
+    info!(peer = %session.peer, client = %session.identity, path, bytes = size - offset, resumed_at = offset, "file sent");
     send(session, Message::FileEnd { blake3 }).await?;
     Ok(size - offset)
 }

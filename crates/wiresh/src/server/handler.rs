@@ -18,16 +18,18 @@ use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::{
-    ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError, PREAMBLE_LEN,
-    PROTOCOL_VERSION,
+    ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError, Secret,
+    PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
 use super::admission::StartupPermit;
+use super::clients::{self, AuthMode, AuthorizedClient};
 use super::config::{defaults, ServerConfig};
 use super::session::{Place, Session, Shared};
 use super::throttle::FAILURE_DELAY;
 use super::{command, files};
 use crate::auth::{token_id, token_matches};
+use crate::cert::fingerprint;
 use crate::conn::{FrameConn, RecvError};
 use crate::listener::{ConnLog, End};
 
@@ -58,7 +60,7 @@ pub(super) async fn serve(
         Ok(permit) => permit,
         Err(why) => {
             info!(%peer, "connection refused: {why}");
-            return refuse(socket, why.to_string(), shared).await;
+            return refuse(socket, why.to_string(), shared, config.tls.clone()).await;
         }
     };
     let limit = config.handshake_timeout;
@@ -70,19 +72,29 @@ pub(super) async fn serve(
             return;
         }
     }
-    let accepted = Accepted {
+    let mut accepted = Accepted {
         peer,
         config: config.clone(),
         shared,
         shutdown,
         startup,
         deadline,
+        client_key: None,
     };
     match (&config.tls, first[0]) {
         (Some(tls), TLS_HANDSHAKE) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             match time::timeout_at(deadline, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => accepted.serve(stream).await,
+                Ok(Ok(stream)) => {
+                    // TLS checked that the client holds this certificate's key.
+                    accepted.client_key = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|cert| fingerprint(cert));
+                    accepted.serve(stream).await
+                }
                 Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => info!(%peer, "TLS handshake not completed within {limit:?}"),
             }
@@ -108,7 +120,12 @@ pub(super) async fn serve(
 /// TLS answers cost a handshake each, so only so many run at once; past
 /// that a TLS peer's connection is closed with a FIN, never a reset in the
 /// middle of its handshake (the client then says the server may be busy).
-pub(super) async fn refuse(mut socket: TcpStream, why: String, shared: Arc<Shared>) {
+pub(super) async fn refuse(
+    mut socket: TcpStream,
+    why: String,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let frame = Frame::new(Message::error(ErrorCode::TooManyConnections, why));
     let Ok(bytes) = wiresh_proto::codec::encode_frame(&frame) else {
         return;
@@ -119,7 +136,7 @@ pub(super) async fn refuse(mut socket: TcpStream, why: String, shared: Arc<Share
     let peeked = time::timeout(Duration::from_millis(250), socket.peek(&mut first)).await;
     let is_tls = matches!(peeked, Ok(Ok(1)) if first[0] == TLS_HANDSHAKE);
     let answer = async {
-        match &shared.tls {
+        match &tls {
             Some(config) if is_tls => {
                 let Ok(_answering) = shared.refusals.clone().try_acquire_owned() else {
                     return close_quietly(socket).await;
@@ -160,6 +177,8 @@ struct Accepted {
     startup: StartupPermit,
     /// When the handshake must be over.
     deadline: time::Instant,
+    /// The fingerprint of the client's TLS certificate, if it sent one.
+    client_key: Option<String>,
 }
 
 impl Accepted {
@@ -190,7 +209,13 @@ impl Accepted {
             self.shutdown,
             self.startup,
         );
-        let end = run(&mut session, preamble, self.deadline).await;
+        let end = run(
+            &mut session,
+            preamble,
+            self.deadline,
+            self.client_key.as_deref(),
+        )
+        .await;
         let commands = session.commands;
         // Let the writer deliver what is queued (such as a final error) and
         // close; a peer that reads nothing more is cut off.
@@ -225,7 +250,12 @@ async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn run(session: &mut Session, preamble: Preamble, deadline: time::Instant) -> End {
+async fn run(
+    session: &mut Session,
+    preamble: Preamble,
+    deadline: time::Instant,
+    client_key: Option<&str>,
+) -> End {
     // The version check comes after the magic check, so the peer is known
     // to speak frames and can read an error frame.
     if preamble.version != PROTOCOL_VERSION {
@@ -238,7 +268,7 @@ async fn run(session: &mut Session, preamble: Preamble, deadline: time::Instant)
     if let Err(end) = greet(session).await {
         return end;
     }
-    if let Err(end) = authenticate(session, deadline).await {
+    if let Err(end) = authenticate(session, deadline, client_key).await {
         return end;
     }
     serve_requests(session).await
@@ -262,12 +292,19 @@ async fn greet(session: &Session) -> Result<(), End> {
         .map_err(|_| End::Error("connection lost before hello".into()))
 }
 
-async fn authenticate(session: &mut Session, deadline: time::Instant) -> Result<(), End> {
+async fn authenticate(
+    session: &mut Session,
+    deadline: time::Instant,
+    client_key: Option<&str>,
+) -> Result<(), End> {
     let peer = session.peer.ip();
     // The operator's exempt networks are not locked out by failures, at
-    // the price of no penalty for guesses from them (SECURITY.md).
+    // the price of no penalty for guesses from them; nor is a client whose
+    // authorized key already proved who it is (SECURITY.md).
     let exempt = session.config.exempt.iter().any(|net| net.contains(peer));
-    let throttled = match exempt {
+    let proven_by_key = session.config.auth != AuthMode::Token
+        && client_key.is_some_and(|fp| session.config.clients.get(fp).is_some());
+    let throttled = match exempt || proven_by_key {
         true => Ok(()),
         false => session.shared.throttle.check(peer),
     };
@@ -290,45 +327,110 @@ async fn authenticate(session: &mut Session, deadline: time::Instant) -> Result<
         }
         Err(e) => return Err(session.fail_recv(e, "before authentication").await),
     };
-    match frame.message {
-        Message::Auth { token } if token_matches(&session.config.token, &token) => {
-            let Some(place) = session.shared.connection_place() else {
-                let max = session.config.max_connections;
-                let message =
-                    format!("server is at its limit of {max} connections; try again later");
-                return Err(session.fail(ErrorCode::TooManyConnections, message).await);
-            };
-            session.place = Place::Connection { _permit: place };
-            session.conn.set_read_limits(session.config.limits);
-            session.identity = token_id(&token);
-            session
-                .conn
-                .send_control(Frame::new(Message::AuthOk))
-                .await
-                .map_err(|_| End::Error("connection lost during authentication".into()))
+    let token = match frame.message {
+        Message::Auth { token } => token,
+        other => {
+            return Err(session
+                .fail(
+                    ErrorCode::AuthRequired,
+                    format!(
+                        "the first frame must be `auth`, not `{}`",
+                        other.type_name()
+                    ),
+                )
+                .await)
         }
-        Message::Auth { .. } => {
+    };
+    match check_credentials(&session.config, client_key, &token) {
+        Ok(Login::Key(client)) => {
+            session.identity = client.name.clone();
+            if let Some(own) = &client.policy {
+                // This connection's snapshot, with the client's narrower rules.
+                let mut config = ServerConfig::clone(&session.config);
+                config.policy = clients::narrow(&config.policy, own);
+                session.config = Arc::new(config);
+            }
+        }
+        Ok(Login::Token) => session.identity = token_id(&token),
+        Err(reason) => {
             // Logged without the token, by construction: Secret's Debug is redacted.
             if !exempt {
                 session.shared.throttle.failed(peer);
             }
             time::sleep(FAILURE_DELAY).await;
-            Err(session
-                .fail(
-                    ErrorCode::AuthFailed,
-                    "authentication failed: wrong token (check --token-file or WIRESH_TOKEN)",
-                )
-                .await)
+            let message = format!("authentication failed: {reason}");
+            return Err(session.fail(ErrorCode::AuthFailed, message).await);
         }
-        other => Err(session
-            .fail(
-                ErrorCode::AuthRequired,
-                format!(
-                    "the first frame must be `auth`, not `{}`",
-                    other.type_name()
-                ),
-            )
-            .await),
+    }
+    let Some(place) = session.shared.connection_place() else {
+        let max = session.config.max_connections;
+        let message = format!("server is at its limit of {max} connections; try again later");
+        return Err(session.fail(ErrorCode::TooManyConnections, message).await);
+    };
+    session.place = Place::Connection { _permit: place };
+    info!(peer = %session.peer, client = %session.identity, key = client_key.unwrap_or("-"), "authenticated");
+    session.conn.set_read_limits(session.config.limits);
+    session
+        .conn
+        .send_control(Frame::new(Message::AuthOk))
+        .await
+        .map_err(|_| End::Error("connection lost during authentication".into()))
+}
+
+/// Who a client proved to be.
+enum Login {
+    /// An authorized client key.
+    Key(Arc<AuthorizedClient>),
+    /// The shared token.
+    Token,
+}
+
+/// Decides a login from the client's key (the fingerprint of its TLS
+/// certificate, if it sent one) and its token (empty if it sent none),
+/// under the server's mode. The error says what the client should do.
+fn check_credentials(
+    config: &ServerConfig,
+    client_key: Option<&str>,
+    token: &Secret,
+) -> Result<Login, String> {
+    let mode = config.auth;
+    let key = client_key.and_then(|fp| config.clients.get(fp));
+    // Compared in constant time, and only when one was sent.
+    let token_ok = !token.is_empty() && token_matches(&config.token, token);
+    let key_problem = || match client_key {
+        Some(fp) => format!(
+            "the client key {fp} is not authorized on this server; give that fingerprint \
+             (`wiresh keygen` printed it) to the server's operator, who adds it to \
+             authorized_clients and reloads the server"
+        ),
+        None => "this server needs a client key: run `wiresh keygen`, give the fingerprint it \
+                 prints to the server's operator, and connect over TLS (not --plaintext)"
+            .into(),
+    };
+    let token_problem = || {
+        if token.is_empty() {
+            "no token was sent (pass --token-file or set WIRESH_TOKEN)".to_string()
+        } else {
+            "wrong token (check --token-file or WIRESH_TOKEN)".to_string()
+        }
+    };
+    match (mode, key, token_ok) {
+        (AuthMode::Either | AuthMode::Key, Some(client), _) => Ok(Login::Key(client.clone())),
+        (AuthMode::Both, Some(client), true) => Ok(Login::Key(client.clone())),
+        (AuthMode::Either | AuthMode::Token, _, true) => Ok(Login::Token),
+        (AuthMode::Either, None, false) if client_key.is_some() && token.is_empty() => {
+            Err(key_problem())
+        }
+        (AuthMode::Either | AuthMode::Token, _, false) => Err(token_problem()),
+        (AuthMode::Key, None, _) => Err(key_problem()),
+        (AuthMode::Both, None, _) => Err(format!(
+            "this server needs both a client key and the token; {}",
+            key_problem()
+        )),
+        (AuthMode::Both, Some(_), false) => Err(format!(
+            "this server needs the token as well as the client key; {}",
+            token_problem()
+        )),
     }
 }
 

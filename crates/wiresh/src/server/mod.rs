@@ -14,10 +14,12 @@
 //! - `command` and `files`: the two kinds of request;
 //! - `refusal`: requests turned down, mapped to their wire codes;
 //! - [`policy`], [`audit`], `throttle`: what may run, what is recorded, how
-//!   guessing tokens is slowed down.
+//!   guessing tokens is slowed down;
+//! - [`clients`]: the authorized client keys and the authentication mode.
 
 pub mod admission;
 pub mod audit;
+pub mod clients;
 mod command;
 pub mod config;
 mod files;
@@ -31,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -42,14 +45,29 @@ use crate::error::SetupError;
 /// stops accepting, lets running commands finish for the grace period, and
 /// returns once every connection has ended.
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) {
-    let shared = Arc::new(session::Shared::new(&config));
-    let config = Arc::new(config);
+    let (_keep, settings) = watch::channel(Arc::new(config));
+    run_reloadable(listener, settings, shutdown).await
+}
+
+/// Like [`run`], with settings that may be replaced while it runs (a
+/// reload): each connection takes the settings of the moment it is
+/// accepted and keeps them to its end, so a reload never changes what a
+/// running command or transfer was started under. The limits on
+/// connections and commands are those of the first settings.
+pub async fn run_reloadable(
+    listener: TcpListener,
+    settings: watch::Receiver<Arc<ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let first = settings.borrow().clone();
+    let shared = Arc::new(session::Shared::new(&first));
     info!(
         "running commands get {:?} to finish on shutdown",
-        config.shutdown_grace
+        first.shutdown_grace
     );
-    let max = config.max_connections;
+    let max = first.max_connections;
     let (admitting, serving, refusing) = (shared.clone(), shared.clone(), shared);
+    let current = settings.clone();
     crate::listener::serve_connections(
         listener,
         "server",
@@ -64,9 +82,13 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         },
         move |socket, peer, (), shutdown| {
             let _ = socket.set_nodelay(true);
-            handler::serve(socket, peer, config.clone(), serving.clone(), shutdown)
+            let config = current.borrow().clone();
+            handler::serve(socket, peer, config, serving.clone(), shutdown)
         },
-        move |socket, _, why| handler::refuse(socket, why, refusing.clone()),
+        move |socket, _, why| {
+            let tls = settings.borrow().tls.clone();
+            handler::refuse(socket, why, refusing.clone(), tls)
+        },
     )
     .await
 }

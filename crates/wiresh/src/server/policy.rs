@@ -156,9 +156,77 @@ impl Policy {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut policy: Policy = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        policy.resolve().map_err(invalid)?;
+        Policy::parse(&text).map_err(invalid)
+    }
+
+    /// Reads a policy from its JSON text and finds every allowed program.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let mut policy: Policy = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        policy.resolve()?;
         Ok(policy)
+    }
+
+    /// What both this policy and `other` allow: each right only if both
+    /// give it (a client's own policy narrowing the server's).
+    pub fn narrowed_by(&self, other: &Policy) -> Policy {
+        // Field by field, so that a new field must be decided here.
+        let Policy {
+            allow_shell,
+            allowed_programs,
+            allowed_env,
+            allowed_cwd,
+            allow_files,
+            programs,
+        } = self;
+        let (allowed_programs, programs) = match (allowed_programs, &other.allowed_programs) {
+            (None, None) => (None, Vec::new()),
+            (Some(_), None) => (allowed_programs.clone(), programs.clone()),
+            (None, Some(_)) => (other.allowed_programs.clone(), other.programs.clone()),
+            (Some(names), Some(_)) => {
+                // By the file each name was found to be, names kept in order.
+                let both: Vec<(String, AllowedProgram)> = names
+                    .iter()
+                    .cloned()
+                    .zip(programs.iter().cloned())
+                    .filter(|(_, p)| other.programs.iter().any(|o| o.key == p.key))
+                    .collect();
+                let (names, found) = both.into_iter().unzip();
+                (Some(names), found)
+            }
+        };
+        // The environment list counts only where programs are restricted.
+        let allowed_env = match (self.restricts_programs(), other.restricts_programs()) {
+            (true, true) => allowed_env
+                .iter()
+                .filter(|name| other.allowed_env.contains(name))
+                .cloned()
+                .collect(),
+            (true, false) => allowed_env.clone(),
+            (false, _) => other.allowed_env.clone(),
+        };
+        let allowed_cwd = match (allowed_cwd, &other.allowed_cwd) {
+            (None, None) => None,
+            (Some(dirs), None) | (None, Some(dirs)) => Some(dirs.clone()),
+            // Where both allow: the deeper of each pair that nests.
+            (Some(a), Some(b)) => Some(
+                a.iter()
+                    .flat_map(|x| b.iter().map(move |y| (x, y)))
+                    .filter_map(|(x, y)| match (x.starts_with(y), y.starts_with(x)) {
+                        (true, _) => Some(x.clone()),
+                        (_, true) => Some(y.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+        };
+        Policy {
+            allow_shell: *allow_shell && other.allow_shell,
+            allowed_programs,
+            allowed_env,
+            allowed_cwd,
+            allow_files: *allow_files && other.allow_files,
+            programs,
+        }
     }
 
     /// Finds the allowed programs and checks the lists.
@@ -381,6 +449,35 @@ mod tests {
             p.admit(Spec::shell("pwd")).is_ok(),
             "no cwd: the server's own"
         );
+    }
+
+    #[test]
+    fn narrowing_keeps_what_both_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let root = dir.path().display().to_string();
+        let sub = dir.path().join("sub").display().to_string();
+        let server = policy(&format!(
+            r#"{{"allow_shell": false, "allowed_programs": ["true", "false"],
+                "allowed_env": ["LANG", "TZ"], "allowed_cwd": [{root:?}]}}"#
+        ));
+        let client = policy(&format!(
+            r#"{{"allowed_programs": ["false", "echo"], "allowed_env": ["TZ"],
+                "allowed_cwd": [{sub:?}], "allow_files": false}}"#
+        ));
+        let both = server.narrowed_by(&client);
+        assert!(!both.allow_shell && !both.allow_files);
+        assert_eq!(both.allowed_programs, Some(vec!["false".to_string()]));
+        assert!(both.admit(argv(&["false"])).is_ok());
+        refused(both.admit(argv(&["true"])));
+        refused(both.admit(argv(&["echo"])));
+        assert_eq!(both.allowed_env, ["TZ"]);
+        let canonical_sub = std::path::Path::new(&sub).canonicalize().unwrap();
+        assert_eq!(both.allowed_cwd, Some(vec![canonical_sub]));
+        // Narrowing by an open policy changes nothing.
+        let same = server.narrowed_by(&Policy::default());
+        assert_eq!(same.allowed_programs, server.allowed_programs);
+        assert_eq!(same.allowed_env, server.allowed_env);
     }
 
     #[test]

@@ -37,8 +37,6 @@ pub(super) struct Shared {
     /// Refusals answered at once: telling a peer why costs a little (a TLS
     /// handshake), so a flood gets at most this many answers at a time.
     pub refusals: Arc<Semaphore>,
-    /// The TLS identity, to answer refused TLS peers inside TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Refusals answered at once (see [`Shared::refusals`]).
@@ -56,7 +54,6 @@ impl Shared {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
-            tls: config.tls.clone(),
         }
     }
 

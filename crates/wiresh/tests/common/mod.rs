@@ -32,7 +32,9 @@
 //! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
 //!   corrupts a transfer;
 //! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
-//!   lies to the client.
+//!   lies to the client;
+//! - [`keys`]: [`keys::KeyClient`], a client home with a key from the real
+//!   `wiresh keygen`, and authorized_clients files.
 //!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
@@ -44,6 +46,7 @@ pub mod disk;
 pub mod fake_server;
 pub mod file_requests;
 pub mod files;
+pub mod keys;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};
@@ -126,7 +129,7 @@ impl Server {
 
     /// Starts `wiresh serve --listen 127.0.0.1:0 ARGS...` with nothing added.
     pub fn start_exactly(args: &[&str]) -> Server {
-        Server::start_in(std::process::Command::new(BIN), args)
+        Server::start_in(tempfile::tempdir().unwrap(), args, &[])
     }
 
     /// Starts a server (plaintext allowed, as [`Server::start_with`]) whose
@@ -138,13 +141,25 @@ impl Server {
             &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
             BIN,
         ]);
-        Server::start_in(sh, &[&["--allow-plaintext"], args].concat())
+        let args = [&["--allow-plaintext"], args].concat();
+        Server::start_program(sh, tempfile::tempdir().unwrap(), &args, &[])
+    }
+
+    /// Like [`Server::start_exactly`], in the given `WIRESH_HOME` (which
+    /// may hold config files already) and with `env` added to its
+    /// environment.
+    pub fn start_in(home: TempDir, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        Server::start_program(std::process::Command::new(BIN), home, args, env)
     }
 
     /// Starts `program serve --listen 127.0.0.1:0 ARGS...`, where `program`
     /// runs the binary under test.
-    fn start_in(mut program: std::process::Command, args: &[&str]) -> Server {
-        let home = tempfile::tempdir().expect("cannot create a temporary WIRESH_HOME");
+    fn start_program(
+        mut program: std::process::Command,
+        home: TempDir,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
         let mut child = program
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -152,6 +167,11 @@ impl Server {
             .env("NO_COLOR", "1")
             .env_remove("WIRESH_TOKEN")
             .env_remove("WIRESH_LOG")
+            .env_remove("WIRESH_CONFIG")
+            .env_remove("WIRESH_LISTEN")
+            .env_remove("WIRESH_LOG_FORMAT")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -241,6 +261,16 @@ impl Server {
             log_grew,
             exited: false,
         }
+    }
+
+    /// The TLS fingerprint the server printed when it started.
+    pub fn fingerprint(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.split("TLS fingerprint ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no fingerprint in the banner {:?}", self.banner))
     }
 
     /// The server's process id.

@@ -9,16 +9,27 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use clap::{Args, Parser, Subcommand};
 use wiresh::addr::Network;
 use wiresh::server::admission::StartupLimits;
+use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
-use wiresh_proto::Limits;
+use wiresh_proto::{Limits, PROTOCOL_VERSION};
+
+/// What `--version` says: the program's version and the protocol it speaks.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (protocol {PROTOCOL_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+});
 
 /// Run commands on another machine over TCP, with their stdout, stderr and
 /// exit status kept apart and streamed as they are produced.
 #[derive(Parser)]
-#[command(name = "wiresh", version, about, long_about = None)]
+#[command(name = "wiresh", version = VERSION.as_str(), about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +38,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start a server that runs commands for clients holding its token.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one command on a server, like `ssh host cmd`.
     ///
     /// The words after `--` are joined with spaces and run by the remote
@@ -53,6 +64,44 @@ pub enum Command {
     /// Local names come from the paths you give, never from the server. Each
     /// file is checked with BLAKE3 and renamed into place only when complete.
     Get(GetArgs),
+    /// Make a client key pair, so that a server can know this client by it
+    /// (like ssh-keygen).
+    ///
+    /// Writes the key (mode 600) and its certificate to $WIRESH_HOME/client.key
+    /// and client.crt, then prints the line to add to the server's
+    /// authorized_clients file: the key's fingerprint and a name.
+    Keygen(KeygenArgs),
+    /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per subcommand with --dir.
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Where to write the key; the certificate goes beside it, ending in
+    /// .crt. [default: $WIRESH_HOME/client.key]
+    #[arg(long, short = 'i', value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// The client's name in the line printed for authorized_clients.
+    /// [default: USER@HOSTNAME]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    /// Write wiresh.1 and wiresh-SUBCOMMAND.1 into this directory instead
+    /// of printing wiresh.1 (e.g. /usr/local/share/man/man1).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// A duration on the command line: `30s`, `500ms`, `5m`, `1h`, `1h 30m`,
@@ -117,6 +166,10 @@ fn parse_frame_header(s: &str) -> Result<FrameLimit, String> {
     FrameLimit::between(s, Limits::DEFAULT_MAX_HEADER)
 }
 
+fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    wiresh::legacy::encoding::lookup(s)
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -124,11 +177,29 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// How the server writes its log (on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: every flag below can be written
+    /// there under its own name (`max-connections = 64`). Flags and
+    /// environment variables override it. [default: $WIRESH_HOME/server.toml, if it exists]
+    #[arg(long, value_name = "FILE", env = "WIRESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration and every file it names, print the
+    /// effective settings (secrets masked), and exit without listening.
+    #[arg(long)]
+    pub check: bool,
     /// Address to listen on. The default accepts only local clients; to
     /// serve other machines, give an address such as 0.0.0.0:7878.
-    #[arg(long, short = 'l', value_name = "ADDR", default_value = defaults::LISTEN)]
+    #[arg(long, short = 'l', value_name = "ADDR", default_value = defaults::LISTEN, env = "WIRESH_LISTEN")]
     pub listen: SocketAddr,
     /// File holding the token clients must present. Created (mode 600) with
     /// a random token if missing. [default: $WIRESH_HOME/token]
@@ -190,6 +261,16 @@ pub struct ServeArgs {
     /// has no authentication, so only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR")]
     pub legacy_listen: Option<SocketAddr>,
+    /// Which proofs of identity to accept: `either` the token or an
+    /// authorized client key, only the `token`, only a `key`, or `both`
+    /// together.
+    #[arg(long, value_name = "MODE", default_value_t = AuthMode::default())]
+    pub auth: AuthMode,
+    /// The client keys that may log in: one line per client, its
+    /// fingerprint (from `wiresh keygen`), a name, and optionally a policy.
+    /// [default: $WIRESH_HOME/authorized_clients, if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub authorized_clients: Option<PathBuf>,
     /// Restrict what may run: a JSON file such as
     /// {"allow_shell": false, "allowed_programs": ["uptime"], "allow_files": false}.
     #[arg(long, value_name = "FILE")]
@@ -210,6 +291,11 @@ pub struct ServeArgs {
     /// Without it, file transfer is off.
     #[arg(long, value_name = "DIR")]
     pub files_root: Option<PathBuf>,
+    /// The text encoding of the legacy listener's clients, a WHATWG label
+    /// such as gbk: commands are read in it and answers sent in it, as a
+    /// Windows server with that console code page would. [default: bytes as they are, UTF-8]
+    #[arg(long, value_name = "LABEL", requires = "legacy_listen", value_parser = parse_encoding)]
+    pub legacy_encoding: Option<&'static encoding_rs::Encoding>,
     /// Allow --legacy-listen on a non-loopback address. Anyone who can reach
     /// it can run any command as this user: only on a network you trust.
     #[arg(long, requires = "legacy_listen")]
@@ -219,6 +305,9 @@ pub struct ServeArgs {
     /// user owns a loopback peer's socket.
     #[arg(long, requires = "legacy_listen")]
     pub legacy_any_user: bool,
+    /// Log as lines of text or as JSON objects (one per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, env = "WIRESH_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Args)]
@@ -240,8 +329,12 @@ pub struct ConnectArgs {
     pub fingerprint: Option<String>,
     /// Connect without TLS: only to a server on loopback started with
     /// --allow-plaintext.
-    #[arg(long, conflicts_with = "fingerprint")]
+    #[arg(long, conflicts_with_all = ["fingerprint", "key"])]
     pub plaintext: bool,
+    /// Present this client key (made by `wiresh keygen`) to the server.
+    /// [default: $WIRESH_HOME/client.key, if it exists]
+    #[arg(long, short = 'i', value_name = "PATH")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -268,6 +361,11 @@ pub struct ExecArgs {
     /// stderr into stdout: wiresh exits 0 after a complete answer.
     #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file"])]
     pub legacy: bool,
+    /// With --legacy: the server's text encoding, a WHATWG label such as
+    /// gbk (a Windows server answers in its console's code page). The
+    /// command is sent in it and the answer turned into UTF-8.
+    #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -285,6 +383,9 @@ pub struct ShellArgs {
     /// Talk the original (legacy) protocol (default port 8090).
     #[arg(long, conflicts_with = "token_file")]
     pub legacy: bool,
+    /// With --legacy: the server's text encoding (a WHATWG label such as gbk).
+    #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 #[derive(Args)]

@@ -2,21 +2,31 @@
 //! connection flags to an [`Endpoint`], then the library's client.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
+use wiresh::client::config::{ClientConfig, HostDefaults};
 use wiresh::client::{self, copy::CopyFlags, transfer::TransferOptions};
 use wiresh::client::{Endpoint, Pinning, Security, Target};
+use wiresh::error::SetupError;
+use wiresh::keys::{self, ClientKey};
 use wiresh::{auth, exit, home};
-use wiresh_proto::{ExecRequest, DEFAULT_PORT};
+use wiresh_proto::{ExecRequest, Secret, DEFAULT_PORT};
 
 use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
 
 impl ConnectArgs {
     /// The server, its token and how to protect the connection.
     fn endpoint(&self) -> Result<Endpoint> {
-        let target = self.target()?;
-        let token = auth::client_token(self.token_file.as_deref())?;
+        let (target, defaults) = self.target()?;
+        let client_key = self.client_key(&defaults)?;
+        let token = match auth::client_token(self.token_file.as_deref()) {
+            Ok(token) => token,
+            // A key alone is enough for a server that knows it.
+            Err(SetupError::NoToken { .. }) if client_key.is_some() => Secret::default(),
+            Err(e) => return Err(e.into()),
+        };
         let security = if self.plaintext {
             anyhow::ensure!(
                 target.is_loopback(),
@@ -27,7 +37,8 @@ impl ConnectArgs {
         } else {
             Security::Tls(Pinning {
                 known_hosts: home::wiresh_home()?.join("known_hosts"),
-                fingerprint: self.fingerprint.clone(),
+                fingerprint: self.fingerprint.clone().or(defaults.fingerprint),
+                client_key,
             })
         };
         Ok(Endpoint {
@@ -37,10 +48,40 @@ impl ConnectArgs {
         })
     }
 
-    /// The modern server to connect to.
-    fn target(&self) -> Result<Target> {
+    /// The client key to present: `--key`, else the host's `key` in
+    /// client.toml, else `$WIRESH_HOME/client.key` when it exists. None with
+    /// `--plaintext`: keys need TLS.
+    fn client_key(&self, defaults: &HostDefaults) -> Result<Option<Arc<ClientKey>>> {
+        if self.plaintext {
+            return Ok(None);
+        }
+        let path = match self.key.as_ref().or(defaults.key.as_ref()) {
+            Some(path) => path.clone(),
+            None => {
+                let path = keys::default_key_path()?;
+                if !path.exists() {
+                    return Ok(None);
+                }
+                path
+            }
+        };
+        Ok(Some(Arc::new(ClientKey::load(&path)?)))
+    }
+
+    /// The modern server to connect to, and what client.toml says about
+    /// it (its port applies when -H gives none).
+    fn target(&self) -> Result<(Target, HostDefaults)> {
         let host = self.host.as_deref().unwrap_or("127.0.0.1");
-        Target::parse(host, DEFAULT_PORT).with_context(|| format!("-H {host}"))
+        // Port 0 stands for "none given": no client connects to port 0.
+        let mut target = Target::parse(host, 0).with_context(|| format!("-H {host}"))?;
+        let defaults = ClientConfig::load_default()?
+            .host(&target.host)
+            .cloned()
+            .unwrap_or_default();
+        if target.port == 0 {
+            target.port = defaults.port.unwrap_or(DEFAULT_PORT);
+        }
+        Ok((target, defaults))
     }
 
     /// The legacy server to connect to, as `HOST[:PORT]`.
@@ -75,7 +116,12 @@ fn runtime() -> Result<Runtime> {
 pub fn exec(args: ExecArgs) -> Result<i32> {
     let rt = runtime()?;
     let code = if args.legacy {
-        client::exec::run_legacy(&rt, args.connect.legacy_host(), &args.command.join(" "))
+        client::exec::run_legacy(
+            &rt,
+            args.connect.legacy_host(),
+            &args.command.join(" "),
+            args.encoding,
+        )
     } else {
         let endpoint = args.connect.endpoint()?;
         let mut req = if args.argv {
@@ -95,7 +141,11 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
     if args.legacy {
-        return Ok(client::shell::run_legacy(&rt, args.connect.legacy_host()));
+        return Ok(client::shell::run_legacy(
+            &rt,
+            args.connect.legacy_host(),
+            args.encoding,
+        ));
     }
     let endpoint = args.connect.endpoint()?;
     Ok(client::shell::run(&rt, &endpoint))

@@ -2,12 +2,18 @@
 //! library; nothing else.
 //!
 //! - `args`: every flag and its help;
-//! - `serve`: flags → the daemon's configuration, then the daemon;
-//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`.
+//! - `serve`: settings → the daemon's configuration, then the daemon;
+//! - `settings`: `serve`'s flags, environment and config file, merged;
+//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
+//! - `keygen`: a client key pair;
+//! - `help`: completion scripts and manual pages from the same definition.
 
 mod args;
 mod client;
+mod help;
+mod keygen;
 mod serve;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -19,11 +25,22 @@ use args::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (outcome, failure) = match cli.command {
-        Command::Serve(args) => (serve::run(args).map(|()| exit::SUCCESS), exit::SERVE_FAILED),
+        // serve reads its settings itself: the command line, the
+        // environment and the config file, merged (settings.rs).
+        Command::Serve(_) => (serve::run().map(|()| exit::SUCCESS), exit::SERVE_FAILED),
         Command::Exec(args) => (client::exec(args), exit::CLIENT_FAILURE),
         Command::Shell(args) => (client::shell(args), exit::CLIENT_FAILURE),
         Command::Put(args) => (client::put(args), exit::CLIENT_FAILURE),
         Command::Get(args) => (client::get(args), exit::CLIENT_FAILURE),
+        Command::Keygen(args) => (
+            keygen::run(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
+        Command::Completions(args) => (
+            help::completions(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
+        Command::Man(args) => (help::man(args).map(|()| exit::SUCCESS), exit::LOCAL_FAILED),
     };
     let code = outcome.unwrap_or_else(|e| {
         eprintln!("wiresh: {e:#}");

@@ -1,27 +1,53 @@
-//! `wiresh serve`: the one conversion from flags to the daemon's
-//! configuration (reading the token, the TLS identity, the policy), then
-//! the daemon.
+//! `wiresh serve`: the one conversion from settings (flags, environment,
+//! config file) to the daemon's configuration (reading the token, the TLS
+//! identity, the authorized clients, the policy), then the daemon. The same
+//! conversion runs again on every reload (SIGHUP) and for `--check`.
 
+use std::ffi::OsString;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
-use wiresh::daemon::{self, DaemonConfig};
+use wiresh::daemon::{self, DaemonConfig, Reload};
 use wiresh::legacy::{check_legacy_bind, LegacyServerConfig};
 use wiresh::privilege::{self, Account};
 use wiresh::server::audit::AuditLog;
+use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
 use wiresh::server::config::Capacity;
 use wiresh::server::policy::Policy;
 use wiresh::server::ServerConfig;
 use wiresh::tls::ServerIdentity;
 use wiresh::{auth, home};
+use wiresh_proto::Secret;
 
-use crate::args::ServeArgs;
+use crate::args::{LogFormat, ServeArgs};
+use crate::settings::{self, Settings, Source};
 
-/// Runs `wiresh serve` until it is stopped.
-pub fn run(args: ServeArgs) -> Result<()> {
-    init_logging();
-    let config = configure(args)?;
+/// Why the configuration is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// At start: missing token and TLS identity are created.
+    Start,
+    /// `--check`: nothing is created or opened for writing.
+    Check,
+    /// On SIGHUP: as at start, but privileges are already dropped and the
+    /// account to run as cannot change.
+    Reload,
+}
+
+/// Runs `wiresh serve` until it is stopped (or, with `--check`, checks).
+pub fn run() -> Result<()> {
+    let words = settings::command_line();
+    let settings = settings::load(&words)?;
+    init_logging(settings.args.log_format);
+    if settings.args.check {
+        return check(settings);
+    }
+    if let Some(file) = &settings.file {
+        info!("config file: {}", file.display());
+    }
+    let mut config = configure(&settings.args, Mode::Start, &mut Vec::new())?;
+    config.reload = Some(Reload::new(move || reload(&words)));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,22 +56,100 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Turns the flags into the daemon's configuration, reading and checking
+/// Reads everything again from the same command line, for a reload.
+fn reload(words: &[OsString]) -> Result<DaemonConfig, String> {
+    let settings = settings::load(words).map_err(|e| format!("{e:#}"))?;
+    configure(&settings.args, Mode::Reload, &mut Vec::new()).map_err(|e| format!("{e:#}"))
+}
+
+/// `serve --check`: every setting with its value and where it came from,
+/// then what the files it names hold (secrets masked), on stdout; exit 0
+/// when the server would start, an error saying what is wrong otherwise.
+fn check(settings: Settings) -> Result<()> {
+    let mut notes = Vec::new();
+    let config = configure(&settings.args, Mode::Check, &mut notes)?;
+    let mut out = String::new();
+    out.push_str("# wiresh serve --check: the configuration is valid\n");
+    match &settings.file {
+        Some(path) => out.push_str(&format!("# config file: {}\n", path.display())),
+        None => out.push_str("# config file: none\n"),
+    }
+    for (name, value, source) in &settings.values {
+        let source = match source {
+            Source::Flag => "flag".to_string(),
+            Source::Env => "environment".to_string(),
+            Source::File(line) => format!("config file line {line}"),
+            Source::Default => "default".to_string(),
+        };
+        match value {
+            Some(v) => out.push_str(&format!("{name} = {}  # {source}\n", toml_value(v))),
+            None => out.push_str(&format!("# {name} is not set\n")),
+        }
+    }
+    let server = &config.server;
+    out.push_str(&format!(
+        "# token: {} ({})\n",
+        mask(&server.token),
+        if server.token.is_empty() {
+            "none yet".to_string()
+        } else {
+            auth::token_id(&server.token)
+        }
+    ));
+    out.push_str(&format!("# TLS fingerprint: {}\n", config.fingerprint));
+    out.push_str(&format!(
+        "# authorized clients: {} ({})\n",
+        server.clients.len(),
+        server.clients.names().join(", ")
+    ));
+    out.push_str(&format!("# policy: {:?}\n", server.policy));
+    for note in notes {
+        out.push_str(&format!("# note: {note}\n"));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// A value as TOML: numbers and booleans bare, anything else quoted.
+fn toml_value(v: &str) -> String {
+    if v == "true" || v == "false" || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) {
+        v.to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// A secret as `--check` shows it: its length, never its characters.
+fn mask(secret: &Secret) -> String {
+    format!("<masked, {} characters>", secret.expose().len())
+}
+
+/// Turns the settings into the daemon's configuration, reading and checking
 /// every file they name, so that a mistake is reported before anything
-/// listens.
-fn configure(args: ServeArgs) -> Result<DaemonConfig> {
+/// listens (or, on reload, before anything changes). In check mode, what
+/// would be created at start is noted in `notes` instead.
+fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<DaemonConfig> {
     anyhow::ensure!(
         !args.frame_timeout.0.is_zero(),
         "--frame-timeout must be more than 0"
     );
-    let token_path = match args.token_file {
-        Some(p) => p,
+    let token_path = match &args.token_file {
+        Some(p) => p.clone(),
         None => auth::default_token_path()?,
     };
-    let (token, created) = auth::load_or_create_token(&token_path)?;
-    if created {
-        info!("created a new token in {}", token_path.display());
-    }
+    let token = if mode == Mode::Check && !token_path.exists() {
+        notes.push(format!(
+            "the token file {} does not exist yet; `wiresh serve` creates it",
+            token_path.display()
+        ));
+        Secret::default()
+    } else {
+        let (token, created) = auth::load_or_create_token(&token_path)?;
+        if created {
+            info!("created a new token in {}", token_path.display());
+        }
+        token
+    };
     let mut server = ServerConfig::new(token);
     anyhow::ensure!(
         args.max_startups_per_address > 0,
@@ -80,7 +184,9 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
     server.max_startups = capacity.max_startups;
     server.commands = wiresh::exec::CommandSlots::new(capacity.max_commands);
     server.max_startups_per_address = args.max_startups_per_address;
-    server.exempt = args.exempt;
+    server.exempt = args.exempt.clone();
+    server.auth = args.auth;
+    server.clients = Arc::new(authorized_clients(args)?);
     server.command_timeout = args.command_timeout.map(|d| d.0);
     server.idle_timeout = args.idle_timeout.0;
     server.frame_timeout = args.frame_timeout.0;
@@ -99,25 +205,53 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         }
     }
     if let Some(path) = &args.audit_log {
-        server.audit = Some(Arc::new(AuditLog::open(path)?));
-        info!("audit log: {}", path.display());
+        if mode == Mode::Check {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                anyhow::bail!(
+                    "--audit-log {}: the directory {} does not exist; create it",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        } else {
+            // Opened anew on reload, so that a rotated log is followed.
+            server.audit = Some(Arc::new(AuditLog::open(path)?));
+            info!("audit log: {}", path.display());
+        }
     }
     let home = home::wiresh_home()?;
-    let identity = ServerIdentity::load_or_create(&home)?;
-    if identity.created {
-        info!("created a new TLS identity in {}", home.display());
-    }
-    server.tls = Some(identity.config.clone());
+    let identity = if mode == Mode::Check && !home.join("server.key").exists() {
+        notes.push(format!(
+            "no TLS identity in {} yet; `wiresh serve` creates one (and prints its fingerprint)",
+            home.display()
+        ));
+        None
+    } else if mode == Mode::Check {
+        Some(ServerIdentity::load(&home)?)
+    } else {
+        let identity = ServerIdentity::load_or_create(&home)?;
+        if identity.created {
+            info!("created a new TLS identity in {}", home.display());
+        }
+        Some(identity)
+    };
+    server.tls = identity.as_ref().map(|i| i.config.clone());
     if let Some(root) = &args.files_root {
-        let canonical = root
-            .canonicalize()
-            .with_context(|| format!("--files-root {}", root.display()))?;
+        let canonical = root.canonicalize().with_context(|| {
+            format!(
+                "--files-root {}: create it, or fix the path",
+                root.display()
+            )
+        })?;
         anyhow::ensure!(
             canonical.is_dir(),
             "--files-root {}: not a directory",
             root.display()
         );
-        info!("file transfer confined to {}", canonical.display());
+        if mode == Mode::Start {
+            info!("file transfer confined to {}", canonical.display());
+        }
         server.files_root = Some(canonical);
     }
     let legacy = match args.legacy_listen {
@@ -132,17 +266,21 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
             // budget and audit log.
             let mut legacy = LegacyServerConfig::sharing(&server);
             legacy.same_user_only = !args.legacy_any_user;
+            legacy.encoding = args.legacy_encoding;
             Some((addr, legacy))
         }
         None => None,
     };
-    let run_as = match &args.run_as {
-        Some(_) if !privilege::is_root() => {
-            anyhow::bail!("--run-as needs the server to be started as root")
-        }
-        Some(user) => Some(Account::lookup(user)?),
-        None => {
-            if privilege::is_root() {
+    let run_as = match (&args.run_as, mode) {
+        // Dropped already at start; the account cannot change.
+        (_, Mode::Reload) => None,
+        (Some(_), _) if !privilege::is_root() => anyhow::bail!(
+            "--run-as needs the server to be started as root; without it the server runs as \
+             the user who starts it"
+        ),
+        (Some(user), _) => Some(Account::lookup(user)?),
+        (None, _) => {
+            if privilege::is_root() && mode == Mode::Start {
                 warn!("running as root: every command runs as root; consider --run-as USER");
             }
             None
@@ -152,20 +290,50 @@ fn configure(args: ServeArgs) -> Result<DaemonConfig> {
         listen: args.listen,
         server,
         token_path,
-        fingerprint: identity.fingerprint,
+        fingerprint: identity.map_or_else(|| "(not created yet)".into(), |i| i.fingerprint),
         legacy,
         run_as,
+        reload: None,
     })
 }
 
-fn init_logging() {
+/// The authorized clients: `--authorized-clients FILE` (which must exist),
+/// else `$WIRESH_HOME/authorized_clients` if it exists, else none.
+fn authorized_clients(args: &ServeArgs) -> Result<AuthorizedClients> {
+    let path = match &args.authorized_clients {
+        Some(path) => path.clone(),
+        None => clients::default_path()?,
+    };
+    if args.authorized_clients.is_none() && !path.exists() {
+        anyhow::ensure!(
+            matches!(args.auth, AuthMode::Either | AuthMode::Token),
+            "--auth {} needs client keys, but {} does not exist: create it with one \
+             line per client (the line `wiresh keygen` prints on the client), or pass \
+             --authorized-clients FILE",
+            args.auth,
+            path.display()
+        );
+        return Ok(AuthorizedClients::none());
+    }
+    let clients = AuthorizedClients::load(&path)?;
+    if clients.is_empty() && matches!(args.auth, AuthMode::Key | AuthMode::Both) {
+        warn!("{} lists no client: nobody can log in", path.display());
+    }
+    Ok(clients)
+}
+
+/// Logs to stderr, as text or JSON lines; `WIRESH_LOG` sets the level.
+fn init_logging(format: LogFormat) {
     let level = std::env::var("WIRESH_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::level_filters::LevelFilter>().ok())
         .unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
