@@ -1,11 +1,17 @@
 //! File I/O shared by both ends of a transfer: the partial file beside the
 //! target, prefix hashing for resume, and publishing a verified file.
 
+use std::ffi::{OsStr, OsString};
 use std::io::SeekFrom;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
 use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -16,17 +22,29 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// Longest file name most filesystems accept.
 const NAME_MAX: usize = 255;
 
-/// The temporary name a transfer writes to, beside its target:
+/// Runs blocking file-system calls on a thread where blocking is fine.
+pub(crate) async fn unblock<T, F>(f: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// The temporary name a transfer writes to, beside its target `name`:
 /// `.NAME.wiresh-part` (or, for names too long for that, a name derived
 /// from a hash of NAME). Deterministic, so `--resume` finds it again.
-pub(crate) fn partial_path(target: &Path) -> Option<PathBuf> {
-    let name = target.file_name()?.to_str()?;
-    let partial = format!(".{name}.wiresh-part");
+pub(crate) fn partial_name(name: &OsStr) -> OsString {
+    let mut partial = OsString::from(".");
+    partial.push(name);
+    partial.push(".wiresh-part");
     if partial.len() <= NAME_MAX {
-        return Some(target.with_file_name(partial));
+        return partial;
     }
     let digest = blake3::hash(name.as_bytes()).to_hex();
-    Some(target.with_file_name(format!(".wiresh-part-{}", &digest[..32])))
+    OsString::from(format!(".wiresh-part-{}", &digest[..32]))
 }
 
 /// Whether a directory entry is a transfer's partial file (hidden from
@@ -35,38 +53,53 @@ pub(crate) fn is_partial_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".wiresh-part") || name.starts_with(".wiresh-part-")
 }
 
-/// Opens (creating) a partial file for one transfer, safely:
-/// - never through a symlink (`O_NOFOLLOW`), and only a regular file, so a
-///   planted link cannot redirect the write;
+/// Opens a directory to work in by handle (a transfer's partial file and
+/// its publishing happen by one name inside it).
+pub(crate) fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+/// Opens (creating) the partial file `name` in `dir` for one transfer,
+/// safely (blocking):
+/// - by one name inside the directory's handle, never through a symlink
+///   (`O_NOFOLLOW`), and only a regular file, so a planted link cannot
+///   redirect the write;
 /// - with an exclusive lock, so two transfers to the same target cannot
-///   interleave their bytes (the second is refused with `WouldBlock`).
-pub(crate) async fn open_partial(path: &Path) -> std::io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .await?;
-    if !file.metadata().await?.is_file() {
-        return Err(std::io::Error::other("is not a regular file"));
+///   interleave their bytes (the second is refused with `WouldBlock`);
+/// - still named `name` once locked: a partial that was published or
+///   removed while we waited for its lock is not the one to write.
+pub(crate) fn open_partial(dir: &OwnedFd, name: &OsStr) -> std::io::Result<std::fs::File> {
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    loop {
+        let file = std::fs::File::from(rustix::fs::openat(
+            dir,
+            name,
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?);
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("is not a regular file"));
+        }
+        // The lock lives as long as the descriptor (the file), and goes with it.
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another transfer of this file is in progress",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == meta.ino() && now.st_dev == meta.dev() => return Ok(file),
+            Ok(_) | Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    // The lock lives as long as the descriptor (the file), and goes with it.
-    let lock = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
-    if let Err(errno) = lock {
-        let e = std::io::Error::from(errno);
-        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-            std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "another transfer of this file is in progress",
-            )
-        } else {
-            e
-        });
-    }
-    Ok(file)
 }
 
 /// Opens a file to send, refusing anything but a regular file without
@@ -111,31 +144,33 @@ pub(crate) fn unix_time(secs: i64) -> SystemTime {
 }
 
 /// Makes a fully received and verified partial file the real one: fsync,
-/// optional mode and mtime, rename over the target, fsync the directory.
-/// Until the rename, the target keeps its old content.
+/// optional mode and mtime, rename of `partial` over `name` inside `dir`,
+/// fsync of the directory. Until the rename, the target keeps its old
+/// content; the partial's lock is held until after it, so no other
+/// transfer can take the partial up while it becomes the real file.
 pub(crate) async fn publish(
     mut file: File,
-    partial: &Path,
-    target: &Path,
+    dir: Arc<OwnedFd>,
+    partial: OsString,
+    name: OsString,
     mode: Option<u32>,
     mtime: Option<i64>,
 ) -> std::io::Result<()> {
     file.flush().await?;
-    file.sync_all().await?;
     let file = file.into_std().await;
-    if let Some(mode) = mode {
-        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-    }
-    if let Some(mtime) = mtime {
-        file.set_modified(unix_time(mtime))?;
-    }
-    drop(file);
-    fs::rename(partial, target).await?;
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).await?.sync_all().await
+    unblock(move || {
+        file.sync_all()?;
+        if let Some(mode) = mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        if let Some(mtime) = mtime {
+            file.set_modified(unix_time(mtime))?;
+        }
+        rustix::fs::renameat(&*dir, &partial, &*dir, &name)?;
+        drop(file);
+        Ok(rustix::fs::fsync(&*dir)?)
+    })
+    .await
 }
 
 /// Chunks of a file on their way to disk: written and hashed on a thread of
@@ -263,14 +298,28 @@ mod tests {
 
     #[test]
     fn partial_names() {
-        let short = partial_path(Path::new("/d/file.txt")).unwrap();
-        assert_eq!(short, Path::new("/d/.file.txt.wiresh-part"));
+        let short = partial_name(OsStr::new("file.txt"));
+        assert_eq!(short, ".file.txt.wiresh-part");
         assert!(is_partial_name(".file.txt.wiresh-part"));
         let long = "x".repeat(250);
-        let p = partial_path(&Path::new("/d").join(&long)).unwrap();
-        let name = p.file_name().unwrap().to_str().unwrap();
+        let p = partial_name(OsStr::new(&long));
+        let name = p.to_str().unwrap();
         assert!(name.len() <= NAME_MAX && is_partial_name(name), "{name}");
-        assert_eq!(p, partial_path(&Path::new("/d").join(&long)).unwrap());
+        assert_eq!(p, partial_name(OsStr::new(&long)));
         assert!(!is_partial_name("notes.txt"));
+    }
+
+    #[test]
+    fn a_partial_is_locked_and_never_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open_dir(tmp.path()).unwrap();
+        let first = open_partial(&dir, OsStr::new(".a.wiresh-part")).unwrap();
+        let second = open_partial(&dir, OsStr::new(".a.wiresh-part")).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::WouldBlock, "{second}");
+        drop(first);
+        open_partial(&dir, OsStr::new(".a.wiresh-part")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", tmp.path().join(".b.wiresh-part")).unwrap();
+        open_partial(&dir, OsStr::new(".b.wiresh-part")).unwrap_err();
+        assert!(!tmp.path().join("elsewhere").exists());
     }
 }

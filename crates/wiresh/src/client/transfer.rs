@@ -7,9 +7,11 @@
 //! BLAKE3, and it is written to `.NAME.wiresh-part` and renamed into place
 //! only once verified — whatever a malicious or broken server sends back.
 
+use std::ffi::OsString;
 use std::io::SeekFrom;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::fs::{self, File};
@@ -18,7 +20,8 @@ use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
 use crate::fileio::{
-    hash_prefix, open_partial, open_source, partial_path, publish, Sink, Source, CHUNK,
+    hash_prefix, open_dir, open_partial, open_source, partial_name, publish, unblock, Sink, Source,
+    CHUNK,
 };
 
 /// Most time one frame of a transfer may take to arrive.
@@ -282,13 +285,28 @@ impl Connection {
         options: TransferOptions,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TransferReport, TransferError> {
-        let part = partial_path(local).ok_or_else(|| TransferError::Local {
-            path: local.to_path_buf(),
-            source: std::io::Error::other("names no file"),
-        })?;
-        let mut file = open_partial(&part)
+        let name = local
+            .file_name()
+            .map(OsString::from)
+            .ok_or_else(|| TransferError::Local {
+                path: local.to_path_buf(),
+                source: std::io::Error::other("names no file"),
+            })?;
+        let partial = partial_name(&name);
+        let part = local.with_file_name(&partial);
+        let dir_path = match local.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = unblock(move || open_dir(&dir_path))
             .await
             .map_err(TransferError::local(&part))?;
+        let dir = Arc::new(dir);
+        let (at, named) = (dir.clone(), partial.clone());
+        let file = unblock(move || open_partial(&at, &named))
+            .await
+            .map_err(TransferError::local(&part))?;
+        let mut file = File::from_std(file);
         let have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let resume_from = if options.resume { have } else { 0 };
         let request = Message::Get {
@@ -362,7 +380,7 @@ impl Connection {
         } else {
             (None, None)
         };
-        publish(file, &part, local, mode, mtime)
+        publish(file, dir, partial, name, mode, mtime)
             .await
             .map_err(TransferError::local(local))?;
         Ok(TransferReport {
