@@ -134,6 +134,35 @@ pub(crate) async fn hash_prefix(file: &mut File, len: u64) -> std::io::Result<bl
     Ok(hasher)
 }
 
+/// The mode a receiver gives what it creates when asked for `requested`:
+/// the permission bits only. Set-user-ID, set-group-ID and sticky bits
+/// are never taken from the other side (a sender could hand out a
+/// set-user-ID program that way); a directory keeps the set-group-ID bit
+/// it inherited from its parent (`current`), which is the owner's setting.
+pub(crate) fn mode_to_apply(requested: u32, current: u32, is_dir: bool) -> u32 {
+    const PERMISSIONS: u32 = 0o777;
+    const SET_GROUP_ID: u32 = 0o2000;
+    let kept = if is_dir { current & SET_GROUP_ID } else { 0 };
+    requested & PERMISSIONS | kept
+}
+
+/// The mode a new file gets when none is asked for: `0o666` less the
+/// process's umask, as `open(2)` would give it. The partial file is created
+/// owner-only (its content is nobody else's business until it is
+/// complete), so this is applied when it is published. The umask is read
+/// from `/proc/self/status`, since setting it to read it would race with
+/// other threads creating files; without `/proc`, the usual `022`.
+fn default_file_mode() -> u32 {
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        })
+        .unwrap_or(0o022);
+    0o666 & !umask
+}
+
 /// A Unix timestamp as a `SystemTime`.
 pub(crate) fn unix_time(secs: i64) -> SystemTime {
     if secs >= 0 {
@@ -144,7 +173,8 @@ pub(crate) fn unix_time(secs: i64) -> SystemTime {
 }
 
 /// Makes a fully received and verified partial file the real one: fsync,
-/// optional mode and mtime, rename of `partial` over `name` inside `dir`,
+/// its mode (`mode`'s permission bits, or the default a new file gets),
+/// optional mtime, rename of `partial` over `name` inside `dir`,
 /// fsync of the directory. Until the rename, the target keeps its old
 /// content; the partial's lock is held until after it, so no other
 /// transfer can take the partial up while it becomes the real file.
@@ -160,9 +190,11 @@ pub(crate) async fn publish(
     let file = file.into_std().await;
     unblock(move || {
         file.sync_all()?;
-        if let Some(mode) = mode {
-            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-        }
+        let mode = match mode {
+            Some(mode) => mode_to_apply(mode, 0, false),
+            None => default_file_mode(),
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if let Some(mtime) = mtime {
             file.set_modified(unix_time(mtime))?;
         }
@@ -307,6 +339,23 @@ mod tests {
         assert!(name.len() <= NAME_MAX && is_partial_name(name), "{name}");
         assert_eq!(p, partial_name(OsStr::new(&long)));
         assert!(!is_partial_name("notes.txt"));
+    }
+
+    #[test]
+    fn only_permission_bits_are_applied() {
+        assert_eq!(mode_to_apply(0o4755, 0, false), 0o755);
+        assert_eq!(mode_to_apply(0o7777, 0o7777, false), 0o777);
+        assert_eq!(mode_to_apply(0o1777, 0, true), 0o777);
+        assert_eq!(mode_to_apply(0o4750, 0o2755, true), 0o2750);
+        assert_eq!(mode_to_apply(0o640, 0o4755, true), 0o640);
+    }
+
+    #[test]
+    fn new_files_get_the_umask_default() {
+        // The tests run with a umask that leaves the owner read and write.
+        let mode = default_file_mode();
+        assert_eq!(mode & 0o600, 0o600, "{mode:o}");
+        assert_eq!(mode & !0o666, 0, "{mode:o}");
     }
 
     #[test]

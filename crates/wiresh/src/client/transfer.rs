@@ -20,8 +20,8 @@ use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
 use crate::fileio::{
-    hash_prefix, open_dir, open_partial, open_source, partial_name, publish, unblock, Sink, Source,
-    CHUNK,
+    hash_prefix, mode_to_apply, open_dir, open_partial, open_source, partial_name, publish,
+    unblock, Sink, Source, CHUNK,
 };
 
 /// Most time one frame of a transfer may take to arrive.
@@ -426,13 +426,20 @@ pub async fn is_local_dir(path: &Path) -> bool {
     fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
-/// Creates a local directory, with `mode` when preserving.
+/// Creates a local directory, with `mode`'s permission bits when
+/// preserving (never set-user-ID, set-group-ID or sticky bits from the
+/// server).
 pub async fn make_local_dir(path: &Path, mode: Option<u32>) -> Result<(), TransferError> {
     fs::create_dir_all(path)
         .await
         .map_err(TransferError::local(path))?;
     if let Some(mode) = mode {
-        fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+        let current = fs::metadata(path)
+            .await
+            .map_err(TransferError::local(path))?
+            .mode();
+        let mode = mode_to_apply(mode, current, true);
+        fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .await
             .map_err(TransferError::local(path))?;
     }

@@ -33,7 +33,8 @@ use super::refusal::Refusal;
 use super::session::{AuditEntry, Session};
 use crate::conn::RecvError;
 use crate::fileio::{
-    hash_prefix, is_partial_name, open_partial, partial_name, publish, unblock, Sink, Source, CHUNK,
+    hash_prefix, is_partial_name, mode_to_apply, open_partial, partial_name, publish, unblock,
+    Sink, Source, CHUNK,
 };
 use crate::listener::End;
 
@@ -270,7 +271,9 @@ async fn mkdir(session: &mut Session, files: &Files, path: &str, mode: Option<u3
             let dir = root.make_dirs(&rel)?;
             if let Some(mode) = mode {
                 // As documented: a mode that cannot be applied is no failure.
-                let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode & 0o7777));
+                let current = rustix::fs::fstat(&dir).map_or(0, |st| st.st_mode);
+                let mode = mode_to_apply(mode, current, true);
+                let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode));
             }
             Ok(())
         })
