@@ -208,9 +208,15 @@ pub(crate) async fn publish(
 /// Chunks of a file on their way to disk: written and hashed on a thread of
 /// their own, so that disk I/O and BLAKE3 run beside the network instead of
 /// between its reads.
+///
+/// The thread holds the file, and with it the partial's lock, until it has
+/// written what was queued: [`Sink::finish`] waits for that, and whoever
+/// gives up on a transfer must still call it before reporting the end, or a
+/// transfer started right after finds the partial locked.
 pub(crate) struct Sink {
     chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-    worker: tokio::task::JoinHandle<std::io::Result<(std::fs::File, blake3::Hasher)>>,
+    /// `None` once awaited (after a failed write).
+    worker: Option<tokio::task::JoinHandle<std::io::Result<(std::fs::File, blake3::Hasher)>>>,
 }
 
 impl Sink {
@@ -229,11 +235,12 @@ impl Sink {
         });
         Sink {
             chunks: Some(chunks),
-            worker,
+            worker: Some(worker),
         }
     }
 
-    /// Queues a chunk; fails with the write error if the disk refused one.
+    /// Queues a chunk; fails with the write error if the disk refused one
+    /// (the writer has stopped, and let go of the file, by then).
     pub(crate) async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
         let sent = match &self.chunks {
             Some(tx) => tx.send(chunk).await.is_ok(),
@@ -242,21 +249,28 @@ impl Sink {
         if sent {
             return Ok(());
         }
-        // The worker stopped: it has the error.
         self.chunks = None;
-        match (&mut self.worker).await {
-            Ok(Err(e)) => Err(e),
-            _ => Err(std::io::Error::other("the file writer stopped")),
+        match self.join().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(std::io::Error::other("the file writer stopped")),
         }
     }
 
-    /// Waits for every chunk to be written; returns the file and the hash.
+    /// Waits for every chunk queued to be written; returns the file and
+    /// the hash.
     pub(crate) async fn finish(mut self) -> std::io::Result<(File, blake3::Hasher)> {
         self.chunks = None;
-        match self.worker.await {
-            Ok(Ok((file, hasher))) => Ok((File::from_std(file), hasher)),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(std::io::Error::other(e)),
+        let (file, hasher) = self.join().await?;
+        Ok((File::from_std(file), hasher))
+    }
+
+    /// Waits for the writer thread to end (once).
+    async fn join(&mut self) -> std::io::Result<(std::fs::File, blake3::Hasher)> {
+        match self.worker.take() {
+            Some(worker) => worker
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            None => Err(std::io::Error::other("the file writer had stopped")),
         }
     }
 }

@@ -340,28 +340,42 @@ impl Connection {
         let mut done = offset;
         progress(done);
         let mut sink = Sink::start(file, hasher).await;
-        let expected = loop {
-            let frame = self.next_file_frame().await?;
-            match frame.message {
-                Message::FileData => {
-                    done += frame.body.len() as u64;
-                    if done > size {
-                        drop(sink.finish().await);
-                        let _ = fs::remove_file(&part).await;
-                        return Err(TransferError::Unsafe(format!(
-                            "the server sent more than the {size} bytes it announced"
-                        )));
+        let received = async {
+            loop {
+                let frame = self.next_file_frame().await?;
+                match frame.message {
+                    Message::FileData => {
+                        done += frame.body.len() as u64;
+                        if done > size {
+                            return Err(TransferError::Unsafe(format!(
+                                "the server sent more than the {size} bytes it announced"
+                            )));
+                        }
+                        sink.write(frame.body)
+                            .await
+                            .map_err(TransferError::local(&part))?;
+                        progress(done);
                     }
-                    sink.write(frame.body)
-                        .await
-                        .map_err(TransferError::local(&part))?;
-                    progress(done);
+                    Message::FileEnd { blake3 } => return Ok(blake3),
+                    other => return Err(unexpected(&other, "a download").into()),
                 }
-                Message::FileEnd { blake3 } => break blake3,
-                other => return Err(unexpected(&other, "a download").into()),
+            }
+        }
+        .await;
+        // Whatever happened, what was received is on disk (for a resume)
+        // and the partial's lock is released before this returns.
+        let finished = sink.finish().await;
+        let expected = match received {
+            Ok(expected) => expected,
+            Err(e) => {
+                if matches!(e, TransferError::Unsafe(_)) {
+                    drop(finished);
+                    let _ = fs::remove_file(&part).await;
+                }
+                return Err(e);
             }
         };
-        let (file, hasher) = sink.finish().await.map_err(TransferError::local(&part))?;
+        let (file, hasher) = finished.map_err(TransferError::local(&part))?;
         let actual = hasher.finalize().to_hex().to_string();
         if done != size || actual != expected.to_ascii_lowercase() {
             drop(file);

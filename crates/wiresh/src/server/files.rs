@@ -30,7 +30,7 @@ use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, T
 
 use self::root::{refusal, RelPath, Root};
 use super::refusal::Refusal;
-use super::session::{AuditEntry, Session};
+use super::session::{not_allowed, AuditEntry, Session};
 use crate::conn::RecvError;
 use crate::fileio::{
     hash_prefix, is_partial_name, mode_to_apply, open_partial, partial_name, publish, unblock,
@@ -393,29 +393,18 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     let mut sink = Sink::start(file, hasher).await;
-    let mut received = 0u64;
-    let expected = loop {
-        let frame = next_transfer_frame(session).await?;
-        match frame.message {
-            Message::FileData => {
-                received += frame.body.len() as u64;
-                if offset + received > req.size {
-                    let message = format!("more data than the announced {} bytes", req.size);
-                    return Err(session.fail(ErrorCode::BadRequest, message).await.into());
-                }
-                if let Err(e) = sink.write(frame.body).await {
-                    let message = format!("cannot write {}: {e}", req.path);
-                    return Err(session.fail(ErrorCode::IoError, message).await.into());
-                }
-            }
-            Message::FileEnd { blake3 } => break blake3,
-            other => return Err(session.unexpected(&other, "during an upload").await.into()),
-        }
-    };
-    let (file, hasher) = match sink.finish().await {
+    let received = receive(session, &mut sink, &req, offset).await;
+    // The disk writer is done, and on a failure has let go of the partial
+    // and its lock, before the client is told and before the connection's
+    // end is reported: a `put --resume` sent right after must find the
+    // partial free.
+    let finished = sink.finish().await;
+    let (expected, received) = match received {
         Ok(done) => done,
-        Err(e) => return Err(Refusal::io("write", shown, e).into()),
+        Err(Abort::Ended(end)) => return Err(end.into()),
+        Err(Abort::Failed(code, message)) => return Err(session.fail(code, message).await.into()),
     };
+    let (file, hasher) = finished.map_err(|e| Refusal::io("write", shown, e))?;
     let actual = hasher.finalize().to_hex().to_string();
     if offset + received != req.size || actual != expected.to_ascii_lowercase() {
         discard(dir, part, file).await;
@@ -433,6 +422,47 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
     info!(peer = %session.peer, path = %req.path, bytes = received, resumed_at = offset, "file received");
     send(session, Message::TransferOk { bytes: received }).await?;
     Ok(received)
+}
+
+/// Why an upload stopped before its `file_end`.
+enum Abort {
+    /// The connection ended (the peer left, or was told why already).
+    Ended(End),
+    /// The client is to be told this, once the disk writer is done; then
+    /// the connection closes.
+    Failed(ErrorCode, String),
+}
+
+/// Receives an upload's data into `sink`, up to its `file_end`; returns
+/// the BLAKE3 the client announced and the bytes received.
+async fn receive(
+    session: &mut Session,
+    sink: &mut Sink,
+    req: &PutRequest,
+    offset: u64,
+) -> Result<(String, u64), Abort> {
+    let mut received = 0u64;
+    loop {
+        let frame = next_transfer_frame(session).await.map_err(Abort::Ended)?;
+        match frame.message {
+            Message::FileData => {
+                received += frame.body.len() as u64;
+                if offset + received > req.size {
+                    let message = format!("more data than the announced {} bytes", req.size);
+                    return Err(Abort::Failed(ErrorCode::BadRequest, message));
+                }
+                if let Err(e) = sink.write(frame.body).await {
+                    let message = format!("cannot write {}: {e}", req.path);
+                    return Err(Abort::Failed(ErrorCode::IoError, message));
+                }
+            }
+            Message::FileEnd { blake3 } => return Ok((blake3, received)),
+            other => {
+                let message = not_allowed(&other, "during an upload");
+                return Err(Abort::Failed(ErrorCode::UnexpectedMessage, message));
+            }
+        }
+    }
 }
 
 async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64) -> Handled {

@@ -49,6 +49,11 @@ pub(super) struct AuditEntry<'a> {
     pub bytes_out: u64,
 }
 
+/// What [`Session::unexpected`] tells the peer about `message`.
+pub(super) fn not_allowed(message: &Message, when: &str) -> String {
+    format!("`{}` is not allowed {when}", message.type_name())
+}
+
 /// An authenticated connection and everything its handlers need.
 pub(super) struct Session {
     /// The frames to and from the client.
@@ -152,11 +157,8 @@ impl Session {
 
     /// Rejects a message that is valid but not allowed now.
     pub async fn unexpected(&self, message: &Message, when: &str) -> End {
-        self.fail(
-            ErrorCode::UnexpectedMessage,
-            format!("`{}` is not allowed {when}", message.type_name()),
-        )
-        .await
+        self.fail(ErrorCode::UnexpectedMessage, not_allowed(message, when))
+            .await
     }
 
     /// Appends one line to the audit log, if there is one.
