@@ -323,3 +323,63 @@ async fn put_resume_right_after_an_interrupted_put_finds_the_partial_free() {
         );
     }
 }
+
+/// Partial files untouched for more than a day are removed at the next
+/// upload into their directory; fresh ones, ones a transfer holds, ones
+/// in other directories and the upload's own (which it resumes) are not.
+#[tokio::test]
+async fn stale_partials_are_removed_at_the_next_put_to_their_directory() {
+    let fx = Files::start();
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 24 * 3600;
+    let inbox = fx.root.join("inbox");
+    let stale = part_of(&inbox.join("old.bin"));
+    let fresh = part_of(&inbox.join("new.bin"));
+    let held = part_of(&inbox.join("busy.bin"));
+    let elsewhere = part_of(&fx.root.join("other/old.bin"));
+    let data = binary_pattern(MIB + 3);
+    let own = part_of(&inbox.join("own.bin"));
+    for (part, content) in [
+        (&stale, &b"stale"[..]),
+        (&fresh, b"fresh"),
+        (&held, b"held"),
+        (&elsewhere, b"elsewhere"),
+        (&own, &data[..MIB / 2]),
+    ] {
+        write(part, content);
+        if part != &fresh {
+            set_mtime(part, two_days_ago);
+        }
+    }
+    // A transfer in progress holds its partial's lock.
+    let holder = std::fs::File::open(&held).unwrap();
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let src = fx.local.join("own.bin");
+    write(&src, &data);
+    let proxy = Proxy::pass(fx.server.addr).await;
+    let out = fx
+        .run_via(&proxy, "put", &args!["--resume", &src, "inbox/own.bin"])
+        .await;
+    assert_ok(&out, "put --resume into a directory with stale partials");
+    assert_eq!(
+        proxy.seen().transfer_starts(),
+        vec![(MIB / 2) as u64],
+        "the upload's own partial, however old, is resumed"
+    );
+    assert!(read(&inbox.join("own.bin")) == data);
+    assert!(!stale.exists(), "the stale partial is still there");
+    assert!(fresh.exists(), "a fresh partial was removed");
+    assert!(held.exists(), "a partial a transfer holds was removed");
+    assert!(
+        elsewhere.exists(),
+        "a partial in another directory was removed"
+    );
+    fx.server
+        .wait_for_log("removed 1 partial file(s) untouched for over 24 h: .old.bin.wiresh-part")
+        .await;
+    drop(holder);
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::fs::{self, File};
 use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
@@ -23,6 +24,7 @@ use crate::fileio::{
     hash_prefix, mode_to_apply, open_dir, open_partial, open_source, partial_name, publish,
     unblock, Sink, Source, CHUNK,
 };
+use crate::task::AbortOnDrop;
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -242,18 +244,10 @@ impl Connection {
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(TransferError::local(local))?;
-        let mut done = offset;
-        progress(done);
+        progress(offset);
         let chunk = CHUNK.min(self.hello.max_body as usize).max(1);
-        let mut source = Source::start(file, size - offset, chunk, hasher).await;
-        while let Some(body) = source.next().await {
-            let body = body.map_err(TransferError::local(local))?;
-            done += body.len() as u64;
-            self.send_data(Frame::with_body(Message::FileData, body))
-                .await?;
-            progress(done);
-        }
-        let hasher = source.finish().await;
+        let source = Source::start(file, size - offset, chunk, hasher).await;
+        let hasher = self.send_file(source, offset, local, progress).await?;
         let blake3 = hasher.finalize().to_hex().to_string();
         match self.request(Message::FileEnd { blake3 }).await {
             Ok(Frame {
@@ -273,6 +267,85 @@ impl Connection {
                 "checksum mismatch, the upload was discarded: {message}"
             ))),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends an upload's data from `source` (the file from `done` on),
+    /// listening to the server all the while: an error it sends meanwhile
+    /// (its disk is full, say) ends the upload with that error, rather
+    /// than with the broken connection that follows it. Returns the hash
+    /// of the whole file.
+    async fn send_file(
+        &mut self,
+        mut source: Source,
+        mut done: u64,
+        local: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<blake3::Hasher, TransferError> {
+        /// Why the data stopped going out.
+        enum Stopped {
+            Read(std::io::Error),
+            Closed,
+        }
+        let data = self.conn.sender();
+        let (sent, mut sent_rx) = watch::channel(done);
+        // The data goes out from a task of its own, so that this one can
+        // keep reading what the server says.
+        let mut pump = AbortOnDrop(tokio::spawn(async move {
+            while let Some(body) = source.next().await {
+                let body = body.map_err(Stopped::Read)?;
+                done += body.len() as u64;
+                let frame = Frame::with_body(Message::FileData, body);
+                data.send(frame).await.map_err(|_| Stopped::Closed)?;
+                sent.send_replace(done);
+            }
+            Ok(source.finish().await)
+        }));
+        loop {
+            tokio::select! {
+                biased;
+                frame = self.conn.recv() => match frame {
+                    Some(Ok(frame)) => match frame.message {
+                        Message::Ping => self.conn.pong(frame.body),
+                        Message::Pong => {}
+                        other => return Err(unexpected(&other, "an upload").into()),
+                    },
+                    Some(Err(e)) => return Err(ClientError::Protocol(e.to_string()).into()),
+                    None => return Err(ClientError::Closed("during a transfer").into()),
+                },
+                Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
+                pumped = &mut pump.0 => {
+                    progress(*sent_rx.borrow());
+                    return match pumped {
+                        Ok(Ok(hasher)) => Ok(hasher),
+                        Ok(Err(Stopped::Read(e))) => Err(TransferError::local(local)(e)),
+                        Ok(Err(Stopped::Closed)) => Err(self.why_closed().await.into()),
+                        Err(e) => Err(TransferError::local(local)(std::io::Error::other(e))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The connection broke while the client was sending: the server's
+    /// own error if it sent one before closing, or else the broken
+    /// connection.
+    async fn why_closed(&mut self) -> ClientError {
+        loop {
+            match self.conn.recv_within(Duration::from_secs(2)).await {
+                Ok(Frame {
+                    message: Message::Error { code, message },
+                    ..
+                }) => {
+                    return ClientError::Remote {
+                        code,
+                        message,
+                        started: false,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return ClientError::Closed("during a transfer"),
+            }
         }
     }
 

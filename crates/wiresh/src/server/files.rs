@@ -13,7 +13,7 @@
 
 mod root;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::SeekFrom;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use tokio::fs::File;
 use tokio::io::AsyncSeekExt;
@@ -37,6 +37,13 @@ use crate::fileio::{
     Sink, Source, CHUNK,
 };
 use crate::listener::End;
+
+/// A partial file nobody has written to for this long is removed at the
+/// next upload into its directory.
+const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most often one directory is looked through for stale partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -327,8 +334,20 @@ async fn discard(dir: Arc<OwnedFd>, part: OsString, file: File) {
     .await;
 }
 
-async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
-    let shown = Path::new(&req.path);
+/// An upload's partial file, open and locked, in its directory.
+struct Upload {
+    dir: Arc<OwnedFd>,
+    /// The target's name in `dir`.
+    name: OsString,
+    /// The partial's name in `dir`.
+    part: OsString,
+    file: File,
+}
+
+/// Resolves an upload's target, creates its directory, and opens its
+/// partial file; a fresh (not resumed) upload empties an old partial at
+/// once, so that whatever space it held is free for this one.
+async fn open_upload(session: &Session, files: &Files, req: &PutRequest) -> Result<Upload, Stop> {
     let rel = files.rel(&req.path)?;
     let Some((dir_rel, name)) = rel.split_last() else {
         return Err(Refusal::PathRefused {
@@ -351,16 +370,113 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         }
         _ => {}
     }
+    let shown = dir_rel.clone();
     let dir = files
         .beneath(move |root| root.make_dirs(&dir_rel))
         .await
         .map_err(|e| refusal("create directory for", &req.path, e))?;
     let dir = Arc::new(dir);
+    sweep_stale_partials(session, &dir, &part, &shown).await;
     let (at, named) = (dir.clone(), part.clone());
     let file = unblock(move || open_partial(&at, &named))
         .await
-        .map_err(|e| Refusal::io("write", shown, e))?;
-    let mut file = File::from_std(file);
+        .map_err(|e| Refusal::io("write", Path::new(&req.path), e))?;
+    let file = File::from_std(file);
+    if !req.resume {
+        file.set_len(0)
+            .await
+            .map_err(|e| Refusal::io("write", Path::new(&req.path), e))?;
+    }
+    Ok(Upload {
+        dir,
+        name,
+        part,
+        file,
+    })
+}
+
+/// Removes the partial files in an upload's directory that nobody has
+/// written to for [`STALE_PARTIAL`] and no transfer holds (besides the
+/// upload's own, `keep`, which the upload itself resumes or discards). A
+/// directory is looked through at most once per [`SWEEP_EVERY`], so that
+/// uploading many files into one directory does not read it over and over.
+async fn sweep_stale_partials(session: &Session, dir: &Arc<OwnedFd>, keep: &OsStr, rel: &RelPath) {
+    let Ok(meta) = rustix::fs::fstat(&**dir) else {
+        return;
+    };
+    if !session
+        .shared
+        .sweep_due((meta.st_dev, meta.st_ino), SWEEP_EVERY)
+    {
+        return;
+    }
+    let (at, keep) = (dir.clone(), keep.to_os_string());
+    match unblock(move || sweep(&at, &keep, STALE_PARTIAL)).await {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => info!(
+            peer = %session.peer,
+            dir = %rel,
+            "removed {} partial file(s) untouched for over {} h: {}",
+            removed.len(),
+            STALE_PARTIAL.as_secs() / 3600,
+            removed.join(", ")
+        ),
+        Err(e) => {
+            info!(peer = %session.peer, dir = %rel, "looking for stale partial files failed: {e}")
+        }
+    }
+}
+
+/// Removes, from `dir`, the partial files other than `keep` that are
+/// older than `age` and not locked by a transfer; returns their names.
+fn sweep(dir: &OwnedFd, keep: &OsStr, age: Duration) -> std::io::Result<Vec<String>> {
+    let now = std::time::SystemTime::now();
+    let mut names = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        if let Ok(name) = entry?.file_name().to_str() {
+            if is_partial_name(name) && OsStr::new(name) != keep {
+                names.push(name.to_string());
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for name in names {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(dir, &*name, flags, Mode::empty()) else {
+            continue;
+        };
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata()?;
+        let idle = meta
+            .modified()
+            .map(|m| now.duration_since(m).unwrap_or_default());
+        if !meta.is_file() || idle.map_or(true, |idle| idle < age) {
+            continue;
+        }
+        // A transfer holds its partial's lock while it runs; and the name
+        // must still be that file once we hold the lock.
+        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        match rustix::fs::statat(dir, &*name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_ino == meta.ino() && st.st_dev == meta.dev() => {}
+            _ => continue,
+        }
+        rustix::fs::unlinkat(dir, &*name, AtFlags::empty())?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
+    let shown = Path::new(&req.path);
+    let Upload {
+        dir,
+        name,
+        part,
+        mut file,
+    } = open_upload(session, files, &req).await?;
     // Offer to resume from a partial no longer than the file.
     let mut offered = 0;
     let mut prefix = None;
@@ -403,8 +519,19 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         Ok(done) => done,
         Err(Abort::Ended(end)) => return Err(end.into()),
         Err(Abort::Failed(code, message)) => return Err(session.fail(code, message).await.into()),
+        Err(Abort::NoSpace(e)) => {
+            let message = no_space(&req, &dir, &part, e).await;
+            return Err(session.fail(ErrorCode::IoError, message).await.into());
+        }
     };
-    let (file, hasher) = finished.map_err(|e| Refusal::io("write", shown, e))?;
+    let (file, hasher) = match finished {
+        Ok(done) => done,
+        // The last chunks met the full disk: after `file_end`, a refusal.
+        Err(e) if is_full(&e) => {
+            return Err(Refusal::Io(no_space(&req, &dir, &part, e).await).into())
+        }
+        Err(e) => return Err(Refusal::io("write", shown, e).into()),
+    };
     let actual = hasher.finalize().to_hex().to_string();
     if offset + received != req.size || actual != expected.to_ascii_lowercase() {
         discard(dir, part, file).await;
@@ -431,6 +558,64 @@ enum Abort {
     /// The client is to be told this, once the disk writer is done; then
     /// the connection closes.
     Failed(ErrorCode, String),
+    /// The disk is full (or the quota used up): the client is told how
+    /// much space the upload needs, and what to do.
+    NoSpace(std::io::Error),
+}
+
+/// Whether a write failed for want of space (or quota).
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
+}
+
+/// What a client is told when its upload ran out of space: what the
+/// filesystem said, how much more the file needs than the partial now
+/// holds, how much is free, and how to go on.
+async fn no_space(req: &PutRequest, dir: &Arc<OwnedFd>, part: &OsStr, e: std::io::Error) -> String {
+    let (at, named) = (dir.clone(), part.to_os_string());
+    let measured = unblock(move || {
+        let kept = rustix::fs::statat(&*at, &named, AtFlags::SYMLINK_NOFOLLOW)?.st_size;
+        let fs = rustix::fs::fstatvfs(&*at)?;
+        Ok((
+            u64::try_from(kept).unwrap_or(0),
+            fs.f_bavail.saturating_mul(fs.f_frsize),
+        ))
+    })
+    .await;
+    let path = &req.path;
+    let Ok((kept, free)) = measured else {
+        return format!(
+            "cannot write {path}: {e}; free space on the server, then run the same put with \
+             --resume to continue"
+        );
+    };
+    let needed = req.size.saturating_sub(kept);
+    format!(
+        "cannot write {path}: {e}: the file needs {} more than the {} kept so far, and the \
+         server's filesystem has {} free; free at least {} there, then run the same put with \
+         --resume to continue from what was kept (or without --resume to start over; a \
+         partial file left alone is removed after {} h)",
+        bytes(needed),
+        bytes(kept),
+        bytes(free),
+        bytes(needed.saturating_sub(free)),
+        STALE_PARTIAL.as_secs() / 3600,
+    )
+}
+
+/// A byte count for people: exact below 1 KiB, else in binary units.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 /// Receives an upload's data into `sink`, up to its `file_end`; returns
@@ -452,6 +637,9 @@ async fn receive(
                     return Err(Abort::Failed(ErrorCode::BadRequest, message));
                 }
                 if let Err(e) = sink.write(frame.body).await {
+                    if is_full(&e) {
+                        return Err(Abort::NoSpace(e));
+                    }
                     let message = format!("cannot write {}: {e}", req.path);
                     return Err(Abort::Failed(ErrorCode::IoError, message));
                 }

@@ -3,9 +3,10 @@
 //! state, and the shutdown signal. After mini-redis's `Handler`, it holds
 //! the connection rather than its parts.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time;
@@ -27,14 +28,40 @@ pub(super) struct Shared {
     pub throttle: AuthThrottle,
     /// Slots for running commands (`max_commands`).
     commands: Arc<Semaphore>,
+    /// When each directory (by device and inode) was last looked through
+    /// for stale partial files.
+    swept: Mutex<HashMap<(u64, u64), Instant>>,
 }
+
+/// Most directories [`Shared::sweep_due`] remembers; past that it starts
+/// over (a sweep more is harmless).
+const SWEPT_DIRS: usize = 4096;
 
 impl Shared {
     pub fn new(config: &ServerConfig) -> Shared {
         Shared {
             throttle: AuthThrottle::default(),
             commands: Arc::new(Semaphore::new(config.max_commands)),
+            swept: Mutex::default(),
         }
+    }
+
+    /// Whether the directory `dir` is due to be looked through for stale
+    /// partial files (not within `every`); if so, it counts as done now.
+    pub fn sweep_due(&self, dir: (u64, u64), every: Duration) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if swept
+            .get(&dir)
+            .is_some_and(|at| now.duration_since(*at) < every)
+        {
+            return false;
+        }
+        if swept.len() >= SWEPT_DIRS {
+            swept.clear();
+        }
+        swept.insert(dir, now);
+        true
     }
 }
 

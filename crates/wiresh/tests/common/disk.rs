@@ -1,6 +1,7 @@
 //! Data and files on disk for the transfer tests: test data, BLAKE3s,
 //! reading and writing files, the `.NAME.wiresh-part` partial names (and
-//! whether a transfer holds one), and what a directory holds.
+//! whether a transfer holds one), what a directory holds, and a small
+//! filesystem to fill up ([`SmallFs`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -167,4 +168,62 @@ pub fn set_mtime(path: &Path, unix_secs: u64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(UNIX_EPOCH + Duration::from_secs(unix_secs))
         .unwrap();
+}
+
+/// A tmpfs of a few MiB mounted for a test (to fill it up for real),
+/// unmounted when dropped.
+pub struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `bytes` on the existing directory `dir`; `None`,
+    /// after saying why on stderr, where this process may not mount (it
+    /// needs root, or `CAP_SYS_ADMIN`).
+    pub fn mount(dir: &Path, bytes: usize) -> Option<SmallFs> {
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallFs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a {bytes}-byte tmpfs on {} to fill it up ({}); \
+                     this test needs root (CAP_SYS_ADMIN)",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount(8) to make a small filesystem: {e}");
+                None
+            }
+        }
+    }
+
+    /// Bytes free on it for an unprivileged writer.
+    pub fn free(&self) -> u64 {
+        let fs = rustix::fs::statvfs(&self.dir).expect("statvfs of the small filesystem");
+        fs.f_bavail * fs.f_frsize
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: a server killed a moment ago may still hold it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
 }

@@ -89,6 +89,12 @@ impl RelPath {
     }
 }
 
+impl std::fmt::Display for RelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_arg())
+    }
+}
+
 /// The files root as an open directory.
 #[derive(Debug)]
 pub(super) struct Root {
