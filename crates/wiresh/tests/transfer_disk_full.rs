@@ -55,9 +55,9 @@ async fn a_full_disk_is_reported_and_the_partial_resumed_or_discarded() {
     fill(&fx, &filler, MIB);
     // Far more than fits, and than the sockets hold: the disk fills up
     // while the client is still sending.
-    let data = binary_pattern(24 * MIB);
     let src = fx.local.join("big.bin");
-    write(&src, &data);
+    write_big(&src, 24 * MIB);
+    let data = read(&src);
     let target = fx.root.join("big.bin");
     let part = part_of(&target);
 

@@ -20,14 +20,12 @@ use tokio::sync::watch;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
+use crate::conn::{RecvError, SendError};
 use crate::fileio::{
     hash_prefix, mode_to_apply, open_dir, open_partial, open_source, partial_name, publish,
     unblock, Sink, Source, CHUNK,
 };
 use crate::task::AbortOnDrop;
-
-/// Most time one frame of a transfer may take to arrive.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most entries a listing may have: a bound on what a server can make the
 /// client hold in memory.
@@ -112,11 +110,17 @@ impl Connection {
     /// Reads the next frame of a file request, skipping pongs.
     async fn next_file_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
-            let frame = self
-                .conn
-                .recv_within(FRAME_TIMEOUT)
-                .await
-                .map_err(|e| ClientError::from_recv(e, "during a transfer"))?;
+            let frame =
+                self.conn
+                    .recv_within(self.transfer_timeout)
+                    .await
+                    .map_err(|e| match e {
+                        RecvError::TimedOut(limit) => ClientError::Timeout(format!(
+                            "the server sent nothing for {limit:?} during a transfer; the \
+                         connection seems dead (--transfer-timeout sets how long to wait)"
+                        )),
+                        e => ClientError::from_recv(e, "during a transfer"),
+                    })?;
             match frame.message {
                 Message::Pong => {}
                 Message::Ping => self.conn.pong(frame.body),
@@ -133,10 +137,15 @@ impl Connection {
     }
 
     async fn send_data(&self, frame: Frame) -> Result<(), ClientError> {
-        self.conn
-            .send(frame)
+        match self
+            .conn
+            .send_unless_stalled(frame, self.transfer_timeout)
             .await
-            .map_err(|_| ClientError::Closed("during a transfer"))
+        {
+            Ok(()) => Ok(()),
+            Err(SendError::Closed) => Err(ClientError::Closed("during a transfer")),
+            Err(SendError::Stalled(limit)) => Err(stalled(limit)),
+        }
     }
 
     async fn request(&mut self, message: Message) -> Result<Frame, ClientError> {
@@ -289,6 +298,7 @@ impl Connection {
         }
         let data = self.conn.sender();
         let (sent, mut sent_rx) = watch::channel(done);
+        let mut stall = self.conn.stall_watch(self.transfer_timeout);
         // The data goes out from a task of its own, so that this one can
         // keep reading what the server says.
         let mut pump = AbortOnDrop(tokio::spawn(async move {
@@ -314,6 +324,7 @@ impl Connection {
                     None => return Err(ClientError::Closed("during a transfer").into()),
                 },
                 Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
+                () = stall.stalled() => return Err(stalled(self.transfer_timeout).into()),
                 pumped = &mut pump.0 => {
                     progress(*sent_rx.borrow());
                     return match pumped {
@@ -502,6 +513,14 @@ async fn agree_on_offset(
     } else {
         Ok((0, blake3::Hasher::new()))
     }
+}
+
+/// The error for a server that took nothing for `limit`.
+fn stalled(limit: Duration) -> ClientError {
+    ClientError::Timeout(format!(
+        "the server took nothing for {limit:?} during a transfer; the connection seems dead \
+         (--transfer-timeout sets how long to wait)"
+    ))
 }
 
 fn unexpected(message: &Message, during: &str) -> ClientError {

@@ -130,7 +130,7 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
 }
 
 async fn send(session: &Session, message: Message) -> Result<(), End> {
-    session.send(Frame::new(message)).await
+    session.answer(Frame::new(message)).await
 }
 
 /// The files root for one request: its canonical path, for the lexical
@@ -700,7 +700,7 @@ async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64)
         match chunk {
             Ok(body) => {
                 session
-                    .send(Frame::with_body(Message::FileData, body))
+                    .answer(Frame::with_body(Message::FileData, body))
                     .await?
             }
             Err(e) => {

@@ -18,7 +18,7 @@ use super::audit;
 use super::config::ServerConfig;
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
-use crate::conn::{FrameConn, RecvError};
+use crate::conn::{FrameConn, RecvError, SendError};
 use crate::listener::End;
 
 /// What all connections of a server share while it runs.
@@ -138,10 +138,26 @@ impl Session {
             .map_err(|_| End::Error("connection lost".into()))
     }
 
+    /// Queues a frame in answer to a request, unless the client takes
+    /// nothing for the send timeout: a client that asks and never reads
+    /// cannot hold its connection (and its slot) for ever.
+    pub async fn answer(&self, frame: Frame) -> Result<(), End> {
+        let limit = self.config.send_timeout;
+        self.conn
+            .send_unless_stalled(frame, limit)
+            .await
+            .map_err(|e| match e {
+                SendError::Closed => End::Error("connection lost".into()),
+                SendError::Stalled(_) => End::Error(format!(
+                    "the client took nothing for {limit:?} (--send-timeout); dropped"
+                )),
+            })
+    }
+
     /// Tells the client its request was refused; the connection goes on.
     pub async fn refuse(&self, what: &str, refusal: Refusal) -> Result<(), End> {
         info!(peer = %self.peer, "{what} refused: {}: {refusal}", refusal.code());
-        self.send(refusal.frame()).await
+        self.answer(refusal.frame()).await
     }
 
     /// Sends an error to the peer and returns the end reason for the log.
