@@ -9,7 +9,6 @@ mod common;
 
 use common::disk::*;
 use common::files::*;
-use common::proxy::*;
 use common::*;
 
 /// Size of the server's filesystem.
@@ -81,12 +80,13 @@ async fn a_full_disk_is_reported_and_the_partial_resumed_or_discarded() {
 
     // Space freed: the resume continues from what was kept.
     std::fs::remove_file(&filler).unwrap();
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "big.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "big.bin"],
+            "put --resume after freeing space",
+        )
         .await;
-    assert_ok(&out, "put --resume after freeing space");
-    let seen = proxy.seen();
     assert_eq!(seen.transfer_starts(), vec![still as u64], "resumed at");
     assert_eq!(seen.up_data, (data.len() - still) as u64, "bytes sent");
     assert!(read(&target) == data, "content after the resume");

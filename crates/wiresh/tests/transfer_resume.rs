@@ -67,12 +67,13 @@ async fn interrupted_put_resumes_from_the_verified_partial() {
     );
 
     // Resume, through a recording relay to see the offsets on the wire.
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "dir/big.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "dir/big.bin"],
+            "put --resume",
+        )
         .await;
-    assert_ok(&out, "put --resume");
-    let seen = proxy.seen();
     let ready = seen.transfer_ready();
     assert_eq!(ready.len(), 1, "transfer_ready frames: {ready:?}");
     assert_eq!(ready[0].offset, part_len, "the server's resume offer");
@@ -158,12 +159,13 @@ async fn interrupted_get_resumes_from_the_local_partial() {
         "the local partial is not a prefix of the file"
     );
 
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "get", &args!["--resume", "big.bin", &dest_dir])
+    let seen = fx
+        .run_ok_recorded(
+            "get",
+            &args!["--resume", "big.bin", &dest_dir],
+            "get --resume",
+        )
         .await;
-    assert_ok(&out, "get --resume");
-    let seen = proxy.seen();
     assert_eq!(
         seen.get_requests(),
         vec![("big.bin".to_string(), part_len)],
@@ -202,12 +204,13 @@ async fn resume_with_a_stale_partial_starts_over() {
     // A partial upload that is not a prefix of the file.
     let remote = fx.root.join("f.bin");
     write(&part_of(&remote), &vec![0x5a; MIB]);
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "f.bin"],
+            "put --resume over a stale partial",
+        )
         .await;
-    assert_ok(&out, "put --resume over a stale partial");
-    let seen = proxy.seen();
     assert_eq!(
         seen.transfer_ready().first().map(|r| r.offset),
         Some(MIB as u64),
@@ -225,12 +228,13 @@ async fn resume_with_a_stale_partial_starts_over() {
     // A local partial download that is not a prefix of the file.
     let back = fx.local.join("back.bin");
     write(&part_of(&back), &vec![0xa5; MIB]);
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "get", &args!["--resume", "f.bin", &back])
+    let seen = fx
+        .run_ok_recorded(
+            "get",
+            &args!["--resume", "f.bin", &back],
+            "get --resume over a stale partial",
+        )
         .await;
-    assert_ok(&out, "get --resume over a stale partial");
-    let seen = proxy.seen();
     assert_eq!(
         seen.transfer_starts(),
         vec![0],
@@ -242,12 +246,13 @@ async fn resume_with_a_stale_partial_starts_over() {
 
     // A partial longer than the file is not offered.
     write(&part_of(&remote), &binary_pattern(3 * MIB));
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "f.bin"],
+            "put --resume over a too-long partial",
+        )
         .await;
-    assert_ok(&out, "put --resume over a too-long partial");
-    let seen = proxy.seen();
     assert_eq!(seen.transfer_starts(), vec![0]);
     assert_eq!(file_blake3(&remote), want);
 }
@@ -262,12 +267,13 @@ async fn resume_of_a_complete_partial_sends_no_data() {
     write(&src, &data);
     let remote = fx.root.join("f.bin");
     write(&part_of(&remote), &data);
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "f.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "f.bin"],
+            "put --resume of a complete partial",
+        )
         .await;
-    assert_ok(&out, "put --resume of a complete partial");
-    let seen = proxy.seen();
     assert_eq!(seen.transfer_starts(), vec![data.len() as u64]);
     assert_eq!(seen.up_data, 0);
     assert_eq!(seen.transfer_oks(), vec![0]);
@@ -360,13 +366,15 @@ async fn stale_partials_are_removed_at_the_next_put_to_their_directory() {
 
     let src = fx.local.join("own.bin");
     write(&src, &data);
-    let proxy = Proxy::pass(fx.server.addr).await;
-    let out = fx
-        .run_via(&proxy, "put", &args!["--resume", &src, "inbox/own.bin"])
+    let seen = fx
+        .run_ok_recorded(
+            "put",
+            &args!["--resume", &src, "inbox/own.bin"],
+            "put --resume into a directory with stale partials",
+        )
         .await;
-    assert_ok(&out, "put --resume into a directory with stale partials");
     assert_eq!(
-        proxy.seen().transfer_starts(),
+        seen.transfer_starts(),
         vec![(MIB / 2) as u64],
         "the upload's own partial, however old, is resumed"
     );

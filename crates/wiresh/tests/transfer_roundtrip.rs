@@ -466,15 +466,7 @@ async fn special_mode_bits_are_never_transferred() {
         Ok(3)
     );
     assert_eq!(mode_of(&fx.root.join("raw.sh")), 0o755, "raw put of 6755");
-    c.send(Message::Mkdir {
-        path: "made".into(),
-        mode: Some(0o7777),
-    })
-    .await;
-    assert_eq!(
-        answer(&mut c).await.message,
-        Message::TransferOk { bytes: 0 }
-    );
+    raw_mkdir(&mut c, "made", Some(0o7777)).await;
     assert_eq!(mode_of(&fx.root.join("made")), 0o777, "mkdir with 7777");
 
     // A directory made inside a set-group-ID directory keeps the bit it
@@ -485,15 +477,7 @@ async fn special_mode_bits_are_never_transferred() {
         std::fs::Permissions::from_mode(0o2775),
     )
     .unwrap();
-    c.send(Message::Mkdir {
-        path: "shared/team".into(),
-        mode: Some(0o4750),
-    })
-    .await;
-    assert_eq!(
-        answer(&mut c).await.message,
-        Message::TransferOk { bytes: 0 }
-    );
+    raw_mkdir(&mut c, "shared/team", Some(0o4750)).await;
     assert_eq!(
         mode_of(&fx.root.join("shared/team")),
         0o2750,

@@ -24,64 +24,46 @@ const BIG: usize = 32 * MIB;
 /// (it turns a hang into a failure, with room for a loaded machine).
 const GIVES_UP_WITHIN: Duration = Duration::from_secs(10);
 
+/// Runs `cmd` (through `proxy`, which stalls) to its end: the client must
+/// give up within [`GIVES_UP_WITHIN`], exit 255, and say that the server
+/// `did` nothing for the 1 s it was given.
+async fn assert_gives_up(cmd: tokio::process::Command, proxy: &Proxy, did: &str, what: &str) {
+    let began = Instant::now();
+    let out = cli_output(cmd, None).await;
+    let took = began.elapsed();
+    let err = out.stderr_str();
+    eprintln!("{what}: gave up after {took:?}: {}", err.trim());
+    assert!(proxy.seen().stalled, "{what}: the proxy never stalled");
+    assert_eq!(out.code, Some(255), "{what}: a dead connection: {err}");
+    assert!(
+        err.contains(&format!("{did} nothing for 1s")),
+        "{what}: {err}"
+    );
+    assert!(took < GIVES_UP_WITHIN, "{what}: waited {took:?}");
+}
+
 #[tokio::test]
 async fn a_put_over_a_stalled_network_gives_up() {
     let fx = Files::start();
     let src = fx.local.join("big.bin");
     write_big(&src, BIG);
-    let proxy = Proxy::start(fx.server.addr, Tamper::StallAfter(MIB as u64), Tamper::Pass).await;
+    let stall = Tamper::StallAfter(MIB as u64);
+    let proxy = Proxy::start(fx.server.addr, stall, Tamper::Pass).await;
     let mut cmd = fx.cmd("put", Some(&proxy), &args![&src, "big.bin"]);
     cmd.env("WIRESH_TRANSFER_TIMEOUT", "1s");
-    let began = Instant::now();
-    let out = cli_output(cmd, None).await;
-    let took = began.elapsed();
-    eprintln!(
-        "put over a stalled network: {took:?}, {}",
-        out.stderr_str().trim()
-    );
-    assert!(proxy.seen().stalled, "the proxy never stalled");
-    assert_eq!(
-        out.code,
-        Some(255),
-        "a dead connection: {}",
-        out.stderr_str()
-    );
-    let err = out.stderr_str();
-    assert!(err.contains("took nothing for 1s"), "{err}");
-    assert!(took < GIVES_UP_WITHIN, "the put waited {took:?}");
+    assert_gives_up(cmd, &proxy, "took", "put over a stalled network").await;
 }
 
 #[tokio::test]
 async fn a_get_over_a_stalled_network_gives_up() {
     let fx = Files::start();
     write_big(&fx.root.join("big.bin"), BIG);
-    let proxy = Proxy::start(fx.server.addr, Tamper::Pass, Tamper::StallAfter(MIB as u64)).await;
+    let stall = Tamper::StallAfter(MIB as u64);
+    let proxy = Proxy::start(fx.server.addr, Tamper::Pass, stall).await;
     let dest = fx.local.join("big.bin");
-    let cmd = fx.cmd(
-        "get",
-        Some(&proxy),
-        &args!["--transfer-timeout", "1s", "big.bin", &dest],
-    );
-    let began = Instant::now();
-    let out = cli_output(cmd, None).await;
-    let took = began.elapsed();
-    eprintln!(
-        "get over a stalled network: {took:?}, {}",
-        out.stderr_str().trim()
-    );
-    assert!(proxy.seen().stalled, "the proxy never stalled");
-    assert_eq!(
-        out.code,
-        Some(255),
-        "a dead connection: {}",
-        out.stderr_str()
-    );
-    assert!(
-        out.stderr_str().contains("sent nothing for 1s"),
-        "{}",
-        out.stderr_str()
-    );
-    assert!(took < GIVES_UP_WITHIN, "the get waited {took:?}");
+    let args = args!["--transfer-timeout", "1s", "big.bin", &dest];
+    let cmd = fx.cmd("get", Some(&proxy), &args);
+    assert_gives_up(cmd, &proxy, "sent", "get over a stalled network").await;
     assert!(!dest.exists(), "a file appeared under the real name");
     assert!(
         part_of(&dest).exists(),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 
 use super::disk::SmallFs;
-use super::proxy::Proxy;
+use super::proxy::{Proxy, Seen};
 use super::{cli_output, client_command, CliOutput, Server};
 
 /// `[OsString; N]` from anything a command line can take. (Like the rest
@@ -98,6 +98,16 @@ impl Files {
 
     pub async fn run_via(&self, proxy: &Proxy, sub: &str, args: &[OsString]) -> CliOutput {
         cli_output(self.cmd(sub, Some(proxy), args), None).await
+    }
+
+    /// `wiresh SUB ARGS...` through a [`Proxy`] that only records; it must
+    /// succeed (`what` names it in the failure). Returns what went over
+    /// the wire.
+    pub async fn run_ok_recorded(&self, sub: &str, args: &[OsString], what: &str) -> Seen {
+        let proxy = Proxy::pass(self.server.addr).await;
+        let out = self.run_via(&proxy, sub, args).await;
+        assert_ok(&out, what);
+        proxy.seen()
     }
 }
 
