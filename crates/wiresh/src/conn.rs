@@ -20,6 +20,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -53,6 +55,44 @@ const BATCH_SLICES: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the connection is closed")]
 pub struct Closed;
+
+/// Why [`FrameConn::send_unless_stalled`] could not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The writer has stopped: the peer is gone or the socket failed.
+    #[error("the connection is closed")]
+    Closed,
+    /// The peer took nothing for this long; the connection is cut off.
+    #[error("the peer took nothing for {0:?}")]
+    Stalled(Duration),
+}
+
+/// Tells a peer that takes nothing from one that is merely slow: counts
+/// the bytes the connection's writer hands to the socket.
+#[derive(Debug)]
+pub struct StallWatch {
+    written: Arc<AtomicU64>,
+    last: u64,
+    since: Instant,
+    limit: Duration,
+}
+
+impl StallWatch {
+    /// Resolves once nothing has been written for `limit` (checked four
+    /// times per `limit`). Cancel-safe: progress seen is kept.
+    pub async fn stalled(&mut self) {
+        loop {
+            time::sleep(self.limit / 4).await;
+            let written = self.written.load(Ordering::Relaxed);
+            if written != self.last {
+                self.last = written;
+                self.since = Instant::now();
+            } else if self.since.elapsed() >= self.limit {
+                return;
+            }
+        }
+    }
+}
 
 /// Why no frame was received.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +144,8 @@ pub struct FrameConn {
     data: mpsc::Sender<Frame>,
     control: mpsc::Sender<Frame>,
     writer: AbortOnDrop<()>,
+    /// Bytes the writer has handed to the socket so far.
+    written: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for FrameConn {
@@ -134,12 +176,20 @@ impl FrameConn {
     ) -> FrameConn {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let writer = tokio::spawn(write_frames(write, write_codec, data_rx, control_rx));
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = tokio::spawn(write_frames(
+            write,
+            write_codec,
+            data_rx,
+            control_rx,
+            written.clone(),
+        ));
         FrameConn {
             reader: FramedRead::new(read, FrameCodec::new(read_limits)),
             data,
             control,
             writer: AbortOnDrop(writer),
+            written,
         }
     }
 
@@ -151,12 +201,18 @@ impl FrameConn {
 
     /// The next frame, waiting at most `limit`.
     pub async fn recv_within(&mut self, limit: Duration) -> Result<Frame, RecvError> {
-        self.recv_until(Instant::now() + limit).await
+        self.recv_by(Instant::now() + limit, limit).await
     }
 
     /// The next frame, waiting until `deadline` at most.
     pub async fn recv_until(&mut self, deadline: Instant) -> Result<Frame, RecvError> {
         let limit = deadline.saturating_duration_since(Instant::now());
+        self.recv_by(deadline, limit).await
+    }
+
+    /// The next frame by `deadline`; `limit` is how a timeout is reported
+    /// (as asked, not as measured a moment later).
+    async fn recv_by(&mut self, deadline: Instant, limit: Duration) -> Result<Frame, RecvError> {
         match time::timeout_at(deadline, self.reader.next()).await {
             Err(_) => Err(RecvError::TimedOut(limit)),
             Ok(None) => Err(RecvError::Closed),
@@ -184,6 +240,35 @@ impl FrameConn {
     /// Queues `frame` behind the data already queued, waiting for room.
     pub async fn send(&self, frame: Frame) -> Result<(), Closed> {
         self.data.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Queues `frame` like [`FrameConn::send`], unless the peer takes
+    /// nothing for `limit` meanwhile: then the writer is stopped (there is
+    /// no point in a graceful close to a peer that reads nothing), and the
+    /// connection with it.
+    pub async fn send_unless_stalled(
+        &self,
+        frame: Frame,
+        limit: Duration,
+    ) -> Result<(), SendError> {
+        let mut watch = self.stall_watch(limit);
+        tokio::select! {
+            sent = self.data.send(frame) => sent.map_err(|_| SendError::Closed),
+            () = watch.stalled() => {
+                self.writer.0.abort();
+                Err(SendError::Stalled(limit))
+            }
+        }
+    }
+
+    /// A watch on what the writer hands to the socket, from now on.
+    pub fn stall_watch(&self, limit: Duration) -> StallWatch {
+        StallWatch {
+            last: self.written.load(Ordering::Relaxed),
+            written: self.written.clone(),
+            since: Instant::now(),
+            limit,
+        }
     }
 
     /// Queues `frame` ahead of queued data, waiting for room.
@@ -236,6 +321,7 @@ async fn write_frames(
     codec: FrameCodec,
     mut data: mpsc::Receiver<Frame>,
     mut control: mpsc::Receiver<Frame>,
+    written: Arc<AtomicU64>,
 ) {
     // Headers are encoded into one buffer; bodies are written from their own
     // buffers with vectored writes, never copied.
@@ -266,7 +352,7 @@ async fn write_frames(
                 next = control.try_recv().or_else(|_| data.try_recv()).ok();
             }
         }
-        if let Err(e) = write_all(&mut socket, &mut pending).await {
+        if let Err(e) = write_all(&mut socket, &mut pending, &written).await {
             tracing::debug!("connection write failed: {e}");
             return;
         }
@@ -285,13 +371,18 @@ async fn write_frames(
 
 /// Writes every buffer in `pending`, in order, with as few system calls as
 /// the kernel allows.
-async fn write_all(socket: &mut BoxWrite, pending: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+async fn write_all(
+    socket: &mut BoxWrite,
+    pending: &mut VecDeque<Bytes>,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
     while !pending.is_empty() {
         let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
         let mut written = socket.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        count.fetch_add(written as u64, Ordering::Relaxed);
         while written > 0 {
             let front = pending
                 .front_mut()
@@ -330,6 +421,28 @@ mod tests {
         left.close(Duration::from_secs(5)).await;
         let end = right.recv_within(Duration::from_secs(5)).await.unwrap_err();
         assert!(end.is_peer_gone(), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_nothing_is_cut_off() {
+        let (a, b) = tokio::io::duplex(1024);
+        let left = FrameConn::new(a, Limits::default(), FrameCodec::default());
+        let limit = Duration::from_millis(100);
+        let chunk = Bytes::from(vec![0u8; 4096]);
+        let stalled = loop {
+            let frame = Frame::with_body(Message::Stdout, chunk.clone());
+            if let Err(e) = left.send_unless_stalled(frame, limit).await {
+                break e;
+            }
+        };
+        assert_eq!(stalled, SendError::Stalled(limit));
+        // The writer was stopped: nothing more goes, and closing is at once.
+        let err = left.send(Frame::new(Message::Ping)).await.unwrap_err();
+        assert_eq!(err, Closed);
+        time::timeout(Duration::from_secs(1), left.close(Duration::from_secs(60)))
+            .await
+            .expect("close waited for a peer that reads nothing");
+        drop(b);
     }
 
     #[tokio::test]

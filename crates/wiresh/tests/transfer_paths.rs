@@ -1,6 +1,7 @@
 //! Where a transfer may write: the server confines every path to its
 //! `--files-root` (no `..`, no absolute path outside it, no symbolic link
-//! leading out); the client writes only below the target the user named,
+//! leading out, not even while a directory is swapped for one); the client
+//! writes only below the target the user named,
 //! whatever names a malicious [`FakeServer`] lists; and neither end follows a
 //! symbolic link planted under the predictable part name.
 
@@ -24,7 +25,10 @@ async fn server_refuses_paths_that_escape_the_root() {
     std::os::unix::fs::symlink(&outside, fx.root.join("link_out")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.txt"), fx.root.join("file_out")).unwrap();
     std::os::unix::fs::symlink(outside.join("nothing-here"), fx.root.join("dangling")).unwrap();
-    std::os::unix::fs::symlink(fx.root.join("sub"), fx.root.join("link_in")).unwrap();
+    std::os::unix::fs::symlink("sub", fx.root.join("link_in")).unwrap();
+    // Links are followed only when relative: an absolute one is refused
+    // even when it points inside the root.
+    std::os::unix::fs::symlink(fx.root.join("sub"), fx.root.join("abs_in")).unwrap();
     let outside_before = tree(&outside);
     let base_before: Vec<_> = std::fs::read_dir(&fx.base)
         .unwrap()
@@ -63,6 +67,7 @@ async fn server_refuses_paths_that_escape_the_root() {
         "link_out/secret.txt",
         "file_out",
         "/etc/passwd",
+        "abs_in/a.txt",
     ] {
         refused_with(
             &format!("get {path:?}"),
@@ -309,4 +314,149 @@ async fn client_does_not_follow_a_planted_part_symlink() {
         out.stderr_str()
     );
     assert_not_followed(&victim, &dest.join("y.txt"), "client");
+}
+
+/// What one request of the race saw.
+#[derive(Debug, Default)]
+struct RaceCounts {
+    attempts: u32,
+    ok: u32,
+    /// Refusals by error code.
+    refused: std::collections::BTreeMap<String, u32>,
+    /// Gets that returned the outside file, listings that showed it.
+    leaked: u32,
+}
+
+/// A directory inside the root swapped for a symbolic link to a directory
+/// outside, atomically and over and over (`renameat2(RENAME_EXCHANGE)`),
+/// while a client gets, puts, lists and makes directories through it.
+/// Whatever the timing, nothing outside may be read, listed or written,
+/// and no partial file may appear outside. Bounded: at most `ROUNDS`
+/// rounds, and no more than `RACE_FOR` of racing.
+#[tokio::test]
+async fn confinement_holds_while_a_directory_is_swapped_for_a_symlink() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const ROUNDS: u32 = 400;
+    const RACE_FOR: Duration = Duration::from_secs(3);
+    const OUTSIDE: &[u8] = b"OUTSIDE SECRET\n";
+    const INSIDE: &[u8] = b"inside\n";
+
+    let fx = Files::start();
+    let outside = fx.base.join("outside");
+    write(&outside.join("secret.txt"), OUTSIDE);
+    write(&outside.join("outside-only.txt"), OUTSIDE);
+    write(&fx.root.join("d/secret.txt"), INSIDE);
+    std::os::unix::fs::symlink(&outside, fx.root.join("d.swap")).unwrap();
+    let outside_before = tree(&outside);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let (d, swap) = (fx.root.join("d"), fx.root.join("d.swap"));
+        std::thread::spawn(move || {
+            use rustix::fs::{renameat_with, RenameFlags, CWD};
+            while !stop.load(Ordering::Relaxed) {
+                // (Fails only once the test has given up and removed the tree.)
+                if renameat_with(CWD, &d, CWD, &swap, RenameFlags::EXCHANGE).is_err() {
+                    return;
+                }
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let (mut gets, mut puts, mut lists, mut mkdirs) = Default::default();
+    let count = |c: &mut RaceCounts, outcome: Result<bool, ErrorCode>| {
+        c.attempts += 1;
+        match outcome {
+            Ok(true) => c.ok += 1,
+            Ok(false) => c.leaked += 1,
+            Err(code) => *c.refused.entry(code.to_string()).or_default() += 1,
+        }
+    };
+    let mut c = fx.server.raw().await;
+    let began = Instant::now();
+    for round in 0..ROUNDS {
+        if began.elapsed() > RACE_FOR {
+            break;
+        }
+        let got = raw_get(&mut c, "d/secret.txt").await;
+        count(
+            &mut gets,
+            got.map(|(_, data, _)| data != OUTSIDE).map_err(|e| e.0),
+        );
+        let put = raw_put(&mut c, &format!("d/up-{round}.txt"), b"uploaded\n").await;
+        count(&mut puts, put.map(|_| true).map_err(|e| e.0));
+        if round % 4 == 0 {
+            c.send(Message::List { path: "d".into() }).await;
+            let mut showed_outside = false;
+            let listed = loop {
+                match answer(&mut c).await.message {
+                    Message::Entry(e) => showed_outside |= e.path == "outside-only.txt",
+                    Message::ListEnd { .. } => break Ok(!showed_outside),
+                    Message::Error { code, .. } => break Err(code),
+                    other => panic!("list: unexpected {other:?}"),
+                }
+            };
+            if listed.is_err() {
+                // A listing that fails part-way closes the connection.
+                c = fx.server.raw().await;
+            }
+            count(&mut lists, listed);
+            c.send(Message::Mkdir {
+                path: format!("d/m-{round}"),
+                mode: None,
+            })
+            .await;
+            let made = match answer(&mut c).await.message {
+                Message::TransferOk { .. } => Ok(true),
+                Message::Error { code, .. } => Err(code),
+                other => panic!("mkdir: unexpected {other:?}"),
+            };
+            count(&mut mkdirs, made);
+        }
+    }
+    let raced_for = began.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    eprintln!(
+        "race: {} swaps in {raced_for:?}; get {gets:?}; put {puts:?}; list {lists:?}; mkdir {mkdirs:?}",
+        swaps.load(Ordering::Relaxed)
+    );
+    // Both states of the swap were seen, or the race proved nothing.
+    let refused = |c: &RaceCounts| c.refused.values().sum::<u32>();
+    assert!(
+        gets.ok + puts.ok > 0 && refused(&gets) + refused(&puts) > 0,
+        "the requests never met both the directory and the link"
+    );
+    let outside_after = tree(&outside);
+    let parts_outside = parts_below(&outside);
+    let new_outside = outside_after
+        .keys()
+        .filter(|k| !outside_before.contains_key(*k))
+        .count();
+    eprintln!(
+        "race: {new_outside} new entries outside the root, {} of them partial files",
+        parts_outside.len()
+    );
+    assert_eq!(gets.leaked, 0, "gets read the file outside the root");
+    assert_eq!(
+        lists.leaked, 0,
+        "listings showed the directory outside the root"
+    );
+    assert_eq!(
+        parts_outside,
+        Vec::<std::path::PathBuf>::new(),
+        "partial files were left outside the root"
+    );
+    assert_eq!(
+        outside_after, outside_before,
+        "puts or mkdirs wrote outside the root"
+    );
+    // The connection is still fine, and the server is not wedged.
+    assert_usable(&mut c).await;
 }

@@ -370,6 +370,143 @@ async fn p_preserves_mode_and_mtime() {
     assert_eq!(meta.mtime(), MTIME as i64, "mtime after put -r -p");
 }
 
+/// Neither end ever sets a set-user-ID, set-group-ID or sticky bit it was
+/// sent: `put -p` of a 4755 file arrives 0755 (without `-p`, 0666 less
+/// the umask), a raw `put` or `mkdir`
+/// asking for them gets the permission bits only, and `get -p` of a
+/// set-user-ID file on the server (what a malicious server could hand
+/// out) arrives without it. A directory keeps the set-group-ID bit it
+/// inherits from its parent on its own filesystem.
+#[tokio::test]
+async fn special_mode_bits_are_never_transferred() {
+    let fx = Files::start();
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    let cases = [
+        ("setuid.sh", 0o4755, 0o755),
+        ("setgid.sh", 0o2750, 0o750),
+        ("sticky.txt", 0o1644, 0o644),
+        ("all.sh", 0o7777, 0o777),
+    ];
+    for (name, mode, want) in cases {
+        let src = fx.local.join(name);
+        write(&src, b"#!/bin/sh\nid\n");
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(
+            mode_of(&src),
+            mode,
+            "{name}: the test could not set the mode"
+        );
+
+        let out = fx.run("put", &args!["-p", &src, name]).await;
+        assert_ok(&out, &format!("put -p {name}"));
+        assert_eq!(
+            mode_of(&fx.root.join(name)),
+            want,
+            "{name}: mode after put -p"
+        );
+
+        // A server file with the bits (set here, as a malicious server's
+        // would be), fetched with -p.
+        let served = fx.root.join(format!("served-{name}"));
+        write(&served, b"#!/bin/sh\nid\n");
+        std::fs::set_permissions(&served, std::fs::Permissions::from_mode(mode)).unwrap();
+        let back = fx.local.join(format!("back-{name}"));
+        let out = fx
+            .run("get", &args!["-p", format!("served-{name}"), &back])
+            .await;
+        assert_ok(&out, &format!("get -p served-{name}"));
+        assert_eq!(mode_of(&back), want, "{name}: mode after get -p");
+    }
+
+    // Without -p, a copy gets what a new file gets: 0666 less the umask
+    // (the server and the client inherit the test's).
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .expect("Umask in /proc/self/status");
+    let out = fx
+        .run("put", &args![fx.local.join("setuid.sh"), "plain.sh"])
+        .await;
+    assert_ok(&out, "put without -p");
+    assert_eq!(
+        mode_of(&fx.root.join("plain.sh")),
+        0o666 & !umask,
+        "put without -p"
+    );
+    let out = fx
+        .run("get", &args!["served-setuid.sh", fx.local.join("plain.sh")])
+        .await;
+    assert_ok(&out, "get without -p");
+    assert_eq!(
+        mode_of(&fx.local.join("plain.sh")),
+        0o666 & !umask,
+        "get without -p"
+    );
+
+    // The same asked for frame by frame.
+    let mut c = fx.server.raw().await;
+    c.send(Message::Put(wiresh_proto::PutRequest {
+        path: "raw.sh".into(),
+        size: 3,
+        mode: Some(0o6755),
+        mtime: None,
+        resume: false,
+    }))
+    .await;
+    assert!(matches!(
+        answer(&mut c).await.message,
+        Message::TransferReady(_)
+    ));
+    c.send(Message::TransferStart { offset: 0 }).await;
+    send_file_data(&mut c, b"id\n").await;
+    assert_eq!(
+        raw_put_end(&mut c, "raw.sh", hex_blake3(b"id\n")).await,
+        Ok(3)
+    );
+    assert_eq!(mode_of(&fx.root.join("raw.sh")), 0o755, "raw put of 6755");
+    raw_mkdir(&mut c, "made", Some(0o7777)).await;
+    assert_eq!(mode_of(&fx.root.join("made")), 0o777, "mkdir with 7777");
+
+    // A directory made inside a set-group-ID directory keeps the bit it
+    // inherits (the owner's setting), whatever mode is asked for.
+    std::fs::create_dir(fx.root.join("shared")).unwrap();
+    std::fs::set_permissions(
+        fx.root.join("shared"),
+        std::fs::Permissions::from_mode(0o2775),
+    )
+    .unwrap();
+    raw_mkdir(&mut c, "shared/team", Some(0o4750)).await;
+    assert_eq!(
+        mode_of(&fx.root.join("shared/team")),
+        0o2750,
+        "mkdir in a setgid dir"
+    );
+
+    // Trees: a sticky, set-group-ID directory copied with -r -p both ways.
+    let tree = fx.local.join("tree");
+    write(&tree.join("f.txt"), b"f\n");
+    std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o3775)).unwrap();
+    let out = fx.run("put", &args!["-r", "-p", &tree, "up"]).await;
+    assert_ok(&out, "put -r -p");
+    assert_eq!(
+        mode_of(&fx.root.join("up")),
+        0o775,
+        "directory after put -r -p"
+    );
+    std::fs::set_permissions(fx.root.join("up"), std::fs::Permissions::from_mode(0o3775)).unwrap();
+    let out = fx
+        .run("get", &args!["-r", "-p", "up", fx.local.join("down2")])
+        .await;
+    assert_ok(&out, "get -r -p of a 3775 directory");
+    assert_eq!(
+        mode_of(&fx.local.join("down2")),
+        0o775,
+        "directory after get -r -p"
+    );
+}
+
 /// Any name the filesystem allows can be copied, including one too long to
 /// take a `.` prefix and a `.wiresh-part` suffix.
 #[tokio::test]

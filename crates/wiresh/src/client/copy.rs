@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Runtime;
@@ -10,11 +11,11 @@ use wiresh_proto::{ErrorCode, FileKind};
 use super::transfer::{
     is_local_dir, make_local_dir, safe_relative, TransferError, TransferOptions, TransferReport,
 };
-use super::{ClientError, Connection, Endpoint};
+use super::{ClientError, Connection, Endpoint, DEFAULT_TRANSFER_TIMEOUT};
 use crate::exit;
 
 /// What the user asked for, beyond the paths.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CopyFlags {
     /// Copy directories recursively (`-r`).
     pub recursive: bool,
@@ -22,6 +23,19 @@ pub struct CopyFlags {
     pub options: TransferOptions,
     /// No progress output (`-q`).
     pub quiet: bool,
+    /// How long to wait on the server at each step (`--transfer-timeout`).
+    pub transfer_timeout: Duration,
+}
+
+impl Default for CopyFlags {
+    fn default() -> CopyFlags {
+        CopyFlags {
+            recursive: false,
+            options: TransferOptions::default(),
+            quiet: false,
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+        }
+    }
 }
 
 /// Shows one progress bar per file on a terminal, nothing otherwise.
@@ -120,6 +134,7 @@ pub fn put(
 ) -> i32 {
     finish(rt.block_on(async {
         let mut conn = Connection::connect(endpoint).await?;
+        conn.set_transfer_timeout(flags.transfer_timeout);
         let progress = Progress::new(flags.quiet);
         // Like scp: several sources, -r, a trailing slash or an existing
         // remote directory mean "into that directory".
@@ -246,6 +261,7 @@ pub fn get(
 ) -> i32 {
     finish(rt.block_on(async {
         let mut conn = Connection::connect(endpoint).await?;
+        conn.set_transfer_timeout(flags.transfer_timeout);
         let progress = Progress::new(flags.quiet);
         let into_dir = is_local_dir(local).await;
         if sources.len() > 1 && !into_dir {

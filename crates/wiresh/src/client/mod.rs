@@ -36,6 +36,10 @@ pub use crate::tls::Pinning;
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a file request waits on the server at each step, unless told
+/// otherwise ([`Connection::set_transfer_timeout`], `--transfer-timeout`).
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Everything that can go wrong on the client side. The messages are meant
 /// to be shown to a user as they are.
 #[derive(Debug, Error)]
@@ -169,6 +173,9 @@ impl ClientError {
 pub struct Connection {
     conn: FrameConn,
     hello: Hello,
+    /// How long a file request may wait on the server
+    /// ([`Connection::set_transfer_timeout`]).
+    transfer_timeout: Duration,
 }
 
 impl std::fmt::Debug for Connection {
@@ -255,7 +262,11 @@ impl Connection {
             Message::AuthOk => {}
             other => return Err(not_expected(other, "auth_ok")),
         }
-        Ok(Connection { conn, hello })
+        Ok(Connection {
+            conn,
+            hello,
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+        })
     }
 
     /// Closes the connection cleanly: everything queued is sent, then the
@@ -263,6 +274,14 @@ impl Connection {
     /// sees an orderly end rather than a vanished peer.
     pub async fn close(self) {
         self.conn.close(Duration::from_secs(2)).await;
+    }
+
+    /// How long a file request (`put`, `get`, `stat`, `list`, `mkdir`) may
+    /// wait on the server at each step before it gives up: for a frame
+    /// from it, or for it to take some of what is being sent. Defaults to
+    /// [`DEFAULT_TRANSFER_TIMEOUT`].
+    pub fn set_transfer_timeout(&mut self, limit: Duration) {
+        self.transfer_timeout = limit;
     }
 
     /// The server's greeting.

@@ -7,22 +7,25 @@
 //! BLAKE3, and it is written to `.NAME.wiresh-part` and renamed into place
 //! only once verified — whatever a malicious or broken server sends back.
 
+use std::ffi::OsString;
 use std::io::SeekFrom;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::fs::{self, File};
 use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
 use wiresh_proto::{FileEntry, Frame, Message, PutRequest, TransferReady};
 
 use super::{ClientError, Connection};
+use crate::conn::{RecvError, SendError};
 use crate::fileio::{
-    hash_prefix, open_partial, open_source, partial_path, publish, Sink, Source, CHUNK,
+    hash_prefix, mode_to_apply, open_dir, open_partial, open_source, partial_name, publish,
+    unblock, Sink, Source, CHUNK,
 };
-
-/// Most time one frame of a transfer may take to arrive.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::task::AbortOnDrop;
 
 /// Most entries a listing may have: a bound on what a server can make the
 /// client hold in memory.
@@ -107,11 +110,17 @@ impl Connection {
     /// Reads the next frame of a file request, skipping pongs.
     async fn next_file_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
-            let frame = self
-                .conn
-                .recv_within(FRAME_TIMEOUT)
-                .await
-                .map_err(|e| ClientError::from_recv(e, "during a transfer"))?;
+            let frame =
+                self.conn
+                    .recv_within(self.transfer_timeout)
+                    .await
+                    .map_err(|e| match e {
+                        RecvError::TimedOut(limit) => ClientError::Timeout(format!(
+                            "the server sent nothing for {limit:?} during a transfer; the \
+                         connection seems dead (--transfer-timeout sets how long to wait)"
+                        )),
+                        e => ClientError::from_recv(e, "during a transfer"),
+                    })?;
             match frame.message {
                 Message::Pong => {}
                 Message::Ping => self.conn.pong(frame.body),
@@ -128,10 +137,15 @@ impl Connection {
     }
 
     async fn send_data(&self, frame: Frame) -> Result<(), ClientError> {
-        self.conn
-            .send(frame)
+        match self
+            .conn
+            .send_unless_stalled(frame, self.transfer_timeout)
             .await
-            .map_err(|_| ClientError::Closed("during a transfer"))
+        {
+            Ok(()) => Ok(()),
+            Err(SendError::Closed) => Err(ClientError::Closed("during a transfer")),
+            Err(SendError::Stalled(limit)) => Err(stalled(limit)),
+        }
     }
 
     async fn request(&mut self, message: Message) -> Result<Frame, ClientError> {
@@ -239,18 +253,10 @@ impl Connection {
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(TransferError::local(local))?;
-        let mut done = offset;
-        progress(done);
+        progress(offset);
         let chunk = CHUNK.min(self.hello.max_body as usize).max(1);
-        let mut source = Source::start(file, size - offset, chunk, hasher).await;
-        while let Some(body) = source.next().await {
-            let body = body.map_err(TransferError::local(local))?;
-            done += body.len() as u64;
-            self.send_data(Frame::with_body(Message::FileData, body))
-                .await?;
-            progress(done);
-        }
-        let hasher = source.finish().await;
+        let source = Source::start(file, size - offset, chunk, hasher).await;
+        let hasher = self.send_file(source, offset, local, progress).await?;
         let blake3 = hasher.finalize().to_hex().to_string();
         match self.request(Message::FileEnd { blake3 }).await {
             Ok(Frame {
@@ -273,6 +279,87 @@ impl Connection {
         }
     }
 
+    /// Sends an upload's data from `source` (the file from `done` on),
+    /// listening to the server all the while: an error it sends meanwhile
+    /// (its disk is full, say) ends the upload with that error, rather
+    /// than with the broken connection that follows it. Returns the hash
+    /// of the whole file.
+    async fn send_file(
+        &mut self,
+        mut source: Source,
+        mut done: u64,
+        local: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<blake3::Hasher, TransferError> {
+        /// Why the data stopped going out.
+        enum Stopped {
+            Read(std::io::Error),
+            Closed,
+        }
+        let data = self.conn.sender();
+        let (sent, mut sent_rx) = watch::channel(done);
+        let mut stall = self.conn.stall_watch(self.transfer_timeout);
+        // The data goes out from a task of its own, so that this one can
+        // keep reading what the server says.
+        let mut pump = AbortOnDrop(tokio::spawn(async move {
+            while let Some(body) = source.next().await {
+                let body = body.map_err(Stopped::Read)?;
+                done += body.len() as u64;
+                let frame = Frame::with_body(Message::FileData, body);
+                data.send(frame).await.map_err(|_| Stopped::Closed)?;
+                sent.send_replace(done);
+            }
+            Ok(source.finish().await)
+        }));
+        loop {
+            tokio::select! {
+                biased;
+                frame = self.conn.recv() => match frame {
+                    Some(Ok(frame)) => match frame.message {
+                        Message::Ping => self.conn.pong(frame.body),
+                        Message::Pong => {}
+                        other => return Err(unexpected(&other, "an upload").into()),
+                    },
+                    Some(Err(e)) => return Err(ClientError::Protocol(e.to_string()).into()),
+                    None => return Err(ClientError::Closed("during a transfer").into()),
+                },
+                Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
+                () = stall.stalled() => return Err(stalled(self.transfer_timeout).into()),
+                pumped = &mut pump.0 => {
+                    progress(*sent_rx.borrow());
+                    return match pumped {
+                        Ok(Ok(hasher)) => Ok(hasher),
+                        Ok(Err(Stopped::Read(e))) => Err(TransferError::local(local)(e)),
+                        Ok(Err(Stopped::Closed)) => Err(self.why_closed().await.into()),
+                        Err(e) => Err(TransferError::local(local)(std::io::Error::other(e))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The connection broke while the client was sending: the server's
+    /// own error if it sent one before closing, or else the broken
+    /// connection.
+    async fn why_closed(&mut self) -> ClientError {
+        loop {
+            match self.conn.recv_within(Duration::from_secs(2)).await {
+                Ok(Frame {
+                    message: Message::Error { code, message },
+                    ..
+                }) => {
+                    return ClientError::Remote {
+                        code,
+                        message,
+                        started: false,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return ClientError::Closed("during a transfer"),
+            }
+        }
+    }
+
     /// Downloads `remote` to the local file `local` (through
     /// `.NAME.wiresh-part` beside it, renamed into place once verified).
     pub async fn get_file(
@@ -282,13 +369,28 @@ impl Connection {
         options: TransferOptions,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TransferReport, TransferError> {
-        let part = partial_path(local).ok_or_else(|| TransferError::Local {
-            path: local.to_path_buf(),
-            source: std::io::Error::other("names no file"),
-        })?;
-        let mut file = open_partial(&part)
+        let name = local
+            .file_name()
+            .map(OsString::from)
+            .ok_or_else(|| TransferError::Local {
+                path: local.to_path_buf(),
+                source: std::io::Error::other("names no file"),
+            })?;
+        let partial = partial_name(&name);
+        let part = local.with_file_name(&partial);
+        let dir_path = match local.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = unblock(move || open_dir(&dir_path))
             .await
             .map_err(TransferError::local(&part))?;
+        let dir = Arc::new(dir);
+        let (at, named) = (dir.clone(), partial.clone());
+        let file = unblock(move || open_partial(&at, &named))
+            .await
+            .map_err(TransferError::local(&part))?;
+        let mut file = File::from_std(file);
         let have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let resume_from = if options.resume { have } else { 0 };
         let request = Message::Get {
@@ -322,28 +424,42 @@ impl Connection {
         let mut done = offset;
         progress(done);
         let mut sink = Sink::start(file, hasher).await;
-        let expected = loop {
-            let frame = self.next_file_frame().await?;
-            match frame.message {
-                Message::FileData => {
-                    done += frame.body.len() as u64;
-                    if done > size {
-                        drop(sink.finish().await);
-                        let _ = fs::remove_file(&part).await;
-                        return Err(TransferError::Unsafe(format!(
-                            "the server sent more than the {size} bytes it announced"
-                        )));
+        let received = async {
+            loop {
+                let frame = self.next_file_frame().await?;
+                match frame.message {
+                    Message::FileData => {
+                        done += frame.body.len() as u64;
+                        if done > size {
+                            return Err(TransferError::Unsafe(format!(
+                                "the server sent more than the {size} bytes it announced"
+                            )));
+                        }
+                        sink.write(frame.body)
+                            .await
+                            .map_err(TransferError::local(&part))?;
+                        progress(done);
                     }
-                    sink.write(frame.body)
-                        .await
-                        .map_err(TransferError::local(&part))?;
-                    progress(done);
+                    Message::FileEnd { blake3 } => return Ok(blake3),
+                    other => return Err(unexpected(&other, "a download").into()),
                 }
-                Message::FileEnd { blake3 } => break blake3,
-                other => return Err(unexpected(&other, "a download").into()),
+            }
+        }
+        .await;
+        // Whatever happened, what was received is on disk (for a resume)
+        // and the partial's lock is released before this returns.
+        let finished = sink.finish().await;
+        let expected = match received {
+            Ok(expected) => expected,
+            Err(e) => {
+                if matches!(e, TransferError::Unsafe(_)) {
+                    drop(finished);
+                    let _ = fs::remove_file(&part).await;
+                }
+                return Err(e);
             }
         };
-        let (file, hasher) = sink.finish().await.map_err(TransferError::local(&part))?;
+        let (file, hasher) = finished.map_err(TransferError::local(&part))?;
         let actual = hasher.finalize().to_hex().to_string();
         if done != size || actual != expected.to_ascii_lowercase() {
             drop(file);
@@ -362,7 +478,7 @@ impl Connection {
         } else {
             (None, None)
         };
-        publish(file, &part, local, mode, mtime)
+        publish(file, dir, partial, name, mode, mtime)
             .await
             .map_err(TransferError::local(local))?;
         Ok(TransferReport {
@@ -399,6 +515,14 @@ async fn agree_on_offset(
     }
 }
 
+/// The error for a server that took nothing for `limit`.
+fn stalled(limit: Duration) -> ClientError {
+    ClientError::Timeout(format!(
+        "the server took nothing for {limit:?} during a transfer; the connection seems dead \
+         (--transfer-timeout sets how long to wait)"
+    ))
+}
+
 fn unexpected(message: &Message, during: &str) -> ClientError {
     super::not_expected(message.clone(), &format!("an answer to {during}"))
 }
@@ -408,13 +532,20 @@ pub async fn is_local_dir(path: &Path) -> bool {
     fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
-/// Creates a local directory, with `mode` when preserving.
+/// Creates a local directory, with `mode`'s permission bits when
+/// preserving (never set-user-ID, set-group-ID or sticky bits from the
+/// server).
 pub async fn make_local_dir(path: &Path, mode: Option<u32>) -> Result<(), TransferError> {
     fs::create_dir_all(path)
         .await
         .map_err(TransferError::local(path))?;
     if let Some(mode) = mode {
-        fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+        let current = fs::metadata(path)
+            .await
+            .map_err(TransferError::local(path))?
+            .mode();
+        let mode = mode_to_apply(mode, current, true);
+        fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .await
             .map_err(TransferError::local(path))?;
     }

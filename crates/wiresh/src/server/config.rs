@@ -44,6 +44,9 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
     /// A frame once started must be complete within this.
     pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+    /// A peer that takes nothing of a file transfer, a listing or a refusal
+    /// for this long is dropped.
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// While a command runs, the client sends a frame at least this often.
     pub const KEEPALIVE: Duration = Duration::from_secs(20);
     /// Stdin bytes a client may have unacknowledged.
@@ -93,6 +96,11 @@ pub struct ServerConfig {
     pub frame_timeout: Duration,
     /// While a command runs, the client must send a frame at least this often.
     pub keepalive: Duration,
+    /// A client that takes nothing the server sends it in answer to a file
+    /// request (a download, a listing) or a refusal for this long is
+    /// dropped. (Command output is not bound by it: a slow reader slows
+    /// its command down instead.)
+    pub send_timeout: Duration,
     /// Most stdin bytes a client may have in flight (`hello.stdin_window`).
     pub stdin_window: usize,
     /// Upper bound on every command's run time (a request may ask for less).
@@ -132,6 +140,7 @@ impl ServerConfig {
             idle_timeout: defaults::IDLE_TIMEOUT,
             frame_timeout: defaults::FRAME_TIMEOUT,
             keepalive: defaults::KEEPALIVE,
+            send_timeout: defaults::SEND_TIMEOUT,
             stdin_window: defaults::STDIN_WINDOW,
             command_timeout: None,
             shutdown_grace: defaults::SHUTDOWN_GRACE,

@@ -1,32 +1,50 @@
 //! File transfer on the server: `stat`, `list`, `mkdir`, `put`, `get`,
 //! confined to the files root.
 //!
-//! Every path from a client is resolved by [`resolve`] before anything is
-//! touched: relative to the root, no `..`, and no symlink that leads out of
-//! it. Uploads go to a temporary `.NAME.wiresh-part` beside the target,
-//! verified with BLAKE3, fsynced and renamed into place, so an interrupted or
-//! corrupted upload never leaves a half-written file under the real name
-//! (and a partial can be resumed after checking its prefix).
+//! Every path from a client is checked by its text ([`root::RelPath`]:
+//! no `..`, no absolute path outside the root), then resolved by the
+//! kernel beneath an open handle of the root ([`root::Root`]), and used
+//! only through handles from then on, so that no symbolic link, whenever
+//! it appears, leads a request out of the root. Uploads go to a temporary
+//! `.NAME.wiresh-part` beside the target, verified with BLAKE3, fsynced and
+//! renamed into place, so an interrupted or corrupted upload never leaves
+//! a half-written file under the real name (and a partial can be resumed
+//! after checking its prefix).
 
+mod root;
+
+use std::ffi::{OsStr, OsString};
 use std::io::SeekFrom;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::fs;
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+use tokio::fs::File;
 use tokio::io::AsyncSeekExt;
 use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
+use self::root::{refusal, RelPath, Root};
 use super::audit::Ending;
 use super::refusal::Refusal;
-use super::session::Session;
+use super::session::{not_allowed, Session};
 use crate::conn::RecvError;
 use crate::fileio::{
-    hash_prefix, is_partial_name, open_partial, open_source, partial_path, publish, Sink, Source,
-    CHUNK,
+    hash_prefix, is_partial_name, mode_to_apply, open_partial, partial_name, publish, unblock,
+    Sink, Source, CHUNK,
 };
 use crate::listener::End;
+
+/// A partial file nobody has written to for this long is removed at the
+/// next upload into its directory.
+const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most often one directory is looked through for stale partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// Most time one frame of a transfer may take to arrive.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,13 +99,16 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
             Err(refusal) => return session.refuse("file request", refusal).await,
         },
     };
-    let result = match message {
-        Message::Stat { path } => stat(session, &root, &path).await,
-        Message::List { path } => list(session, &root, &path).await,
-        Message::Mkdir { path, mode } => mkdir(session, &root, &path, mode).await,
-        Message::Put(req) => put(session, &root, req).await,
-        Message::Get { path, resume_from } => get(session, &root, &path, resume_from).await,
-        other => return Err(session.unexpected(&other, "here").await),
+    let result = match Files::open(&root).await {
+        Err(refusal) => Err(Stop::Refused(refusal)),
+        Ok(files) => match message {
+            Message::Stat { path } => stat(session, &files, &path).await,
+            Message::List { path } => list(session, &files, &path).await,
+            Message::Mkdir { path, mode } => mkdir(session, &files, &path, mode).await,
+            Message::Put(req) => put(session, &files, req).await,
+            Message::Get { path, resume_from } => get(session, &files, &path, resume_from).await,
+            other => return Err(session.unexpected(&other, "here").await),
+        },
     };
     if !action.is_empty() {
         let (outcome, bytes) = match &result {
@@ -117,51 +138,45 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
 }
 
 async fn send(session: &Session, message: Message) -> Result<(), End> {
-    session.send(Frame::new(message)).await
+    session.answer(Frame::new(message)).await
 }
 
-/// Resolves a client's path inside `root` (which is canonical), or refuses
-/// it: `..` anywhere, NUL, absolute paths outside the root, and paths whose
-/// existing part leads out of the root through a symlink.
-fn resolve(root: &Path, path: &str) -> Result<PathBuf, Refusal> {
-    let refused = |why| Refusal::PathRefused {
-        path: path.to_string(),
-        why,
-    };
-    if path.contains('\0') {
-        return Err(refused("contains a NUL byte"));
+/// The files root for one request: its canonical path, for the lexical
+/// checks, and its open handle, beneath which everything is resolved.
+struct Files {
+    path: Arc<Path>,
+    root: Arc<Root>,
+}
+
+impl Files {
+    async fn open(path: &Path) -> Result<Files, Refusal> {
+        let path: Arc<Path> = Arc::from(path);
+        let at = path.clone();
+        let root = unblock(move || Root::open(&at)).await.map_err(|e| {
+            Refusal::Io(format!(
+                "the server cannot open its files root: {e}; tell its operator"
+            ))
+        })?;
+        Ok(Files {
+            path,
+            root: Arc::new(root),
+        })
     }
-    let requested = Path::new(path);
-    let relative = if requested.is_absolute() {
-        requested
-            .strip_prefix(root)
-            .map_err(|_| refused("absolute paths must lie inside the server's files root"))?
-    } else {
-        requested
-    };
-    let mut full = root.to_path_buf();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) => full.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err(refused("`..` is not allowed")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(refused("not a relative path"))
-            }
-        }
+
+    /// A client's path, checked by its text.
+    fn rel(&self, path: &str) -> Result<RelPath, Refusal> {
+        RelPath::parse(&self.path, path)
     }
-    // The longest part that exists must, with symlinks resolved, stay inside.
-    let mut existing = full.as_path();
-    while std::fs::symlink_metadata(existing).is_err() {
-        existing = existing.parent().unwrap_or(root);
+
+    /// Runs `f` on the root, on a thread where blocking is fine.
+    async fn beneath<T, F>(&self, f: F) -> std::io::Result<T>
+    where
+        F: FnOnce(&Root) -> std::io::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let root = self.root.clone();
+        unblock(move || f(&root)).await
     }
-    let canonical = existing
-        .canonicalize()
-        .map_err(|_| refused("is a dangling symlink"))?;
-    if !canonical.starts_with(root) {
-        return Err(refused("leads outside the server's files root"));
-    }
-    Ok(full)
 }
 
 fn entry(path: String, meta: &std::fs::Metadata) -> FileEntry {
@@ -181,27 +196,29 @@ fn entry(path: String, meta: &std::fs::Metadata) -> FileEntry {
     }
 }
 
-async fn stat(session: &mut Session, root: &Path, path: &str) -> Handled {
-    let full = resolve(root, path)?;
-    let meta = fs::metadata(&full)
+async fn stat(session: &mut Session, files: &Files, path: &str) -> Handled {
+    let rel = files.rel(path)?;
+    let meta = files
+        .beneath(move |root| root.metadata(&rel))
         .await
-        .map_err(|e| Refusal::io("stat", Path::new(path), e))?;
+        .map_err(|e| refusal("stat", path, e))?;
     send(session, Message::Entry(entry(path.to_string(), &meta))).await?;
     Ok(0)
 }
 
-async fn list(session: &mut Session, root: &Path, path: &str) -> Handled {
-    let full = resolve(root, path)?;
-    let meta = fs::metadata(&full)
+async fn list(session: &mut Session, files: &Files, path: &str) -> Handled {
+    let rel = files.rel(path)?;
+    let dir = files
+        .beneath(move |root| root.open_dir(&rel))
         .await
-        .map_err(|e| Refusal::io("list", Path::new(path), e))?;
-    if !meta.is_dir() {
-        return Err(Refusal::Io(format!("{path}: not a directory")).into());
-    }
+        .map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::NOTDIR) => Refusal::Io(format!("{path}: not a directory")),
+            _ => refusal("list", path, e),
+        })?;
     // Walk on a blocking thread, sending entries as they are found, so a
     // huge tree costs neither memory here nor a stall of the runtime.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<FileEntry>(64);
-    let walker = tokio::task::spawn_blocking(move || walk(&full, "", &tx));
+    let walker = tokio::task::spawn_blocking(move || walk(&dir, "", &tx));
     let mut count = 0u64;
     while let Some(e) = rx.recv().await {
         count += 1;
@@ -215,47 +232,68 @@ async fn list(session: &mut Session, root: &Path, path: &str) -> Handled {
     Ok(0)
 }
 
-/// Sends every entry below `dir`, a directory before its contents. Symlinks
-/// are reported as `other` and not followed, so a listing never leaves the
-/// tree it was asked for.
+/// Sends every entry below the directory `dir`, a directory before its
+/// contents. Each entry is looked at by its one name inside its
+/// directory's handle, without following it: symlinks are reported as
+/// `other` and never descended into, so a listing never leaves the tree it
+/// was asked for, even if the tree changes meanwhile.
 fn walk(
-    dir: &Path,
+    dir: &OwnedFd,
     prefix: &str,
     tx: &tokio::sync::mpsc::Sender<FileEntry>,
 ) -> std::io::Result<()> {
-    let mut children: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    children.sort_by_key(|c| c.file_name());
-    for child in children {
-        let Some(name) = child.file_name().to_str().map(str::to_string) else {
-            continue; // not UTF-8: cannot be named in the protocol
-        };
+    let mut names = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        match String::from_utf8(name) {
+            Ok(name) if name != "." && name != ".." => names.push(name),
+            _ => {} // not UTF-8: cannot be named in the protocol
+        }
+    }
+    names.sort();
+    let here = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for name in names {
         if is_partial_name(&name) {
             continue; // a transfer in progress, not a file yet
         }
+        let meta = match rustix::fs::openat(dir, &*name, OFlags::PATH | here, Mode::empty()) {
+            Ok(fd) => std::fs::File::from(fd).metadata()?,
+            Err(Errno::NOENT) => continue, // removed meanwhile
+            Err(e) => return Err(e.into()),
+        };
         let rel = if prefix.is_empty() {
-            name
+            name.clone()
         } else {
             format!("{prefix}/{name}")
         };
-        let meta = std::fs::symlink_metadata(child.path())?;
         if tx.blocking_send(entry(rel.clone(), &meta)).is_err() {
             return Ok(());
         }
         if meta.is_dir() {
-            walk(&child.path(), &rel, tx)?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | here;
+            let child = rustix::fs::openat(dir, &*name, flags, Mode::empty())?;
+            walk(&child, &rel, tx)?;
         }
     }
     Ok(())
 }
 
-async fn mkdir(session: &mut Session, root: &Path, path: &str, mode: Option<u32>) -> Handled {
-    let full = resolve(root, path)?;
-    fs::create_dir_all(&full)
+async fn mkdir(session: &mut Session, files: &Files, path: &str, mode: Option<u32>) -> Handled {
+    let rel = files.rel(path)?;
+    files
+        .beneath(move |root| {
+            let dir = root.make_dirs(&rel)?;
+            if let Some(mode) = mode {
+                // As documented: a mode that cannot be applied is no failure.
+                let current = rustix::fs::fstat(&dir).map_or(0, |st| st.st_mode);
+                let mode = mode_to_apply(mode, current, true);
+                let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode));
+            }
+            Ok(())
+        })
         .await
-        .map_err(|e| Refusal::io("create directory", Path::new(path), e))?;
-    if let Some(mode) = mode {
-        let _ = fs::set_permissions(&full, std::fs::Permissions::from_mode(mode & 0o7777)).await;
-    }
+        .map_err(|e| refusal("create directory", path, e))?;
     send(session, Message::TransferOk { bytes: 0 }).await?;
     Ok(0)
 }
@@ -292,24 +330,161 @@ async fn expect_start(session: &mut Session, offered: u64) -> Result<u64, End> {
     }
 }
 
-async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
-    let shown = Path::new(&req.path);
-    let target = resolve(root, &req.path)?;
-    let part = partial_path(&target).ok_or_else(|| Refusal::PathRefused {
-        path: req.path.clone(),
-        why: "names no file",
-    })?;
-    if fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
-        return Err(Refusal::Io(format!("{}: is a directory", req.path)).into());
+/// Removes a partial file that is not to be kept, before letting go of
+/// its lock (so no other transfer takes it up in between).
+async fn discard(dir: Arc<OwnedFd>, part: OsString, file: File) {
+    let file = file.into_std().await;
+    let _ = unblock(move || {
+        rustix::fs::unlinkat(&*dir, &part, AtFlags::empty())?;
+        drop(file);
+        Ok(())
+    })
+    .await;
+}
+
+/// An upload's partial file, open and locked, in its directory.
+struct Upload {
+    dir: Arc<OwnedFd>,
+    /// The target's name in `dir`.
+    name: OsString,
+    /// The partial's name in `dir`.
+    part: OsString,
+    file: File,
+}
+
+/// Resolves an upload's target, creates its directory, and opens its
+/// partial file; a fresh (not resumed) upload empties an old partial at
+/// once, so that whatever space it held is free for this one.
+async fn open_upload(session: &Session, files: &Files, req: &PutRequest) -> Result<Upload, Stop> {
+    let rel = files.rel(&req.path)?;
+    let Some((dir_rel, name)) = rel.split_last() else {
+        return Err(Refusal::PathRefused {
+            path: req.path.clone(),
+            why: "names no file",
+        }
+        .into());
+    };
+    let name = OsString::from(name);
+    let part = partial_name(&name);
+    // What the name leads to now: a directory, or a way out of the root,
+    // is refused with a message of its own. (The write itself goes by
+    // handle, whatever the name leads to by then.)
+    match files.beneath(move |root| root.metadata(&rel)).await {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Refusal::Io(format!("{}: is a directory", req.path)).into())
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(refusal("write", &req.path, e).into())
+        }
+        _ => {}
     }
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Refusal::io("create directory for", shown, e))?;
-    }
-    let mut file = open_partial(&part)
+    let shown = dir_rel.clone();
+    let dir = files
+        .beneath(move |root| root.make_dirs(&dir_rel))
         .await
-        .map_err(|e| Refusal::io("write", shown, e))?;
+        .map_err(|e| refusal("create directory for", &req.path, e))?;
+    let dir = Arc::new(dir);
+    sweep_stale_partials(session, &dir, &part, &shown).await;
+    let (at, named) = (dir.clone(), part.clone());
+    let file = unblock(move || open_partial(&at, &named))
+        .await
+        .map_err(|e| Refusal::io("write", Path::new(&req.path), e))?;
+    let file = File::from_std(file);
+    if !req.resume {
+        file.set_len(0)
+            .await
+            .map_err(|e| Refusal::io("write", Path::new(&req.path), e))?;
+    }
+    Ok(Upload {
+        dir,
+        name,
+        part,
+        file,
+    })
+}
+
+/// Removes the partial files in an upload's directory that nobody has
+/// written to for [`STALE_PARTIAL`] and no transfer holds (besides the
+/// upload's own, `keep`, which the upload itself resumes or discards). A
+/// directory is looked through at most once per [`SWEEP_EVERY`], so that
+/// uploading many files into one directory does not read it over and over.
+async fn sweep_stale_partials(session: &Session, dir: &Arc<OwnedFd>, keep: &OsStr, rel: &RelPath) {
+    let Ok(meta) = rustix::fs::fstat(&**dir) else {
+        return;
+    };
+    if !session
+        .shared
+        .sweep_due((meta.st_dev, meta.st_ino), SWEEP_EVERY)
+    {
+        return;
+    }
+    let (at, keep) = (dir.clone(), keep.to_os_string());
+    match unblock(move || sweep(&at, &keep, STALE_PARTIAL)).await {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => info!(
+            peer = %session.peer,
+            dir = %rel,
+            "removed {} partial file(s) untouched for over {} h: {}",
+            removed.len(),
+            STALE_PARTIAL.as_secs() / 3600,
+            removed.join(", ")
+        ),
+        Err(e) => {
+            info!(peer = %session.peer, dir = %rel, "looking for stale partial files failed: {e}")
+        }
+    }
+}
+
+/// Removes, from `dir`, the partial files other than `keep` that are
+/// older than `age` and not locked by a transfer; returns their names.
+fn sweep(dir: &OwnedFd, keep: &OsStr, age: Duration) -> std::io::Result<Vec<String>> {
+    let now = std::time::SystemTime::now();
+    let mut names = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        if let Ok(name) = entry?.file_name().to_str() {
+            if is_partial_name(name) && OsStr::new(name) != keep {
+                names.push(name.to_string());
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for name in names {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(dir, &*name, flags, Mode::empty()) else {
+            continue;
+        };
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata()?;
+        let idle = meta
+            .modified()
+            .map(|m| now.duration_since(m).unwrap_or_default());
+        if !meta.is_file() || idle.map_or(true, |idle| idle < age) {
+            continue;
+        }
+        // A transfer holds its partial's lock while it runs; and the name
+        // must still be that file once we hold the lock.
+        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        match rustix::fs::statat(dir, &*name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_ino == meta.ino() && st.st_dev == meta.dev() => {}
+            _ => continue,
+        }
+        rustix::fs::unlinkat(dir, &*name, AtFlags::empty())?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
+    let shown = Path::new(&req.path);
+    let Upload {
+        dir,
+        name,
+        part,
+        mut file,
+    } = open_upload(session, files, &req).await?;
     // Offer to resume from a partial no longer than the file.
     let mut offered = 0;
     let mut prefix = None;
@@ -342,36 +517,32 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
         return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     let mut sink = Sink::start(file, hasher).await;
-    let mut received = 0u64;
-    let expected = loop {
-        let frame = next_transfer_frame(session).await?;
-        match frame.message {
-            Message::FileData => {
-                received += frame.body.len() as u64;
-                if offset + received > req.size {
-                    let message = format!("more data than the announced {} bytes", req.size);
-                    return Err(session.fail(ErrorCode::BadRequest, message).await.into());
-                }
-                if let Err(e) = sink.write(frame.body).await {
-                    let message = format!("cannot write {}: {e}", req.path);
-                    return Err(session.fail(ErrorCode::IoError, message).await.into());
-                }
-            }
-            Message::FileEnd { blake3 } => break blake3,
-            other => return Err(session.unexpected(&other, "during an upload").await.into()),
+    let received = receive(session, &mut sink, &req, offset).await;
+    // The disk writer is done, and on a failure has let go of the partial
+    // and its lock, before the client is told and before the connection's
+    // end is reported: a `put --resume` sent right after must find the
+    // partial free.
+    let finished = sink.finish().await;
+    let (expected, received) = match received {
+        Ok(done) => done,
+        Err(Abort::Ended(end)) => return Err(end.into()),
+        Err(Abort::Failed(code, message)) => return Err(session.fail(code, message).await.into()),
+        Err(Abort::NoSpace(e)) => {
+            let message = no_space(&req, &dir, &part, e).await;
+            return Err(session.fail(ErrorCode::IoError, message).await.into());
         }
     };
-    let (file, hasher) = match sink.finish().await {
+    let (file, hasher) = match finished {
         Ok(done) => done,
-        Err(e) => {
-            let _ = fs::remove_file(&part).await;
-            return Err(Refusal::io("write", shown, e).into());
+        // The last chunks met the full disk: after `file_end`, a refusal.
+        Err(e) if is_full(&e) => {
+            return Err(Refusal::Io(no_space(&req, &dir, &part, e).await).into())
         }
+        Err(e) => return Err(Refusal::io("write", shown, e).into()),
     };
     let actual = hasher.finalize().to_hex().to_string();
     if offset + received != req.size || actual != expected.to_ascii_lowercase() {
-        drop(file);
-        let _ = fs::remove_file(&part).await;
+        discard(dir, part, file).await;
         let why = if offset + received != req.size {
             format!("received {} of {} bytes", offset + received, req.size)
         } else {
@@ -380,7 +551,7 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
         let message = format!("{}: {why}; nothing was written", req.path);
         return Err(Refusal::ChecksumMismatch(message).into());
     }
-    publish(file, &part, &target, req.mode, req.mtime)
+    publish(file, dir, part, name, req.mode, req.mtime)
         .await
         .map_err(|e| Refusal::io("publish", shown, e))?;
     info!(peer = %session.peer, client = %session.identity, path = %req.path, bytes = received, resumed_at = offset, "file received");
@@ -388,12 +559,116 @@ async fn put(session: &mut Session, root: &Path, req: PutRequest) -> Handled {
     Ok(received)
 }
 
-async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -> Handled {
+/// Why an upload stopped before its `file_end`.
+enum Abort {
+    /// The connection ended (the peer left, or was told why already).
+    Ended(End),
+    /// The client is to be told this, once the disk writer is done; then
+    /// the connection closes.
+    Failed(ErrorCode, String),
+    /// The disk is full (or the quota used up): the client is told how
+    /// much space the upload needs, and what to do.
+    NoSpace(std::io::Error),
+}
+
+/// Whether a write failed for want of space (or quota).
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
+}
+
+/// What a client is told when its upload ran out of space: what the
+/// filesystem said, how much more the file needs than the partial now
+/// holds, how much is free, and how to go on.
+async fn no_space(req: &PutRequest, dir: &Arc<OwnedFd>, part: &OsStr, e: std::io::Error) -> String {
+    let (at, named) = (dir.clone(), part.to_os_string());
+    let measured = unblock(move || {
+        let kept = rustix::fs::statat(&*at, &named, AtFlags::SYMLINK_NOFOLLOW)?.st_size;
+        let fs = rustix::fs::fstatvfs(&*at)?;
+        Ok((
+            u64::try_from(kept).unwrap_or(0),
+            fs.f_bavail.saturating_mul(fs.f_frsize),
+        ))
+    })
+    .await;
+    let path = &req.path;
+    let Ok((kept, free)) = measured else {
+        return format!(
+            "cannot write {path}: {e}; free space on the server, then run the same put with \
+             --resume to continue"
+        );
+    };
+    let needed = req.size.saturating_sub(kept);
+    format!(
+        "cannot write {path}: {e}: the file needs {} more than the {} kept so far, and the \
+         server's filesystem has {} free; free at least {} there, then run the same put with \
+         --resume to continue from what was kept (or without --resume to start over; a \
+         partial file left alone is removed after {} h)",
+        bytes(needed),
+        bytes(kept),
+        bytes(free),
+        bytes(needed.saturating_sub(free)),
+        STALE_PARTIAL.as_secs() / 3600,
+    )
+}
+
+/// A byte count for people: exact below 1 KiB, else in binary units.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
+}
+
+/// Receives an upload's data into `sink`, up to its `file_end`; returns
+/// the BLAKE3 the client announced and the bytes received.
+async fn receive(
+    session: &mut Session,
+    sink: &mut Sink,
+    req: &PutRequest,
+    offset: u64,
+) -> Result<(String, u64), Abort> {
+    let mut received = 0u64;
+    loop {
+        let frame = next_transfer_frame(session).await.map_err(Abort::Ended)?;
+        match frame.message {
+            Message::FileData => {
+                received += frame.body.len() as u64;
+                if offset + received > req.size {
+                    let message = format!("more data than the announced {} bytes", req.size);
+                    return Err(Abort::Failed(ErrorCode::BadRequest, message));
+                }
+                if let Err(e) = sink.write(frame.body).await {
+                    if is_full(&e) {
+                        return Err(Abort::NoSpace(e));
+                    }
+                    let message = format!("cannot write {}: {e}", req.path);
+                    return Err(Abort::Failed(ErrorCode::IoError, message));
+                }
+            }
+            Message::FileEnd { blake3 } => return Ok((blake3, received)),
+            other => {
+                let message = not_allowed(&other, "during an upload");
+                return Err(Abort::Failed(ErrorCode::UnexpectedMessage, message));
+            }
+        }
+    }
+}
+
+async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64) -> Handled {
     let shown = Path::new(path);
-    let full = resolve(root, path)?;
-    let mut file = open_source(&full)
+    let rel = files.rel(path)?;
+    let file = files
+        .beneath(move |root| root.open_file(&rel))
         .await
-        .map_err(|e| Refusal::io("read", shown, e))?;
+        .map_err(|e| refusal("read", path, e))?;
+    let mut file = File::from_std(file);
     let meta = file
         .metadata()
         .await
@@ -433,7 +708,7 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
         match chunk {
             Ok(body) => {
                 session
-                    .send(Frame::with_body(Message::FileData, body))
+                    .answer(Frame::with_body(Message::FileData, body))
                     .await?
             }
             Err(e) => {
@@ -447,57 +722,4 @@ async fn get(session: &mut Session, root: &Path, path: &str, resume_from: u64) -
     info!(peer = %session.peer, client = %session.identity, path, bytes = size - offset, resumed_at = offset, "file sent");
     send(session, Message::FileEnd { blake3 }).await?;
     Ok(size - offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(root: &Path, path: &str) -> &'static str {
-        match resolve(root, path) {
-            Err(Refusal::PathRefused { why, .. }) => why,
-            other => panic!("{path:?} was not refused: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn resolves_inside_the_root_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir(root.join("sub")).unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
-        std::os::unix::fs::symlink("sub", root.join("in")).unwrap();
-        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
-
-        assert_eq!(resolve(&root, "a.txt").unwrap(), root.join("a.txt"));
-        assert_eq!(
-            resolve(&root, "./sub/new/b").unwrap(),
-            root.join("sub/new/b")
-        );
-        assert_eq!(resolve(&root, "in/c").unwrap(), root.join("in/c"));
-        let absolute = root.join("sub/d");
-        assert_eq!(
-            resolve(&root, absolute.to_str().unwrap()).unwrap(),
-            absolute
-        );
-        assert_eq!(resolve(&root, "").unwrap(), root);
-
-        assert_eq!(refused(&root, "../x"), "`..` is not allowed");
-        assert_eq!(refused(&root, "sub/../../x"), "`..` is not allowed");
-        assert_eq!(refused(&root, "a\0b"), "contains a NUL byte");
-        assert_eq!(
-            refused(&root, "/etc/passwd"),
-            "absolute paths must lie inside the server's files root"
-        );
-        assert_eq!(
-            refused(&root, "out/x"),
-            "leads outside the server's files root"
-        );
-        assert_eq!(
-            refused(&root, "out"),
-            "leads outside the server's files root"
-        );
-        assert_eq!(refused(&root, "dangling/x"), "is a dangling symlink");
-    }
 }

@@ -3,9 +3,10 @@
 //! state, and the shutdown signal. After mini-redis's `Handler`, it holds
 //! the connection rather than its parts.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time;
@@ -18,7 +19,7 @@ use super::audit;
 use super::config::ServerConfig;
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
-use crate::conn::{FrameConn, RecvError};
+use crate::conn::{FrameConn, RecvError, SendError};
 use crate::exec::CommandSlots;
 use crate::listener::End;
 
@@ -37,10 +38,17 @@ pub(super) struct Shared {
     /// Refusals answered at once: telling a peer why costs a little (a TLS
     /// handshake), so a flood gets at most this many answers at a time.
     pub refusals: Arc<Semaphore>,
+    /// When each directory (by device and inode) was last looked through
+    /// for stale partial files.
+    swept: Mutex<HashMap<(u64, u64), Instant>>,
 }
 
 /// Refusals answered at once (see [`Shared::refusals`]).
 const REFUSALS_AT_ONCE: usize = 64;
+
+/// Most directories [`Shared::sweep_due`] remembers; past that it starts
+/// over (a sweep more is harmless).
+const SWEPT_DIRS: usize = 4096;
 
 impl Shared {
     pub fn new(config: &ServerConfig) -> Shared {
@@ -54,7 +62,26 @@ impl Shared {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+            swept: Mutex::default(),
         }
+    }
+
+    /// Whether the directory `dir` is due to be looked through for stale
+    /// partial files (not within `every`); if so, it counts as done now.
+    pub fn sweep_due(&self, dir: (u64, u64), every: Duration) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if swept
+            .get(&dir)
+            .is_some_and(|at| now.duration_since(*at) < every)
+        {
+            return false;
+        }
+        if swept.len() >= SWEPT_DIRS {
+            swept.clear();
+        }
+        swept.insert(dir, now);
+        true
     }
 
     /// Whether every place for an authenticated connection is taken.
@@ -66,6 +93,11 @@ impl Shared {
     pub fn connection_place(&self) -> Option<OwnedSemaphorePermit> {
         self.connections.clone().try_acquire_owned().ok()
     }
+}
+
+/// What [`Session::unexpected`] tells the peer about `message`.
+pub(super) fn not_allowed(message: &Message, when: &str) -> String {
+    format!("`{}` is not allowed {when}", message.type_name())
 }
 
 /// An authenticated connection and everything its handlers need.
@@ -138,10 +170,26 @@ impl Session {
             .map_err(|_| End::Error("connection lost".into()))
     }
 
+    /// Queues a frame in answer to a request, unless the client takes
+    /// nothing for the send timeout: a client that asks and never reads
+    /// cannot hold its connection (and its slot) for ever.
+    pub async fn answer(&self, frame: Frame) -> Result<(), End> {
+        let limit = self.config.send_timeout;
+        self.conn
+            .send_unless_stalled(frame, limit)
+            .await
+            .map_err(|e| match e {
+                SendError::Closed => End::Error("connection lost".into()),
+                SendError::Stalled(_) => End::Error(format!(
+                    "the client took nothing for {limit:?} (--send-timeout); dropped"
+                )),
+            })
+    }
+
     /// Tells the client its request was refused; the connection goes on.
     pub async fn refuse(&self, what: &str, refusal: Refusal) -> Result<(), End> {
         info!(peer = %self.peer, "{what} refused: {}: {refusal}", refusal.code());
-        self.send(refusal.frame()).await
+        self.answer(refusal.frame()).await
     }
 
     /// Sends an error to the peer and returns the end reason for the log.
@@ -184,11 +232,8 @@ impl Session {
 
     /// Rejects a message that is valid but not allowed now.
     pub async fn unexpected(&self, message: &Message, when: &str) -> End {
-        self.fail(
-            ErrorCode::UnexpectedMessage,
-            format!("`{}` is not allowed {when}", message.type_name()),
-        )
-        .await
+        self.fail(ErrorCode::UnexpectedMessage, not_allowed(message, when))
+            .await
     }
 
     /// Who did `action` on `target`, for the audit log.

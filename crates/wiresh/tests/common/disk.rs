@@ -1,13 +1,14 @@
 //! Data and files on disk for the transfer tests: test data, BLAKE3s,
 //! reading and writing files, the `.NAME.wiresh-part` partial names (and
-//! waiting until no transfer holds one), and what a directory holds.
+//! whether a transfer holds one), what a directory holds, and a small
+//! filesystem to fill up ([`SmallFs`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{binary_pattern, bounded, MIB};
+use super::{binary_pattern, MIB};
 
 /// Every byte value, several times and in several orders, then a few MiB of
 /// pattern so the file spans many `file_data` frames.
@@ -75,34 +76,27 @@ pub fn part_of(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.wiresh-part"))
 }
 
-/// Waits until nobody holds the `flock` on the partial `part`: a transfer
-/// holds it from opening the partial until its disk writer is done. Takes the
-/// lock itself (blocking, on a thread of its own) and lets go at once. A
-/// partial that does not exist is left to the caller's assertions.
-pub async fn wait_part_unlocked(part: &Path) {
-    use std::os::fd::AsRawFd;
+/// Whether a transfer holds the `flock` on the partial `part` right now: a
+/// transfer holds it from opening the partial until its disk writer is
+/// done. Tries to take the lock without waiting (and lets go at once). A
+/// partial that does not exist is not locked.
+pub fn part_locked(part: &Path) -> bool {
+    use rustix::fs::{flock, FlockOperation};
     use std::os::unix::fs::OpenOptionsExt;
-    let path = part.to_path_buf();
-    let locked = tokio::task::spawn_blocking(move || {
-        let file = match std::fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        // SAFETY: flock on a descriptor we own; closing it releases the lock.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    });
-    bounded(&format!("the lock on {}", part.display()), locked)
-        .await
-        .expect("the locking thread")
-        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", part.display()));
+    let file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(e) => panic!("cannot open {}: {e}", part.display()),
+    };
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => false,
+        Err(rustix::io::Errno::WOULDBLOCK) => true,
+        Err(e) => panic!("cannot lock {}: {e}", part.display()),
+    }
 }
 
 /// What a directory holds, recursively: relative path → a short description
@@ -174,4 +168,62 @@ pub fn set_mtime(path: &Path, unix_secs: u64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(UNIX_EPOCH + Duration::from_secs(unix_secs))
         .unwrap();
+}
+
+/// A tmpfs of a few MiB mounted for a test (to fill it up for real),
+/// unmounted when dropped.
+pub struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `bytes` on the existing directory `dir`; `None`,
+    /// after saying why on stderr, where this process may not mount (it
+    /// needs root, or `CAP_SYS_ADMIN`).
+    pub fn mount(dir: &Path, bytes: usize) -> Option<SmallFs> {
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallFs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a {bytes}-byte tmpfs on {} to fill it up ({}); \
+                     this test needs root (CAP_SYS_ADMIN)",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount(8) to make a small filesystem: {e}");
+                None
+            }
+        }
+    }
+
+    /// Bytes free on it for an unprivileged writer.
+    pub fn free(&self) -> u64 {
+        let fs = rustix::fs::statvfs(&self.dir).expect("statvfs of the small filesystem");
+        fs.f_bavail * fs.f_frsize
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: a server killed a moment ago may still hold it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
 }

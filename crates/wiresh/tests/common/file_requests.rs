@@ -1,5 +1,5 @@
 //! The file messages frame by frame over a [`RawConn`]: `put` and `get`
-//! from offset 0, `stat`, refusals, and a check that the connection still
+//! from offset 0, `mkdir`, `stat`, refusals, and a check that the connection still
 //! runs commands.
 
 use bytes::Bytes;
@@ -95,6 +95,19 @@ pub async fn raw_get(
             Message::Error { code, message } => return Err((code, message)),
             other => panic!("get {path:?}: unexpected {other:?} during the data"),
         }
+    }
+}
+
+/// `mkdir` of `path` with `mode`, which must succeed.
+pub async fn raw_mkdir(c: &mut RawConn, path: &str, mode: Option<u32>) {
+    c.send(Message::Mkdir {
+        path: path.into(),
+        mode,
+    })
+    .await;
+    match answer(c).await.message {
+        Message::TransferOk { bytes: 0 } => {}
+        other => panic!("mkdir {path:?}: expected transfer_ok, got {other:?}"),
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use super::proxy::Proxy;
+use super::disk::SmallFs;
+use super::proxy::{Proxy, Seen};
 use super::{cli_output, client_command, CliOutput, Server};
 
 /// `[OsString; N]` from anything a command line can take. (Like the rest
@@ -25,10 +26,12 @@ pub(crate) use args;
 /// `BASE/local` beside it; BASE holds nothing else, so anything a transfer
 /// writes outside the two shows up there.
 pub struct Files {
+    // Dropped in this order: the server, then the filesystem it used.
     pub server: Server,
     pub base: PathBuf,
     pub root: PathBuf,
     pub local: PathBuf,
+    pub small_fs: Option<SmallFs>,
     _tmp: TempDir,
 }
 
@@ -38,22 +41,38 @@ impl Files {
     }
 
     pub fn start_with(extra: &[&str]) -> Files {
+        Files::start_on(None, extra).expect("a files root on the ordinary disk")
+    }
+
+    /// Like [`Files::start_with`], with the root on a tmpfs of `bytes`
+    /// ([`SmallFs`]); `None` where mounting is not allowed (the test is
+    /// then skipped, and says so).
+    pub fn start_on_small_fs(bytes: usize, extra: &[&str]) -> Option<Files> {
+        Files::start_on(Some(bytes), extra)
+    }
+
+    fn start_on(small_fs: Option<usize>, extra: &[&str]) -> Option<Files> {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().canonicalize().unwrap();
         let root = base.join("root");
         let local = base.join("local");
         std::fs::create_dir(&root).unwrap();
         std::fs::create_dir(&local).unwrap();
+        let small_fs = match small_fs {
+            Some(bytes) => Some(SmallFs::mount(&root, bytes)?),
+            None => None,
+        };
         let mut args = vec!["--files-root", root.to_str().unwrap()];
         args.extend_from_slice(extra);
         let server = Server::start_with(&args);
-        Files {
+        Some(Files {
             server,
             base,
             root,
             local,
+            small_fs,
             _tmp: tmp,
-        }
+        })
     }
 
     /// `wiresh SUB -H ADDR ARGS...` against the server, or through `via`.
@@ -79,6 +98,16 @@ impl Files {
 
     pub async fn run_via(&self, proxy: &Proxy, sub: &str, args: &[OsString]) -> CliOutput {
         cli_output(self.cmd(sub, Some(proxy), args), None).await
+    }
+
+    /// `wiresh SUB ARGS...` through a [`Proxy`] that only records; it must
+    /// succeed (`what` names it in the failure). Returns what went over
+    /// the wire.
+    pub async fn run_ok_recorded(&self, sub: &str, args: &[OsString], what: &str) -> Seen {
+        let proxy = Proxy::pass(self.server.addr).await;
+        let out = self.run_via(&proxy, sub, args).await;
+        assert_ok(&out, what);
+        proxy.seen()
     }
 }
 

@@ -26,8 +26,8 @@
 //!
 //! - [`files`]: [`files::Files`], a server with a files root and a local
 //!   scratch directory, the `args!` macro, and checks on a transfer's exit;
-//! - [`disk`]: test data, BLAKE3s, part-file names (and waiting for a
-//!   transfer to let go of one), what a directory holds;
+//! - [`disk`]: test data, BLAKE3s, part-file names (and whether a
+//!   transfer holds one), what a directory holds;
 //! - [`file_requests`]: `put`, `get`, `stat` and refusals frame by frame;
 //! - [`proxy`]: [`proxy::Proxy`], a frame-aware relay that records, cuts or
 //!   corrupts a transfer;

@@ -1,7 +1,8 @@
 //! [`Proxy`]: a frame-aware TCP relay between a client and a server that
 //! records the headers going each way and, one way or both, can cut the
-//! connection after some `file_data` bytes (interrupted transfers) or flip one
-//! bit of a `file_data` body (corrupted transfers).
+//! connection after some `file_data` bytes (interrupted transfers), stall it
+//! (a network that stops moving but does not close), or flip one bit of a
+//! `file_data` body (corrupted transfers).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,10 @@ pub enum Tamper {
     /// Flip one bit of the `file_data` byte at this offset of the stream of
     /// `file_data` bodies (the frame is re-encoded with the same length).
     FlipAt(u64),
+    /// Once at least this many `file_data` body bytes have been relayed,
+    /// stop relaying, both ways, and stop reading, but keep both
+    /// connections open: a stalled network.
+    StallAfter(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +56,7 @@ pub struct Seen {
     pub up_data: u64,
     pub down_data: u64,
     pub cut: bool,
+    pub stalled: bool,
     pub flipped: bool,
 }
 
@@ -138,15 +144,14 @@ impl Proxy {
                 }
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let (cut_tx, cut_rx) = watch::channel(false);
+                let link = Link::new();
                 relays.spawn(relay(
                     client_read,
                     server_write,
                     Way::Up,
                     up,
                     s.clone(),
-                    cut_tx.clone(),
-                    cut_rx.clone(),
+                    link.clone(),
                 ));
                 relays.spawn(relay(
                     server_read,
@@ -154,8 +159,7 @@ impl Proxy {
                     Way::Down,
                     down,
                     s.clone(),
-                    cut_tx,
-                    cut_rx,
+                    link,
                 ));
             }
         });
@@ -172,6 +176,30 @@ impl Proxy {
     }
 }
 
+/// What the two directions of one relayed connection tell each other.
+#[derive(Clone)]
+struct Link {
+    cut_tx: watch::Sender<bool>,
+    cut_rx: watch::Receiver<bool>,
+    stall_tx: watch::Sender<bool>,
+}
+
+impl Link {
+    fn new() -> Link {
+        let (cut_tx, cut_rx) = watch::channel(false);
+        let (stall_tx, _) = watch::channel(false);
+        Link {
+            cut_tx,
+            cut_rx,
+            stall_tx,
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        *self.stall_tx.borrow()
+    }
+}
+
 /// Resolves once either direction has decided to cut.
 async fn cut_signal(rx: &mut watch::Receiver<bool>) {
     // (The guard `wait_for` returns must not live across an await.)
@@ -185,9 +213,13 @@ async fn relay(
     way: Way,
     tamper: Tamper,
     seen: Arc<Mutex<Seen>>,
-    cut_tx: watch::Sender<bool>,
-    mut cut_rx: watch::Receiver<bool>,
+    link: Link,
 ) {
+    let Link {
+        cut_tx,
+        mut cut_rx,
+        stall_tx,
+    } = link.clone();
     if way == Way::Up {
         let mut preamble = [0u8; PREAMBLE_LEN];
         tokio::select! {
@@ -211,6 +243,11 @@ async fn relay(
             next = frames.next() => next,
             () = cut_signal(&mut cut_rx) => return,
         };
+        if link.stalled() {
+            // Neither relays nor reads; holds both connections until cut.
+            cut_signal(&mut cut_rx).await;
+            return;
+        }
         let mut frame = match next {
             Some(Ok(frame)) => frame,
             // The sender closed: pass the half-close on, keep the other way.
@@ -237,6 +274,12 @@ async fn relay(
             data += len;
             if let Tamper::CutAfter(limit) = tamper {
                 cut_now = data >= limit;
+            }
+            if let Tamper::StallAfter(limit) = tamper {
+                if data >= limit && !link.stalled() {
+                    seen.lock().unwrap().stalled = true;
+                    stall_tx.send_replace(true);
+                }
             }
         }
         {

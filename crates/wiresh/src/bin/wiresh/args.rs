@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand};
 use wiresh::addr::Network;
+use wiresh::client::DEFAULT_TRANSFER_TIMEOUT;
 use wiresh::server::admission::StartupLimits;
 use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
@@ -232,6 +233,10 @@ pub struct ServeArgs {
     /// Drop a connection that starts a frame and does not finish it this soon.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::FRAME_TIMEOUT))]
     pub frame_timeout: DurationArg,
+    /// Drop a client that takes nothing of a download, a listing or a
+    /// refusal for this long.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::SEND_TIMEOUT))]
+    pub send_timeout: DurationArg,
     /// Most commands running at once over all connections; more get `busy`.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_COMMANDS)]
     pub max_commands: usize,
@@ -404,6 +409,15 @@ pub struct CopyArgs {
     /// No progress bars.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Give up when the server answers nothing, or takes none of what is
+    /// sent, for this long (e.g. 30s, 5m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "WIRESH_TRANSFER_TIMEOUT",
+        default_value_t = DurationArg(DEFAULT_TRANSFER_TIMEOUT)
+    )]
+    pub transfer_timeout: DurationArg,
 }
 
 #[derive(Args)]

@@ -91,15 +91,20 @@ impl ConnectArgs {
 }
 
 impl CopyArgs {
-    fn flags(&self) -> CopyFlags {
-        CopyFlags {
+    fn flags(&self) -> Result<CopyFlags> {
+        anyhow::ensure!(
+            !self.transfer_timeout.0.is_zero(),
+            "--transfer-timeout must be more than 0"
+        );
+        Ok(CopyFlags {
             recursive: self.recursive,
             options: TransferOptions {
                 preserve: self.preserve,
                 resume: self.resume,
             },
             quiet: self.quiet,
-        }
+            transfer_timeout: self.transfer_timeout.0,
+        })
     }
 }
 
@@ -156,7 +161,7 @@ pub fn put(args: PutArgs) -> Result<i32> {
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
     let endpoint = args.copy.connect.endpoint()?;
-    let flags = args.copy.flags();
+    let flags = args.copy.flags()?;
     Ok(client::copy::put(
         &runtime()?,
         &endpoint,
@@ -170,7 +175,7 @@ pub fn put(args: PutArgs) -> Result<i32> {
 pub fn get(args: GetArgs) -> Result<i32> {
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
     let endpoint = args.copy.connect.endpoint()?;
-    let flags = args.copy.flags();
+    let flags = args.copy.flags()?;
     Ok(client::copy::get(
         &runtime()?,
         &endpoint,

@@ -133,6 +133,10 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
         !args.frame_timeout.0.is_zero(),
         "--frame-timeout must be more than 0"
     );
+    anyhow::ensure!(
+        !args.send_timeout.0.is_zero(),
+        "--send-timeout must be more than 0"
+    );
     let token_path = match &args.token_file {
         Some(p) => p.clone(),
         None => auth::default_token_path()?,
@@ -190,6 +194,7 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
     server.command_timeout = args.command_timeout.map(|d| d.0);
     server.idle_timeout = args.idle_timeout.0;
     server.frame_timeout = args.frame_timeout.0;
+    server.send_timeout = args.send_timeout.0;
     server.shutdown_grace = args.shutdown_grace.0;
     server.kill_grace = args.kill_grace.0;
     server.limits.max_body = args.max_frame_body.0;
