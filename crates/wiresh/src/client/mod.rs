@@ -79,6 +79,9 @@ pub enum ClientError {
     /// (the server kills it when the connection closes).
     #[error("local output closed")]
     OutputClosed,
+    /// The server does not offer what the request needs; nothing was sent.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ClientError {
@@ -254,6 +257,17 @@ impl Connection {
         &self.hello
     }
 
+    /// Whether the server lists `feature` in its `hello`.
+    pub fn offers(&self, feature: &str) -> bool {
+        self.hello.features.iter().any(|f| f == feature)
+    }
+
+    /// A handle that tells the server the terminal's new size while a
+    /// command with a pty runs (see [`Resizer`]).
+    pub fn resizer(&self) -> Resizer {
+        Resizer(self.conn.sender())
+    }
+
     /// Interval at which to ping the server while a command runs.
     fn ping_interval(&self) -> Duration {
         match self.hello.keepalive_secs {
@@ -289,6 +303,15 @@ impl Connection {
         F: Future<Output = ()>,
     {
         req.stdin = stdin.is_some();
+        if (req.pty.is_some() || req.login_shell) && !self.offers("pty") {
+            // An older server would run the command on pipes (it ignores
+            // the unknown field) or refuse a login shell as malformed.
+            return Err(ClientError::Unsupported(format!(
+                "the server does not offer terminal sessions (no \"pty\" among its features: {} \
+                 is older than this client); run the command without -t, or use `wiresh shell --each-line`",
+                self.hello.server
+            )));
+        }
         // On the data path, behind any stdin of the previous command still
         // queued, so that input can never be taken for this command's.
         if self
@@ -381,6 +404,22 @@ impl Connection {
             Message::Pong => Ok(sent.elapsed()),
             other => Err(not_expected(other, "pong")),
         }
+    }
+}
+
+/// Sends `resize` for the running command, in order with its input: taken
+/// from [`Connection::resizer`] before [`Connection::run`], and used while
+/// it runs.
+#[derive(Debug, Clone)]
+pub struct Resizer(FrameSender);
+
+impl Resizer {
+    /// Tells the server the terminal is now `size`.
+    pub async fn resize(&self, size: wiresh_proto::WindowSize) -> Result<(), ClientError> {
+        self.0
+            .send(Frame::new(Message::Resize(size)))
+            .await
+            .map_err(|_| ClientError::Closed("while resizing the terminal"))
     }
 }
 

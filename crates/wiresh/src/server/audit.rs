@@ -31,6 +31,9 @@ pub struct Record<'a> {
     pub action: &'a str,
     /// The command line, argv, or file path.
     pub target: &'a str,
+    /// Whether the command ran on a pty (`exec -t`, `wiresh shell`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pty: bool,
     /// Exit code, when the command exited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,

@@ -6,14 +6,18 @@
 //! and a vanished client are always noticed, whatever the command does with
 //! its input and output. The command's deadlines are the
 //! [`Supervisor`]'s.
+//!
+//! A command runs on pipes, or on a pty when the request asks for one
+//! (`exec.pty`): then its terminal is both its output (all of it sent as
+//! `stdout`) and its input, and `resize` reaches it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::ChildStdin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
 use tracing::info;
@@ -22,7 +26,7 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 use super::refusal::Refusal;
 use super::session::{AuditEntry, Session};
 use crate::conn::FrameSender;
-use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 use crate::task::AbortOnDrop;
 
@@ -37,7 +41,11 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
     let program = match req.program().map_err(|e| Refusal::BadRequest(e.into()))? {
         wiresh_proto::Program::Shell(line) => exec::Program::Shell(line.to_string()),
         wiresh_proto::Program::Argv(argv) => exec::Program::Argv(argv.to_vec()),
+        wiresh_proto::Program::LoginShell => exec::Program::LoginShell,
     };
+    if let Some(pty) = &req.pty {
+        pty.check().map_err(Refusal::BadRequest)?;
+    }
     Ok(Spec {
         program,
         env: req
@@ -50,10 +58,61 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
     })
 }
 
+/// A started command, before its supervisor takes the child: the command's
+/// side of its I/O and what is needed to supervise it.
+struct Started {
+    child: tokio::process::Child,
+    guard: exec::GroupGuard,
+    pid: u32,
+    io: CommandIo,
+}
+
+/// How the server talks to a command.
+enum CommandIo {
+    /// Pipes: stdout and stderr apart, and stdin when the request has one.
+    Pipes {
+        stdout: ChildStdout,
+        stderr: ChildStderr,
+        stdin: Option<tokio::process::ChildStdin>,
+    },
+    /// A pty: one terminal for input and output.
+    Terminal(Terminal),
+}
+
+/// Starts what `req` asks for, on pipes or on a pty.
+fn start(req: &ExecRequest, what: &str) -> Result<Started, Refusal> {
+    let spec = spec_for(req)?;
+    Ok(match &req.pty {
+        None => {
+            let s = exec::spawn_group(&spec, what)?;
+            Started {
+                child: s.child,
+                guard: s.guard,
+                pid: s.pid,
+                io: CommandIo::Pipes {
+                    stdout: s.stdout,
+                    stderr: s.stderr,
+                    stdin: s.stdin,
+                },
+            }
+        }
+        Some(pty) => {
+            let s = exec::spawn_on_pty(&spec, pty, what)?;
+            Started {
+                child: s.child,
+                guard: s.guard,
+                pid: s.pid,
+                io: CommandIo::Terminal(s.terminal),
+            }
+        }
+    })
+}
+
 /// Runs `req` to completion. `Ok` means the connection can take the next
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
+    let pty = req.pty.is_some();
     let refusal = session
         .audit_refusal()
         .or_else(|| session.config.policy.check_exec(&req).err());
@@ -61,6 +120,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         session.audit(AuditEntry {
             action: "exec",
             target: &what,
+            pty,
             outcome: "refused",
             status: None,
             duration: Duration::ZERO,
@@ -71,15 +131,14 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     }
     // The slot is held until the command ends: it bounds the commands
     // running server-wide.
-    let started = session.command_slot().and_then(|slot| {
-        let spawned = exec::spawn_group(&spec_for(&req)?, &what)?;
-        Ok((slot, spawned))
-    });
-    let (_slot, spawned) = match started {
+    let started = session
+        .command_slot()
+        .and_then(|slot| Ok((slot, start(&req, &what)?)));
+    let (_slot, started) = match started {
         Ok(pair) => pair,
         Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,
     };
-    let pid = spawned.pid;
+    let pid = started.pid;
     let config = session.config.clone();
     let deadlines = Deadlines {
         timeout: match (
@@ -92,29 +151,46 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         shutdown_grace: config.shutdown_grace,
         kill_grace: config.kill_grace,
     };
-    let (mut supervisor, stdout, stderr, stdin) =
-        Supervisor::start(spawned, deadlines, session.shutdown.clone());
+    let mut supervisor = Supervisor::new(
+        started.child,
+        started.guard,
+        deadlines,
+        session.shutdown.clone(),
+    );
 
     session.send(Frame::new(Message::Started { pid })).await?;
     let data = session.conn.sender();
     let chunk = CHUNK.min(config.limits.max_body);
     // Aborted on every way out of this function, so no pump outlives the
-    // command and keeps the connection's writer (and socket) alive.
-    let mut stdout_pump = AbortOnDrop(tokio::spawn(pump(
-        stdout,
-        Message::Stdout,
-        data.clone(),
-        chunk,
-    )));
-    let mut stderr_pump = AbortOnDrop(tokio::spawn(pump(
-        stderr,
-        Message::Stderr,
-        data.clone(),
-        chunk,
-    )));
+    // command and keeps the connection's writer (and socket) alive. On a
+    // pty, stderr is the terminal too: its pump has nothing to read.
+    let pump_task = |from, kind| AbortOnDrop(tokio::spawn(pump(from, kind, data.clone(), chunk)));
+    let (mut stdout_pump, mut stderr_pump, mut stdin_feed, terminal) = match started.io {
+        CommandIo::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => (
+            pump_task(Box::new(stdout) as BoxRead, Message::Stdout),
+            pump_task(Box::new(stderr), Message::Stderr),
+            stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
+            None,
+        ),
+        CommandIo::Terminal(terminal) => {
+            let mut feed = StdinFeed::spawn(terminal.writer(), data.clone());
+            if !req.stdin {
+                feed.close(); // no input: the terminal gets end of file at once
+            }
+            (
+                pump_task(Box::new(terminal.reader()), Message::Stdout),
+                pump_task(Box::new(tokio::io::empty()), Message::Stderr),
+                Some(feed),
+                Some(terminal),
+            )
+        }
+    };
     let (mut stdout_done, mut stderr_done, mut exited) = (false, false, false);
     let mut bytes_out = 0u64;
-    let mut stdin_feed = stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone()));
     let mut bytes_in = 0u64;
 
     // The client promises a frame at least every `keepalive`; allow three
@@ -150,13 +226,25 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         Message::Cancel => {
                             supervisor.kill(KillReason::Cancelled);
                         }
+                        // Without a pty there is nothing to resize (documented).
+                        Message::Resize(size) => {
+                            if let Some(terminal) = &terminal {
+                                let _ = terminal.resize(size);
+                            }
+                        }
                         Message::Ping => session.conn.pong(frame.body),
                         Message::Pong => {}
                         other => break 'run Some(session.unexpected(&other, "while a command runs").await),
                     }
                 }
                 event = supervisor.next() => match event {
-                    Event::Exited(_) => exited = true,
+                    Event::Exited(_) => {
+                        exited = true;
+                        if terminal.is_some() {
+                            // What is left would hold the terminal open.
+                            supervisor.hang_up();
+                        }
+                    }
                     Event::Killing(_) => {}
                     // Killed, yet the pipes stay open: something escaped the
                     // group. Stop waiting for them (the pumps are aborted).
@@ -184,6 +272,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         session.audit(AuditEntry {
             action: "exec",
             target: &what,
+            pty,
             outcome: "aborted",
             status: None,
             duration: supervisor.elapsed(),
@@ -221,6 +310,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     session.audit(AuditEntry {
         action: "exec",
         target: &what,
+        pty,
         outcome: if cancelled { "cancelled" } else { "finished" },
         status: Some(&exit),
         duration,
@@ -238,15 +328,13 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     session.send(exit).await
 }
 
+/// One of a command's outputs: a pipe or its terminal.
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
 /// Copies one of the command's output pipes into frames of `kind` until
 /// end of file; returns the byte count. Waiting on a full queue is what
 /// slows the command down to the client's pace.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    kind: Message,
-    out: FrameSender,
-    chunk: usize,
-) -> u64 {
+async fn pump(mut pipe: BoxRead, kind: Message, out: FrameSender, chunk: usize) -> u64 {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
     loop {
@@ -290,7 +378,12 @@ struct StdinFeed {
 }
 
 impl StdinFeed {
-    fn spawn(mut pipe: ChildStdin, acks: FrameSender) -> StdinFeed {
+    /// Feeds `pipe`, a pipe or a terminal: its end (`stdin_end`) is the
+    /// pipe's shutdown, which on a terminal types the end-of-file key.
+    fn spawn<W>(mut pipe: W, acks: FrameSender) -> StdinFeed
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let (queue, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let unacked = Arc::new(AtomicUsize::new(0));
         let counter = unacked.clone();
@@ -307,7 +400,11 @@ impl StdinFeed {
                     return;
                 }
             }
-            // stdin_end: dropping the pipe closes the command's input.
+            // stdin_end: the pipe is closed when dropped; a terminal gets
+            // its end-of-file key.
+            if open {
+                let _ = pipe.shutdown().await;
+            }
         });
         StdinFeed {
             queue: Some(queue),

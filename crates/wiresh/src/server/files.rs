@@ -94,6 +94,7 @@ pub(super) async fn handle(session: &mut Session, message: Message) -> Result<()
         session.audit(AuditEntry {
             action,
             target: &target,
+            pty: false,
             outcome,
             status: None,
             duration: started.elapsed(),

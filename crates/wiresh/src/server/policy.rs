@@ -1,7 +1,7 @@
 //! What a server allows to run: an optional policy file (`--policy FILE`).
 //!
 //! ```json
-//! { "allow_shell": false, "allowed_programs": ["uptime", "/usr/bin/df"], "allow_files": false }
+//! { "allow_shell": false, "allowed_programs": ["uptime", "/usr/bin/df"], "allow_files": false, "allow_pty": false }
 //! ```
 //!
 //! An allow-list of programs only means something with `allow_shell` off:
@@ -30,6 +30,10 @@ pub struct Policy {
     /// Whether `put`, `get` and the other file requests are allowed.
     #[serde(default = "yes")]
     pub allow_files: bool,
+    /// Whether commands may run on a pty (`exec -t`, `wiresh shell` on a
+    /// terminal).
+    #[serde(default = "yes")]
+    pub allow_pty: bool,
 }
 
 fn yes() -> bool {
@@ -42,6 +46,7 @@ impl Default for Policy {
             allow_shell: true,
             allowed_programs: None,
             allow_files: true,
+            allow_pty: true,
         }
     }
 }
@@ -70,9 +75,20 @@ impl Policy {
 
     /// Refuses `req` if it may not run.
     pub fn check_exec(&self, req: &ExecRequest) -> Result<(), Refusal> {
+        if req.pty.is_some() && !self.allow_pty {
+            return Err(Refusal::Forbidden(
+                "terminals (pty) are disabled by the server's policy; run without one \
+                 (wiresh exec without -t, wiresh shell -T)"
+                    .into(),
+            ));
+        }
         match req.program() {
             Ok(Program::Shell(_)) if !self.allow_shell => Err(Refusal::Forbidden(
                 "shell commands are disabled by the server's policy; send an argv request (wiresh exec --argv)"
+                    .into(),
+            )),
+            Ok(Program::LoginShell) if !self.allow_shell => Err(Refusal::Forbidden(
+                "shells are disabled by the server's policy, login shells too; send an argv request (wiresh exec --argv)"
                     .into(),
             )),
             Ok(Program::Argv(argv)) => match &self.allowed_programs {
@@ -103,8 +119,17 @@ mod tests {
         assert!(p.check_exec(&ExecRequest::argv(vec!["rm".into()])).is_err());
         assert!(p.allow_files);
         assert!(serde_json::from_str::<Policy>(r#"{"alow_shell": false}"#).is_err());
+        assert!(p.check_exec(&ExecRequest::login_shell()).is_err());
         assert!(Policy::default()
             .check_exec(&ExecRequest::shell("id"))
             .is_ok());
+        let no_pty: Policy = serde_json::from_str(r#"{"allow_pty": false}"#).unwrap();
+        let on_pty = ExecRequest {
+            pty: Some(Default::default()),
+            ..ExecRequest::shell("id")
+        };
+        assert!(no_pty.check_exec(&on_pty).is_err());
+        assert!(no_pty.check_exec(&ExecRequest::shell("id")).is_ok());
+        assert!(Policy::default().check_exec(&on_pty).is_ok());
     }
 }

@@ -42,6 +42,8 @@ impl Shared {
 pub(super) struct AuditEntry<'a> {
     pub action: &'a str,
     pub target: &'a str,
+    /// Whether the command ran on a pty.
+    pub pty: bool,
     pub outcome: &'a str,
     pub status: Option<&'a wiresh_proto::ExitStatus>,
     pub duration: Duration,
@@ -170,6 +172,7 @@ impl Session {
             identity: &self.identity,
             action: entry.action,
             target: entry.target,
+            pty: entry.pty,
             code: entry.status.and_then(|s| s.code),
             signal: entry.status.and_then(|s| s.signal),
             timed_out: entry.status.is_some_and(|s| s.timed_out),
