@@ -393,3 +393,18 @@ async fn a_server_without_the_feature_gets_no_terminal_request() {
     conn.close().await;
     assert_eq!(bounded("the fake server", session).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn exec_t_tells_the_user_when_the_server_has_no_terminals() {
+    let (addr, session) = server_without_pty().await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = client_command("exec", &addr.to_string(), home.path());
+    cmd.env("WIRESH_TOKEN", "any-token")
+        .args(["--plaintext", "-t", "--", "vi"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(255), "stdout: {}", out.stdout_str());
+    let err = out.stderr_str();
+    assert!(err.contains("does not offer terminal sessions"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(bounded("the fake server", session).await.unwrap(), None);
+}

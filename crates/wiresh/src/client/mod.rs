@@ -2,13 +2,15 @@
 //!
 //! [`Connection`] is the library-level client, used by `wiresh exec`,
 //! `wiresh shell` and the tests alike. The terminal-facing parts (reading
-//! local stdin, printing output, the interactive prompt) live in [`local`]
-//! and [`shell`].
+//! local stdin, printing output, the line prompt) live in [`local`] and
+//! [`shell`]; a remote terminal session (`wiresh shell` on a terminal,
+//! `exec -t`) in [`terminal`].
 
 pub mod copy;
 pub mod exec;
 pub mod local;
 pub mod shell;
+pub mod terminal;
 pub mod transfer;
 
 use std::future::Future;
