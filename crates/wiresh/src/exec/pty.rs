@@ -330,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_command_leads_a_session_on_its_terminal() {
-        let spec = Spec::shell("echo \"$TERM $(stty size) $(ps -o sid= -p $$)\"; tty");
+        let spec = Spec::shell("echo \"$TERM $(stty size) $(ps -o sid= -p $$ | tr -d ' ')\"; tty");
         let mut spawned = spawn_on_pty(&spec, &pty(100, 30), "test").unwrap();
         let out = read_until(&mut spawned.terminal.reader(), "/dev/pts/").await;
         let sid = spawned.pid.to_string();
