@@ -34,6 +34,9 @@
 //! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
 //!   lies to the client.
 //!
+//! And for the terminal tests: [`tmux`], a real terminal (a tmux server of
+//! its own per test) to type into and read the screen of.
+//!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
 //! all this, hence `allow(dead_code)`.
@@ -45,6 +48,7 @@ pub mod fake_server;
 pub mod file_requests;
 pub mod files;
 pub mod proxy;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
