@@ -11,20 +11,25 @@
 //! Without a local terminal (`exec -t` with piped input) the session is the
 //! same, minus raw mode, escapes and resizing.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 
 use bytes::Bytes;
 use rustix::termios::{self, OptionalActions, Termios};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use wiresh_proto::{ExecRequest, PtyRequest, WindowSize};
 
 use super::exec::exit_code;
-use super::local::{spawn_stdin_reader, Printer, StderrStyle};
-use super::{ClientError, Connection, Endpoint};
-use crate::exec::pty::window_size;
+use super::local::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
+use super::{ClientError, Connection, Endpoint, Output};
+use crate::exec::pty::{window_size, Terminal};
 use crate::exit;
+
+/// How long output may take to reach the terminal once the session is
+/// over, before the terminal is given back anyway.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The size assumed when no terminal says: the classic VT100's.
 const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
@@ -60,20 +65,25 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
             return exit::for_error(&e);
         }
     };
-    let raw = if local {
-        match RawMode::enter() {
-            Ok(raw) => Some(raw),
+    let local_terminal = || -> io::Result<(Terminal, RawMode)> {
+        // Opened inside the runtime, which the terminal registers with.
+        let tty = rt.block_on(async { Terminal::reopen_stdin() })?;
+        Ok((tty, RawMode::enter()?))
+    };
+    let (tty, raw) = if local {
+        match local_terminal() {
+            Ok((tty, raw)) => (Some(tty), Some(raw)),
             Err(e) => {
                 eprintln!("wiresh: cannot put the terminal in raw mode: {e}");
                 return exit::CLIENT_FAILURE;
             }
         }
     } else {
-        None
+        (None, None)
     };
     let printer = Printer::start(StderrStyle::Plain);
     let ended = rt.block_on(async {
-        let ended = session(&mut conn, req, forward_stdin, local, &printer).await;
+        let ended = session(&mut conn, req, forward_stdin, tty.as_ref(), &printer).await;
         printer.sync().await;
         ended
     });
@@ -113,18 +123,16 @@ async fn session(
     conn: &mut Connection,
     req: ExecRequest,
     forward_stdin: bool,
-    local: bool,
+    tty: Option<&Terminal>,
     printer: &Printer,
 ) -> Ended {
+    let local = tty.is_some();
     let (disconnect_tx, mut disconnect) = oneshot::channel();
-    let stdin = forward_stdin.then(|| {
-        let keys = spawn_stdin_reader();
-        if local {
-            filter_escapes(keys, disconnect_tx)
-        } else {
-            keys
-        }
-    });
+    let stdin = match (forward_stdin, tty) {
+        (false, _) => None,
+        (true, Some(tty)) => Some(spawn_key_reader(tty, disconnect_tx)),
+        (true, None) => Some(spawn_stdin_reader()),
+    };
     let resizer = conn.resizer();
     let (mut winch, mut term, mut hup, mut int, mut quit) = match (
         signal(SignalKind::window_change()),
@@ -136,32 +144,43 @@ async fn session(
         (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
         _ => return Ended::Finished(Err(ClientError::Protocol("cannot watch signals".into()))),
     };
-    // Without a local terminal, Ctrl-C in the user's shell cancels, as for
-    // `exec`; with one, Ctrl-C is a key and SIGINT only comes from `kill`.
-    let running = conn.run(req, stdin, printer.sender(), move || async move {
-        if local {
-            std::future::pending::<()>().await;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    });
-    tokio::pin!(running);
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut running => return Ended::Finished(result),
-            Ok(()) = &mut disconnect => return Ended::Disconnected,
-            Some(()) = term.recv() => return Ended::Signal(libc_signal::TERM),
-            Some(()) = hup.recv() => return Ended::Signal(libc_signal::HUP),
-            Some(()) = quit.recv() => return Ended::Signal(libc_signal::QUIT),
-            Some(()) = int.recv(), if local => return Ended::Signal(libc_signal::INT),
-            Some(()) = winch.recv(), if local => {
-                if let Some(size) = window_size(rustix::stdio::stdin()) {
-                    // A lost connection shows in `running`.
-                    let _ = resizer.resize(size).await;
+    let (output, output_rx) = mpsc::channel::<Output>(8);
+    let writer = spawn_output_writer(output_rx, tty, printer);
+    let ended = async {
+        // Without a local terminal, Ctrl-C in the user's shell cancels, as
+        // for `exec`; with one, Ctrl-C is a key and SIGINT only comes from
+        // `kill`.
+        let running = conn.run(req, stdin, &output, move || async move {
+            if local {
+                std::future::pending::<()>().await;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tokio::pin!(running);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut running => return Ended::Finished(result),
+                Ok(()) = &mut disconnect => return Ended::Disconnected,
+                Some(()) = term.recv() => return Ended::Signal(libc_signal::TERM),
+                Some(()) = hup.recv() => return Ended::Signal(libc_signal::HUP),
+                Some(()) = quit.recv() => return Ended::Signal(libc_signal::QUIT),
+                Some(()) = int.recv(), if local => return Ended::Signal(libc_signal::INT),
+                Some(()) = winch.recv(), if local => {
+                    if let Some(size) = window_size(rustix::stdio::stdin()) {
+                        // A lost connection shows in `running`.
+                        let _ = resizer.resize(size).await;
+                    }
                 }
             }
         }
     }
+    .await;
+    // What arrived is shown before the terminal is given back, unless the
+    // terminal does not take it.
+    drop(output);
+    let _ = tokio::time::timeout(OUTPUT_DRAIN, writer).await;
+    ended
 }
 
 /// Signal numbers, for messages and exit statuses.
@@ -173,22 +192,20 @@ mod libc_signal {
     pub const QUIT: i32 = Signal::SIGQUIT as i32;
 }
 
-/// Passes keys on, acting on `~` escapes: `~?` prints the list, `~.` fires
-/// `disconnect` and stops.
-fn filter_escapes(
-    mut keys: mpsc::Receiver<Bytes>,
-    disconnect: oneshot::Sender<()>,
-) -> mpsc::Receiver<Bytes> {
+/// Reads keys from the local terminal on the runtime's thread and hands
+/// them over, acting on `~` escapes on the way: `~?` prints the list, `~.`
+/// fires `disconnect`.
+fn spawn_key_reader(tty: &Terminal, disconnect: oneshot::Sender<()>) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(4);
+    let (mut keys, mut screen) = (tty.reader(), tty.writer());
     tokio::spawn(async move {
         let mut escapes = Escapes::default();
-        while let Some(chunk) = keys.recv().await {
-            let keyed = escapes.feed(&chunk);
+        let mut buf = [0u8; 4096];
+        // End of file or an error: the terminal is gone, and so is the input.
+        while let Ok(n @ 1..) = keys.read(&mut buf).await {
+            let keyed = escapes.feed(&buf[..n]);
             if keyed.help {
-                let mut err = io::stderr().lock();
-                let _ = err
-                    .write_all(ESCAPE_HELP.as_bytes())
-                    .and_then(|()| err.flush());
+                let _ = screen.write_all(ESCAPE_HELP.as_bytes()).await;
             }
             if !keyed.send.is_empty() && tx.send(Bytes::from(keyed.send)).await.is_err() {
                 return;
@@ -203,6 +220,33 @@ fn filter_escapes(
         }
     });
     rx
+}
+
+/// Writes the remote output: to the local terminal on the runtime's thread
+/// when stdout is that terminal, else through the printer thread. Ends when
+/// `output` does, or when the terminal is gone.
+fn spawn_output_writer(
+    mut output: mpsc::Receiver<Output>,
+    tty: Option<&Terminal>,
+    printer: &Printer,
+) -> tokio::task::JoinHandle<()> {
+    let mut screen = tty
+        .filter(|tty| tty.is(rustix::stdio::stdout()))
+        .map(Terminal::writer);
+    let printer = printer.sender().clone();
+    tokio::spawn(async move {
+        while let Some(chunk) = output.recv().await {
+            let written = match &mut screen {
+                Some(screen) => match &chunk {
+                    Output::Stdout(b) | Output::Stderr(b) => screen.write_all(b).await.is_ok(),
+                },
+                None => printer.send(PrintJob::Output(chunk)).await.is_ok(),
+            };
+            if !written {
+                return;
+            }
+        }
+    })
 }
 
 /// The escape character, as in ssh.

@@ -113,6 +113,31 @@ impl Terminal {
         Ok(Terminal(Arc::new(fd)))
     }
 
+    /// This process's own terminal (its stdin's), opened anew: a new open
+    /// file description, so that making it non-blocking (as the runtime
+    /// needs) changes nothing for the shell that shares stdin. Lets a client
+    /// read keys and write output on its runtime's thread, as ssh does,
+    /// with no thread to wake per key.
+    pub fn reopen_stdin() -> io::Result<Terminal> {
+        let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::open("/proc/self/fd/0", flags, rustix::fs::Mode::empty())?;
+        if !termios::isatty(&fd) {
+            return Err(io::Error::other("stdin is not a terminal"));
+        }
+        Terminal::new(fd)
+    }
+
+    /// Whether `fd` is this terminal (the same device).
+    pub fn is(&self, fd: impl AsFd) -> bool {
+        let same = |a: rustix::fs::Stat, b: rustix::fs::Stat| {
+            a.st_rdev == b.st_rdev && a.st_ino == b.st_ino
+        };
+        match (rustix::fs::fstat(self.0.get_ref()), rustix::fs::fstat(fd)) {
+            (Ok(a), Ok(b)) => same(a, b),
+            _ => false,
+        }
+    }
+
     /// Gives the terminal a new size; the kernel sends `SIGWINCH` to its
     /// foreground process group.
     pub fn resize(&self, size: WindowSize) -> io::Result<()> {
