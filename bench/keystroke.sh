@@ -30,14 +30,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The wiresh server (TLS, as ssh is encrypted), on a free port.
-mkfifo "$WORK/ready"
-"$B" serve --listen 127.0.0.1:0 >"$WORK/ready" 2>"$WORK/server.log" &
-SERVER_PID=$!
-while read -r line <&3; do
-    case $line in *"listening on "*) break ;; esac
-done 3<"$WORK/ready"
-ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
-cat "$WORK/ready" >/dev/null &
+source bench/lib.sh
+start_server
 # Pin the fingerprint now, so the session starts without a message.
 "$B" exec -n -H "$ADDR" -- true 2>/dev/null
 
