@@ -23,6 +23,7 @@ export WIRESH_HOME=$WORK/home
 SOCK=wiresh-bench-$$
 cleanup() {
     tmux -L "$SOCK" kill-server 2>/dev/null || true
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$SOCK" # tmux leaves its socket
     [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -f "$WORK/sshd/pid" ] && kill "$(cat "$WORK/sshd/pid")" 2>/dev/null || true
     rm -rf "$WORK"
