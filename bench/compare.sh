@@ -24,15 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Start a server on a free port and wait for its readiness line.
-mkfifo "$WORK/ready"
 mkdir -p "$WORK/files" "$WORK/local"
-"$B" serve --listen 127.0.0.1:0 --allow-plaintext --files-root "$WORK/files" >"$WORK/ready" 2>"$WORK/server.log" &
-SERVER_PID=$!
-while read -r line <&3; do
-    case $line in *"listening on "*) break ;; esac
-done 3<"$WORK/ready"
-ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
-cat "$WORK/ready" >/dev/null &
+source bench/lib.sh
+start_server --allow-plaintext --files-root "$WORK/files"
 echo "server at $ADDR (pid $SERVER_PID)"
 
 # Median wall time in seconds of RUNS runs of a shell command.

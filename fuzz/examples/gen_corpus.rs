@@ -81,6 +81,7 @@ fn exec_argv() -> Message {
         cwd: Some("/tmp".into()),
         timeout_ms: Some(30_000),
         stdin: true,
+        ..Default::default()
     })
 }
 

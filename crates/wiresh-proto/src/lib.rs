@@ -32,8 +32,8 @@ pub mod preamble;
 pub use codec::{DecodeError, EncodeError, FrameCodec, Limits};
 pub use frame::Frame;
 pub use message::{
-    ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Hello, Message, Program, PutRequest,
-    Secret, TransferReady,
+    ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Hello, Message, Program, PtyRequest,
+    PutRequest, Secret, TransferReady, WindowSize,
 };
 pub use preamble::{Preamble, PreambleError, PREAMBLE_LEN};
 

@@ -124,6 +124,9 @@ messages! {
         } = "error",
         /// Client → server: stop the running command (its whole process group).
         Cancel = "cancel",
+        /// Client → server: the client's terminal has a new size; the running
+        /// command's pseudo-terminal takes it (see [`ExecRequest::pty`]).
+        Resize(WindowSize) = "resize",
         /// Either direction: liveness check; the peer answers with `pong` and the same body.
         Ping = "ping" + body,
         /// Answer to `ping`, echoing its body.
@@ -328,8 +331,8 @@ impl fmt::Debug for Secret {
 
 /// A request to run one command.
 ///
-/// Exactly one of `command` (run by `sh -c`) and `argv` (run directly, no
-/// shell) must be present.
+/// Exactly one of `command` (run by `sh -c`), `argv` (run directly, no
+/// shell) and `login_shell` must be given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecRequest {
     /// A command line for `/bin/sh -c`.
@@ -338,6 +341,10 @@ pub struct ExecRequest {
     /// A program and its arguments, run without a shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// Run the server account's login shell, as `ssh host` does: reading
+    /// its commands from the terminal, or from stdin without one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub login_shell: bool,
     /// Extra environment variables, added to the server's environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -351,6 +358,58 @@ pub struct ExecRequest {
     /// standard input is empty (`/dev/null`).
     #[serde(default)]
     pub stdin: bool,
+    /// Run the command on a pseudo-terminal of this type and size instead of
+    /// pipes (needs the `"pty"` feature in [`Hello::features`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<PtyRequest>,
+}
+
+/// A pseudo-terminal for a command, as `ssh -t` asks for one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyRequest {
+    /// The terminal type, for the command's `TERM` (empty: leave `TERM` alone).
+    pub term: String,
+    /// Width in character cells.
+    pub cols: u16,
+    /// Height in character cells.
+    pub rows: u16,
+}
+
+impl PtyRequest {
+    /// Longest terminal type a server accepts.
+    pub const MAX_TERM: usize = 64;
+
+    /// Why this request is invalid, if it is: `term` must be short and made
+    /// of letters, digits and `.+-_` (terminfo names never hold `/`, and a
+    /// `TERM` with one could send terminfo lookups elsewhere).
+    pub fn check(&self) -> Result<(), String> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
+        if self.term.len() > Self::MAX_TERM || !self.term.chars().all(ok) {
+            return Err(format!(
+                "pty `term` {:?} is not a terminal type (at most {} letters, digits and `._+-`)",
+                self.term,
+                Self::MAX_TERM
+            ));
+        }
+        Ok(())
+    }
+
+    /// The requested size.
+    pub fn size(&self) -> WindowSize {
+        WindowSize {
+            cols: self.cols,
+            rows: self.rows,
+        }
+    }
+}
+
+/// A terminal's size in character cells (0 means unknown, as for the kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Width.
+    pub cols: u16,
+    /// Height.
+    pub rows: u16,
 }
 
 /// What an [`ExecRequest`] runs, once validated.
@@ -360,6 +419,8 @@ pub enum Program<'a> {
     Shell(&'a str),
     /// A program and arguments, no shell.
     Argv(&'a [String]),
+    /// The server account's login shell.
+    LoginShell,
 }
 
 impl ExecRequest {
@@ -379,18 +440,27 @@ impl ExecRequest {
         }
     }
 
+    /// A request that runs the server account's login shell.
+    pub fn login_shell() -> Self {
+        ExecRequest {
+            login_shell: true,
+            ..Default::default()
+        }
+    }
+
     /// What to run, or why the request is invalid.
     pub fn program(&self) -> Result<Program<'_>, &'static str> {
-        match (&self.command, &self.argv) {
-            (Some(_), Some(_)) => Err("exec has both `command` and `argv`; send one"),
-            (None, None) => {
-                Err("exec needs `command` (a shell command) or `argv` (a program and arguments)")
-            }
-            (Some(c), None) => Ok(Program::Shell(c)),
-            (None, Some(a)) if a.is_empty() => {
+        match (&self.command, &self.argv, self.login_shell) {
+            (Some(c), None, false) => Ok(Program::Shell(c)),
+            (None, Some(a), false) if a.is_empty() => {
                 Err("exec `argv` is empty; it needs at least the program")
             }
-            (None, Some(a)) => Ok(Program::Argv(a)),
+            (None, Some(a), false) => Ok(Program::Argv(a)),
+            (None, None, true) => Ok(Program::LoginShell),
+            (None, None, false) => Err(
+                "exec needs `command` (a shell command), `argv` (a program and arguments) or `login_shell`",
+            ),
+            _ => Err("exec has more than one of `command`, `argv` and `login_shell`; send one"),
         }
     }
 
@@ -399,6 +469,7 @@ impl ExecRequest {
         match self.program() {
             Ok(Program::Shell(c)) => c.to_string(),
             Ok(Program::Argv(a)) => format!("{a:?}"),
+            Ok(Program::LoginShell) => "<login shell>".to_string(),
             Err(_) => "<invalid>".to_string(),
         }
     }
@@ -588,6 +659,29 @@ mod tests {
             ..Default::default()
         };
         assert!(both.program().is_err());
+        assert_eq!(
+            ExecRequest::login_shell().program(),
+            Ok(Program::LoginShell)
+        );
+        let shell_and_login = ExecRequest {
+            login_shell: true,
+            ..ExecRequest::shell("ls")
+        };
+        assert!(shell_and_login.program().is_err());
+    }
+
+    #[test]
+    fn pty_terminal_types() {
+        let pty = |term: &str| PtyRequest {
+            term: term.into(),
+            cols: 80,
+            rows: 24,
+        };
+        assert!(pty("xterm-256color").check().is_ok());
+        assert!(pty("").check().is_ok());
+        assert!(pty("../../etc/x").check().is_err());
+        assert!(pty("a b").check().is_err());
+        assert!(pty(&"x".repeat(65)).check().is_err());
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use wiresh_proto::codec::{encode_frame, LEN_PREFIX};
 use wiresh_proto::{
     DecodeError, EncodeError, ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Frame,
-    FrameCodec, Hello, Limits, Message, Preamble, PutRequest, Secret, TransferReady,
-    PROTOCOL_VERSION,
+    FrameCodec, Hello, Limits, Message, Preamble, PtyRequest, PutRequest, Secret, TransferReady,
+    WindowSize, PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------
@@ -125,16 +125,34 @@ fn exec_request() -> impl Strategy<Value = ExecRequest> {
         prop::collection::btree_map(text(), text(), 0..4),
         prop::option::of(text()),
         prop::option::of(any::<u64>()),
-        any::<bool>(),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(pty_request()),
+        ),
     )
-        .prop_map(|(command, argv, env, cwd, timeout_ms, stdin)| ExecRequest {
-            command,
-            argv,
-            env,
-            cwd,
-            timeout_ms,
-            stdin,
-        })
+        .prop_map(
+            |(command, argv, env, cwd, timeout_ms, (stdin, login_shell, pty))| ExecRequest {
+                command,
+                argv,
+                login_shell,
+                env,
+                cwd,
+                timeout_ms,
+                stdin,
+                pty,
+            },
+        )
+}
+
+/// Any pty request, including invalid terminal types: checking them is the
+/// server's business.
+fn pty_request() -> impl Strategy<Value = PtyRequest> {
+    (text(), any::<u16>(), any::<u16>()).prop_map(|(term, cols, rows)| PtyRequest {
+        term,
+        cols,
+        rows,
+    })
 }
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -206,6 +224,8 @@ fn frame(max_body: usize) -> impl Strategy<Value = Frame> {
         exit_status().prop_map(Message::Exit),
         (error_code(), text()).prop_map(|(code, message)| Message::Error { code, message }),
         Just(Message::Cancel),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(cols, rows)| Message::Resize(WindowSize { cols, rows })),
         file_message(),
         // Body-carrying types with an empty body.
         select(vec![
@@ -1051,6 +1071,47 @@ fn hexdump_matches_the_usual_format() {
     );
 }
 
+/// The terminal session of `docs/PROTOCOL.md` section 7.10, header by header.
+#[test]
+fn terminal_session_serialises_as_documented() {
+    let header = |m: Message| {
+        let bytes = encode_frame(&Frame::new(m)).unwrap();
+        String::from_utf8(bytes[LEN_PREFIX..].to_vec()).unwrap()
+    };
+    let exec = ExecRequest {
+        stdin: true,
+        pty: Some(PtyRequest {
+            term: "xterm-256color".into(),
+            cols: 80,
+            rows: 24,
+        }),
+        ..ExecRequest::login_shell()
+    };
+    assert_eq!(
+        header(Message::Exec(exec)),
+        r#"{"type":"exec","login_shell":true,"stdin":true,"pty":{"term":"xterm-256color","cols":80,"rows":24},"body_len":0}"#
+    );
+    assert_eq!(
+        header(Message::Resize(WindowSize {
+            cols: 120,
+            rows: 40
+        })),
+        r#"{"type":"resize","cols":120,"rows":40,"body_len":0}"#
+    );
+    let tty = ExecRequest {
+        pty: Some(PtyRequest {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+        }),
+        ..ExecRequest::shell("tty")
+    };
+    assert_eq!(
+        header(Message::Exec(tty)),
+        r#"{"type":"exec","command":"tty","stdin":false,"pty":{"term":"xterm","cols":80,"rows":24},"body_len":0}"#
+    );
+}
+
 #[test]
 fn exec_env_and_argv_serialise_as_documented() {
     let mut env = BTreeMap::new();
@@ -1062,6 +1123,7 @@ fn exec_env_and_argv_serialise_as_documented() {
         cwd: Some("/tmp".into()),
         timeout_ms: Some(5000),
         stdin: true,
+        ..Default::default()
     };
     let bytes = encode_frame(&Frame::new(Message::Exec(req))).unwrap();
     assert_eq!(

@@ -18,7 +18,7 @@ use tokio_util::codec::Decoder;
 use wiresh_proto::codec::{encode_frame, LEN_PREFIX};
 use wiresh_proto::{
     EncodeError, ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Frame, FrameCodec, Hello,
-    Message, PutRequest, Secret, TransferReady, PROTOCOL_VERSION,
+    Message, PtyRequest, PutRequest, Secret, TransferReady, WindowSize, PROTOCOL_VERSION,
 };
 
 /// The `type` of each message as `docs/PROTOCOL.md` section 5 spells it, and
@@ -38,6 +38,7 @@ fn documented(m: &Message) -> (&'static str, bool) {
         Message::Exit(_) => ("exit", false),
         Message::Error { .. } => ("error", false),
         Message::Cancel => ("cancel", false),
+        Message::Resize(_) => ("resize", false),
         Message::Ping => ("ping", true),
         Message::Pong => ("pong", true),
         Message::Stat { .. } => ("stat", false),
@@ -77,10 +78,16 @@ fn one_of_each() -> Vec<Message> {
         Message::Exec(ExecRequest {
             command: None,
             argv: Some(vec!["ls".into(), "-l".into()]),
+            login_shell: true,
             env,
             cwd: Some("/tmp".into()),
             timeout_ms: Some(5000),
             stdin: true,
+            pty: Some(PtyRequest {
+                term: "xterm-256color".into(),
+                cols: 132,
+                rows: 43,
+            }),
         }),
         Message::Started { pid: 4242 },
         Message::Stdin,
@@ -97,6 +104,10 @@ fn one_of_each() -> Vec<Message> {
         }),
         Message::error(ErrorCode::Internal, "boom"),
         Message::Cancel,
+        Message::Resize(WindowSize {
+            cols: 100,
+            rows: 30,
+        }),
         Message::Ping,
         Message::Pong,
         Message::Stat {

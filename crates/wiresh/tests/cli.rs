@@ -157,15 +157,42 @@ async fn exec_timeout_exits_143() {
     let server = Server::start();
     let begun = Instant::now();
     let mut cmd = server.cli("exec");
-    cmd.args(["-t", "1s", "--", "sleep", "30"]);
+    cmd.args(["--timeout", "1s", "--", "sleep", "30"]);
     let out = cli_output(cmd, None).await;
-    eprintln!("`exec -t 1s -- sleep 30` took {:?}", begun.elapsed());
+    eprintln!("`exec --timeout 1s -- sleep 30` took {:?}", begun.elapsed());
     assert_eq!(out.code, Some(143), "stderr: {}", out.stderr_str());
     assert!(
         out.stderr_str().contains("timed out"),
         "{}",
         out.stderr_str()
     );
+}
+
+/// `-t` asks for a remote terminal, like `ssh -t` (it was the timeout):
+/// even with piped stdin, the command's stdio is a pty, stderr merged into
+/// stdout, and the input is typed into it, ending with end of file.
+#[tokio::test]
+async fn exec_t_runs_the_command_on_a_terminal() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.env("TERM", "vt100")
+        .args(["-t", "--", "tty; echo \"$TERM\"; echo to-stderr >&2; wc -l"]);
+    let out = cli_output(cmd, Some(b"one\ntwo\n".to_vec())).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(out.stderr, b"", "a terminal has no separate stderr");
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    // The input is echoed by the terminal whenever it arrives.
+    assert!(lines.iter().any(|l| l.starts_with("/dev/pts/")), "{text:?}");
+    assert!(lines.contains(&"vt100"), "{text:?}");
+    assert!(lines.contains(&"to-stderr"), "{text:?}");
+    assert!(text.ends_with("2\r\n"), "{text:?}");
+
+    // -T: no terminal, as before.
+    let mut cmd = server.cli("exec");
+    cmd.args(["-T", "--", "tty"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.stdout_str(), "not a tty\n");
 }
 
 // 10. client errors --------------------------------------------------------------------
@@ -235,10 +262,53 @@ async fn exec_connection_refused_exits_255() {
 
 // 13. shell -----------------------------------------------------------------------------
 
+/// With piped stdin, `wiresh shell` runs the remote login shell on the
+/// script, like `ssh host < script`: one command, state that persists, the
+/// shell's own exit status.
 #[tokio::test]
-async fn shell_runs_piped_lines() {
+async fn shell_runs_a_piped_script_in_one_remote_shell() {
     let server = Server::start();
     let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo a\nfalse\necho b\n".to_vec())).await;
+    let err = out.stderr_str();
+    assert_eq!(out.stdout_str(), "a\nb\n", "stderr: {err}");
+    assert!(!err.contains(">>:"), "prompt printed: {err}");
+    assert_eq!(out.code, Some(0), "last command succeeded: {err}");
+    // The whole script was one command.
+    server.wait_for_log("commands=1").await;
+
+    // `cd` and variables persist from line to line.
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"cd /usr\nx=5\npwd\necho \"x=$x\"\n".to_vec())).await;
+    assert_eq!(
+        out.stdout_str(),
+        "/usr\nx=5\n",
+        "stderr: {}",
+        out.stderr_str()
+    );
+
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo a\n\nfalse\n".to_vec())).await;
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr_str());
+
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"kill -9 $$\n".to_vec())).await;
+    assert_eq!(out.code, Some(137));
+
+    // `exit` ends the script early.
+    let cmd = server.cli("shell");
+    let out = cli_output(cmd, Some(b"echo one\nexit\necho two\n".to_vec())).await;
+    assert_eq!(out.stdout_str(), "one\n");
+    assert_eq!(out.code, Some(0));
+}
+
+/// `--each-line`: each line is a command of its own, with its status
+/// reported, on one connection.
+#[tokio::test]
+async fn shell_each_line_runs_piped_lines() {
+    let server = Server::start();
+    let mut cmd = server.cli("shell");
+    cmd.arg("--each-line");
     let out = cli_output(cmd, Some(b"echo a\nfalse\necho b\n".to_vec())).await;
     let err = out.stderr_str();
     assert_eq!(out.stdout_str(), "a\nb\n", "stderr: {err}");
@@ -254,11 +324,13 @@ async fn shell_runs_piped_lines() {
     // All three lines ran on one connection.
     server.wait_for_log("commands=3").await;
 
-    let cmd = server.cli("shell");
+    let mut cmd = server.cli("shell");
+    cmd.arg("--each-line");
     let out = cli_output(cmd, Some(b"echo a\n\nfalse\n".to_vec())).await;
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr_str());
 
-    let cmd = server.cli("shell");
+    let mut cmd = server.cli("shell");
+    cmd.arg("--each-line");
     let out = cli_output(cmd, Some(b"kill -9 $$\n".to_vec())).await;
     assert_eq!(out.code, Some(137));
     assert!(
@@ -267,8 +339,15 @@ async fn shell_runs_piped_lines() {
         out.stderr_str()
     );
 
+    // `cd` does not carry over: each line is its own shell.
+    let mut cmd = server.cli("shell");
+    cmd.arg("--each-line");
+    let out = cli_output(cmd, Some(b"cd /\npwd\n".to_vec())).await;
+    assert_ne!(out.stdout_str(), "/\n", "stderr: {}", out.stderr_str());
+
     // `exit` ends the script early.
-    let cmd = server.cli("shell");
+    let mut cmd = server.cli("shell");
+    cmd.arg("--each-line");
     let out = cli_output(cmd, Some(b"echo one\nexit\necho two\n".to_vec())).await;
     assert_eq!(out.stdout_str(), "one\n");
     assert_eq!(out.code, Some(0));
@@ -278,7 +357,7 @@ async fn shell_runs_piped_lines() {
 async fn shell_reconnects_after_the_server_closed_an_idle_connection() {
     let server = Server::start_with(&["--idle-timeout", "300ms"]);
     let mut cmd = server.cli("shell");
-    cmd.stdin(Stdio::piped());
+    cmd.arg("--each-line").stdin(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -359,12 +438,16 @@ async fn closed_stdout_cancels_the_remote_command() {
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "remote `yes`").await;
 }
 
-/// On a terminal (a pty from `script`), `wiresh shell` starts its line
-/// editor with history, shows a prompt, and runs what is typed.
+/// On a terminal (a pty from `script`), `wiresh shell --each-line` starts
+/// its line editor with history, shows a prompt, and runs what is typed.
 #[tokio::test]
 async fn shell_on_a_terminal_prompts_and_runs() {
     let server = Server::start();
-    let line = format!("'{bin}' shell -H {addr}", bin = BIN, addr = server.addr);
+    let line = format!(
+        "'{bin}' shell --each-line -H {addr}",
+        bin = BIN,
+        addr = server.addr
+    );
     let mut cmd = tokio::process::Command::new("script");
     isolated(cmd.args(["-qfc", &line, "/dev/null"]), server.home());
     let out = cli_output(cmd, Some(b"echo interactive\r".to_vec())).await;

@@ -130,7 +130,9 @@ async fn clients_ignore_pongs_around_a_command() {
         assert_eq!(ran.stdout, FAKE_OUTPUT);
     }
 
-    let shell = fake.cmd("shell", &[]);
+    // Line by line: one command per line (the default `wiresh shell` runs
+    // one login shell, which a server without terminal sessions lacks).
+    let shell = fake.cmd("shell", &["--each-line".into()]);
     let out = cli_output(shell, Some(b"one\ntwo\n".to_vec())).await;
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr_str());
     assert_eq!(out.stdout, [FAKE_OUTPUT, FAKE_OUTPUT].concat());

@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
-use wiresh_proto::ExecRequest;
+use wiresh_proto::{ExecRequest, ExitStatus};
 
 use super::local::{spawn_stdin_reader, Printer, StderrStyle};
 use super::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
@@ -27,6 +27,12 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: b
     });
     let stdout_closed = printer.stdout_closed();
     drop(printer);
+    exit_code(result, stdout_closed)
+}
+
+/// The exit status for how a command ended, telling the user what went
+/// wrong on stderr. `stdout_closed`: local stdout went away first.
+pub(super) fn exit_code(result: Result<ExitStatus, ClientError>, stdout_closed: bool) -> i32 {
     match result {
         // Dropping the connection (on return) makes the server kill the command.
         Err(ClientError::OutputClosed) if stdout_closed => exit::STDOUT_CLOSED,

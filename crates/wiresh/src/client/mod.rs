@@ -2,14 +2,17 @@
 //!
 //! [`Connection`] is the library-level client, used by `wiresh exec`,
 //! `wiresh shell` and the tests alike. The terminal-facing parts (reading
-//! local stdin, printing output, the interactive prompt) live in [`local`]
-//! and [`shell`]; per-server defaults (`client.toml`) in [`config`].
+//! local stdin, printing output, the line prompt) live in [`local`] and
+//! [`shell`]; a remote terminal session (`wiresh shell` on a terminal,
+//! `exec -t`) in [`terminal`]; per-server defaults (`client.toml`) in
+//! [`config`].
 
 pub mod config;
 pub mod copy;
 pub mod exec;
 pub mod local;
 pub mod shell;
+pub mod terminal;
 pub mod transfer;
 
 use std::future::Future;
@@ -87,6 +90,9 @@ pub enum ClientError {
     /// (the server kills it when the connection closes).
     #[error("local output closed")]
     OutputClosed,
+    /// The server does not offer what the request needs; nothing was sent.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ClientError {
@@ -289,6 +295,17 @@ impl Connection {
         &self.hello
     }
 
+    /// Whether the server lists `feature` in its `hello`.
+    pub fn offers(&self, feature: &str) -> bool {
+        self.hello.features.iter().any(|f| f == feature)
+    }
+
+    /// A handle that tells the server the terminal's new size while a
+    /// command with a pty runs (see [`Resizer`]).
+    pub fn resizer(&self) -> Resizer {
+        Resizer(self.conn.sender())
+    }
+
     /// Interval at which to ping the server while a command runs.
     fn ping_interval(&self) -> Duration {
         match self.hello.keepalive_secs {
@@ -324,6 +341,15 @@ impl Connection {
         F: Future<Output = ()>,
     {
         req.stdin = stdin.is_some();
+        if (req.pty.is_some() || req.login_shell) && !self.offers("pty") {
+            // An older server would run the command on pipes (it ignores
+            // the unknown field) or refuse a login shell as malformed.
+            return Err(ClientError::Unsupported(format!(
+                "the server does not offer terminal sessions (no \"pty\" among its features: {} \
+                 is older than this client); run the command without -t, or use `wiresh shell --each-line`",
+                self.hello.server
+            )));
+        }
         // On the data path, behind any stdin of the previous command still
         // queued, so that input can never be taken for this command's.
         if self
@@ -416,6 +442,22 @@ impl Connection {
             Message::Pong => Ok(sent.elapsed()),
             other => Err(not_expected(other, "pong")),
         }
+    }
+}
+
+/// Sends `resize` for the running command, in order with its input: taken
+/// from [`Connection::resizer`] before [`Connection::run`], and used while
+/// it runs.
+#[derive(Debug, Clone)]
+pub struct Resizer(FrameSender);
+
+impl Resizer {
+    /// Tells the server the terminal is now `size`.
+    pub async fn resize(&self, size: wiresh_proto::WindowSize) -> Result<(), ClientError> {
+        self.0
+            .send(Frame::new(Message::Resize(size)))
+            .await
+            .map_err(|_| ClientError::Closed("while resizing the terminal"))
     }
 }
 

@@ -1,8 +1,10 @@
-//! `wiresh shell`: run line after line on one persistent connection.
+//! `wiresh shell --each-line` (and `--legacy`): run line after line, each
+//! a command of its own, on one persistent connection.
 //!
 //! On a terminal it is an interactive prompt with line editing and history
 //! (rustyline); otherwise it prints no prompt and runs the lines it reads,
-//! so it can be scripted: `printf 'uname -a\nid\n' | wiresh shell`.
+//! so it can be scripted: `printf 'uname -a\nid\n' | wiresh shell --each-line`.
+//! (Plain `wiresh shell` is a remote login shell: see [`super::terminal`].)
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;

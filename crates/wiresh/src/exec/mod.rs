@@ -3,15 +3,19 @@
 //!
 //! - [`spawn`]: a command as the leader of its own process group, with its
 //!   pipes, and a [`GroupGuard`] that terminates the group when dropped.
+//! - [`pty`]: a command on a pseudo-terminal, leading a session of its
+//!   own, and the [`Terminal`] the server drives it through.
 //! - [`slots`]: how many commands may run at once, over every listener.
 //! - [`supervisor`]: one state machine for a running command's deadlines
 //!   (timeout, shutdown grace, kill, giving up on pipes an escaped process
 //!   holds), which a server selects on beside its own I/O.
 
+pub mod pty;
 pub mod slots;
 pub mod spawn;
 pub mod supervisor;
 
+pub use pty::{spawn_on_pty, SpawnedPty, Terminal};
 pub use slots::CommandSlots;
 pub use spawn::{
     kill_all_groups, resolve_program, spawn_group, GroupGuard, Program, SpawnError, Spawned, Spec,

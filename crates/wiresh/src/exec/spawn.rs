@@ -6,7 +6,7 @@
 //! whatever path a connection takes out — normal end, cancel, timeout,
 //! disconnect, panic — nothing it started is left running.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -33,6 +33,10 @@ pub enum Program {
     /// A program and its arguments; never empty. A program name without a
     /// `/` is looked up in the server's own `PATH` (see [`resolve_program`]).
     Argv(Vec<String>),
+    /// The login shell of the account the server runs as, as `ssh host`
+    /// starts it: `argv[0]` is `-` and its name, and it starts in the
+    /// account's home directory unless the spec names one.
+    LoginShell,
 }
 
 /// A command to start: the program, its environment, directory and input.
@@ -59,7 +63,8 @@ impl Spec {
         }
     }
 
-    fn command(&self) -> io::Result<Command> {
+    /// The command, with everything but its stdio and process group.
+    pub(super) fn command(&self) -> io::Result<Command> {
         let mut cmd = match &self.program {
             Program::Shell(line) => {
                 let mut c = Command::new("/bin/sh");
@@ -69,6 +74,16 @@ impl Spec {
             Program::Argv(argv) => {
                 let mut c = Command::new(resolve_program(&argv[0])?);
                 c.arg0(&argv[0]).args(&argv[1..]);
+                c
+            }
+            Program::LoginShell => {
+                let (shell, home) = login_account();
+                let name = shell.file_name().unwrap_or_default().to_string_lossy();
+                let mut c = Command::new(&shell);
+                c.arg0(format!("-{name}"));
+                if let Some(home) = home.filter(|h| h.is_dir()) {
+                    c.current_dir(home);
+                }
                 c
             }
         };
@@ -103,6 +118,20 @@ pub fn resolve_program(name: &str) -> io::Result<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(not_found)
+}
+
+/// The shell and home directory of the account this process runs as, as
+/// the user database names them; `/bin/sh` when it names no shell.
+fn login_account() -> (PathBuf, Option<PathBuf>) {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten();
+    let shell = user
+        .as_ref()
+        .map(|u| u.shell.clone())
+        .filter(|s| !s.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    (shell, user.map(|u| u.dir))
 }
 
 fn is_executable(path: &std::path::Path) -> bool {
@@ -182,27 +211,65 @@ fn signal_group(pgid: u32, signal: Option<Signal>) -> bool {
     !matches!(killpg(Pid::from_raw(raw), signal), Err(Errno::ESRCH))
 }
 
-/// Process groups started and not yet known to be gone, so that a second
-/// shutdown signal can kill them all at once ([`kill_all_groups`]).
-static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// Sends `signal` to group `id`, or with `session` to every group of
+/// session `id`; false when nothing was there.
+fn signal_all(id: u32, session: bool, signal: Option<Signal>) -> bool {
+    if !session {
+        return signal_group(id, signal);
+    }
+    let mut any = false;
+    for pgid in session_groups(id) {
+        any |= signal_group(pgid, signal);
+    }
+    any
+}
 
-fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+/// The process groups of session `sid` (its leader's among them while it
+/// lives), from `/proc`: there is no system call that signals a session.
+fn session_groups(sid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut groups: Vec<u32> = dir
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid pgrp session ...": comm may hold anything.
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let pgrp = fields.nth(2)?.parse().ok()?;
+            let session: u32 = fields.next()?.parse().ok()?;
+            (session == sid).then_some(pgrp)
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Process groups (`false`) and sessions (`true`) started and not yet known
+/// to be gone, so that a second shutdown signal can kill them all at once
+/// ([`kill_all_groups`]).
+static LIVE_GROUPS: Mutex<BTreeMap<u32, bool>> = Mutex::new(BTreeMap::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, BTreeMap<u32, bool>> {
     LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// SIGKILLs every process group this process started that may still be
 /// running: for an operator who asked twice for the server to stop now.
 pub fn kill_all_groups() {
-    for &pgid in live_groups().iter() {
-        signal_group(pgid, Some(Signal::SIGKILL));
+    for (&id, &session) in live_groups().iter() {
+        signal_all(id, session, Some(Signal::SIGKILL));
     }
 }
 
-/// Terminates a process group when dropped: SIGTERM at once, SIGKILL after a
-/// grace period for whatever ignored SIGTERM.
+/// Terminates a process group (or every group of a session) when dropped:
+/// SIGTERM at once, SIGKILL after a grace period for whatever ignored
+/// SIGTERM.
 #[derive(Debug)]
 pub struct GroupGuard {
     pgid: u32,
+    session: bool,
     grace: Duration,
     armed: bool,
 }
@@ -210,9 +277,20 @@ pub struct GroupGuard {
 impl GroupGuard {
     /// A guard for group `pgid`.
     pub fn new(pgid: u32) -> Self {
-        live_groups().insert(pgid);
+        Self::guarding(pgid, false)
+    }
+
+    /// A guard for every process group of session `sid` (a command on a
+    /// pty, whose shell may put jobs in groups of their own).
+    pub fn for_session(sid: u32) -> Self {
+        Self::guarding(sid, true)
+    }
+
+    fn guarding(pgid: u32, session: bool) -> Self {
+        live_groups().insert(pgid, session);
         GroupGuard {
             pgid,
+            session,
             grace: DEFAULT_KILL_GRACE,
             armed: true,
         }
@@ -236,8 +314,8 @@ impl GroupGuard {
             return;
         }
         self.armed = false;
-        let pgid = self.pgid;
-        if !signal_group(pgid, Some(Signal::SIGTERM)) {
+        let (pgid, session) = (self.pgid, self.session);
+        if !signal_all(pgid, session, Some(Signal::SIGTERM)) {
             live_groups().remove(&pgid); // nothing left in the group
             return;
         }
@@ -250,12 +328,12 @@ impl GroupGuard {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
-                if !signal_group(pgid, None) {
+                if !signal_all(pgid, session, None) {
                     live_groups().remove(&pgid);
                     return;
                 }
             }
-            signal_group(pgid, Some(Signal::SIGKILL));
+            signal_all(pgid, session, Some(Signal::SIGKILL));
             live_groups().remove(&pgid);
         });
     }

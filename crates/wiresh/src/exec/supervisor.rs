@@ -213,6 +213,18 @@ impl Supervisor {
         true
     }
 
+    /// The main process of a command on a pty has exited: terminates what
+    /// is left of its session now, as closing a terminal hangs it up, and
+    /// gives up waiting for its output after the kill grace plus
+    /// [`DRAIN_SLACK`] ([`Event::GaveUpOnPipes`]). Not a kill: the command
+    /// ended by itself.
+    pub fn hang_up(&mut self) {
+        if self.killed.is_none() && self.drain_at.is_none() {
+            self.guard.terminate();
+            self.drain_at = Some(Instant::now() + self.deadlines.kill_grace + DRAIN_SLACK);
+        }
+    }
+
     /// Why the group was killed, if it was.
     pub fn killed(&self) -> Option<&KillReason> {
         self.killed.as_ref()

@@ -334,6 +334,7 @@ impl Conn {
             identity: &self.identity,
             action: "exec",
             target: command,
+            pty: false,
         };
         let audit_id = match &config.audit {
             None => 0,

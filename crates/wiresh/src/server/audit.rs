@@ -45,6 +45,9 @@ pub struct Record<'a> {
     pub action: &'a str,
     /// The command line, argv, or file path.
     pub target: &'a str,
+    /// Whether the command ran on a pty (`exec -t`, `wiresh shell`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pty: bool,
     /// Exit code, when the command exited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
@@ -75,6 +78,8 @@ pub struct Action<'a> {
     pub action: &'a str,
     /// The command line, argv, or file path.
     pub target: &'a str,
+    /// Whether the command runs on a pty.
+    pub pty: bool,
 }
 
 /// How an action ended.
@@ -107,6 +112,7 @@ impl<'a> Record<'a> {
             identity: action.identity,
             action: action.action,
             target: action.target,
+            pty: action.pty,
             code: ending.code,
             signal: ending.signal,
             timed_out: ending.timed_out,
@@ -326,6 +332,7 @@ mod tests {
             identity: "token:0",
             action: "exec",
             target: "true",
+            pty: false,
             code: Some(0),
             signal: None,
             timed_out: false,

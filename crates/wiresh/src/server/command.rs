@@ -6,24 +6,28 @@
 //! and a vanished client are always noticed, whatever the command does with
 //! its input and output. The command's deadlines are the
 //! [`Supervisor`]'s.
+//!
+//! A command runs on pipes, or on a pty when the request asks for one
+//! (`exec.pty`): then its terminal is both its output (all of it sent as
+//! `stdout`) and its input, and `resize` reaches it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::ChildStdin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
-use super::audit::Ending;
+use super::audit::{self, Ending};
 use super::refusal::Refusal;
 use super::session::Session;
 use crate::conn::FrameSender;
-use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 use crate::task::AbortOnDrop;
 
@@ -38,7 +42,11 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
     let program = match req.program().map_err(|e| Refusal::BadRequest(e.into()))? {
         wiresh_proto::Program::Shell(line) => exec::Program::Shell(line.to_string()),
         wiresh_proto::Program::Argv(argv) => exec::Program::Argv(argv.to_vec()),
+        wiresh_proto::Program::LoginShell => exec::Program::LoginShell,
     };
+    if let Some(pty) = &req.pty {
+        pty.check().map_err(Refusal::BadRequest)?;
+    }
     Ok(Spec {
         program,
         env: req
@@ -51,26 +59,88 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
     })
 }
 
+/// A started command, before its supervisor takes the child: the command's
+/// side of its I/O and what is needed to supervise it.
+struct Started {
+    child: tokio::process::Child,
+    guard: exec::GroupGuard,
+    pid: u32,
+    io: CommandIo,
+}
+
+/// How the server talks to a command.
+enum CommandIo {
+    /// Pipes: stdout and stderr apart, and stdin when the request has one.
+    Pipes {
+        stdout: ChildStdout,
+        stderr: ChildStderr,
+        stdin: Option<tokio::process::ChildStdin>,
+    },
+    /// A pty: one terminal for input and output.
+    Terminal(Terminal),
+}
+
+/// Starts `spec`, on pipes or on a pty.
+fn start(
+    spec: &Spec,
+    pty: Option<&wiresh_proto::PtyRequest>,
+    what: &str,
+) -> Result<Started, exec::SpawnError> {
+    Ok(match pty {
+        None => {
+            let s = exec::spawn_group(spec, what)?;
+            Started {
+                child: s.child,
+                guard: s.guard,
+                pid: s.pid,
+                io: CommandIo::Pipes {
+                    stdout: s.stdout,
+                    stderr: s.stderr,
+                    stdin: s.stdin,
+                },
+            }
+        }
+        Some(pty) => {
+            let s = exec::spawn_on_pty(spec, pty, what)?;
+            Started {
+                child: s.child,
+                guard: s.guard,
+                pid: s.pid,
+                io: CommandIo::Terminal(s.terminal),
+            }
+        }
+    })
+}
+
+/// Who ran what, for both audit lines of a command.
+fn exec_action<'a>(session: &'a Session, what: &'a str, pty: bool) -> audit::Action<'a> {
+    audit::Action {
+        pty,
+        ..session.action("exec", what)
+    }
+}
+
 /// Runs `req` to completion. `Ok` means the connection can take the next
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
+    let pty = req.pty.is_some();
     let admitted = match session.audit_refusal() {
         Some(refusal) => Err(refusal),
-        None => spec_for(&req).and_then(|spec| session.config.policy.admit(spec)),
+        None => spec_for(&req).and_then(|spec| session.config.policy.admit(spec, pty)),
     };
     let spec = match admitted {
         Ok(spec) => spec,
         Err(refusal) => {
-            session.audit_refused(session.action("exec", &what));
+            session.audit_refused(exec_action(session, &what, pty));
             return session.refuse(&format!("command `{what}`"), refusal).await;
         }
     };
     // The slot is held until the command ends: it bounds the commands
     // running server-wide. The start is on record before anything runs.
     let started = session.command_slot().and_then(|slot| {
-        let audit_id = session.audit_start(session.action("exec", &what))?;
-        Ok((slot, audit_id, exec::spawn_group(&spec, &what)))
+        let audit_id = session.audit_start(exec_action(session, &what, pty))?;
+        Ok((slot, audit_id, start(&spec, req.pty.as_ref(), &what)))
     });
     let started = match started {
         Ok((slot, audit_id, Err(e))) => {
@@ -79,17 +149,17 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 outcome: "not started",
                 ..Ending::default()
             };
-            session.audit_end(audit_id, session.action("exec", &what), ending);
+            session.audit_end(audit_id, exec_action(session, &what, pty), ending);
             Err(Refusal::not_started(e))
         }
-        Ok((slot, audit_id, Ok(spawned))) => Ok((slot, audit_id, spawned)),
+        Ok((slot, audit_id, Ok(started))) => Ok((slot, audit_id, started)),
         Err(refusal) => Err(refusal),
     };
-    let (_slot, audit_id, spawned) = match started {
+    let (_slot, audit_id, started) = match started {
         Ok(pair) => pair,
         Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,
     };
-    let pid = spawned.pid;
+    let pid = started.pid;
     let config = session.config.clone();
     let deadlines = Deadlines {
         timeout: match (
@@ -102,29 +172,46 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         shutdown_grace: config.shutdown_grace,
         kill_grace: config.kill_grace,
     };
-    let (mut supervisor, stdout, stderr, stdin) =
-        Supervisor::start(spawned, deadlines, session.shutdown.clone());
+    let mut supervisor = Supervisor::new(
+        started.child,
+        started.guard,
+        deadlines,
+        session.shutdown.clone(),
+    );
 
     session.send(Frame::new(Message::Started { pid })).await?;
     let data = session.conn.sender();
     let chunk = CHUNK.min(config.limits.max_body);
     // Aborted on every way out of this function, so no pump outlives the
-    // command and keeps the connection's writer (and socket) alive.
-    let mut stdout_pump = AbortOnDrop(tokio::spawn(pump(
-        stdout,
-        Message::Stdout,
-        data.clone(),
-        chunk,
-    )));
-    let mut stderr_pump = AbortOnDrop(tokio::spawn(pump(
-        stderr,
-        Message::Stderr,
-        data.clone(),
-        chunk,
-    )));
+    // command and keeps the connection's writer (and socket) alive. On a
+    // pty, stderr is the terminal too: its pump has nothing to read.
+    let pump_task = |from, kind| AbortOnDrop(tokio::spawn(pump(from, kind, data.clone(), chunk)));
+    let (mut stdout_pump, mut stderr_pump, mut stdin_feed, terminal) = match started.io {
+        CommandIo::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => (
+            pump_task(Box::new(stdout) as BoxRead, Message::Stdout),
+            pump_task(Box::new(stderr), Message::Stderr),
+            stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
+            None,
+        ),
+        CommandIo::Terminal(terminal) => {
+            let mut feed = StdinFeed::spawn(terminal.writer(), data.clone());
+            if !req.stdin {
+                feed.close(); // no input: the terminal gets end of file at once
+            }
+            (
+                pump_task(Box::new(terminal.reader()), Message::Stdout),
+                pump_task(Box::new(tokio::io::empty()), Message::Stderr),
+                Some(feed),
+                Some(terminal),
+            )
+        }
+    };
     let (mut stdout_done, mut stderr_done, mut exited) = (false, false, false);
     let mut bytes_out = 0u64;
-    let mut stdin_feed = stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone()));
     let mut bytes_in = 0u64;
 
     // The client promises a frame at least every `keepalive`; allow three
@@ -160,13 +247,25 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         Message::Cancel => {
                             supervisor.kill(KillReason::Cancelled);
                         }
+                        // Without a pty there is nothing to resize (documented).
+                        Message::Resize(size) => {
+                            if let Some(terminal) = &terminal {
+                                let _ = terminal.resize(size);
+                            }
+                        }
                         Message::Ping => session.conn.pong(frame.body),
                         Message::Pong => {}
                         other => break 'run Some(session.unexpected(&other, "while a command runs").await),
                     }
                 }
                 event = supervisor.next() => match event {
-                    Event::Exited(_) => exited = true,
+                    Event::Exited(_) => {
+                        exited = true;
+                        if terminal.is_some() {
+                            // What is left would hold the terminal open.
+                            supervisor.hang_up();
+                        }
+                    }
                     Event::Killing(_) => {}
                     // Killed, yet the pipes stay open: something escaped the
                     // group. Stop waiting for them (the pumps are aborted).
@@ -198,7 +297,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             bytes_out,
             ..Ending::default()
         };
-        session.audit_end(audit_id, session.action("exec", &what), ending);
+        session.audit_end(audit_id, exec_action(session, &what, pty), ending);
         return Err(end);
     }
     // No `stdin_ack` may follow the `exit`.
@@ -243,7 +342,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         bytes_in,
         bytes_out,
     };
-    session.audit_end(audit_id, session.action("exec", &what), ending);
+    session.audit_end(audit_id, exec_action(session, &what, pty), ending);
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.
@@ -255,15 +354,13 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     session.send(exit).await
 }
 
+/// One of a command's outputs: a pipe or its terminal.
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
 /// Copies one of the command's output pipes into frames of `kind` until
 /// end of file; returns the byte count. Waiting on a full queue is what
 /// slows the command down to the client's pace.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    kind: Message,
-    out: FrameSender,
-    chunk: usize,
-) -> u64 {
+async fn pump(mut pipe: BoxRead, kind: Message, out: FrameSender, chunk: usize) -> u64 {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
     loop {
@@ -307,7 +404,12 @@ struct StdinFeed {
 }
 
 impl StdinFeed {
-    fn spawn(mut pipe: ChildStdin, acks: FrameSender) -> StdinFeed {
+    /// Feeds `pipe`, a pipe or a terminal: its end (`stdin_end`) is the
+    /// pipe's shutdown, which on a terminal types the end-of-file key.
+    fn spawn<W>(mut pipe: W, acks: FrameSender) -> StdinFeed
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let (queue, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let unacked = Arc::new(AtomicUsize::new(0));
         let counter = unacked.clone();
@@ -324,7 +426,11 @@ impl StdinFeed {
                     return;
                 }
             }
-            // stdin_end: dropping the pipe closes the command's input.
+            // stdin_end: the pipe is closed when dropped; a terminal gets
+            // its end-of-file key.
+            if open {
+                let _ = pipe.shutdown().await;
+            }
         });
         StdinFeed {
             queue: Some(queue),

@@ -155,7 +155,9 @@ impl ServerConfig {
 
     /// The features this server offers, as `hello.features` lists them.
     pub fn features(&self) -> Vec<String> {
-        let mut features = vec!["exec", "stdin", "cancel", "ping"];
+        // "pty" says the server knows terminal sessions, whether or not its
+        // policy allows them (that refusal is `forbidden`, with a reason).
+        let mut features = vec!["exec", "stdin", "cancel", "ping", "pty"];
         if self.files_root.is_some() && self.policy.allow_files {
             features.push("files");
         }

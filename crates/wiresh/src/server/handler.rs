@@ -485,7 +485,11 @@ async fn serve_requests(session: &mut Session) -> End {
             }
             // Late input or a cancel that crossed the command's exit on
             // the wire: harmless, and documented as ignored.
-            Message::Stdin | Message::StdinEnd | Message::Cancel | Message::Pong => Ok(()),
+            Message::Stdin
+            | Message::StdinEnd
+            | Message::Cancel
+            | Message::Resize(_)
+            | Message::Pong => Ok(()),
             other => Err(session.unexpected(&other, "between commands").await),
         };
         if let Err(end) = handled {

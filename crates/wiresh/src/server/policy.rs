@@ -3,7 +3,7 @@
 //! ```json
 //! { "allow_shell": false, "allowed_programs": ["uptime", "/usr/bin/df"],
 //!   "allowed_env": ["LANG", "TZ"], "allowed_cwd": ["/srv/reports"],
-//!   "allow_files": false }
+//!   "allow_files": false, "allow_pty": false }
 //! ```
 //!
 //! A policy *restricts programs* when it turns the shell off or lists
@@ -54,6 +54,10 @@ pub struct Policy {
     /// Whether `put`, `get` and the other file requests are allowed.
     #[serde(default = "yes")]
     pub allow_files: bool,
+    /// Whether commands may run on a pty (`exec -t`, `wiresh shell` on a
+    /// terminal).
+    #[serde(default = "yes")]
+    pub allow_pty: bool,
     /// The allowed programs as found when the policy was loaded.
     #[serde(skip)]
     programs: Vec<AllowedProgram>,
@@ -81,6 +85,7 @@ impl Default for Policy {
             allowed_cwd: None,
             allow_files: true,
             programs: Vec::new(),
+            allow_pty: true,
         }
     }
 }
@@ -176,6 +181,7 @@ impl Policy {
             allowed_env,
             allowed_cwd,
             allow_files,
+            allow_pty,
             programs,
         } = self;
         let (allowed_programs, programs) = match (allowed_programs, &other.allowed_programs) {
@@ -225,6 +231,7 @@ impl Policy {
             allowed_env,
             allowed_cwd,
             allow_files: *allow_files && other.allow_files,
+            allow_pty: *allow_pty && other.allow_pty,
             programs,
         }
     }
@@ -279,11 +286,26 @@ impl Policy {
         !self.allow_shell || self.allowed_programs.is_some()
     }
 
-    /// Checks `spec` against the policy, returning what may run: under an
-    /// allow-list, the program by the absolute path the operator allowed.
-    pub fn admit(&self, mut spec: Spec) -> Result<Spec, Refusal> {
+    /// Checks `spec` (on a pty when `pty`) against the policy, returning
+    /// what may run: under an allow-list, the program by the absolute path
+    /// the operator allowed.
+    pub fn admit(&self, mut spec: Spec, pty: bool) -> Result<Spec, Refusal> {
         let forbidden = |why: String| Err(Refusal::Forbidden(why));
+        if pty && !self.allow_pty {
+            return forbidden(
+                "terminals (pty) are disabled by the server's policy; run without one \
+                 (wiresh exec without -t, wiresh shell -T)"
+                    .into(),
+            );
+        }
         match &mut spec.program {
+            Program::LoginShell if !self.allow_shell => {
+                return forbidden(
+                    "shells are disabled by the server's policy, login shells too; send an argv \
+                     request (wiresh exec --argv)"
+                        .into(),
+                )
+            }
             Program::Shell(_) if !self.allow_shell => {
                 return forbidden(
                     "shell commands are disabled by the server's policy; send an argv request \
@@ -370,8 +392,8 @@ mod tests {
     #[test]
     fn rules() {
         let p = policy(r#"{"allow_shell": false, "allowed_programs": ["uptime"]}"#);
-        refused(p.admit(Spec::shell("id")));
-        let admitted = p.admit(argv(&["uptime"])).unwrap();
+        refused(p.admit(Spec::shell("id"), false));
+        let admitted = p.admit(argv(&["uptime"]), false).unwrap();
         let Program::Argv(run) = admitted.program else {
             panic!()
         };
@@ -379,22 +401,22 @@ mod tests {
             run[0].starts_with('/') && run[0].ends_with("/uptime"),
             "{run:?}"
         );
-        refused(p.admit(argv(&["rm"])));
+        refused(p.admit(argv(&["rm"]), false));
         assert!(p.allow_files);
         assert!(serde_json::from_str::<Policy>(r#"{"alow_shell": false}"#).is_err());
-        assert!(Policy::default().admit(Spec::shell("id")).is_ok());
+        assert!(Policy::default().admit(Spec::shell("id"), false).is_ok());
     }
 
     #[test]
     fn programs_match_by_path_not_by_name() {
         let p = policy(r#"{"allow_shell": false, "allowed_programs": ["true"]}"#);
         let real = resolve_program("true").unwrap();
-        assert!(p.admit(argv(&[real.to_str().unwrap()])).is_ok());
+        assert!(p.admit(argv(&[real.to_str().unwrap()]), false).is_ok());
         // The same name elsewhere is another program.
         let other = tempfile::tempdir().unwrap();
         let fake = other.path().join("true");
         std::fs::write(&fake, "#!/bin/sh\n").unwrap();
-        refused(p.admit(argv(&[fake.to_str().unwrap()])));
+        refused(p.admit(argv(&[fake.to_str().unwrap()]), false));
     }
 
     #[test]
@@ -406,7 +428,7 @@ mod tests {
         let with_env = |name: &str| {
             let mut spec = argv(&["true"]);
             spec.env.push((name.into(), "x".into()));
-            p.admit(spec)
+            p.admit(spec, false)
         };
         assert!(with_env("LANG").is_ok());
         for name in [
@@ -425,7 +447,7 @@ mod tests {
         let open = Policy::default();
         let mut spec = Spec::shell("true");
         spec.env.push(("LD_PRELOAD".into(), "x".into()));
-        assert!(open.admit(spec).is_ok());
+        assert!(open.admit(spec, false).is_ok());
     }
 
     #[test]
@@ -439,14 +461,14 @@ mod tests {
         let in_dir = |dir: PathBuf| {
             let mut spec = Spec::shell("pwd");
             spec.cwd = Some(dir);
-            p.admit(spec)
+            p.admit(spec, false)
         };
         assert!(in_dir(allowed.path().join("sub")).is_ok());
         refused(in_dir(PathBuf::from("/")));
         refused(in_dir(allowed.path().join("sub/../..")));
         refused(in_dir(allowed.path().join("missing")));
         assert!(
-            p.admit(Spec::shell("pwd")).is_ok(),
+            p.admit(Spec::shell("pwd"), false).is_ok(),
             "no cwd: the server's own"
         );
     }
@@ -468,9 +490,9 @@ mod tests {
         let both = server.narrowed_by(&client);
         assert!(!both.allow_shell && !both.allow_files);
         assert_eq!(both.allowed_programs, Some(vec!["false".to_string()]));
-        assert!(both.admit(argv(&["false"])).is_ok());
-        refused(both.admit(argv(&["true"])));
-        refused(both.admit(argv(&["echo"])));
+        assert!(both.admit(argv(&["false"]), false).is_ok());
+        refused(both.admit(argv(&["true"]), false));
+        refused(both.admit(argv(&["echo"]), false));
         assert_eq!(both.allowed_env, ["TZ"]);
         let canonical_sub = std::path::Path::new(&sub).canonicalize().unwrap();
         assert_eq!(both.allowed_cwd, Some(vec![canonical_sub]));
@@ -487,5 +509,19 @@ mod tests {
         assert!(p.resolve().unwrap_err().contains("cannot be found"));
         let mut p: Policy = serde_json::from_str(r#"{"allowed_programs": ["bin/x"]}"#).unwrap();
         assert!(p.resolve().unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn terminals_and_login_shells_can_be_forbidden() {
+        let login = Spec {
+            program: Program::LoginShell,
+            ..Spec::shell("")
+        };
+        let no_shell = policy(r#"{"allow_shell": false}"#);
+        refused(no_shell.admit(login.clone(), false));
+        assert!(Policy::default().admit(login, true).is_ok());
+        let no_pty = policy(r#"{"allow_pty": false}"#);
+        refused(no_pty.admit(Spec::shell("id"), true));
+        assert!(no_pty.admit(Spec::shell("id"), false).is_ok());
     }
 }

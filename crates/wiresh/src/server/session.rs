@@ -243,6 +243,7 @@ impl Session {
             identity: &self.identity,
             action,
             target,
+            pty: false,
         }
     }
 

@@ -36,6 +36,9 @@
 //! - [`keys`]: [`keys::KeyClient`], a client home with a key from the real
 //!   `wiresh keygen`, and authorized_clients files.
 //!
+//! And for the terminal tests: [`tmux`], a real terminal (a tmux server of
+//! its own per test) to type into and read the screen of.
+//!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
 //! all this, hence `allow(dead_code)`.
@@ -48,6 +51,7 @@ pub mod file_requests;
 pub mod files;
 pub mod keys;
 pub mod proxy;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

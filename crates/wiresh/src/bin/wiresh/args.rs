@@ -48,10 +48,17 @@ pub enum Command {
     /// code (128+N if the command died of signal N, 127 if it could not be
     /// started, 141 if local stdout was closed early, 255 if wiresh itself
     /// failed). Connections use TLS; the server's fingerprint is pinned on
-    /// first use in $WIRESH_HOME/known_hosts.
+    /// first use in $WIRESH_HOME/known_hosts. With -t the command runs on a
+    /// remote terminal, like `ssh -t`.
     Exec(ExecArgs),
-    /// Run lines one after another on one connection (interactive prompt on
-    /// a terminal, script mode when stdin is piped).
+    /// Open a login shell on the server, like `ssh host`.
+    ///
+    /// On a terminal: the remote shell on a remote terminal (full-screen
+    /// programs work, Ctrl-C and Ctrl-Z reach it, `~.` at the start of a
+    /// line disconnects, `~?` lists the escapes). With piped stdin: the
+    /// remote shell reads the script, like `ssh host < script`. wiresh exits
+    /// with the shell's status. --each-line runs each line as its own
+    /// command instead.
     Shell(ShellArgs),
     /// Copy local files to the server, like scp: `put LOCAL... REMOTE`.
     ///
@@ -359,12 +366,20 @@ pub struct ExecArgs {
     #[arg(short = 'C', long = "cwd", value_name = "DIR")]
     pub cwd: Option<String>,
     /// Have the server kill the command after this long (e.g. 10s, 2m).
-    #[arg(short = 't', long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub timeout: Option<DurationArg>,
+    /// Run the command on a remote terminal (a pty), like `ssh -t`: for
+    /// programs that need one (vi, top, less). Its stderr then comes
+    /// through stdout, as on a terminal.
+    #[arg(short = 't', long = "tty")]
+    pub tty: bool,
+    /// No remote terminal (the default for exec), like `ssh -T`.
+    #[arg(short = 'T', long = "no-tty", conflicts_with = "tty")]
+    pub no_tty: bool,
     /// Talk the original (legacy) protocol, e.g. to shared/legacy/server.py
     /// (default port 8090). It has no stdin, no exit status and mixes
     /// stderr into stdout: wiresh exits 0 after a complete answer.
-    #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file"])]
+    #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file", "tty"])]
     pub legacy: bool,
     /// With --legacy: the server's text encoding, a WHATWG label such as
     /// gbk (a Windows server answers in its console's code page). The
@@ -385,8 +400,22 @@ pub struct ExecArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Talk the original (legacy) protocol (default port 8090).
-    #[arg(long, conflicts_with = "token_file")]
+    /// A remote terminal even when stdin is not a terminal, like `ssh -tt`.
+    #[arg(short = 't', long = "tty", conflicts_with = "each_line")]
+    pub tty: bool,
+    /// No remote terminal even on a terminal: the remote shell reads stdin
+    /// as a script, like `ssh -T`.
+    #[arg(short = 'T', long = "no-tty", conflicts_with_all = ["tty", "each_line"])]
+    pub no_tty: bool,
+    /// Run each line as a command of its own, with its own exit status
+    /// (`[exit N]` after a failure), on one connection: the original line
+    /// mode, with a `>>:` prompt and history on a terminal. `cd` and
+    /// variables do not carry from one line to the next.
+    #[arg(long)]
+    pub each_line: bool,
+    /// Talk the original (legacy) protocol (default port 8090); always one
+    /// command per line.
+    #[arg(long, conflicts_with_all = ["token_file", "tty", "no_tty"])]
     pub legacy: bool,
     /// With --legacy: the server's text encoding (a WHATWG label such as gbk).
     #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]

@@ -1,6 +1,7 @@
 //! `wiresh exec`, `shell`, `put` and `get`: the one conversion from
 //! connection flags to an [`Endpoint`], then the library's client.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -137,23 +138,34 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         req.env = args.env.into_iter().collect();
         req.cwd = args.cwd;
         req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
-        client::exec::run(&rt, &endpoint, req, !args.no_stdin)
+        if args.tty {
+            client::terminal::run(&rt, &endpoint, req, !args.no_stdin)
+        } else {
+            client::exec::run(&rt, &endpoint, req, !args.no_stdin)
+        }
     };
     std::process::exit(exit::process_code(code).into());
 }
 
-/// `wiresh shell`.
+/// `wiresh shell`: the remote login shell, on a remote terminal when stdin
+/// is one (or with -t), else reading stdin; or one command per line.
+/// Exits the process itself, as `exec` does.
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
-    if args.legacy {
-        return Ok(client::shell::run_legacy(
-            &rt,
-            args.connect.legacy_host(),
-            args.encoding,
-        ));
-    }
-    let endpoint = args.connect.endpoint()?;
-    Ok(client::shell::run(&rt, &endpoint))
+    let code = if args.legacy {
+        client::shell::run_legacy(&rt, args.connect.legacy_host(), args.encoding)
+    } else {
+        let endpoint = args.connect.endpoint()?;
+        let tty = args.tty || (!args.no_tty && std::io::stdin().is_terminal());
+        if args.each_line {
+            client::shell::run(&rt, &endpoint)
+        } else if tty {
+            client::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+        } else {
+            client::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+        }
+    };
+    std::process::exit(exit::process_code(code).into());
 }
 
 /// `wiresh put LOCAL... REMOTE`.

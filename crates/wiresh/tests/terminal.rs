@@ -1,0 +1,231 @@
+//! `wiresh shell` in a real terminal (tmux), as a person uses it: the
+//! remote login shell keeps its state, `vi` works, `stty size` follows the
+//! window, Ctrl-C reaches the remote command, `~.` disconnects and leaves
+//! nothing running, the shell's status is wiresh's, and the local terminal
+//! is put back as it was on every way out (the remote exit, `~.`, the
+//! server killed, the client sent SIGTERM or SIGHUP). Also `--each-line`
+//! keeping lines typed ahead while a command runs.
+
+mod common;
+
+use common::tmux::{recording, Recorded, Tmux};
+use common::*;
+
+/// The client command line for a pane script: `wiresh ARGS -H server`
+/// with the server's home (its token and the pinned fingerprint).
+fn client_line(server: &Server, args: &str) -> String {
+    format!(
+        "env -u WIRESH_TOKEN -u WIRESH_HOST WIRESH_HOME='{home}' '{BIN}' {args} -H {addr}",
+        home = server.home().display(),
+        addr = server.addr
+    )
+}
+
+/// `wiresh shell` in an 80 × 24 terminal, recorded; waits until the remote
+/// shell answers.
+async fn shell_in_tmux(server: &Server) -> Tmux {
+    let tmux = Tmux::new();
+    tmux.start(
+        &recording(tmux.dir(), &client_line(server, "shell")),
+        80,
+        24,
+    );
+    tmux.type_line("echo READY-$((6*7))");
+    tmux.wait_for_line("READY-42").await;
+    tmux
+}
+
+/// The number after `name=` on the screen (as printed by `echo name=$$`).
+async fn wait_for_number(tmux: &Tmux, name: &str) -> u32 {
+    let prefix = format!("{name}=");
+    let screen = tmux
+        .wait_for(&format!("{prefix}<number>"), |s| {
+            s.lines().any(|l| {
+                l.trim()
+                    .strip_prefix(&prefix)
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+        })
+        .await;
+    screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix)?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_remote_shell_keeps_state_and_its_status_is_wireshs() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    tmux.type_line("cd /usr");
+    tmux.type_line("pwd");
+    tmux.wait_for_line("/usr").await;
+    tmux.type_line("answer=42; echo \"answer is $answer\"");
+    tmux.wait_for_line("answer is 42").await;
+    tmux.type_line("exit 3");
+    let rec = Recorded::wait(&tmux).await;
+    assert_eq!(rec.status, 3, "{}", tmux.screen());
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+}
+
+#[tokio::test]
+async fn stty_size_follows_the_window() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    tmux.type_line("stty size");
+    tmux.wait_for_line("24 80").await;
+    // The remote command says when SIGWINCH reaches it, and what it sees.
+    tmux.type_line(
+        "sh -c 'trap \"stty size; exit\" WINCH; echo armed; while :; do sleep 0.05; done'",
+    );
+    tmux.wait_for_line("armed").await;
+    tmux.resize(100, 30);
+    tmux.wait_for_line("30 100").await;
+    tmux.type_line("stty size | tr ' ' x");
+    tmux.wait_for_line("30x100").await;
+}
+
+#[tokio::test]
+async fn vi_edits_a_remote_file() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    let file = tmux.dir().join("from-vi.txt");
+    tmux.type_line(&format!("vi '{}'", file.display()));
+    // An empty buffer: vi shows its `~` lines once it owns the screen.
+    tmux.wait_for("vi's empty buffer", |s| {
+        s.lines().filter(|l| l.trim() == "~").count() >= 10
+    })
+    .await;
+    tmux.type_text("ihello from vi");
+    tmux.press(&["Escape"]);
+    tmux.type_line(":wq");
+    // Keys typed before vi has given the terminal back may be flushed by
+    // it; it has once its screen (the `~` lines) is gone.
+    tmux.wait_for("vi to leave", |s| !s.lines().any(|l| l.trim() == "~"))
+        .await;
+    tmux.type_line("echo VI-DONE-$((1+1))");
+    tmux.wait_for_line("VI-DONE-2").await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello from vi\n");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_remote_command_and_the_shell_lives_on() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    tmux.type_line("sh -c 'echo sleeper=$$; exec sleep 100'");
+    let sleeper = wait_for_number(&tmux, "sleeper").await;
+    // Before the `exec`, the key would stop `sh` rather than `sleep`.
+    bounded("`sleep` to run", async {
+        while std::fs::read_to_string(format!("/proc/{sleeper}/comm"))
+            .is_ok_and(|c| c.trim() != "sleep")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tmux.press(&["C-c"]);
+    assert_gone(&[sleeper], None, GONE_WITHIN, "remote sleep after Ctrl-C").await;
+    tmux.type_line("echo alive-$((40+2))");
+    tmux.wait_for_line("alive-42").await;
+}
+
+#[tokio::test]
+async fn tilde_dot_disconnects_and_nothing_is_left_running() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    tmux.type_line("echo shell=$$");
+    let shell = wait_for_number(&tmux, "shell").await;
+    // A job of its own: a job-control shell puts it in its own group.
+    tmux.type_line("sleep 1000 & echo job=$!");
+    let job = wait_for_number(&tmux, "job").await;
+    assert!(alive(shell) && alive(job));
+    tmux.type_text("~?");
+    tmux.wait_for("the list of escapes", |s| s.contains("~.  - disconnect"))
+        .await;
+    tmux.type_text("~.");
+    let rec = Recorded::wait(&tmux).await;
+    assert_eq!(rec.status, 255, "{}", tmux.screen());
+    assert!(tmux.screen().contains("disconnected"), "{}", tmux.screen());
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+    assert_gone(&[shell, job], Some(shell), GONE_WITHIN, "after ~.").await;
+    assert_gone(&[job], Some(job), GONE_WITHIN, "the job's group after ~.").await;
+}
+
+#[tokio::test]
+async fn the_terminal_is_restored_when_the_server_is_killed() {
+    let server = Server::start();
+    let tmux = shell_in_tmux(&server).await;
+    tmux.type_line("echo shell=$$");
+    let shell = wait_for_number(&tmux, "shell").await;
+    server.signal(libc::SIGKILL);
+    let rec = Recorded::wait(&tmux).await;
+    assert_eq!(rec.status, 255, "{}", tmux.screen());
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+    // The server's end of the terminal closed with it: the shell is hung up.
+    assert_gone(&[shell], None, BOUND, "the remote shell").await;
+}
+
+#[tokio::test]
+async fn the_terminal_is_restored_when_the_client_gets_sigterm_or_sighup() {
+    let server = Server::start();
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let tmux = Tmux::new();
+        let pidfile = tmux.dir().join("client.pid");
+        // `exec` keeps the client in the foreground, with a pid we know.
+        let client = format!(
+            "sh -c 'echo $$ > \"{}\"; exec \"$@\"' sh {}",
+            pidfile.display(),
+            client_line(&server, "shell")
+        );
+        tmux.start(&recording(tmux.dir(), &client), 80, 24);
+        tmux.type_line("echo READY-$((6*7))");
+        tmux.wait_for_line("READY-42").await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the client we started.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let rec = Recorded::wait(&tmux).await;
+        assert_eq!(rec.status, 255, "signal {signal}: {}", tmux.screen());
+        assert!(
+            tmux.screen()
+                .contains(&format!("killed by signal {signal}")),
+            "{}",
+            tmux.screen()
+        );
+        assert_eq!(rec.stty_before, rec.stty_after, "signal {signal}");
+    }
+}
+
+/// Lines typed while a command runs are run after it, not lost when the
+/// line editor takes the terminal back.
+#[tokio::test]
+async fn each_line_keeps_lines_typed_ahead() {
+    let server = Server::start();
+    let tmux = Tmux::new();
+    let go = tmux.dir().join("go");
+    let script = recording(tmux.dir(), &client_line(&server, "shell --each-line"));
+    tmux.start(&script, 80, 24);
+    tmux.wait_for("the prompt", |s| s.contains(">>: ")).await;
+    tmux.type_line(&format!(
+        "echo busy-$((1+1)); while [ ! -e '{}' ]; do sleep 0.05; done",
+        go.display()
+    ));
+    tmux.wait_for_line("busy-2").await;
+    tmux.type_line("echo first-$((2+2))");
+    tmux.type_line("echo second-$((3+3))");
+    // Both are typed (the terminal echoes them) before the command ends.
+    tmux.wait_for("the typed-ahead lines", |s| {
+        s.contains("echo second-$((3+3))")
+    })
+    .await;
+    std::fs::write(&go, "").unwrap();
+    tmux.wait_for_line("first-4").await;
+    tmux.wait_for_line("second-6").await;
+    tmux.type_line("exit");
+    let rec = Recorded::wait(&tmux).await;
+    assert_eq!(rec.status, 0, "{}", tmux.screen());
+    assert_eq!(rec.stty_before, rec.stty_after);
+}
