@@ -13,6 +13,7 @@
 //! - [`exec`]: commands as process groups, and the supervisor of their
 //!   deadlines that both servers share.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
+//! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
 //! - [`error`]: the error of setting up (files, flags, sockets).
@@ -40,6 +41,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod home;
+pub mod hostlist;
 pub mod legacy;
 pub mod privilege;
 pub mod server;
