@@ -14,6 +14,7 @@
 //!   deadlines that both servers share.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
+//! - [`inventory`]: `hosts.toml`: groups and per-host settings.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
 //! - [`error`]: the error of setting up (files, flags, sockets).
@@ -42,6 +43,7 @@ pub mod exec;
 pub mod exit;
 pub mod home;
 pub mod hostlist;
+pub mod inventory;
 pub mod legacy;
 pub mod privilege;
 pub mod server;
