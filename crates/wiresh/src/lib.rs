@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fanout;
 pub mod home;
 pub mod hostlist;
 pub mod inventory;

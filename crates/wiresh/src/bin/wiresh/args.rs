@@ -201,14 +201,15 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct ConnectArgs {
-    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy]
+    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy].
+    /// Repeatable, and a host list: -H a,b -H web[01-20] -H c:7900 runs on all of them.
     #[arg(
         long = "host",
         short = 'H',
         value_name = "HOST[:PORT]",
         env = "WIRESH_HOST"
     )]
-    pub host: Option<String>,
+    pub hosts: Vec<String>,
     /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -220,6 +221,8 @@ pub struct ConnectArgs {
     /// --allow-plaintext.
     #[arg(long, conflicts_with = "fingerprint")]
     pub plaintext: bool,
+    #[command(flatten)]
+    pub select: crate::fanout::SelectArgs,
 }
 
 #[derive(Args)]
@@ -246,6 +249,8 @@ pub struct ExecArgs {
     /// stderr into stdout: wiresh exits 0 after a complete answer.
     #[arg(long, conflicts_with_all = ["argv", "env", "cwd", "timeout", "token_file"])]
     pub legacy: bool,
+    #[command(flatten)]
+    pub output: crate::fanout::OutputArgs,
     /// The command and its arguments.
     #[arg(
         required = true,

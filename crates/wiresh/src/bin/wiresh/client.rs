@@ -11,6 +11,9 @@ use wiresh::{auth, exit, home};
 use wiresh_proto::{ExecRequest, DEFAULT_PORT};
 
 use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
+use crate::fanout::{self, Selected};
+use wiresh::fanout::copy::Direction;
+use wiresh::fanout::Host;
 
 impl ConnectArgs {
     /// The server, its token and how to protect the connection.
@@ -39,13 +42,22 @@ impl ConnectArgs {
 
     /// The modern server to connect to.
     fn target(&self) -> Result<Target> {
-        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let host = self.hosts.first().map_or("127.0.0.1", String::as_str);
         Target::parse(host, DEFAULT_PORT).with_context(|| format!("-H {host}"))
     }
 
     /// The legacy server to connect to, as `HOST[:PORT]`.
     fn legacy_host(&self) -> &str {
-        self.host.as_deref().unwrap_or("127.0.0.1")
+        self.hosts.first().map_or("127.0.0.1", String::as_str)
+    }
+
+    /// The one server to connect to, or the hosts of a fan-out.
+    fn endpoint_or_hosts(&self, fanout_display: bool) -> Result<Result<Endpoint, Vec<Host>>> {
+        Ok(match self.selected(fanout_display)? {
+            Selected::Plain => Ok(self.endpoint()?),
+            Selected::One(host) => Ok(host.endpoint),
+            Selected::Many(hosts) => Err(hosts),
+        })
     }
 }
 
@@ -75,9 +87,10 @@ fn runtime() -> Result<Runtime> {
 pub fn exec(args: ExecArgs) -> Result<i32> {
     let rt = runtime()?;
     let code = if args.legacy {
+        fanout::one_legacy_host(&args.connect)?;
         client::exec::run_legacy(&rt, args.connect.legacy_host(), &args.command.join(" "))
     } else {
-        let endpoint = args.connect.endpoint()?;
+        let endpoint = args.connect.endpoint_or_hosts(args.output.wants_fanout())?;
         let mut req = if args.argv {
             ExecRequest::argv(args.command)
         } else {
@@ -86,7 +99,13 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         req.env = args.env.into_iter().collect();
         req.cwd = args.cwd;
         req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
-        client::exec::run(&rt, &endpoint, req, !args.no_stdin)
+        match endpoint {
+            Ok(endpoint) => client::exec::run(&rt, &endpoint, req, !args.no_stdin),
+            Err(hosts) => {
+                let options = args.connect.fanout_options();
+                fanout::exec(&rt, hosts, options, req, args.no_stdin, &args.output)
+            }
+        }
     };
     std::process::exit(exit::process_code(code).into());
 }
@@ -95,18 +114,40 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
     if args.legacy {
+        fanout::one_legacy_host(&args.connect)?;
         return Ok(client::shell::run_legacy(&rt, args.connect.legacy_host()));
     }
-    let endpoint = args.connect.endpoint()?;
-    Ok(client::shell::run(&rt, &endpoint))
+    match args.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => Ok(client::shell::run(&rt, &endpoint)),
+        Err(hosts) => {
+            let options = args.connect.fanout_options();
+            Ok(wiresh::fanout::shell::run(&rt, &hosts, &options))
+        }
+    }
 }
 
 /// `wiresh put LOCAL... REMOTE`.
 pub fn put(args: PutArgs) -> Result<i32> {
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
-    let endpoint = args.copy.connect.endpoint()?;
     let flags = args.copy.flags();
+    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => endpoint,
+        Err(hosts) => {
+            let direction = Direction::Put {
+                sources,
+                remote: remote.clone(),
+            };
+            let options = args.copy.connect.fanout_options();
+            return Ok(wiresh::fanout::copy::run(
+                &runtime()?,
+                &hosts,
+                &options,
+                &direction,
+                flags,
+            ));
+        }
+    };
     Ok(client::copy::put(
         &runtime()?,
         &endpoint,
@@ -119,8 +160,25 @@ pub fn put(args: PutArgs) -> Result<i32> {
 /// `wiresh get REMOTE... LOCAL`.
 pub fn get(args: GetArgs) -> Result<i32> {
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
-    let endpoint = args.copy.connect.endpoint()?;
     let flags = args.copy.flags();
+    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => endpoint,
+        Err(hosts) => {
+            // Like rpdcp: DEST/HOST/... for each host.
+            let direction = Direction::Get {
+                sources: sources.to_vec(),
+                dest: PathBuf::from(local),
+            };
+            let options = args.copy.connect.fanout_options();
+            return Ok(wiresh::fanout::copy::run(
+                &runtime()?,
+                &hosts,
+                &options,
+                &direction,
+                flags,
+            ));
+        }
+    };
     Ok(client::copy::get(
         &runtime()?,
         &endpoint,

@@ -3,10 +3,12 @@
 //!
 //! - `args`: every flag and its help;
 //! - `serve`: flags → the daemon's configuration, then the daemon;
-//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`.
+//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
+//! - `fanout`: the flags for many hosts, and their fan-out.
 
 mod args;
 mod client;
+mod fanout;
 mod serve;
 
 use std::process::ExitCode;
