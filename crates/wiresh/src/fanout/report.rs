@@ -142,8 +142,15 @@ pub(crate) fn print_groups(
             let (base, _) = streams(groups[0][0]);
             write_diff(&header, &groups[0], base, stdout, spool, out)?;
         } else {
+            let mut last = b'\n';
             for piece in stdout.pieces(spool) {
-                out.write_all(&piece?)?;
+                let piece = piece?;
+                out.write_all(&piece)?;
+                last = piece.last().copied().unwrap_or(last);
+            }
+            // The next header starts on a line of its own.
+            if last != b'\n' {
+                out.write_all(b"\n")?;
             }
         }
         out.flush()?;

@@ -34,6 +34,9 @@
 //! - [`fake_server`]: [`fake_server::FakeServer`], a malicious server that
 //!   lies to the client.
 //!
+//! For the fan-out tests, [`fleet`]: [`fleet::Fleet`], many servers started
+//! at once that share one token, and a client home that holds it.
+//!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
 //! all this, hence `allow(dead_code)`.
@@ -44,6 +47,7 @@ pub mod disk;
 pub mod fake_server;
 pub mod file_requests;
 pub mod files;
+pub mod fleet;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read};
@@ -203,7 +207,13 @@ impl Server {
             addr.ip().is_loopback(),
             "tests must use loopback, got {addr}"
         );
-        let token = std::fs::read_to_string(home.path().join("token"))
+        // The token file it was given, else the one it created at home.
+        let token_file = args
+            .iter()
+            .position(|&a| a == "--token-file")
+            .map(|i| std::path::PathBuf::from(args[i + 1]))
+            .unwrap_or_else(|| home.path().join("token"));
+        let token = std::fs::read_to_string(&token_file)
             .expect("the server did not create <WIRESH_HOME>/token");
         let token = Secret(token.trim().to_string());
         assert!(token.expose().len() >= 32, "token shorter than 128 bits");
