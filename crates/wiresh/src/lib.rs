@@ -27,6 +27,7 @@
 //! - [`server`]: `wiresh serve`, the wiresh protocol's server.
 //! - [`client`]: the library client ([`client::Connection`]) and the
 //!   terminal-facing `exec`, `shell`, `put` and `get`.
+//! - [`fanout`]: `exec`, `shell`, `put` and `get` on many hosts at once.
 //! - [`legacy`]: the original Python protocol, server and client.
 //! - [`daemon`]: a whole server process: both listeners, signals, one
 //!   shutdown.

@@ -58,6 +58,7 @@ pub fn run(rt: &Runtime, plan: Plan) -> i32 {
             options: &plan.options,
             display: &plan.display,
             interrupts: &interrupts,
+            keep_connections: false,
         };
         let mut ran = match run.run(&mut slots).await {
             Ok(ran) => ran,
@@ -74,14 +75,7 @@ pub fn run(rt: &Runtime, plan: Plan) -> i32 {
                 eprintln!("wiresh: cannot print the output: {e}");
             }
         }
-        eprint!(
-            "{}",
-            report::summary(
-                ran.hosts
-                    .iter()
-                    .map(|h| (h.name.as_str(), h.outcome.verdict()))
-            )
-        );
+        eprint!("{}", ran.summary());
         ran.status(plan.largest_status, interrupts.count() > 0)
     })
 }
@@ -95,6 +89,10 @@ pub(crate) struct Command<'a> {
     pub(crate) options: &'a Options,
     pub(crate) display: &'a Display,
     pub(crate) interrupts: &'a Interrupts,
+    /// Keep each connection for another command (the shell); otherwise a
+    /// host's connection is closed as soon as it is done, so that memory
+    /// and sockets follow `--fanout`, not the number of hosts.
+    pub(crate) keep_connections: bool,
 }
 
 /// What a command did on every host.
@@ -120,6 +118,22 @@ impl Ran {
                 .then(|| self.hosts.iter().filter_map(|h| h.outcome.status()).max())
                 .flatten(),
         })
+    }
+
+    /// The summary of every host's outcome.
+    pub(crate) fn summary(&self) -> String {
+        report::summary(
+            self.hosts
+                .iter()
+                .map(|h| (h.name.as_str(), h.outcome.verdict())),
+        )
+    }
+
+    /// Whether every host ran the command and it exited 0.
+    pub(crate) fn all_ok(&self) -> bool {
+        self.hosts
+            .iter()
+            .all(|h| h.outcome.verdict().kind == Kind::Ok)
     }
 
     /// Prints the groups (for `--gather` and `--diff`).
@@ -315,6 +329,11 @@ impl Command<'_> {
         };
         let captured = capture.finish(counts).await.unwrap_or_default();
         target.report(&host.name, &outcome).await;
+        if !self.keep_connections {
+            if let Some(conn) = slot.take() {
+                conn.close().await;
+            }
+        }
         finished(outcome, captured)
     }
 }

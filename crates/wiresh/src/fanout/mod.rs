@@ -225,6 +225,18 @@ impl Default for Interrupts {
     }
 }
 
+/// The shell keeps a connection per host: lets this process have that
+/// many open files, as far as its hard limit allows.
+pub(crate) fn raise_open_files_limit(connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = connections as u64 + 64; // stdio, the spool, the runtime's own
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        }
+    }
+}
+
 /// How many times Ctrl-C was pressed: the first cancels every command, the
 /// second disconnects from every host.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use tokio::runtime::Runtime;
 use wiresh_proto::ExecRequest;
 
 use super::exec::Command;
-use super::{report, Display, Host, Interrupts, Kind, Options};
+use super::{Display, Host, Interrupts, Options};
 use crate::client::Connection;
 use crate::exit;
 use crate::hostlist::fold;
@@ -73,6 +73,7 @@ pub fn run(rt: &Runtime, hosts: &[Host], options: &Options) -> i32 {
             fold(&names)
         );
     }
+    super::raise_open_files_limit(hosts.len());
     let prompt = format!("[{} hosts]>>: ", hosts.len());
     let mut slots: Vec<Option<Connection>> = hosts.iter().map(|_| None).collect();
     let mut last = exit::SUCCESS;
@@ -107,6 +108,7 @@ async fn run_line(
         options,
         display: &Display::Gather,
         interrupts: &interrupts,
+        keep_connections: true,
     };
     let mut ran = match command.run(slots).await {
         Ok(ran) => ran,
@@ -119,19 +121,8 @@ async fn run_line(
         eprintln!("wiresh: cannot print the output: {e}");
     }
     // All well goes without saying; anything else gets the summary.
-    if ran
-        .hosts
-        .iter()
-        .any(|h| h.outcome.verdict().kind != Kind::Ok)
-    {
-        eprint!(
-            "{}",
-            report::summary(
-                ran.hosts
-                    .iter()
-                    .map(|h| (h.name.as_str(), h.outcome.verdict()))
-            )
-        );
+    if !ran.all_ok() {
+        eprint!("{}", ran.summary());
     }
     ran.status(false, interrupts.count() > 0)
 }

@@ -75,7 +75,7 @@ impl CopyArgs {
 }
 
 /// The runtime a client runs on: one thread is plenty for one connection.
-fn runtime() -> Result<Runtime> {
+pub fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,14 +138,7 @@ pub fn put(args: PutArgs) -> Result<i32> {
                 sources,
                 remote: remote.clone(),
             };
-            let options = args.copy.connect.fanout_options();
-            return Ok(wiresh::fanout::copy::run(
-                &runtime()?,
-                &hosts,
-                &options,
-                &direction,
-                flags,
-            ));
+            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
         }
     };
     Ok(client::copy::put(
@@ -169,14 +162,7 @@ pub fn get(args: GetArgs) -> Result<i32> {
                 sources: sources.to_vec(),
                 dest: PathBuf::from(local),
             };
-            let options = args.copy.connect.fanout_options();
-            return Ok(wiresh::fanout::copy::run(
-                &runtime()?,
-                &hosts,
-                &options,
-                &direction,
-                flags,
-            ));
+            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
         }
     };
     Ok(client::copy::get(

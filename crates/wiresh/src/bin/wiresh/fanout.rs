@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use tokio::runtime::Runtime;
+use wiresh::client::copy::CopyFlags;
+use wiresh::fanout::copy::Direction;
 use wiresh::fanout::{
     self, select, Display, Host, Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT,
 };
@@ -198,6 +200,18 @@ pub fn exec(
             largest_status: output.largest_status,
         },
     )
+}
+
+/// `wiresh put` or `wiresh get` on many hosts.
+pub fn copy(
+    connect: &ConnectArgs,
+    hosts: &[Host],
+    direction: &Direction,
+    flags: CopyFlags,
+) -> Result<i32> {
+    let rt = crate::client::runtime()?;
+    let options = connect.fanout_options();
+    Ok(fanout::copy::run(&rt, hosts, &options, direction, flags))
 }
 
 /// Refuses `--legacy` with many hosts.
