@@ -72,6 +72,18 @@ fn summary_hosts(stderr: &str, label: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The next `host: rest` line of a running client's stdout.
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> (String, String) {
+    let line = bounded("a line from the hosts", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line");
+    let (host, rest) = line.split_once(": ").expect("a host prefix");
+    (host.to_string(), rest.to_string())
+}
+
 #[tokio::test]
 async fn fifty_hosts_every_line_once_whole_and_prefixed() {
     let fleet = Fleet::start(50, &[]);
@@ -398,18 +410,54 @@ async fn ctrl_c_cancels_the_command_on_every_host() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut pids = Vec::new();
     while pids.len() < names.len() {
-        let line = bounded("every host's pid", stdout.next_line())
-            .await
-            .unwrap()
-            .expect("a line");
-        let (_, pid) = line.split_once(": ").unwrap();
-        pids.push(pid.parse::<u32>().unwrap());
+        pids.push(next_line(&mut stdout).await.1.parse::<u32>().unwrap());
     }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
     let status = bounded("the client to exit", child.wait()).await.unwrap();
     assert_eq!(status.code(), Some(130), "128+SIGINT after Ctrl-C");
     assert_gone(&pids, None, GONE_WITHIN, "commands after Ctrl-C").await;
+}
+
+#[tokio::test]
+async fn a_second_ctrl_c_disconnects_from_every_host() {
+    let fleet = Fleet::start(4, &[]);
+    let names = fleet.names();
+    // Each command says when it is cancelled, and goes on regardless.
+    let mut cmd = fleet.cli("exec", &fleet.host_list());
+    cmd.args([
+        "--",
+        "trap 'echo cancelled' TERM; echo $$; while :; do sleep 0.1; done",
+    ]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    while pids.len() < names.len() {
+        pids.push(next_line(&mut stdout).await.1.parse::<u32>().unwrap());
+    }
+    let interrupt = || {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
+    };
+    interrupt();
+    let mut cancelled = BTreeSet::new();
+    while cancelled.len() < names.len() {
+        let (host, line) = next_line(&mut stdout).await;
+        assert_eq!(line, "cancelled");
+        cancelled.insert(host);
+    }
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "the commands ignore the cancel"
+    );
+    interrupt();
+    let status = bounded("the client to give up", child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    // Disconnected, each server kills its command (SIGKILL after the grace).
+    let within = std::time::Duration::from_secs(10);
+    assert_gone(&pids, None, within, "commands after the client left").await;
 }
 
 #[tokio::test]
