@@ -77,13 +77,18 @@ printf 'Port %s\nListenAddress 127.0.0.1\nHostKey %s/host\nAuthorizedKeysFile %s
 for _ in $(seq 1 50); do ssh -F "$D/ssh_config" h1 true 2>/dev/null && break; sleep 0.1; done
 fi
 
-# Median wall time (seconds) of N runs of a command line.
+# Median wall time (seconds) of N runs of a command line. An ssh tool that
+# loses some hosts (sshd drops connections under load) still gets its time,
+# with a note on stderr; wiresh failing ends the benchmark.
 median() {
-    local n=$1 cmd=$2 i times=()
+    local n=$1 cmd=$2 tolerant=${3:-} i times=()
     for ((i = 0; i < n; i++)); do
         local s e
         s=$(date +%s%N)
-        bash -c "$cmd" >/dev/null 2>&1 || { echo "failed: $cmd" >&2; return 1; }
+        if ! bash -c "$cmd" >/dev/null 2>&1; then
+            [ -n "$tolerant" ] || { echo "failed: $cmd" >&2; return 1; }
+            echo "note: ${cmd%% *} exited non-zero (some hosts failed)" >&2
+        fi
         e=$(date +%s%N)
         times+=("$((e - s))")
     done
@@ -98,9 +103,9 @@ echo "== 1. \`true\` on many hosts, fan-out $FANOUT"
 for n in 50 200; do
     w=$(median "$RUNS" "$B exec -n --fanout $FANOUT -H '$(hosts "$n")' -- true")
     [ "$SSH" = 1 ] || { echo "$n hosts: wiresh ${w} s"; continue; }
-    p=$(median "$SSH_RUNS" "PDSH_SSH_ARGS='-F $D/ssh_config' pdsh -R ssh -f $FANOUT -w 'h[1-$n]' true")
-    q=$(median "$SSH_RUNS" "parallel-ssh -p $FANOUT -x '-F $D/ssh_config' -H '$(seq -f 'h%g' 1 "$n" | paste -sd' ')' true")
-    c=$(median "$SSH_RUNS" "clush -f $FANOUT -o '-F $D/ssh_config' -w 'h[1-$n]' true")
+    p=$(median "$SSH_RUNS" "PDSH_SSH_ARGS='-F $D/ssh_config' pdsh -R ssh -f $FANOUT -w 'h[1-$n]' true" tolerant)
+    q=$(median "$SSH_RUNS" "parallel-ssh -p $FANOUT -x '-F $D/ssh_config' -H '$(seq -f 'h%g' 1 "$n" | paste -sd' ')' true" tolerant)
+    c=$(median "$SSH_RUNS" "clush -f $FANOUT -o '-F $D/ssh_config' -w 'h[1-$n]' true" tolerant)
     fastest=$(printf '%s\n' "$p" "$q" "$c" | sort -n | head -1)
     echo "$n hosts: wiresh ${w} s; pdsh ${p} s, parallel-ssh ${q} s, clush ${c} s;" \
         "fastest ssh tool / wiresh = $(ratio "$fastest" "$w")x"

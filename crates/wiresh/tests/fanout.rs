@@ -461,6 +461,21 @@ async fn a_second_ctrl_c_disconnects_from_every_host() {
 }
 
 #[tokio::test]
+async fn closing_stdout_stops_every_host() {
+    // `wiresh exec -H many -- yes | head -2`, with more hosts than --fanout.
+    let fleet = Fleet::start(4, &[]);
+    let mut cmd = fleet.cli("exec", &fleet.host_list());
+    cmd.args(["--fanout", "2", "--", "yes"]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (_, line) = next_line(&mut stdout).await;
+    assert_eq!(line, "y");
+    drop(stdout);
+    let status = bounded("the client to stop", child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(141), "128+SIGPIPE, as a local pipeline");
+}
+
+#[tokio::test]
 async fn put_sends_to_every_host_and_get_files_them_by_host() {
     let roots: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let fleet = Fleet::start_each(4, |i| {

@@ -298,7 +298,7 @@ impl Command<'_> {
             }
             None => (None, None),
         };
-        let (tx, mut rx) = mpsc::channel::<Output>(1);
+        let (tx, rx) = mpsc::channel::<Output>(1);
         let mut counts = (0u64, 0u64);
         let running = async {
             let tx = tx;
@@ -311,6 +311,7 @@ impl Command<'_> {
             .await
         };
         let draining = async {
+            let mut rx = rx; // owned, so that returning drops it
             while let Some(chunk) = rx.recv().await {
                 if capture.take(chunk, &mut counts).await.is_err() {
                     return; // dropping `rx` ends the command: OutputClosed
@@ -323,6 +324,11 @@ impl Command<'_> {
             Err(e) => {
                 if !e.connection_usable() {
                     *slot = None;
+                }
+                if matches!(e, ClientError::OutputClosed) && self.interrupts.count() < 2 {
+                    // Local stdout is gone (`| head`): stop every host.
+                    self.interrupts.raise();
+                    self.interrupts.raise();
                 }
                 Outcome::Failed(e)
             }
