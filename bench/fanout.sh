@@ -138,5 +138,11 @@ for mb in 1 10 30; do
     echo "$SERVERS x $mb MB: ${secs} s ($(awk -v t=$total -v s="$secs" 'BEGIN{printf "%.0f", t/s/1e6}') MB/s), client peak RSS $((kib / 1024)) MiB"
 done
 
+# Memory follows --fanout (hosts streaming at once), not the output's size.
+cmd="yes 'a line of output of about sixty bytes, repeated over and over' | head -c 10000000"
+/usr/bin/time -f '%e %M' -o "$WORK/time" "$B" exec -n --fanout 16 -H "$(hosts $SERVERS)" -- "$cmd" >/dev/null 2>"$WORK/err"
+read -r secs kib <"$WORK/time"
+echo "$SERVERS x 10 MB, --fanout 16: ${secs} s, client peak RSS $((kib / 1024)) MiB"
+
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
