@@ -77,35 +77,19 @@ printf 'Port %s\nListenAddress 127.0.0.1\nHostKey %s/host\nAuthorizedKeysFile %s
 for _ in $(seq 1 50); do ssh -F "$D/ssh_config" h1 true 2>/dev/null && break; sleep 0.1; done
 fi
 
-# Median wall time (seconds) of N runs of a command line. An ssh tool that
-# loses some hosts (sshd drops connections under load) still gets its time,
-# with a note on stderr; wiresh failing ends the benchmark.
-median() {
-    local n=$1 cmd=$2 tolerant=${3:-} i times=()
-    for ((i = 0; i < n; i++)); do
-        local s e
-        s=$(date +%s%N)
-        if ! bash -c "$cmd" >/dev/null 2>&1; then
-            [ -n "$tolerant" ] || { echo "failed: $cmd" >&2; return 1; }
-            echo "note: ${cmd%% *} exited non-zero (some hosts failed)" >&2
-        fi
-        e=$(date +%s%N)
-        times+=("$((e - s))")
-    done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f\n", a[int((NR+1)/2)]/1e9}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", a / b}'; }
+. bench/lib.sh
+QUIET='>/dev/null 2>&1'
 
 echo
 echo "== 1. \`true\` on many hosts, fan-out $FANOUT"
 # The first run pins every server's fingerprint (TLS on first use).
 "$B" exec -n --fanout $FANOUT -H "$(hosts $SERVERS)" -- true 2>/dev/null
 for n in 50 200; do
-    w=$(median "$RUNS" "$B exec -n --fanout $FANOUT -H '$(hosts "$n")' -- true")
+    w=$(median_of "$RUNS" "$B exec -n --fanout $FANOUT -H '$(hosts "$n")' -- true $QUIET")
     [ "$SSH" = 1 ] || { echo "$n hosts: wiresh ${w} s"; continue; }
-    p=$(median "$SSH_RUNS" "PDSH_SSH_ARGS='-F $D/ssh_config' pdsh -R ssh -f $FANOUT -w 'h[1-$n]' true" tolerant)
-    q=$(median "$SSH_RUNS" "parallel-ssh -p $FANOUT -x '-F $D/ssh_config' -H '$(seq -f 'h%g' 1 "$n" | paste -sd' ')' true" tolerant)
-    c=$(median "$SSH_RUNS" "clush -f $FANOUT -o '-F $D/ssh_config' -w 'h[1-$n]' true" tolerant)
+    p=$(median_of "$SSH_RUNS" "PDSH_SSH_ARGS='-F $D/ssh_config' pdsh -R ssh -f $FANOUT -w 'h[1-$n]' true $QUIET" tolerant)
+    q=$(median_of "$SSH_RUNS" "parallel-ssh -p $FANOUT -x '-F $D/ssh_config' -H '$(seq -f 'h%g' 1 "$n" | paste -sd' ')' true $QUIET" tolerant)
+    c=$(median_of "$SSH_RUNS" "clush -f $FANOUT -o '-F $D/ssh_config' -w 'h[1-$n]' true $QUIET" tolerant)
     fastest=$(printf '%s\n' "$p" "$q" "$c" | sort -n | head -1)
     echo "$n hosts: wiresh ${w} s; pdsh ${p} s, parallel-ssh ${q} s, clush ${c} s;" \
         "fastest ssh tool / wiresh = $(ratio "$fastest" "$w")x"
