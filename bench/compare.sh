@@ -30,18 +30,7 @@ start_server --allow-plaintext --files-root "$WORK/files"
 echo "server at $ADDR (pid $SERVER_PID)"
 
 # Median wall time in seconds of RUNS runs of a shell command.
-median_secs() {
-    local cmd=$1 i times=()
-    for ((i = 0; i < RUNS; i++)); do
-        local s e
-        s=$(date +%s%N)
-        bash -c "$cmd" || { echo "bench command failed: $cmd" >&2; return 1; }
-        e=$(date +%s%N)
-        times+=("$(( e - s ))")
-    done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.4f\n", a[int((NR+1)/2)]/1e9}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+median_secs() { median_of "$RUNS" "$1"; }
 
 echo
 echo "== 1. per-command latency on a live connection"

@@ -1,5 +1,5 @@
-# Shared by the benchmark scripts (sourced): needs $B (the wiresh binary)
-# and $WORK (a scratch directory).
+# Shared by the benchmark scripts (sourced, not run). start_server needs $B
+# (the wiresh binary) and $WORK (a scratch directory).
 
 # Starts `wiresh serve` on a free loopback port with the given extra flags,
 # waits for its readiness line, and sets SERVER_PID and ADDR.
@@ -14,3 +14,24 @@ start_server() {
     ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' <<<"$line")
     cat "$WORK/ready" >/dev/null &
 }
+
+# Median wall time in seconds of N runs of a shell command. A failing run
+# ends the benchmark, unless the third argument is `tolerant`: then it still
+# counts, with a note on stderr (an ssh tool that loses hosts under load).
+median_of() {
+    local n=$1 cmd=$2 tolerant=${3:-} i times=()
+    for ((i = 0; i < n; i++)); do
+        local s e
+        s=$(date +%s%N)
+        if ! bash -c "$cmd"; then
+            [ -n "$tolerant" ] || { echo "bench command failed: $cmd" >&2; return 1; }
+            echo "note: a run exited non-zero (some hosts failed): ${cmd:0:70}..." >&2
+        fi
+        e=$(date +%s%N)
+        times+=("$((e - s))")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.4f\n", a[int((NR+1)/2)]/1e9}'
+}
+
+# a / b, two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }

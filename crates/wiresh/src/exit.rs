@@ -3,7 +3,8 @@
 //!
 //! `exec` and `shell` follow ssh's contract: the remote command's status
 //! when there is one, 255 when wiresh itself failed. `put` and `get` follow
-//! scp's: 0, or 1 when a transfer failed.
+//! scp's: 0, or 1 when a transfer failed. On many hosts at once (fan-out),
+//! one status sums them all up: see [`for_fanout`].
 
 use wiresh_proto::{ErrorCode, ExitStatus};
 
@@ -26,6 +27,48 @@ pub const STDOUT_CLOSED: i32 = 128 + 13;
 /// wiresh itself failed (cannot connect, wrong token, protocol error), as
 /// ssh does.
 pub const CLIENT_FAILURE: i32 = 255;
+
+/// Fan-out: some host did not succeed (its command failed, timed out, was
+/// refused or was not run), though every host was reached.
+pub const SOME_FAILED: i32 = 1;
+/// Fan-out interrupted by Ctrl-C: 128+SIGINT, as a shell reports it.
+pub const INTERRUPTED: i32 = 128 + 2;
+
+/// What a fan-out's exit status is made from.
+#[derive(Debug, Clone, Default)]
+pub struct Fanout {
+    /// Local stdout was closed early.
+    pub stdout_closed: bool,
+    /// Ctrl-C was pressed.
+    pub interrupted: bool,
+    /// Some host could not be reached, or its connection broke.
+    pub unreachable: bool,
+    /// Some host did not succeed.
+    pub failed: bool,
+    /// With `-S`: the largest of the hosts' statuses, each as a single-host
+    /// `wiresh exec` would have exited.
+    pub largest: Option<i32>,
+}
+
+/// The status of a fan-out: [`STDOUT_CLOSED`], else [`INTERRUPTED`], else
+/// with `-S` the largest host status (as `pdsh -S`), else
+/// [`CLIENT_FAILURE`] if a host was unreachable or lost, else
+/// [`SOME_FAILED`] if a host did not succeed, else [`SUCCESS`].
+pub fn for_fanout(run: &Fanout) -> i32 {
+    if run.stdout_closed {
+        STDOUT_CLOSED
+    } else if run.interrupted {
+        INTERRUPTED
+    } else if let Some(largest) = run.largest {
+        largest
+    } else if run.unreachable {
+        CLIENT_FAILURE
+    } else if run.failed {
+        SOME_FAILED
+    } else {
+        SUCCESS
+    }
+}
 
 /// The status for a remote command that ended: its code, 128+N for a
 /// death by signal N, 255 for what does not fit.
@@ -76,6 +119,32 @@ mod tests {
             128 + nix::sys::signal::Signal::SIGPIPE as i32
         );
         assert_eq!(process_code(-1), 0);
+        let fanout = |f: Fanout| for_fanout(&f);
+        assert_eq!(fanout(Fanout::default()), SUCCESS);
+        let failed = Fanout {
+            failed: true,
+            ..Default::default()
+        };
+        assert_eq!(fanout(failed.clone()), SOME_FAILED);
+        let unreachable = Fanout {
+            unreachable: true,
+            ..failed.clone()
+        };
+        assert_eq!(fanout(unreachable.clone()), CLIENT_FAILURE);
+        assert_eq!(
+            fanout(Fanout {
+                largest: Some(7),
+                ..unreachable.clone()
+            }),
+            7
+        );
+        assert_eq!(
+            fanout(Fanout {
+                interrupted: true,
+                ..unreachable
+            }),
+            130
+        );
         assert_eq!(process_code(256), 255);
     }
 }

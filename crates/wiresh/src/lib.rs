@@ -13,6 +13,8 @@
 //! - [`exec`]: commands as process groups, and the supervisor of their
 //!   deadlines that both servers share.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
+//! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
+//! - [`inventory`]: `hosts.toml`: groups and per-host settings.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
 //! - `cert`: what TLS and client keys share: fingerprints, signature checks.
@@ -30,6 +32,7 @@
 //! - [`server`]: `wiresh serve`, the wiresh protocol's server.
 //! - [`client`]: the library client ([`client::Connection`]) and the
 //!   terminal-facing `exec`, `shell`, `put` and `get`.
+//! - [`fanout`]: `exec`, `shell`, `put` and `get` on many hosts at once.
 //! - [`legacy`]: the original Python protocol, server and client.
 //! - [`daemon`]: a whole server process: both listeners, signals, one
 //!   shutdown, reload on SIGHUP (a new settings snapshot for new
@@ -48,7 +51,10 @@ pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fanout;
 pub mod home;
+pub mod hostlist;
+pub mod inventory;
 pub mod keys;
 pub mod legacy;
 pub mod notify;

@@ -293,8 +293,10 @@ fn read_pin(file: &Path, host: &str) -> Result<Option<String>, PinError> {
     }))
 }
 
+/// Appends a pin in one write: many connections (a fan-out, or several
+/// wiresh processes) may pin at once, and their lines must not mix.
 fn append_pin(file: &Path, host: &str, fingerprint: &str) -> std::io::Result<()> {
-    writeln!(append_private_file(file)?, "{host} {fingerprint}")
+    append_private_file(file)?.write_all(format!("{host} {fingerprint}\n").as_bytes())
 }
 
 /// Accepts the one certificate whose fingerprint is pinned (or, with no

@@ -99,13 +99,19 @@ fn finish(result: Result<(), TransferError>) -> i32 {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("wiresh: {e}");
-            match e {
-                TransferError::Client(c) if !c.connection_usable() && !is_file_refusal(&c) => {
-                    exit::CLIENT_FAILURE
-                }
-                _ => exit::TRANSFER_FAILED,
-            }
+            status_for(&e)
         }
+    }
+}
+
+/// The exit status after a failed transfer: [`exit::CLIENT_FAILURE`] when
+/// the connection failed, [`exit::TRANSFER_FAILED`] otherwise, as scp.
+pub fn status_for(e: &TransferError) -> i32 {
+    match e {
+        TransferError::Client(c) if !c.connection_usable() && !is_file_refusal(c) => {
+            exit::CLIENT_FAILURE
+        }
+        _ => exit::TRANSFER_FAILED,
     }
 }
 
@@ -134,38 +140,49 @@ pub fn put(
 ) -> i32 {
     finish(rt.block_on(async {
         let mut conn = Connection::connect(endpoint).await?;
-        conn.set_transfer_timeout(flags.transfer_timeout);
-        let progress = Progress::new(flags.quiet);
-        // Like scp: several sources, -r, a trailing slash or an existing
-        // remote directory mean "into that directory".
-        let into_dir = sources.len() > 1
-            || remote.ends_with('/')
-            || matches!(conn.stat(remote).await, Ok(e) if e.kind == FileKind::Dir);
-        if into_dir && (sources.len() > 1 || remote.ends_with('/')) {
-            conn.mkdir(remote, None).await?;
-        }
-        for source in sources {
-            let name = local_name(source)?;
-            let dest = if into_dir {
-                remote_join(remote, &name)
-            } else {
-                remote.to_string()
-            };
-            if is_local_dir(source).await {
-                if !flags.recursive {
-                    return Err(TransferError::Local {
-                        path: source.clone(),
-                        source: std::io::Error::other("is a directory (use -r)"),
-                    });
-                }
-                put_tree(&mut conn, source, &dest, flags, &progress).await?;
-            } else {
-                put_one(&mut conn, source, &dest, flags, &progress).await?;
-            }
-        }
+        put_over(&mut conn, sources, remote, flags).await?;
         conn.close().await;
         Ok(())
     }))
+}
+
+/// `wiresh put` over a connection already made.
+pub async fn put_over(
+    conn: &mut Connection,
+    sources: &[PathBuf],
+    remote: &str,
+    flags: CopyFlags,
+) -> Result<(), TransferError> {
+    conn.set_transfer_timeout(flags.transfer_timeout);
+    let progress = Progress::new(flags.quiet);
+    // Like scp: several sources, -r, a trailing slash or an existing
+    // remote directory mean "into that directory".
+    let into_dir = sources.len() > 1
+        || remote.ends_with('/')
+        || matches!(conn.stat(remote).await, Ok(e) if e.kind == FileKind::Dir);
+    if into_dir && (sources.len() > 1 || remote.ends_with('/')) {
+        conn.mkdir(remote, None).await?;
+    }
+    for source in sources {
+        let name = local_name(source)?;
+        let dest = if into_dir {
+            remote_join(remote, &name)
+        } else {
+            remote.to_string()
+        };
+        if is_local_dir(source).await {
+            if !flags.recursive {
+                return Err(TransferError::Local {
+                    path: source.clone(),
+                    source: std::io::Error::other("is a directory (use -r)"),
+                });
+            }
+            put_tree(conn, source, &dest, flags, &progress).await?;
+        } else {
+            put_one(conn, source, &dest, flags, &progress).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn put_one(
@@ -261,47 +278,58 @@ pub fn get(
 ) -> i32 {
     finish(rt.block_on(async {
         let mut conn = Connection::connect(endpoint).await?;
-        conn.set_transfer_timeout(flags.transfer_timeout);
-        let progress = Progress::new(flags.quiet);
-        let into_dir = is_local_dir(local).await;
-        if sources.len() > 1 && !into_dir {
-            return Err(TransferError::Local {
-                path: local.to_path_buf(),
-                source: std::io::Error::other("is not a directory (several sources given)"),
-            });
-        }
-        for source in sources {
-            // The local name comes from what the user asked for, never
-            // from the server.
-            let dest = if into_dir {
-                let name = remote_basename(source).ok_or_else(|| {
-                    TransferError::Unsafe(format!("{source:?} has no file name to copy to"))
-                })?;
-                local.join(safe_relative(name)?)
-            } else {
-                local.to_path_buf()
-            };
-            let entry = conn.stat(source).await?;
-            match entry.kind {
-                FileKind::Dir if flags.recursive => {
-                    let mode = flags.options.preserve.then_some(entry.mode);
-                    get_tree(&mut conn, source, &dest, mode, flags, &progress).await?
-                }
-                FileKind::Dir => {
-                    return Err(TransferError::Client(ClientError::Remote {
-                        code: ErrorCode::IoError,
-                        message: format!("{source}: is a directory (use -r)"),
-                        started: false,
-                    }))
-                }
-                _ => {
-                    get_one(&mut conn, source, &dest, flags, &progress, entry.size).await?;
-                }
-            }
-        }
+        get_over(&mut conn, sources, local, flags).await?;
         conn.close().await;
         Ok(())
     }))
+}
+
+/// `wiresh get` over a connection already made.
+pub async fn get_over(
+    conn: &mut Connection,
+    sources: &[String],
+    local: &Path,
+    flags: CopyFlags,
+) -> Result<(), TransferError> {
+    conn.set_transfer_timeout(flags.transfer_timeout);
+    let progress = Progress::new(flags.quiet);
+    let into_dir = is_local_dir(local).await;
+    if sources.len() > 1 && !into_dir {
+        return Err(TransferError::Local {
+            path: local.to_path_buf(),
+            source: std::io::Error::other("is not a directory (several sources given)"),
+        });
+    }
+    for source in sources {
+        // The local name comes from what the user asked for, never
+        // from the server.
+        let dest = if into_dir {
+            let name = remote_basename(source).ok_or_else(|| {
+                TransferError::Unsafe(format!("{source:?} has no file name to copy to"))
+            })?;
+            local.join(safe_relative(name)?)
+        } else {
+            local.to_path_buf()
+        };
+        let entry = conn.stat(source).await?;
+        match entry.kind {
+            FileKind::Dir if flags.recursive => {
+                let mode = flags.options.preserve.then_some(entry.mode);
+                get_tree(conn, source, &dest, mode, flags, &progress).await?
+            }
+            FileKind::Dir => {
+                return Err(TransferError::Client(ClientError::Remote {
+                    code: ErrorCode::IoError,
+                    message: format!("{source}: is a directory (use -r)"),
+                    started: false,
+                }))
+            }
+            _ => {
+                get_one(conn, source, &dest, flags, &progress, entry.size).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn get_one(

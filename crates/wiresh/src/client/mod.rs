@@ -253,6 +253,10 @@ impl Connection {
             .write_all(&opening)
             .await
             .map_err(|_| ClientError::Closed("while sending the handshake"))?;
+        stream
+            .flush()
+            .await
+            .map_err(|_| ClientError::Closed("while sending the handshake"))?;
         let mut conn = FrameConn::new(stream, Limits::default(), FrameCodec::default());
         let hello = match handshake_frame(&mut conn).await?.message {
             Message::Hello(hello) => hello,

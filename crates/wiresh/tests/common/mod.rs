@@ -39,6 +39,9 @@
 //! And for the terminal tests: [`tmux`], a real terminal (a tmux server of
 //! its own per test) to type into and read the screen of.
 //!
+//! For the fan-out tests, [`fleet`]: [`fleet::Fleet`], many servers started
+//! at once that share one token, and a client home that holds it.
+//!
 //! Every wait is bounded by [`BOUND`] (or a deadline the issue states), so a
 //! bug fails a test instead of hanging it. Each test binary uses a subset of
 //! all this, hence `allow(dead_code)`.
@@ -49,6 +52,7 @@ pub mod disk;
 pub mod fake_server;
 pub mod file_requests;
 pub mod files;
+pub mod fleet;
 pub mod keys;
 pub mod proxy;
 pub mod tmux;

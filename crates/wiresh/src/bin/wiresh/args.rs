@@ -324,14 +324,15 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct ConnectArgs {
-    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy]
+    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy].
+    /// Repeatable, and a host list: -H a,b -H web[01-20] -H c:7900 runs on all of them.
     #[arg(
         long = "host",
         short = 'H',
         value_name = "HOST[:PORT]",
         env = "WIRESH_HOST"
     )]
-    pub host: Option<String>,
+    pub hosts: Vec<String>,
     /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -347,6 +348,8 @@ pub struct ConnectArgs {
     /// [default: $WIRESH_HOME/client.key, if it exists]
     #[arg(long, short = 'i', value_name = "PATH")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: crate::fanout::SelectArgs,
 }
 
 #[derive(Args)]
@@ -386,6 +389,8 @@ pub struct ExecArgs {
     /// command is sent in it and the answer turned into UTF-8.
     #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    #[command(flatten)]
+    pub output: crate::fanout::OutputArgs,
     /// The command and its arguments.
     #[arg(
         required = true,

@@ -16,6 +16,9 @@ use wiresh::{auth, exit, home};
 use wiresh_proto::{ExecRequest, Secret, DEFAULT_PORT};
 
 use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
+use crate::fanout::{self, Selected};
+use wiresh::fanout::copy::Direction;
+use wiresh::fanout::Host;
 
 impl ConnectArgs {
     /// The server, its token and how to protect the connection.
@@ -52,7 +55,7 @@ impl ConnectArgs {
     /// The client key to present: `--key`, else the host's `key` in
     /// client.toml, else `$WIRESH_HOME/client.key` when it exists. None with
     /// `--plaintext`: keys need TLS.
-    fn client_key(&self, defaults: &HostDefaults) -> Result<Option<Arc<ClientKey>>> {
+    pub fn client_key(&self, defaults: &HostDefaults) -> Result<Option<Arc<ClientKey>>> {
         if self.plaintext {
             return Ok(None);
         }
@@ -72,7 +75,7 @@ impl ConnectArgs {
     /// The modern server to connect to, and what client.toml says about
     /// it (its port applies when -H gives none).
     fn target(&self) -> Result<(Target, HostDefaults)> {
-        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let host = self.hosts.first().map_or("127.0.0.1", String::as_str);
         // Port 0 stands for "none given": no client connects to port 0.
         let mut target = Target::parse(host, 0).with_context(|| format!("-H {host}"))?;
         let defaults = ClientConfig::load_default()?
@@ -87,7 +90,16 @@ impl ConnectArgs {
 
     /// The legacy server to connect to, as `HOST[:PORT]`.
     fn legacy_host(&self) -> &str {
-        self.host.as_deref().unwrap_or("127.0.0.1")
+        self.hosts.first().map_or("127.0.0.1", String::as_str)
+    }
+
+    /// The one server to connect to, or the hosts of a fan-out.
+    fn endpoint_or_hosts(&self, fanout_display: bool) -> Result<Result<Endpoint, Vec<Host>>> {
+        Ok(match self.selected(fanout_display)? {
+            Selected::Plain => Ok(self.endpoint()?),
+            Selected::One(host) => Ok(host.endpoint),
+            Selected::Many(hosts) => Err(hosts),
+        })
     }
 }
 
@@ -110,7 +122,7 @@ impl CopyArgs {
 }
 
 /// The runtime a client runs on: one thread is plenty for one connection.
-fn runtime() -> Result<Runtime> {
+pub fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,6 +134,7 @@ fn runtime() -> Result<Runtime> {
 pub fn exec(args: ExecArgs) -> Result<i32> {
     let rt = runtime()?;
     let code = if args.legacy {
+        fanout::one_legacy_host(&args.connect)?;
         client::exec::run_legacy(
             &rt,
             args.connect.legacy_host(),
@@ -129,7 +142,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
             args.encoding,
         )
     } else {
-        let endpoint = args.connect.endpoint()?;
+        let endpoint = args.connect.endpoint_or_hosts(args.output.wants_fanout())?;
         let mut req = if args.argv {
             ExecRequest::argv(args.command)
         } else {
@@ -138,10 +151,16 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         req.env = args.env.into_iter().collect();
         req.cwd = args.cwd;
         req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
-        if args.tty {
-            client::terminal::run(&rt, &endpoint, req, !args.no_stdin)
-        } else {
-            client::exec::run(&rt, &endpoint, req, !args.no_stdin)
+        match endpoint {
+            Ok(endpoint) if args.tty => client::terminal::run(&rt, &endpoint, req, !args.no_stdin),
+            Ok(endpoint) => client::exec::run(&rt, &endpoint, req, !args.no_stdin),
+            Err(_) if args.tty => anyhow::bail!(
+                "-t gives a terminal on one host; run a command on several without it"
+            ),
+            Err(hosts) => {
+                let options = args.connect.fanout_options();
+                fanout::exec(&rt, hosts, options, req, args.no_stdin, &args.output)
+            }
         }
     };
     std::process::exit(exit::process_code(code).into());
@@ -153,16 +172,25 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
     let code = if args.legacy {
+        fanout::one_legacy_host(&args.connect)?;
         client::shell::run_legacy(&rt, args.connect.legacy_host(), args.encoding)
     } else {
-        let endpoint = args.connect.endpoint()?;
-        let tty = args.tty || (!args.no_tty && std::io::stdin().is_terminal());
-        if args.each_line {
-            client::shell::run(&rt, &endpoint)
-        } else if tty {
-            client::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
-        } else {
-            client::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+        match args.connect.endpoint_or_hosts(false)? {
+            Err(hosts) => {
+                // Each line on every host, gathered (ClusterShell's way).
+                let options = args.connect.fanout_options();
+                wiresh::fanout::shell::run(&rt, &hosts, &options)
+            }
+            Ok(endpoint) => {
+                let tty = args.tty || (!args.no_tty && std::io::stdin().is_terminal());
+                if args.each_line {
+                    client::shell::run(&rt, &endpoint)
+                } else if tty {
+                    client::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+                } else {
+                    client::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+                }
+            }
         }
     };
     std::process::exit(exit::process_code(code).into());
@@ -172,8 +200,17 @@ pub fn shell(args: ShellArgs) -> Result<i32> {
 pub fn put(args: PutArgs) -> Result<i32> {
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
-    let endpoint = args.copy.connect.endpoint()?;
     let flags = args.copy.flags()?;
+    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => endpoint,
+        Err(hosts) => {
+            let direction = Direction::Put {
+                sources,
+                remote: remote.clone(),
+            };
+            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
+        }
+    };
     Ok(client::copy::put(
         &runtime()?,
         &endpoint,
@@ -186,8 +223,18 @@ pub fn put(args: PutArgs) -> Result<i32> {
 /// `wiresh get REMOTE... LOCAL`.
 pub fn get(args: GetArgs) -> Result<i32> {
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
-    let endpoint = args.copy.connect.endpoint()?;
     let flags = args.copy.flags()?;
+    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => endpoint,
+        Err(hosts) => {
+            // Like rpdcp: DEST/HOST/... for each host.
+            let direction = Direction::Get {
+                sources: sources.to_vec(),
+                dest: PathBuf::from(local),
+            };
+            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
+        }
+    };
     Ok(client::copy::get(
         &runtime()?,
         &endpoint,

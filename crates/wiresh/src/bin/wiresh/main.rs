@@ -5,11 +5,13 @@
 //! - `serve`: settings → the daemon's configuration, then the daemon;
 //! - `settings`: `serve`'s flags, environment and config file, merged;
 //! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
+//! - `fanout`: the flags for many hosts, and their fan-out;
 //! - `keygen`: a client key pair;
 //! - `help`: completion scripts and manual pages from the same definition.
 
 mod args;
 mod client;
+mod fanout;
 mod help;
 mod keygen;
 mod serve;

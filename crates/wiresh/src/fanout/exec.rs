@@ -1,0 +1,394 @@
+//! `wiresh exec` on many hosts: one command everywhere, output shown as
+//! [`Display`] says, a summary on stderr, one exit status for all.
+
+use std::cell::Cell;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use wiresh_proto::ExecRequest;
+
+use super::capture::{Capture, Lines, Spool};
+use super::report::{self, Finished};
+use super::stdin::Broadcast;
+use super::{connect, each_host, Display, Host, Interrupts, Kind, Options, Outcome};
+use crate::client::local::{spawn_stdin_reader, Printer, StderrStyle};
+use crate::client::{ClientError, Connection, Output};
+use crate::exit;
+
+/// Everything `wiresh exec` on many hosts needs.
+#[derive(Debug)]
+pub struct Plan {
+    /// The hosts, in the order given.
+    pub hosts: Vec<Host>,
+    /// The command.
+    pub request: ExecRequest,
+    /// Send local stdin to every host.
+    pub forward_stdin: bool,
+    /// Parallelism, timeouts, `--fail-fast`.
+    pub options: Options,
+    /// How output is shown.
+    pub display: Display,
+    /// `-S`: exit with the largest status of any host, as `pdsh -S` does.
+    pub largest_status: bool,
+}
+
+/// Runs the plan; returns the exit status (see [`exit::for_fanout`]).
+pub fn run(rt: &Runtime, plan: Plan) -> i32 {
+    rt.block_on(async {
+        let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+        let stdin = if plan.forward_stdin {
+            match Broadcast::start(spawn_stdin_reader()) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("wiresh: cannot keep stdin for the hosts: {e}");
+                    return exit::CLIENT_FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let mut slots: Vec<Option<Connection>> = plan.hosts.iter().map(|_| None).collect();
+        let run = Command {
+            hosts: &plan.hosts,
+            request: &plan.request,
+            stdin: stdin.as_ref(),
+            options: &plan.options,
+            display: &plan.display,
+            interrupts: &interrupts,
+            keep_connections: false,
+        };
+        let mut ran = match run.run(&mut slots).await {
+            Ok(ran) => ran,
+            Err(e) => {
+                eprintln!("wiresh: {e}");
+                return exit::CLIENT_FAILURE;
+            }
+        };
+        for conn in slots.into_iter().flatten() {
+            conn.close().await;
+        }
+        if let Display::Gather | Display::Diff = plan.display {
+            if let Err(e) = ran.print_groups(plan.display == Display::Diff) {
+                eprintln!("wiresh: cannot print the output: {e}");
+            }
+        }
+        eprint!("{}", ran.summary());
+        ran.status(plan.largest_status, interrupts.count() > 0)
+    })
+}
+
+/// One command on many hosts, over connections that may be reused (the
+/// shell keeps them from line to line).
+pub(crate) struct Command<'a> {
+    pub(crate) hosts: &'a [Host],
+    pub(crate) request: &'a ExecRequest,
+    pub(crate) stdin: Option<&'a Broadcast>,
+    pub(crate) options: &'a Options,
+    pub(crate) display: &'a Display,
+    pub(crate) interrupts: &'a Interrupts,
+    /// Keep each connection for another command (the shell); otherwise a
+    /// host's connection is closed as soon as it is done, so that memory
+    /// and sockets follow `--fanout`, not the number of hosts.
+    pub(crate) keep_connections: bool,
+}
+
+/// What a command did on every host.
+pub(crate) struct Ran {
+    /// Every host, in the order given.
+    pub(crate) hosts: Vec<Finished>,
+    /// The spool of the gathering displays.
+    spool: Option<Arc<Spool>>,
+    /// Whether local stdout was closed under us.
+    pub(crate) stdout_closed: bool,
+}
+
+impl Ran {
+    /// The exit status of the whole run.
+    pub(crate) fn status(&self, largest_status: bool, interrupted: bool) -> i32 {
+        let kinds = || self.hosts.iter().map(|h| h.outcome.verdict().kind);
+        exit::for_fanout(&exit::Fanout {
+            stdout_closed: self.stdout_closed,
+            interrupted,
+            unreachable: kinds().any(|k| matches!(k, Kind::Unreachable | Kind::Lost)),
+            failed: kinds().any(|k| k != Kind::Ok),
+            largest: largest_status
+                .then(|| self.hosts.iter().filter_map(|h| h.outcome.status()).max())
+                .flatten(),
+        })
+    }
+
+    /// The summary of every host's outcome.
+    pub(crate) fn summary(&self) -> String {
+        report::summary(
+            self.hosts
+                .iter()
+                .map(|h| (h.name.as_str(), h.outcome.verdict())),
+        )
+    }
+
+    /// Whether every host ran the command and it exited 0.
+    pub(crate) fn all_ok(&self) -> bool {
+        self.hosts
+            .iter()
+            .all(|h| h.outcome.verdict().kind == Kind::Ok)
+    }
+
+    /// Prints the groups (for `--gather` and `--diff`).
+    pub(crate) fn print_groups(&mut self, diff: bool) -> io::Result<()> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        let groups = report::groups(&self.hosts);
+        let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
+        let printed = report::print_groups(&groups, spool, diff, &mut out, &mut err);
+        if matches!(&printed, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+            self.stdout_closed = true;
+            return Ok(());
+        }
+        printed
+    }
+}
+
+impl Command<'_> {
+    /// Runs the command on every host (`slots[i]` is host i's connection,
+    /// made when missing).
+    pub(crate) async fn run(&self, slots: &mut [Option<Connection>]) -> io::Result<Ran> {
+        let spool = match self.display {
+            Display::Gather | Display::Diff | Display::Json => Some(Spool::new()?),
+            Display::Live | Display::Outdir(_) => None,
+        };
+        if let Display::Outdir(dir) = self.display {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create --outdir {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        let printer =
+            matches!(self.display, Display::Live).then(|| Printer::start(StderrStyle::Plain));
+        // Hosts finish into a queue that the reporter empties: JSON lines
+        // are written off the event loop, so a slow stdout never starves
+        // the connections of their keepalives.
+        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<(usize, Finished)>();
+        let json_closed = Cell::new(false);
+        let reporter = async {
+            let mut all = Vec::new();
+            while let Some((i, host)) = finished_rx.recv().await {
+                let host = match (&self.display, &spool) {
+                    (Display::Json, Some(spool)) => {
+                        let spool = spool.clone();
+                        let written = tokio::task::spawn_blocking(move || {
+                            let r = report::write_json(&host, &spool, &mut io::stdout().lock());
+                            (host, r)
+                        })
+                        .await;
+                        let (host, result) = match written {
+                            Ok(done) => done,
+                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                        };
+                        if result.is_err() && !json_closed.replace(true) {
+                            // Local stdout is gone: disconnect every host, as `| head` would.
+                            self.interrupts.raise();
+                            self.interrupts.raise();
+                        }
+                        host
+                    }
+                    _ => {
+                        if let Outcome::Unreachable(e) | Outcome::Failed(e) = &host.outcome {
+                            // Live output says it in turn with the lines (`Target::report`).
+                            if printer.is_none() {
+                                eprintln!("{}: wiresh: {e}", host.name);
+                            }
+                        }
+                        host
+                    }
+                };
+                all.push((i, host));
+            }
+            all
+        };
+        let engine = async {
+            let jobs = self.hosts.iter().zip(slots.iter_mut());
+            let not_run = each_host(
+                jobs,
+                self.options,
+                self.interrupts,
+                |i, (host, slot)| {
+                    let capture = match (&self.display, &spool, &printer) {
+                        (Display::Outdir(dir), _, _) => Target::Files(dir),
+                        (_, Some(spool), _) => Target::Spool(spool.clone()),
+                        (_, None, Some(printer)) => Target::Live(printer.sender().clone()),
+                        _ => unreachable!("every display has its capture"),
+                    };
+                    self.run_host(i, host, slot, capture)
+                },
+                |host: &Finished| host.outcome.verdict().kind != Kind::Ok,
+                |i, host| {
+                    let _ = finished_tx.send((i, host));
+                },
+            )
+            .await;
+            for (i, (host, _)) in not_run {
+                let _ = finished_tx.send((i, not_run_host(host)));
+            }
+            drop(finished_tx);
+        };
+        let ((), mut all) = tokio::join!(engine, reporter);
+        all.sort_by_key(|(i, _)| *i);
+        let mut stdout_closed = json_closed.get();
+        if let Some(printer) = printer {
+            printer.sync().await;
+            stdout_closed |= printer.stdout_closed();
+        }
+        Ok(Ran {
+            hosts: all.into_iter().map(|(_, h)| h).collect(),
+            spool,
+            stdout_closed,
+        })
+    }
+
+    /// Runs the command on one host.
+    async fn run_host(
+        &self,
+        id: usize,
+        host: &Host,
+        slot: &mut Option<Connection>,
+        target: Target<'_>,
+    ) -> Finished {
+        let began = Instant::now();
+        let finished = |outcome, captured| Finished {
+            name: host.name.clone(),
+            target: host.endpoint.target.to_string(),
+            outcome,
+            duration: began.elapsed(),
+            captured,
+        };
+        let conn = match slot {
+            Some(conn) => conn,
+            None => match connect(&host.endpoint, self.options.connect_timeout).await {
+                Ok(conn) => slot.insert(conn),
+                Err(e) => {
+                    let outcome = Outcome::Unreachable(e);
+                    target.report(&host.name, &outcome).await;
+                    return finished(outcome, Default::default());
+                }
+            },
+        };
+        if self.interrupts.count() > 0 {
+            return finished(Outcome::NotRun, Default::default());
+        }
+        let mut capture = match target.capture(&host.name) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: wiresh: {e}", host.name);
+                return finished(
+                    Outcome::Failed(ClientError::OutputClosed),
+                    Default::default(),
+                );
+            }
+        };
+        let (stdin, _feeding) = match self.stdin {
+            Some(b) => {
+                let (rx, task) = b.feed(id);
+                (Some(rx), Some(task))
+            }
+            None => (None, None),
+        };
+        let (tx, rx) = mpsc::channel::<Output>(1);
+        let mut counts = (0u64, 0u64);
+        let running = async {
+            let tx = tx;
+            conn.run(
+                self.request.clone(),
+                stdin,
+                &tx,
+                self.interrupts.canceller(),
+            )
+            .await
+        };
+        let draining = async {
+            let mut rx = rx; // owned, so that returning drops it
+            while let Some(chunk) = rx.recv().await {
+                if capture.take(chunk, &mut counts).await.is_err() {
+                    return; // dropping `rx` ends the command: OutputClosed
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(running, draining);
+        let outcome = match result {
+            Ok(status) => Outcome::Exited(status),
+            Err(e) => {
+                if !e.connection_usable() {
+                    *slot = None;
+                }
+                if matches!(e, ClientError::OutputClosed) && self.interrupts.count() < 2 {
+                    // Local stdout is gone (`| head`): stop every host.
+                    self.interrupts.raise();
+                    self.interrupts.raise();
+                }
+                Outcome::Failed(e)
+            }
+        };
+        let captured = capture.finish(counts).await.unwrap_or_default();
+        target.report(&host.name, &outcome).await;
+        if !self.keep_connections {
+            if let Some(conn) = slot.take() {
+                conn.close().await;
+            }
+        }
+        finished(outcome, captured)
+    }
+}
+
+/// Where a host's output is to go (its [`Capture`] is made once the
+/// host is connected).
+enum Target<'a> {
+    Live(mpsc::Sender<crate::client::local::PrintJob>),
+    Files(&'a std::path::Path),
+    Spool(Arc<Spool>),
+}
+
+impl Target<'_> {
+    fn capture(&self, name: &str) -> io::Result<Capture> {
+        Ok(match self {
+            Target::Live(printer) => {
+                let prefix: Arc<[u8]> = format!("{name}: ").into_bytes().into();
+                Capture::Live {
+                    printer: printer.clone(),
+                    out: Lines::new(prefix.clone()),
+                    err: Lines::new(prefix),
+                }
+            }
+            Target::Files(dir) => Capture::files(dir, name)?,
+            Target::Spool(spool) => Capture::Spool {
+                spool: spool.clone(),
+                streams: Default::default(),
+            },
+        })
+    }
+
+    /// In live mode, says on stderr, in turn with the output, why a host
+    /// failed (the other displays say it when the host is reported).
+    async fn report(&self, name: &str, outcome: &Outcome) {
+        if let (Target::Live(printer), Outcome::Unreachable(e) | Outcome::Failed(e)) =
+            (self, outcome)
+        {
+            let line = format!("{name}: wiresh: {e}\n").into_bytes();
+            let _ = super::capture::print(printer, false, line).await;
+        }
+    }
+}
+
+fn not_run_host(host: &Host) -> Finished {
+    Finished {
+        name: host.name.clone(),
+        target: host.endpoint.target.to_string(),
+        outcome: Outcome::NotRun,
+        duration: Default::default(),
+        captured: Default::default(),
+    }
+}

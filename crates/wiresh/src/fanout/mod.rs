@@ -1,0 +1,340 @@
+//! Fan-out: one command, or one copy, on many hosts at once, the job of
+//! pdsh, parallel-ssh and ClusterShell.
+//!
+//! Every host gets its own library [`Connection`]; at most
+//! [`Options::fanout`] run at once, launched in the order the hosts were
+//! given. What each host prints is kept apart by host and shown one of
+//! several ways ([`Display`]); a summary of what happened on every host
+//! ends each run, and the exit status says whether all went well
+//! ([`crate::exit::for_fanout`]).
+//!
+//! - [`select`]: `-H`, `-g`, `-x` and the inventory, to hosts and endpoints;
+//! - `capture`: each host's output, as prefixed lines, files, or a spool;
+//! - `stdin`: local stdin, read once, for every host;
+//! - `report`: groups of identical output, diffs, JSON lines, the summary;
+//! - [`exec`]: `wiresh exec` on many hosts;
+//! - [`shell`]: `wiresh shell` on many hosts, each line gathered;
+//! - [`copy`]: `wiresh put` and `wiresh get` on many hosts.
+
+mod capture;
+pub mod copy;
+pub mod exec;
+mod report;
+pub mod select;
+pub mod shell;
+mod stdin;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+use wiresh_proto::{ErrorCode, ExitStatus};
+
+use crate::client::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
+use crate::exit;
+use crate::task::AbortOnDrop;
+
+/// Hosts worked on at once unless `--fanout` says otherwise (pdsh's and
+/// clush's default is 32 and 64; connections here are cheap).
+pub const DEFAULT_FANOUT: usize = 64;
+
+/// How long connecting to one host may take, unless `--connect-timeout`
+/// says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = CONNECT_TIMEOUT;
+
+/// One host of a fan-out: the name it is shown by, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The name as selected (`web01`, `127.0.0.1:7001`): output prefixes,
+    /// group headers, file names and the summary use it.
+    pub name: String,
+    /// Where it is and how to authenticate.
+    pub endpoint: Endpoint,
+}
+
+/// How a fan-out runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most hosts worked on at once (at least 1).
+    pub fanout: usize,
+    /// Most time to connect to and authenticate with one host.
+    pub connect_timeout: Duration,
+    /// Launch no more hosts once one has failed.
+    pub fail_fast: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fanout: DEFAULT_FANOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            fail_fast: false,
+        }
+    }
+}
+
+/// How the hosts' output is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Display {
+    /// As it comes, each line prefixed with its host (`web01: ...`).
+    Live,
+    /// At the end, hosts with the same output and status grouped under one
+    /// header (`clush -b`, `dshbak -c`).
+    Gather,
+    /// Like [`Display::Gather`], each group as a diff against the largest.
+    Diff,
+    /// One JSON object per host per line, as each host finishes.
+    Json,
+    /// Each host's stdout and stderr to `DIR/HOST.out` and `DIR/HOST.err`.
+    Outdir(PathBuf),
+}
+
+/// What became of one host.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The command ran and ended with this status.
+    Exited(ExitStatus),
+    /// No connection could be made or authenticated.
+    Unreachable(ClientError),
+    /// Connected, but the command could not run, or the connection broke.
+    Failed(ClientError),
+    /// Never launched: Ctrl-C or `--fail-fast` came first.
+    NotRun,
+}
+
+/// The kind of an [`Outcome`], in the order the summary lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Exit status 0.
+    Ok,
+    /// A non-zero status, a signal, or a command that could not start.
+    Failed,
+    /// Killed by the server when `--timeout` ran out.
+    TimedOut,
+    /// Refused by the server's policy (or its limits).
+    Refused,
+    /// Could not be connected to or authenticated with.
+    Unreachable,
+    /// The connection broke while the command ran.
+    Lost,
+    /// Not launched.
+    NotRun,
+}
+
+impl Kind {
+    /// The name used in JSON and the summary.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::Failed => "failed",
+            Kind::TimedOut => "timed_out",
+            Kind::Refused => "refused",
+            Kind::Unreachable => "unreachable",
+            Kind::Lost => "lost",
+            Kind::NotRun => "not_run",
+        }
+    }
+}
+
+/// An outcome as the summary and the exit status see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Verdict {
+    /// What kind of outcome.
+    pub kind: Kind,
+    /// What the summary groups by: `exit 3`, `killed by signal 9`,
+    /// `unreachable (connection refused)`, ...
+    pub label: String,
+}
+
+impl Outcome {
+    /// This outcome's kind and label.
+    pub fn verdict(&self) -> Verdict {
+        let (kind, label) = match self {
+            Outcome::Exited(s) if s.timed_out => (Kind::TimedOut, "timed out".to_string()),
+            Outcome::Exited(s) => match (s.code, s.signal) {
+                (Some(0), _) => (Kind::Ok, "exit 0".to_string()),
+                (Some(code), _) => (Kind::Failed, format!("exit {code}")),
+                (None, Some(sig)) => (Kind::Failed, format!("killed by signal {sig}")),
+                (None, None) => (Kind::Failed, "no exit status".to_string()),
+            },
+            Outcome::Unreachable(e) => (Kind::Unreachable, format!("unreachable ({})", reason(e))),
+            Outcome::Failed(e) => match e {
+                ClientError::Remote {
+                    code: ErrorCode::Forbidden,
+                    ..
+                } => (Kind::Refused, "refused by policy".to_string()),
+                ClientError::Remote {
+                    code: ErrorCode::SpawnFailed,
+                    ..
+                } => (Kind::Failed, "not started".to_string()),
+                ClientError::Remote { code, .. } if e.connection_usable() => {
+                    (Kind::Refused, format!("refused ({code})"))
+                }
+                _ => (Kind::Lost, reason(e)),
+            },
+            Outcome::NotRun => (Kind::NotRun, "not run".to_string()),
+        };
+        Verdict { kind, label }
+    }
+
+    /// The exit status a single-host `wiresh exec` would have given (ssh's
+    /// contract), for `-S`; `None` for a host that was not run.
+    pub fn status(&self) -> Option<i32> {
+        match self {
+            Outcome::Exited(s) => Some(exit::for_status(s)),
+            Outcome::Unreachable(e) | Outcome::Failed(e) => Some(exit::for_error(e)),
+            Outcome::NotRun => None,
+        }
+    }
+}
+
+/// A short reason for an error, without the host's name, so that hosts
+/// failing the same way fall into one group.
+fn reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { source, .. } => source.kind().to_string(),
+        ClientError::Timeout(_) => "no answer in time".to_string(),
+        ClientError::Tls(m) if m.starts_with("WARNING") => "fingerprint changed".to_string(),
+        ClientError::Tls(_) => "TLS failed".to_string(),
+        ClientError::Remote { code, .. } => code.to_string(),
+        ClientError::Protocol(_) => "protocol error".to_string(),
+        ClientError::Closed(_) => "connection lost".to_string(),
+        ClientError::Interrupted => "interrupted".to_string(),
+        ClientError::OutputClosed => "local output closed".to_string(),
+        ClientError::Unsupported(_) => "feature not offered".to_string(),
+    }
+}
+
+/// Connects to `endpoint` within `limit`.
+pub async fn connect(endpoint: &Endpoint, limit: Duration) -> Result<Connection, ClientError> {
+    match tokio::time::timeout(limit, Connection::connect(endpoint)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout(format!(
+            "no answer from {} within {limit:?} (--connect-timeout)",
+            endpoint.target
+        ))),
+    }
+}
+
+impl Default for Interrupts {
+    fn default() -> Interrupts {
+        Interrupts::new()
+    }
+}
+
+/// The shell keeps a connection per host: lets this process have that
+/// many open files, as far as its hard limit allows.
+pub(crate) fn raise_open_files_limit(connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = connections as u64 + 64; // stdio, the spool, the runtime's own
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        }
+    }
+}
+
+/// How many times Ctrl-C was pressed: the first cancels every command, the
+/// second disconnects from every host.
+#[derive(Debug, Clone)]
+pub struct Interrupts {
+    raise: Arc<watch::Sender<u8>>,
+    count: watch::Receiver<u8>,
+}
+
+impl Interrupts {
+    /// Counts this process's Ctrl-Cs from now on (until the guard drops).
+    pub fn from_ctrl_c() -> (Interrupts, impl Drop) {
+        let interrupts = Interrupts::new();
+        let raiser = interrupts.clone();
+        let task = tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                raiser.raise();
+            }
+        });
+        (interrupts, AbortOnDrop(task))
+    }
+
+    /// Interrupts that only [`Interrupts::raise`] raises.
+    pub fn new() -> Interrupts {
+        let (raise, count) = watch::channel(0u8);
+        Interrupts {
+            raise: Arc::new(raise),
+            count,
+        }
+    }
+
+    /// Acts as one Ctrl-C.
+    pub fn raise(&self) {
+        self.raise.send_modify(|n| *n = n.saturating_add(1));
+    }
+
+    /// Ctrl-Cs so far.
+    pub fn count(&self) -> u8 {
+        *self.count.borrow()
+    }
+
+    /// A `cancel` for [`Connection::run`]: each call's future resolves at
+    /// the next Ctrl-C this host has not yet acted on.
+    pub fn canceller(&self) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let acted = Arc::new(AtomicU8::new(0));
+        let count = self.count.clone();
+        move || {
+            let (acted, mut count) = (acted.clone(), count.clone());
+            Box::pin(async move {
+                let want = acted.load(Ordering::Relaxed).saturating_add(1);
+                if count.wait_for(|&n| n >= want).await.is_err() {
+                    // Nobody counts any more: no Ctrl-C will come.
+                    std::future::pending::<()>().await;
+                }
+                acted.store(want, Ordering::Relaxed);
+            })
+        }
+    }
+}
+
+/// Runs `job` on every item, at most `options.fanout` at once, launching
+/// in order; stops launching after a Ctrl-C, or (with `fail_fast`) once a
+/// result is a failure. `done` gets each result as it comes. Returns the
+/// items never launched, with their places.
+pub(crate) async fn each_host<I, R, Fut>(
+    items: I,
+    options: &Options,
+    interrupts: &Interrupts,
+    mut job: impl FnMut(usize, I::Item) -> Fut,
+    failed: impl Fn(&R) -> bool,
+    mut done: impl FnMut(usize, R),
+) -> Vec<(usize, I::Item)>
+where
+    I: IntoIterator,
+    Fut: Future<Output = R>,
+{
+    let mut items = items.into_iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    let mut stop = false;
+    loop {
+        while !stop && running.len() < options.fanout.max(1) {
+            if interrupts.count() > 0 {
+                stop = true;
+                break;
+            }
+            let Some((i, item)) = items.next() else {
+                break;
+            };
+            let work = job(i, item);
+            running.push(async move { (i, work.await) });
+        }
+        let Some((i, result)) = running.next().await else {
+            break;
+        };
+        if options.fail_fast && failed(&result) {
+            stop = true;
+        }
+        done(i, result);
+    }
+    items.collect()
+}
