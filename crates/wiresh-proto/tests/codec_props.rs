@@ -929,6 +929,7 @@ fn example_server_frames() -> Vec<Frame> {
                 "stdin".into(),
                 "cancel".into(),
                 "ping".into(),
+                "pty".into(),
             ],
             keepalive_secs: 20,
             max_body: 1048576,
@@ -1004,7 +1005,7 @@ fn worked_example_bytes() {
     let mut want = Vec::new();
     for (header, body) in [
         (
-            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel","ping"],"keepalive_secs":20,"max_body":1048576,"max_header":65536,"stdin_window":1048576,"body_len":0}"#[..],
+            &br#"{"type":"hello","version":1,"server":"wiresh/0.1.0","features":["exec","stdin","cancel","ping","pty"],"keepalive_secs":20,"max_body":1048576,"max_header":65536,"stdin_window":1048576,"body_len":0}"#[..],
             &b""[..],
         ),
         (br#"{"type":"auth_ok","body_len":0}"#, b""),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
-use wiresh_proto::{ErrorCode, Message, Secret};
+use wiresh_proto::{ErrorCode, Message};
 
 /// A TCP connection to `server` from the loopback address `from`.
 async fn connect_from(from: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
@@ -93,23 +93,7 @@ async fn exempt_networks_are_not_locked_out_by_wrong_tokens() {
             args = vec!["--exempt", "127.0.0.0/8"];
         }
         let server = Server::start_with(&args);
-        // Six wrong tokens at once (each is answered after a delay).
-        let guesses: Vec<_> = (0..6)
-            .map(|_| {
-                let addr = server.addr;
-                tokio::spawn(async move {
-                    let (mut c, _) = RawConn::greeted(addr).await;
-                    c.send(Message::Auth {
-                        token: Secret("wrong".into()),
-                    })
-                    .await;
-                    c.recv().await
-                })
-            })
-            .collect();
-        for guess in guesses {
-            bounded("a wrong guess", guess).await.unwrap();
-        }
+        wrong_tokens(server.addr, 6).await;
         let (mut c, _) = RawConn::greeted(server.addr).await;
         c.send(Message::Auth {
             token: server.token.clone(),

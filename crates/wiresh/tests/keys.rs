@@ -216,3 +216,24 @@ async fn keygen_never_overwrites_and_keys_must_be_private() {
         out.stderr_str()
     );
 }
+
+/// A flood of wrong tokens locks its address out, even for the right
+/// token; a client whose authorized key proves who it is still gets in
+/// from that address (issue 9: keep the penalty, spare the key).
+#[tokio::test]
+async fn a_key_gets_in_while_wrong_tokens_lock_its_address_out() {
+    let alice = KeyClient::new("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server("either", dir.path(), &[&alice.line], &[]);
+    wrong_tokens(server.addr, 6).await;
+    let (mut c, _) = RawConn::greeted(server.addr).await;
+    c.send(wiresh_proto::Message::Auth {
+        token: server.token.clone(),
+    })
+    .await;
+    c.expect_error(wiresh_proto::ErrorCode::RateLimited).await;
+
+    let out = alice.run(&server, "echo still in").await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout, b"still in\n");
+}

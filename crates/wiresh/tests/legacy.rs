@@ -619,7 +619,13 @@ async fn client_refuses_an_empty_command_and_reports_a_truncated_answer() {
 
 /// `wiresh serve --legacy-listen` with its legacy address from the banner.
 fn start_binary_with_legacy() -> (common::Server, SocketAddr) {
-    let server = common::Server::start_with(&["--legacy-listen", "127.0.0.1:0"]);
+    start_binary_with_legacy_and(&[])
+}
+
+/// `wiresh serve --legacy-listen` with more flags, and its legacy address.
+fn start_binary_with_legacy_and(args: &[&str]) -> (common::Server, SocketAddr) {
+    let all = [&["--legacy-listen", "127.0.0.1:0"], args].concat();
+    let server = common::Server::start_with(&all);
     let addr = server
         .banner
         .iter()
@@ -737,19 +743,6 @@ async fn exec_legacy_exits_255_when_the_answer_is_broken() {
 }
 
 // ---- The legacy listener follows the server's rules ----
-
-/// `wiresh serve --legacy-listen` with more flags, and its legacy address.
-fn start_binary_with_legacy_and(args: &[&str]) -> (common::Server, SocketAddr) {
-    let all = [&["--legacy-listen", "127.0.0.1:0"], args].concat();
-    let server = common::Server::start_with(&all);
-    let addr = server
-        .banner
-        .iter()
-        .find_map(|line| line.split("legacy protocol (no authentication) on ").nth(1))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no legacy address in the banner {:?}", server.banner));
-    (server, addr)
-}
 
 /// `--max-commands` counts the legacy listener's commands with the wiresh
 /// listener's: over the limit, a legacy command is not run and its answer

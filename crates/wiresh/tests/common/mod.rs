@@ -94,6 +94,27 @@ pub const GONE_WITHIN: Duration = Duration::from_secs(2);
 /// Path of the `wiresh` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wiresh");
 
+/// Sends `count` wrong tokens to `addr` at once, each on a connection of
+/// its own, and waits for every answer (each comes after the server's
+/// delay): enough of them lock the address out.
+pub async fn wrong_tokens(addr: SocketAddr, count: usize) {
+    let guesses: Vec<_> = (0..count)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut c, _) = RawConn::greeted(addr).await;
+                c.send(Message::Auth {
+                    token: Secret("wrong".into()),
+                })
+                .await;
+                c.recv().await
+            })
+        })
+        .collect();
+    for guess in guesses {
+        bounded("a wrong guess", guess).await.unwrap();
+    }
+}
+
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`BOUND`].
 pub async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     match timeout(BOUND, fut).await {
