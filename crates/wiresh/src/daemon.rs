@@ -291,13 +291,15 @@ async fn apply_reload(
                 );
                 *fingerprint = new.fingerprint;
             }
-            let server = new.server;
+            let (auth, clients) = (new.server.auth, new.server.clients.len());
+            // In force before it is said to be: whoever reads the log line
+            // and connects gets the new settings.
+            settings.send_replace(Arc::new(new.server));
             info!(
-                auth = %server.auth,
-                authorized_clients = server.clients.len(),
+                %auth,
+                authorized_clients = clients,
                 "configuration reloaded; new connections use it, open ones keep theirs"
             );
-            settings.send_replace(Arc::new(server));
             notify::ready("configuration reloaded");
         }
         Err(e) => {
