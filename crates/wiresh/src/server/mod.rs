@@ -7,6 +7,8 @@
 //! connection never reaches another or the accept loop.
 //!
 //! - [`config`]: the settings and the one home of their defaults;
+//! - [`admission`]: the budget of connections still authenticating, apart
+//!   from the authenticated ones, capped per address;
 //! - `handler`: one connection from its first byte (TLS, preamble, hello,
 //!   auth) to its log line, dispatching each request;
 //! - `session`: what a request handler holds: the connection, the peer,
