@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ const DATA_QUEUE: usize = 4;
 /// Control frames in flight; a peer that fills this (say, with pings it
 /// never reads the answers to) is misbehaving.
 const CONTROL_QUEUE: usize = 32;
+/// Most bytes of `pong` bodies queued and not yet written: a pong is
+/// skipped rather than queued past this (one is always queued when none
+/// is waiting). Without it a peer that never reads could park a full
+/// control queue of pongs as large as the body limit, 32 MiB a connection.
+const PONG_BYTES: usize = 1024 * 1024;
 /// Most bytes gathered into one vectored write.
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Most buffers in one vectored write (well under the kernel's IOV_MAX).
@@ -146,6 +151,8 @@ pub struct FrameConn {
     writer: AbortOnDrop<()>,
     /// Bytes the writer has handed to the socket so far.
     written: Arc<AtomicU64>,
+    /// Bytes of `pong` bodies queued and not yet written.
+    pong_bytes: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for FrameConn {
@@ -177,12 +184,14 @@ impl FrameConn {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let written = Arc::new(AtomicU64::new(0));
+        let pong_bytes = Arc::new(AtomicUsize::new(0));
         let writer = tokio::spawn(write_frames(
             write,
             write_codec,
             data_rx,
             control_rx,
             written.clone(),
+            pong_bytes.clone(),
         ));
         FrameConn {
             reader: FramedRead::new(read, FrameCodec::new(read_limits)),
@@ -190,6 +199,7 @@ impl FrameConn {
             control,
             writer: AbortOnDrop(writer),
             written,
+            pong_bytes,
         }
     }
 
@@ -283,11 +293,17 @@ impl FrameConn {
         self.control.try_send(frame).is_ok()
     }
 
-    /// Answers a ping. When the control queue is full the peer is not
-    /// reading what it asked for, and the pong is skipped (documented): a
-    /// ping is a liveness hint, never a reason to end a command.
+    /// Answers a ping. When the control queue is full, or holds pongs of
+    /// [`PONG_BYTES`] already, the peer is not reading what it asked for,
+    /// and the pong is skipped (documented): a ping is a liveness hint,
+    /// never a reason to end a command.
     pub fn pong(&self, body: Bytes) {
-        self.try_send_control(Frame::with_body(Message::Pong, body));
+        let len = body.len();
+        let queued = self.pong_bytes.fetch_add(len, Ordering::AcqRel);
+        let room = queued == 0 || queued + len <= PONG_BYTES;
+        if !(room && self.try_send_control(Frame::with_body(Message::Pong, body))) {
+            self.pong_bytes.fetch_sub(len, Ordering::AcqRel);
+        }
     }
 
     /// A handle on the data queue for a task of its own.
@@ -322,6 +338,7 @@ async fn write_frames(
     mut data: mpsc::Receiver<Frame>,
     mut control: mpsc::Receiver<Frame>,
     written: Arc<AtomicU64>,
+    pong_bytes: Arc<AtomicUsize>,
 ) {
     // Headers are encoded into one buffer; bodies are written from their own
     // buffers with vectored writes, never copied.
@@ -337,8 +354,12 @@ async fn write_frames(
         // Gather whatever else is already queued, so a short command's
         // `started`, output and `exit` leave in one segment.
         let mut batched = 0;
+        let mut pongs = 0;
         let mut next = Some(first);
         while let Some(frame) = next.take() {
+            if frame.message == Message::Pong {
+                pongs += frame.body.len();
+            }
             if let Err(e) = codec.encode_header(&frame.message, frame.body.len(), &mut headers) {
                 tracing::error!("dropping a frame that cannot be encoded: {e}");
                 continue;
@@ -356,6 +377,7 @@ async fn write_frames(
             tracing::debug!("connection write failed: {e}");
             return;
         }
+        pong_bytes.fetch_sub(pongs, Ordering::AcqRel);
         // Before waiting for more, push out what the transport may still
         // hold: a no-op for TCP, but TLS buffers records the socket did not
         // take yet, and the peer would wait for them forever.

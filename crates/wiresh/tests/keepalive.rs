@@ -158,3 +158,35 @@ async fn many_commands_on_one_connection() {
         assert_eq!(ran.stderr_str(), format!("e{i}\n"));
     }
 }
+
+/// A client that sends large pings and reads none of the pongs gets some
+/// of them skipped (the protocol allows it) rather than a whole control
+/// queue of 1 MiB pongs parked in the server, 32 MiB a connection.
+#[tokio::test]
+async fn pongs_nobody_reads_are_skipped_not_hoarded() {
+    let server = Server::start();
+    let (mut c, hello) = server.raw_with_hello().await;
+    let body = vec![b'p'; hello.max_body as usize];
+    let before = status_kib(server.pid(), "VmRSS").expect("the server's memory");
+    let sampler = RssSampler::start(server.pid());
+    for _ in 0..48 {
+        c.send_frame(Frame::with_body(Message::Ping, body.clone()))
+            .await;
+    }
+    // The server reads on while its writes wait: give it time to take all.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let grown_kib = sampler.peak_kib().saturating_sub(before);
+    eprintln!("server memory grew by {grown_kib} KiB");
+    assert!(
+        grown_kib < 12 * 1024,
+        "the server grew by {grown_kib} KiB holding pongs nobody reads"
+    );
+    // The connection still works once the client reads again.
+    c.send_frame(Frame::with_body(Message::Ping, &b"last"[..]))
+        .await;
+    loop {
+        if c.expect_pong().await == b"last"[..] {
+            break;
+        }
+    }
+}

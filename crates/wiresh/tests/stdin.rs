@@ -216,3 +216,41 @@ async fn input_left_at_exit_ends_with_the_exit() {
     );
     assert_eq!(run.acked, sent as u64);
 }
+
+/// Input in one-byte frames, a whole window of it, to a command that reads
+/// none: the server holds about the window, not the frames it came in (each
+/// one's share of the connection's read buffer and a queue entry, some 70
+/// times the window).
+#[tokio::test]
+async fn tiny_stdin_frames_cost_about_their_window() {
+    let server = Server::start();
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let window = hello.stdin_window as usize;
+    let pid = raw.start(exec_with_stdin("sleep 1000")).await;
+    let before = status_kib(server.pid(), "VmRSS").expect("the server's memory");
+    let sampler = RssSampler::start(server.pid());
+    let per_batch = 4096;
+    let batch = frame_bytes(&Frame::with_body(Message::Stdin, &b"x"[..])).repeat(per_batch);
+    for _ in 0..window / per_batch {
+        raw.send_raw(&batch).await;
+    }
+    // Once the pong is back, the server has read every frame before it.
+    raw.send_frame(Frame::with_body(Message::Ping, &b"all read?"[..]))
+        .await;
+    loop {
+        match raw.recv().await.message {
+            Message::StdinAck { .. } => {}
+            Message::Pong => break,
+            other => panic!("expected pong or stdin_ack, got {other:?}"),
+        }
+    }
+    let grown_kib = sampler.peak_kib().saturating_sub(before);
+    eprintln!("server memory grew by {grown_kib} KiB for a window of {window} bytes");
+    assert!(
+        grown_kib < 16 * 1024,
+        "the server grew by {grown_kib} KiB for {window} bytes of input in one-byte frames"
+    );
+    raw.send(Message::Cancel).await;
+    let run = raw.finish_started(pid).await;
+    assert_killed(&run.status, libc::SIGTERM);
+}

@@ -292,3 +292,29 @@ async fn connection_and_auth_failures_exit_255() {
     );
     assert!(!fx.root.join("f.txt").exists());
 }
+
+/// One `mkdir` can make a tree some two thousand levels deep (a path just
+/// under `PATH_MAX`); listing it sends every level and the server stays up.
+/// (Walked by recursion, such a tree overflowed the walking thread's stack
+/// and aborted the whole server, every connection and command with it.)
+#[tokio::test]
+async fn a_very_deep_tree_is_listed_and_the_server_stays_up() {
+    let fx = Files::start();
+    let mut c = fx.server.raw().await;
+    let depth = 2000;
+    raw_mkdir(&mut c, &vec!["d"; depth].join("/"), None).await;
+    c.send(Message::List { path: ".".into() }).await;
+    let mut deepest = String::new();
+    loop {
+        match answer(&mut c).await.message {
+            Message::Entry(e) => deepest = e.path,
+            Message::ListEnd { count } => {
+                assert_eq!(count, depth as u64);
+                break;
+            }
+            other => panic!("expected entries and list_end, got {other:?}"),
+        }
+    }
+    assert_eq!(deepest.split('/').count(), depth);
+    assert_usable(&mut c).await;
+}

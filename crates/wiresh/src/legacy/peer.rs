@@ -20,6 +20,12 @@ pub fn loopback_peer_uid(local: SocketAddr, peer: SocketAddr) -> Option<u32> {
 
 /// In a `/proc/net/tcp`-style table, the uid of the socket whose own
 /// address is `peer` and whose remote address is `local`.
+///
+/// Only a socket some process still holds open counts (its inode, field 9,
+/// is not 0). A socket its owner has closed is orphaned, and once its FIN is
+/// acknowledged the kernel keeps it as a time-wait entry that it lists with
+/// uid 0 whoever opened it: a local user could otherwise send a command,
+/// close at once, and pass for root while the server reads the command.
 fn find_uid(table: &str, local: SocketAddr, peer: SocketAddr) -> Option<u32> {
     let same = |a: SocketAddr, b: SocketAddr| {
         a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
@@ -28,9 +34,11 @@ fn find_uid(table: &str, local: SocketAddr, peer: SocketAddr) -> Option<u32> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let own = parse_address(fields.get(1)?)?;
         let remote = parse_address(fields.get(2)?)?;
-        (same(own, peer) && same(remote, local))
-            .then(|| fields.get(7)?.parse().ok())
-            .flatten()
+        if !(same(own, peer) && same(remote, local)) {
+            return None;
+        }
+        let inode: u64 = fields.get(9)?.parse().ok()?;
+        (inode != 0).then(|| fields.get(7)?.parse().ok()).flatten()
     })
 }
 
@@ -72,6 +80,27 @@ mod tests {
         assert_eq!(loopback_peer_uid(local, elsewhere), None);
     }
 
+    /// A peer that sent its bytes and closed at once is no longer anyone's
+    /// socket: the kernel lists what is left of it with uid 0 (as if root
+    /// had opened it), so it must not be taken for anyone, root least of all.
+    #[test]
+    fn a_closed_peer_is_nobody_not_root() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(local).unwrap();
+        let (mut server_side, peer) = listener.accept().unwrap();
+        client.write_all(b"id").unwrap();
+        drop(client);
+        // The client's FIN has arrived (and been acknowledged) once the
+        // server side reads end of file after the command.
+        let mut got = Vec::new();
+        server_side.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"id");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(loopback_peer_uid(local, peer), None);
+    }
+
     #[test]
     fn parses_the_kernels_format() {
         if cfg!(target_endian = "little") {
@@ -86,12 +115,16 @@ mod tests {
         }
         assert_eq!(parse_address("zz:1"), None);
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n\
-                     0: 0100007F:9B6D 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000 0 1\n";
+                     0: 0100007F:9B6D 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000 0 1\n\
+                     1: 0100007F:9B6E 0100007F:1F90 05 00000000:00000000 03:0000176F 00000000     0 0 0 3\n";
         if cfg!(target_endian = "little") {
             let local = "127.0.0.1:8080".parse().unwrap();
             let peer = "127.0.0.1:39789".parse().unwrap();
             assert_eq!(find_uid(table, local, peer), Some(1000));
             assert_eq!(find_uid(table, peer, local), None);
+            // A closed socket's time-wait entry (inode 0) says uid 0: nobody.
+            let closed = "127.0.0.1:39790".parse().unwrap();
+            assert_eq!(find_uid(table, local, closed), None);
         }
     }
 }

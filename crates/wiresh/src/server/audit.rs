@@ -143,6 +143,17 @@ pub enum AuditError {
     },
 }
 
+/// The next action id, for every audit log this process opens: a reload
+/// opens the log anew while the legacy listener and the connections already
+/// open keep writing through the handle they started with, and ids must
+/// not repeat within one run of the server.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Held while a line is appended (and, on failure, cut back), by every
+/// audit log this process opens: two handles on one file (before and after
+/// a reload) must not interleave their lines, nor cut back each other's.
+static APPENDING: Mutex<()> = Mutex::new(());
+
 /// An open audit log.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -151,7 +162,6 @@ pub struct AuditLog {
     /// Device and inode of the file opened, to notice it being replaced.
     identity: (u64, u64),
     broken: AtomicBool,
-    next_id: AtomicU64,
 }
 
 impl AuditLog {
@@ -177,7 +187,6 @@ impl AuditLog {
             file: Mutex::new(file),
             identity: (meta.dev(), meta.ino()),
             broken: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -188,7 +197,7 @@ impl AuditLog {
 
     /// A new id for an action's `start` and `end` lines.
     fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Records that `action` starts, before it does; returns the id for its
@@ -238,6 +247,7 @@ impl AuditLog {
         };
         let mut line = serde_json::to_vec(record).map_err(|e| write_error(e.into()))?;
         line.push(b'\n');
+        let _appending = APPENDING.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         match std::fs::metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.identity => {}
@@ -361,6 +371,38 @@ mod tests {
         std::fs::write(&path, "{\"id\":").unwrap();
         assert_eq!(repair_tail(&path).unwrap(), Some(6));
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    /// A reload opens the log again while the legacy listener and the
+    /// connections already open write through the first handle: the ids of
+    /// both go on, never start over.
+    #[test]
+    fn ids_do_not_repeat_across_handles_on_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let action = Action {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            identity: "token:0",
+            action: "exec",
+            target: "true",
+            pty: false,
+        };
+        let before = AuditLog::open(&path).unwrap();
+        let first = before.start(&action).unwrap();
+        let reloaded = AuditLog::open(&path).unwrap();
+        let second = reloaded.start(&action).unwrap();
+        let third = before.start(&action).unwrap();
+        assert!(first != second && second != third && first != third);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: std::collections::HashSet<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "{text}");
     }
 
     #[test]

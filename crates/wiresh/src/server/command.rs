@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdout};
-use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
@@ -395,12 +394,96 @@ struct WindowExceeded {
 /// Chunks are queued without waiting (the client may have at most
 /// `stdin_window` bytes unacknowledged, which bounds the queue) and written
 /// by a task of their own; each written — or, once the command has closed
-/// its input, discarded — chunk is acknowledged with `stdin_ack` in the
+/// its input, discarded — piece is acknowledged with `stdin_ack` in the
 /// ordered output stream, which reopens the client's window.
+///
+/// Small chunks are copied together into pieces of up to [`STDIN_PIECE`]
+/// bytes rather than queued one by one: a `stdin` body is a view into the
+/// connection's read buffer, so a window of one-byte frames, each queued
+/// as it came, kept some 70 times the window alive (every frame's share of
+/// the buffer, and a queue entry each).
 struct StdinFeed {
-    queue: Option<mpsc::UnboundedSender<Bytes>>,
+    inbox: Arc<StdinInbox>,
+    /// Whether input is still taken (until `stdin_end`).
+    open: bool,
     unacked: Arc<AtomicUsize>,
     _writer: AbortOnDrop<()>,
+}
+
+/// Input smaller than this is copied into a shared piece; larger input is
+/// queued as it came (it pins little more than itself).
+const STDIN_COPY_BELOW: usize = 16 * 1024;
+
+/// Most bytes small input is gathered into before a new piece starts.
+const STDIN_PIECE: usize = 64 * 1024;
+
+/// The queue between [`StdinFeed::push`] and the task that writes.
+#[derive(Default)]
+struct StdinInbox {
+    state: std::sync::Mutex<InboxState>,
+    /// Woken when input arrives or the input ends.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct InboxState {
+    /// Pieces ready to write, in order.
+    pieces: std::collections::VecDeque<Bytes>,
+    /// Small input gathered after the last piece.
+    tail: BytesMut,
+    /// `stdin_end` arrived: once the queue is written, close the input.
+    ended: bool,
+}
+
+impl StdinInbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, chunk: Bytes) {
+        let mut state = self.state();
+        let state = &mut *state;
+        if chunk.len() < STDIN_COPY_BELOW {
+            if state.tail.len() + chunk.len() > STDIN_PIECE {
+                let full = state.tail.split().freeze();
+                state.pieces.push_back(full);
+            }
+            state.tail.extend_from_slice(&chunk);
+        } else {
+            if !state.tail.is_empty() {
+                let gathered = state.tail.split().freeze();
+                state.pieces.push_back(gathered);
+            }
+            state.pieces.push_back(chunk);
+        }
+        self.changed.notify_one();
+    }
+
+    fn end(&self) {
+        self.state().ended = true;
+        self.changed.notify_one();
+    }
+
+    /// The next piece to write; `None` once the input has ended and
+    /// everything before its end is taken.
+    async fn next(&self) -> Option<Bytes> {
+        loop {
+            {
+                let mut state = self.state();
+                if let Some(piece) = state.pieces.pop_front() {
+                    return Some(piece);
+                }
+                if !state.tail.is_empty() {
+                    return Some(state.tail.split().freeze());
+                }
+                if state.ended {
+                    return None;
+                }
+            }
+            // A push in between leaves a permit: this returns at once.
+            self.changed.notified().await;
+        }
+    }
 }
 
 impl StdinFeed {
@@ -410,17 +493,17 @@ impl StdinFeed {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (queue, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let inbox = Arc::new(StdinInbox::default());
         let unacked = Arc::new(AtomicUsize::new(0));
-        let counter = unacked.clone();
+        let (queue, counter) = (inbox.clone(), unacked.clone());
         let writer = tokio::spawn(async move {
             let mut open = true;
-            while let Some(chunk) = rx.recv().await {
+            while let Some(piece) = queue.next().await {
                 // A command that closed its input loses the rest, as with a pipe.
-                open = open && pipe.write_all(&chunk).await.is_ok();
-                counter.fetch_sub(chunk.len(), Ordering::AcqRel);
+                open = open && pipe.write_all(&piece).await.is_ok();
+                counter.fetch_sub(piece.len(), Ordering::AcqRel);
                 let ack = Message::StdinAck {
-                    bytes: chunk.len() as u64,
+                    bytes: piece.len() as u64,
                 };
                 if acks.send(Frame::new(ack)).await.is_err() {
                     return;
@@ -433,7 +516,8 @@ impl StdinFeed {
             }
         });
         StdinFeed {
-            queue: Some(queue),
+            inbox,
+            open: true,
             unacked,
             _writer: AbortOnDrop(writer),
         }
@@ -441,23 +525,23 @@ impl StdinFeed {
 
     /// Queues a chunk, or says how the client broke the window.
     fn push(&self, chunk: Bytes, window: usize) -> Result<(), WindowExceeded> {
-        let Some(queue) = &self.queue else {
+        if !self.open || chunk.is_empty() {
             return Ok(()); // after stdin_end: ignored, as documented
-        };
-        if chunk.is_empty() {
-            return Ok(());
         }
         let unacked = self.unacked.fetch_add(chunk.len(), Ordering::AcqRel) + chunk.len();
         if unacked > window {
             return Err(WindowExceeded { unacked, window });
         }
-        let _ = queue.send(chunk);
+        self.inbox.push(chunk);
         Ok(())
     }
 
     /// The client's stdin ended: close the command's input once the queue
     /// is written.
     fn close(&mut self) {
-        self.queue = None;
+        if self.open {
+            self.open = false;
+            self.inbox.end();
+        }
     }
 }

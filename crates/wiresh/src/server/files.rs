@@ -218,7 +218,7 @@ async fn list(session: &mut Session, files: &Files, path: &str) -> Handled {
     // Walk on a blocking thread, sending entries as they are found, so a
     // huge tree costs neither memory here nor a stall of the runtime.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<FileEntry>(64);
-    let walker = tokio::task::spawn_blocking(move || walk(&dir, "", &tx));
+    let walker = tokio::task::spawn_blocking(move || walk(dir, &tx));
     let mut count = 0u64;
     while let Some(e) = rx.recv().await {
         count += 1;
@@ -232,32 +232,43 @@ async fn list(session: &mut Session, files: &Files, path: &str) -> Handled {
     Ok(0)
 }
 
-/// Sends every entry below the directory `dir`, a directory before its
-/// contents. Each entry is looked at by its one name inside its
-/// directory's handle, without following it: symlinks are reported as
-/// `other` and never descended into, so a listing never leaves the tree it
-/// was asked for, even if the tree changes meanwhile.
-fn walk(
-    dir: &OwnedFd,
-    prefix: &str,
-    tx: &tokio::sync::mpsc::Sender<FileEntry>,
-) -> std::io::Result<()> {
+/// The names in the directory `dir` that a listing shows, sorted: UTF-8
+/// (others cannot be named in the protocol), not `.` or `..`, and not a
+/// transfer's partial file (not a file yet).
+fn listed_names(dir: &OwnedFd) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     let mut entries = rustix::fs::Dir::read_from(dir)?;
     while let Some(entry) = entries.read() {
         let name = entry?.file_name().to_bytes().to_vec();
         match String::from_utf8(name) {
-            Ok(name) if name != "." && name != ".." => names.push(name),
-            _ => {} // not UTF-8: cannot be named in the protocol
+            Ok(name) if name != "." && name != ".." && !is_partial_name(&name) => names.push(name),
+            _ => {}
         }
     }
     names.sort();
+    Ok(names)
+}
+
+/// Sends every entry below the directory `dir`, a directory before its
+/// contents. Each entry is looked at by its one name inside its
+/// directory's handle, without following it: symlinks are reported as
+/// `other` and never descended into, so a listing never leaves the tree it
+/// was asked for, even if the tree changes meanwhile.
+///
+/// The descent keeps its own stack (one open directory and its names per
+/// level) rather than recursing: a client can make a tree some two
+/// thousand levels deep with one `mkdir`, which would overflow the stack
+/// of the thread walking it and abort the whole server.
+fn walk(dir: OwnedFd, tx: &tokio::sync::mpsc::Sender<FileEntry>) -> std::io::Result<()> {
     let here = OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    for name in names {
-        if is_partial_name(&name) {
-            continue; // a transfer in progress, not a file yet
-        }
-        let meta = match rustix::fs::openat(dir, &*name, OFlags::PATH | here, Mode::empty()) {
+    let names = listed_names(&dir)?.into_iter();
+    let mut levels = vec![(dir, String::new(), names)];
+    while let Some((dir, prefix, names)) = levels.last_mut() {
+        let Some(name) = names.next() else {
+            levels.pop();
+            continue;
+        };
+        let meta = match rustix::fs::openat(&*dir, &*name, OFlags::PATH | here, Mode::empty()) {
             Ok(fd) => std::fs::File::from(fd).metadata()?,
             Err(Errno::NOENT) => continue, // removed meanwhile
             Err(e) => return Err(e.into()),
@@ -272,8 +283,9 @@ fn walk(
         }
         if meta.is_dir() {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | here;
-            let child = rustix::fs::openat(dir, &*name, flags, Mode::empty())?;
-            walk(&child, &rel, tx)?;
+            let child = rustix::fs::openat(&*dir, &*name, flags, Mode::empty())?;
+            let names = listed_names(&child)?.into_iter();
+            levels.push((child, rel, names));
         }
     }
     Ok(())
