@@ -101,6 +101,9 @@ pub struct Startups {
     counts: Mutex<Counts>,
     /// Woken whenever a place is given back.
     freed: Notify,
+    /// Connections waiting for a place of their address: at most `full`
+    /// wait at once, so that waiting cannot hold descriptors without bound.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A place in the budget, given back when dropped.
@@ -120,6 +123,7 @@ impl Startups {
             exempt,
             counts: Mutex::default(),
             freed: Notify::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -130,13 +134,22 @@ impl Startups {
         ip: IpAddr,
         patience: Duration,
     ) -> Result<StartupPermit, Dropped> {
+        use std::sync::atomic::Ordering;
         let deadline = Instant::now() + patience;
         let roll = roll();
+        let mut waiter: Option<Waiter<'_>> = None;
         loop {
             // Registered before trying, so a place freed in between wakes us.
             let freed = self.freed.notified();
             match self.try_admit(ip, roll) {
                 Err(Dropped::PerAddress(_)) if Instant::now() < deadline => {
+                    if waiter.is_none() {
+                        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+                        waiter = Some(Waiter(&self.waiting));
+                        if before >= self.limits.full {
+                            return Err(Dropped::PerAddress(ip));
+                        }
+                    }
                     if time::timeout_at(deadline, freed).await.is_err() {
                         return Err(Dropped::PerAddress(ip));
                     }
@@ -203,6 +216,15 @@ impl Drop for StartupPermit {
         }
         drop(counts);
         self.startups.freed.notify_waiters();
+    }
+}
+
+/// One connection counted among those waiting for a place.
+struct Waiter<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -287,6 +309,33 @@ mod tests {
         let _held = startups.try_admit(a, 99).unwrap();
         let refused = startups.admit(a, Duration::from_millis(20)).await;
         assert_eq!(refused.unwrap_err(), Dropped::PerAddress(a));
+    }
+
+    #[tokio::test]
+    async fn no_more_than_full_wait_at_once() {
+        let startups = Startups::new("2:50:2".parse().unwrap(), 1, vec![]);
+        let a = ip("127.0.0.1");
+        let _held = startups.try_admit(a, 99).unwrap();
+        // Two may wait (FULL is 2); a third is refused at once.
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let startups = startups.clone();
+                tokio::spawn(async move { startups.admit(a, Duration::from_secs(30)).await })
+            })
+            .collect();
+        while startups.waiting.load(std::sync::atomic::Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let at_once = time::timeout(
+            Duration::from_secs(5),
+            startups.admit(a, Duration::from_secs(30)),
+        )
+        .await
+        .expect("refused without waiting");
+        assert_eq!(at_once.unwrap_err(), Dropped::PerAddress(a));
+        for w in waiters {
+            w.abort();
+        }
     }
 
     #[test]

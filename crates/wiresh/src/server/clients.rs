@@ -141,6 +141,16 @@ impl AuthorizedClients {
             let (name, rest) = split_word(rest);
             check_name(name).map_err(|e| invalid(n, e))?;
             let policy = parse_policy(rest, dir).map_err(|e| invalid(n, e))?;
+            if policy
+                .as_ref()
+                .is_some_and(Policy::shell_defeats_allow_list)
+            {
+                tracing::warn!(
+                    "{}, line {n}: the policy of {name} lists allowed programs but allows shell \
+                     commands, which can run anything; add \"allow_shell\": false",
+                    path.display()
+                );
+            }
             let client = AuthorizedClient {
                 name: name.to_string(),
                 policy,

@@ -126,6 +126,13 @@ pub(super) async fn refuse(
     shared: Arc<Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let Ok(_telling) = shared.refusing.clone().try_acquire_owned() else {
+        // A flood: closing is all it gets, but with a FIN. Closing with
+        // unread bytes would send a reset, so what has arrived is read.
+        let mut sink = [0u8; 4096];
+        while matches!(socket.try_read(&mut sink), Ok(n) if n > 0) {}
+        return;
+    };
     let frame = Frame::new(Message::error(ErrorCode::TooManyConnections, why));
     let Ok(bytes) = wiresh_proto::codec::encode_frame(&frame) else {
         return;
@@ -302,7 +309,9 @@ async fn authenticate(
     // the price of no penalty for guesses from them; nor is a client whose
     // authorized key already proved who it is (SECURITY.md).
     let exempt = session.config.exempt.iter().any(|net| net.contains(peer));
-    let proven_by_key = session.config.auth != AuthMode::Token
+    // (In `both` mode the token still has to be right, so guesses of it
+    // from a key holder are counted like anyone's.)
+    let proven_by_key = matches!(session.config.auth, AuthMode::Either | AuthMode::Key)
         && client_key.is_some_and(|fp| session.config.clients.get(fp).is_some());
     let throttled = match exempt || proven_by_key {
         true => Ok(()),

@@ -344,6 +344,11 @@ impl Policy {
                 ));
             }
         }
+        // A command that names no directory starts in the first allowed one
+        // (not the server's own, nor a login shell's home).
+        if let (Some(dirs), None) = (&self.allowed_cwd, &spec.cwd) {
+            spec.cwd = dirs.first().cloned();
+        }
         if let (Some(dirs), Some(cwd)) = (&self.allowed_cwd, &spec.cwd) {
             let inside = cwd
                 .canonicalize()
@@ -467,9 +472,11 @@ mod tests {
         refused(in_dir(PathBuf::from("/")));
         refused(in_dir(allowed.path().join("sub/../..")));
         refused(in_dir(allowed.path().join("missing")));
-        assert!(
-            p.admit(Spec::shell("pwd"), false).is_ok(),
-            "no cwd: the server's own"
+        let defaulted = p.admit(Spec::shell("pwd"), false).unwrap();
+        assert_eq!(
+            defaulted.cwd,
+            Some(allowed.path().canonicalize().unwrap()),
+            "no cwd: the first allowed directory"
         );
     }
 

@@ -38,6 +38,10 @@ pub(super) struct Shared {
     /// Refusals answered at once: telling a peer why costs a little (a TLS
     /// handshake), so a flood gets at most this many answers at a time.
     pub refusals: Arc<Semaphore>,
+    /// Refused connections being told why (any protocol): past
+    /// [`REFUSING_AT_ONCE`] a refused connection is simply closed, so that
+    /// refusing cannot hold descriptors without bound.
+    pub refusing: Arc<Semaphore>,
     /// When each directory (by device and inode) was last looked through
     /// for stale partial files.
     swept: Mutex<HashMap<(u64, u64), Instant>>,
@@ -45,6 +49,10 @@ pub(super) struct Shared {
 
 /// Refusals answered at once (see [`Shared::refusals`]).
 const REFUSALS_AT_ONCE: usize = 64;
+
+/// Refused connections held open at once to be told why (see
+/// [`Shared::refusing`]).
+pub(super) const REFUSING_AT_ONCE: usize = 1024;
 
 /// Most directories [`Shared::sweep_due`] remembers; past that it starts
 /// over (a sweep more is harmless).
@@ -62,6 +70,7 @@ impl Shared {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+            refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
             swept: Mutex::default(),
         }
     }
