@@ -45,8 +45,41 @@ fn main() -> ExitCode {
         Command::Man(args) => (help::man(args).map(|()| exit::SUCCESS), exit::LOCAL_FAILED),
     };
     let code = outcome.unwrap_or_else(|e| {
-        eprintln!("wiresh: {e:#}");
+        eprintln!("wiresh: {}", describe(&e));
         failure
     });
     ExitCode::from(exit::process_code(code))
+}
+
+/// An error and its causes in one line, each cause said once: the
+/// library's errors already name their cause in their own text.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let setup = wiresh::error::SetupError::File {
+            action: "read",
+            what: "token file",
+            path: "/x/token".into(),
+            source: io,
+        };
+        let text = describe(&anyhow::Error::new(setup).context("--token-file /x/token"));
+        assert_eq!(text.matches("no such file").count(), 1, "{text}");
+        assert!(text.starts_with("--token-file /x/token: cannot read token file /x/token"));
+    }
 }
