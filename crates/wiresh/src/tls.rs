@@ -69,7 +69,7 @@ impl ServerIdentity {
         let key =
             PrivateKeyDer::from_pem_file(&key_path).map_err(|e| invalid(KEY, &key_path, e))?;
         let fingerprint = fingerprint(&cert);
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             // Client keys are checked at the `auth` step (crate::keys).
             .with_client_cert_verifier(Arc::new(AnyClientCert(Signatures(provider()))))
@@ -82,6 +82,12 @@ impl ServerIdentity {
                     cert_path.display()
                 ),
             })?;
+        // No session tickets: no client could use them. Each `wiresh`
+        // process is a new client whose memory dies with it, and rustls
+        // 0.23 offers no way to keep a ticket on disk (a session value
+        // cannot be serialized: rustls/rustls#2287). Making two tickets
+        // per handshake would only cost the server time and memory.
+        config.send_tls13_tickets = 0;
         Ok(ServerIdentity {
             config: Arc::new(config),
             fingerprint,
@@ -173,13 +179,16 @@ impl Pinning {
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let config = match &self.client_key {
+        let mut config = match &self.client_key {
             Some(key) => {
                 let (chain, key) = key.for_rustls();
                 builder.with_client_auth_cert(chain, key)?
             }
             None => builder.with_no_client_auth(),
         };
+        // A configuration serves one connection; nothing would ever resume
+        // from its session store (see the server's `send_tls13_tickets`).
+        config.resumption = rustls::client::Resumption::disabled();
         Ok((
             Arc::new(config),
             PinCheck {
