@@ -132,6 +132,16 @@ impl FrameSender {
         self.0.send(frame).await.map_err(|_| Closed)
     }
 
+    /// Queues two frames back to back, nothing between them: the writer
+    /// finds both at once and sends them in one write.
+    pub async fn send_two(&self, first: Frame, second: Frame) -> Result<(), Closed> {
+        let mut permits = self.0.reserve_many(2).await.map_err(|_| Closed)?;
+        for frame in [first, second] {
+            permits.next().expect("two permits reserved").send(frame);
+        }
+        Ok(())
+    }
+
     /// Resolves when the connection's writer has stopped.
     pub async fn closed(&self) {
         self.0.closed().await

@@ -12,7 +12,7 @@
 //! `stdout`) and its input, and `resize` reaches it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,7 +26,7 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 use super::audit::{self, Ending};
 use super::refusal::Refusal;
 use super::session::Session;
-use crate::conn::FrameSender;
+use crate::conn::{Closed, FrameSender};
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 use crate::task::AbortOnDrop;
@@ -36,6 +36,62 @@ use crate::task::AbortOnDrop;
 /// connection holds in flight stays near 2.5 MiB (see `conn`); never more
 /// than the body limit, which every client accepts.
 const CHUNK: usize = 256 * 1024;
+
+/// Longest a command's `started` waits to leave with what follows it (see
+/// [`Outbox`]).
+const STARTED_HOLD: Duration = Duration::from_millis(1);
+
+/// A command's frames into the connection's ordered stream, with its
+/// `started` held back until something else goes out or [`STARTED_HOLD`]
+/// has passed. A short command's `started` and `exit` then leave in one
+/// write, and the client wakes once for them instead of twice: a cost
+/// paid on every command. Whatever goes first takes `started` with it, so
+/// the order on the wire is as if `started` had been sent at once.
+#[derive(Debug, Clone)]
+struct Outbox {
+    data: FrameSender,
+    started: Arc<Mutex<Option<Frame>>>,
+}
+
+impl Outbox {
+    fn new(data: FrameSender, started: Frame) -> Outbox {
+        Outbox {
+            data,
+            started: Arc::new(Mutex::new(Some(started))),
+        }
+    }
+
+    fn take_started(&self) -> Option<Frame> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether `started` is still held.
+    fn holding(&self) -> bool {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Queues `frame`, behind `started` if that is still held.
+    async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        match self.take_started() {
+            Some(started) => self.data.send_two(started, frame).await,
+            None => self.data.send(frame).await,
+        }
+    }
+
+    /// Queues `started` now, if it is still held.
+    async fn flush(&self) -> Result<(), Closed> {
+        match self.take_started() {
+            Some(started) => self.data.send(started).await,
+            None => Ok(()),
+        }
+    }
+}
 
 /// What the server runs for a request, or why the request is malformed.
 fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
@@ -179,21 +235,24 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         session.shutdown.clone(),
     );
 
-    session.send(Frame::new(Message::Started { pid })).await?;
-    let data = session.conn.sender();
+    let data = Outbox::new(session.conn.sender(), Frame::new(Message::Started { pid }));
+    let lost = || End::Error("connection lost".into());
     let chunk = CHUNK.min(config.limits.max_body);
-    // Aborted on every way out of this function, so no pump outlives the
-    // command and keeps the connection's writer (and socket) alive. On a
-    // pty, stderr is the terminal too: its pump has nothing to read.
-    let pump_task = |from, kind| AbortOnDrop(tokio::spawn(pump(from, kind, data.clone(), chunk)));
-    let (mut stdout_pump, mut stderr_pump, mut stdin_feed, terminal) = match started.io {
+    // The pumps are futures of this task, polled by the loop below rather
+    // than tasks of their own: no spawn and no cross-task wake-up per
+    // command, and dropped on every way out of this function, so no pump
+    // outlives the command and keeps the connection's writer (and socket)
+    // alive. On a pty, stderr is the terminal too: its pump has nothing to
+    // read.
+    let pump_of = |from, kind| pump(from, kind, data.clone(), chunk);
+    let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
         CommandIo::Pipes {
             stdout,
             stderr,
             stdin,
         } => (
-            pump_task(Box::new(stdout) as BoxRead, Message::Stdout),
-            pump_task(Box::new(stderr), Message::Stderr),
+            pump_of(Box::new(stdout) as BoxRead, Message::Stdout),
+            pump_of(Box::new(stderr), Message::Stderr),
             stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
             None,
         ),
@@ -203,13 +262,15 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 feed.close(); // no input: the terminal gets end of file at once
             }
             (
-                pump_task(Box::new(terminal.reader()), Message::Stdout),
-                pump_task(Box::new(tokio::io::empty()), Message::Stderr),
+                pump_of(Box::new(terminal.reader()), Message::Stdout),
+                pump_of(Box::new(tokio::io::empty()), Message::Stderr),
                 Some(feed),
                 Some(terminal),
             )
         }
     };
+    let (mut stdout_pump, mut stderr_pump) =
+        (std::pin::pin!(stdout_pump), std::pin::pin!(stderr_pump));
     let (mut stdout_done, mut stderr_done, mut exited) = (false, false, false);
     let mut bytes_out = 0u64;
     let mut bytes_in = 0u64;
@@ -218,6 +279,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     // missed beats before deciding it is gone.
     let silence_limit = config.keepalive * 3;
     let mut last_heard = Instant::now();
+    let hold = time::sleep(STARTED_HOLD);
+    tokio::pin!(hold);
 
     let aborted: Option<End> = 'run: {
         while !exited || !stdout_done || !stderr_done {
@@ -227,7 +290,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                     last_heard = Instant::now();
                     let frame = match next {
                         None => break 'run Some(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
-                        Some(Err(e)) => break 'run Some(session.fail_recv(e.into(), "").await),
+                        Some(Err(e)) => break 'run Some(started_first(&data, session.fail_recv(e.into(), "")).await),
                         Some(Ok(frame)) => frame,
                     };
                     match frame.message {
@@ -235,7 +298,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                             bytes_in += frame.body.len() as u64;
                             if let Some(feed) = &stdin_feed {
                                 if let Err(e) = feed.push(frame.body, config.stdin_window) {
-                                    break 'run Some(session.fail(ErrorCode::FlowControl, e.to_string()).await);
+                                    break 'run Some(started_first(&data, session.fail(ErrorCode::FlowControl, e.to_string())).await);
                                 }
                             }
                         }
@@ -255,7 +318,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         }
                         Message::Ping => session.conn.pong(frame.body),
                         Message::Pong => {}
-                        other => break 'run Some(session.unexpected(&other, "while a command runs").await),
+                        other => break 'run Some(started_first(&data, session.unexpected(&other, "while a command runs")).await),
                     }
                 }
                 event = supervisor.next() => match event {
@@ -273,16 +336,21 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         (stdout_done, stderr_done, exited) = (true, true, true);
                     }
                 },
-                n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
-                n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
+                n = &mut stdout_pump, if !stdout_done => { stdout_done = true; bytes_out += n; }
+                n = &mut stderr_pump, if !stderr_done => { stderr_done = true; bytes_out += n; }
                 _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
                     let message = format!(
                         "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
                          the command was killed"
                     );
-                    break 'run Some(session.fail(ErrorCode::Timeout, message).await);
+                    break 'run Some(started_first(&data, session.fail(ErrorCode::Timeout, message)).await);
                 }
-                () = data.closed() => {
+                () = &mut hold, if data.holding() => {
+                    if data.flush().await.is_err() {
+                        break 'run Some(lost());
+                    }
+                }
+                () = data.data.closed() => {
                     break 'run Some(End::Error(format!("connection lost during `{what}`; its process group was killed")));
                 }
             }
@@ -346,12 +414,20 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.
-        let _ = time::timeout(drain_limit, session.send(exit)).await;
+        let _ = time::timeout(drain_limit, data.send(exit)).await;
         return Err(session
             .fail(ErrorCode::ShuttingDown, "server is shutting down")
             .await);
     }
-    session.send(exit).await
+    data.send(exit).await.map_err(|_| lost())
+}
+
+/// Sends the held `started` (the command did start: a client must not take
+/// the error that follows for "never ran", and think a retry safe), then
+/// the error `fail` sends.
+async fn started_first(data: &Outbox, fail: impl std::future::Future<Output = End>) -> End {
+    let _ = data.flush().await;
+    fail.await
 }
 
 /// One of a command's outputs: a pipe or its terminal.
@@ -360,7 +436,7 @@ type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// Copies one of the command's output pipes into frames of `kind` until
 /// end of file; returns the byte count. Waiting on a full queue is what
 /// slows the command down to the client's pace.
-async fn pump(mut pipe: BoxRead, kind: Message, out: FrameSender, chunk: usize) -> u64 {
+async fn pump(mut pipe: BoxRead, kind: Message, out: Outbox, chunk: usize) -> u64 {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
     loop {
@@ -406,7 +482,7 @@ struct StdinFeed {
 impl StdinFeed {
     /// Feeds `pipe`, a pipe or a terminal: its end (`stdin_end`) is the
     /// pipe's shutdown, which on a terminal types the end-of-file key.
-    fn spawn<W>(mut pipe: W, acks: FrameSender) -> StdinFeed
+    fn spawn<W>(mut pipe: W, acks: Outbox) -> StdinFeed
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
