@@ -269,7 +269,8 @@ async fn started_comes_first_even_when_held() {
     let mut c = server.raw().await;
     let pid = c.start(exec_with_stdin("cat")).await;
     assert!(alive(pid));
-    c.send_frame(Frame::with_body(Message::Stdin, &b"x"[..])).await;
+    c.send_frame(Frame::with_body(Message::Stdin, &b"x"[..]))
+        .await;
     c.send(Message::StdinEnd).await;
     let run = c.finish_started(pid).await;
     assert_eq!(run.stdout, b"x");

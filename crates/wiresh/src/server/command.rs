@@ -11,12 +11,14 @@
 //! (`exec.pty`): then its terminal is both its output (all of it sent as
 //! `stdout`) and its input, and `resize` reaches it.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
@@ -26,7 +28,7 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 use super::audit::{self, Ending};
 use super::refusal::Refusal;
 use super::session::Session;
-use crate::conn::{Closed, FrameSender};
+use crate::conn::{Closed, FrameSender, Outgoing};
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 use crate::task::AbortOnDrop;
@@ -36,6 +38,11 @@ use crate::task::AbortOnDrop;
 /// connection holds in flight stays near 2.5 MiB (see `conn`); never more
 /// than the body limit, which every client accepts.
 const CHUNK: usize = 256 * 1024;
+
+/// Largest body spliced from a pipe into one frame (never more than the
+/// body limit): nothing is held in memory for it, so it can be as large as
+/// the pipe (see `exec::spawn`).
+const SPLICE_CHUNK: usize = 1024 * 1024;
 
 /// Longest a command's `started` waits to leave with what follows it (see
 /// [`Outbox`]).
@@ -77,11 +84,25 @@ impl Outbox {
     }
 
     /// Queues `frame`, behind `started` if that is still held.
-    async fn send(&self, frame: Frame) -> Result<(), Closed> {
+    async fn send(&self, frame: impl Into<Outgoing>) -> Result<(), Closed> {
         match self.take_started() {
             Some(started) => self.data.send_two(started, frame).await,
             None => self.data.send(frame).await,
         }
+    }
+
+    /// Sends a frame of `kind` whose body is the next `len` bytes of
+    /// `pipe` (they are there already), spliced into the socket; returns
+    /// once they have left the pipe.
+    async fn send_spliced(
+        &self,
+        kind: Message,
+        pipe: Arc<OwnedFd>,
+        len: usize,
+    ) -> Result<(), Closed> {
+        let (item, moved) = FrameSender::spliced(kind, pipe, len);
+        self.send(item).await?;
+        moved.await.unwrap_or(Err(Closed))
     }
 
     /// Queues `started` now, if it is still held.
@@ -245,14 +266,30 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     // alive. On a pty, stderr is the terminal too: its pump has nothing to
     // read.
     let pump_of = |from, kind| pump(from, kind, data.clone(), chunk);
+    // Over plain TCP, the pipes' bytes go to the socket with splice(2),
+    // never through this process's memory; over TLS they must be read to
+    // be encrypted. A pipe that cannot be taken over keeps the copying path.
+    let splice = data.data.can_splice();
+    let source = |pipe: Result<OwnedFd, _>, fallback: BoxRead| match pipe {
+        Ok(fd) => Source::Pipe(fd),
+        Err(_) => Source::Read(fallback),
+    };
+    let output = |pipe: ChildStdout| match splice {
+        true => source(pipe.into_owned_fd(), Box::new(tokio::io::empty())),
+        false => Source::Read(Box::new(pipe)),
+    };
+    let errors = |pipe: ChildStderr| match splice {
+        true => source(pipe.into_owned_fd(), Box::new(tokio::io::empty())),
+        false => Source::Read(Box::new(pipe)),
+    };
     let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
         CommandIo::Pipes {
             stdout,
             stderr,
             stdin,
         } => (
-            pump_of(Box::new(stdout) as BoxRead, Message::Stdout),
-            pump_of(Box::new(stderr), Message::Stderr),
+            pump_of(output(stdout), Message::Stdout),
+            pump_of(errors(stderr), Message::Stderr),
             stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
             None,
         ),
@@ -262,8 +299,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 feed.close(); // no input: the terminal gets end of file at once
             }
             (
-                pump_of(Box::new(terminal.reader()), Message::Stdout),
-                pump_of(Box::new(tokio::io::empty()), Message::Stderr),
+                pump_of(Source::Read(Box::new(terminal.reader())), Message::Stdout),
+                pump_of(Source::Read(Box::new(tokio::io::empty())), Message::Stderr),
                 Some(feed),
                 Some(terminal),
             )
@@ -433,10 +470,79 @@ async fn started_first(data: &Outbox, fail: impl std::future::Future<Output = En
 /// One of a command's outputs: a pipe or its terminal.
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 
-/// Copies one of the command's output pipes into frames of `kind` until
-/// end of file; returns the byte count. Waiting on a full queue is what
-/// slows the command down to the client's pace.
-async fn pump(mut pipe: BoxRead, kind: Message, out: Outbox, chunk: usize) -> u64 {
+/// Where a pump takes a command's output from.
+enum Source {
+    /// Anything readable; the bytes are copied into frames.
+    Read(BoxRead),
+    /// An output pipe, spliced into a plain TCP connection.
+    Pipe(OwnedFd),
+}
+
+/// Sends one of the command's outputs as frames of `kind` until end of
+/// file; returns the byte count. Waiting on a full queue (or for a splice
+/// to finish) is what slows the command down to the client's pace.
+async fn pump(source: Source, kind: Message, out: Outbox, chunk: usize) -> u64 {
+    match source {
+        Source::Read(pipe) => copy_pump(pipe, kind, out, chunk).await,
+        Source::Pipe(pipe) => splice_pump(pipe, kind, out).await,
+    }
+}
+
+/// The zero-copy pump: waits until the pipe has bytes, asks how many
+/// (`FIONREAD`), and has the connection's writer splice exactly that many
+/// (at most [`SPLICE_CHUNK`]) behind a frame header saying so.
+async fn splice_pump(pipe: OwnedFd, kind: Message, out: Outbox) -> u64 {
+    let chunk = SPLICE_CHUNK.min(wiresh_proto::Limits::default().max_body);
+    // The writer splices from its own handle on the pipe, which stays open
+    // as long as it may use it, whatever happens to this pump.
+    let (Ok(shared), Ok(ready)) = (pipe.try_clone(), pipe::Receiver::from_owned_fd(pipe)) else {
+        return 0;
+    };
+    let shared = Arc::new(shared);
+    let mut total = 0u64;
+    let mut small = [0u8; 4096];
+    loop {
+        if ready.readable().await.is_err() {
+            break;
+        }
+        let queued = rustix::io::ioctl_fionread(&ready).unwrap_or(0);
+        if queued > 0 {
+            let len = usize::try_from(queued).unwrap_or(chunk).min(chunk);
+            if out
+                .send_spliced(kind.clone(), shared.clone(), len)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            total += len as u64;
+            continue;
+        }
+        // Readable with nothing queued: the command has closed the pipe,
+        // unless bytes came just now. A read tells; a would-block clears
+        // the stale readiness.
+        match ready.try_read(&mut small) {
+            Ok(0) => break,
+            Ok(n) => {
+                let body = Bytes::copy_from_slice(&small[..n]);
+                if out
+                    .send(Frame::with_body(kind.clone(), body))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    total
+}
+
+/// The copying pump: reads chunks into memory and queues them as frames.
+async fn copy_pump(mut pipe: BoxRead, kind: Message, out: Outbox, chunk: usize) -> u64 {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
     loop {
