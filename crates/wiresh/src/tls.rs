@@ -96,6 +96,37 @@ impl ServerIdentity {
     }
 }
 
+/// Whether this kernel could take TLS records over from rustls (kTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelTls {
+    /// `setsockopt(TCP_ULP, "tls")` worked on a loopback connection.
+    Available,
+    /// It failed: the reason (ENOENT: no `tls` module in this kernel).
+    Unavailable(String),
+}
+
+/// Checks once, on a loopback connection of its own, whether the kernel
+/// offers TLS offload (`TCP_ULP` "tls"). wiresh keeps its records in
+/// rustls either way; this only says, in the log, what the machine could
+/// do.
+pub fn kernel_tls() -> KernelTls {
+    let probe = || -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let _server = listener.accept()?;
+        nix::sys::socket::setsockopt(
+            &client,
+            nix::sys::socket::sockopt::TcpUlp::default(),
+            b"tls",
+        )
+        .map_err(std::io::Error::from)
+    };
+    match probe() {
+        Ok(()) => KernelTls::Available,
+        Err(e) => KernelTls::Unavailable(e.to_string()),
+    }
+}
+
 /// What the key and certificate files are called in messages.
 const KEY: &str = "TLS key";
 const CERT: &str = "TLS certificate";
@@ -365,6 +396,14 @@ impl ServerCertVerifier for PinVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_tls_probe_answers() {
+        // Whatever this kernel offers, the probe says so rather than fail.
+        if let KernelTls::Unavailable(why) = kernel_tls() {
+            assert!(!why.is_empty());
+        }
+    }
 
     #[test]
     fn identity_is_created_once_and_pins_parse() {
