@@ -10,12 +10,14 @@
 //! `--max-connections`, `--max-commands`, `--max-startups`,
 //! `--max-startups-per-address`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, Semaphore};
-use wiresh::client::{Connection, Endpoint, Output, Pinning, Security, Target};
+use wiresh::client::{Connection, Endpoint, Output, Target};
 use wiresh_proto::ExecRequest;
 
 /// Connections opened at once while setting up (the rest wait their turn).
@@ -69,19 +71,7 @@ async fn main() -> anyhow::Result<()> {
             maximum: limit.maximum,
         },
     );
-    let endpoint = Endpoint {
-        target,
-        token: wiresh::auth::client_token(None)?,
-        security: if plaintext {
-            Security::Plaintext
-        } else {
-            Security::Tls(Pinning {
-                known_hosts: wiresh::home::wiresh_home()?.join("known_hosts"),
-                fingerprint: None,
-                client_key: None,
-            })
-        },
-    };
+    let endpoint = common::endpoint(target, plaintext)?;
     let how = if plaintext { "plaintext" } else { "TLS" };
 
     // 1. Concurrent commands: every connection open first, then every
