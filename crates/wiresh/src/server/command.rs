@@ -268,19 +268,24 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let pump_of = |from, kind| pump(from, kind, data.clone(), chunk);
     // Over plain TCP, the pipes' bytes go to the socket with splice(2),
     // never through this process's memory; over TLS they must be read to
-    // be encrypted. A pipe that cannot be taken over keeps the copying path.
+    // be encrypted.
     let splice = data.data.can_splice();
-    let source = |pipe: Result<OwnedFd, _>, fallback: BoxRead| match pipe {
-        Ok(fd) => Source::Pipe(fd),
-        Err(_) => Source::Read(fallback),
+    let source = |pipe: BoxRead, fd: Option<std::io::Result<OwnedFd>>| match fd {
+        None => Source::Read(pipe),
+        Some(Ok(fd)) => Source::Pipe(fd),
+        Some(Err(e)) => {
+            // Cannot happen short of a broken epoll; say so rather than hang.
+            tracing::warn!("cannot take over an output pipe of `{what}`: {e}; its output is lost");
+            Source::Read(Box::new(tokio::io::empty()))
+        }
     };
     let output = |pipe: ChildStdout| match splice {
-        true => source(pipe.into_owned_fd(), Box::new(tokio::io::empty())),
-        false => Source::Read(Box::new(pipe)),
+        true => source(Box::new(tokio::io::empty()), Some(pipe.into_owned_fd())),
+        false => source(Box::new(pipe), None),
     };
     let errors = |pipe: ChildStderr| match splice {
-        true => source(pipe.into_owned_fd(), Box::new(tokio::io::empty())),
-        false => Source::Read(Box::new(pipe)),
+        true => source(Box::new(tokio::io::empty()), Some(pipe.into_owned_fd())),
+        false => source(Box::new(pipe), None),
     };
     let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
         CommandIo::Pipes {
@@ -482,23 +487,33 @@ enum Source {
 /// file; returns the byte count. Waiting on a full queue (or for a splice
 /// to finish) is what slows the command down to the client's pace.
 async fn pump(source: Source, kind: Message, out: Outbox, chunk: usize) -> u64 {
-    match source {
-        Source::Read(pipe) => copy_pump(pipe, kind, out, chunk).await,
-        Source::Pipe(pipe) => splice_pump(pipe, kind, out).await,
+    let fd = match source {
+        Source::Read(pipe) => return copy_pump(pipe, kind, out, chunk).await,
+        Source::Pipe(fd) => fd,
+    };
+    // The writer splices from a handle of its own on the pipe, which stays
+    // open as long as it may use it, whatever happens to this pump. Without
+    // one, the pipe is read and copied.
+    match (fd.try_clone(), pipe::Receiver::from_owned_fd(fd)) {
+        (Ok(shared), Ok(ready)) => splice_pump(ready, Arc::new(shared), kind, out).await,
+        (Err(_), Ok(ready)) => copy_pump(Box::new(ready), kind, out, chunk).await,
+        (_, Err(e)) => {
+            tracing::warn!("cannot read a command's output pipe: {e}; its output is lost");
+            0
+        }
     }
 }
 
 /// The zero-copy pump: waits until the pipe has bytes, asks how many
 /// (`FIONREAD`), and has the connection's writer splice exactly that many
 /// (at most [`SPLICE_CHUNK`]) behind a frame header saying so.
-async fn splice_pump(pipe: OwnedFd, kind: Message, out: Outbox) -> u64 {
+async fn splice_pump(
+    ready: pipe::Receiver,
+    shared: Arc<OwnedFd>,
+    kind: Message,
+    out: Outbox,
+) -> u64 {
     let chunk = SPLICE_CHUNK.min(wiresh_proto::Limits::default().max_body);
-    // The writer splices from its own handle on the pipe, which stays open
-    // as long as it may use it, whatever happens to this pump.
-    let (Ok(shared), Ok(ready)) = (pipe.try_clone(), pipe::Receiver::from_owned_fd(pipe)) else {
-        return 0;
-    };
-    let shared = Arc::new(shared);
     let mut total = 0u64;
     let mut small = [0u8; 4096];
     loop {
