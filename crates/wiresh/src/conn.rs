@@ -19,7 +19,7 @@
 //!
 //! Over plain TCP the writer can also send a frame whose body it moves
 //! from a pipe straight into the socket with `splice(2)`, never copying it
-//! through memory ([`FrameSender::send_spliced`]); over TLS there is no
+//! through memory ([`FrameSender::spliced`]); over TLS there is no
 //! such path ([`FrameSender::can_splice`] says which), and a frame's body
 //! is bytes in memory as always.
 
@@ -192,7 +192,7 @@ impl FrameSender {
     }
 
     /// Whether the connection is plain TCP, whose writer can splice bodies
-    /// from pipes ([`FrameSender::send_spliced`]).
+    /// from pipes ([`FrameSender::spliced`]).
     pub fn can_splice(&self) -> bool {
         self.can_splice
     }
