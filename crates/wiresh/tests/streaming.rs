@@ -1,7 +1,7 @@
 //! Large output: 256 MiB through the library client while the server's
 //! memory stays bounded, and backpressure that stops the producing command
 //! while the client reads nothing; output exact on both of the server's
-//! paths (spliced over plaintext, copied over TLS).
+//! paths (spliced past its first MiB over plaintext, copied over TLS).
 
 mod common;
 
@@ -99,24 +99,27 @@ async fn streams_256_mib_with_bounded_server_memory() {
 }
 
 /// Output of every size and kind arrives byte for byte, stdout and stderr
-/// apart, on both of the server's paths: over plaintext its pipes are
-/// spliced into the socket (zero-copy), over TLS they are read and copied.
+/// apart, on both of the server's paths: over plaintext a command's pipes
+/// are copied for their first MiB and then spliced into the socket
+/// (zero-copy); over TLS they are read and copied throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_is_exact_on_the_spliced_and_the_copying_path() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Binary, larger than the pipe and the largest frame, odd-sized.
-    std::fs::write(&data, binary_pattern(5 * MIB + 12_345)).unwrap();
+    // Binary, larger than the pipe and the largest frame, odd-sized; more
+    // than a MiB on stderr too, so that both pipes reach the splice.
+    let pattern = binary_pattern(5 * MIB + 12_345);
+    std::fs::write(&data, &pattern).unwrap();
+    let err_len = MIB + 70_000;
     let line = format!(
-        "cat '{f}'; printf 'to stderr\\n' >&2; head -c 70000 '{f}' >&2; printf x; sleep 0.1; printf y",
+        "cat '{f}'; printf 'to stderr\\n' >&2; head -c {err_len} '{f}' >&2; printf x; sleep 0.1; printf y",
         f = data.display()
     );
-    let pattern = binary_pattern(5 * MIB + 12_345);
     let mut stdout = pattern.clone();
     stdout.extend_from_slice(b"xy");
     let mut stderr = b"to stderr\n".to_vec();
-    stderr.extend_from_slice(&pattern[..70000]);
+    stderr.extend_from_slice(&pattern[..err_len]);
 
     let home = tempfile::tempdir().unwrap();
     let tls = Endpoint {

@@ -44,6 +44,9 @@ const CHUNK: usize = 256 * 1024;
 /// the pipe (see `exec::spawn`).
 const SPLICE_CHUNK: usize = 1024 * 1024;
 
+/// Output of a command copied before the rest is spliced (see `pump`).
+const SPLICE_AFTER: u64 = 1024 * 1024;
+
 /// Longest a command's `started` waits to leave with what follows it (see
 /// [`Outbox`]).
 const STARTED_HOLD: Duration = Duration::from_millis(1);
@@ -266,26 +269,13 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     // alive. On a pty, stderr is the terminal too: its pump has nothing to
     // read.
     let pump_of = |from, kind| pump(from, kind, data.clone(), chunk);
-    // Over plain TCP, the pipes' bytes go to the socket with splice(2),
-    // never through this process's memory; over TLS they must be read to
-    // be encrypted.
+    // Over plain TCP, a large output goes to the socket with splice(2),
+    // never through this process's memory (see `pump`); over TLS it must be
+    // read to be encrypted.
     let splice = data.data.can_splice();
-    let source = |pipe: BoxRead, fd: Option<std::io::Result<OwnedFd>>| match fd {
-        None => Source::Read(pipe),
-        Some(Ok(fd)) => Source::Pipe(fd),
-        Some(Err(e)) => {
-            // Cannot happen short of a broken epoll; say so rather than hang.
-            tracing::warn!("cannot take over an output pipe of `{what}`: {e}; its output is lost");
-            Source::Read(Box::new(tokio::io::empty()))
-        }
-    };
-    let output = |pipe: ChildStdout| match splice {
-        true => source(Box::new(tokio::io::empty()), Some(pipe.into_owned_fd())),
-        false => source(Box::new(pipe), None),
-    };
-    let errors = |pipe: ChildStderr| match splice {
-        true => source(Box::new(tokio::io::empty()), Some(pipe.into_owned_fd())),
-        false => source(Box::new(pipe), None),
+    let output = |pipe: ChildPipe| match splice {
+        true => Source::Child(pipe),
+        false => Source::Read(Box::new(pipe)),
     };
     let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
         CommandIo::Pipes {
@@ -293,8 +283,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
             stderr,
             stdin,
         } => (
-            pump_of(output(stdout), Message::Stdout),
-            pump_of(errors(stderr), Message::Stderr),
+            pump_of(output(ChildPipe::Out(stdout)), Message::Stdout),
+            pump_of(output(ChildPipe::Err(stderr)), Message::Stderr),
             stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
             None,
         ),
@@ -479,29 +469,82 @@ type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 enum Source {
     /// Anything readable; the bytes are copied into frames.
     Read(BoxRead),
-    /// An output pipe, spliced into a plain TCP connection.
-    Pipe(OwnedFd),
+    /// A command's output pipe over a plain TCP connection: copied while
+    /// the output is small, spliced once it is large.
+    Child(ChildPipe),
+}
+
+/// A command's stdout or stderr pipe, as tokio holds it.
+enum ChildPipe {
+    Out(ChildStdout),
+    Err(ChildStderr),
+}
+
+impl ChildPipe {
+    fn into_owned_fd(self) -> std::io::Result<OwnedFd> {
+        match self {
+            ChildPipe::Out(pipe) => pipe.into_owned_fd(),
+            ChildPipe::Err(pipe) => pipe.into_owned_fd(),
+        }
+    }
+}
+
+impl AsyncRead for ChildPipe {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ChildPipe::Out(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
+            ChildPipe::Err(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
+        }
+    }
 }
 
 /// Sends one of the command's outputs as frames of `kind` until end of
 /// file; returns the byte count. Waiting on a full queue (or for a splice
 /// to finish) is what slows the command down to the client's pace.
+///
+/// A command's pipe over plain TCP is copied for its first
+/// [`SPLICE_AFTER`] bytes, like any output: most commands say little, and
+/// taking the pipe over for splicing costs a few system calls. Past that
+/// the rest is spliced.
 async fn pump(source: Source, kind: Message, out: Outbox, chunk: usize) -> u64 {
-    let fd = match source {
-        Source::Read(pipe) => return copy_pump(pipe, kind, out, chunk).await,
-        Source::Pipe(fd) => fd,
+    let mut pipe = match source {
+        Source::Read(mut pipe) => {
+            return copy_pump(&mut pipe, &kind, &out, chunk, u64::MAX).await.0
+        }
+        Source::Child(pipe) => pipe,
+    };
+    let (copied, ended) = copy_pump(&mut pipe, &kind, &out, chunk, SPLICE_AFTER).await;
+    if ended {
+        return copied;
+    }
+    let fd = match pipe.into_owned_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Cannot happen short of a broken epoll; say so rather than hang.
+            tracing::warn!(
+                "cannot take over a command's output pipe: {e}; the rest of its output is lost"
+            );
+            return copied;
+        }
     };
     // The writer splices from a handle of its own on the pipe, which stays
     // open as long as it may use it, whatever happens to this pump. Without
     // one, the pipe is read and copied.
-    match (fd.try_clone(), pipe::Receiver::from_owned_fd(fd)) {
-        (Ok(shared), Ok(ready)) => splice_pump(ready, Arc::new(shared), kind, out).await,
-        (Err(_), Ok(ready)) => copy_pump(Box::new(ready), kind, out, chunk).await,
-        (_, Err(e)) => {
-            tracing::warn!("cannot read a command's output pipe: {e}; its output is lost");
-            0
+    copied
+        + match (fd.try_clone(), pipe::Receiver::from_owned_fd(fd)) {
+            (Ok(shared), Ok(ready)) => splice_pump(ready, Arc::new(shared), kind, out).await,
+            (Err(_), Ok(mut ready)) => copy_pump(&mut ready, &kind, &out, chunk, u64::MAX).await.0,
+            (_, Err(e)) => {
+                tracing::warn!(
+                    "cannot read a command's output pipe: {e}; the rest of its output is lost"
+                );
+                0
+            }
         }
-    }
 }
 
 /// The zero-copy pump: waits until the pipe has bytes, asks how many
@@ -556,15 +599,23 @@ async fn splice_pump(
     total
 }
 
-/// The copying pump: reads chunks into memory and queues them as frames.
-async fn copy_pump(mut pipe: BoxRead, kind: Message, out: Outbox, chunk: usize) -> u64 {
+/// The copying pump: reads chunks into memory and queues them as frames,
+/// until end of file or until `limit` bytes have gone; returns how many,
+/// and whether the output ended.
+async fn copy_pump<R: AsyncRead + Unpin + ?Sized>(
+    pipe: &mut R,
+    kind: &Message,
+    out: &Outbox,
+    chunk: usize,
+    limit: u64,
+) -> (u64, bool) {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
-    loop {
+    while total < limit {
         // Reuses the allocation once the previous frame has been written.
         buf.reserve(chunk);
-        match (&mut pipe).take(chunk as u64).read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
+        match (&mut *pipe).take(chunk as u64).read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return (total, true),
             Ok(n) => total += n as u64,
         }
         let body = buf.split().freeze();
@@ -573,10 +624,10 @@ async fn copy_pump(mut pipe: BoxRead, kind: Message, out: Outbox, chunk: usize) 
             .await
             .is_err()
         {
-            break;
+            return (total, true);
         }
     }
-    total
+    (total, false)
 }
 
 /// A client sent more stdin than its window allows.
