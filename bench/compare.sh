@@ -6,13 +6,22 @@
 # Usage: bench/compare.sh
 # Needs: hyperfine. Optional: socat (raw TCP relay), openssh-server (ssh).
 #   apt-get install -y hyperfine socat openssh-server
+# Ends with one line `SUMMARY key=value ...` for machines. Every section
+# prints the load average: on a shared machine, figures mean little alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GIB=1073741824
 RUNS=${RUNS:-5}
-cargo build --release -q --bin wiresh --example latency
+# The many-at-once figures (section 5); 0 skips them.
+COMMANDS=${COMMANDS:-1000}
+IDLE=${IDLE:-10000}
+cargo build --release -q --bin wiresh --example latency --example concurrency
 B=$PWD/target/release/wiresh
+SUMMARY=()
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+# Records a figure for the summary line.
+note() { SUMMARY+=("$1=$2"); }
 WORK=$(mktemp -d)
 export WIRESH_HOME=$WORK/home
 cleanup() {
@@ -33,17 +42,28 @@ echo "server at $ADDR (pid $SERVER_PID)"
 median_secs() { median_of "$RUNS" "$1"; }
 
 echo
-echo "== 1. per-command latency on a live connection"
-"$PWD/target/release/examples/latency" "$ADDR" 2000
-"$PWD/target/release/examples/latency" "$ADDR" 2000 --plaintext
+echo "== 1. per-command latency on a live connection (load $(load))"
+for mode in tls plaintext; do
+    line=$("$PWD/target/release/examples/latency" "$ADDR" 2000 $([ $mode = plaintext ] && echo --plaintext))
+    echo "$line"
+    note "latency_${mode}_ratio" "$(sed -n 's/.*ratio \([0-9.]*\)x.*/\1/p' <<<"$line")"
+done
 
 echo
-echo "== 2. one-shot: a fresh process running \`true\` remotely"
-hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot.json" "$B exec -n -H $ADDR -- true" >/dev/null
-hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot-clear.json" "$B exec -n --plaintext -H $ADDR -- true" >/dev/null
-printf 'wiresh exec --plaintext -- true: %.2f ms\n' "$(python3 -c "import json;print(json.load(open('$WORK/oneshot-clear.json'))['results'][0]['median']*1000)")"
-WIRESH_ONESHOT=$(python3 -c "import json;print(json.load(open('$WORK/oneshot.json'))['results'][0]['median'])")
-printf 'wiresh exec -- true: %.2f ms\n' "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{print s*1000}')"
+echo "== 2. one-shot: a fresh process running \`true\` remotely (load $(load))"
+# One hyperfine run for all three, so the ratio to the local spawn is fair.
+hyperfine -N -w 3 -r 30 --export-json "$WORK/oneshot.json" "$B exec -n -H $ADDR -- true" \
+    "$B exec -n --plaintext -H $ADDR -- true" "/bin/sh -c true" >/dev/null
+median_of_json() { python3 -c "import json;print(json.load(open('$1'))['results'][$2]['median'])"; }
+WIRESH_ONESHOT=$(median_of_json "$WORK/oneshot.json" 0)
+CLEAR_ONESHOT=$(median_of_json "$WORK/oneshot.json" 1)
+LOCAL_SPAWN=$(median_of_json "$WORK/oneshot.json" 2)
+printf 'wiresh exec --plaintext -- true: %.2f ms\n' "$(awk -v s="$CLEAR_ONESHOT" 'BEGIN{print s*1000}')"
+printf 'wiresh exec -- true: %.2f ms, %sx one local sh -c true (%.2f ms)\n' "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{print s*1000}')" \
+    "$(ratio "$WIRESH_ONESHOT" "$LOCAL_SPAWN")" "$(awk -v s="$LOCAL_SPAWN" 'BEGIN{print s*1000}')"
+note oneshot_tls_ms "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
+note oneshot_plaintext_ms "$(awk -v s="$CLEAR_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
+note oneshot_tls_over_local_sh "$(ratio "$WIRESH_ONESHOT" "$LOCAL_SPAWN")"
 if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
     D=$WORK/sshd
     mkdir -p "$D"
@@ -60,12 +80,13 @@ if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
     SSH_ONESHOT=$(python3 -c "import json;print(json.load(open('$WORK/ssh.json'))['results'][0]['median'])")
     printf 'ssh (ControlMaster up) true: %.2f ms; wiresh is %sx faster\n' \
         "$(awk -v s="$SSH_ONESHOT" 'BEGIN{print s*1000}')" "$(ratio "$SSH_ONESHOT" "$WIRESH_ONESHOT")"
+    note ssh_cm_over_wiresh_oneshot "$(ratio "$SSH_ONESHOT" "$WIRESH_ONESHOT")"
 else
     echo "sshd not installed: skipping the ssh comparison (apt-get install openssh-server)"
 fi
 
 echo
-echo "== 3. 1 GiB of output to the client (median of $RUNS)"
+echo "== 3. 1 GiB of output to the client (median of $RUNS; load $(load))"
 T_WIRESH=$(median_secs "$B exec -n -H $ADDR -- head -c $GIB /dev/zero > /dev/null")
 T_CLEAR=$(median_secs "$B exec -n --plaintext -H $ADDR -- head -c $GIB /dev/zero > /dev/null")
 T_PIPE=$(median_secs "head -c $GIB /dev/zero | cat > /dev/null")
@@ -79,11 +100,26 @@ if command -v socat >/dev/null; then
     printf 'socat relay:  %.3f s  %.2f GB/s\n' "$T_SOCAT" "$(awk -v t="$T_SOCAT" -v n=$GIB 'BEGIN{print n/t/1e9}')"
     printf 'wiresh / raw TCP relay throughput: %s\n' "$(ratio "$T_SOCAT" "$T_WIRESH")"
 fi
-printf 'wiresh / local pipe throughput: %s\n' "$(ratio "$T_PIPE" "$T_WIRESH")"
+printf 'wiresh / local pipe throughput: %s (TLS), %s (plaintext)\n' "$(ratio "$T_PIPE" "$T_WIRESH")" "$(ratio "$T_PIPE" "$T_CLEAR")"
+note out_tls_gbps "$(awk -v t="$T_WIRESH" -v n=$GIB 'BEGIN{printf "%.2f", n/t/1e9}')"
+note out_plaintext_gbps "$(awk -v t="$T_CLEAR" -v n=$GIB 'BEGIN{printf "%.2f", n/t/1e9}')"
+note out_plaintext_over_pipe "$(ratio "$T_PIPE" "$T_CLEAR")"
+note out_tls_over_pipe "$(ratio "$T_PIPE" "$T_WIRESH")"
+if [ -n "${S:-}" ]; then
+    # Without the master connection, so that each cipher is negotiated anew.
+    SSH_PLAIN="ssh -p 2222 -i $WORK/sshd/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ControlPath=none root@127.0.0.1"
+    for cipher in aes128-gcm@openssh.com chacha20-poly1305@openssh.com; do
+        T_SSH=$(median_secs "$SSH_PLAIN -c $cipher 'head -c $GIB /dev/zero' > /dev/null")
+        printf 'ssh %s: %.3f s  %.2f GB/s; wiresh (TLS) is %sx its speed\n' "${cipher%%@*}" "$T_SSH" \
+            "$(awk -v t="$T_SSH" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_SSH" "$T_WIRESH")"
+        note "tls_over_ssh_${cipher%%-*}" "$(ratio "$T_SSH" "$T_WIRESH")"
+    done
+fi
 echo "server peak RSS over the whole run: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
+note server_peak_rss_kib_streaming "$(awk '/VmHWM/ {print $2}' /proc/$SERVER_PID/status)"
 
 echo
-echo "== 4. copying a 1 GiB file (median of $RUNS; every copy is fsynced by wiresh)"
+echo "== 4. copying a 1 GiB file (median of $RUNS; every copy is fsynced by wiresh; load $(load))"
 head -c $GIB /dev/urandom >"$WORK/local/big.bin"
 T_PUT=$(median_secs "'$B' put -q -H $ADDR '$WORK/local/big.bin' big.bin")
 T_GET=$(median_secs "rm -f '$WORK/local/got.bin'; '$B' get -q -H $ADDR big.bin '$WORK/local/got.bin'")
@@ -92,8 +128,10 @@ printf 'wiresh put:   %.3f s  %.2f GB/s\n' "$T_PUT" "$(awk -v t="$T_PUT" -v n=$G
 printf 'wiresh get:   %.3f s  %.2f GB/s\n' "$T_GET" "$(awk -v t="$T_GET" -v n=$GIB 'BEGIN{print n/t/1e9}')"
 if command -v socat >/dev/null; then
     T_RAW=$(median_secs "socat -b131072 -u FILE:'$WORK/local/big.bin' TCP-LISTEN:34998,reuseaddr,bind=127.0.0.1 & until socat -b131072 -u TCP:127.0.0.1:34998 CREATE:'$WORK/local/raw.bin' 2>/dev/null; do sleep 0.02; done; wait; sync -f '$WORK/local/raw.bin'")
-    printf 'raw TCP (socat, then sync): %.3f s  %.2f GB/s; wiresh put / raw: %s\n' "$T_RAW" \
-        "$(awk -v t="$T_RAW" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_RAW" "$T_PUT")"
+    printf 'raw TCP (socat, then sync): %.3f s  %.2f GB/s; wiresh put / raw: %s, get / raw: %s\n' "$T_RAW" \
+        "$(awk -v t="$T_RAW" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_RAW" "$T_PUT")" "$(ratio "$T_RAW" "$T_GET")"
+    note put_over_raw "$(ratio "$T_RAW" "$T_PUT")"
+    note get_over_raw "$(ratio "$T_RAW" "$T_GET")"
 fi
 if [ -n "${S:-}" ]; then
     T_SCP=$(median_secs "scp -q -P 2222 -i $WORK/sshd/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ControlPath=$SSH_CM '$WORK/local/big.bin' root@127.0.0.1:'$WORK/local/scp.bin'")
@@ -101,3 +139,27 @@ if [ -n "${S:-}" ]; then
         "$(awk -v t="$T_SCP" -v n=$GIB 'BEGIN{print n/t/1e9}')" "$(ratio "$T_SCP" "$T_PUT")"
 fi
 echo "server peak RSS over the whole run: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
+
+if [ "$COMMANDS" -gt 0 ]; then
+    echo
+    echo "== 5. many at once: $COMMANDS concurrent \`sleep 1\`, then $IDLE idle connections (TLS; load $(load))"
+    # A server of its own, with limits that let them in (and file
+    # descriptors for them: the server fits its limits to what it has).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    kill "$SERVER_PID" 2>/dev/null || true
+    rm -f "$WORK/ready"
+    start_server --max-connections $((IDLE + 1000)) --max-commands $((COMMANDS + 100)) \
+        --max-startups 1000:100:1000 --max-startups-per-address 1000
+    echo "server RSS at start: $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVER_PID/status)"
+    out=$("$PWD/target/release/examples/concurrency" "$ADDR" "$SERVER_PID" "$COMMANDS" "$IDLE")
+    echo "$out"
+    note sleeps_shell_s "$(sed -n 's/.*(shell) all done in \([0-9.]*\) s.*/\1/p' <<<"$out")"
+    note sleeps_argv_s "$(sed -n 's/.*(argv) all done in \([0-9.]*\) s.*/\1/p' <<<"$out")"
+    note idle_kib_per_connection "$(sed -n 's/.*(\([0-9.]*\) KiB per connection).*/\1/p' <<<"$out")"
+    note rss_mib_after_idle_closed "$(sed -n 's/.*, \([0-9]*\) MiB after they closed.*/\1/p' <<<"$out")"
+    echo "local floor: $COMMANDS \`sh -c 'sleep 1'\` started by bash at once: $(median_of 1 "for i in \$(seq $COMMANDS); do sh -c 'sleep 1' & done; wait") s"
+fi
+
+echo
+note load "$(cut -d' ' -f1 /proc/loadavg)"
+echo "SUMMARY ${SUMMARY[*]}"

@@ -5,11 +5,13 @@
 //! places; TLS with the fingerprint pinned in $WIRESH_HOME/known_hosts,
 //! unless --plaintext)
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use wiresh::client::{Connection, Endpoint, Output, Pinning, Security, Target};
+use wiresh::client::{Connection, Output, Target};
 use wiresh_proto::ExecRequest;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -32,19 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1000);
     let plaintext = std::env::args().any(|a| a == "--plaintext");
-    let endpoint = Endpoint {
-        target,
-        token: wiresh::auth::client_token(None)?,
-        security: if plaintext {
-            Security::Plaintext
-        } else {
-            Security::Tls(Pinning {
-                known_hosts: wiresh::home::wiresh_home()?.join("known_hosts"),
-                fingerprint: None,
-                client_key: None,
-            })
-        },
-    };
+    let endpoint = common::endpoint(target, plaintext)?;
     let mut conn = Connection::connect(&endpoint).await?;
     let (tx, mut rx) = mpsc::channel::<Output>(16);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });

@@ -11,9 +11,44 @@ use sha2::{Digest, Sha256};
 
 use crate::home::hex;
 
-/// The crypto wiresh's TLS uses (ring).
+/// The crypto wiresh's TLS uses (ring), its cipher suites fastest first
+/// for this CPU (see [`fastest_first`]).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    fastest_first(&mut provider.cipher_suites, cpu_has_aes());
+    Arc::new(provider)
+}
+
+/// Orders cipher suites by speed, TLS 1.3 before TLS 1.2. The client's
+/// order decides (rustls servers follow it), and ring's default puts
+/// AES-256-GCM first: with AES instructions AES-128-GCM is cheaper (10
+/// rounds, not 14) and both beat ChaCha20-Poly1305; without them
+/// ChaCha20-Poly1305 is the fastest.
+fn fastest_first(suites: &mut [rustls::SupportedCipherSuite], aes: bool) {
+    suites.sort_by_key(|suite| {
+        let name = format!("{:?}", suite.suite());
+        let rank = match (aes, name.contains("CHACHA20"), name.contains("AES_128")) {
+            (true, _, true) | (false, true, _) => 0,
+            (true, false, false) | (false, false, true) => 1,
+            _ => 2,
+        };
+        (
+            matches!(suite, rustls::SupportedCipherSuite::Tls12(_)),
+            rank,
+        )
+    });
+}
+
+/// Whether the CPU has the instructions that make AES-GCM fast.
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull");
+    #[allow(unreachable_code)]
+    false
 }
 
 /// The `sha256:<hex>` fingerprint of a certificate.
@@ -53,5 +88,43 @@ impl Signatures {
 
     pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_are_ordered_for_the_cpu() {
+        let names = |aes| {
+            let mut suites = rustls::crypto::ring::default_provider().cipher_suites;
+            fastest_first(&mut suites, aes);
+            suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        let (with, without) = (names(true), names(false));
+        assert_eq!(
+            with[..3],
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_CHACHA20_POLY1305_SHA256"
+            ]
+        );
+        assert_eq!(without[0], "TLS13_CHACHA20_POLY1305_SHA256");
+        // Only the order changes.
+        let mut all = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect::<Vec<_>>();
+        let mut sorted = with.clone();
+        all.sort();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert!(with.iter().position(|n| !n.starts_with("TLS13")).unwrap() == 3);
     }
 }

@@ -16,18 +16,28 @@
 //!
 //! [`FrameConn::recv`] is cancel-safe, so it can sit in a `select!` beside
 //! a command's other events.
+//!
+//! Over plain TCP the writer can also send a frame whose body it moves
+//! from a pipe straight into the socket with `splice(2)`, never copying it
+//! through memory ([`FrameSender::spliced`]); over TLS there is no
+//! such path ([`FrameSender::can_splice`] says which), and a frame's body
+//! is bytes in memory as always.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{self, Instant};
 use tokio_util::codec::FramedRead;
 use wiresh_proto::{DecodeError, Frame, FrameCodec, Limits, Message};
@@ -55,6 +65,9 @@ const PONG_BYTES: usize = 1024 * 1024;
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Most buffers in one vectored write (well under the kernel's IOV_MAX).
 const BATCH_SLICES: usize = 64;
+/// The read buffer a connection starts with: room for the small frames of
+/// a session (`auth`, `exec`, `ping`) in one read.
+const READ_BUFFER: usize = 2048;
 
 /// The connection's writer has stopped: the peer is gone or the socket failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -126,28 +139,100 @@ impl RecvError {
     }
 }
 
+/// What the data queue carries: a frame, or a frame whose body is still in
+/// a pipe. Boxed: a queue allocates room for 32 items at once, and an idle
+/// connection keeps that room, so its items are kept small (a pointer, not
+/// a 184-byte frame; 12 KiB less per connection).
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A whole frame.
+    Frame(Box<Frame>),
+    /// A frame whose body the writer splices from a pipe.
+    Spliced(Box<SpliceJob>),
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Outgoing {
+        Outgoing::Frame(Box::new(frame))
+    }
+}
+
+/// A frame of `message` whose body is the next `len` bytes of `pipe`,
+/// which are there already (the pipe's `FIONREAD` said so) and which no
+/// one else reads until `done` answers.
+#[derive(Debug)]
+pub struct SpliceJob {
+    message: Message,
+    pipe: Arc<OwnedFd>,
+    len: usize,
+    done: oneshot::Sender<Result<(), Closed>>,
+}
+
 /// A queue into the connection's ordered data stream, for tasks that
 /// produce frames on their own (output pumps, stdin forwarders).
 #[derive(Debug, Clone)]
-pub struct FrameSender(mpsc::Sender<Frame>);
+pub struct FrameSender {
+    queue: mpsc::Sender<Outgoing>,
+    can_splice: bool,
+}
 
 impl FrameSender {
     /// Queues a frame behind those already queued, waiting for room.
-    pub async fn send(&self, frame: Frame) -> Result<(), Closed> {
-        self.0.send(frame).await.map_err(|_| Closed)
+    pub async fn send(&self, frame: impl Into<Outgoing>) -> Result<(), Closed> {
+        self.queue.send(frame.into()).await.map_err(|_| Closed)
+    }
+
+    /// Queues two items back to back, nothing between them: the writer
+    /// finds both at once and sends them in one write.
+    pub async fn send_two(
+        &self,
+        first: impl Into<Outgoing>,
+        second: impl Into<Outgoing>,
+    ) -> Result<(), Closed> {
+        let mut permits = self.queue.reserve_many(2).await.map_err(|_| Closed)?;
+        for item in [first.into(), second.into()] {
+            permits.next().expect("two permits reserved").send(item);
+        }
+        Ok(())
+    }
+
+    /// Whether the connection is plain TCP, whose writer can splice bodies
+    /// from pipes ([`FrameSender::spliced`]).
+    pub fn can_splice(&self) -> bool {
+        self.can_splice
+    }
+
+    /// A frame of `message` whose body is the next `len` bytes of `pipe`,
+    /// for [`FrameSender::send`], and what resolves once the writer has
+    /// moved them (an error: the connection failed on the way, or cannot
+    /// splice). The bytes must be in the pipe already, and nothing else may
+    /// read it until then.
+    pub fn spliced(
+        message: Message,
+        pipe: Arc<OwnedFd>,
+        len: usize,
+    ) -> (Outgoing, oneshot::Receiver<Result<(), Closed>>) {
+        let (done, moved) = oneshot::channel();
+        let job = SpliceJob {
+            message,
+            pipe,
+            len,
+            done,
+        };
+        (Outgoing::Spliced(Box::new(job)), moved)
     }
 
     /// Resolves when the connection's writer has stopped.
     pub async fn closed(&self) {
-        self.0.closed().await
+        self.queue.closed().await
     }
 }
 
 /// One end of a wiresh connection.
 pub struct FrameConn {
     reader: FramedRead<BoxRead, FrameCodec>,
-    data: mpsc::Sender<Frame>,
-    control: mpsc::Sender<Frame>,
+    data: FrameSender,
+    control: mpsc::Sender<Box<Frame>>,
     writer: AbortOnDrop<()>,
     /// Bytes the writer has handed to the socket so far.
     written: Arc<AtomicU64>,
@@ -165,19 +250,34 @@ impl fmt::Debug for FrameConn {
 
 impl FrameConn {
     /// Starts framing `stream`: frames read are bounded by `read_limits`;
-    /// frames written are encoded with `write_codec`.
+    /// frames written are encoded with `write_codec`. A plain
+    /// [`TcpStream`] gets a writer that can splice bodies from pipes.
     pub fn new<S>(stream: S, read_limits: Limits, write_codec: FrameCodec) -> FrameConn
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
-        let (read, write) = tokio::io::split(stream);
-        FrameConn::from_parts(Box::new(read), Box::new(write), read_limits, write_codec)
+        let mut stream = Some(stream);
+        let tcp = (&mut stream as &mut dyn Any)
+            .downcast_mut::<Option<TcpStream>>()
+            .and_then(Option::take);
+        let (read, write): (BoxRead, Sink) = match (tcp, stream) {
+            (Some(tcp), _) => {
+                let (read, write) = tcp.into_split();
+                (Box::new(read), Sink::Tcp(write))
+            }
+            (None, Some(stream)) => {
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Sink::Other(Box::new(write)))
+            }
+            (None, None) => unreachable!("the stream is taken only when it is TCP"),
+        };
+        FrameConn::from_parts(read, write, read_limits, write_codec)
     }
 
     /// Like [`FrameConn::new`], from halves already split.
     fn from_parts(
         read: BoxRead,
-        write: BoxWrite,
+        write: Sink,
         read_limits: Limits,
         write_codec: FrameCodec,
     ) -> FrameConn {
@@ -185,6 +285,7 @@ impl FrameConn {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let pong_bytes = Arc::new(AtomicUsize::new(0));
+        let can_splice = matches!(write, Sink::Tcp(_));
         let writer = tokio::spawn(write_frames(
             write,
             write_codec,
@@ -194,8 +295,13 @@ impl FrameConn {
             pong_bytes.clone(),
         ));
         FrameConn {
-            reader: FramedRead::new(read, FrameCodec::new(read_limits)),
-            data,
+            // Small to start with (an idle connection keeps it); the codec
+            // reserves room for a large body when its header arrives.
+            reader: FramedRead::with_capacity(read, FrameCodec::new(read_limits), READ_BUFFER),
+            data: FrameSender {
+                queue: data,
+                can_splice,
+            },
             control,
             writer: AbortOnDrop(writer),
             written,
@@ -249,7 +355,7 @@ impl FrameConn {
 
     /// Queues `frame` behind the data already queued, waiting for room.
     pub async fn send(&self, frame: Frame) -> Result<(), Closed> {
-        self.data.send(frame).await.map_err(|_| Closed)
+        self.data.send(frame).await
     }
 
     /// Queues `frame` like [`FrameConn::send`], unless the peer takes
@@ -283,14 +389,14 @@ impl FrameConn {
 
     /// Queues `frame` ahead of queued data, waiting for room.
     pub async fn send_control(&self, frame: Frame) -> Result<(), Closed> {
-        self.control.send(frame).await.map_err(|_| Closed)
+        self.control.send(Box::new(frame)).await.map_err(|_| Closed)
     }
 
     /// Queues `frame` ahead of queued data if there is room; says whether
     /// it was queued. For pings and cancels, where a full queue means the
     /// same frame is already waiting.
     pub fn try_send_control(&self, frame: Frame) -> bool {
-        self.control.try_send(frame).is_ok()
+        self.control.try_send(Box::new(frame)).is_ok()
     }
 
     /// Answers a ping. When the control queue is full, or holds pongs of
@@ -308,7 +414,7 @@ impl FrameConn {
 
     /// A handle on the data queue for a task of its own.
     pub fn sender(&self) -> FrameSender {
-        FrameSender(self.data.clone())
+        self.data.clone()
     }
 
     /// Resolves when the writer has stopped (the peer is gone or the socket
@@ -332,11 +438,27 @@ impl FrameConn {
     }
 }
 
+/// Where the writer writes: plain TCP (which can take spliced bodies), or
+/// anything else (TLS).
+enum Sink {
+    Tcp(OwnedWriteHalf),
+    Other(BoxWrite),
+}
+
+impl Sink {
+    fn stream(&mut self) -> &mut (dyn AsyncWrite + Send + Unpin) {
+        match self {
+            Sink::Tcp(tcp) => tcp,
+            Sink::Other(other) => other,
+        }
+    }
+}
+
 async fn write_frames(
-    mut socket: BoxWrite,
+    mut socket: Sink,
     codec: FrameCodec,
-    mut data: mpsc::Receiver<Frame>,
-    mut control: mpsc::Receiver<Frame>,
+    mut data: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::Receiver<Box<Frame>>,
     written: Arc<AtomicU64>,
     pong_bytes: Arc<AtomicUsize>,
 ) {
@@ -347,7 +469,7 @@ async fn write_frames(
     loop {
         let first = tokio::select! {
             biased;
-            Some(f) = control.recv() => f,
+            Some(f) = control.recv() => Outgoing::Frame(f),
             Some(f) = data.recv() => f,
             else => break,
         };
@@ -356,24 +478,51 @@ async fn write_frames(
         let mut batched = 0;
         let mut pongs = 0;
         let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            if frame.message == Message::Pong {
-                pongs += frame.body.len();
-            }
-            if let Err(e) = codec.encode_header(&frame.message, frame.body.len(), &mut headers) {
-                tracing::error!("dropping a frame that cannot be encoded: {e}");
-                continue;
-            }
-            pending.push_back(headers.split().freeze());
-            batched += frame.body.len();
-            if !frame.body.is_empty() {
-                pending.push_back(frame.body);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Frame(frame) => {
+                    let body = frame.body.len();
+                    if frame.message == Message::Pong {
+                        pongs += body;
+                    }
+                    if let Err(e) = codec.encode_header(&frame.message, body, &mut headers) {
+                        tracing::error!("dropping a frame that cannot be encoded: {e}");
+                        continue;
+                    }
+                    pending.push_back(headers.split().freeze());
+                    batched += body;
+                    if body > 0 {
+                        pending.push_back(frame.body);
+                    }
+                }
+                Outgoing::Spliced(job) => {
+                    // What is gathered goes first, then the header, then
+                    // the body from the pipe: the frame stays in its place.
+                    let moved = splice_frame(
+                        &mut socket,
+                        &codec,
+                        &job,
+                        &mut headers,
+                        &mut pending,
+                        &written,
+                    )
+                    .await;
+                    let _ = job.done.send(moved.as_ref().map(drop).map_err(|_| Closed));
+                    if let Err(e) = moved {
+                        tracing::debug!("connection splice failed: {e}");
+                        return;
+                    }
+                    batched += job.len;
+                }
             }
             if batched < BATCH_BYTES && pending.len() + 2 <= BATCH_SLICES {
-                next = control.try_recv().or_else(|_| data.try_recv()).ok();
+                next = match control.try_recv() {
+                    Ok(frame) => Some(Outgoing::Frame(frame)),
+                    Err(_) => data.try_recv().ok(),
+                };
             }
         }
-        if let Err(e) = write_all(&mut socket, &mut pending, &written).await {
+        if let Err(e) = write_all(socket.stream(), &mut pending, &written).await {
             tracing::debug!("connection write failed: {e}");
             return;
         }
@@ -382,19 +531,65 @@ async fn write_frames(
         // hold: a no-op for TCP, but TLS buffers records the socket did not
         // take yet, and the peer would wait for them forever.
         if control.is_empty() && data.is_empty() {
-            if let Err(e) = socket.flush().await {
+            if let Err(e) = socket.stream().flush().await {
                 tracing::debug!("connection flush failed: {e}");
                 return;
             }
         }
     }
-    let _ = socket.shutdown().await;
+    let _ = socket.stream().shutdown().await;
+}
+
+/// Writes what is pending, then the frame of `job`: its header, and its
+/// body spliced from the pipe into the socket.
+async fn splice_frame(
+    socket: &mut Sink,
+    codec: &FrameCodec,
+    job: &SpliceJob,
+    headers: &mut BytesMut,
+    pending: &mut VecDeque<Bytes>,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    let Sink::Tcp(tcp) = socket else {
+        return Err(std::io::Error::other(
+            "splicing needs a plain TCP connection",
+        ));
+    };
+    codec
+        .encode_header(&job.message, job.len, headers)
+        .map_err(std::io::Error::other)?;
+    pending.push_back(headers.split().freeze());
+    write_all(tcp, pending, count).await?;
+    let tcp: &TcpStream = tcp.as_ref();
+    let mut left = job.len;
+    while left > 0 {
+        tcp.writable().await?;
+        // SPLICE_F_NONBLOCK: the pipe holds the bytes already, so a
+        // would-block can only be the socket's, which `writable` awaits.
+        let moved = tcp.try_io(Interest::WRITABLE, || {
+            let flags = rustix::pipe::SpliceFlags::MOVE | rustix::pipe::SpliceFlags::NONBLOCK;
+            rustix::pipe::splice(&*job.pipe, None, tcp, None, left, flags)
+                .map_err(std::io::Error::from)
+        });
+        match moved {
+            // The pipe held less than its FIONREAD said: the frame cannot
+            // be completed, and the stream would lose its boundaries.
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                left -= n;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes every buffer in `pending`, in order, with as few system calls as
 /// the kernel allows.
-async fn write_all(
-    socket: &mut BoxWrite,
+async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
+    socket: &mut W,
     pending: &mut VecDeque<Bytes>,
     count: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -443,6 +638,43 @@ mod tests {
         left.close(Duration::from_secs(5)).await;
         let end = right.recv_within(Duration::from_secs(5)).await.unwrap_err();
         assert!(end.is_peer_gone(), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_spliced_from_a_pipe_keeps_its_place() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let left = FrameConn::new(a.unwrap(), Limits::default(), FrameCodec::default());
+        let mut right = FrameConn::new(b.unwrap().0, Limits::default(), FrameCodec::default());
+        let sender = left.sender();
+        assert!(sender.can_splice(), "plain TCP can take spliced bodies");
+        let (pipe, input) = rustix::pipe::pipe().unwrap();
+        let body = b"spliced \x00\xff body";
+        rustix::io::write(&input, body).unwrap();
+        let before = Frame::with_body(Message::Stdout, &b"before"[..]);
+        let (spliced, moved) = FrameSender::spliced(Message::Stderr, Arc::new(pipe), body.len());
+        sender.send_two(before, spliced).await.unwrap();
+        sender.send(Frame::new(Message::StdinEnd)).await.unwrap();
+        moved.await.unwrap().unwrap();
+        let within = Duration::from_secs(5);
+        let first = right.recv_within(within).await.unwrap();
+        assert_eq!(
+            (first.message, &first.body[..]),
+            (Message::Stdout, &b"before"[..])
+        );
+        let second = right.recv_within(within).await.unwrap();
+        assert_eq!(
+            (second.message, &second.body[..]),
+            (Message::Stderr, &body[..])
+        );
+        let third = right.recv_within(within).await.unwrap();
+        assert_eq!(third.message, Message::StdinEnd);
+
+        // Anything but plain TCP (TLS, here a duplex) copies instead.
+        let (c, _d) = tokio::io::duplex(64);
+        let other = FrameConn::new(c, Limits::default(), FrameCodec::default());
+        assert!(!other.sender().can_splice());
     }
 
     #[tokio::test]

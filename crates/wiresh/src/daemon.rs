@@ -202,6 +202,18 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
              can run commands (over TLS; plaintext only from loopback peers)"
         );
     }
+    if server_config.tls.is_some() {
+        match crate::tls::kernel_tls() {
+            crate::tls::KernelTls::Available => {
+                info!("kernel TLS (TCP_ULP \"tls\") is available; records stay in rustls")
+            }
+            crate::tls::KernelTls::Unavailable(why) => {
+                info!(
+                    "kernel TLS (TCP_ULP \"tls\") is not available ({why}); records stay in rustls"
+                )
+            }
+        }
+    }
     let mut signals = ShutdownSignals::install()?;
     let legacy = match legacy {
         Some((addr, legacy_config)) => Some((server::bind(addr).await?, legacy_config)),

@@ -69,7 +69,7 @@ impl ServerIdentity {
         let key =
             PrivateKeyDer::from_pem_file(&key_path).map_err(|e| invalid(KEY, &key_path, e))?;
         let fingerprint = fingerprint(&cert);
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             // Client keys are checked at the `auth` step (crate::keys).
             .with_client_cert_verifier(Arc::new(AnyClientCert(Signatures(provider()))))
@@ -82,11 +82,48 @@ impl ServerIdentity {
                     cert_path.display()
                 ),
             })?;
+        // No session tickets: no client could use them. Each `wiresh`
+        // process is a new client whose memory dies with it, and rustls
+        // 0.23 offers no way to keep a ticket on disk (a session value
+        // cannot be serialized: rustls/rustls#2287). Making two tickets
+        // per handshake would only cost the server time and memory.
+        config.send_tls13_tickets = 0;
         Ok(ServerIdentity {
             config: Arc::new(config),
             fingerprint,
             created,
         })
+    }
+}
+
+/// Whether this kernel could take TLS records over from rustls (kTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelTls {
+    /// `setsockopt(TCP_ULP, "tls")` worked on a loopback connection.
+    Available,
+    /// It failed: the reason (ENOENT: no `tls` module in this kernel).
+    Unavailable(String),
+}
+
+/// Checks once, on a loopback connection of its own, whether the kernel
+/// offers TLS offload (`TCP_ULP` "tls"). wiresh keeps its records in
+/// rustls either way; this only says, in the log, what the machine could
+/// do.
+pub fn kernel_tls() -> KernelTls {
+    let probe = || -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let _server = listener.accept()?;
+        nix::sys::socket::setsockopt(
+            &client,
+            nix::sys::socket::sockopt::TcpUlp::default(),
+            b"tls",
+        )
+        .map_err(std::io::Error::from)
+    };
+    match probe() {
+        Ok(()) => KernelTls::Available,
+        Err(e) => KernelTls::Unavailable(e.to_string()),
     }
 }
 
@@ -173,13 +210,16 @@ impl Pinning {
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let config = match &self.client_key {
+        let mut config = match &self.client_key {
             Some(key) => {
                 let (chain, key) = key.for_rustls();
                 builder.with_client_auth_cert(chain, key)?
             }
             None => builder.with_no_client_auth(),
         };
+        // A configuration serves one connection; nothing would ever resume
+        // from its session store (see the server's `send_tls13_tickets`).
+        config.resumption = rustls::client::Resumption::disabled();
         Ok((
             Arc::new(config),
             PinCheck {
@@ -356,6 +396,14 @@ impl ServerCertVerifier for PinVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_tls_probe_answers() {
+        // Whatever this kernel offers, the probe says so rather than fail.
+        if let KernelTls::Unavailable(why) = kernel_tls() {
+            assert!(!why.is_empty());
+        }
+    }
 
     #[test]
     fn identity_is_created_once_and_pins_parse() {

@@ -2,12 +2,12 @@
 //! codes and signals; argv without a shell, its program found in the
 //! server's own `PATH`; env and cwd; and requests the server refuses (a
 //! program that cannot start, a malformed `exec`) while the connection stays
-//! usable.
+//! usable; an `exec` sent with the handshake.
 
 mod common;
 
 use common::*;
-use wiresh::client::{ClientError, Output};
+use wiresh::client::{ClientError, Connection, Endpoint, Output};
 use wiresh_proto::{ErrorCode, ExecRequest, Message};
 
 #[tokio::test]
@@ -186,4 +186,71 @@ async fn refused_requests_keep_the_connection() {
     }
     let run = raw.exec(ExecRequest::shell("echo ok")).await;
     assert_eq!(run.stdout, b"ok\n");
+}
+
+/// A one-shot client sends its `exec` with the handshake (PROTOCOL.md
+/// 7.2): the command runs as usual, with input; a refusal still leaves the
+/// connection usable; another request than the one sent is refused by the
+/// client; and with a wrong token nothing sent ahead runs.
+#[tokio::test]
+async fn an_exec_sent_with_the_handshake() {
+    let server = Server::start();
+    let endpoint = server.endpoint();
+
+    let mut req = ExecRequest::shell("cat; echo done >&2");
+    req.stdin = true;
+    let mut conn = Connection::connect_running(&endpoint, &req).await.unwrap();
+    let ran = run(&mut conn, req, Some(b"typed\n".to_vec())).await;
+    assert_exited(ran.status(), 0);
+    assert_eq!(
+        (&ran.stdout[..], &ran.stderr[..]),
+        (&b"typed\n"[..], &b"done\n"[..])
+    );
+    assert_eq!(sh(&mut conn, "echo next").await.stdout, b"next\n");
+
+    let missing = ExecRequest::argv(vec!["/nonexistent/wiresh-test-program".into()]);
+    let mut conn = Connection::connect_running(&endpoint, &missing)
+        .await
+        .unwrap();
+    let ran = run(&mut conn, missing, None).await;
+    assert!(matches!(
+        ran.result,
+        Err(ClientError::Remote {
+            code: ErrorCode::SpawnFailed,
+            started: false,
+            ..
+        })
+    ));
+    assert_eq!(sh(&mut conn, "echo still").await.stdout, b"still\n");
+
+    let mut conn = Connection::connect_running(&endpoint, &ExecRequest::shell("true"))
+        .await
+        .unwrap();
+    let other = run(&mut conn, ExecRequest::shell("false"), None).await;
+    assert!(
+        matches!(other.result, Err(ClientError::Protocol(_))),
+        "{:?}",
+        other.result
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("ran");
+    let wrong = Endpoint {
+        token: wiresh_proto::Secret("wrong-token".to_string()),
+        ..endpoint
+    };
+    let touch = ExecRequest::shell(format!("touch '{}'", witness.display()));
+    match Connection::connect_running(&wrong, &touch).await {
+        Err(ClientError::Remote {
+            code: ErrorCode::AuthFailed,
+            started: false,
+            ..
+        }) => {}
+        other => panic!("expected auth_failed, got {other:?}"),
+    }
+    server.wait_for_log("authentication failed").await;
+    assert!(
+        !witness.exists(),
+        "a command sent ahead ran without authentication"
+    );
 }

@@ -1,6 +1,7 @@
 //! Large output: 256 MiB through the library client while the server's
 //! memory stays bounded, and backpressure that stops the producing command
-//! while the client reads nothing.
+//! while the client reads nothing; output exact on both of the server's
+//! paths (spliced past its first MiB over plaintext, copied over TLS).
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use common::*;
 use tokio::sync::mpsc;
-use wiresh::client::Output;
+use wiresh::client::{Connection, Endpoint, Output, Pinning, Security};
 use wiresh_proto::ExecRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,4 +96,50 @@ async fn streams_256_mib_with_bounded_server_memory() {
         "server VmRSS peaked at {peak_kib} KiB"
     );
     assert!(hwm_kib < RSS_LIMIT_KIB, "server VmHWM {hwm_kib} KiB");
+}
+
+/// Output of every size and kind arrives byte for byte, stdout and stderr
+/// apart, on both of the server's paths: over plaintext a command's pipes
+/// are copied for their first MiB and then spliced into the socket
+/// (zero-copy); over TLS they are read and copied throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_exact_on_the_spliced_and_the_copying_path() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Binary, larger than the pipe and the largest frame, odd-sized; more
+    // than a MiB on stderr too, so that both pipes reach the splice.
+    let pattern = binary_pattern(5 * MIB + 12_345);
+    std::fs::write(&data, &pattern).unwrap();
+    let err_len = MIB + 70_000;
+    let line = format!(
+        "cat '{f}'; printf 'to stderr\\n' >&2; head -c {err_len} '{f}' >&2; printf x; sleep 0.1; printf y",
+        f = data.display()
+    );
+    let mut stdout = pattern.clone();
+    stdout.extend_from_slice(b"xy");
+    let mut stderr = b"to stderr\n".to_vec();
+    stderr.extend_from_slice(&pattern[..err_len]);
+
+    let home = tempfile::tempdir().unwrap();
+    let tls = Endpoint {
+        security: Security::Tls(Pinning {
+            known_hosts: home.path().join("known_hosts"),
+            fingerprint: Some(server.fingerprint()),
+            client_key: None,
+        }),
+        ..server.endpoint()
+    };
+    for (path, endpoint) in [("spliced", server.endpoint()), ("copying", tls)] {
+        let mut conn = Connection::connect(&endpoint).await.unwrap();
+        let ran = run(&mut conn, ExecRequest::shell(line.clone()), None).await;
+        assert_exited(ran.status(), 0);
+        assert!(ran.stdout == stdout, "{path} path: stdout differs");
+        assert!(ran.stderr == stderr, "{path} path: stderr differs");
+        // Nothing at all, and one byte, on the same connection.
+        let ran = run(&mut conn, ExecRequest::shell("true"), None).await;
+        assert_eq!((&ran.stdout[..], &ran.stderr[..]), (&b""[..], &b""[..]));
+        let ran = run(&mut conn, ExecRequest::shell("printf 1"), None).await;
+        assert_eq!(ran.stdout, b"1", "{path} path");
+    }
 }

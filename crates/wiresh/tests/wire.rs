@@ -248,6 +248,35 @@ async fn messages_out_of_place() {
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "the running command").await;
 }
 
+/// The server may hold a command's `started` for a moment so that it
+/// leaves with what follows (PROTOCOL.md 5.5); whatever follows, it comes
+/// first: before an error for a frame sent right behind the `exec` (so
+/// the client knows the command did run), and on its own for a command
+/// that says nothing.
+#[tokio::test]
+async fn started_comes_first_even_when_held() {
+    let server = Server::start();
+    let mut c = server.raw().await;
+    let mut both = frame_bytes(&Frame::new(exec_with_stdin("cat")));
+    both.extend(frame_bytes(&Frame::new(Message::Started { pid: 1 })));
+    c.send_raw(&both).await;
+    let pid = c.expect_started().await;
+    c.expect_error(ErrorCode::UnexpectedMessage).await;
+    c.expect_closed().await;
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the running command").await;
+
+    // Nothing behind it: `started` still comes, and the command runs on.
+    let mut c = server.raw().await;
+    let pid = c.start(exec_with_stdin("cat")).await;
+    assert!(alive(pid));
+    c.send_frame(Frame::with_body(Message::Stdin, &b"x"[..]))
+        .await;
+    c.send(Message::StdinEnd).await;
+    let run = c.finish_started(pid).await;
+    assert_eq!(run.stdout, b"x");
+    assert_exited(&run.status, 0);
+}
+
 /// A whole session: preamble, auth, ping, exec with stdin, input, end.
 fn whole_session(token: &Secret) -> Vec<u8> {
     let mut bytes = Preamble::new(1).encode().to_vec();

@@ -11,10 +11,12 @@ use crate::legacy::{LegacyClient, LegacyError};
 
 /// Runs `req` on the endpoint's server and returns the exit status this
 /// process should end with (see [`crate::exit`]).
-pub fn run(rt: &Runtime, endpoint: &Endpoint, req: ExecRequest, forward_stdin: bool) -> i32 {
+pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdin: bool) -> i32 {
     let printer = Printer::start(StderrStyle::Plain);
     let result = rt.block_on(async {
-        let mut conn = Connection::connect(endpoint).await?;
+        // The command goes out with the handshake: one round trip less.
+        req.stdin = forward_stdin;
+        let mut conn = Connection::connect_running(endpoint, &req).await?;
         let stdin = forward_stdin.then(spawn_stdin_reader);
         let status = conn
             .run(req, stdin, printer.sender(), || async {

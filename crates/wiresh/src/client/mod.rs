@@ -182,6 +182,9 @@ pub struct Connection {
     /// How long a file request may wait on the server
     /// ([`Connection::set_transfer_timeout`]).
     transfer_timeout: Duration,
+    /// The `exec` sent with the handshake ([`Connection::connect_running`]),
+    /// which the next [`Connection::run`] takes up instead of sending it.
+    sent_ahead: Option<ExecRequest>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -198,6 +201,28 @@ impl Connection {
     /// The preamble and the `auth` frame go out in one write, so the whole
     /// wiresh handshake costs one round trip (after TLS's own).
     pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ClientError> {
+        Connection::open(endpoint, None).await
+    }
+
+    /// Connects like [`Connection::connect`], with `req` sent in the same
+    /// write as the preamble and `auth` (PROTOCOL.md 7.2 allows it): a
+    /// one-shot command saves a round trip. Call [`Connection::run`] next
+    /// with the same request (and stdin exactly when `req.stdin` is set).
+    /// A request that needs a feature the server must offer first (a
+    /// terminal, a login shell) is not sent ahead; `run` sends it as usual.
+    pub async fn connect_running(
+        endpoint: &Endpoint,
+        req: &ExecRequest,
+    ) -> Result<Connection, ClientError> {
+        let ahead = (req.pty.is_none() && !req.login_shell).then_some(req);
+        Connection::open(endpoint, ahead).await
+    }
+
+    /// Connects, authenticates and, if given, sends `ahead` with them.
+    async fn open(
+        endpoint: &Endpoint,
+        ahead: Option<&ExecRequest>,
+    ) -> Result<Connection, ClientError> {
         let (target, token) = (&endpoint.target, &endpoint.token);
         let handshake = async {
             let socket = TcpStream::connect((target.host.as_str(), target.port))
@@ -214,7 +239,7 @@ impl Connection {
                 })?;
             let _ = socket.set_nodelay(true);
             match &endpoint.security {
-                Security::Plaintext => Connection::handshake(socket, token).await,
+                Security::Plaintext => Connection::handshake(socket, token, ahead).await,
                 Security::Tls(pinning) => {
                     let host = target.to_string();
                     let (config, check) = pinning.client_config(&host)?;
@@ -224,7 +249,7 @@ impl Connection {
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
                     check.remember()?;
-                    Connection::handshake(stream, token).await
+                    Connection::handshake(stream, token, ahead).await
                 }
             }
         };
@@ -237,8 +262,13 @@ impl Connection {
     }
 
     /// The wiresh handshake on a connected stream. The preamble and the
-    /// `auth` frame go out in one write, so it costs one round trip.
-    async fn handshake<S>(mut stream: S, token: &Secret) -> Result<Connection, ClientError>
+    /// `auth` frame (and `ahead`, a first `exec`) go out in one write, so
+    /// it costs one round trip.
+    async fn handshake<S>(
+        mut stream: S,
+        token: &Secret,
+        ahead: Option<&ExecRequest>,
+    ) -> Result<Connection, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
@@ -246,9 +276,12 @@ impl Connection {
         let auth = Frame::new(Message::Auth {
             token: token.clone(),
         });
-        opening.extend_from_slice(
-            &encode_frame(&auth).map_err(|e| ClientError::Protocol(e.to_string()))?,
-        );
+        let exec = ahead.map(|req| Frame::new(Message::Exec(req.clone())));
+        for frame in std::iter::once(&auth).chain(&exec) {
+            opening.extend_from_slice(
+                &encode_frame(frame).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            );
+        }
         stream
             .write_all(&opening)
             .await
@@ -276,6 +309,7 @@ impl Connection {
             conn,
             hello,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            sent_ahead: ahead.cloned(),
         })
     }
 
@@ -337,7 +371,7 @@ impl Connection {
         mut req: ExecRequest,
         stdin: Option<mpsc::Receiver<Bytes>>,
         output: &mpsc::Sender<T>,
-        mut cancel: C,
+        cancel: C,
     ) -> Result<ExitStatus, ClientError>
     where
         T: From<Output> + Send,
@@ -345,6 +379,16 @@ impl Connection {
         F: Future<Output = ()>,
     {
         req.stdin = stdin.is_some();
+        if let Some(sent) = self.sent_ahead.take() {
+            if sent != req {
+                return Err(ClientError::Protocol(format!(
+                    "this connection was opened running `{}`, not `{}`",
+                    sent.describe(),
+                    req.describe()
+                )));
+            }
+            return self.follow(stdin, output, cancel).await;
+        }
         if (req.pty.is_some() || req.login_shell) && !self.offers("pty") {
             // An older server would run the command on pipes (it ignores
             // the unknown field) or refuse a login shell as malformed.
@@ -364,6 +408,22 @@ impl Connection {
         {
             return Err(ClientError::Closed("before the command could be sent"));
         }
+        self.follow(stdin, output, cancel).await
+    }
+
+    /// Runs the command whose `exec` has been sent: input, output, pings
+    /// and cancels until its `exit`.
+    async fn follow<T, F, C>(
+        &mut self,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        output: &mpsc::Sender<T>,
+        mut cancel: C,
+    ) -> Result<ExitStatus, ClientError>
+    where
+        T: From<Output> + Send,
+        C: FnMut() -> F,
+        F: Future<Output = ()>,
+    {
         let window = self.hello.stdin_window as usize;
         let credits = Arc::new(Semaphore::new(window));
         let piece = window.min(self.hello.max_body as usize).max(1);

@@ -11,12 +11,14 @@
 //! (`exec.pty`): then its terminal is both its output (all of it sent as
 //! `stdout`) and its input, and `resize` reaches it.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{ChildStderr, ChildStdout};
 use tokio::time::{self, Instant};
 use tracing::info;
@@ -25,7 +27,7 @@ use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 use super::audit::{self, Ending};
 use super::refusal::Refusal;
 use super::session::Session;
-use crate::conn::FrameSender;
+use crate::conn::{Closed, FrameSender, Outgoing};
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 use crate::task::AbortOnDrop;
@@ -35,6 +37,84 @@ use crate::task::AbortOnDrop;
 /// connection holds in flight stays near 2.5 MiB (see `conn`); never more
 /// than the body limit, which every client accepts.
 const CHUNK: usize = 256 * 1024;
+
+/// Largest body spliced from a pipe into one frame (never more than the
+/// body limit): nothing is held in memory for it, so it can be as large as
+/// the pipe (see `exec::spawn`).
+const SPLICE_CHUNK: usize = 1024 * 1024;
+
+/// Output of a command copied before the rest is spliced (see `pump`).
+const SPLICE_AFTER: u64 = 1024 * 1024;
+
+/// Longest a command's `started` waits to leave with what follows it (see
+/// [`Outbox`]).
+const STARTED_HOLD: Duration = Duration::from_millis(1);
+
+/// A command's frames into the connection's ordered stream, with its
+/// `started` held back until something else goes out or [`STARTED_HOLD`]
+/// has passed. A short command's `started` and `exit` then leave in one
+/// write, and the client wakes once for them instead of twice: a cost
+/// paid on every command. Whatever goes first takes `started` with it, so
+/// the order on the wire is as if `started` had been sent at once.
+#[derive(Debug, Clone)]
+struct Outbox {
+    data: FrameSender,
+    started: Arc<Mutex<Option<Frame>>>,
+}
+
+impl Outbox {
+    fn new(data: FrameSender, started: Frame) -> Outbox {
+        Outbox {
+            data,
+            started: Arc::new(Mutex::new(Some(started))),
+        }
+    }
+
+    fn take_started(&self) -> Option<Frame> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether `started` is still held.
+    fn holding(&self) -> bool {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Queues `frame`, behind `started` if that is still held.
+    async fn send(&self, frame: impl Into<Outgoing>) -> Result<(), Closed> {
+        match self.take_started() {
+            Some(started) => self.data.send_two(started, frame).await,
+            None => self.data.send(frame).await,
+        }
+    }
+
+    /// Sends a frame of `kind` whose body is the next `len` bytes of
+    /// `pipe` (they are there already), spliced into the socket; returns
+    /// once they have left the pipe.
+    async fn send_spliced(
+        &self,
+        kind: Message,
+        pipe: Arc<OwnedFd>,
+        len: usize,
+    ) -> Result<(), Closed> {
+        let (item, moved) = FrameSender::spliced(kind, pipe, len);
+        self.send(item).await?;
+        moved.await.unwrap_or(Err(Closed))
+    }
+
+    /// Queues `started` now, if it is still held.
+    async fn flush(&self) -> Result<(), Closed> {
+        match self.take_started() {
+            Some(started) => self.data.send(started).await,
+            None => Ok(()),
+        }
+    }
+}
 
 /// What the server runs for a request, or why the request is malformed.
 fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
@@ -178,21 +258,32 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         session.shutdown.clone(),
     );
 
-    session.send(Frame::new(Message::Started { pid })).await?;
-    let data = session.conn.sender();
+    let data = Outbox::new(session.conn.sender(), Frame::new(Message::Started { pid }));
+    let lost = || End::Error("connection lost".into());
     let chunk = CHUNK.min(config.limits.max_body);
-    // Aborted on every way out of this function, so no pump outlives the
-    // command and keeps the connection's writer (and socket) alive. On a
-    // pty, stderr is the terminal too: its pump has nothing to read.
-    let pump_task = |from, kind| AbortOnDrop(tokio::spawn(pump(from, kind, data.clone(), chunk)));
-    let (mut stdout_pump, mut stderr_pump, mut stdin_feed, terminal) = match started.io {
+    // The pumps are futures of this task, polled by the loop below rather
+    // than tasks of their own: no spawn and no cross-task wake-up per
+    // command, and dropped on every way out of this function, so no pump
+    // outlives the command and keeps the connection's writer (and socket)
+    // alive. On a pty, stderr is the terminal too: its pump has nothing to
+    // read.
+    let pump_of = |from, kind| pump(from, kind, data.clone(), chunk);
+    // Over plain TCP, a large output goes to the socket with splice(2),
+    // never through this process's memory (see `pump`); over TLS it must be
+    // read to be encrypted.
+    let splice = data.data.can_splice();
+    let output = |pipe: ChildPipe| match splice {
+        true => Source::Child(pipe),
+        false => Source::Read(Box::new(pipe)),
+    };
+    let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
         CommandIo::Pipes {
             stdout,
             stderr,
             stdin,
         } => (
-            pump_task(Box::new(stdout) as BoxRead, Message::Stdout),
-            pump_task(Box::new(stderr), Message::Stderr),
+            pump_of(output(ChildPipe::Out(stdout)), Message::Stdout),
+            pump_of(output(ChildPipe::Err(stderr)), Message::Stderr),
             stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
             None,
         ),
@@ -202,13 +293,15 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 feed.close(); // no input: the terminal gets end of file at once
             }
             (
-                pump_task(Box::new(terminal.reader()), Message::Stdout),
-                pump_task(Box::new(tokio::io::empty()), Message::Stderr),
+                pump_of(Source::Read(Box::new(terminal.reader())), Message::Stdout),
+                pump_of(Source::Read(Box::new(tokio::io::empty())), Message::Stderr),
                 Some(feed),
                 Some(terminal),
             )
         }
     };
+    let (mut stdout_pump, mut stderr_pump) =
+        (std::pin::pin!(stdout_pump), std::pin::pin!(stderr_pump));
     let (mut stdout_done, mut stderr_done, mut exited) = (false, false, false);
     let mut bytes_out = 0u64;
     let mut bytes_in = 0u64;
@@ -217,6 +310,8 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     // missed beats before deciding it is gone.
     let silence_limit = config.keepalive * 3;
     let mut last_heard = Instant::now();
+    let hold = time::sleep(STARTED_HOLD);
+    tokio::pin!(hold);
 
     let aborted: Option<End> = 'run: {
         while !exited || !stdout_done || !stderr_done {
@@ -226,7 +321,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                     last_heard = Instant::now();
                     let frame = match next {
                         None => break 'run Some(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
-                        Some(Err(e)) => break 'run Some(session.fail_recv(e.into(), "").await),
+                        Some(Err(e)) => break 'run Some(started_first(&data, session.fail_recv(e.into(), "")).await),
                         Some(Ok(frame)) => frame,
                     };
                     match frame.message {
@@ -234,7 +329,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                             bytes_in += frame.body.len() as u64;
                             if let Some(feed) = &stdin_feed {
                                 if let Err(e) = feed.push(frame.body, config.stdin_window) {
-                                    break 'run Some(session.fail(ErrorCode::FlowControl, e.to_string()).await);
+                                    break 'run Some(started_first(&data, session.fail(ErrorCode::FlowControl, e.to_string())).await);
                                 }
                             }
                         }
@@ -254,7 +349,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         }
                         Message::Ping => session.conn.pong(frame.body),
                         Message::Pong => {}
-                        other => break 'run Some(session.unexpected(&other, "while a command runs").await),
+                        other => break 'run Some(started_first(&data, session.unexpected(&other, "while a command runs")).await),
                     }
                 }
                 event = supervisor.next() => match event {
@@ -272,16 +367,21 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         (stdout_done, stderr_done, exited) = (true, true, true);
                     }
                 },
-                n = &mut stdout_pump.0, if !stdout_done => { stdout_done = true; bytes_out += n.unwrap_or(0); }
-                n = &mut stderr_pump.0, if !stderr_done => { stderr_done = true; bytes_out += n.unwrap_or(0); }
+                n = &mut stdout_pump, if !stdout_done => { stdout_done = true; bytes_out += n; }
+                n = &mut stderr_pump, if !stderr_done => { stderr_done = true; bytes_out += n; }
                 _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
                     let message = format!(
                         "no frame from the client for {silence_limit:?} during `{what}` (keepalive missed); \
                          the command was killed"
                     );
-                    break 'run Some(session.fail(ErrorCode::Timeout, message).await);
+                    break 'run Some(started_first(&data, session.fail(ErrorCode::Timeout, message)).await);
                 }
-                () = data.closed() => {
+                () = &mut hold, if data.holding() => {
+                    if data.flush().await.is_err() {
+                        break 'run Some(lost());
+                    }
+                }
+                () = data.data.closed() => {
                     break 'run Some(End::Error(format!("connection lost during `{what}`; its process group was killed")));
                 }
             }
@@ -345,28 +445,176 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.
-        let _ = time::timeout(drain_limit, session.send(exit)).await;
+        let _ = time::timeout(drain_limit, data.send(exit)).await;
         return Err(session
             .fail(ErrorCode::ShuttingDown, "server is shutting down")
             .await);
     }
-    session.send(exit).await
+    data.send(exit).await.map_err(|_| lost())
+}
+
+/// Sends the held `started` (the command did start: a client must not take
+/// the error that follows for "never ran", and think a retry safe), then
+/// the error `fail` sends.
+async fn started_first(data: &Outbox, fail: impl std::future::Future<Output = End>) -> End {
+    let _ = data.flush().await;
+    fail.await
 }
 
 /// One of a command's outputs: a pipe or its terminal.
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 
-/// Copies one of the command's output pipes into frames of `kind` until
-/// end of file; returns the byte count. Waiting on a full queue is what
-/// slows the command down to the client's pace.
-async fn pump(mut pipe: BoxRead, kind: Message, out: FrameSender, chunk: usize) -> u64 {
+/// Where a pump takes a command's output from.
+enum Source {
+    /// Anything readable; the bytes are copied into frames.
+    Read(BoxRead),
+    /// A command's output pipe over a plain TCP connection: copied while
+    /// the output is small, spliced once it is large.
+    Child(ChildPipe),
+}
+
+/// A command's stdout or stderr pipe, as tokio holds it.
+enum ChildPipe {
+    Out(ChildStdout),
+    Err(ChildStderr),
+}
+
+impl ChildPipe {
+    fn into_owned_fd(self) -> std::io::Result<OwnedFd> {
+        match self {
+            ChildPipe::Out(pipe) => pipe.into_owned_fd(),
+            ChildPipe::Err(pipe) => pipe.into_owned_fd(),
+        }
+    }
+}
+
+impl AsyncRead for ChildPipe {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ChildPipe::Out(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
+            ChildPipe::Err(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
+        }
+    }
+}
+
+/// Sends one of the command's outputs as frames of `kind` until end of
+/// file; returns the byte count. Waiting on a full queue (or for a splice
+/// to finish) is what slows the command down to the client's pace.
+///
+/// A command's pipe over plain TCP is copied for its first
+/// [`SPLICE_AFTER`] bytes, like any output: most commands say little, and
+/// taking the pipe over for splicing costs a few system calls. Past that
+/// the rest is spliced.
+async fn pump(source: Source, kind: Message, out: Outbox, chunk: usize) -> u64 {
+    let mut pipe = match source {
+        Source::Read(mut pipe) => {
+            return copy_pump(&mut pipe, &kind, &out, chunk, u64::MAX).await.0
+        }
+        Source::Child(pipe) => pipe,
+    };
+    let (copied, ended) = copy_pump(&mut pipe, &kind, &out, chunk, SPLICE_AFTER).await;
+    if ended {
+        return copied;
+    }
+    let fd = match pipe.into_owned_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Cannot happen short of a broken epoll; say so rather than hang.
+            tracing::warn!(
+                "cannot take over a command's output pipe: {e}; the rest of its output is lost"
+            );
+            return copied;
+        }
+    };
+    // The writer splices from a handle of its own on the pipe, which stays
+    // open as long as it may use it, whatever happens to this pump. Without
+    // one, the pipe is read and copied.
+    copied
+        + match (fd.try_clone(), pipe::Receiver::from_owned_fd(fd)) {
+            (Ok(shared), Ok(ready)) => splice_pump(ready, Arc::new(shared), kind, out).await,
+            (Err(_), Ok(mut ready)) => copy_pump(&mut ready, &kind, &out, chunk, u64::MAX).await.0,
+            (_, Err(e)) => {
+                tracing::warn!(
+                    "cannot read a command's output pipe: {e}; the rest of its output is lost"
+                );
+                0
+            }
+        }
+}
+
+/// The zero-copy pump: waits until the pipe has bytes, asks how many
+/// (`FIONREAD`), and has the connection's writer splice exactly that many
+/// (at most [`SPLICE_CHUNK`]) behind a frame header saying so.
+async fn splice_pump(
+    ready: pipe::Receiver,
+    shared: Arc<OwnedFd>,
+    kind: Message,
+    out: Outbox,
+) -> u64 {
+    let chunk = SPLICE_CHUNK.min(wiresh_proto::Limits::default().max_body);
+    let mut total = 0u64;
+    let mut small = [0u8; 4096];
+    loop {
+        if ready.readable().await.is_err() {
+            break;
+        }
+        let queued = rustix::io::ioctl_fionread(&ready).unwrap_or(0);
+        if queued > 0 {
+            let len = usize::try_from(queued).unwrap_or(chunk).min(chunk);
+            if out
+                .send_spliced(kind.clone(), shared.clone(), len)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            total += len as u64;
+            continue;
+        }
+        // Readable with nothing queued: the command has closed the pipe,
+        // unless bytes came just now. A read tells; a would-block clears
+        // the stale readiness.
+        match ready.try_read(&mut small) {
+            Ok(0) => break,
+            Ok(n) => {
+                let body = Bytes::copy_from_slice(&small[..n]);
+                if out
+                    .send(Frame::with_body(kind.clone(), body))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    total
+}
+
+/// The copying pump: reads chunks into memory and queues them as frames,
+/// until end of file or until `limit` bytes have gone; returns how many,
+/// and whether the output ended.
+async fn copy_pump<R: AsyncRead + Unpin + ?Sized>(
+    pipe: &mut R,
+    kind: &Message,
+    out: &Outbox,
+    chunk: usize,
+    limit: u64,
+) -> (u64, bool) {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
-    loop {
+    while total < limit {
         // Reuses the allocation once the previous frame has been written.
         buf.reserve(chunk);
-        match (&mut pipe).take(chunk as u64).read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
+        match (&mut *pipe).take(chunk as u64).read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return (total, true),
             Ok(n) => total += n as u64,
         }
         let body = buf.split().freeze();
@@ -375,10 +623,10 @@ async fn pump(mut pipe: BoxRead, kind: Message, out: FrameSender, chunk: usize) 
             .await
             .is_err()
         {
-            break;
+            return (total, true);
         }
     }
-    total
+    (total, false)
 }
 
 /// A client sent more stdin than its window allows.
@@ -489,7 +737,7 @@ impl StdinInbox {
 impl StdinFeed {
     /// Feeds `pipe`, a pipe or a terminal: its end (`stdin_end`) is the
     /// pipe's shutdown, which on a terminal types the end-of-file key.
-    fn spawn<W>(mut pipe: W, acks: FrameSender) -> StdinFeed
+    fn spawn<W>(mut pipe: W, acks: Outbox) -> StdinFeed
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {

@@ -170,15 +170,6 @@ impl Session {
             .ok_or(Refusal::Busy(self.shared.commands.limit()))
     }
 
-    /// Queues a frame behind the output already queued; a connection whose
-    /// writer is gone ends here.
-    pub async fn send(&self, frame: Frame) -> Result<(), End> {
-        self.conn
-            .send(frame)
-            .await
-            .map_err(|_| End::Error("connection lost".into()))
-    }
-
     /// Queues a frame in answer to a request, unless the client takes
     /// nothing for the send timeout: a client that asks and never reads
     /// cannot hold its connection (and its slot) for ever.
