@@ -64,12 +64,7 @@ fn is_not_found(e: &SetupError) -> bool {
 /// Reads a token file, refusing one that other users could read.
 pub fn read_token_file(path: &Path) -> Result<Secret, SetupError> {
     check_private(path, WHAT)?;
-    let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
-        action: "read",
-        what: WHAT,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::home::read_text(path, WHAT)?;
     let token = text.trim();
     if token.is_empty() {
         return Err(SetupError::Invalid {

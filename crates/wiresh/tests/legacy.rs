@@ -617,6 +617,25 @@ async fn client_refuses_an_empty_command_and_reports_a_truncated_answer() {
 
 // ---- The `wiresh` binary's legacy flags, end to end ----
 
+/// Runs `wiresh serve --listen 127.0.0.1:0 ARGS...`, which must refuse to
+/// start; returns what it said.
+async fn serve_refuses(home: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let out = timeout(
+        BOUND,
+        Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("WIRESH_HOME", home)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("wiresh serve did not exit")
+    .unwrap();
+    assert!(!out.status.success(), "wiresh serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `wiresh serve --legacy-listen` with its legacy address from the banner.
 fn start_binary_with_legacy() -> (common::Server, SocketAddr) {
     start_binary_with_legacy_and(&[])
@@ -655,25 +674,11 @@ async fn client_py_against_wiresh_serve_legacy_listen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_listen_refuses_a_non_loopback_address() {
     let home = tempfile::tempdir().unwrap();
-    let out = timeout(
-        BOUND,
-        Command::new(common::BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--legacy-listen",
-                "0.0.0.0:0",
-            ])
-            .env("WIRESH_HOME", home.path())
-            .stdin(Stdio::null())
-            .output(),
+    let stderr = serve_refuses(
+        home.path(),
+        &["--legacy-listen".as_ref(), "0.0.0.0:0".as_ref()],
     )
-    .await
-    .expect("wiresh serve did not exit")
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    .await;
     assert!(
         stderr.contains("no authentication") && stderr.contains("--legacy-allow-insecure-remote"),
         "{stderr}"
@@ -809,27 +814,16 @@ async fn legacy_listen_refuses_a_policy_that_restricts_programs() {
     let home = tempfile::tempdir().unwrap();
     let policy = home.path().join("policy.json");
     std::fs::write(&policy, r#"{"allow_shell": false}"#).unwrap();
-    let out = timeout(
-        BOUND,
-        Command::new(common::BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--legacy-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--policy")
-            .arg(&policy)
-            .env("WIRESH_HOME", home.path())
-            .stdin(Stdio::null())
-            .output(),
+    let stderr = serve_refuses(
+        home.path(),
+        &[
+            "--legacy-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--policy".as_ref(),
+            policy.as_os_str(),
+        ],
     )
-    .await
-    .expect("wiresh serve did not exit")
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    .await;
     assert!(
         stderr.contains("--legacy-listen") && stderr.contains("policy"),
         "{stderr}"

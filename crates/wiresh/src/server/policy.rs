@@ -155,12 +155,7 @@ impl Policy {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| SetupError::File {
-            action: "read",
-            what: WHAT,
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::home::read_text(path, WHAT)?;
         Policy::parse(&text).map_err(invalid)
     }
 
