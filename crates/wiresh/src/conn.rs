@@ -400,7 +400,7 @@ impl FrameConn {
     }
 
     /// Answers a ping. When the control queue is full, or holds pongs of
-    /// [`PONG_BYTES`] already, the peer is not reading what it asked for,
+    /// `PONG_BYTES` already, the peer is not reading what it asked for,
     /// and the pong is skipped (documented): a ping is a liveness hint,
     /// never a reason to end a command.
     pub fn pong(&self, body: Bytes) {
