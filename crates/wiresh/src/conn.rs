@@ -182,16 +182,19 @@ impl FrameSender {
         self.queue.send(frame.into()).await.map_err(|_| Closed)
     }
 
-    /// Queues two items back to back, nothing between them: the writer
-    /// finds both at once and sends them in one write.
-    pub async fn send_two(
+    /// Queues the items that are there back to back, nothing between them:
+    /// the writer finds them at once and sends them in one write.
+    pub async fn send_together<const N: usize>(
         &self,
-        first: impl Into<Outgoing>,
-        second: impl Into<Outgoing>,
+        items: [Option<Outgoing>; N],
     ) -> Result<(), Closed> {
-        let mut permits = self.queue.reserve_many(2).await.map_err(|_| Closed)?;
-        for item in [first.into(), second.into()] {
-            permits.next().expect("two permits reserved").send(item);
+        let count = items.iter().flatten().count();
+        if count == 0 {
+            return Ok(());
+        }
+        let mut permits = self.queue.reserve_many(count).await.map_err(|_| Closed)?;
+        for item in items.into_iter().flatten() {
+            permits.next().expect("a permit for each item").send(item);
         }
         Ok(())
     }
@@ -654,7 +657,10 @@ mod tests {
         rustix::io::write(&input, body).unwrap();
         let before = Frame::with_body(Message::Stdout, &b"before"[..]);
         let (spliced, moved) = FrameSender::spliced(Message::Stderr, Arc::new(pipe), body.len());
-        sender.send_two(before, spliced).await.unwrap();
+        sender
+            .send_together([Some(before.into()), Some(spliced)])
+            .await
+            .unwrap();
         sender.send(Frame::new(Message::StdinEnd)).await.unwrap();
         moved.await.unwrap().unwrap();
         let within = Duration::from_secs(5);

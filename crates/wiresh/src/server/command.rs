@@ -12,7 +12,7 @@
 //! `stdout`) and its input, and `resize` reaches it.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +30,6 @@ use super::session::Session;
 use crate::conn::{Closed, FrameSender, Outgoing};
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
-use crate::task::AbortOnDrop;
 
 /// Largest chunk read from a command's pipe into one frame. Large enough
 /// that per-frame costs vanish at full speed, small enough that what a
@@ -50,16 +49,29 @@ const SPLICE_AFTER: u64 = 1024 * 1024;
 /// [`Outbox`]).
 const STARTED_HOLD: Duration = Duration::from_millis(1);
 
-/// A command's frames into the connection's ordered stream, with its
-/// `started` held back until something else goes out or [`STARTED_HOLD`]
-/// has passed. A short command's `started` and `exit` then leave in one
-/// write, and the client wakes once for them instead of twice: a cost
-/// paid on every command. Whatever goes first takes `started` with it, so
-/// the order on the wire is as if `started` had been sent at once.
+/// Longest an acknowledgement of input waits to leave with what follows it
+/// (see [`Outbox`]).
+const ACK_DELAY: Duration = Duration::from_millis(5);
+
+/// A command's frames into the connection's ordered stream, holding back
+/// what can wait to travel with the next frame, as TCP delays its ACKs:
+///
+/// - `started`, until something else goes out or [`STARTED_HOLD`] has
+///   passed: a short command's `started` and `exit` then leave in one
+///   write, and the client wakes once for them instead of twice;
+/// - acknowledgements of input (`stdin_ack`), until something else goes
+///   out, [`ACK_DELAY`] has passed or a quarter of the window is owed (see
+///   [`StdinFeed`]): a key typed on a terminal is then acknowledged
+///   together with its echo, one wake-up per key at each end.
+///
+/// Whatever goes first takes what is held with it, in order, so the wire
+/// reads as if each had been sent at once.
 #[derive(Debug, Clone)]
 struct Outbox {
     data: FrameSender,
     started: Arc<Mutex<Option<Frame>>>,
+    /// Bytes of input written (or discarded) and not yet acknowledged.
+    owed: Arc<AtomicU64>,
 }
 
 impl Outbox {
@@ -67,14 +79,23 @@ impl Outbox {
         Outbox {
             data,
             started: Arc::new(Mutex::new(Some(started))),
+            owed: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn take_started(&self) -> Option<Frame> {
+    fn take_started(&self) -> Option<Outgoing> {
         self.started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+            .map(Outgoing::from)
+    }
+
+    fn take_ack(&self) -> Option<Outgoing> {
+        match self.owed.swap(0, Ordering::AcqRel) {
+            0 => None,
+            bytes => Some(Frame::new(Message::StdinAck { bytes }).into()),
+        }
     }
 
     /// Whether `started` is still held.
@@ -85,12 +106,16 @@ impl Outbox {
             .is_some()
     }
 
-    /// Queues `frame`, behind `started` if that is still held.
+    /// Owes the client an acknowledgement of `bytes` more of its input;
+    /// returns how much is owed now.
+    fn owe(&self, bytes: usize) -> u64 {
+        self.owed.fetch_add(bytes as u64, Ordering::AcqRel) + bytes as u64
+    }
+
+    /// Queues `frame`, behind what is held.
     async fn send(&self, frame: impl Into<Outgoing>) -> Result<(), Closed> {
-        match self.take_started() {
-            Some(started) => self.data.send_two(started, frame).await,
-            None => self.data.send(frame).await,
-        }
+        let items = [self.take_started(), self.take_ack(), Some(frame.into())];
+        self.data.send_together(items).await
     }
 
     /// Sends a frame of `kind` whose body is the next `len` bytes of
@@ -107,12 +132,10 @@ impl Outbox {
         moved.await.unwrap_or(Err(Closed))
     }
 
-    /// Queues `started` now, if it is still held.
+    /// Queues what is held now.
     async fn flush(&self) -> Result<(), Closed> {
-        match self.take_started() {
-            Some(started) => self.data.send(started).await,
-            None => Ok(()),
-        }
+        let items = [self.take_started(), self.take_ack()];
+        self.data.send_together(items).await
     }
 }
 
@@ -276,7 +299,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         true => Source::Child(pipe),
         false => Source::Read(Box::new(pipe)),
     };
-    let (stdout_pump, stderr_pump, mut stdin_feed, terminal) = match started.io {
+    let (stdout_pump, stderr_pump, stdin, terminal) = match started.io {
         CommandIo::Pipes {
             stdout,
             stderr,
@@ -284,21 +307,26 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         } => (
             pump_of(output(ChildPipe::Out(stdout)), Message::Stdout),
             pump_of(output(ChildPipe::Err(stderr)), Message::Stderr),
-            stdin.map(|pipe| StdinFeed::spawn(pipe, data.clone())),
+            stdin.map(|pipe| StdinFeed::new(pipe, data.clone(), config.stdin_window)),
             None,
         ),
         CommandIo::Terminal(terminal) => {
-            let mut feed = StdinFeed::spawn(terminal.writer(), data.clone());
+            let (mut feed, feeding) =
+                StdinFeed::new(terminal.writer(), data.clone(), config.stdin_window);
             if !req.stdin {
                 feed.close(); // no input: the terminal gets end of file at once
             }
             (
                 pump_of(Source::Read(Box::new(terminal.reader())), Message::Stdout),
                 pump_of(Source::Read(Box::new(tokio::io::empty())), Message::Stderr),
-                Some(feed),
+                Some((feed, feeding)),
                 Some(terminal),
             )
         }
+    };
+    let (mut stdin_feed, mut feeding) = match stdin {
+        Some((feed, feeding)) => (Some(feed), Some(feeding)),
+        None => (None, None),
     };
     let (mut stdout_pump, mut stderr_pump) =
         (std::pin::pin!(stdout_pump), std::pin::pin!(stderr_pump));
@@ -367,6 +395,9 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                         (stdout_done, stderr_done, exited) = (true, true, true);
                     }
                 },
+                () = async { feeding.as_mut().expect("checked").await }, if feeding.is_some() => {
+                    feeding = None;
+                }
                 n = &mut stdout_pump, if !stdout_done => { stdout_done = true; bytes_out += n; }
                 n = &mut stderr_pump, if !stderr_done => { stderr_done = true; bytes_out += n; }
                 _ = time::sleep_until(last_heard + silence_limit), if !silence_limit.is_zero() => {
@@ -400,7 +431,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         return Err(end);
     }
     // No `stdin_ack` may follow the `exit`.
-    drop(stdin_feed);
+    drop((stdin_feed, feeding));
     let duration = supervisor.elapsed();
     let timed_out = supervisor.timed_out();
     let cancelled = supervisor.killed() == Some(&KillReason::Cancelled);
@@ -641,9 +672,11 @@ struct WindowExceeded {
 ///
 /// Chunks are queued without waiting (the client may have at most
 /// `stdin_window` bytes unacknowledged, which bounds the queue) and written
-/// by a task of their own; each written — or, once the command has closed
+/// by a future the command's task polls beside its pumps (see
+/// [`StdinFeed::new`]); each written — or, once the command has closed
 /// its input, discarded — piece is acknowledged with `stdin_ack` in the
-/// ordered output stream, which reopens the client's window.
+/// ordered output stream, which reopens the client's window. Small input is
+/// acknowledged together with what it causes (see [`Outbox`]).
 ///
 /// Small chunks are copied together into pieces of up to [`STDIN_PIECE`]
 /// bytes rather than queued one by one: a `stdin` body is a view into the
@@ -655,8 +688,11 @@ struct StdinFeed {
     /// Whether input is still taken (until `stdin_end`).
     open: bool,
     unacked: Arc<AtomicUsize>,
-    _writer: AbortOnDrop<()>,
 }
+
+/// The writing half of a [`StdinFeed`]: a future that ends once the input
+/// has ended and is written, or the connection is gone.
+type Feeding = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Input smaller than this is copied into a shared piece; larger input is
 /// queued as it came (it pins little more than itself).
@@ -737,24 +773,49 @@ impl StdinInbox {
 impl StdinFeed {
     /// Feeds `pipe`, a pipe or a terminal: its end (`stdin_end`) is the
     /// pipe's shutdown, which on a terminal types the end-of-file key.
-    fn spawn<W>(mut pipe: W, acks: Outbox) -> StdinFeed
+    ///
+    /// The writing is a future for the command's own task to poll, as the
+    /// pumps are, not a task of its own: a key typed on a terminal then
+    /// reaches it with no hand-over between tasks (and threads) on the way,
+    /// and the writing stops whenever the command's task drops it.
+    fn new<W>(mut pipe: W, acks: Outbox, window: usize) -> (StdinFeed, Feeding)
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let inbox = Arc::new(StdinInbox::default());
         let unacked = Arc::new(AtomicUsize::new(0));
         let (queue, counter) = (inbox.clone(), unacked.clone());
-        let writer = tokio::spawn(async move {
+        // Acknowledged without delay past this, so the client never waits
+        // on a window held shut by acknowledgements still owed.
+        let eager = (window as u64 / 4).max(1);
+        let feeding = Box::pin(async move {
             let mut open = true;
-            while let Some(piece) = queue.next().await {
+            let mut ack_due = None;
+            loop {
+                let next = match ack_due {
+                    Some(due) => tokio::select! {
+                        piece = queue.next() => piece,
+                        () = time::sleep_until(due) => {
+                            ack_due = None;
+                            if acks.flush().await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                    None => queue.next().await,
+                };
+                let Some(piece) = next else { break };
                 // A command that closed its input loses the rest, as with a pipe.
                 open = open && pipe.write_all(&piece).await.is_ok();
                 counter.fetch_sub(piece.len(), Ordering::AcqRel);
-                let ack = Message::StdinAck {
-                    bytes: piece.len() as u64,
-                };
-                if acks.send(Frame::new(ack)).await.is_err() {
-                    return;
+                if acks.owe(piece.len()) >= eager {
+                    ack_due = None;
+                    if acks.flush().await.is_err() {
+                        return;
+                    }
+                } else if ack_due.is_none() {
+                    ack_due = Some(Instant::now() + ACK_DELAY);
                 }
             }
             // stdin_end: the pipe is closed when dropped; a terminal gets
@@ -762,13 +823,14 @@ impl StdinFeed {
             if open {
                 let _ = pipe.shutdown().await;
             }
+            let _ = acks.flush().await;
         });
-        StdinFeed {
+        let feed = StdinFeed {
             inbox,
             open: true,
             unacked,
-            _writer: AbortOnDrop(writer),
-        }
+        };
+        (feed, feeding)
     }
 
     /// Queues a chunk, or says how the client broke the window.
@@ -791,5 +853,105 @@ impl StdinFeed {
             self.open = false;
             self.inbox.end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::FrameConn;
+    use crate::task::AbortOnDrop;
+    use wiresh_proto::{FrameCodec, Limits};
+
+    const WITHIN: Duration = Duration::from_secs(5);
+
+    /// A connection whose frames the test reads at the other end.
+    fn pair() -> (FrameConn, FrameConn) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (
+            FrameConn::new(a, Limits::default(), FrameCodec::default()),
+            FrameConn::new(b, Limits::default(), FrameCodec::default()),
+        )
+    }
+
+    async fn next(conn: &mut FrameConn) -> Frame {
+        conn.recv_within(WITHIN).await.expect("a frame")
+    }
+
+    #[tokio::test]
+    async fn what_is_held_leaves_first_in_order() {
+        let (server, mut client) = pair();
+        let outbox = Outbox::new(server.sender(), Frame::new(Message::Started { pid: 7 }));
+        outbox.owe(3);
+        outbox.owe(4);
+        let output = Frame::with_body(Message::Stdout, &b"echo"[..]);
+        outbox.send(output).await.unwrap();
+        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
+        assert_eq!(
+            next(&mut client).await.message,
+            Message::StdinAck { bytes: 7 }
+        );
+        let echo = next(&mut client).await;
+        assert_eq!(
+            (echo.message, &echo.body[..]),
+            (Message::Stdout, &b"echo"[..])
+        );
+        // Nothing is held any more: the next frame goes alone.
+        outbox.send(Frame::new(Message::Stderr)).await.unwrap();
+        assert_eq!(next(&mut client).await.message, Message::Stderr);
+    }
+
+    /// Input that causes no output is still acknowledged, after a short
+    /// delay, and written to the command in order.
+    #[tokio::test]
+    async fn input_is_acknowledged_without_output() {
+        let (server, mut client) = pair();
+        let outbox = Outbox::new(server.sender(), Frame::new(Message::Started { pid: 7 }));
+        let (mut command_reads, command_input) = tokio::io::duplex(1024);
+        let (mut feed, feeding) = StdinFeed::new(command_input, outbox, 1 << 20);
+        let feeding = tokio::spawn(feeding);
+        feed.push(Bytes::from_static(b"ab"), 1 << 20).unwrap();
+        feed.push(Bytes::from_static(b"cde"), 1 << 20).unwrap();
+        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
+        let mut acked = 0;
+        while acked < 5 {
+            match next(&mut client).await.message {
+                Message::StdinAck { bytes } => acked += bytes,
+                other => panic!("expected stdin_ack, got {other:?}"),
+            }
+        }
+        assert_eq!(acked, 5);
+        feed.close();
+        tokio::time::timeout(WITHIN, feeding)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut written = Vec::new();
+        command_reads.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, b"abcde");
+    }
+
+    /// Once a quarter of the window is owed, the acknowledgement goes at
+    /// once, however long the hold would be: a client may send no more
+    /// than the window, and must not wait on it.
+    #[tokio::test(start_paused = true)]
+    async fn a_quarter_of_the_window_is_acknowledged_at_once() {
+        let (server, mut client) = pair();
+        let outbox = Outbox::new(server.sender(), Frame::new(Message::Started { pid: 7 }));
+        let (_command_reads, command_input) = tokio::io::duplex(1 << 16);
+        let (feed, feeding) = StdinFeed::new(command_input, outbox, 64);
+        let _feeding = AbortOnDrop(tokio::spawn(feeding));
+        let began = Instant::now();
+        feed.push(Bytes::from_static(&[b'k'; 16]), 64).unwrap();
+        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
+        let ack = next(&mut client).await;
+        assert_eq!(ack.message, Message::StdinAck { bytes: 16 });
+        // The paused clock moves only when every task waits on a timer:
+        // had the acknowledgement been held, it would show the hold.
+        assert!(
+            began.elapsed() < ACK_DELAY,
+            "held for {:?}",
+            began.elapsed()
+        );
     }
 }
