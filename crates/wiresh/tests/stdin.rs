@@ -136,29 +136,46 @@ async fn stdin_beyond_the_window_is_refused() {
 }
 
 /// Input the command can no longer take, because it closed its standard
-/// input, is acknowledged like input it read, so the window reopens. Once
-/// the command has exited no `stdin_ack` follows, and input sent after the
-/// `exit` is ignored: no acknowledgement, no error, the connection goes on.
+/// input, is acknowledged like input it read, so the window reopens while
+/// the command runs on: at once for a quarter of the window, and what the
+/// server held back once the input ends. No `stdin_ack` follows
+/// the `exit`, and input sent after it is ignored: no acknowledgement, no
+/// error, the connection goes on.
 #[tokio::test]
 async fn input_discarded_after_close_is_acked_and_late_input_is_ignored() {
     let server = Server::start();
-    let mut raw = server.raw().await;
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let quarter = hello.stdin_window as u64 / 4;
+    let piece = (hello.max_body as u64).min(quarter).min(64 * 1024);
     let pid = raw
         .start(exec_with_stdin("exec 0<&-; echo closed; exec sleep 1000"))
         .await;
     assert_eq!(raw.read_lines(1).await, ["closed"]);
-    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; 1000]))
-        .await;
-    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'y'; 24]))
-        .await;
+    let mut sent = 0;
+    while sent < quarter {
+        let len = piece.min(quarter - sent);
+        raw.send_frame(Frame::with_body(Message::Stdin, vec![b'x'; len as usize]))
+            .await;
+        sent += len;
+    }
     let mut acked = 0;
-    while acked < 1024 {
+    while acked < quarter {
         match raw.recv().await.message {
             Message::StdinAck { bytes } => acked += bytes,
             other => panic!("expected stdin_ack, got {other:?}"),
         }
     }
-    assert_eq!(acked, 1024);
+    // Less than a quarter may be held back, until the input ends.
+    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'y'; 24]))
+        .await;
+    raw.send(Message::StdinEnd).await;
+    while acked < quarter + 24 {
+        match raw.recv().await.message {
+            Message::StdinAck { bytes } => acked += bytes,
+            other => panic!("expected stdin_ack, got {other:?}"),
+        }
+    }
+    assert_eq!(acked, quarter + 24);
     raw.send(Message::Cancel).await;
     let run = raw.finish_started(pid).await;
     assert_killed(&run.status, libc::SIGTERM);

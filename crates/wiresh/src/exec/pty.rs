@@ -24,6 +24,7 @@ use rustix::fs::OFlags;
 use rustix::pty::OpenptFlags;
 use rustix::termios::{self, LocalModes, SpecialCodeIndex, Winsize};
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::process::Child;
 use wiresh_proto::{PtyRequest, WindowSize};
@@ -105,12 +106,12 @@ pub struct Terminal(Arc<AsyncFd<OwnedFd>>);
 
 impl Terminal {
     fn new(master: OwnedFd) -> io::Result<Terminal> {
-        // Deprecated because a type that merely implements `AsRawFd` could
-        // hand out another descriptor later; an `OwnedFd` cannot, so this is
-        // sound. Its replacement, `register`, is `unsafe` for that reason.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(master)?;
-        Ok(Terminal(Arc::new(fd)))
+        // Watched for input only: a terminal is writable nearly always, and
+        // watching for that would wake the runtime after every write (the
+        // terminal reports room again as soon as its reader takes the
+        // bytes), once per key echoed. A write that finds the terminal
+        // full waits on a registration of its own (see `TerminalWriter`).
+        Ok(Terminal(Arc::new(watch(master, Interest::READABLE)?)))
     }
 
     /// This process's own terminal (its stdin's), opened anew: a new open
@@ -155,10 +156,20 @@ impl Terminal {
     pub fn writer(&self) -> TerminalWriter {
         TerminalWriter {
             fd: self.0.clone(),
+            full: None,
             at_line_start: true,
             eof: None,
         }
     }
+}
+
+/// Registers `fd` with the runtime for `interest`.
+fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // Deprecated because a type that merely implements `AsRawFd` could
+    // hand out another descriptor later; an `OwnedFd` cannot, so this is
+    // sound. Its replacement, `register`, is `unsafe` for that reason.
+    #[allow(deprecated)]
+    AsyncFd::with_interest(fd, interest)
 }
 
 /// Reads the terminal's output.
@@ -174,8 +185,16 @@ impl AsyncRead for TerminalReader {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
             match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *unfilled)?)) {
                 Ok(Ok(n)) => {
+                    // Less than there was room for: the terminal is empty
+                    // now, as tokio's sockets assume too. The next read
+                    // waits for the next event instead of making a call
+                    // that can only fail, one per key on each side.
+                    if n > 0 && n < room {
+                        ready.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -201,18 +220,32 @@ impl AsyncRead for TerminalReader {
 #[derive(Debug)]
 pub struct TerminalWriter {
     fd: Arc<AsyncFd<OwnedFd>>,
+    /// While the terminal is full: a second descriptor of it, watched for
+    /// room (the first is watched for input only, see [`Terminal::new`]).
+    full: Option<AsyncFd<OwnedFd>>,
     at_line_start: bool,
     /// The end-of-file keys still to type, once shutting down.
     eof: Option<Vec<u8>>,
 }
 
 impl TerminalWriter {
-    fn poll_write_raw(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write_raw(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         loop {
-            let mut ready = ready!(self.fd.poll_write_ready(cx))?;
-            match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), data)?)) {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
+            let Some(full) = &self.full else {
+                match rustix::io::write(self.fd.get_ref(), data) {
+                    Err(rustix::io::Errno::AGAIN) => {
+                        let second = self.fd.get_ref().try_clone()?;
+                        self.full = Some(watch(second, Interest::WRITABLE)?);
+                        continue;
+                    }
+                    written => return Poll::Ready(Ok(written?)),
+                }
+            };
+            let mut ready = ready!(full.poll_write_ready(cx))?;
+            if let Ok(written) = ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), data)?)) {
+                // Room again: stop watching until the terminal fills up.
+                self.full = None;
+                return Poll::Ready(written);
             }
         }
     }
@@ -354,6 +387,28 @@ mod tests {
         writer.shutdown().await.unwrap();
         let out = read_until(&mut spawned.terminal.reader(), "done").await;
         assert!(out.contains("3\r\ndone"), "{out:?}");
+    }
+
+    /// Input the terminal has no room for waits, and goes on once the
+    /// command reads (the writer watches for room only while it waits).
+    #[tokio::test]
+    async fn input_waits_for_room_on_the_terminal() {
+        let line = "stty raw -echo; echo ready; kill -STOP $$; head -c 300000 | wc -c";
+        let spawned = spawn_on_pty(&Spec::shell(line), &pty(80, 24), "test").unwrap();
+        let mut reader = spawned.terminal.reader();
+        read_until(&mut reader, "ready").await;
+        let shell = rustix::process::Pid::from_raw(spawned.pid as i32).unwrap();
+        let mut writer = spawned.terminal.writer();
+        let input = vec![b'k'; 300_000];
+        let mut writing = Box::pin(writer.write_all(&input));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut writing).await;
+        assert!(early.is_err(), "300 kB went into a terminal nobody reads");
+        rustix::process::kill_process(shell, rustix::process::Signal::CONT).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), writing)
+            .await
+            .expect("the input went in once the command read")
+            .unwrap();
+        read_until(&mut reader, "300000").await;
     }
 
     #[tokio::test]

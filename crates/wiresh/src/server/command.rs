@@ -14,6 +14,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +38,9 @@ use crate::listener::End;
 /// than the body limit, which every client accepts.
 const CHUNK: usize = 256 * 1024;
 
+/// The first read from a command's pipe or terminal (see `copy_pump`).
+const FIRST_READ: usize = 8 * 1024;
+
 /// Largest body spliced from a pipe into one frame (never more than the
 /// body limit): nothing is held in memory for it, so it can be as large as
 /// the pipe (see `exec::spawn`).
@@ -49,10 +53,6 @@ const SPLICE_AFTER: u64 = 1024 * 1024;
 /// [`Outbox`]).
 const STARTED_HOLD: Duration = Duration::from_millis(1);
 
-/// Longest an acknowledgement of input waits to leave with what follows it
-/// (see [`Outbox`]).
-const ACK_DELAY: Duration = Duration::from_millis(5);
-
 /// A command's frames into the connection's ordered stream, holding back
 /// what can wait to travel with the next frame, as TCP delays its ACKs:
 ///
@@ -60,9 +60,12 @@ const ACK_DELAY: Duration = Duration::from_millis(5);
 ///   passed: a short command's `started` and `exit` then leave in one
 ///   write, and the client wakes once for them instead of twice;
 /// - acknowledgements of input (`stdin_ack`), until something else goes
-///   out, [`ACK_DELAY`] has passed or a quarter of the window is owed (see
+///   out, the input ends or a quarter of the window is owed (see
 ///   [`StdinFeed`]): a key typed on a terminal is then acknowledged
-///   together with its echo, one wake-up per key at each end.
+///   together with its echo, one wake-up per key at each end. No timer
+///   bounds the hold: arming one per key wakes the runtime's other thread
+///   and costs what the hold saves, and none is needed, since a client
+///   owed less than a quarter of its window can always send on.
 ///
 /// Whatever goes first takes what is held with it, in order, so the wire
 /// reads as if each had been sent at once.
@@ -524,7 +527,7 @@ impl AsyncRead for ChildPipe {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ChildPipe::Out(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
             ChildPipe::Err(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
@@ -641,11 +644,19 @@ async fn copy_pump<R: AsyncRead + Unpin + ?Sized>(
 ) -> (u64, bool) {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
+    // Reads start small and grow while they come back full: a command that
+    // writes a line or a key's echo costs a small buffer per frame, not a
+    // chunk's worth of memory to allocate (and, for a terminal, to zero).
+    let mut want = FIRST_READ.min(chunk);
     while total < limit {
         // Reuses the allocation once the previous frame has been written.
-        buf.reserve(chunk);
-        match (&mut *pipe).take(chunk as u64).read_buf(&mut buf).await {
+        buf.reserve(want);
+        match (&mut *pipe).take(want as u64).read_buf(&mut buf).await {
             Ok(0) | Err(_) => return (total, true),
+            Ok(n) if n == want => {
+                total += n as u64;
+                want = (want * 2).min(chunk);
+            }
             Ok(n) => total += n as u64,
         }
         let body = buf.split().freeze();
@@ -701,12 +712,16 @@ const STDIN_COPY_BELOW: usize = 16 * 1024;
 /// Most bytes small input is gathered into before a new piece starts.
 const STDIN_PIECE: usize = 64 * 1024;
 
-/// The queue between [`StdinFeed::push`] and the task that writes.
+/// The queue between [`StdinFeed::push`] and the future that writes.
+///
+/// Nothing is woken when input arrives: the one task that pushes (the
+/// command's) is the one that polls the writing future, and its loop polls
+/// that future again after every frame it handles. A wake-up would be the
+/// task waking itself, which a multi-threaded runtime pays for by waking
+/// another worker thread, on every key typed.
 #[derive(Default)]
 struct StdinInbox {
     state: std::sync::Mutex<InboxState>,
-    /// Woken when input arrives or the input ends.
-    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -740,33 +755,30 @@ impl StdinInbox {
             }
             state.pieces.push_back(chunk);
         }
-        self.changed.notify_one();
     }
 
     fn end(&self) {
         self.state().ended = true;
-        self.changed.notify_one();
     }
 
     /// The next piece to write; `None` once the input has ended and
-    /// everything before its end is taken.
+    /// everything before its end is taken. Pending until the pushing task
+    /// polls again (see [`StdinInbox`]).
     async fn next(&self) -> Option<Bytes> {
-        loop {
-            {
-                let mut state = self.state();
-                if let Some(piece) = state.pieces.pop_front() {
-                    return Some(piece);
-                }
-                if !state.tail.is_empty() {
-                    return Some(state.tail.split().freeze());
-                }
-                if state.ended {
-                    return None;
-                }
+        std::future::poll_fn(|_| {
+            let mut state = self.state();
+            if let Some(piece) = state.pieces.pop_front() {
+                return Poll::Ready(Some(piece));
             }
-            // A push in between leaves a permit: this returns at once.
-            self.changed.notified().await;
-        }
+            if !state.tail.is_empty() {
+                return Poll::Ready(Some(state.tail.split().freeze()));
+            }
+            match state.ended {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -777,7 +789,10 @@ impl StdinFeed {
     /// The writing is a future for the command's own task to poll, as the
     /// pumps are, not a task of its own: a key typed on a terminal then
     /// reaches it with no hand-over between tasks (and threads) on the way,
-    /// and the writing stops whenever the command's task drops it.
+    /// and the writing stops whenever the command's task drops it. That
+    /// task must poll it again after each [`StdinFeed::push`] and
+    /// [`StdinFeed::close`]: nothing else wakes it for them (see
+    /// [`StdinInbox`]).
     fn new<W>(mut pipe: W, acks: Outbox, window: usize) -> (StdinFeed, Feeding)
     where
         W: AsyncWrite + Send + Unpin + 'static,
@@ -790,32 +805,12 @@ impl StdinFeed {
         let eager = (window as u64 / 4).max(1);
         let feeding = Box::pin(async move {
             let mut open = true;
-            let mut ack_due = None;
-            loop {
-                let next = match ack_due {
-                    Some(due) => tokio::select! {
-                        piece = queue.next() => piece,
-                        () = time::sleep_until(due) => {
-                            ack_due = None;
-                            if acks.flush().await.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                    },
-                    None => queue.next().await,
-                };
-                let Some(piece) = next else { break };
+            while let Some(piece) = queue.next().await {
                 // A command that closed its input loses the rest, as with a pipe.
                 open = open && pipe.write_all(&piece).await.is_ok();
                 counter.fetch_sub(piece.len(), Ordering::AcqRel);
-                if acks.owe(piece.len()) >= eager {
-                    ack_due = None;
-                    if acks.flush().await.is_err() {
-                        return;
-                    }
-                } else if ack_due.is_none() {
-                    ack_due = Some(Instant::now() + ACK_DELAY);
+                if acks.owe(piece.len()) >= eager && acks.flush().await.is_err() {
+                    return;
                 }
             }
             // stdin_end: the pipe is closed when dropped; a terminal gets
@@ -860,7 +855,6 @@ impl StdinFeed {
 mod tests {
     use super::*;
     use crate::conn::FrameConn;
-    use crate::task::AbortOnDrop;
     use wiresh_proto::{FrameCodec, Limits};
 
     const WITHIN: Duration = Duration::from_secs(5);
@@ -876,6 +870,20 @@ mod tests {
 
     async fn next(conn: &mut FrameConn) -> Frame {
         conn.recv_within(WITHIN).await.expect("a frame")
+    }
+
+    /// Awaits `work` while polling `feeding` in the same task, as the
+    /// command's task does.
+    async fn beside<T>(feeding: &mut Feeding, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut fed = false;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = &mut *feeding, if !fed => fed = true,
+            }
+        }
     }
 
     #[tokio::test]
@@ -901,57 +909,63 @@ mod tests {
         assert_eq!(next(&mut client).await.message, Message::Stderr);
     }
 
-    /// Input that causes no output is still acknowledged, after a short
-    /// delay, and written to the command in order.
-    #[tokio::test]
-    async fn input_is_acknowledged_without_output() {
+    /// Acknowledgements wait for the command's next frame, and lose
+    /// nothing on the way: input is written in order and acknowledged in
+    /// full, the rest when the input ends.
+    #[tokio::test(start_paused = true)]
+    async fn input_is_acknowledged_with_the_next_frame_or_at_its_end() {
         let (server, mut client) = pair();
         let outbox = Outbox::new(server.sender(), Frame::new(Message::Started { pid: 7 }));
         let (mut command_reads, command_input) = tokio::io::duplex(1024);
-        let (mut feed, feeding) = StdinFeed::new(command_input, outbox, 1 << 20);
-        let feeding = tokio::spawn(feeding);
+        let (mut feed, mut feeding) = StdinFeed::new(command_input, outbox.clone(), 1 << 20);
         feed.push(Bytes::from_static(b"ab"), 1 << 20).unwrap();
-        feed.push(Bytes::from_static(b"cde"), 1 << 20).unwrap();
-        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
-        let mut acked = 0;
-        while acked < 5 {
-            match next(&mut client).await.message {
-                Message::StdinAck { bytes } => acked += bytes,
-                other => panic!("expected stdin_ack, got {other:?}"),
-            }
-        }
-        assert_eq!(acked, 5);
-        feed.close();
-        tokio::time::timeout(WITHIN, feeding)
+        let mut written = [0; 2];
+        beside(&mut feeding, command_reads.read_exact(&mut written))
             .await
-            .unwrap()
             .unwrap();
-        let mut written = Vec::new();
-        command_reads.read_to_end(&mut written).await.unwrap();
-        assert_eq!(written, b"abcde");
+        assert_eq!(&written, b"ab");
+        // Written, and held: nothing leaves however long the wait (the
+        // paused clock runs ahead to the timeout at once).
+        let held = beside(&mut feeding, client.recv_within(Duration::from_secs(60))).await;
+        assert!(held.is_err(), "sent without a frame to go with: {held:?}");
+        outbox.send(Frame::new(Message::Stdout)).await.unwrap();
+        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
+        assert_eq!(
+            next(&mut client).await.message,
+            Message::StdinAck { bytes: 2 }
+        );
+        assert_eq!(next(&mut client).await.message, Message::Stdout);
+        feed.push(Bytes::from_static(b"cde"), 1 << 20).unwrap();
+        feed.close();
+        tokio::time::timeout(WITHIN, feeding).await.unwrap();
+        assert_eq!(
+            next(&mut client).await.message,
+            Message::StdinAck { bytes: 3 }
+        );
+        let mut rest = Vec::new();
+        command_reads.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"cde");
     }
 
     /// Once a quarter of the window is owed, the acknowledgement goes at
-    /// once, however long the hold would be: a client may send no more
-    /// than the window, and must not wait on it.
-    #[tokio::test(start_paused = true)]
+    /// once, with nothing else to travel with: a client may send no more
+    /// than the window, and must never wait on an acknowledgement held.
+    #[tokio::test]
     async fn a_quarter_of_the_window_is_acknowledged_at_once() {
         let (server, mut client) = pair();
         let outbox = Outbox::new(server.sender(), Frame::new(Message::Started { pid: 7 }));
         let (_command_reads, command_input) = tokio::io::duplex(1 << 16);
-        let (feed, feeding) = StdinFeed::new(command_input, outbox, 64);
-        let _feeding = AbortOnDrop(tokio::spawn(feeding));
-        let began = Instant::now();
-        feed.push(Bytes::from_static(&[b'k'; 16]), 64).unwrap();
-        assert_eq!(next(&mut client).await.message, Message::Started { pid: 7 });
-        let ack = next(&mut client).await;
-        assert_eq!(ack.message, Message::StdinAck { bytes: 16 });
-        // The paused clock moves only when every task waits on a timer:
-        // had the acknowledgement been held, it would show the hold.
-        assert!(
-            began.elapsed() < ACK_DELAY,
-            "held for {:?}",
-            began.elapsed()
-        );
+        let (feed, mut feeding) = StdinFeed::new(command_input, outbox, 64);
+        feed.push(Bytes::from_static(&[b'k'; 15]), 64).unwrap();
+        feed.push(Bytes::from_static(&[b'k'; 1]), 64).unwrap();
+        let started = beside(&mut feeding, next(&mut client)).await;
+        assert_eq!(started.message, Message::Started { pid: 7 });
+        let mut acked = 0;
+        while acked < 16 {
+            match beside(&mut feeding, next(&mut client)).await.message {
+                Message::StdinAck { bytes } => acked += bytes,
+                other => panic!("expected stdin_ack, got {other:?}"),
+            }
+        }
     }
 }
