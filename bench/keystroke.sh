@@ -9,13 +9,14 @@
 # are measured in alternating rounds, so that a noisy machine hurts both
 # alike. Prints the median, p90 and mean of each, and the ratio.
 #
-# Usage: bench/keystroke.sh [KEYS]   (default 400 keys per tool)
+# Usage: bench/keystroke.sh [KEYS]   (default 2000 keys per tool: fewer give
+# medians that move by 20% from run to run on a shared machine)
 # Needs: tmux, python3, openssh-server (for the ssh side; without it only
 # wiresh is measured).  apt-get install -y tmux openssh-server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KEYS=${1:-400}
+KEYS=${1:-2000}
 cargo build --release -q --bin wiresh
 B=$PWD/target/release/wiresh
 WORK=$(mktemp -d)
