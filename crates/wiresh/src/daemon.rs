@@ -5,9 +5,9 @@
 //! (as root, if started so) before privileges are dropped; the signal
 //! handlers are installed before the readiness line, so no signal is
 //! missed; the readiness line is printed last, when both listeners accept.
-//! On the first SIGINT or SIGTERM both listeners stop accepting and running
-//! commands get the shutdown grace; a second one kills every command's
-//! process group and exits at once.
+//! On the first SIGINT or SIGTERM both listeners stop accepting, and
+//! running commands and transfers get the shutdown grace; a second one
+//! kills every command's process group and exits at once.
 //!
 //! SIGHUP reloads: the settings are read again (config file, token,
 //! authorized clients, policy, TLS identity, audit log) and, if they are

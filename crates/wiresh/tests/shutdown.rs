@@ -1,16 +1,20 @@
 //! Graceful shutdown on SIGTERM: new connections are refused and idle ones
 //! told; running commands finish within `--shutdown-grace`, or are killed
-//! when it ends; a second SIGTERM kills everything at once.
+//! when it ends, and transfers still going then stop (an upload's partial
+//! kept for `--resume`); a second SIGTERM kills everything at once.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::disk::*;
+use common::file_requests::*;
+use common::files::*;
 use common::*;
 use tokio::sync::mpsc;
 use wiresh::client::Output;
-use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message};
+use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message, PutRequest};
 
 /// Polls until a TCP connection to `addr` is refused.
 async fn wait_refused(addr: std::net::SocketAddr) {
@@ -226,4 +230,81 @@ async fn the_client_says_the_server_shut_down() {
     assert!(!stderr.contains("close_notify"), "{stderr}");
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     server.wait_exit().await;
+}
+
+/// An upload still going when the shutdown grace ends stops with
+/// `shutting_down` (the client here keeps it open without sending, as a
+/// paused or slow one would), the server exits, and the partial stays:
+/// the next server offers to resume from it.
+#[tokio::test]
+async fn an_upload_gets_the_shutdown_grace_then_stops_and_can_resume() {
+    let mut fx = Files::start_with(&["--shutdown-grace", "300ms"]);
+    let data = binary_pattern(MIB);
+    let mut up = fx.server.raw().await;
+    raw_put_start(&mut up, "big.bin", 2 * MIB as u64)
+        .await
+        .unwrap();
+    send_file_data(&mut up, &data).await;
+    // Answered after the data: the server has taken all of it.
+    up.send_frame(Frame::with_body(Message::Ping, &b"sync"[..]))
+        .await;
+    assert_eq!(up.expect_pong().await, b"sync"[..]);
+    fx.server.signal(libc::SIGTERM);
+    let message = up.expect_error(ErrorCode::ShuttingDown).await;
+    assert!(message.contains("--resume"), "{message}");
+    up.expect_closed().await;
+    let status = fx.server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "server exit: {status:?}");
+
+    let next = Server::start_with(&["--files-root", fx.root.to_str().unwrap()]);
+    let mut again = next.raw().await;
+    again
+        .send(Message::Put(PutRequest {
+            path: "big.bin".into(),
+            size: 2 * MIB as u64,
+            mode: None,
+            mtime: None,
+            resume: true,
+        }))
+        .await;
+    match answer(&mut again).await.message {
+        Message::TransferReady(ready) => {
+            assert_eq!(ready.offset, MIB as u64, "{ready:?}");
+            assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data)));
+        }
+        other => panic!("expected transfer_ready, got {other:?}"),
+    }
+}
+
+/// A download whose client takes nothing cannot hold the shutdown either:
+/// when the grace ends the connection is closed and the server exits,
+/// long before the send timeout (60 s) would have dropped the client.
+#[tokio::test]
+async fn a_download_nobody_reads_ends_with_the_shutdown_grace() {
+    let mut fx = Files::start_with(&["--shutdown-grace", "300ms"]);
+    write(&fx.root.join("big.bin"), &binary_pattern(64 * MIB));
+    let mut down = fx.server.raw().await;
+    down.send(Message::Get {
+        path: "big.bin".into(),
+        resume_from: 0,
+    })
+    .await;
+    match answer(&mut down).await.message {
+        Message::TransferReady(_) => {}
+        other => panic!("expected transfer_ready, got {other:?}"),
+    }
+    down.send(Message::TransferStart { offset: 0 }).await;
+    // The server fills the socket and its queue, then waits for the client.
+    wait_until_stalled(fx.server.pid()).await;
+    fx.server.signal(libc::SIGTERM);
+    let status = fx.server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "server exit: {status:?}");
+    // What was in flight arrives, the last frame perhaps cut short by the
+    // close; never the whole file.
+    while let Some(Ok(frame)) = down.next().await {
+        assert!(
+            !matches!(frame.message, Message::FileEnd { .. }),
+            "the whole file was sent"
+        );
+    }
 }

@@ -310,10 +310,59 @@ async fn mkdir(session: &mut Session, files: &Files, path: &str, mode: Option<u3
     Ok(0)
 }
 
+/// The shutdown grace of one transfer: once the server has been shutting
+/// down for `--shutdown-grace`, a transfer still going ends with
+/// `shutting_down`, as a command still running is killed then. Without
+/// it, a client that keeps a transfer open (pinging, or sending slowly)
+/// would hold the server's shutdown until a second signal.
+struct ShutdownGrace {
+    shutdown: tokio_util::sync::CancellationToken,
+    grace: Duration,
+    /// When this transfer saw the shutdown begin.
+    since: Option<tokio::time::Instant>,
+}
+
+impl ShutdownGrace {
+    fn of(session: &Session) -> ShutdownGrace {
+        ShutdownGrace {
+            shutdown: session.shutdown.clone(),
+            grace: session.config.shutdown_grace,
+            since: None,
+        }
+    }
+
+    /// Resolves once the grace is over; cancel-safe, so it can stand in a
+    /// `select!` beside each wait of the transfer.
+    async fn over(&mut self) {
+        let since = match self.since {
+            Some(since) => since,
+            None => {
+                self.shutdown.cancelled().await;
+                *self.since.insert(tokio::time::Instant::now())
+            }
+        };
+        tokio::time::sleep_until(since + self.grace).await;
+    }
+
+    /// Ends the connection with `shutting_down`, saying how to go on.
+    async fn end(session: &Session) -> End {
+        let message = "server is shutting down: the transfer stopped here; \
+                       `--resume` continues it once the server is back";
+        session.fail(ErrorCode::ShuttingDown, message).await
+    }
+}
+
 /// Reads the next frame of a transfer, answering pings on the way.
-async fn next_transfer_frame(session: &mut Session) -> Result<Frame, End> {
+async fn next_transfer_frame(
+    session: &mut Session,
+    grace: &mut ShutdownGrace,
+) -> Result<Frame, End> {
     loop {
-        let frame = match session.conn.recv_within(FRAME_TIMEOUT).await {
+        let received = tokio::select! {
+            received = session.conn.recv_within(FRAME_TIMEOUT) => received,
+            () = grace.over() => return Err(ShutdownGrace::end(session).await),
+        };
+        let frame = match received {
             Ok(frame) => frame,
             Err(RecvError::Closed) => {
                 return Err(End::Error("client disconnected during a transfer".into()))
@@ -329,8 +378,12 @@ async fn next_transfer_frame(session: &mut Session) -> Result<Frame, End> {
 }
 
 /// Reads `transfer_start` and checks its offset is 0 or the one offered.
-async fn expect_start(session: &mut Session, offered: u64) -> Result<u64, End> {
-    let frame = next_transfer_frame(session).await?;
+async fn expect_start(
+    session: &mut Session,
+    grace: &mut ShutdownGrace,
+    offered: u64,
+) -> Result<u64, End> {
+    let frame = next_transfer_frame(session, grace).await?;
     match frame.message {
         Message::TransferStart { offset } if offset == 0 || offset == offered => Ok(offset),
         Message::TransferStart { offset } => {
@@ -515,7 +568,8 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         ..Default::default()
     };
     send(session, Message::TransferReady(ready)).await?;
-    let offset = expect_start(session, offered).await?;
+    let mut grace = ShutdownGrace::of(session);
+    let offset = expect_start(session, &mut grace, offered).await?;
     let hasher = match (offset, prefix) {
         (0, _) | (_, None) => blake3::Hasher::new(),
         (_, Some(h)) => h,
@@ -529,7 +583,7 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     let mut sink = Sink::start(file, hasher).await;
-    let received = receive(session, &mut sink, &req, offset).await;
+    let received = receive(session, &mut grace, &mut sink, &req, offset).await;
     // The disk writer is done, and on a failure has let go of the partial
     // and its lock, before the client is told and before the connection's
     // end is reported: a `put --resume` sent right after must find the
@@ -642,13 +696,16 @@ fn bytes(n: u64) -> String {
 /// the BLAKE3 the client announced and the bytes received.
 async fn receive(
     session: &mut Session,
+    grace: &mut ShutdownGrace,
     sink: &mut Sink,
     req: &PutRequest,
     offset: u64,
 ) -> Result<(String, u64), Abort> {
     let mut received = 0u64;
     loop {
-        let frame = next_transfer_frame(session).await.map_err(Abort::Ended)?;
+        let frame = next_transfer_frame(session, grace)
+            .await
+            .map_err(Abort::Ended)?;
         match frame.message {
             Message::FileData => {
                 received += frame.body.len() as u64;
@@ -705,7 +762,8 @@ async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64)
         mtime: Some(meta.mtime()),
     };
     send(session, Message::TransferReady(ready)).await?;
-    let offset = expect_start(session, offered).await?;
+    let mut grace = ShutdownGrace::of(session);
+    let offset = expect_start(session, &mut grace, offered).await?;
     let hasher = match (offset, prefix) {
         (0, _) | (_, None) => blake3::Hasher::new(),
         (_, Some(h)) => h,
@@ -716,12 +774,20 @@ async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64)
     }
     // Exactly the announced size, even if the file grows meanwhile.
     let mut source = Source::start(file, size - offset, CHUNK, hasher).await;
-    while let Some(chunk) = source.next().await {
+    loop {
+        let next = tokio::select! {
+            next = source.next() => next,
+            () = grace.over() => return Err(ShutdownGrace::end(session).await.into()),
+        };
+        let Some(chunk) = next else { break };
         match chunk {
             Ok(body) => {
-                session
-                    .answer(Frame::with_body(Message::FileData, body))
-                    .await?
+                // A client that reads slowly cannot hold the shutdown either.
+                let frame = Frame::with_body(Message::FileData, body);
+                tokio::select! {
+                    sent = session.answer(frame) => sent?,
+                    () = grace.over() => return Err(ShutdownGrace::end(session).await.into()),
+                }
             }
             Err(e) => {
                 let message = format!("cannot read {path}: {e}");

@@ -247,7 +247,8 @@ pub struct ServeArgs {
     /// Most commands running at once over all connections; more get `busy`.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_COMMANDS)]
     pub max_commands: usize,
-    /// On SIGINT/SIGTERM, how long running commands may finish before they are killed.
+    /// On SIGINT/SIGTERM, how long running commands and transfers may finish
+    /// before commands are killed and transfers stopped.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::SHUTDOWN_GRACE))]
     pub shutdown_grace: DurationArg,
     /// When a command is killed, how long its processes get between SIGTERM and SIGKILL.
