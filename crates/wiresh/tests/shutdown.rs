@@ -14,7 +14,7 @@ use common::files::*;
 use common::*;
 use tokio::sync::mpsc;
 use wiresh::client::Output;
-use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message, PutRequest};
+use wiresh_proto::{ErrorCode, ExecRequest, Frame, Message};
 
 /// Polls until a TCP connection to `addr` is refused.
 async fn wait_refused(addr: std::net::SocketAddr) {
@@ -258,22 +258,9 @@ async fn an_upload_gets_the_shutdown_grace_then_stops_and_can_resume() {
 
     let next = Server::start_with(&["--files-root", fx.root.to_str().unwrap()]);
     let mut again = next.raw().await;
-    again
-        .send(Message::Put(PutRequest {
-            path: "big.bin".into(),
-            size: 2 * MIB as u64,
-            mode: None,
-            mtime: None,
-            resume: true,
-        }))
-        .await;
-    match answer(&mut again).await.message {
-        Message::TransferReady(ready) => {
-            assert_eq!(ready.offset, MIB as u64, "{ready:?}");
-            assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data)));
-        }
-        other => panic!("expected transfer_ready, got {other:?}"),
-    }
+    let ready = raw_put_offered(&mut again, "big.bin", 2 * MIB as u64).await;
+    assert_eq!(ready.offset, MIB as u64, "{ready:?}");
+    assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data)));
 }
 
 /// A download whose client takes nothing cannot hold the shutdown either:
@@ -284,16 +271,7 @@ async fn a_download_nobody_reads_ends_with_the_shutdown_grace() {
     let mut fx = Files::start_with(&["--shutdown-grace", "300ms"]);
     write(&fx.root.join("big.bin"), &binary_pattern(64 * MIB));
     let mut down = fx.server.raw().await;
-    down.send(Message::Get {
-        path: "big.bin".into(),
-        resume_from: 0,
-    })
-    .await;
-    match answer(&mut down).await.message {
-        Message::TransferReady(_) => {}
-        other => panic!("expected transfer_ready, got {other:?}"),
-    }
-    down.send(Message::TransferStart { offset: 0 }).await;
+    raw_get_start(&mut down, "big.bin").await.unwrap();
     // The server fills the socket and its queue, then waits for the client.
     wait_until_stalled(fx.server.pid()).await;
     fx.server.signal(libc::SIGTERM);

@@ -12,7 +12,7 @@ use common::file_requests::*;
 use common::files::*;
 use common::proxy::*;
 use common::*;
-use wiresh_proto::{Message, PutRequest};
+use wiresh_proto::Message;
 
 #[tokio::test]
 async fn interrupted_put_resumes_from_the_verified_partial() {
@@ -310,21 +310,9 @@ async fn a_long_name_resumes_from_its_hashed_partial() {
     assert_eq!(read(&part), data[..400], "the partial {}", part.display());
 
     let mut c = fx.server.raw().await;
-    c.send(Message::Put(PutRequest {
-        path: name.clone(),
-        size: data.len() as u64,
-        mode: None,
-        mtime: None,
-        resume: true,
-    }))
-    .await;
-    match answer(&mut c).await.message {
-        Message::TransferReady(ready) => {
-            assert_eq!(ready.offset, 400);
-            assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data[..400])));
-        }
-        other => panic!("expected transfer_ready, got {other:?}"),
-    }
+    let ready = raw_put_offered(&mut c, &name, data.len() as u64).await;
+    assert_eq!(ready.offset, 400);
+    assert_eq!(ready.prefix_blake3, Some(hex_blake3(&data[..400])));
     c.send(Message::TransferStart { offset: 400 }).await;
     send_file_data(&mut c, &data[400..]).await;
     assert_eq!(raw_put_end(&mut c, &name, hex_blake3(&data)).await, Ok(600));

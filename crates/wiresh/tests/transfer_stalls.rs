@@ -10,11 +10,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::disk::*;
-use common::file_requests::assert_usable;
+use common::file_requests::{assert_usable, raw_get_start};
 use common::files::*;
 use common::proxy::*;
 use common::*;
-use wiresh_proto::Message;
 
 /// Far more than the sockets and queues between the two ends can hold, so
 /// that a stall stops the sender.
@@ -81,16 +80,7 @@ async fn clients_that_never_read_a_download_are_dropped() {
     let mut idle = Vec::new();
     for _ in 0..2 {
         let mut c = fx.server.raw().await;
-        c.send(Message::Get {
-            path: "big.bin".into(),
-            resume_from: 0,
-        })
-        .await;
-        match c.recv().await.message {
-            Message::TransferReady(_) => {}
-            other => panic!("expected transfer_ready, got {other:?}"),
-        }
-        c.send(Message::TransferStart { offset: 0 }).await;
+        raw_get_start(&mut c, "big.bin").await.unwrap();
         // ... and never reads again.
         idle.push(c);
     }

@@ -47,6 +47,23 @@ pub async fn raw_put_start(c: &mut RawConn, path: &str, size: u64) -> Result<(),
     Ok(())
 }
 
+/// `put` of `size` bytes to `path` asking to resume: the server's offer
+/// (`transfer_ready`), before any `transfer_start`.
+pub async fn raw_put_offered(c: &mut RawConn, path: &str, size: u64) -> TransferReady {
+    c.send(Message::Put(PutRequest {
+        path: path.into(),
+        size,
+        mode: None,
+        mtime: None,
+        resume: true,
+    }))
+    .await;
+    match answer(c).await.message {
+        Message::TransferReady(ready) => ready,
+        other => panic!("put --resume {path:?}: expected transfer_ready, got {other:?}"),
+    }
+}
+
 /// Sends `data` as `file_data` frames of 256 KiB.
 pub async fn send_file_data(c: &mut RawConn, data: &[u8]) {
     for chunk in data.chunks(256 * KIB) {
@@ -75,6 +92,22 @@ pub async fn raw_get(
     c: &mut RawConn,
     path: &str,
 ) -> Result<(TransferReady, Vec<u8>, String), Refused> {
+    let ready = raw_get_start(c, path).await?;
+    let mut data = Vec::new();
+    loop {
+        let f = answer(c).await;
+        match f.message {
+            Message::FileData => data.extend_from_slice(&f.body),
+            Message::FileEnd { blake3 } => return Ok((ready, data, blake3)),
+            Message::Error { code, message } => return Err((code, message)),
+            other => panic!("get {path:?}: unexpected {other:?} during the data"),
+        }
+    }
+}
+
+/// The first steps of a download from offset 0: `get` of `path`, and once
+/// the server is ready, `transfer_start`; the server's `transfer_ready`.
+pub async fn raw_get_start(c: &mut RawConn, path: &str) -> Result<TransferReady, Refused> {
     c.send(Message::Get {
         path: path.into(),
         resume_from: 0,
@@ -86,16 +119,7 @@ pub async fn raw_get(
         other => panic!("get {path:?}: expected transfer_ready or error, got {other:?}"),
     };
     c.send(Message::TransferStart { offset: 0 }).await;
-    let mut data = Vec::new();
-    loop {
-        let f = answer(c).await;
-        match f.message {
-            Message::FileData => data.extend_from_slice(&f.body),
-            Message::FileEnd { blake3 } => return Ok((ready, data, blake3)),
-            Message::Error { code, message } => return Err((code, message)),
-            other => panic!("get {path:?}: unexpected {other:?} during the data"),
-        }
-    }
+    Ok(ready)
 }
 
 /// `mkdir` of `path` with `mode`, which must succeed.
