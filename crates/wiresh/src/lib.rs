@@ -22,6 +22,7 @@
 //! - [`keys`]: client keys (`wiresh keygen`), presented with TLS client
 //!   authentication and known to the server by fingerprint.
 //! - [`error`]: the error of setting up (files, flags, sockets).
+//! - [`tcp_table`]: the kernel's list of TCP sockets (owner, queues).
 //! - [`config_file`]: TOML config files (`server.toml`, `client.toml`), read
 //!   into entries that know their line.
 //! - [`exit`]: the exit statuses of the `wiresh` command.
@@ -61,6 +62,7 @@ pub mod legacy;
 pub mod notify;
 pub mod privilege;
 pub mod server;
+pub mod tcp_table;
 pub mod tls;
 
 mod fileio;

@@ -74,6 +74,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use wiresh::client::{ClientError, Connection, Endpoint, Output, Security, Target};
+use wiresh::tcp_table::{self, TcpSocket};
 use wiresh_proto::{
     DecodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message, Preamble,
     Secret, PROTOCOL_VERSION,
@@ -1030,42 +1031,24 @@ pub fn written_bytes(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The send and receive queue lengths of the TCP socket from `local_port`
-/// to `remote_port` on loopback, as `/proc/net/tcp{,6}` reports them.
-fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
-                if port(local)? != local_port || port(remote)? != remote_port {
-                    return None;
-                }
-                let (tx, rx) = queues.split_once(':')?;
-                Some((
-                    u64::from_str_radix(tx, 16).ok()?,
-                    u64::from_str_radix(rx, 16).ok()?,
-                ))
-            })
-        })
-}
-
 /// Waits until the peer of `stream` has read every byte sent on it: this
 /// end's send queue and the peer's receive queue are both empty. The
 /// signal that a server has taken in what a test sent while the test
 /// itself reads nothing.
 pub async fn wait_until_peer_read_all(stream: &TcpStream) {
     let (here, there) = (
-        stream.local_addr().expect("a local address").port(),
-        stream.peer_addr().expect("a peer address").port(),
+        stream.local_addr().expect("a local address"),
+        stream.peer_addr().expect("a peer address"),
     );
+    let queue = |own, remote, of: fn(&TcpSocket) -> u64| {
+        tcp_table::sockets()
+            .find(|s| s.connects(own, remote))
+            .map(|s| of(&s))
+    };
     let deadline = Instant::now() + BOUND;
     loop {
-        let sent = tcp_queues(here, there).map(|(tx, _)| tx);
-        let unread = tcp_queues(there, here).map(|(_, rx)| rx);
+        let sent = queue(here, there, |s| s.send_queue);
+        let unread = queue(there, here, |s| s.receive_queue);
         if sent == Some(0) && unread == Some(0) {
             return;
         }
