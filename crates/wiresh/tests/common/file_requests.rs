@@ -27,22 +27,33 @@ pub async fn raw_put(c: &mut RawConn, path: &str, data: &[u8]) -> Result<u64, Re
     raw_put_end(c, path, hex_blake3(data)).await
 }
 
-/// The first steps of an upload: `put` of `size` bytes to `path`, and once
-/// the server is ready, `transfer_start` from offset 0.
-pub async fn raw_put_start(c: &mut RawConn, path: &str, size: u64) -> Result<(), Refused> {
+/// `put` of `size` bytes to `path`: the server's `transfer_ready`, or its
+/// refusal.
+async fn put_offer(
+    c: &mut RawConn,
+    path: &str,
+    size: u64,
+    resume: bool,
+) -> Result<TransferReady, Refused> {
     c.send(Message::Put(PutRequest {
         path: path.into(),
         size,
         mode: None,
         mtime: None,
-        resume: false,
+        resume,
     }))
     .await;
     match answer(c).await.message {
-        Message::TransferReady(_) => {}
-        Message::Error { code, message } => return Err((code, message)),
+        Message::TransferReady(ready) => Ok(ready),
+        Message::Error { code, message } => Err((code, message)),
         other => panic!("put {path:?}: expected transfer_ready or error, got {other:?}"),
     }
+}
+
+/// The first steps of an upload: `put` of `size` bytes to `path`, and once
+/// the server is ready, `transfer_start` from offset 0.
+pub async fn raw_put_start(c: &mut RawConn, path: &str, size: u64) -> Result<(), Refused> {
+    put_offer(c, path, size, false).await?;
     c.send(Message::TransferStart { offset: 0 }).await;
     Ok(())
 }
@@ -50,18 +61,9 @@ pub async fn raw_put_start(c: &mut RawConn, path: &str, size: u64) -> Result<(),
 /// `put` of `size` bytes to `path` asking to resume: the server's offer
 /// (`transfer_ready`), before any `transfer_start`.
 pub async fn raw_put_offered(c: &mut RawConn, path: &str, size: u64) -> TransferReady {
-    c.send(Message::Put(PutRequest {
-        path: path.into(),
-        size,
-        mode: None,
-        mtime: None,
-        resume: true,
-    }))
-    .await;
-    match answer(c).await.message {
-        Message::TransferReady(ready) => ready,
-        other => panic!("put --resume {path:?}: expected transfer_ready, got {other:?}"),
-    }
+    put_offer(c, path, size, true)
+        .await
+        .unwrap_or_else(|e| panic!("put --resume {path:?} refused: {e:?}"))
 }
 
 /// Sends `data` as `file_data` frames of 256 KiB.
