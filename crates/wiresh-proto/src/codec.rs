@@ -28,6 +28,10 @@ use crate::message::{ErrorCode, Message};
 /// Size of the header-length prefix.
 pub const LEN_PREFIX: usize = 4;
 
+/// Most bytes the decoder makes room for at once while the rest of a
+/// passed-through body is decoded piece by piece.
+const PASSING_PIECE: usize = 64 * 1024;
+
 /// Why bytes from the peer could not be decoded. Each of these ends the
 /// connection: after a framing error the byte stream has no trustworthy
 /// boundary left.
@@ -114,6 +118,22 @@ enum State {
     Header,
     /// The header is parsed; waiting for `len` body bytes.
     Body { message: Message, len: usize },
+    /// A passed-through body ([`BodyPassing`]): `left` bytes of it are
+    /// still on the stream.
+    Passing { message: Message, left: usize },
+}
+
+/// Which frames the decoder hands over as soon as their header is parsed,
+/// leaving the rest of their body on the stream
+/// ([`FrameCodec::pass_bodies`]). A caller that can move bytes from the
+/// stream to where they go without reading them (`splice(2)`) takes the
+/// body from there itself.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPassing {
+    /// Only bodies at least this long.
+    pub min_len: usize,
+    /// Only frames of the messages this picks.
+    pub applies: fn(&Message) -> bool,
 }
 
 /// A `tokio_util` codec for wiresh frames, usable with `Framed`,
@@ -122,6 +142,7 @@ enum State {
 pub struct FrameCodec {
     limits: Limits,
     state: State,
+    passing: Option<BodyPassing>,
 }
 
 impl FrameCodec {
@@ -130,6 +151,47 @@ impl FrameCodec {
         FrameCodec {
             limits,
             state: State::Header,
+            passing: None,
+        }
+    }
+
+    /// Passes bodies through from now on, or (`None`) no longer.
+    ///
+    /// A frame that `passing` picks is decoded as soon as its header is:
+    /// its body holds only the bytes already read, and
+    /// [`FrameCodec::body_left`] says how many more follow on the stream.
+    /// The caller either takes those from the stream itself and then calls
+    /// [`FrameCodec::body_moved`], or goes on decoding: each further
+    /// decode then returns the next piece of the body, as a frame of the
+    /// same message, until it is complete. Either way no byte is lost and
+    /// no boundary moves; for output, whose frame boundaries carry no
+    /// meaning, the pieces are the same bytes.
+    pub fn pass_bodies(&mut self, passing: Option<BodyPassing>) {
+        self.passing = passing;
+    }
+
+    /// Bytes of a passed-through body still on the stream (0 when none).
+    pub fn body_left(&self) -> usize {
+        match self.state {
+            State::Passing { left, .. } => left,
+            _ => 0,
+        }
+    }
+
+    /// Records that the caller took `len` bytes of a passed-through body
+    /// from the stream itself.
+    ///
+    /// # Panics
+    /// If `len` is more than [`FrameCodec::body_left`]: the caller would
+    /// have read into the next frame.
+    pub fn body_moved(&mut self, len: usize) {
+        let left = self.body_left();
+        assert!(len <= left, "moved {len} bytes of a body with {left} left");
+        if let State::Passing { left, .. } = &mut self.state {
+            *left -= len;
+            if *left == 0 {
+                self.state = State::Header;
+            }
         }
     }
 
@@ -142,7 +204,7 @@ impl FrameCodec {
     /// awaited (together with a non-empty read buffer, this tells a caller
     /// that a frame is in progress).
     pub fn in_body(&self) -> bool {
-        matches!(self.state, State::Body { .. })
+        !matches!(self.state, State::Header)
     }
 
     /// Changes the limits, e.g. from the tight pre-authentication ones to
@@ -219,7 +281,36 @@ impl Decoder for FrameCodec {
             }
             let (message, len) = self.parse_header(&src[LEN_PREFIX..LEN_PREFIX + header_len])?;
             src.advance(LEN_PREFIX + header_len);
+            if self
+                .passing
+                .is_some_and(|p| len > 0 && len >= p.min_len && (p.applies)(&message))
+            {
+                // Handed over at once, with what of the body is here.
+                let body = src.split_to(len.min(src.len())).freeze();
+                if body.len() < len {
+                    let left = len - body.len();
+                    self.state = State::Passing {
+                        message: message.clone(),
+                        left,
+                    };
+                }
+                return Ok(Some(Frame { message, body }));
+            }
             self.state = State::Body { message, len };
+        }
+        if let State::Passing { message, left } = &mut self.state {
+            if src.is_empty() {
+                // Room for a good piece, not for the whole rest.
+                src.reserve((*left).min(PASSING_PIECE));
+                return Ok(None);
+            }
+            let body = src.split_to((*left).min(src.len())).freeze();
+            *left -= body.len();
+            let message = message.clone();
+            if self.body_left() == 0 {
+                self.state = State::Header;
+            }
+            return Ok(Some(Frame { message, body }));
         }
         let State::Body { len, .. } = self.state else {
             unreachable!("state is Body after the header is parsed");
@@ -434,6 +525,136 @@ mod tests {
             codec.decode_eof(&mut buf),
             Err(DecodeError::Truncated(_))
         ));
+    }
+
+    fn large_stdout(message: &Message) -> bool {
+        *message == Message::Stdout
+    }
+
+    const PASS_LARGE_STDOUT: BodyPassing = BodyPassing {
+        min_len: 10,
+        applies: large_stdout,
+    };
+
+    /// Whatever the reads look like, passed-through bodies decoded piece by
+    /// piece are the same bytes, and no other frame is touched.
+    #[test]
+    fn passed_bodies_decode_piece_by_piece_at_any_split() {
+        let big: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let frames = [
+            Frame::with_body(Message::Stdout, &b"small"[..]),
+            Frame::with_body(Message::Stdout, big.clone()),
+            Frame::with_body(Message::Stderr, big.clone()),
+            Frame::with_body(Message::Stdout, big[..10].to_vec()),
+            Frame::new(Message::StdinEnd),
+        ];
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            FrameCodec::default().encode(f, &mut wire).unwrap();
+        }
+        for read_size in 1..=wire.len() {
+            let mut codec = FrameCodec::default();
+            codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+            let mut buf = BytesMut::new();
+            let mut got: Vec<Frame> = Vec::new();
+            for chunk in wire.chunks(read_size) {
+                buf.extend_from_slice(chunk);
+                while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                    got.push(frame);
+                }
+            }
+            assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+            let stdout: Vec<u8> = got
+                .iter()
+                .filter(|f| f.message == Message::Stdout)
+                .flat_map(|f| f.body.to_vec())
+                .collect();
+            let expected: Vec<u8> = [&b"small"[..], &big, &big[..10]].concat();
+            assert_eq!(stdout, expected, "read size {read_size}");
+            // Frames not picked arrive whole, in their place.
+            let others: Vec<&Frame> = got
+                .iter()
+                .filter(|f| f.message != Message::Stdout)
+                .collect();
+            assert_eq!(others, [&frames[2], &frames[4]], "read size {read_size}");
+            assert_eq!(got.first(), Some(&frames[0]));
+        }
+    }
+
+    /// A caller that takes the rest of a body from the stream itself finds
+    /// the next frame right after it.
+    #[test]
+    fn a_body_moved_by_the_caller_leaves_the_next_frame_intact() {
+        let body: Vec<u8> = (0..100u8).collect();
+        let mut first = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::with_body(Message::Stdout, body.clone()), &mut first)
+            .unwrap();
+        let mut codec = FrameCodec::default();
+        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+        // The header and 30 bytes of the body have been read.
+        let head_end = first.len() - 70;
+        let mut buf = BytesMut::from(&first[..head_end]);
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            (frame.message, &frame.body[..]),
+            (Message::Stdout, &body[..30])
+        );
+        assert_eq!(codec.body_left(), 70);
+        assert!(buf.is_empty() && codec.in_body());
+        // The caller moves the other 70 bytes elsewhere, in two goes.
+        codec.body_moved(50);
+        assert_eq!(codec.body_left(), 20);
+        codec.body_moved(20);
+        assert_eq!(codec.body_left(), 0);
+        assert!(!codec.in_body());
+        let mut next = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::new(Message::StdinEnd), &mut next)
+            .unwrap();
+        assert_eq!(
+            codec.decode(&mut next).unwrap(),
+            Some(Frame::new(Message::StdinEnd))
+        );
+        // Too short to be passed: decoded whole as usual.
+        let mut short = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::with_body(Message::Stdout, &b"abc"[..]), &mut short)
+            .unwrap();
+        let whole = short.len();
+        let mut buf = BytesMut::from(&short[..whole - 1]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert_eq!(codec.body_left(), 0);
+    }
+
+    #[test]
+    fn eof_in_a_passed_body_is_truncated() {
+        let mut wire = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::with_body(Message::Stdout, vec![1u8; 50]), &mut wire)
+            .unwrap();
+        let mut codec = FrameCodec::default();
+        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+        let mut buf = BytesMut::from(&wire[..wire.len() - 5]);
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().body.len(), 45);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(DecodeError::Truncated(0))
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "moved 6 bytes of a body with 5 left")]
+    fn moving_past_a_passed_body_is_a_bug() {
+        let mut wire = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::with_body(Message::Stdout, vec![1u8; 50]), &mut wire)
+            .unwrap();
+        let mut codec = FrameCodec::default();
+        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+        let mut buf = BytesMut::from(&wire[..wire.len() - 5]);
+        codec.decode(&mut buf).unwrap();
+        codec.body_moved(6);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod limits;
 pub mod message;
 pub mod preamble;
 
-pub use codec::{DecodeError, EncodeError, FrameCodec, Limits};
+pub use codec::{BodyPassing, DecodeError, EncodeError, FrameCodec, Limits};
 pub use frame::Frame;
 pub use message::{
     ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Hello, Message, Program, PtyRequest,

@@ -21,26 +21,31 @@
 //! from a pipe straight into the socket with `splice(2)`, never copying it
 //! through memory ([`FrameSender::spliced`]); over TLS there is no
 //! such path ([`FrameSender::can_splice`] says which), and a frame's body
-//! is bytes in memory as always.
+//! is bytes in memory as always. On the reading side, a plain TCP
+//! connection can likewise leave a large body on the socket for whoever
+//! moves it on ([`FrameConn::pass_bodies`], [`FrameConn::take_body_on_socket`]).
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
-use tokio::net::tcp::OwnedWriteHalf;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{self, Instant};
 use tokio_util::codec::FramedRead;
-use wiresh_proto::{DecodeError, Frame, FrameCodec, Limits, Message};
+use wiresh_proto::{BodyPassing, DecodeError, Frame, FrameCodec, Limits, Message};
 
 use crate::task::AbortOnDrop;
 
@@ -231,9 +236,20 @@ impl FrameSender {
     }
 }
 
+/// The rest of a frame's body, left on the socket
+/// ([`FrameConn::take_body_on_socket`]) for its taker to move on without
+/// reading it (`splice(2)`).
+#[derive(Debug)]
+pub struct BodyOnSocket {
+    /// A handle of its own on the connection's socket.
+    pub socket: OwnedFd,
+    /// Bytes of the body still on the socket: exactly the next `len`.
+    pub len: usize,
+}
+
 /// One end of a wiresh connection.
 pub struct FrameConn {
-    reader: FramedRead<BoxRead, FrameCodec>,
+    reader: FramedRead<Source, FrameCodec>,
     data: FrameSender,
     control: mpsc::Sender<Box<Frame>>,
     writer: AbortOnDrop<()>,
@@ -263,14 +279,14 @@ impl FrameConn {
         let tcp = (&mut stream as &mut dyn Any)
             .downcast_mut::<Option<TcpStream>>()
             .and_then(Option::take);
-        let (read, write): (BoxRead, Sink) = match (tcp, stream) {
+        let (read, write) = match (tcp, stream) {
             (Some(tcp), _) => {
                 let (read, write) = tcp.into_split();
-                (Box::new(read), Sink::Tcp(write))
+                (Source::Tcp(read), Sink::Tcp(write))
             }
             (None, Some(stream)) => {
                 let (read, write) = tokio::io::split(stream);
-                (Box::new(read), Sink::Other(Box::new(write)))
+                (Source::Other(Box::new(read)), Sink::Other(Box::new(write)))
             }
             (None, None) => unreachable!("the stream is taken only when it is TCP"),
         };
@@ -279,7 +295,7 @@ impl FrameConn {
 
     /// Like [`FrameConn::new`], from halves already split.
     fn from_parts(
-        read: BoxRead,
+        read: Source,
         write: Sink,
         read_limits: Limits,
         write_codec: FrameCodec,
@@ -337,6 +353,46 @@ impl FrameConn {
             Ok(None) => Err(RecvError::Closed),
             Ok(Some(Err(e))) => Err(RecvError::Decode(e)),
             Ok(Some(Ok(frame))) => Ok(frame),
+        }
+    }
+
+    /// Leaves most of the body of each frame that `passing` picks on the
+    /// socket, for [`FrameConn::take_body_on_socket`], and says whether it
+    /// will: only plain TCP can (over TLS, the socket holds records).
+    pub fn pass_bodies(&mut self, passing: BodyPassing) -> bool {
+        let tcp = matches!(self.reader.get_ref(), Source::Tcp(_));
+        if tcp {
+            self.reader.decoder_mut().pass_bodies(Some(passing));
+        }
+        tcp
+    }
+
+    /// After [`FrameConn::recv`] returned a frame whose body was passed
+    /// through ([`FrameConn::pass_bodies`]): the rest of that body, still on
+    /// the socket. Its taker must move exactly `len` bytes off the socket
+    /// before anything more is received here; one that cannot has broken
+    /// the connection's boundaries and must drop it. `None` when there is
+    /// nothing to take, or no handle could be had: then receiving goes on
+    /// and returns the rest as further frames of the same message.
+    pub fn take_body_on_socket(&mut self) -> Option<BodyOnSocket> {
+        let len = self.reader.decoder().body_left();
+        let Source::Tcp(tcp) = self.reader.get_ref() else {
+            return None;
+        };
+        if len == 0 {
+            return None;
+        }
+        // The decoder took everything read so far into the frame.
+        debug_assert!(self.reader.read_buffer().is_empty());
+        match tcp.as_ref().as_fd().try_clone_to_owned() {
+            Ok(socket) => {
+                self.reader.decoder_mut().body_moved(len);
+                Some(BodyOnSocket { socket, len })
+            }
+            Err(e) => {
+                tracing::debug!("cannot pass a body on: {e}");
+                None
+            }
         }
     }
 
@@ -438,6 +494,26 @@ impl FrameConn {
         } = self;
         drop((data, control));
         let _ = time::timeout(within, &mut writer.0).await;
+    }
+}
+
+/// Where the reader reads: plain TCP (whose bodies can be left on the
+/// socket, [`FrameConn::pass_bodies`]), or anything else (TLS).
+enum Source {
+    Tcp(OwnedReadHalf),
+    Other(BoxRead),
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Source::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Source::Other(other) => Pin::new(other).poll_read(cx, buf),
+        }
     }
 }
 
@@ -562,8 +638,8 @@ async fn splice_frame(
         .encode_header(&job.message, job.len, headers)
         .map_err(std::io::Error::other)?;
     pending.push_back(headers.split().freeze());
-    write_all(tcp, pending, count).await?;
     let tcp: &TcpStream = tcp.as_ref();
+    write_all_more(tcp, pending, count).await?;
     let mut left = job.len;
     while left > 0 {
         tcp.writable().await?;
@@ -598,21 +674,58 @@ async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
 ) -> std::io::Result<()> {
     while !pending.is_empty() {
         let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
-        let mut written = socket.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        let written = socket.write_vectored(&slices).await?;
+        consume(pending, written, count)?;
+    }
+    Ok(())
+}
+
+/// Writes every buffer in `pending` like [`write_all`], telling TCP that
+/// more follows at once (`MSG_MORE`): a frame header and the body spliced
+/// right after it then leave in the same segments, not the header alone
+/// in a tiny one of its own.
+async fn write_all_more(
+    tcp: &TcpStream,
+    pending: &mut VecDeque<Bytes>,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    while !pending.is_empty() {
+        let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            rustix::net::sendmsg(tcp, &slices, &mut SendAncillaryBuffer::default(), flags)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(written) => consume(pending, written, count)?,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        count.fetch_add(written as u64, Ordering::Relaxed);
-        while written > 0 {
-            let front = pending
-                .front_mut()
-                .expect("written bytes came from pending");
-            let n = written.min(front.len());
-            front.advance(n);
-            written -= n;
-            if front.is_empty() {
-                pending.pop_front();
-            }
+    }
+    Ok(())
+}
+
+/// Drops the `written` bytes from the front of `pending` and counts them.
+fn consume(
+    pending: &mut VecDeque<Bytes>,
+    mut written: usize,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    if written == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    count.fetch_add(written as u64, Ordering::Relaxed);
+    while written > 0 {
+        let front = pending
+            .front_mut()
+            .expect("written bytes came from pending");
+        let n = written.min(front.len());
+        front.advance(n);
+        written -= n;
+        if front.is_empty() {
+            pending.pop_front();
         }
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! - [`addr`]: `HOST[:PORT]`, for every protocol.
 //! - [`conn`]: a frame connection: whole frames in and out, a writer task
 //!   with a data queue and a control queue; over plain TCP it can splice a
-//!   frame's body from a pipe (zero-copy).
+//!   frame's body from a pipe, and leave one on the socket (zero-copy).
 //! - [`exec`]: commands as process groups, and the supervisor of their
 //!   deadlines that both servers share.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.

@@ -17,6 +17,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
         // The command goes out with the handshake: one round trip less.
         req.stdin = forward_stdin;
         let mut conn = Connection::connect_running(endpoint, &req).await?;
+        conn.pass_stdout_to(&printer);
         let stdin = forward_stdin.then(spawn_stdin_reader);
         let status = conn
             .run(req, stdin, printer.sender(), || async {

@@ -9,11 +9,14 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Output;
+use super::output::Output;
+use super::zero_copy::{self, MoveError, Splicer};
+use crate::conn::BodyOnSocket;
 
 /// Size of one read from local stdin (and so of one `stdin` frame).
 const STDIN_CHUNK: usize = 256 * 1024;
@@ -56,6 +59,23 @@ pub enum PrintJob {
     Output(Output),
     /// Answer once everything before this job has been written.
     Barrier(oneshot::Sender<()>),
+    /// Print the start of a `stdout` body, then move its rest from the
+    /// socket ([`super::Connection::pass_stdout_to`]).
+    Passed(PassedBody),
+}
+
+/// A `stdout` body whose rest is still on the connection's socket.
+#[derive(Debug)]
+pub struct PassedBody {
+    /// What of the body had arrived with its header.
+    pub head: Bytes,
+    /// The rest, on the socket.
+    pub rest: BodyOnSocket,
+    /// How long the socket may stay silent.
+    pub idle: Duration,
+    /// Answered once the body is out: an error is the connection's. No
+    /// answer (the sender dropped): stdout would not take it.
+    pub done: oneshot::Sender<std::io::Result<()>>,
 }
 
 impl From<Output> for PrintJob {
@@ -94,6 +114,7 @@ impl Printer {
                 // Locked per job, not for the thread's life: the shell writes
                 // exit statuses to stderr between commands.
                 let (out, err) = (io::stdout(), io::stderr());
+                let mut splicer = None;
                 while let Some(job) = rx.blocking_recv() {
                     match job {
                         PrintJob::Output(Output::Stdout(b)) => {
@@ -120,6 +141,27 @@ impl Printer {
                         PrintJob::Barrier(done) => {
                             let _ = done.send(());
                         }
+                        PrintJob::Passed(body) => {
+                            let mut out = out.lock();
+                            let moved = match out.write_all(&body.head).and_then(|()| out.flush()) {
+                                Ok(()) => splicer
+                                    .get_or_insert_with(|| Splicer::new(io::stdout()))
+                                    .move_body(body.rest, body.idle),
+                                Err(e) => Err(MoveError::Output(e)),
+                            };
+                            match moved {
+                                Ok(()) => {
+                                    let _ = body.done.send(Ok(()));
+                                }
+                                Err(MoveError::Socket(e)) => {
+                                    let _ = body.done.send(Err(e));
+                                }
+                                Err(MoveError::Output(_)) => {
+                                    closed.store(true, Ordering::Release);
+                                    return;
+                                }
+                            }
+                        }
                     }
                 }
             })
@@ -129,6 +171,12 @@ impl Printer {
             thread: Some(thread),
             stdout_closed,
         }
+    }
+
+    /// Whether large `stdout` bodies should be passed to this printer
+    /// rather than copied ([`super::Connection::pass_stdout_to`]).
+    pub fn takes_passed_bodies(&self) -> bool {
+        zero_copy::worth_it_for_stdout()
     }
 
     /// Whether printing stopped because local stdout was closed.

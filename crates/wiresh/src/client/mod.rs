@@ -5,15 +5,18 @@
 //! local stdin, printing output, the line prompt) live in [`local`] and
 //! [`shell`]; a remote terminal session (`wiresh shell` on a terminal,
 //! `exec -t`) in [`terminal`]; per-server defaults (`client.toml`) in
-//! [`config`].
+//! [`config`]. Over plain TCP, large output goes from the socket to stdout
+//! without passing through memory: [`zero_copy`].
 
 pub mod config;
 pub mod copy;
 pub mod exec;
 pub mod local;
+mod output;
 pub mod shell;
 pub mod terminal;
 pub mod transfer;
+pub mod zero_copy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,18 +26,24 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{self, Instant};
 use wiresh_proto::{
-    codec::encode_frame, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Limits,
-    Message, Preamble, Secret, PROTOCOL_VERSION,
+    codec::encode_frame, BodyPassing, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello,
+    Limits, Message, Preamble, Secret, PROTOCOL_VERSION,
 };
 
+use self::local::{PassedBody, PrintJob, Printer};
+pub use self::output::Output;
 pub use crate::addr::Target;
-use crate::conn::{FrameConn, FrameSender, RecvError};
+use crate::conn::{BodyOnSocket, FrameConn, FrameSender, RecvError};
 use crate::task::AbortOnDrop;
 use crate::tls::PinCheck;
 pub use crate::tls::Pinning;
+
+/// Smallest `stdout` body worth moving with `splice(2)`
+/// ([`Connection::pass_stdout_to`]); smaller ones are copied.
+const PASSED_BODY_MIN: usize = 64 * 1024;
 
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,15 +122,6 @@ impl ClientError {
     }
 }
 
-/// A chunk of a command's output, as it arrived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Bytes the command wrote to its standard output.
-    Stdout(Bytes),
-    /// Bytes the command wrote to its standard error.
-    Stderr(Bytes),
-}
-
 /// How the connection is protected.
 #[derive(Debug, Clone)]
 pub enum Security {
@@ -185,6 +185,9 @@ pub struct Connection {
     /// The `exec` sent with the handshake ([`Connection::connect_running`]),
     /// which the next [`Connection::run`] takes up instead of sending it.
     sent_ahead: Option<ExecRequest>,
+    /// The printer that large `stdout` bodies go to straight from the
+    /// socket ([`Connection::pass_stdout_to`]).
+    stdout_passing: Option<mpsc::Sender<PrintJob>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -310,7 +313,25 @@ impl Connection {
             hello,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             sent_ahead: ahead.cloned(),
+            stdout_passing: None,
         })
+    }
+
+    /// Has large `stdout` bodies go from the socket to `printer`'s stdout
+    /// without passing through memory ([`zero_copy`]), where they can: over
+    /// plain TCP, to a stdout that is not a terminal. Says whether they
+    /// will. `printer` must be the one [`Connection::run`] is given, so
+    /// that all output stays in order.
+    pub fn pass_stdout_to(&mut self, printer: &Printer) -> bool {
+        let passing = BodyPassing {
+            min_len: PASSED_BODY_MIN,
+            applies: |message| *message == Message::Stdout,
+        };
+        let passed = printer.takes_passed_bodies() && self.conn.pass_bodies(passing);
+        if passed {
+            self.stdout_passing = Some(printer.sender().clone());
+        }
+        passed
     }
 
     /// Closes the connection cleanly: everything queued is sent, then the
@@ -465,7 +486,20 @@ impl Connection {
                         Message::StdinAck { bytes } => {
                             credits.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(window));
                         }
-                        Message::Stdout => permit.send(Output::Stdout(frame.body).into()),
+                        Message::Stdout => {
+                            let passed = match &self.stdout_passing {
+                                Some(printer) => self.conn.take_body_on_socket().map(|rest| (printer, rest)),
+                                None => None,
+                            };
+                            match passed {
+                                None => permit.send(Output::Stdout(frame.body).into()),
+                                Some((printer, rest)) => {
+                                    drop(permit);
+                                    pass_stdout(printer, frame.body, rest, silence_limit).await?;
+                                    last_heard = Instant::now();
+                                }
+                            }
+                        }
                         Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
                         Message::Exit(status) => return Ok(status),
                         Message::Error { code, message } => return Err(ClientError::Remote { code, message, started }),
@@ -538,6 +572,38 @@ fn not_expected(message: Message, expected: &str) -> ClientError {
             "expected `{expected}`, got `{}`",
             other.type_name()
         )),
+    }
+}
+
+/// Has the printer write `head` and move `rest` from the socket to stdout,
+/// and waits until it has.
+async fn pass_stdout(
+    printer: &mpsc::Sender<PrintJob>,
+    head: Bytes,
+    rest: BodyOnSocket,
+    idle: Duration,
+) -> Result<(), ClientError> {
+    let (done, moved) = oneshot::channel();
+    let job = PrintJob::Passed(PassedBody {
+        head,
+        rest,
+        idle,
+        done,
+    });
+    if printer.send(job).await.is_err() {
+        return Err(ClientError::OutputClosed);
+    }
+    match moved.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(ClientError::Timeout(
+            format!("{e}; the connection seems dead"),
+        )),
+        Ok(Err(e)) => Err(ClientError::from_recv(
+            RecvError::Decode(e.into()),
+            "before the command finished",
+        )),
+        // The printer stopped: stdout would not take the output.
+        Err(_) => Err(ClientError::OutputClosed),
     }
 }
 
