@@ -164,13 +164,15 @@ impl From<Frame> for Outgoing {
 
 /// A frame of `message` whose body is the next `len` bytes of `pipe`,
 /// which are there already (the pipe's `FIONREAD` said so) and which no
-/// one else reads until `done` answers.
+/// one else reads until `done` answers with the body's length: more than
+/// `len` (up to `up_to`) if more has come by the time the socket takes it.
 #[derive(Debug)]
 pub struct SpliceJob {
     message: Message,
     pipe: Arc<OwnedFd>,
     len: usize,
-    done: oneshot::Sender<Result<(), Closed>>,
+    up_to: usize,
+    done: oneshot::Sender<Result<usize, Closed>>,
 }
 
 /// A queue into the connection's ordered data stream, for tasks that
@@ -211,20 +213,24 @@ impl FrameSender {
     }
 
     /// A frame of `message` whose body is the next `len` bytes of `pipe`,
-    /// for [`FrameSender::send`], and what resolves once the writer has
-    /// moved them (an error: the connection failed on the way, or cannot
-    /// splice). The bytes must be in the pipe already, and nothing else may
-    /// read it until then.
+    /// or all it holds, up to `up_to`, when the socket can take them (so
+    /// that a fast producer makes large frames rather than many), for
+    /// [`FrameSender::send`]; and what resolves with the body's length once
+    /// the writer has moved it (an error: the connection failed on the way,
+    /// or cannot splice). The `len` bytes must be in the pipe already, and
+    /// nothing else may read it until then.
     pub fn spliced(
         message: Message,
         pipe: Arc<OwnedFd>,
         len: usize,
-    ) -> (Outgoing, oneshot::Receiver<Result<(), Closed>>) {
+        up_to: usize,
+    ) -> (Outgoing, oneshot::Receiver<Result<usize, Closed>>) {
         let (done, moved) = oneshot::channel();
         let job = SpliceJob {
             message,
             pipe,
             len,
+            up_to: up_to.max(len),
             done,
         };
         (Outgoing::Spliced(Box::new(job)), moved)
@@ -586,12 +592,14 @@ async fn write_frames(
                         &written,
                     )
                     .await;
-                    let _ = job.done.send(moved.as_ref().map(drop).map_err(|_| Closed));
-                    if let Err(e) = moved {
-                        tracing::debug!("connection splice failed: {e}");
-                        return;
+                    let _ = job.done.send(moved.as_ref().copied().map_err(|_| Closed));
+                    match moved {
+                        Ok(len) => batched += len,
+                        Err(e) => {
+                            tracing::debug!("connection splice failed: {e}");
+                            return;
+                        }
                     }
-                    batched += job.len;
                 }
             }
             if batched < BATCH_BYTES && pending.len() + 2 <= BATCH_SLICES {
@@ -620,7 +628,7 @@ async fn write_frames(
 }
 
 /// Writes what is pending, then the frame of `job`: its header, and its
-/// body spliced from the pipe into the socket.
+/// body spliced from the pipe into the socket. Returns the body's length.
 async fn splice_frame(
     socket: &mut Sink,
     codec: &FrameCodec,
@@ -628,19 +636,26 @@ async fn splice_frame(
     headers: &mut BytesMut,
     pending: &mut VecDeque<Bytes>,
     count: &AtomicU64,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     let Sink::Tcp(tcp) = socket else {
         return Err(std::io::Error::other(
             "splicing needs a plain TCP connection",
         ));
     };
+    let tcp: &TcpStream = tcp.as_ref();
+    // Once the socket can take more, the body is whatever the pipe holds
+    // by then: waiting on the socket is what lets a frame grow.
+    tcp.writable().await?;
+    let queued = rustix::io::ioctl_fionread(&*job.pipe).unwrap_or(0);
+    let len = usize::try_from(queued)
+        .unwrap_or(usize::MAX)
+        .clamp(job.len, job.up_to);
     codec
-        .encode_header(&job.message, job.len, headers)
+        .encode_header(&job.message, len, headers)
         .map_err(std::io::Error::other)?;
     pending.push_back(headers.split().freeze());
-    let tcp: &TcpStream = tcp.as_ref();
     write_all_more(tcp, pending, count).await?;
-    let mut left = job.len;
+    let mut left = len;
     while left > 0 {
         tcp.writable().await?;
         // SPLICE_F_NONBLOCK: the pipe holds the bytes already, so a
@@ -662,7 +677,7 @@ async fn splice_frame(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(len)
 }
 
 /// Writes every buffer in `pending`, in order, with as few system calls as
@@ -769,13 +784,14 @@ mod tests {
         let body = b"spliced \x00\xff body";
         rustix::io::write(&input, body).unwrap();
         let before = Frame::with_body(Message::Stdout, &b"before"[..]);
-        let (spliced, moved) = FrameSender::spliced(Message::Stderr, Arc::new(pipe), body.len());
+        let (spliced, moved) =
+            FrameSender::spliced(Message::Stderr, Arc::new(pipe), body.len(), body.len());
         sender
             .send_together([Some(before.into()), Some(spliced)])
             .await
             .unwrap();
         sender.send(Frame::new(Message::StdinEnd)).await.unwrap();
-        moved.await.unwrap().unwrap();
+        assert_eq!(moved.await.unwrap(), Ok(body.len()));
         let within = Duration::from_secs(5);
         let first = right.recv_within(within).await.unwrap();
         assert_eq!(
@@ -794,6 +810,30 @@ mod tests {
         let (c, _d) = tokio::io::duplex(64);
         let other = FrameConn::new(c, Limits::default(), FrameCodec::default());
         assert!(!other.sender().can_splice());
+    }
+
+    /// A spliced body takes what the pipe holds by the time the socket
+    /// can take it, up to its limit, and leaves the rest in the pipe.
+    #[tokio::test]
+    async fn a_spliced_body_grows_to_what_the_pipe_holds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let left = FrameConn::new(a.unwrap(), Limits::default(), FrameCodec::default());
+        let mut right = FrameConn::new(b.unwrap().0, Limits::default(), FrameCodec::default());
+        let (pipe, input) = rustix::pipe::pipe().unwrap();
+        let bytes: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        rustix::io::write(&input, &bytes).unwrap();
+        let pipe = Arc::new(pipe);
+        // 100 bytes were known to be there; 300 are; 200 may go.
+        let (spliced, moved) = FrameSender::spliced(Message::Stdout, pipe.clone(), 100, 200);
+        left.sender().send(spliced).await.unwrap();
+        assert_eq!(moved.await.unwrap(), Ok(200));
+        let frame = right.recv_within(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(&frame.body[..], &bytes[..200]);
+        let mut rest = [0u8; 300];
+        let n = rustix::io::read(&*pipe, &mut rest).unwrap();
+        assert_eq!(&rest[..n], &bytes[200..]);
     }
 
     #[tokio::test]

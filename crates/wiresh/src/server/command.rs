@@ -122,15 +122,17 @@ impl Outbox {
     }
 
     /// Sends a frame of `kind` whose body is the next `len` bytes of
-    /// `pipe` (they are there already), spliced into the socket; returns
-    /// once they have left the pipe.
+    /// `pipe` (they are there already), or more up to `up_to` if more has
+    /// come when the socket takes it, spliced into the socket; returns the
+    /// body's length once it has left the pipe.
     async fn send_spliced(
         &self,
         kind: Message,
         pipe: Arc<OwnedFd>,
         len: usize,
-    ) -> Result<(), Closed> {
-        let (item, moved) = FrameSender::spliced(kind, pipe, len);
+        up_to: usize,
+    ) -> Result<usize, Closed> {
+        let (item, moved) = FrameSender::spliced(kind, pipe, len, up_to);
         self.send(item).await?;
         moved.await.unwrap_or(Err(Closed))
     }
@@ -599,14 +601,13 @@ async fn splice_pump(
         let queued = rustix::io::ioctl_fionread(&ready).unwrap_or(0);
         if queued > 0 {
             let len = usize::try_from(queued).unwrap_or(chunk).min(chunk);
-            if out
-                .send_spliced(kind.clone(), shared.clone(), len)
+            match out
+                .send_spliced(kind.clone(), shared.clone(), len, chunk)
                 .await
-                .is_err()
             {
-                break;
+                Ok(sent) => total += sent as u64,
+                Err(Closed) => break,
             }
-            total += len as u64;
             continue;
         }
         // Readable with nothing queued: the command has closed the pipe,
