@@ -164,7 +164,7 @@ impl Terminal {
 }
 
 /// Registers `fd` with the runtime for `interest`.
-fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+pub(super) fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // Deprecated because a type that merely implements `AsRawFd` could
     // hand out another descriptor later; an `OwnedFd` cannot, so this is
     // sound. Its replacement, `register`, is `unsafe` for that reason.
