@@ -1,6 +1,10 @@
 //! Small task utilities shared by the server, the legacy server and the
 //! client.
 
+use std::os::fd::OwnedFd;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::task::JoinHandle;
 use tokio::time::{self, Instant};
 
@@ -23,4 +27,13 @@ pub(crate) async fn sleep_until(at: Option<Instant>) {
         Some(at) => time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Registers `fd` with the runtime for `interest`.
+pub(crate) fn watch(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // Deprecated because a type that merely implements `AsRawFd` could
+    // hand out another descriptor later; an `OwnedFd` cannot, so this is
+    // sound. Its replacement, `register`, is `unsafe` for that reason.
+    #[allow(deprecated)]
+    AsyncFd::with_interest(fd, interest)
 }

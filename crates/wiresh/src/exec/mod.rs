@@ -3,6 +3,10 @@
 //!
 //! - [`spawn`]: a command as the leader of its own process group, with its
 //!   pipes, and a [`GroupGuard`] that terminates the group when dropped.
+//! - [`Child`]: a command's main process, to wait for.
+//! - `launcher`: the thread with a small descriptor table of its own that
+//!   starts commands, so that a start costs the same however many
+//!   descriptors the server holds.
 //! - [`pty`]: a command on a pseudo-terminal, leading a session of its
 //!   own, and the [`Terminal`] the server drives it through.
 //! - [`slots`]: how many commands may run at once, over every listener.
@@ -10,11 +14,14 @@
 //!   (timeout, shutdown grace, kill, giving up on pipes an escaped process
 //!   holds), which a server selects on beside its own I/O.
 
+mod child;
+mod launcher;
 pub mod pty;
 pub mod slots;
 pub mod spawn;
 pub mod supervisor;
 
+pub use child::Child;
 pub use pty::{spawn_on_pty, SpawnedPty, Terminal};
 pub use slots::CommandSlots;
 pub use spawn::{

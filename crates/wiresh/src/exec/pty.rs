@@ -30,6 +30,7 @@ use tokio::process::Child;
 use wiresh_proto::{PtyRequest, WindowSize};
 
 use super::spawn::{GroupGuard, SpawnError, Spec};
+use crate::task::watch;
 
 /// A command started on a pty, ready to be driven.
 #[derive(Debug)]
@@ -161,15 +162,6 @@ impl Terminal {
             eof: None,
         }
     }
-}
-
-/// Registers `fd` with the runtime for `interest`.
-fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // Deprecated because a type that merely implements `AsRawFd` could
-    // hand out another descriptor later; an `OwnedFd` cannot, so this is
-    // sound. Its replacement, `register`, is `unsafe` for that reason.
-    #[allow(deprecated)]
-    AsyncFd::with_interest(fd, interest)
 }
 
 /// Reads the terminal's output.

@@ -16,7 +16,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+
+use super::child::Child;
+use super::launcher::{self, LaunchError, Launched};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
@@ -168,22 +171,30 @@ pub struct SpawnError {
 }
 
 /// Spawns `spec` as the leader of a new process group with piped stdout
-/// and stderr; `what` names it in the error.
+/// and stderr; `what` names it in the error. Started from the launcher
+/// thread when there is one (see `launcher`: the cost of a start does not
+/// grow with the descriptors the server holds), else from this thread.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     let fail = |source| SpawnError {
         what: what.to_string(),
         source,
     };
     let mut cmd = spec.command().map_err(fail)?;
-    cmd.process_group(0)
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+    cmd.process_group(0);
+    let cmd = match launcher::launch(cmd.into_std(), spec.stdin) {
+        Ok(launched) => return from_launched(launched).map_err(fail),
+        Err(LaunchError::Failed(e)) => return Err(fail(e)),
+        Err(LaunchError::Unavailable(cmd)) => cmd,
+    };
+    let mut cmd = Command::from(*cmd);
+    cmd.stdin(if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(fail)?;
     let pid = child.id().expect("a just-spawned child has a pid");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -192,12 +203,35 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     // Failure only costs speed, so it is ignored.
     let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
     Ok(Spawned {
-        child,
+        child: child.into(),
         pid,
         stdout,
         stderr,
         stdin,
         guard: GroupGuard::new(pid),
+    })
+}
+
+/// The command the launcher started, its group guarded from here on.
+fn from_launched(launched: Launched) -> io::Result<Spawned> {
+    let Launched {
+        pid,
+        stdout,
+        stderr,
+        stdin,
+    } = launched;
+    // First, so that whatever fails below still ends the command.
+    let guard = GroupGuard::new(pid);
+    let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
+    Ok(Spawned {
+        child: Child::from_pid(pid)?,
+        pid,
+        stdout: ChildStdout::from_std(stdout.into())?,
+        stderr: ChildStderr::from_std(stderr.into())?,
+        stdin: stdin
+            .map(|fd| ChildStdin::from_std(fd.into()))
+            .transpose()?,
+        guard,
     })
 }
 
@@ -356,6 +390,81 @@ mod tests {
         assert_eq!(resolve_program("./x").unwrap(), PathBuf::from("./x"));
         assert!(resolve_program("no-such-program-wiresh").is_err());
         assert!(resolve_program("").is_err());
+    }
+
+    /// Open descriptors of the launcher threads, the busiest one's count.
+    fn launcher_descriptors() -> Option<usize> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let name = std::fs::read_to_string(task.join("comm")).ok()?;
+                (name.trim() == "wiresh-launcher")
+                    .then(|| std::fs::read_dir(task.join("fd")).map_or(0, Iterator::count))
+            })
+            .max()
+    }
+
+    #[tokio::test]
+    async fn commands_start_from_a_table_without_the_servers_descriptors() {
+        // The server's descriptors, as a thousand connections would be.
+        let held: Vec<_> = (0..300)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let spec = Spec {
+            stdin: true,
+            ..Spec::shell("cat; echo err >&2")
+        };
+        let mut spawned = spawn_group(&spec, "cat").unwrap();
+        let launcher = launcher_descriptors().expect("a launcher thread runs here");
+        assert!(
+            launcher < 16,
+            "the launcher's table has {launcher} descriptors beside the {} held",
+            held.len()
+        );
+        // Its pipes work as any command's do.
+        let mut stdin = spawned.stdin.take().expect("stdin is piped");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"in\n")
+            .await
+            .unwrap();
+        drop(stdin);
+        let (mut out, mut err) = (String::new(), String::new());
+        tokio::io::AsyncReadExt::read_to_string(&mut spawned.stdout, &mut out)
+            .await
+            .unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut spawned.stderr, &mut err)
+            .await
+            .unwrap();
+        assert_eq!((out.as_str(), err.as_str()), ("in\n", "err\n"));
+        assert!(spawned.child.wait().await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_come_back_and_stay() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut exits = spawn_group(&Spec::shell("exit 3"), "exit").unwrap();
+        let status = exits.child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(3));
+        // Reaped once; asked again, the same answer.
+        assert_eq!(exits.child.wait().await.unwrap(), status);
+        let mut killed = spawn_group(&Spec::shell("kill -KILL $$"), "kill").unwrap();
+        let status = killed.child.wait().await.unwrap();
+        assert_eq!((status.code(), status.signal()), (None, Some(9)));
+        assert!(spawn_group(&Spec::shell("true"), "true").unwrap().pid > 0);
+    }
+
+    #[test]
+    fn a_start_that_fails_says_why() {
+        let spec = Spec {
+            program: Program::Argv(vec!["/nonexistent/wiresh-test".into()]),
+            ..Spec::shell("")
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = runtime.block_on(async { spawn_group(&spec, "nothing").unwrap_err() });
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
     #[tokio::test]

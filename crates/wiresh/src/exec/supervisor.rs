@@ -22,10 +22,10 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::child::Child;
 use super::spawn::{GroupGuard, Spawned};
 use crate::task::sleep_until;
 

@@ -169,7 +169,7 @@ fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
 /// A started command, before its supervisor takes the child: the command's
 /// side of its I/O and what is needed to supervise it.
 struct Started {
-    child: tokio::process::Child,
+    child: exec::Child,
     guard: exec::GroupGuard,
     pid: u32,
     io: CommandIo,
@@ -210,7 +210,7 @@ fn start(
         Some(pty) => {
             let s = exec::spawn_on_pty(spec, pty, what)?;
             Started {
-                child: s.child,
+                child: s.child.into(),
                 guard: s.guard,
                 pid: s.pid,
                 io: CommandIo::Terminal(s.terminal),

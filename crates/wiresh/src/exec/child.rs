@@ -1,0 +1,137 @@
+//! A command's main process, to wait for: one tokio spawned, or one the
+//! launcher started (see `launcher`), waited for through a pidfd.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use rustix::process::{Pid, WaitOptions};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::task::watch;
+
+/// A child process of the server, to wait for.
+#[derive(Debug)]
+pub struct Child(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    /// Spawned with tokio's `Command` (the pty path, and the fallback).
+    Tokio(tokio::process::Child),
+    /// Started by the launcher: its pidfd tells when it has exited.
+    Pidfd(PidfdChild),
+}
+
+#[derive(Debug)]
+struct PidfdChild {
+    pid: Pid,
+    /// `None` once reaped.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+}
+
+impl From<tokio::process::Child> for Child {
+    fn from(child: tokio::process::Child) -> Child {
+        Child(Inner::Tokio(child))
+    }
+}
+
+impl Child {
+    /// Watches child `pid` through a pidfd. Must run inside a tokio
+    /// runtime.
+    pub(super) fn from_pid(pid: u32) -> io::Result<Child> {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| io::Error::other(format!("bad pid {pid}")))?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+        Ok(Child(Inner::Pidfd(PidfdChild {
+            pid,
+            pidfd: Some(watch(pidfd, Interest::READABLE)?),
+            status: None,
+        })))
+    }
+
+    /// The process id; `None` once tokio has reaped its child.
+    pub fn id(&self) -> Option<u32> {
+        match &self.0 {
+            Inner::Tokio(child) => child.id(),
+            Inner::Pidfd(child) => Some(child.pid.as_raw_nonzero().get() as u32),
+        }
+    }
+
+    /// Waits for the process to exit and reaps it; afterwards returns the
+    /// same status at once. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match &mut self.0 {
+            Inner::Tokio(child) => child.wait().await,
+            Inner::Pidfd(child) => {
+                if let Some(status) = child.status {
+                    return Ok(status);
+                }
+                let pidfd = child.pidfd.as_ref().expect("present until reaped");
+                let status = reap(child.pid, pidfd).await?;
+                child.status = Some(status);
+                child.pidfd = None;
+                Ok(status)
+            }
+        }
+    }
+}
+
+/// Waits until `pid` (whose pidfd is `pidfd`) exits, and reaps it.
+/// Cancel-safe: the status is returned as soon as it is taken.
+async fn reap(pid: Pid, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
+    loop {
+        if let Some(status) = try_reap(pid)? {
+            return Ok(status);
+        }
+        pidfd.readable().await?.clear_ready();
+    }
+}
+
+/// Reaps `pid` if it has exited.
+fn try_reap(pid: Pid) -> io::Result<Option<ExitStatus>> {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(reaped) => {
+                return Ok(reaped.map(|(_, status)| ExitStatus::from_raw(status.as_raw())));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Drop for PidfdChild {
+    /// A child not yet reaped is reaped once it exits, as tokio does with
+    /// its own: whoever drops it (a connection that went away) has its
+    /// group killed by the `GroupGuard`, not here.
+    fn drop(&mut self) {
+        let (Some(pidfd), None) = (self.pidfd.take(), self.status) else {
+            return;
+        };
+        let pid = self.pid;
+        if matches!(try_reap(pid), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = reap(pid, &pidfd).await;
+                });
+            }
+            Err(_) => {
+                drop(pidfd);
+                std::thread::spawn(move || {
+                    while let Err(rustix::io::Errno::INTR) =
+                        rustix::process::waitpid(Some(pid), WaitOptions::empty())
+                    {
+                    }
+                });
+            }
+        }
+    }
+}

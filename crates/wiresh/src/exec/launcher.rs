@@ -1,0 +1,300 @@
+//! The launcher: a thread with a file-descriptor table of its own, nearly
+//! empty, that starts commands for the server.
+//!
+//! Starting a process copies the parent's file-descriptor table (vfork and
+//! fork alike: `dup_fd` in the kernel), and at `exec` the child closes every
+//! close-on-exec descriptor of that copy, one by one. A server running a
+//! thousand commands holds thousands of descriptors (a socket per
+//! connection, pipes and a pidfd per command), so every start costs in
+//! proportion, and a thousand starts at once cost the square.
+//!
+//! A launcher thread leaves the process's table at birth
+//! (`unshare(CLONE_FILES)`) and closes its copy of everything but the
+//! standard streams: a command started from it copies a handful of
+//! descriptors, whatever the server holds. The command's pipes are made in
+//! the launcher's table; the server's ends come back over a socket pair
+//! (`SCM_RIGHTS`), received close-on-exec. The commands are still children
+//! of this process (any thread may wait for them); [`super::Child`] waits
+//! through a pidfd.
+//!
+//! Nothing but [`launch_thread`]'s loop runs on a launcher thread: after
+//! the unshare, a descriptor number from the rest of the process means
+//! something else there, or nothing. It makes no log lines for the same
+//! reason.
+//!
+//! Where a launcher cannot be had (no `/proc`, no pidfds, `unshare`
+//! refused), commands are started from the calling thread as before.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, OnceLock, TryLockError};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+/// A command started by the launcher: its process id (and group id) and
+/// the server's ends of its pipes, close-on-exec.
+#[derive(Debug)]
+pub(super) struct Launched {
+    pub pid: u32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+}
+
+/// Why [`launch`] did not start a command.
+pub(super) enum LaunchError {
+    /// There is no launcher: start `Command` some other way.
+    Unavailable(Box<Command>),
+    /// Starting it failed.
+    Failed(io::Error),
+}
+
+/// A command for the launcher thread, and whether it gets a stdin pipe.
+struct Job {
+    cmd: Command,
+    stdin: bool,
+}
+
+/// The server's side of a launcher thread. One command at a time: its lock
+/// is held from the job to the descriptors received, so they always match.
+struct Launcher {
+    jobs: Sender<Job>,
+    replies: Receiver<io::Result<u32>>,
+    socket: UnixDatagram,
+}
+
+/// Launcher threads. A start keeps its launcher until the child has called
+/// `exec` (vfork), so with one, starts wait in line behind each other's
+/// `exec`; two keep both cores of a small machine busy.
+const LAUNCHERS: usize = 2;
+
+/// The launchers, started at the first command; empty when none can be.
+static LAUNCHERS_STARTED: OnceLock<Vec<Mutex<Launcher>>> = OnceLock::new();
+
+/// Which launcher the next start tries first.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts `cmd` from a launcher thread, with piped stdout and stderr, and
+/// a piped stdin when `stdin` (else `/dev/null`). The caller sets
+/// everything else (process group included); `cmd` must have no
+/// `pre_exec` hook that touches descriptors.
+pub(super) fn launch(cmd: Command, stdin: bool) -> Result<Launched, LaunchError> {
+    let launchers =
+        LAUNCHERS_STARTED.get_or_init(|| (0..LAUNCHERS).map_while(|_| Launcher::start()).collect());
+    if launchers.is_empty() {
+        return Err(LaunchError::Unavailable(Box::new(cmd)));
+    }
+    // A free launcher if there is one, else wait for the next in turn.
+    let first = NEXT.fetch_add(1, Ordering::Relaxed);
+    let turn = |i: usize| &launchers[(first + i) % launchers.len()];
+    let launcher = (0..launchers.len())
+        .find_map(|i| match turn(i).try_lock() {
+            Ok(free) => Some(free),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        })
+        .unwrap_or_else(|| turn(0).lock().unwrap_or_else(|e| e.into_inner()));
+    launcher.launch(cmd, stdin)
+}
+
+impl Launcher {
+    /// Starts the launcher thread and waits until it has a table of its
+    /// own; `None` when it cannot.
+    fn start() -> Option<Mutex<Launcher>> {
+        // Commands started here are waited for through a pidfd (Linux 5.3).
+        let own = rustix::process::Pid::from_raw(std::process::id() as i32)?;
+        rustix::process::pidfd_open(own, rustix::process::PidfdFlags::NONBLOCK).ok()?;
+        let (socket, theirs) = UnixDatagram::pair().ok()?;
+        let keep = theirs.as_raw_fd();
+        let (jobs, job_rx) = mpsc::channel();
+        let (reply_tx, replies) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("wiresh-launcher".into())
+            .spawn(move || {
+                let detached = detach(keep);
+                let ok = detached.is_ok();
+                let _ = ready_tx.send(detached);
+                if ok {
+                    launch_thread(&job_rx, &reply_tx, &theirs);
+                }
+            })
+            .ok()?;
+        match ready.recv() {
+            Ok(Ok(())) => {
+                // The thread's table has its own copy of its end, owned
+                // there; this table's copy of the number is owned by
+                // nothing and goes. (On failure there is one copy, the
+                // thread's, which it closes.)
+                let _ = nix::unistd::close(keep);
+                Some(Mutex::new(Launcher {
+                    jobs,
+                    replies,
+                    socket,
+                }))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    "no launcher thread ({e}); commands start from the server's threads"
+                );
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn launch(&self, cmd: Command, stdin: bool) -> Result<Launched, LaunchError> {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { cmd, stdin }) {
+            return Err(LaunchError::Unavailable(Box::new(job.cmd)));
+        }
+        let gone = || io::Error::other("the launcher thread is gone");
+        let pid = self
+            .replies
+            .recv()
+            .map_err(|_| gone())
+            .and_then(|reply| reply)
+            .map_err(LaunchError::Failed)?;
+        let mut fds = match self.receive(if stdin { 3 } else { 2 }) {
+            Ok(fds) => fds.into_iter(),
+            Err(e) => {
+                // The server cannot reach this command: it must not run on.
+                let pgid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pgid, None);
+                return Err(LaunchError::Failed(e));
+            }
+        };
+        let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
+            unreachable!("receive checks the count")
+        };
+        Ok(Launched {
+            pid,
+            stdout,
+            stderr,
+            stdin: fds.next(),
+        })
+    }
+
+    /// Receives the `count` descriptors of the command just started. When
+    /// this table has no room for them (the kernel drops them and says
+    /// the message was cut short), the error is `EMFILE`, as a spawn here
+    /// would have had: the server answers that it is busy.
+    fn receive(&self, count: usize) -> io::Result<Vec<OwnedFd>> {
+        let mut byte = [0u8; 1];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let received = retry(|| {
+            rustix::net::recvmsg(
+                &self.socket,
+                &mut [IoSliceMut::new(&mut byte)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+        })?;
+        let mut fds = Vec::with_capacity(count);
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                fds.extend(rights);
+            }
+        }
+        if received.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(Errno::MFILE.into());
+        }
+        if fds.len() != count {
+            return Err(io::Error::other(format!(
+                "the launcher sent {} descriptors, not {count}",
+                fds.len()
+            )));
+        }
+        Ok(fds)
+    }
+}
+
+/// On the launcher thread: leaves the process's descriptor table for a
+/// copy, then closes the copy's descriptors but the standard streams and
+/// `keep` (its end of the socket pair).
+fn detach(keep: RawFd) -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
+    // This thread's table, not the process's (`/proc/self`).
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/thread-self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        // Closes this table's copy only; the directory's own descriptor
+        // is among them, and already closed (EBADF).
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
+/// The launcher thread's loop: a job in, a reply (pid or error) out, and
+/// on success the pipes over `socket`.
+fn launch_thread(jobs: &Receiver<Job>, replies: &Sender<io::Result<u32>>, socket: &UnixDatagram) {
+    for Job { mut cmd, stdin } in jobs {
+        let reply = start(&mut cmd, stdin, socket);
+        drop(cmd);
+        if replies.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Spawns `cmd` and sends the server its ends of the pipes; returns the
+/// pid.
+fn start(cmd: &mut Command, stdin: bool, socket: &UnixDatagram) -> io::Result<u32> {
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(3);
+    fds.extend(child.stdout.take().map(OwnedFd::from));
+    fds.extend(child.stderr.take().map(OwnedFd::from));
+    fds.extend(child.stdin.take().map(OwnedFd::from));
+    let rights: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&rights));
+    let sent = retry(|| {
+        rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(&[rights.len() as u8])],
+            &mut control,
+            SendFlags::empty(),
+        )
+    });
+    drop(rights);
+    // This table's copies close here either way.
+    drop(fds);
+    if let Err(e) = sent {
+        // The server will never see this command: it must not run.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        return Err(io::Error::other(format!(
+            "cannot hand a command's pipes to the server: {e}"
+        )));
+    }
+    Ok(pid)
+}
+
+/// Runs a system call again while a signal interrupts it.
+fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
