@@ -26,6 +26,7 @@ use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
 use super::audit::{self, Ending};
+use super::buffers::BufferPool;
 use super::refusal::Refusal;
 use super::session::Session;
 use crate::conn::{Closed, FrameSender, Outgoing};
@@ -645,22 +646,42 @@ async fn copy_pump<R: AsyncRead + Unpin + ?Sized>(
 ) -> (u64, bool) {
     let mut total = 0u64;
     let mut buf = BytesMut::new();
+    // Whole chunks, once reads come back that large, are read into buffers
+    // that come back when their frames are written.
+    let pool = BufferPool::new(chunk);
     // Reads start small and grow while they come back full: a command that
     // writes a line or a key's echo costs a small buffer per frame, not a
     // chunk's worth of memory to allocate (and, for a terminal, to zero).
     let mut want = FIRST_READ.min(chunk);
     while total < limit {
-        // Reuses the allocation once the previous frame has been written.
-        buf.reserve(want);
-        match (&mut *pipe).take(want as u64).read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return (total, true),
-            Ok(n) if n == want => {
-                total += n as u64;
-                want = (want * 2).min(chunk);
+        let read = if want == chunk {
+            let mut whole = pool.take();
+            match pipe.read(&mut whole).await {
+                Ok(n) if n > 0 => Ok((n, Some(whole))),
+                other => other.map(|n| (n, None)),
             }
-            Ok(n) => total += n as u64,
-        }
-        let body = buf.split().freeze();
+        } else {
+            // Reuses the allocation once the previous frame has been written.
+            buf.reserve(want);
+            (&mut *pipe)
+                .take(want as u64)
+                .read_buf(&mut buf)
+                .await
+                .map(|n| (n, None))
+        };
+        let body = match read {
+            Ok((0, _)) | Err(_) => return (total, true),
+            Ok((n, whole)) => {
+                total += n as u64;
+                if n == want {
+                    want = (want * 2).min(chunk);
+                }
+                match whole {
+                    Some(whole) => pool.body(whole, n),
+                    None => buf.split().freeze(),
+                }
+            }
+        };
         if out
             .send(Frame::with_body(kind.clone(), body))
             .await

@@ -13,7 +13,8 @@
 //!   auth) to its log line, dispatching each request;
 //! - `session`: what a request handler holds: the connection, the peer,
 //!   the settings, the shared state;
-//! - `command` and `files`: the two kinds of request;
+//! - `command` and `files`: the two kinds of request; `buffers`: the
+//!   reused buffers of a command's output;
 //! - `refusal`: requests turned down, mapped to their wire codes;
 //! - [`policy`], [`audit`], `throttle`: what may run, what is recorded, how
 //!   guessing tokens is slowed down;
@@ -21,6 +22,7 @@
 
 pub mod admission;
 pub mod audit;
+mod buffers;
 pub mod clients;
 mod command;
 pub mod config;
