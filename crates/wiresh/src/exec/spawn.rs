@@ -171,9 +171,9 @@ pub struct SpawnError {
 }
 
 /// Spawns `spec` as the leader of a new process group with piped stdout
-/// and stderr; `what` names it in the error. Started from the launcher
-/// thread when there is one (see `launcher`: the cost of a start does not
-/// grow with the descriptors the server holds), else from this thread.
+/// and stderr; `what` names it in the error. Started from a launcher
+/// thread once the server holds many descriptors (see `launcher`: there
+/// the cost of a start does not grow with them), else from this thread.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     let fail = |source| SpawnError {
         what: what.to_string(),
@@ -407,6 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn commands_start_from_a_table_without_the_servers_descriptors() {
+        launcher::launch_always();
         // The server's descriptors, as a thousand connections would be.
         let held: Vec<_> = (0..300)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
@@ -442,6 +443,7 @@ mod tests {
     #[tokio::test]
     async fn exit_codes_and_signals_come_back_and_stay() {
         use std::os::unix::process::ExitStatusExt;
+        launcher::launch_always();
         let mut exits = spawn_group(&Spec::shell("exit 3"), "exit").unwrap();
         let status = exits.child.wait().await.unwrap();
         assert_eq!(status.code(), Some(3));
