@@ -22,8 +22,10 @@
 //! something else there, or nothing. It makes no log lines for the same
 //! reason.
 //!
-//! Where a launcher cannot be had (no `/proc`, no pidfds, `unshare`
-//! refused), commands are started from the calling thread as before.
+//! A launcher costs two thread hops a start, so it is used only once the
+//! server holds a few hundred descriptors ([`LAUNCH_FROM`]); below that,
+//! and where a launcher cannot be had (no `/proc`, no pidfds, `unshare`
+//! refused), commands start from the calling thread.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

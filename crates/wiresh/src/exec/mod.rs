@@ -4,9 +4,9 @@
 //! - [`spawn`]: a command as the leader of its own process group, with its
 //!   pipes, and a [`GroupGuard`] that terminates the group when dropped.
 //! - [`Child`]: a command's main process, to wait for.
-//! - `launcher`: the thread with a small descriptor table of its own that
-//!   starts commands, so that a start costs the same however many
-//!   descriptors the server holds.
+//! - `launcher`: threads with small descriptor tables of their own that
+//!   start commands once the server holds many descriptors, so that a
+//!   start costs the same however many it holds.
 //! - [`pty`]: a command on a pseudo-terminal, leading a session of its
 //!   own, and the [`Terminal`] the server drives it through.
 //! - [`slots`]: how many commands may run at once, over every listener.
