@@ -7,8 +7,10 @@
 //! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
 //! - `fanout`: the flags for many hosts, and their fan-out;
 //! - `keygen`: a client key pair;
-//! - `help`: completion scripts and manual pages from the same definition.
+//! - `help`: completion scripts and manual pages from the same definition;
+//! - `alloc`: how the allocator keeps freed memory (set before anything).
 
+mod alloc;
 mod args;
 mod client;
 mod fanout;
@@ -25,6 +27,7 @@ use wiresh::exit;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let (outcome, failure) = match cli.command {
         // serve reads its settings itself: the command line, the
