@@ -6,6 +6,7 @@
 //! (a pager, a full disk) from ever stalling the connection's keepalive.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -50,6 +51,23 @@ pub fn spawn_stdin_reader() -> mpsc::Receiver<Bytes> {
         })
         .expect("cannot start the stdin thread");
     rx
+}
+
+/// Writes all of `bytes` to `out`'s descriptor, around the buffer of
+/// `io::stdout()` (flushed first by the caller): that buffer is line
+/// buffered, and would scan every byte of remote output for a newline
+/// (3% of all CPU while 1 GiB streamed over TLS, in the printer's
+/// `memrchr`) only to pass large writes straight through anyway.
+fn write_unbuffered(out: &impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(out, bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// What the printer thread is asked to do.
@@ -119,7 +137,11 @@ impl Printer {
                     match job {
                         PrintJob::Output(Output::Stdout(b)) => {
                             let mut out = out.lock();
-                            if out.write_all(&b).and_then(|()| out.flush()).is_err() {
+                            if out
+                                .flush()
+                                .and_then(|()| write_unbuffered(&out, &b))
+                                .is_err()
+                            {
                                 // Whoever read our stdout is gone (`| head`):
                                 // stop, and the client stops the command, as
                                 // SIGPIPE would stop a local pipeline.
@@ -143,7 +165,10 @@ impl Printer {
                         }
                         PrintJob::Passed(body) => {
                             let mut out = out.lock();
-                            let moved = match out.write_all(&body.head).and_then(|()| out.flush()) {
+                            let moved = match out
+                                .flush()
+                                .and_then(|()| write_unbuffered(&out, &body.head))
+                            {
                                 Ok(()) => splicer
                                     .get_or_insert_with(|| Splicer::new(io::stdout()))
                                     .move_body(body.rest, body.idle),
