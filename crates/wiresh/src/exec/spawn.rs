@@ -222,9 +222,19 @@ fn from_launched(launched: Launched) -> io::Result<Spawned> {
     } = launched;
     // First, so that whatever fails below still ends the command.
     let guard = GroupGuard::new(pid);
+    let child = match Child::from_pid(pid) {
+        Ok(child) => child,
+        Err(e) => {
+            // With no pidfd, nothing would ever reap it: end it here.
+            let pgid = Pid::from_raw(pid as i32);
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pgid, None);
+            return Err(e);
+        }
+    };
     let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
     Ok(Spawned {
-        child: Child::from_pid(pid)?,
+        child,
         pid,
         stdout: ChildStdout::from_std(stdout.into())?,
         stderr: ChildStderr::from_std(stderr.into())?,
