@@ -2,7 +2,8 @@
 //! - no two modules of a crate import each other, directly or in a loop;
 //! - the crate map in `lib.rs` names every top-level module;
 //! - `anyhow` only in the binary, and no `unsafe` code in the library but
-//!   the one `pre_exec` hook of `exec::pty::ctty`.
+//!   the one `pre_exec` hook of `exec::pty::ctty`; in the binary, only the
+//!   allocator's settings (`alloc.rs`).
 //!
 //! Module dependencies are read from the source: `crate::a::b`, `super::x`
 //! and `self::x` paths (use-trees with braces expanded), and a parent
@@ -395,5 +396,26 @@ fn anyhow_and_unsafe_stay_out_of_the_library() {
                 "{krate} module `{module}` has unsafe code; use nix/rustix/socket2"
             );
         }
+    }
+}
+
+/// The binary's one `unsafe` block sets the allocator's thresholds
+/// (`mallopt`, which no crate wraps); anything else uses nix/rustix.
+#[test]
+fn the_binarys_only_unsafe_is_the_allocator_settings() {
+    let bin = workspace().join("crates/wiresh/src/bin/wiresh");
+    for entry in std::fs::read_dir(&bin).unwrap() {
+        let file = entry.unwrap().path();
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        let unsafe_blocks = code
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|word| *word == "unsafe")
+            .count();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let allowed = usize::from(name == "alloc.rs" && code.contains("mallopt"));
+        assert!(
+            unsafe_blocks <= allowed,
+            "{name} has unsafe code; use nix/rustix/socket2"
+        );
     }
 }
