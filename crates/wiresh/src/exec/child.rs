@@ -54,11 +54,15 @@ impl Child {
         })))
     }
 
-    /// The process id; `None` once tokio has reaped its child.
+    /// The process id; `None` once the child has been reaped (its number
+    /// may belong to another process by then).
     pub fn id(&self) -> Option<u32> {
         match &self.0 {
             Inner::Tokio(child) => child.id(),
-            Inner::Pidfd(child) => Some(child.pid.as_raw_nonzero().get() as u32),
+            Inner::Pidfd(child) => child
+                .status
+                .is_none()
+                .then(|| child.pid.as_raw_nonzero().get() as u32),
         }
     }
 

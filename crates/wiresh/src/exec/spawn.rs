@@ -457,8 +457,9 @@ mod tests {
         let mut exits = spawn_group(&Spec::shell("exit 3"), "exit").unwrap();
         let status = exits.child.wait().await.unwrap();
         assert_eq!(status.code(), Some(3));
-        // Reaped once; asked again, the same answer.
+        // Reaped once; asked again, the same answer, and no pid any more.
         assert_eq!(exits.child.wait().await.unwrap(), status);
+        assert_eq!(exits.child.id(), None);
         let mut killed = spawn_group(&Spec::shell("kill -KILL $$"), "kill").unwrap();
         let status = killed.child.wait().await.unwrap();
         assert_eq!((status.code(), status.signal()), (None, Some(9)));
