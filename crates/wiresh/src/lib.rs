@@ -29,6 +29,8 @@
 //! - `fileio`: partial files, hashing and publishing for transfers.
 //! - `listener`: the accept loop and the per-connection log line.
 //! - `task`: small task helpers.
+//! - `syscall`: system calls restarted after a signal; writing all of a
+//!   buffer to a descriptor.
 //!
 //! The ends:
 //! - [`server`]: `wiresh serve`, the wiresh protocol's server.
@@ -67,4 +69,5 @@ pub mod tls;
 
 mod fileio;
 mod listener;
+mod syscall;
 mod task;

@@ -22,6 +22,7 @@ use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
 use crate::conn::BodyOnSocket;
+use crate::syscall::retry;
 
 /// How large the relay pipe is asked to be: the largest frame body a
 /// server sends by default, so one splice in and one out move a body.
@@ -214,16 +215,6 @@ fn wait_for(fd: BorrowedFd<'_>, events: PollFlags, limit: Option<Duration>) -> i
     }
 }
 
-/// Runs a system call again while a signal interrupts it.
-fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
-    loop {
-        match call() {
-            Err(Errno::INTR) => continue,
-            other => return other.map_err(io::Error::from),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Seek};
@@ -264,13 +255,6 @@ mod tests {
         conn
     }
 
-    fn write_all(out: BorrowedFd<'_>, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let n = rustix::io::write(out, bytes).unwrap();
-            bytes = &bytes[n..];
-        }
-    }
-
     /// Sends `bodies` as `stdout` frames, then `stdin_end`, and receives
     /// them as the printer would: each frame's bytes written to `out`, the
     /// rest of a passed body moved there by a splicer. Returns how many
@@ -300,7 +284,7 @@ mod tests {
             passed += usize::from(rest.is_some());
             let mut s = splicer.take().unwrap();
             let moving = tokio::task::spawn_blocking(move || {
-                write_all(s.out.as_fd(), &frame.body);
+                crate::syscall::write_all(&s.out, &frame.body).unwrap();
                 if let Some(rest) = rest {
                     s.move_body(rest, WITHIN).unwrap();
                 }

@@ -10,6 +10,7 @@ use rustix::process::{Pid, WaitOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::syscall::retry;
 use crate::task::watch;
 
 /// A child process of the server, to wait for.
@@ -98,15 +99,8 @@ async fn reap(pid: Pid, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
 
 /// Reaps `pid` if it has exited.
 fn try_reap(pid: Pid) -> io::Result<Option<ExitStatus>> {
-    loop {
-        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
-            Ok(reaped) => {
-                return Ok(reaped.map(|(_, status)| ExitStatus::from_raw(status.as_raw())));
-            }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let reaped = retry(|| rustix::process::waitpid(Some(pid), WaitOptions::NOHANG))?;
+    Ok(reaped.map(|(_, status)| ExitStatus::from_raw(status.as_raw())))
 }
 
 impl Drop for PidfdChild {
@@ -130,10 +124,7 @@ impl Drop for PidfdChild {
             Err(_) => {
                 drop(pidfd);
                 std::thread::spawn(move || {
-                    while let Err(rustix::io::Errno::INTR) =
-                        rustix::process::waitpid(Some(pid), WaitOptions::empty())
-                    {
-                    }
+                    let _ = retry(|| rustix::process::waitpid(Some(pid), WaitOptions::empty()));
                 });
             }
         }

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock, TryLockError};
 
+use crate::syscall::retry;
 use rustix::io::Errno;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
@@ -326,14 +327,4 @@ fn start(cmd: &mut Command, stdin: bool, socket: &UnixDatagram) -> io::Result<u3
         )));
     }
     Ok(pid)
-}
-
-/// Runs a system call again while a signal interrupts it.
-fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
-    loop {
-        match call() {
-            Err(Errno::INTR) => continue,
-            other => return other.map_err(io::Error::from),
-        }
-    }
 }
