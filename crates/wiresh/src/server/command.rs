@@ -654,34 +654,24 @@ async fn copy_pump<R: AsyncRead + Unpin + ?Sized>(
     // chunk's worth of memory to allocate (and, for a terminal, to zero).
     let mut want = FIRST_READ.min(chunk);
     while total < limit {
-        let read = if want == chunk {
+        let body = if want == chunk {
             let mut whole = pool.take();
             match pipe.read(&mut whole).await {
-                Ok(n) if n > 0 => Ok((n, Some(whole))),
-                other => other.map(|n| (n, None)),
+                Ok(n) if n > 0 => pool.body(whole, n),
+                _ => return (total, true),
             }
         } else {
             // Reuses the allocation once the previous frame has been written.
             buf.reserve(want);
-            (&mut *pipe)
-                .take(want as u64)
-                .read_buf(&mut buf)
-                .await
-                .map(|n| (n, None))
-        };
-        let body = match read {
-            Ok((0, _)) | Err(_) => return (total, true),
-            Ok((n, whole)) => {
-                total += n as u64;
-                if n == want {
-                    want = (want * 2).min(chunk);
-                }
-                match whole {
-                    Some(whole) => pool.body(whole, n),
-                    None => buf.split().freeze(),
-                }
+            match (&mut *pipe).take(want as u64).read_buf(&mut buf).await {
+                Ok(n) if n > 0 => buf.split().freeze(),
+                _ => return (total, true),
             }
         };
+        total += body.len() as u64;
+        if body.len() == want {
+            want = (want * 2).min(chunk);
+        }
         if out
             .send(Frame::with_body(kind.clone(), body))
             .await
