@@ -531,10 +531,21 @@ mod tests {
         *message == Message::Stdout
     }
 
-    const PASS_LARGE_STDOUT: BodyPassing = BodyPassing {
-        min_len: 10,
-        applies: large_stdout,
-    };
+    /// A codec that passes through `stdout` bodies of 10 bytes or more.
+    fn passing() -> FrameCodec {
+        let mut codec = FrameCodec::default();
+        codec.pass_bodies(Some(BodyPassing {
+            min_len: 10,
+            applies: large_stdout,
+        }));
+        codec
+    }
+
+    /// The first `len - 5` bytes of a `stdout` frame of `len` bytes.
+    fn all_but_five(len: usize) -> BytesMut {
+        let wire = encode_frame(&Frame::with_body(Message::Stdout, vec![1u8; len])).unwrap();
+        BytesMut::from(&wire[..wire.len() - 5])
+    }
 
     /// Whatever the reads look like, passed-through bodies decoded piece by
     /// piece are the same bytes, and no other frame is touched.
@@ -548,13 +559,12 @@ mod tests {
             Frame::with_body(Message::Stdout, big[..10].to_vec()),
             Frame::new(Message::StdinEnd),
         ];
-        let mut wire = BytesMut::new();
-        for f in &frames {
-            FrameCodec::default().encode(f, &mut wire).unwrap();
-        }
+        let wire: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| encode_frame(f).unwrap())
+            .collect();
         for read_size in 1..=wire.len() {
-            let mut codec = FrameCodec::default();
-            codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+            let mut codec = passing();
             let mut buf = BytesMut::new();
             let mut got: Vec<Frame> = Vec::new();
             for chunk in wire.chunks(read_size) {
@@ -586,12 +596,8 @@ mod tests {
     #[test]
     fn a_body_moved_by_the_caller_leaves_the_next_frame_intact() {
         let body: Vec<u8> = (0..100u8).collect();
-        let mut first = BytesMut::new();
-        FrameCodec::default()
-            .encode(Frame::with_body(Message::Stdout, body.clone()), &mut first)
-            .unwrap();
-        let mut codec = FrameCodec::default();
-        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
+        let first = encode_frame(&Frame::with_body(Message::Stdout, body.clone())).unwrap();
+        let mut codec = passing();
         // The header and 30 bytes of the body have been read.
         let head_end = first.len() - 70;
         let mut buf = BytesMut::from(&first[..head_end]);
@@ -608,19 +614,13 @@ mod tests {
         codec.body_moved(20);
         assert_eq!(codec.body_left(), 0);
         assert!(!codec.in_body());
-        let mut next = BytesMut::new();
-        FrameCodec::default()
-            .encode(Frame::new(Message::StdinEnd), &mut next)
-            .unwrap();
+        let mut next = encode_frame(&Frame::new(Message::StdinEnd)).unwrap();
         assert_eq!(
             codec.decode(&mut next).unwrap(),
             Some(Frame::new(Message::StdinEnd))
         );
         // Too short to be passed: decoded whole as usual.
-        let mut short = BytesMut::new();
-        FrameCodec::default()
-            .encode(Frame::with_body(Message::Stdout, &b"abc"[..]), &mut short)
-            .unwrap();
+        let short = encode_frame(&Frame::with_body(Message::Stdout, &b"abc"[..])).unwrap();
         let whole = short.len();
         let mut buf = BytesMut::from(&short[..whole - 1]);
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
@@ -629,13 +629,8 @@ mod tests {
 
     #[test]
     fn eof_in_a_passed_body_is_truncated() {
-        let mut wire = BytesMut::new();
-        FrameCodec::default()
-            .encode(Frame::with_body(Message::Stdout, vec![1u8; 50]), &mut wire)
-            .unwrap();
-        let mut codec = FrameCodec::default();
-        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
-        let mut buf = BytesMut::from(&wire[..wire.len() - 5]);
+        let mut codec = passing();
+        let mut buf = all_but_five(50);
         assert_eq!(codec.decode(&mut buf).unwrap().unwrap().body.len(), 45);
         assert!(matches!(
             codec.decode_eof(&mut buf),
@@ -646,13 +641,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "moved 6 bytes of a body with 5 left")]
     fn moving_past_a_passed_body_is_a_bug() {
-        let mut wire = BytesMut::new();
-        FrameCodec::default()
-            .encode(Frame::with_body(Message::Stdout, vec![1u8; 50]), &mut wire)
-            .unwrap();
-        let mut codec = FrameCodec::default();
-        codec.pass_bodies(Some(PASS_LARGE_STDOUT));
-        let mut buf = BytesMut::from(&wire[..wire.len() - 5]);
+        let mut codec = passing();
+        let mut buf = all_but_five(50);
         codec.decode(&mut buf).unwrap();
         codec.body_moved(6);
     }

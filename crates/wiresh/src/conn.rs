@@ -747,8 +747,23 @@ fn consume(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Both ends of a loopback TCP connection.
+    pub(crate) async fn loopback_sockets() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    /// Frame connections at both ends of a loopback TCP connection.
+    async fn loopback_conns() -> (FrameConn, FrameConn) {
+        let (a, b) = loopback_sockets().await;
+        let conn = |s| FrameConn::new(s, Limits::default(), FrameCodec::default());
+        (conn(a), conn(b))
+    }
 
     #[tokio::test]
     async fn control_frames_overtake_queued_data() {
@@ -773,11 +788,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_spliced_from_a_pipe_keeps_its_place() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let left = FrameConn::new(a.unwrap(), Limits::default(), FrameCodec::default());
-        let mut right = FrameConn::new(b.unwrap().0, Limits::default(), FrameCodec::default());
+        let (left, mut right) = loopback_conns().await;
         let sender = left.sender();
         assert!(sender.can_splice(), "plain TCP can take spliced bodies");
         let (pipe, input) = rustix::pipe::pipe().unwrap();
@@ -816,11 +827,7 @@ mod tests {
     /// can take it, up to its limit, and leaves the rest in the pipe.
     #[tokio::test]
     async fn a_spliced_body_grows_to_what_the_pipe_holds() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let left = FrameConn::new(a.unwrap(), Limits::default(), FrameCodec::default());
-        let mut right = FrameConn::new(b.unwrap().0, Limits::default(), FrameCodec::default());
+        let (left, mut right) = loopback_conns().await;
         let (pipe, input) = rustix::pipe::pipe().unwrap();
         let bytes: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
         rustix::io::write(&input, &bytes).unwrap();

@@ -431,10 +431,7 @@ async fn closed_stdout_cancels_the_remote_command() {
         out.stderr_str()
     );
     // `yes` printed, so the shell had written its pid (which `yes` took over).
-    let pid: u32 = std::fs::read_to_string(server.home().join("yes.pid"))
-        .ok()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid file; stderr: {}", out.stderr_str()));
+    let pid = pid_from_file(&server.home().join("yes.pid"), &out.stderr_str());
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "remote `yes`").await;
 }
 

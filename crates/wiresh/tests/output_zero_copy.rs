@@ -112,9 +112,6 @@ async fn a_reader_that_leaves_stops_the_command() {
         "stderr: {}",
         out.stderr_str()
     );
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid file; stderr: {}", out.stderr_str()));
+    let pid = pid_from_file(&pidfile, &out.stderr_str());
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "remote `yes`").await;
 }

@@ -220,10 +220,11 @@ mod tests {
     use std::io::{Read, Seek};
 
     use tokio::io::AsyncWriteExt;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
     use wiresh_proto::{BodyPassing, Frame, FrameCodec, Limits, Message};
 
     use super::*;
+    use crate::conn::tests::loopback_sockets;
     use crate::conn::FrameConn;
 
     const WITHIN: Duration = Duration::from_secs(10);
@@ -233,14 +234,6 @@ mod tests {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ seed)
             .collect()
-    }
-
-    /// Both ends of a loopback TCP connection.
-    async fn sockets() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (a.unwrap(), b.unwrap().0)
     }
 
     /// A connection over `socket` that leaves stdout bodies of 1 KiB or
@@ -255,14 +248,20 @@ mod tests {
         conn
     }
 
+    /// A loopback connection: a plain sending end, and a receiving end as
+    /// [`passing`] makes it.
+    async fn sender_and_passing() -> (FrameConn, FrameConn) {
+        let (left, right) = loopback_sockets().await;
+        let left = FrameConn::new(left, Limits::default(), FrameCodec::default());
+        (left, passing(right))
+    }
+
     /// Sends `bodies` as `stdout` frames, then `stdin_end`, and receives
     /// them as the printer would: each frame's bytes written to `out`, the
     /// rest of a passed body moved there by a splicer. Returns how many
     /// bodies were passed; `out` is closed on return.
     async fn deliver<O: AsFd + Send + 'static>(bodies: Vec<Vec<u8>>, out: O) -> usize {
-        let (left, right) = sockets().await;
-        let left = FrameConn::new(left, Limits::default(), FrameCodec::default());
-        let mut right = passing(right);
+        let (left, mut right) = sender_and_passing().await;
         let sending = tokio::spawn(async move {
             for body in bodies {
                 left.send(Frame::with_body(Message::Stdout, body))
@@ -349,7 +348,7 @@ mod tests {
 
     /// A body whose rest never comes: the peer closes, or goes silent.
     async fn cut_short(close: bool) -> MoveError {
-        let (mut left, right) = sockets().await;
+        let (mut left, right) = loopback_sockets().await;
         let mut right = passing(right);
         let mut wire = bytes::BytesMut::new();
         FrameCodec::default()
@@ -391,9 +390,7 @@ mod tests {
     /// A pipe whose reader is gone is stdout's error, not the connection's.
     #[tokio::test]
     async fn a_pipe_without_a_reader_is_the_outputs_error() {
-        let (left, right) = sockets().await;
-        let left = FrameConn::new(left, Limits::default(), FrameCodec::default());
-        let mut right = passing(right);
+        let (left, mut right) = sender_and_passing().await;
         left.send(Frame::with_body(Message::Stdout, pattern(500_000, 7)))
             .await
             .unwrap();

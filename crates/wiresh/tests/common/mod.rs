@@ -967,6 +967,15 @@ pub async fn wait_gone(pids: &[u32], pgid: Option<u32>, within: Duration) -> Vec
     }
 }
 
+/// The pid a remote shell wrote to `file` (`echo $$ > file`); fails the
+/// test, with the client's `stderr`, when there is none.
+pub fn pid_from_file(file: &Path, stderr: &str) -> u32 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}; stderr: {stderr}", file.display()))
+}
+
 /// Waits (up to `within`) until none of `pids` is alive and group `pgid` is
 /// empty, then fails the test with `what` if anything is left, after killing
 /// it so it does not outlive the test.
