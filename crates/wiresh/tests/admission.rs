@@ -29,6 +29,7 @@ async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
     const FLOOD: usize = 2000;
     const REAL: usize = 48;
     let server = Server::start();
+    // (connection, whether it dripped a TLS record header)
     let mut flood = Vec::with_capacity(FLOOD);
     for n in 0..FLOOD {
         // Connections the server has already turned away may fail here:
@@ -36,11 +37,12 @@ async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
         if let Ok(mut stream) =
             bounded("a flood connection", connect_from("127.0.0.2", server.addr)).await
         {
-            if n % 10 == 0 {
+            let drips = n % 10 == 0;
+            if drips {
                 // A TLS record header, then nothing more.
                 let _ = stream.write_all(&[0x16, 0x03, 0x01]).await;
             }
-            flood.push(stream);
+            flood.push((stream, drips));
         }
     }
     assert!(flood.len() > FLOOD / 2, "the flood never got going");
@@ -85,13 +87,32 @@ async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
     }
 
     // The flood's connections were closed, answered or are still waiting;
-    // none was reset.
+    // none that stayed silent was reset. A dripping one may be: past the
+    // refusals it holds open, the server closes a connection at once
+    // (reading what has arrived, see `a_refusal_past_the_budget_closes_with_a_fin`),
+    // and bytes that arrive after that are answered with a reset, as TCP
+    // does. That takes the bytes losing a race with the server; a server
+    // that reset connections would reset most of them.
     let mut buf = [0u8; 256];
-    let resets = flood
-        .iter()
-        .filter(|s| matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset))
-        .count();
-    assert_eq!(resets, 0, "{resets} of the flood's connections were reset");
+    let (mut silent_resets, mut dripping, mut dripping_resets) = (0, 0, 0);
+    for (stream, drips) in &flood {
+        let reset = matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        match drips {
+            true => {
+                dripping += 1;
+                dripping_resets += usize::from(reset);
+            }
+            false => silent_resets += usize::from(reset),
+        }
+    }
+    assert_eq!(
+        silent_resets, 0,
+        "{silent_resets} silent connections were reset"
+    );
+    assert!(
+        dripping_resets <= dripping / 10,
+        "{dripping_resets} of {dripping} dripping connections were reset"
+    );
 }
 
 /// Past its address's share of the connections authenticating, a

@@ -113,6 +113,52 @@ pub struct StartupPermit {
     key: Option<IpAddr>,
 }
 
+/// A connection on its way in (see [`Startups::enter`]): it has its place,
+/// or its address holds its share and it may wait for one of them to end.
+#[derive(Debug)]
+pub struct Entry {
+    startups: Arc<Startups>,
+    ip: IpAddr,
+    /// Its roll for the early drop, kept for the retries.
+    roll: u8,
+    placed: Option<StartupPermit>,
+}
+
+impl Entry {
+    /// The connection's place, waiting up to `patience` for one when its
+    /// address holds its share; says why not otherwise.
+    pub async fn place(self, patience: Duration) -> Result<StartupPermit, Dropped> {
+        use std::sync::atomic::Ordering;
+        let Entry {
+            startups,
+            ip,
+            roll,
+            placed,
+        } = self;
+        if let Some(permit) = placed {
+            return Ok(permit);
+        }
+        let deadline = Instant::now() + patience;
+        let before = startups.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiter = Waiter(&startups.waiting);
+        if before >= startups.limits.full {
+            return Err(Dropped::PerAddress(ip));
+        }
+        loop {
+            // Registered before trying, so a place freed in between wakes us.
+            let freed = startups.freed.notified();
+            match startups.try_admit(ip, roll) {
+                Err(Dropped::PerAddress(_)) if Instant::now() < deadline => {
+                    if time::timeout_at(deadline, freed).await.is_err() {
+                        return Err(Dropped::PerAddress(ip));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Startups {
     /// A budget of `limits`, at most `per_address` per address outside
     /// the `exempt` networks.
@@ -134,29 +180,26 @@ impl Startups {
         ip: IpAddr,
         patience: Duration,
     ) -> Result<StartupPermit, Dropped> {
-        use std::sync::atomic::Ordering;
-        let deadline = Instant::now() + patience;
+        self.enter(ip)?.place(patience).await
+    }
+
+    /// The first step of [`Startups::admit`], which does not wait: the
+    /// accept loop takes it, so that connections get their places in the
+    /// order they arrived (tasks started one after another need not run in
+    /// that order), and the connection's own task waits if it must.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Entry, Dropped> {
         let roll = roll();
-        let mut waiter: Option<Waiter<'_>> = None;
-        loop {
-            // Registered before trying, so a place freed in between wakes us.
-            let freed = self.freed.notified();
-            match self.try_admit(ip, roll) {
-                Err(Dropped::PerAddress(_)) if Instant::now() < deadline => {
-                    if waiter.is_none() {
-                        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-                        waiter = Some(Waiter(&self.waiting));
-                        if before >= self.limits.full {
-                            return Err(Dropped::PerAddress(ip));
-                        }
-                    }
-                    if time::timeout_at(deadline, freed).await.is_err() {
-                        return Err(Dropped::PerAddress(ip));
-                    }
-                }
-                other => return other,
-            }
-        }
+        let placed = match self.try_admit(ip, roll) {
+            Ok(permit) => Some(permit),
+            Err(Dropped::PerAddress(_)) => None,
+            Err(busy) => return Err(busy),
+        };
+        Ok(Entry {
+            startups: self.clone(),
+            ip,
+            roll,
+            placed,
+        })
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -309,6 +352,21 @@ mod tests {
         let _held = startups.try_admit(a, 99).unwrap();
         let refused = startups.admit(a, Duration::from_millis(20)).await;
         assert_eq!(refused.unwrap_err(), Dropped::PerAddress(a));
+    }
+
+    /// The place is taken on entering, so a connection accepted first is
+    /// let in first, whichever task runs first.
+    #[tokio::test]
+    async fn places_go_in_the_order_connections_enter() {
+        let startups = Startups::new("100:30:200".parse().unwrap(), 1, vec![]);
+        let a = ip("127.0.0.2");
+        let first = startups.enter(a).unwrap();
+        let second = startups.enter(a).unwrap();
+        let refused = second.place(Duration::from_millis(20)).await;
+        assert_eq!(refused.unwrap_err(), Dropped::PerAddress(a));
+        let placed = first.place(Duration::ZERO).await;
+        assert!(placed.is_ok());
+        assert_eq!(startups.authenticating(), 1);
     }
 
     #[tokio::test]

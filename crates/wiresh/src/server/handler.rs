@@ -22,7 +22,7 @@ use wiresh_proto::{
     PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
-use super::admission::StartupPermit;
+use super::admission::{Entry, StartupPermit};
 use super::clients::{self, AuthMode, AuthorizedClient};
 use super::config::{defaults, ServerConfig};
 use super::session::{Place, Session, Shared};
@@ -41,22 +41,20 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Serves one connection to its end and logs one line about it.
 ///
-/// It first needs a place among the connections authenticating; then the
+/// It first needs a place among the connections authenticating (`entry`,
+/// taken or queued for at accept); then the
 /// first byte tells TLS (a handshake record) from the plaintext preamble;
 /// plaintext is served only when allowed, and only to a peer on loopback.
 pub(super) async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
+    entry: Entry,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let deadline = time::Instant::now() + config.handshake_timeout;
-    let startup = match shared
-        .startups
-        .admit(peer.ip(), defaults::ADMISSION_WAIT)
-        .await
-    {
+    let startup = match entry.place(defaults::ADMISSION_WAIT).await {
         Ok(permit) => permit,
         Err(why) => {
             info!(%peer, "connection refused: {why}");
@@ -504,5 +502,35 @@ async fn serve_requests(session: &mut Session) -> End {
         if let Err(end) = handled {
             return end;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::conn::tests::loopback_sockets;
+    use crate::server::session::REFUSING_AT_ONCE;
+
+    /// Past the refusals held open, a refused connection is closed at once;
+    /// what it sent is read first, so that its peer sees a FIN, not a reset.
+    #[tokio::test]
+    async fn a_refusal_past_the_budget_closes_with_a_fin() {
+        let shared = Arc::new(Shared::new(&ServerConfig::new(wiresh_proto::Secret(
+            "t".repeat(32),
+        ))));
+        let _budget_spent = shared
+            .refusing
+            .clone()
+            .try_acquire_many_owned(REFUSING_AT_ONCE as u32)
+            .unwrap();
+        let (mut peer, refused) = loopback_sockets().await;
+        peer.write_all(&[TLS_HANDSHAKE, 0x03, 0x01]).await.unwrap();
+        refused.readable().await.unwrap();
+        refuse(refused, "full".into(), shared, None).await;
+        let mut buf = [0u8; 16];
+        let read = time::timeout(Duration::from_secs(10), peer.read(&mut buf)).await;
+        assert_eq!(read.expect("closed").expect("a FIN, not a reset"), 0);
     }
 }

@@ -76,18 +76,23 @@ pub async fn run_reloadable(
         listener,
         "server",
         shutdown,
-        // When every authenticated place is taken, a newcomer would only be
-        // refused after its handshake: tell it at once.
-        move |_| match admitting.connections_full() {
-            true => Err(format!(
-                "server is at its limit of {max} connections; try again later"
-            )),
-            false => Ok(()),
+        move |peer| {
+            // When every authenticated place is taken, a newcomer would only
+            // be refused after its handshake: tell it at once.
+            if admitting.connections_full() {
+                return Err(format!(
+                    "server is at its limit of {max} connections; try again later"
+                ));
+            }
+            admitting
+                .startups
+                .enter(peer.ip())
+                .map_err(|dropped| dropped.to_string())
         },
-        move |socket, peer, (), shutdown| {
+        move |socket, peer, entry, shutdown| {
             let _ = socket.set_nodelay(true);
             let config = current.borrow().clone();
-            handler::serve(socket, peer, config, serving.clone(), shutdown)
+            handler::serve(socket, peer, entry, config, serving.clone(), shutdown)
         },
         move |socket, _, why| {
             let tls = settings.borrow().tls.clone();
