@@ -434,26 +434,3 @@ async fn closed_stdout_cancels_the_remote_command() {
     let pid = pid_from_file(&server.home().join("yes.pid"), &out.stderr_str());
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "remote `yes`").await;
 }
-
-/// On a terminal (a pty from `script`), `wiresh shell --each-line` starts
-/// its line editor with history, shows a prompt, and runs what is typed.
-#[tokio::test]
-async fn shell_on_a_terminal_prompts_and_runs() {
-    let server = Server::start();
-    let line = format!(
-        "'{bin}' shell --each-line -H {addr}",
-        bin = BIN,
-        addr = server.addr
-    );
-    let mut cmd = tokio::process::Command::new("script");
-    isolated(cmd.args(["-qfc", &line, "/dev/null"]), server.home());
-    let out = cli_output(cmd, Some(b"echo interactive\r".to_vec())).await;
-    let text = out.stdout_str();
-    assert!(!text.contains("panicked"), "{text}");
-    assert!(text.contains(">>: "), "no prompt: {text}");
-    assert!(
-        text.contains("\ninteractive") || text.contains("\r\ninteractive"),
-        "{text}"
-    );
-    assert!(server.home().join("history").exists(), "history not saved");
-}

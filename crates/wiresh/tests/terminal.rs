@@ -199,6 +199,26 @@ async fn the_terminal_is_restored_when_the_client_gets_sigterm_or_sighup() {
     }
 }
 
+/// On a terminal, `wiresh shell --each-line` starts its line editor with a
+/// prompt, runs what is typed, ends at Ctrl-D and keeps its history.
+#[tokio::test]
+async fn each_line_prompts_runs_and_keeps_history() {
+    let server = Server::start();
+    let tmux = Tmux::new();
+    let script = recording(tmux.dir(), &client_line(&server, "shell --each-line"));
+    tmux.start(&script, 80, 24);
+    tmux.wait_for("the prompt", |s| s.contains(">>: ")).await;
+    tmux.type_line("echo interactive-$((2*3))");
+    tmux.wait_for_line("interactive-6").await;
+    tmux.press(&["C-d"]);
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 0, "{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    let history = std::fs::read_to_string(server.home().join("history")).expect("history saved");
+    assert!(history.contains("echo interactive-$((2*3))"), "{history}");
+}
+
 /// Lines typed while a command runs are run after it, not lost when the
 /// line editor takes the terminal back.
 #[tokio::test]
