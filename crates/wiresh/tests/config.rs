@@ -264,6 +264,19 @@ fn check_masks_secrets_creates_nothing_and_checks_every_file() {
     fails(server.home(), &["--check", "--files-root", root], &[root]);
 }
 
+/// Text logs going to a file or a pipe (journald, `2> server.log`) are
+/// plain text: colour codes are for terminals only.
+#[tokio::test]
+async fn text_logs_off_a_terminal_have_no_colour_codes() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    assert_exited(sh(&mut conn, "echo hi").await.status(), 0);
+    server.wait_for_log("command finished").await;
+    let log = server.log();
+    assert!(!log.contains('\x1b'), "{log:?}");
+    assert!(log.lines().any(|l| l.contains(" INFO ")), "{log}");
+}
+
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let server = Server::start_with(&["--log-format", "json"]);

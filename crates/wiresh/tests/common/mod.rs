@@ -194,7 +194,6 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("WIRESH_HOME", home.path())
-            .env("NO_COLOR", "1")
             .env_remove("WIRESH_TOKEN")
             .env_remove("WIRESH_LOG")
             .env_remove("WIRESH_CONFIG")

@@ -328,13 +328,17 @@ fn authorized_clients(args: &ServeArgs) -> Result<AuthorizedClients> {
 }
 
 /// Logs to stderr, as text or JSON lines; `WIRESH_LOG` sets the level.
+/// Text is coloured only on a terminal (and without `NO_COLOR`): a log file
+/// or journald gets plain lines.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let level = std::env::var("WIRESH_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::level_filters::LevelFilter>().ok())
         .unwrap_or(tracing::level_filters::LevelFilter::INFO);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_max_level(level)
         .with_target(false);
     match format {
