@@ -16,7 +16,7 @@ RUNS=${RUNS:-5}
 # The many-at-once figures (section 5); 0 skips them.
 COMMANDS=${COMMANDS:-1000}
 IDLE=${IDLE:-10000}
-cargo build --release -q --bin wiresh --example latency --example concurrency
+cargo build --release -q --bin wiresh --example latency --example spawn_floor --example concurrency
 B=$PWD/target/release/wiresh
 SUMMARY=()
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -48,6 +48,10 @@ for mode in tls plaintext; do
     echo "$line"
     note "latency_${mode}_ratio" "$(sed -n 's/.*ratio \([0-9.]*\)x.*/\1/p' <<<"$line")"
 done
+# The floor under those: what spawning and awaiting costs an async process.
+line=$("$PWD/target/release/examples/spawn_floor" 2000)
+echo "$line"
+note spawn_floor_ratio "$(sed -n 's/.*ratio \([0-9.]*\)x.*/\1/p' <<<"$line")"
 
 echo
 echo "== 2. one-shot: a fresh process running \`true\` remotely (load $(load))"
