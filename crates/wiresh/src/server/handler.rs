@@ -41,10 +41,10 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Serves one connection to its end and logs one line about it.
 ///
-/// It first needs a place among the connections authenticating (`entry`,
-/// taken or queued for at accept); then the
-/// first byte tells TLS (a handshake record) from the plaintext preamble;
-/// plaintext is served only when allowed, and only to a peer on loopback.
+/// It first needs a place among the connections authenticating (`entry`:
+/// taken at accept, or still to wait for); then the first byte tells TLS (a
+/// handshake record) from the plaintext preamble; plaintext is served only
+/// when allowed, and only to a peer on loopback.
 pub(super) async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
