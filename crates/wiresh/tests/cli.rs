@@ -421,9 +421,7 @@ async fn closed_stdout_cancels_the_remote_command() {
         addr = server.addr,
         pidfile = server.home().join("yes.pid").display()
     );
-    let mut cmd = tokio::process::Command::new("bash");
-    isolated(cmd.args(["-c", &script]), server.home());
-    let out = cli_output(cmd, None).await;
+    let out = cli_output(bash_script(&script, server.home()), None).await;
     assert_eq!(
         out.stdout_str(),
         "y\nrc=141\n",

@@ -103,9 +103,7 @@ async fn a_reader_that_leaves_stops_the_command() {
         addr = server.addr,
         pid = pidfile.display()
     );
-    let mut cmd = tokio::process::Command::new("bash");
-    isolated(cmd.args(["-c", &script]), server.home());
-    let out = cli_output(cmd, None).await;
+    let out = cli_output(bash_script(&script, server.home()), None).await;
     assert_eq!(
         out.stdout_str(),
         "y\ny\nrc=141\n",

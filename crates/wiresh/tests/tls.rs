@@ -183,8 +183,8 @@ async fn backed_up_output_arrives_whole_over_tls() {
         bin = BIN,
         addr = server.addr
     );
-    let mut cmd = tokio::process::Command::new("bash");
-    isolated(cmd.args(["-c", &script]), home.path()).env("WIRESH_TOKEN", server.token.expose());
+    let mut cmd = bash_script(&script, home.path());
+    cmd.env("WIRESH_TOKEN", server.token.expose());
     let out = cli_output(cmd, None).await;
     assert_eq!(out.stdout_str().trim(), "30000005", "{}", out.stderr_str());
 }

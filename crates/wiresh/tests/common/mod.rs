@@ -450,6 +450,14 @@ pub fn isolated<'a>(
         .kill_on_drop(true)
 }
 
+/// `bash -c script` as a user of `home` would run it (see [`isolated`]):
+/// for a client command line inside a pipeline.
+pub fn bash_script(script: &str, home: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("bash");
+    isolated(cmd.args(["-c", script]), home);
+    cmd
+}
+
 /// A byte pattern that uses every byte value and does not repeat with any
 /// short period, so a dropped, duplicated or reordered chunk shows.
 pub fn binary_pattern(len: usize) -> Vec<u8> {
