@@ -86,6 +86,15 @@ impl Child {
     }
 }
 
+/// Kills the process group of `pid`, a command just started that the
+/// server cannot watch or reach, and reaps its leader: it must neither run
+/// on unseen nor stay a zombie.
+pub(super) fn kill_and_reap(pid: u32) {
+    let pgid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pgid, None);
+}
+
 /// Waits until `pid` (whose pidfd is `pidfd`) exits, and reaps it.
 /// Cancel-safe: the status is returned as soon as it is taken.
 async fn reap(pid: Pid, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {

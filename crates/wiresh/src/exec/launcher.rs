@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock, TryLockError};
 
+use super::child::kill_and_reap;
 use crate::syscall::retry;
 use rustix::io::Errno;
 use rustix::net::{
@@ -207,9 +208,7 @@ impl Launcher {
             Ok(fds) => fds.into_iter(),
             Err(e) => {
                 // The server cannot reach this command: it must not run on.
-                let pgid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pgid, None);
+                kill_and_reap(pid);
                 return Err(LaunchError::Failed(e));
             }
         };
@@ -317,11 +316,7 @@ fn start(cmd: &mut Command, stdin: bool, socket: &UnixDatagram) -> io::Result<u3
     drop(fds);
     if let Err(e) = sent {
         // The server will never see this command: it must not run.
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = child.wait();
+        kill_and_reap(pid);
         return Err(io::Error::other(format!(
             "cannot hand a command's pipes to the server: {e}"
         )));

@@ -18,7 +18,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
-use super::child::Child;
+use super::child::{kill_and_reap, Child};
 use super::launcher::{self, LaunchError, Launched};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -226,9 +226,7 @@ fn from_launched(launched: Launched) -> io::Result<Spawned> {
         Ok(child) => child,
         Err(e) => {
             // With no pidfd, nothing would ever reap it: end it here.
-            let pgid = Pid::from_raw(pid as i32);
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pgid, None);
+            kill_and_reap(pid);
             return Err(e);
         }
     };
