@@ -79,6 +79,14 @@ pub struct PassedBody {
     pub done: oneshot::Sender<std::io::Result<()>>,
 }
 
+/// Writes `bytes` to stdout's descriptor, past the line buffer of
+/// `io::stdout()` (flushed first, to keep the order), which would scan
+/// every byte for a newline: 3% of all CPU while 1 GiB streamed over TLS.
+fn write_through(out: &mut io::StdoutLock<'_>, bytes: &[u8]) -> io::Result<()> {
+    out.flush()?;
+    write_all(&*out, bytes)
+}
+
 impl From<Output> for PrintJob {
     fn from(o: Output) -> Self {
         PrintJob::Output(o)
@@ -119,11 +127,7 @@ impl Printer {
                 while let Some(job) = rx.blocking_recv() {
                     match job {
                         PrintJob::Output(Output::Stdout(b)) => {
-                            let mut out = out.lock();
-                            // Around the line buffer of `io::stdout()`,
-                            // which would scan every byte for a newline (3%
-                            // of all CPU while 1 GiB streamed over TLS).
-                            if out.flush().and_then(|()| write_all(&out, &b)).is_err() {
+                            if write_through(&mut out.lock(), &b).is_err() {
                                 // Whoever read our stdout is gone (`| head`):
                                 // stop, and the client stops the command, as
                                 // SIGPIPE would stop a local pipeline.
@@ -147,8 +151,7 @@ impl Printer {
                         }
                         PrintJob::Passed(body) => {
                             let mut out = out.lock();
-                            let moved = match out.flush().and_then(|()| write_all(&out, &body.head))
-                            {
+                            let moved = match write_through(&mut out, &body.head) {
                                 Ok(()) => splicer
                                     .get_or_insert_with(|| Splicer::new(io::stdout()))
                                     .move_body(body.rest, body.idle),
