@@ -45,6 +45,12 @@ pub use crate::tls::Pinning;
 /// ([`Connection::pass_stdout_to`]); smaller ones are copied.
 const PASSED_BODY_MIN: usize = 64 * 1024;
 
+/// Bytes read from the socket at a time under TLS. rustls asks for one
+/// record (16 KiB) per read; four records per `recv` cut the client's
+/// system time for 1 GiB of output by about a fifth. Larger saves little
+/// more, and a fan-out client holds one such buffer per host.
+const TLS_READ_BUFFER: usize = 64 * 1024;
+
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -247,6 +253,7 @@ impl Connection {
                     let host = target.to_string();
                     let (config, check) = pinning.client_config(&host)?;
                     let connector = tokio_rustls::TlsConnector::from(config);
+                    let socket = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket);
                     let stream = connector
                         .connect(PinCheck::server_name(), socket)
                         .await
