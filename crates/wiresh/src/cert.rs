@@ -7,7 +7,6 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::home::hex;
 
@@ -53,7 +52,8 @@ fn cpu_has_aes() -> bool {
 
 /// The `sha256:<hex>` fingerprint of a certificate.
 pub fn fingerprint(cert: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(cert)))
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+    format!("sha256:{}", hex(digest.as_ref()))
 }
 
 /// The handshake signature checks, done as usual with the certificate
@@ -94,6 +94,15 @@ impl Signatures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_is_the_sha256_of_the_certificate() {
+        // FIPS 180-2's example, as `sha256sum` prints it for "abc".
+        assert_eq!(
+            fingerprint(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn suites_are_ordered_for_the_cpu() {

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::fleet::Fleet;
 use common::*;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wiresh::hostlist::expand;
 
@@ -302,7 +301,9 @@ async fn fifty_hosts_gathered_as_json_and_in_files() {
 async fn stdin_reaches_every_host_even_beyond_the_fanout() {
     let fleet = Fleet::start(50, &[]);
     let data = binary_pattern(3 * MIB);
-    let want = format!("{} {:x}", data.len(), Sha256::digest(&data));
+    let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let want = format!("{} {hex}", data.len());
     // Each host prints the size and SHA-256 of its stdin.
     let mut cmd = fleet.cli("exec", &fleet.host_list());
     cmd.args(["--fanout", "8", "-b", "--", "f=$(mktemp); cat > \"$f\"; echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; rm \"$f\""]);
