@@ -121,6 +121,11 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Where every command and transfer is recorded (`--audit-log`).
     pub audit: Option<Arc<AuditLog>>,
+    /// Asks the allocator to give freed memory back to the system; called
+    /// from a thread of its own each time the authenticated connections
+    /// fall to half a peak of at least 256 (the binary passes glibc's
+    /// `malloc_trim`). Fixed at start, like the limits.
+    pub release_memory: Option<fn()>,
 }
 
 impl ServerConfig {
@@ -150,6 +155,7 @@ impl ServerConfig {
             allow_plaintext: false,
             policy: Policy::default(),
             audit: None,
+            release_memory: None,
         }
     }
 

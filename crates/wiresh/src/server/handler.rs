@@ -374,7 +374,7 @@ async fn authenticate(
         let message = format!("server is at its limit of {max} connections; try again later");
         return Err(session.fail(ErrorCode::TooManyConnections, message).await);
     };
-    session.place = Place::Connection { _permit: place };
+    session.place = Place::Connection { _place: place };
     info!(peer = %session.peer, client = %session.identity, key = client_key.unwrap_or("-"), "authenticated");
     session.conn.set_read_limits(session.config.limits);
     session

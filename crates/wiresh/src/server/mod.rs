@@ -9,6 +9,8 @@
 //! - [`config`]: the settings and the one home of their defaults;
 //! - [`admission`]: the budget of connections still authenticating, apart
 //!   from the authenticated ones, capped per address;
+//! - `connections`: the places of authenticated connections, and memory
+//!   given back when a burst of them has left;
 //! - `handler`: one connection from its first byte (TLS, preamble, hello,
 //!   auth) to its log line, dispatching each request;
 //! - `session`: what a request handler holds: the connection, the peer,
@@ -26,6 +28,7 @@ mod buffers;
 pub mod clients;
 mod command;
 pub mod config;
+mod connections;
 mod files;
 mod handler;
 pub mod policy;

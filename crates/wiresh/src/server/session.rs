@@ -17,6 +17,7 @@ use wiresh_proto::{ErrorCode, Frame, Message};
 use super::admission::{StartupPermit, Startups};
 use super::audit;
 use super::config::ServerConfig;
+use super::connections::{ConnectionPlace, Connections};
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
 use crate::conn::{FrameConn, RecvError, SendError};
@@ -31,7 +32,7 @@ pub(super) struct Shared {
     /// Connections still authenticating (`max_startups`).
     pub startups: Arc<Startups>,
     /// Places for authenticated connections (`max_connections`).
-    connections: Arc<Semaphore>,
+    connections: Arc<Connections>,
     /// Slots for running commands (`max_commands`), shared with the legacy
     /// listener.
     commands: CommandSlots,
@@ -67,7 +68,7 @@ impl Shared {
                 config.max_startups_per_address,
                 config.exempt.clone(),
             ),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Connections::new(config.max_connections, config.release_memory),
             commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
@@ -95,12 +96,12 @@ impl Shared {
 
     /// Whether every place for an authenticated connection is taken.
     pub fn connections_full(&self) -> bool {
-        self.connections.available_permits() == 0
+        self.connections.full()
     }
 
     /// A place for one more authenticated connection.
-    pub fn connection_place(&self) -> Option<OwnedSemaphorePermit> {
-        self.connections.clone().try_acquire_owned().ok()
+    pub fn connection_place(&self) -> Option<ConnectionPlace> {
+        self.connections.take()
     }
 }
 
@@ -137,7 +138,7 @@ pub(super) enum Place {
     /// Still authenticating.
     Startup { _permit: StartupPermit },
     /// Authenticated.
-    Connection { _permit: OwnedSemaphorePermit },
+    Connection { _place: ConnectionPlace },
 }
 
 impl Session {

@@ -200,6 +200,7 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
     server.limits.max_body = args.max_frame_body.0;
     server.limits.max_header = args.max_frame_header.0;
     server.allow_plaintext = args.allow_plaintext;
+    server.release_memory = crate::alloc::memory_release();
     if let Some(path) = &args.policy {
         server.policy = Policy::load(path)?;
         if server.policy.shell_defeats_allow_list() {
