@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use tokio::sync::Barrier;
-use wiresh::client::{Connection, Endpoint, Pinning, Security};
+use wiresh::client::Connection;
 use wiresh_proto::ExecRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,14 +57,7 @@ async fn after_a_burst_of_connections_the_server_gives_memory_back() {
         "1000",
     ]);
     let home = tempfile::tempdir().unwrap();
-    let tls = Endpoint {
-        security: Security::Tls(Pinning {
-            known_hosts: home.path().join("known_hosts"),
-            fingerprint: Some(server.fingerprint()),
-            client_key: None,
-        }),
-        ..server.endpoint()
-    };
+    let tls = server.tls_endpoint(home.path());
     let rss = || status_kib(server.pid(), "VmRSS").expect("the server's RSS");
     let before = rss();
     let mut held = Vec::with_capacity(BURST);

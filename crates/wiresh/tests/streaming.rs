@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::*;
 use tokio::sync::mpsc;
-use wiresh::client::{Connection, Endpoint, Output, Pinning, Security};
+use wiresh::client::{Connection, Output};
 use wiresh_proto::ExecRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,14 +122,7 @@ async fn output_is_exact_on_the_spliced_and_the_copying_path() {
     stderr.extend_from_slice(&pattern[..err_len]);
 
     let home = tempfile::tempdir().unwrap();
-    let tls = Endpoint {
-        security: Security::Tls(Pinning {
-            known_hosts: home.path().join("known_hosts"),
-            fingerprint: Some(server.fingerprint()),
-            client_key: None,
-        }),
-        ..server.endpoint()
-    };
+    let tls = server.tls_endpoint(home.path());
     for (path, endpoint) in [("spliced", server.endpoint()), ("copying", tls)] {
         let mut conn = Connection::connect(&endpoint).await.unwrap();
         let ran = run(&mut conn, ExecRequest::shell(line.clone()), None).await;

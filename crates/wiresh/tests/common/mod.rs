@@ -73,7 +73,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
-use wiresh::client::{ClientError, Connection, Endpoint, Output, Security, Target};
+use wiresh::client::{ClientError, Connection, Endpoint, Output, Pinning, Security, Target};
 use wiresh::tcp_table::{self, TcpSocket};
 use wiresh_proto::{
     DecodeError, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello, Message, Preamble,
@@ -319,6 +319,19 @@ impl Server {
             target: self.target(),
             token: self.token.clone(),
             security: Security::Plaintext,
+        }
+    }
+
+    /// The server over TLS, its printed fingerprint pinned, with the
+    /// client's `known_hosts` in `home`.
+    pub fn tls_endpoint(&self, home: &Path) -> Endpoint {
+        Endpoint {
+            security: Security::Tls(Pinning {
+                known_hosts: home.join("known_hosts"),
+                fingerprint: Some(self.fingerprint()),
+                client_key: None,
+            }),
+            ..self.endpoint()
         }
     }
 
