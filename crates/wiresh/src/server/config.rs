@@ -123,8 +123,9 @@ pub struct ServerConfig {
     pub audit: Option<Arc<AuditLog>>,
     /// Asks the allocator to give freed memory back to the system; called
     /// from a thread of its own each time the authenticated connections
-    /// fall to half a peak of at least 256 (the binary passes glibc's
-    /// `malloc_trim`). Fixed at start, like the limits.
+    /// fall to half a large peak (`server/connections.rs` says how large;
+    /// the binary passes glibc's `malloc_trim`). Fixed at start, like the
+    /// limits.
     pub release_memory: Option<fn()>,
 }
 
