@@ -6,13 +6,15 @@
 //! [`shell`]; a remote terminal session (`wiresh shell` on a terminal,
 //! `exec -t`) in [`terminal`]; per-server defaults (`client.toml`) in
 //! [`config`]. Over plain TCP, large output goes from the socket to stdout
-//! without passing through memory: [`zero_copy`].
+//! without passing through memory: [`zero_copy`]; over TLS the socket is
+//! read many records at a time (`read_ahead`).
 
 pub mod config;
 pub mod copy;
 pub mod exec;
 pub mod local;
 mod output;
+mod read_ahead;
 pub mod shell;
 pub mod terminal;
 pub mod transfer;
@@ -35,6 +37,7 @@ use wiresh_proto::{
 
 use self::local::{PassedBody, PrintJob, Printer};
 pub use self::output::Output;
+use self::read_ahead::ReadAhead;
 pub use crate::addr::Target;
 use crate::conn::{BodyOnSocket, FrameConn, FrameSender, RecvError};
 use crate::task::AbortOnDrop;
@@ -44,12 +47,6 @@ pub use crate::tls::Pinning;
 /// Smallest `stdout` body worth moving with `splice(2)`
 /// ([`Connection::pass_stdout_to`]); smaller ones are copied.
 const PASSED_BODY_MIN: usize = 64 * 1024;
-
-/// Bytes read from the socket at a time under TLS. rustls asks for one
-/// record (16 KiB) per read; four records per `recv` cut the client's
-/// system time for 1 GiB of output by about a fifth. Larger saves little
-/// more, and a fan-out client holds one such buffer per host.
-const TLS_READ_BUFFER: usize = 64 * 1024;
 
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,9 +250,8 @@ impl Connection {
                     let host = target.to_string();
                     let (config, check) = pinning.client_config(&host)?;
                     let connector = tokio_rustls::TlsConnector::from(config);
-                    let socket = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket);
                     let stream = connector
-                        .connect(PinCheck::server_name(), socket)
+                        .connect(PinCheck::server_name(), ReadAhead::new(socket))
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
                     check.remember()?;
