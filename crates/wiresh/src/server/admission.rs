@@ -11,7 +11,7 @@
 //! next; and one address (an IPv6 /64) may hold at most `per_address` of
 //! them, so a flood from one place leaves room for everyone else. A
 //! connection over its address's share waits a moment for one of them to
-//! finish ([`Startups::admit`]): a burst of real clients from one machine
+//! finish ([`Entry::place`]): a burst of real clients from one machine
 //! gets in one after another, while a flood's extra connections are turned
 //! away. Exempt networks skip the per-address cap. A connection leaves the
 //! budget when it authenticates (and takes a place in `--max-connections`)
@@ -173,20 +173,12 @@ impl Startups {
         })
     }
 
-    /// Lets a connection from `ip` in, waiting up to `patience` for a place
-    /// when its address holds its share already; says why not otherwise.
-    pub async fn admit(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        patience: Duration,
-    ) -> Result<StartupPermit, Dropped> {
-        self.enter(ip)?.place(patience).await
-    }
-
-    /// The first step of [`Startups::admit`], which does not wait: the
-    /// accept loop takes it, so that connections get their places in the
-    /// order they arrived (tasks started one after another need not run in
-    /// that order), and the connection's own task waits if it must.
+    /// Lets a connection from `ip` in without waiting: its place, or an
+    /// [`Entry`] to wait for one with when its address holds its share
+    /// already; says why not otherwise. The accept loop takes this step, so
+    /// that connections get their places in the order they arrived (tasks
+    /// started one after another need not run in that order), and the
+    /// connection's own task waits if it must ([`Entry::place`]).
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Entry, Dropped> {
         let roll = roll();
         let placed = match self.try_admit(ip, roll) {
@@ -283,6 +275,15 @@ fn roll() -> u8 {
 mod tests {
     use super::*;
 
+    /// Entering and taking the place in one go, as a connection does.
+    async fn admit(
+        startups: &Arc<Startups>,
+        ip: IpAddr,
+        patience: Duration,
+    ) -> Result<StartupPermit, Dropped> {
+        startups.enter(ip)?.place(patience).await
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -342,7 +343,7 @@ mod tests {
         let first = startups.try_admit(a, 99).unwrap();
         let waiting = tokio::spawn({
             let startups = startups.clone();
-            async move { startups.admit(a, Duration::from_secs(30)).await }
+            async move { admit(&startups, a, Duration::from_secs(30)).await }
         });
         tokio::task::yield_now().await;
         drop(first);
@@ -350,7 +351,7 @@ mod tests {
         assert!(second.unwrap().unwrap().is_ok());
         // Nobody leaves: the wait ends with a refusal.
         let _held = startups.try_admit(a, 99).unwrap();
-        let refused = startups.admit(a, Duration::from_millis(20)).await;
+        let refused = admit(&startups, a, Duration::from_millis(20)).await;
         assert_eq!(refused.unwrap_err(), Dropped::PerAddress(a));
     }
 
@@ -378,7 +379,7 @@ mod tests {
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let startups = startups.clone();
-                tokio::spawn(async move { startups.admit(a, Duration::from_secs(30)).await })
+                tokio::spawn(async move { admit(&startups, a, Duration::from_secs(30)).await })
             })
             .collect();
         while startups.waiting.load(std::sync::atomic::Ordering::Acquire) < 2 {
@@ -386,7 +387,7 @@ mod tests {
         }
         let at_once = time::timeout(
             Duration::from_secs(5),
-            startups.admit(a, Duration::from_secs(30)),
+            admit(&startups, a, Duration::from_secs(30)),
         )
         .await
         .expect("refused without waiting");
