@@ -72,22 +72,13 @@ async fn measure(count: usize) -> anyhow::Result<()> {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()?;
-        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let mut out = child.stdout.take().expect("stdout is piped");
+        let mut err = child.stderr.take().expect("stderr is piped");
         let (mut o, mut e) = (Vec::new(), Vec::new());
         let (status, read_out, read_err) = tokio::join!(
             child.wait(),
-            async {
-                if let Some(pipe) = out.as_mut() {
-                    pipe.read_to_end(&mut o).await?;
-                }
-                std::io::Result::Ok(())
-            },
-            async {
-                if let Some(pipe) = err.as_mut() {
-                    pipe.read_to_end(&mut e).await?;
-                }
-                std::io::Result::Ok(())
-            }
+            out.read_to_end(&mut o),
+            err.read_to_end(&mut e)
         );
         read_out?;
         read_err?;
