@@ -302,8 +302,7 @@ async fn stdin_reaches_every_host_even_beyond_the_fanout() {
     let fleet = Fleet::start(50, &[]);
     let data = binary_pattern(3 * MIB);
     let digest = ring::digest::digest(&ring::digest::SHA256, &data);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let want = format!("{} {hex}", data.len());
+    let want = format!("{} {}", data.len(), wiresh::home::hex(digest.as_ref()));
     // Each host prints the size and SHA-256 of its stdin.
     let mut cmd = fleet.cli("exec", &fleet.host_list());
     cmd.args(["--fanout", "8", "-b", "--", "f=$(mktemp); cat > \"$f\"; echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; rm \"$f\""]);
