@@ -142,7 +142,7 @@ impl Drop for SmallDisk {
 #[tokio::test]
 async fn a_full_disk_refuses_commands_without_tearing_lines() {
     let Some(disk) = SmallDisk::mount("64k") else {
-        eprintln!("skipped: this machine does not let the test mount a small tmpfs");
+        skip::skipped("this machine does not let the test mount a small tmpfs (it needs root)");
         return;
     };
     let log = disk.path().join("audit.jsonl");

@@ -83,9 +83,9 @@ fn namespaces_unavailable(probe: &str) -> Option<String> {
 async fn hosts_in_their_own_network_namespaces() {
     let prefix = format!("wfo{}", std::process::id());
     if let Some(why) = namespaces_unavailable(&format!("{prefix}probe")) {
-        eprintln!(
-            "skipped: network namespaces cannot be made here ({why}); run as root with iproute2"
-        );
+        common::skip::skipped(&format!(
+            "network namespaces cannot be made here ({why}); run as root with iproute2"
+        ));
         return;
     }
     let mut lab = Lab {

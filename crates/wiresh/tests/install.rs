@@ -1,6 +1,8 @@
 //! What installing wiresh relies on: the systemd unit in `dist/` passes
 //! `systemd-analyze verify` (pointed at the binary under test) and has the
-//! properties the README promises.
+//! properties the operating guide (`docs/OPERATING.md`) promises. The
+//! `systemd-analyze` check is skipped, saying what to install, on a machine
+//! without it.
 
 mod common;
 
@@ -12,6 +14,9 @@ const UNIT: &str = include_str!("../../../dist/wiresh.service");
 
 #[test]
 fn the_systemd_unit_verifies() {
+    if !common::skip::needs_program("systemd-analyze", "systemd") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("wiresh.service");
     std::fs::write(&unit, UNIT.replace("/usr/local/bin/wiresh", BIN)).unwrap();
@@ -21,7 +26,7 @@ fn the_systemd_unit_verifies() {
         .args(["verify", "--man=no"])
         .arg(&unit)
         .output()
-        .expect("systemd-analyze is needed for this test: apt-get install systemd");
+        .expect("running systemd-analyze verify");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),

@@ -895,7 +895,7 @@ async fn answer_as_nobody(addr: SocketAddr) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_listener_admits_only_its_own_user_by_default() {
     if !wiresh::privilege::is_root() {
-        eprintln!("skipped: running a peer as another user needs root");
+        common::skip::skipped("running a peer as another user needs root");
         return;
     }
     let (server, addr) = start_binary_with_legacy_and(&[]);

@@ -196,16 +196,18 @@ impl SmallFs {
                 dir: dir.to_path_buf(),
             }),
             Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a {bytes}-byte tmpfs on {} to fill it up ({}); \
+                super::skip::skipped(&format!(
+                    "cannot mount a {bytes}-byte tmpfs on {} to fill it up ({}); \
                      this test needs root (CAP_SYS_ADMIN)",
                     dir.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
+                ));
                 None
             }
             Err(e) => {
-                eprintln!("SKIPPED: cannot run mount(8) to make a small filesystem: {e}");
+                super::skip::skipped(&format!(
+                    "cannot run mount(8) to make a small filesystem: {e}"
+                ));
                 None
             }
         }

@@ -39,6 +39,9 @@
 //! And for the terminal tests: [`tmux`], a real terminal (a tmux server of
 //! its own per test) to type into and read the screen of.
 //!
+//! A test that needs what a machine may lack (tmux, root, a mount) skips
+//! itself with a line on the terminal saying why: [`skip`].
+//!
 //! For the fan-out tests, [`fleet`]: [`fleet::Fleet`], many servers started
 //! at once that share one token, and a client home that holds it.
 //!
@@ -55,6 +58,7 @@ pub mod files;
 pub mod fleet;
 pub mod keys;
 pub mod proxy;
+pub mod skip;
 pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read};

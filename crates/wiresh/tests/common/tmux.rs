@@ -3,7 +3,8 @@
 //! window of a given size and no status line, running a script; keys are
 //! typed with `send-keys` and the screen is read with `capture-pane`,
 //! polled until the expected text appears (with a deadline, [`BOUND`]).
-//! The tmux server is killed on drop.
+//! The tmux server is killed on drop. Where tmux is not installed,
+//! [`Tmux::new`] has the test skipped, saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,8 +27,13 @@ pub struct Tmux {
 
 impl Tmux {
     /// A tmux on a socket of its own, not started yet, with a scratch
-    /// directory for the pane's script and whatever it records.
-    pub fn new() -> Tmux {
+    /// directory for the pane's script and whatever it records; `None`,
+    /// with the test [`skipped`](super::skip::skipped), where tmux is not
+    /// installed.
+    pub fn new() -> Option<Tmux> {
+        if !super::skip::needs_program("tmux", "tmux") {
+            return None;
+        }
         let dir = tempfile::tempdir().expect("a temporary directory for tmux");
         let socket = format!(
             "wiresh-test-{}-{}",
@@ -39,11 +45,11 @@ impl Tmux {
             "set -g status off\nset -g remain-on-exit on\nset -g history-limit 5000\n",
         )
         .unwrap();
-        Tmux {
+        Some(Tmux {
             socket,
             socket_path: Default::default(),
             dir,
-        }
+        })
     }
 
     /// Starts tmux with a `cols` × `rows` window running `script` with
@@ -64,7 +70,7 @@ impl Tmux {
             ])
             .arg(format!("sh '{}'", script_path.display()))
             .output()
-            .expect("cannot run tmux (install it: apt-get install tmux)");
+            .expect("running tmux new-session");
         assert!(out.status.success(), "tmux new-session: {}", stderr(&out));
         let out = self
             .command()
