@@ -13,6 +13,8 @@
 //!   frame's body from a pipe, and leave one on the socket (zero-copy).
 //! - [`exec`]: commands as process groups, and the supervisor of their
 //!   deadlines that both servers share.
+//! - [`tty`]: a terminal device on the runtime: a command's pty on the
+//!   server, this process's own terminal on the client.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
 //! - [`inventory`]: `hosts.toml`: groups and per-host settings.
@@ -66,6 +68,7 @@ pub mod privilege;
 pub mod server;
 pub mod tcp_table;
 pub mod tls;
+pub mod tty;
 
 mod fileio;
 mod listener;

@@ -21,8 +21,9 @@ pub mod slots;
 pub mod spawn;
 pub mod supervisor;
 
+pub use crate::tty::Terminal;
 pub use child::Child;
-pub use pty::{spawn_on_pty, SpawnedPty, Terminal};
+pub use pty::{spawn_on_pty, SpawnedPty};
 pub use slots::CommandSlots;
 pub use spawn::{
     kill_all_groups, resolve_program, spawn_group, GroupGuard, Program, SpawnError, Spawned, Spec,

@@ -24,7 +24,7 @@ use wiresh_proto::{ExecRequest, PtyRequest, WindowSize};
 use super::exec::exit_code;
 use super::local::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
 use super::{ClientError, Connection, Endpoint, Output};
-use crate::exec::pty::{window_size, Terminal};
+use crate::tty::{window_size, Terminal};
 use crate::exit;
 
 /// How long output may take to reach the terminal once the session is
