@@ -8,6 +8,7 @@
 
 use wiresh_proto::{ErrorCode, ExitStatus};
 
+use crate::client::transfer::TransferError;
 use crate::client::ClientError;
 
 /// Success.
@@ -86,6 +87,30 @@ pub fn for_error(error: &ClientError) -> i32 {
         ClientError::OutputClosed => STDOUT_CLOSED,
         _ => CLIENT_FAILURE,
     }
+}
+
+/// The status after a failed transfer: [`CLIENT_FAILURE`] when the
+/// connection failed, [`TRANSFER_FAILED`] otherwise, as scp.
+pub fn for_transfer(error: &TransferError) -> i32 {
+    match error {
+        TransferError::Client(e) if !e.connection_usable() && !is_file_refusal(e) => CLIENT_FAILURE,
+        _ => TRANSFER_FAILED,
+    }
+}
+
+/// A server refusal about a file, after which the connection is fine.
+fn is_file_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Remote {
+            code: ErrorCode::FilesDisabled
+                | ErrorCode::PathRefused
+                | ErrorCode::NotFound
+                | ErrorCode::IoError
+                | ErrorCode::ChecksumMismatch,
+            ..
+        }
+    )
 }
 
 /// Clamps a status to what a process can exit with.

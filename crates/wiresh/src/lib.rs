@@ -36,8 +36,12 @@
 //!
 //! The ends:
 //! - [`server`]: `wiresh serve`, the wiresh protocol's server.
-//! - [`client`]: the library client ([`client::Connection`]) and the
-//!   terminal-facing `exec`, `shell`, `put` and `get`.
+//! - [`client`]: the protocol's client ([`client::Connection`]): commands
+//!   with their output to a sink the caller picks, file transfers; it
+//!   prints nothing and decides no exit status.
+//! - [`cli`]: the `wiresh` command's `exec`, `shell`, `put` and `get` on
+//!   one server: printing, local stdin and terminal, the line prompt,
+//!   progress bars, `--legacy`, exit statuses.
 //! - [`fanout`]: `exec`, `shell`, `put` and `get` on many hosts at once.
 //! - [`legacy`]: the original Python protocol, server and client.
 //! - [`daemon`]: a whole server process: both listeners, signals, one
@@ -50,6 +54,7 @@
 pub mod addr;
 pub mod auth;
 mod cert;
+pub mod cli;
 pub mod client;
 pub mod config_file;
 pub mod conn;

@@ -5,18 +5,16 @@
 //! pipe I/O is blocking by nature, and a thread keeps a slow local consumer
 //! (a pager, a full disk) from ever stalling the connection's keepalive.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use super::output::Output;
-use super::zero_copy::{self, MoveError, Splicer};
-use crate::conn::BodyOnSocket;
+use crate::client::zero_copy::{MoveError, PassedBody, Splicer};
+use crate::client::{Output, OutputSink};
 use crate::syscall::write_all;
 
 /// Size of one read from local stdin (and so of one `stdin` frame).
@@ -61,22 +59,8 @@ pub enum PrintJob {
     /// Answer once everything before this job has been written.
     Barrier(oneshot::Sender<()>),
     /// Print the start of a `stdout` body, then move its rest from the
-    /// socket ([`super::Connection::pass_stdout_to`]).
+    /// socket ([`OutputSink::passed_bodies`]).
     Passed(PassedBody),
-}
-
-/// A `stdout` body whose rest is still on the connection's socket.
-#[derive(Debug)]
-pub struct PassedBody {
-    /// What of the body had arrived with its header.
-    pub head: Bytes,
-    /// The rest, on the socket.
-    pub rest: BodyOnSocket,
-    /// How long the socket may stay silent.
-    pub idle: Duration,
-    /// Answered once the body is out: an error is the connection's. No
-    /// answer (the sender dropped): stdout would not take it.
-    pub done: oneshot::Sender<std::io::Result<()>>,
 }
 
 /// Writes `bytes` to stdout's descriptor, past the line buffer of
@@ -181,18 +165,13 @@ impl Printer {
         }
     }
 
-    /// Whether large `stdout` bodies should be passed to this printer
-    /// rather than copied ([`super::Connection::pass_stdout_to`]).
-    pub fn takes_passed_bodies(&self) -> bool {
-        zero_copy::worth_it_for_stdout()
-    }
-
     /// Whether printing stopped because local stdout was closed.
     pub fn stdout_closed(&self) -> bool {
         self.stdout_closed.load(Ordering::Acquire)
     }
 
-    /// The queue to hand to [`super::Connection::run`].
+    /// The queue, for output already in memory (as the fan-out's
+    /// prefixed lines are).
     pub fn sender(&self) -> &mpsc::Sender<PrintJob> {
         &self.jobs
     }
@@ -203,6 +182,22 @@ impl Printer {
         if self.jobs.send(PrintJob::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// The printer as a command's output sink: large `stdout` bodies go from
+/// the socket to stdout without passing through memory, unless stdout is
+/// a terminal, which takes output slowly and would rather have it copied.
+impl OutputSink for Printer {
+    type Item = PrintJob;
+
+    fn queue(&self) -> &mpsc::Sender<PrintJob> {
+        &self.jobs
+    }
+
+    fn passed_bodies(&self) -> Option<fn(PassedBody) -> PrintJob> {
+        let worth_it = !io::stdout().is_terminal();
+        worth_it.then_some(PrintJob::Passed)
     }
 }
 

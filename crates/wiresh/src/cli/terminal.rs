@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use wiresh_proto::{ExecRequest, PtyRequest, WindowSize};
 
 use super::exec::exit_code;
-use super::local::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
-use super::{ClientError, Connection, Endpoint, Output};
-use crate::tty::{window_size, Terminal};
+use super::print::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
+use crate::client::{ClientError, Connection, Endpoint, Output};
 use crate::exit;
+use crate::tty::{window_size, Terminal};
 
 /// How long output may take to reach the terminal once the session is
 /// over, before the terminal is given back anyway.

@@ -1,22 +1,24 @@
-//! The wiresh client: connect, authenticate, run commands.
+//! The wiresh protocol's client: connect, authenticate, run commands,
+//! transfer files.
 //!
-//! [`Connection`] is the library-level client, used by `wiresh exec`,
-//! `wiresh shell` and the tests alike. The terminal-facing parts (reading
-//! local stdin, printing output, the line prompt) live in [`local`] and
-//! [`shell`]; a remote terminal session (`wiresh shell` on a terminal,
-//! `exec -t`) in [`terminal`]; per-server defaults (`client.toml`) in
-//! [`config`]. Over plain TCP, large output goes from the socket to stdout
-//! without passing through memory: [`zero_copy`]; over TLS the socket is
-//! read many records at a time (`read_ahead`).
+//! [`Connection`] is the library-level client, used by the `wiresh`
+//! command's front ends (`crate::cli`, `crate::fanout`), the tests, and
+//! whatever else is built on the library. It prints nothing and decides no
+//! exit status: a command's output goes to a sink the caller picks
+//! ([`OutputSink`]), and every ending is a value ([`ExitStatus`],
+//! [`ClientError`]).
+//!
+//! - [`transfer`]: one file up or down, checked; [`copy`]: files and trees,
+//!   scp-style, on top of it;
+//! - [`config`]: per-server defaults (`client.toml`);
+//! - [`zero_copy`]: over plain TCP, large output moved from the socket to
+//!   the sink's descriptor without passing through memory;
+//! - `read_ahead`: over TLS, the socket read many records at a time.
 
 pub mod config;
 pub mod copy;
-pub mod exec;
-pub mod local;
 mod output;
 mod read_ahead;
-pub mod shell;
-pub mod terminal;
 pub mod transfer;
 pub mod zero_copy;
 
@@ -35,17 +37,18 @@ use wiresh_proto::{
     Limits, Message, Preamble, Secret, PROTOCOL_VERSION,
 };
 
-use self::local::{PassedBody, PrintJob, Printer};
-pub use self::output::Output;
+pub use self::output::{Output, OutputSink};
 use self::read_ahead::ReadAhead;
+use self::zero_copy::PassedBody;
 pub use crate::addr::Target;
-use crate::conn::{BodyOnSocket, FrameConn, FrameSender, RecvError};
+use crate::conn::{FrameConn, FrameSender, RecvError};
 use crate::task::AbortOnDrop;
 use crate::tls::PinCheck;
 pub use crate::tls::Pinning;
 
-/// Smallest `stdout` body worth moving with `splice(2)`
-/// ([`Connection::pass_stdout_to`]); smaller ones are copied.
+/// Smallest `stdout` body worth moving with `splice(2)` (for a sink that
+/// takes bodies on the socket, [`OutputSink::passed_bodies`]); smaller
+/// ones are copied.
 const PASSED_BODY_MIN: usize = 64 * 1024;
 
 /// How long connecting and authenticating may take.
@@ -188,9 +191,6 @@ pub struct Connection {
     /// The `exec` sent with the handshake ([`Connection::connect_running`]),
     /// which the next [`Connection::run`] takes up instead of sending it.
     sent_ahead: Option<ExecRequest>,
-    /// The printer that large `stdout` bodies go to straight from the
-    /// socket ([`Connection::pass_stdout_to`]).
-    stdout_passing: Option<mpsc::Sender<PrintJob>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -316,25 +316,7 @@ impl Connection {
             hello,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             sent_ahead: ahead.cloned(),
-            stdout_passing: None,
         })
-    }
-
-    /// Has large `stdout` bodies go from the socket to `printer`'s stdout
-    /// without passing through memory ([`zero_copy`]), where they can: over
-    /// plain TCP, to a stdout that is not a terminal. Says whether they
-    /// will. `printer` must be the one [`Connection::run`] is given, so
-    /// that all output stays in order.
-    pub fn pass_stdout_to(&mut self, printer: &Printer) -> bool {
-        let passing = BodyPassing {
-            min_len: PASSED_BODY_MIN,
-            applies: |message| *message == Message::Stdout,
-        };
-        let passed = printer.takes_passed_bodies() && self.conn.pass_bodies(passing);
-        if passed {
-            self.stdout_passing = Some(printer.sender().clone());
-        }
-        passed
     }
 
     /// Closes the connection cleanly: everything queued is sent, then the
@@ -384,21 +366,22 @@ impl Connection {
 
     /// Runs one command.
     ///
-    /// Output chunks go to `output` as they arrive; when `output` is full the
-    /// client stops reading, which slows the server down (backpressure).
-    /// `stdin`, if given, is forwarded as the command's standard input, and
-    /// its end closes that input. When `cancel` resolves, the command is
-    /// cancelled (its exit status still arrives); when it resolves a second
-    /// time the call returns [`ClientError::Interrupted`].
-    pub async fn run<T, F, C>(
+    /// Output goes to `output` as it arrives ([`OutputSink`]); when its
+    /// queue is full the client stops reading, which slows the server down
+    /// (backpressure). `stdin`, if given, is forwarded as the command's
+    /// standard input, and its end closes that input. When `cancel`
+    /// resolves, the command is cancelled (its exit status still arrives);
+    /// when it resolves a second time the call returns
+    /// [`ClientError::Interrupted`].
+    pub async fn run<S, F, C>(
         &mut self,
         mut req: ExecRequest,
         stdin: Option<mpsc::Receiver<Bytes>>,
-        output: &mpsc::Sender<T>,
+        output: &S,
         cancel: C,
     ) -> Result<ExitStatus, ClientError>
     where
-        T: From<Output> + Send,
+        S: OutputSink + ?Sized,
         C: FnMut() -> F,
         F: Future<Output = ()>,
     {
@@ -437,14 +420,14 @@ impl Connection {
 
     /// Runs the command whose `exec` has been sent: input, output, pings
     /// and cancels until its `exit`.
-    async fn follow<T, F, C>(
+    async fn follow<S, F, C>(
         &mut self,
         stdin: Option<mpsc::Receiver<Bytes>>,
-        output: &mpsc::Sender<T>,
+        output: &S,
         mut cancel: C,
     ) -> Result<ExitStatus, ClientError>
     where
-        T: From<Output> + Send,
+        S: OutputSink + ?Sized,
         C: FnMut() -> F,
         F: Future<Output = ()>,
     {
@@ -459,6 +442,14 @@ impl Connection {
                 piece,
             )))
         });
+        // Over plain TCP only: over TLS the socket holds records.
+        let passing = BodyPassing {
+            min_len: PASSED_BODY_MIN,
+            applies: |message| *message == Message::Stdout,
+        };
+        let bodies = output
+            .passed_bodies()
+            .filter(|_| self.conn.pass_bodies(passing));
         let mut started = false;
         let mut ping =
             time::interval_at(Instant::now() + self.ping_interval(), self.ping_interval());
@@ -470,16 +461,15 @@ impl Connection {
             tokio::select! {
                 biased;
                 (permit, next) = async {
-                    let permit = output.reserve().await;
+                    let permit = output.queue().reserve().await;
                     (permit, self.conn.recv_until(last_heard + silence_limit).await)
                 } => {
-                    let frame = match next {
-                        Err(RecvError::TimedOut(_)) => return Err(ClientError::Timeout(format!(
+                    let frame = next.map_err(|e| match e {
+                        RecvError::TimedOut(_) => ClientError::Timeout(format!(
                             "the server has not answered for {silence_limit:?}; the connection seems dead"
-                        ))),
-                        Err(e) => return Err(ClientError::from_recv(e, "before the command finished")),
-                        Ok(frame) => frame,
-                    };
+                        )),
+                        e => ClientError::from_recv(e, "before the command finished"),
+                    })?;
                     last_heard = Instant::now();
                     let Ok(permit) = permit else {
                         return Err(ClientError::OutputClosed);
@@ -490,18 +480,8 @@ impl Connection {
                             credits.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(window));
                         }
                         Message::Stdout => {
-                            let passed = match &self.stdout_passing {
-                                Some(printer) => self.conn.take_body_on_socket().map(|rest| (printer, rest)),
-                                None => None,
-                            };
-                            match passed {
-                                None => permit.send(Output::Stdout(frame.body).into()),
-                                Some((printer, rest)) => {
-                                    drop(permit);
-                                    pass_stdout(printer, frame.body, rest, silence_limit).await?;
-                                    last_heard = Instant::now();
-                                }
-                            }
+                            self.deliver_stdout(frame.body, permit, bodies, silence_limit).await?;
+                            last_heard = Instant::now();
                         }
                         Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
                         Message::Exit(status) => return Ok(status),
@@ -525,6 +505,46 @@ impl Connection {
                     self.conn.try_send_control(Frame::new(Message::Cancel));
                 }
             }
+        }
+    }
+
+    /// Hands a `stdout` body to the sink through `permit`: as it is, or,
+    /// when the sink moves bodies itself (`bodies`) and the rest of this
+    /// one is still on the socket, with that rest, waiting until the sink
+    /// has moved it (no frame can be read before).
+    async fn deliver_stdout<T: From<Output>>(
+        &mut self,
+        head: Bytes,
+        permit: mpsc::Permit<'_, T>,
+        bodies: Option<fn(PassedBody) -> T>,
+        idle: Duration,
+    ) -> Result<(), ClientError> {
+        let passed = match bodies {
+            Some(pass) => self.conn.take_body_on_socket().map(|rest| (pass, rest)),
+            None => None,
+        };
+        let Some((pass, rest)) = passed else {
+            permit.send(Output::Stdout(head).into());
+            return Ok(());
+        };
+        let (done, moved) = oneshot::channel();
+        permit.send(pass(PassedBody {
+            head,
+            rest,
+            idle,
+            done,
+        }));
+        match moved.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(ClientError::Timeout(
+                format!("{e}; the connection seems dead"),
+            )),
+            Ok(Err(e)) => Err(ClientError::from_recv(
+                RecvError::Decode(e.into()),
+                "before the command finished",
+            )),
+            // The sink dropped the body: its output would not take it.
+            Err(_) => Err(ClientError::OutputClosed),
         }
     }
 
@@ -575,38 +595,6 @@ fn not_expected(message: Message, expected: &str) -> ClientError {
             "expected `{expected}`, got `{}`",
             other.type_name()
         )),
-    }
-}
-
-/// Has the printer write `head` and move `rest` from the socket to stdout,
-/// and waits until it has.
-async fn pass_stdout(
-    printer: &mpsc::Sender<PrintJob>,
-    head: Bytes,
-    rest: BodyOnSocket,
-    idle: Duration,
-) -> Result<(), ClientError> {
-    let (done, moved) = oneshot::channel();
-    let job = PrintJob::Passed(PassedBody {
-        head,
-        rest,
-        idle,
-        done,
-    });
-    if printer.send(job).await.is_err() {
-        return Err(ClientError::OutputClosed);
-    }
-    match moved.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(ClientError::Timeout(
-            format!("{e}; the connection seems dead"),
-        )),
-        Ok(Err(e)) => Err(ClientError::from_recv(
-            RecvError::Decode(e.into()),
-            "before the command finished",
-        )),
-        // The printer stopped: stdout would not take the output.
-        Err(_) => Err(ClientError::OutputClosed),
     }
 }
 

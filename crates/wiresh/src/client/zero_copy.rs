@@ -1,20 +1,24 @@
-//! Command output moved from the socket to this process's stdout without
+//! Command output moved from the socket to a descriptor (stdout) without
 //! passing through memory: `splice(2)`, over plain TCP.
 //!
-//! The connection leaves the rest of each large `stdout` body on the
-//! socket ([`FrameConn::take_body_on_socket`]), and the printer thread,
-//! in its place among the other output, moves it on with a [`Splicer`].
-//! `splice` needs a pipe on one side: when stdout is a
-//! pipe, the bytes go straight into it; otherwise (a file, `/dev/null`, a
-//! socket) through a relay pipe of our own. Where stdout cannot take a
-//! splice at all (a file opened for appending, some devices), the relay's
-//! bytes are copied out with `read` and `write`, as the printer would.
+//! For an output sink that takes them ([`super::OutputSink`]), the
+//! connection leaves the rest of each large `stdout` body on the socket
+//! ([`FrameConn::take_body_on_socket`]) and hands the sink a
+//! [`PassedBody`]; the sink, in its place among the other output, moves
+//! the rest on with a [`Splicer`]. `splice` needs a pipe on one side: when
+//! the output is a pipe, the bytes go straight into it; otherwise (a file,
+//! `/dev/null`, a socket) through a relay pipe of our own. Where the output
+//! cannot take a splice at all (a file opened for appending, some devices),
+//! the relay's bytes are copied out with `read` and `write`.
 //!
 //! [`FrameConn::take_body_on_socket`]: crate::conn::FrameConn::take_body_on_socket
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::FileType;
@@ -27,6 +31,22 @@ use crate::syscall::retry;
 /// How large the relay pipe is asked to be: the largest frame body a
 /// server sends by default, so one splice in and one out move a body.
 const RELAY_PIPE: usize = 1024 * 1024;
+
+/// A `stdout` body whose rest is still on the connection's socket, handed
+/// to the output sink, which writes `head` and moves the rest itself.
+#[derive(Debug)]
+pub struct PassedBody {
+    /// What of the body had arrived with its header.
+    pub head: Bytes,
+    /// The rest, on the socket.
+    pub rest: BodyOnSocket,
+    /// How long the socket may stay silent.
+    pub idle: Duration,
+    /// Answered once the body is out: an error is the connection's. No
+    /// answer (the sender dropped): the output would not take it, and the
+    /// command is abandoned as for a closed sink.
+    pub done: oneshot::Sender<io::Result<()>>,
+}
 
 /// Why a body could not be moved to stdout.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +70,6 @@ pub struct Splicer<O> {
     relay: Option<(OwnedFd, OwnedFd)>,
     /// Stdout refused a splice once: copy out of the relay from then on.
     copy_out: Option<Vec<u8>>,
-}
-
-/// Whether passing bodies to this process's stdout is worth it: not for a
-/// terminal, which takes output slowly and would rather have it copied.
-pub fn worth_it_for_stdout() -> bool {
-    !io::stdout().is_terminal()
 }
 
 impl<O: AsFd> Splicer<O> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::client::local::PrintJob;
+use crate::cli::print::PrintJob;
 use crate::client::Output;
 
 /// A line longer than this is printed in pieces, each with its prefix:

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 use super::{connect, each_host, report, Host, Interrupts, Kind, Options, Verdict};
-use crate::client::copy::{get_over, put_over, status_for, CopyFlags};
+use crate::client::copy::{CopyFlags, CopyProgress};
 use crate::client::transfer::TransferError;
 use crate::client::ClientError;
 use crate::exit;
@@ -46,7 +46,7 @@ impl Copied {
                 Kind::Unreachable,
                 format!("unreachable ({})", super::reason(e)),
             ),
-            Copied::Failed(e) if status_for(e) == exit::CLIENT_FAILURE => {
+            Copied::Failed(e) if exit::for_transfer(e) == exit::CLIENT_FAILURE => {
                 (Kind::Lost, "connection lost".to_string())
             }
             Copied::Failed(e) => (Kind::Failed, transfer_reason(e)),
@@ -76,11 +76,6 @@ pub fn run(
     direction: &Direction,
     flags: CopyFlags,
 ) -> i32 {
-    // One progress bar per file and host would be a blur.
-    let flags = CopyFlags {
-        quiet: true,
-        ..flags
-    };
     rt.block_on(async {
         let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
         let mut verdicts: Vec<(usize, Verdict)> = Vec::new();
@@ -139,13 +134,16 @@ async fn copy_one(
         Ok(conn) => conn,
         Err(e) => return Copied::Unreachable(e),
     };
+    let mut progress = Skips(&host.name);
     let result = match direction {
-        Direction::Put { sources, remote } => put_over(&mut conn, sources, remote, flags).await,
+        Direction::Put { sources, remote } => {
+            conn.put_paths(sources, remote, flags, &mut progress).await
+        }
         Direction::Get { sources, dest } => {
             // Names with `/` must not reach outside DEST.
             let local = dest.join(host.name.replace('/', "_"));
             match tokio::fs::create_dir_all(&local).await {
-                Ok(()) => get_over(&mut conn, sources, &local, flags).await,
+                Ok(()) => conn.get_paths(sources, &local, flags, &mut progress).await,
                 Err(source) => Err(TransferError::Local {
                     path: local,
                     source,
@@ -157,5 +155,18 @@ async fn copy_one(
     match result {
         Ok(()) => Copied::Done,
         Err(e) => Copied::Failed(e),
+    }
+}
+
+/// What one host's copy says as it goes: no progress bars (one per file
+/// and host would be a blur), only what was left out, with the host's name.
+struct Skips<'a>(&'a str);
+
+impl CopyProgress for Skips<'_> {
+    fn skipped(&mut self, path: &str) {
+        eprintln!(
+            "{}: wiresh: skipping {path} (not a file or directory)",
+            self.0
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::capture::{Capture, Lines, Spool};
 use super::report::{self, Finished};
 use super::stdin::Broadcast;
 use super::{connect, each_host, Display, Host, Interrupts, Kind, Options, Outcome};
-use crate::client::local::{spawn_stdin_reader, Printer, StderrStyle};
+use crate::cli::print::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
 use crate::client::{ClientError, Connection, Output};
 use crate::exit;
 
@@ -347,7 +347,7 @@ impl Command<'_> {
 /// Where a host's output is to go (its [`Capture`] is made once the
 /// host is connected).
 enum Target<'a> {
-    Live(mpsc::Sender<crate::client::local::PrintJob>),
+    Live(mpsc::Sender<PrintJob>),
     Files(&'a std::path::Path),
     Spool(Arc<Spool>),
 }

@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use clap::{Args, Parser, Subcommand};
 use wiresh::addr::Network;
 use wiresh::client::DEFAULT_TRANSFER_TIMEOUT;
+use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT};
 use wiresh::server::admission::StartupLimits;
 use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
@@ -350,7 +351,61 @@ pub struct ConnectArgs {
     #[arg(long, short = 'i', value_name = "PATH")]
     pub key: Option<PathBuf>,
     #[command(flatten)]
-    pub select: crate::fanout::SelectArgs,
+    pub select: SelectArgs,
+}
+
+/// Which hosts, and how many at once (every client command).
+#[derive(Args)]
+pub struct SelectArgs {
+    /// Run on the hosts of this inventory group (repeatable).
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Leave out these hosts (a host list such as web[03-05]; repeatable).
+    #[arg(short = 'x', long = "exclude", value_name = "HOSTS")]
+    pub exclude: Vec<String>,
+    /// Host inventory: groups and per-host port, token file, fingerprint.
+    /// [default: $WIRESH_HOME/hosts.toml]
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// With many hosts: most hosts worked on at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FANOUT, value_parser = parse_fanout)]
+    pub fanout: usize,
+    /// With many hosts: give up on a host not connected within this long.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(DEFAULT_CONNECT_TIMEOUT))]
+    pub connect_timeout: DurationArg,
+    /// With many hosts: launch no more hosts once one has failed.
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+/// How the output of many hosts is shown (`exec`).
+#[derive(Args)]
+pub struct OutputArgs {
+    /// Group hosts with identical output and exit status under one header,
+    /// largest group first (like `clush -b`).
+    #[arg(short = 'b', long, conflicts_with_all = ["diff", "json", "outdir"])]
+    pub gather: bool,
+    /// Like --gather, each group shown as a unified diff against the largest.
+    #[arg(long, conflicts_with_all = ["json", "outdir"])]
+    pub diff: bool,
+    /// One JSON object per host per line: host, status, exit code or signal
+    /// or error, stdout, stderr, duration, bytes.
+    #[arg(long, conflicts_with = "outdir")]
+    pub json: bool,
+    /// Write each host's output to DIR/HOST.out and DIR/HOST.err; only the
+    /// summary goes to the terminal.
+    #[arg(long, value_name = "DIR")]
+    pub outdir: Option<PathBuf>,
+    /// Exit with the largest exit status of any host (like `pdsh -S`).
+    #[arg(short = 'S', long = "largest-status")]
+    pub largest_status: bool,
+}
+
+fn parse_fanout(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of hosts (1 or more)")),
+    }
 }
 
 #[derive(Args)]
@@ -391,7 +446,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
     pub encoding: Option<&'static encoding_rs::Encoding>,
     #[command(flatten)]
-    pub output: crate::fanout::OutputArgs,
+    pub output: OutputArgs,
     /// The command and its arguments.
     #[arg(
         required = true,

@@ -1,107 +1,20 @@
-//! `wiresh exec`, `shell`, `put` and `get`: the one conversion from
-//! connection flags to an [`Endpoint`], then the library's client.
+//! `wiresh exec`, `shell`, `put` and `get`: one server (the library's
+//! `cli`) or many (`fanout.rs`), as the flags select (`hosts.rs`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
-use wiresh::client::config::{ClientConfig, HostDefaults};
-use wiresh::client::{self, copy::CopyFlags, transfer::TransferOptions};
-use wiresh::client::{Endpoint, Pinning, Security, Target};
-use wiresh::error::SetupError;
-use wiresh::keys::{self, ClientKey};
-use wiresh::{auth, exit, home};
-use wiresh_proto::{ExecRequest, Secret, DEFAULT_PORT};
-
-use crate::args::{ConnectArgs, CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
-use crate::fanout::{self, Selected};
+use wiresh::cli;
+use wiresh::client::copy::CopyFlags;
+use wiresh::client::transfer::TransferOptions;
+use wiresh::exit;
 use wiresh::fanout::copy::Direction;
-use wiresh::fanout::Host;
+use wiresh_proto::ExecRequest;
 
-impl ConnectArgs {
-    /// The server, its token and how to protect the connection.
-    fn endpoint(&self) -> Result<Endpoint> {
-        let (target, defaults) = self.target()?;
-        let client_key = self.client_key(&defaults)?;
-        let token = match auth::client_token(self.token_file.as_deref()) {
-            Ok(token) => token,
-            // A key alone is enough for a server that knows it.
-            Err(SetupError::NoToken { .. }) if client_key.is_some() => Secret::default(),
-            Err(e) => return Err(e.into()),
-        };
-        let security = if self.plaintext {
-            anyhow::ensure!(
-                target.is_loopback(),
-                "--plaintext is allowed only for a server on loopback, not {target}: \
-                 the token and all data would cross the network unencrypted"
-            );
-            Security::Plaintext
-        } else {
-            Security::Tls(Pinning {
-                known_hosts: home::wiresh_home()?.join("known_hosts"),
-                fingerprint: self.fingerprint.clone().or(defaults.fingerprint),
-                client_key,
-            })
-        };
-        Ok(Endpoint {
-            target,
-            token,
-            security,
-        })
-    }
-
-    /// The client key to present: `--key`, else the host's `key` in
-    /// client.toml, else `$WIRESH_HOME/client.key` when it exists. None with
-    /// `--plaintext`: keys need TLS.
-    pub fn client_key(&self, defaults: &HostDefaults) -> Result<Option<Arc<ClientKey>>> {
-        if self.plaintext {
-            return Ok(None);
-        }
-        let path = match self.key.as_ref().or(defaults.key.as_ref()) {
-            Some(path) => path.clone(),
-            None => {
-                let path = keys::default_key_path()?;
-                if !path.exists() {
-                    return Ok(None);
-                }
-                path
-            }
-        };
-        Ok(Some(Arc::new(ClientKey::load(&path)?)))
-    }
-
-    /// The modern server to connect to, and what client.toml says about
-    /// it (its port applies when -H gives none).
-    fn target(&self) -> Result<(Target, HostDefaults)> {
-        let host = self.hosts.first().map_or("127.0.0.1", String::as_str);
-        // Port 0 stands for "none given": no client connects to port 0.
-        let mut target = Target::parse(host, 0).with_context(|| format!("-H {host}"))?;
-        let defaults = ClientConfig::load_default()?
-            .host(&target.host)
-            .cloned()
-            .unwrap_or_default();
-        if target.port == 0 {
-            target.port = defaults.port.unwrap_or(DEFAULT_PORT);
-        }
-        Ok((target, defaults))
-    }
-
-    /// The legacy server to connect to, as `HOST[:PORT]`.
-    fn legacy_host(&self) -> &str {
-        self.hosts.first().map_or("127.0.0.1", String::as_str)
-    }
-
-    /// The one server to connect to, or the hosts of a fan-out.
-    fn endpoint_or_hosts(&self, fanout_display: bool) -> Result<Result<Endpoint, Vec<Host>>> {
-        Ok(match self.selected(fanout_display)? {
-            Selected::Plain => Ok(self.endpoint()?),
-            Selected::One(host) => Ok(host.endpoint),
-            Selected::Many(hosts) => Err(hosts),
-        })
-    }
-}
+use crate::args::{CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
+use crate::fanout;
 
 impl CopyArgs {
     fn flags(&self) -> Result<CopyFlags> {
@@ -115,55 +28,55 @@ impl CopyArgs {
                 preserve: self.preserve,
                 resume: self.resume,
             },
-            quiet: self.quiet,
             transfer_timeout: self.transfer_timeout.0,
         })
     }
 }
 
 /// The runtime a client runs on: one thread is plenty for one connection.
-pub fn runtime() -> Result<Runtime> {
+fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-/// `wiresh exec`. Exits the process itself: the thread reading stdin may
-/// be blocked on a terminal, and must not be waited for.
+/// Ends this process with `code` at once: a thread reading stdin may be
+/// blocked on a terminal, and must not be waited for.
+fn exit_now(code: i32) -> ! {
+    std::process::exit(exit::process_code(code).into());
+}
+
+/// `wiresh exec`. Exits the process itself ([`exit_now`]).
 pub fn exec(args: ExecArgs) -> Result<i32> {
     let rt = runtime()?;
-    let code = if args.legacy {
-        fanout::one_legacy_host(&args.connect)?;
-        client::exec::run_legacy(
+    if args.legacy {
+        let host = args.connect.legacy_host()?;
+        exit_now(cli::legacy::exec(
             &rt,
-            args.connect.legacy_host(),
+            host,
             &args.command.join(" "),
             args.encoding,
-        )
+        ));
+    }
+    let endpoint = args.connect.endpoint_or_hosts(args.output.wants_fanout())?;
+    let mut req = if args.argv {
+        ExecRequest::argv(args.command)
     } else {
-        let endpoint = args.connect.endpoint_or_hosts(args.output.wants_fanout())?;
-        let mut req = if args.argv {
-            ExecRequest::argv(args.command)
-        } else {
-            ExecRequest::shell(args.command.join(" "))
-        };
-        req.env = args.env.into_iter().collect();
-        req.cwd = args.cwd;
-        req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
-        match endpoint {
-            Ok(endpoint) if args.tty => client::terminal::run(&rt, &endpoint, req, !args.no_stdin),
-            Ok(endpoint) => client::exec::run(&rt, &endpoint, req, !args.no_stdin),
-            Err(_) if args.tty => anyhow::bail!(
-                "-t gives a terminal on one host; run a command on several without it"
-            ),
-            Err(hosts) => {
-                let options = args.connect.fanout_options();
-                fanout::exec(&rt, hosts, options, req, args.no_stdin, &args.output)
-            }
-        }
+        ExecRequest::shell(args.command.join(" "))
     };
-    std::process::exit(exit::process_code(code).into());
+    req.env = args.env.into_iter().collect();
+    req.cwd = args.cwd;
+    req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
+    let code = match endpoint {
+        Ok(endpoint) if args.tty => cli::terminal::run(&rt, &endpoint, req, !args.no_stdin),
+        Ok(endpoint) => cli::exec::run(&rt, &endpoint, req, !args.no_stdin),
+        Err(_) if args.tty => {
+            anyhow::bail!("-t gives a terminal on one host; run a command on several without it")
+        }
+        Err(hosts) => fanout::exec(&rt, hosts, &args.connect, req, args.no_stdin, &args.output),
+    };
+    exit_now(code);
 }
 
 /// `wiresh shell`: the remote login shell, on a remote terminal when stdin
@@ -171,29 +84,24 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 /// Exits the process itself, as `exec` does.
 pub fn shell(args: ShellArgs) -> Result<i32> {
     let rt = runtime()?;
-    let code = if args.legacy {
-        fanout::one_legacy_host(&args.connect)?;
-        client::shell::run_legacy(&rt, args.connect.legacy_host(), args.encoding)
-    } else {
-        match args.connect.endpoint_or_hosts(false)? {
-            Err(hosts) => {
-                // Each line on every host, gathered (ClusterShell's way).
-                let options = args.connect.fanout_options();
-                wiresh::fanout::shell::run(&rt, &hosts, &options)
-            }
-            Ok(endpoint) => {
-                let tty = args.tty || (!args.no_tty && std::io::stdin().is_terminal());
-                if args.each_line {
-                    client::shell::run(&rt, &endpoint)
-                } else if tty {
-                    client::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
-                } else {
-                    client::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
-                }
+    if args.legacy {
+        let host = args.connect.legacy_host()?;
+        exit_now(cli::legacy::shell(&rt, host, args.encoding));
+    }
+    let code = match args.connect.endpoint_or_hosts(false)? {
+        Err(hosts) => fanout::shell(&rt, &hosts, &args.connect),
+        Ok(endpoint) => {
+            let tty = args.tty || (!args.no_tty && std::io::stdin().is_terminal());
+            if args.each_line {
+                cli::shell::run(&rt, &endpoint)
+            } else if tty {
+                cli::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+            } else {
+                cli::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
             }
         }
     };
-    std::process::exit(exit::process_code(code).into());
+    exit_now(code);
 }
 
 /// `wiresh put LOCAL... REMOTE`.
@@ -201,45 +109,40 @@ pub fn put(args: PutArgs) -> Result<i32> {
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
     let flags = args.copy.flags()?;
-    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
-        Ok(endpoint) => endpoint,
+    let rt = runtime()?;
+    Ok(match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => cli::copy::put(&rt, &endpoint, &sources, remote, flags, args.copy.quiet),
         Err(hosts) => {
             let direction = Direction::Put {
                 sources,
                 remote: remote.clone(),
             };
-            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
+            fanout::copy(&rt, &args.copy.connect, &hosts, &direction, flags)
         }
-    };
-    Ok(client::copy::put(
-        &runtime()?,
-        &endpoint,
-        &sources,
-        remote,
-        flags,
-    ))
+    })
 }
 
 /// `wiresh get REMOTE... LOCAL`.
 pub fn get(args: GetArgs) -> Result<i32> {
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
     let flags = args.copy.flags()?;
-    let endpoint = match args.copy.connect.endpoint_or_hosts(false)? {
-        Ok(endpoint) => endpoint,
+    let rt = runtime()?;
+    Ok(match args.copy.connect.endpoint_or_hosts(false)? {
+        Ok(endpoint) => cli::copy::get(
+            &rt,
+            &endpoint,
+            sources,
+            Path::new(local),
+            flags,
+            args.copy.quiet,
+        ),
         Err(hosts) => {
             // Like rpdcp: DEST/HOST/... for each host.
             let direction = Direction::Get {
                 sources: sources.to_vec(),
                 dest: PathBuf::from(local),
             };
-            return fanout::copy(&args.copy.connect, &hosts, &direction, flags);
+            fanout::copy(&rt, &args.copy.connect, &hosts, &direction, flags)
         }
-    };
-    Ok(client::copy::get(
-        &runtime()?,
-        &endpoint,
-        sources,
-        Path::new(local),
-        flags,
-    ))
+    })
 }

@@ -4,8 +4,10 @@
 //! - `args`: every flag and its help;
 //! - `serve`: settings → the daemon's configuration, then the daemon;
 //! - `settings`: `serve`'s flags, environment and config file, merged;
-//! - `client`: flags → an endpoint, then `exec`, `shell`, `put` or `get`;
-//! - `fanout`: the flags for many hosts, and their fan-out;
+//! - `client`: `exec`, `shell`, `put` and `get`, on one server or many;
+//! - `hosts`: the connection flags → one endpoint, or the hosts of a
+//!   fan-out;
+//! - `fanout`: the fan-out flags → the library's fan-out;
 //! - `keygen`: a client key pair;
 //! - `help`: completion scripts and manual pages from the same definition;
 //! - `alloc`: how the allocator keeps freed memory (set before anything).
@@ -15,6 +17,7 @@ mod args;
 mod client;
 mod fanout;
 mod help;
+mod hosts;
 mod keygen;
 mod serve;
 mod settings;

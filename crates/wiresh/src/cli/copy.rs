@@ -1,0 +1,107 @@
+//! `wiresh put` and `wiresh get` on one server: the copy itself is the
+//! library's ([`crate::client::copy`]); this draws a progress bar per file
+//! on a terminal, says what was left out, and gives scp's exit status.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::runtime::Runtime;
+
+use crate::client::copy::{CopyFlags, CopyProgress};
+use crate::client::transfer::TransferError;
+use crate::client::{Connection, Endpoint};
+use crate::exit;
+
+/// `wiresh put LOCAL... REMOTE`; `quiet`: no progress bars (`-q`).
+pub fn put(
+    rt: &Runtime,
+    endpoint: &Endpoint,
+    sources: &[PathBuf],
+    remote: &str,
+    flags: CopyFlags,
+    quiet: bool,
+) -> i32 {
+    let mut progress = Bars::new(quiet);
+    finish(rt.block_on(async {
+        let mut conn = Connection::connect(endpoint).await?;
+        conn.put_paths(sources, remote, flags, &mut progress)
+            .await?;
+        conn.close().await;
+        Ok(())
+    }))
+}
+
+/// `wiresh get REMOTE... LOCAL`; `quiet`: no progress bars (`-q`).
+pub fn get(
+    rt: &Runtime,
+    endpoint: &Endpoint,
+    sources: &[String],
+    local: &Path,
+    flags: CopyFlags,
+    quiet: bool,
+) -> i32 {
+    let mut progress = Bars::new(quiet);
+    finish(rt.block_on(async {
+        let mut conn = Connection::connect(endpoint).await?;
+        conn.get_paths(sources, local, flags, &mut progress).await?;
+        conn.close().await;
+        Ok(())
+    }))
+}
+
+/// The exit status after a copy, telling the user what went wrong.
+fn finish(result: Result<(), TransferError>) -> i32 {
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("wiresh: {e}");
+            exit::for_transfer(&e)
+        }
+    }
+}
+
+/// One progress bar per file on a terminal, none otherwise; what is left
+/// out is said on stderr either way.
+pub(crate) struct Bars {
+    enabled: bool,
+    bar: ProgressBar,
+}
+
+impl Bars {
+    /// Bars unless `quiet` or stderr is not a terminal.
+    pub(crate) fn new(quiet: bool) -> Bars {
+        Bars {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            bar: ProgressBar::hidden(),
+        }
+    }
+}
+
+impl CopyProgress for Bars {
+    fn file(&mut self, name: &str, size: u64) {
+        if !self.enabled {
+            return;
+        }
+        let style = ProgressStyle::with_template(
+            "{msg:30!} {bytes:>10}/{total_bytes:10} {binary_bytes_per_sec:>12} eta {eta:>4} [{bar:25}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        self.bar = ProgressBar::new(size);
+        self.bar.set_style(style);
+        self.bar.set_message(name.to_string());
+    }
+
+    fn advanced(&mut self, done: u64) {
+        self.bar.set_position(done);
+    }
+
+    fn file_done(&mut self) {
+        self.bar.finish();
+    }
+
+    fn skipped(&mut self, path: &str) {
+        eprintln!("wiresh: skipping {path} (not a file or directory)");
+    }
+}

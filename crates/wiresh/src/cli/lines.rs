@@ -1,0 +1,178 @@
+//! The line-by-line shells' one loop: a line read, a command run, its
+//! status kept; for `wiresh shell --each-line` on one server (plain or
+//! legacy) and `wiresh shell` on many hosts alike.
+//!
+//! On a terminal the lines come from a line editor (rustyline) with a
+//! prompt and a history kept in `$WIRESH_HOME/history`; otherwise from
+//! stdin with no prompt, so that the shells can be scripted:
+//! `printf 'uname -a\nid\n' | wiresh shell --each-line`.
+//!
+//! What is typed reaches the loop as an [`Input`]: a line, or the end of
+//! input (Ctrl-D, the end of a pipe, `exit`). While a command runs the
+//! terminal is in its ordinary mode and nothing here reads it: the kernel
+//! keeps what is typed, and the editor, back at the prompt, reads it all
+//! and keeps the lines it has not returned yet (rustyline's
+//! `buffer-redux`), so lines typed ahead run in turn. An end of input
+//! typed ahead is not kept that way: the kernel makes it an empty read
+//! that the editor never sees. Keeping it means watching the terminal
+//! while a command runs and queueing what is typed as `Input`s; the
+//! reader and the running of each command are both in [`run_lines`] for
+//! that reason, so that it is this module's business alone.
+
+use std::io::{self, BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use tokio::runtime::Runtime;
+
+use crate::exit;
+
+/// What the user typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A command: trimmed, not empty.
+    Line(String),
+    /// The end of input: Ctrl-D, the end of piped input, `exit` or `quit`.
+    End,
+}
+
+impl Input {
+    /// What a line amounts to: a command, the end (`exit`, `quit`), or
+    /// nothing (a blank line).
+    fn from_line(line: &str) -> Option<Input> {
+        match line.trim() {
+            "" => None,
+            "exit" | "quit" => Some(Input::End),
+            command => Some(Input::Line(command.to_string())),
+        }
+    }
+}
+
+/// What running one line leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Go on with the next line; this is the line's exit status.
+    Ran(i32),
+    /// Stop the shell with this status.
+    Stop(i32),
+}
+
+/// What runs the lines: one server, or many hosts.
+pub(crate) trait LineRunner {
+    /// Runs one line, its output on this process's stdout and stderr.
+    async fn run_line(&mut self, line: &str) -> Step;
+    /// Ends the session cleanly.
+    async fn close(self);
+}
+
+/// Reads lines until the end of input, running each with `runner`;
+/// returns the status of the last one, as a shell would. On a terminal,
+/// `banner` is said first and `prompt` before each line.
+pub(crate) fn run_lines(
+    rt: &Runtime,
+    mut runner: impl LineRunner,
+    prompt: &str,
+    banner: &str,
+) -> i32 {
+    let mut reader = LineReader::open();
+    if reader.is_interactive() {
+        eprintln!("{banner}; type `exit` or press Ctrl-D to leave");
+    }
+    let mut last = exit::SUCCESS;
+    while let Input::Line(line) = reader.next_command(prompt) {
+        match rt.block_on(runner.run_line(&line)) {
+            Step::Ran(status) => last = status,
+            Step::Stop(status) => return status,
+        }
+    }
+    rt.block_on(runner.close());
+    last
+}
+
+/// Where lines come from.
+enum LineReader {
+    /// A terminal: the line editor, and the file its history is saved to.
+    Editor(Box<rustyline::DefaultEditor>, Option<PathBuf>),
+    /// Anything else: plain lines.
+    Piped(io::StdinLock<'static>),
+}
+
+impl LineReader {
+    /// The line editor with its history on a terminal, plain lines
+    /// otherwise.
+    fn open() -> LineReader {
+        if io::stdin().is_terminal() {
+            if let Ok(mut editor) = rustyline::DefaultEditor::new() {
+                let history = crate::home::wiresh_home().ok().map(|h| h.join("history"));
+                if let Some(h) = &history {
+                    let _ = editor.load_history(h);
+                }
+                return LineReader::Editor(Box::new(editor), history);
+            }
+        }
+        LineReader::Piped(io::stdin().lock())
+    }
+
+    /// Whether lines are typed at a prompt.
+    fn is_interactive(&self) -> bool {
+        matches!(self, LineReader::Editor(..))
+    }
+
+    /// The next command, or the end of input.
+    fn next_command(&mut self, prompt: &str) -> Input {
+        loop {
+            let Some(line) = self.next_line(prompt) else {
+                return Input::End;
+            };
+            if let Some(input) = Input::from_line(&line) {
+                return input;
+            }
+        }
+    }
+
+    /// The next line as typed, or `None` at the end of input.
+    fn next_line(&mut self, prompt: &str) -> Option<String> {
+        match self {
+            LineReader::Editor(editor, _) => loop {
+                match editor.readline(prompt) {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        return Some(line);
+                    }
+                    // Ctrl-C at the prompt clears the line, as in a shell.
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(_) => return None,
+                }
+            },
+            LineReader::Piped(stdin) => {
+                let mut line = String::new();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(line),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LineReader {
+    fn drop(&mut self) {
+        if let LineReader::Editor(editor, Some(path)) = self {
+            let _ = editor.save_history(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_trimmed_blank_ones_skipped_exit_and_quit_end() {
+        let line = |s: &str| Some(Input::Line(s.to_string()));
+        assert_eq!(Input::from_line("  uname -a \n"), line("uname -a"));
+        assert_eq!(Input::from_line(" \t\n"), None);
+        assert_eq!(Input::from_line("exit\n"), Some(Input::End));
+        assert_eq!(Input::from_line(" quit "), Some(Input::End));
+        assert_eq!(Input::from_line("exit 3"), line("exit 3"));
+    }
+}
