@@ -24,6 +24,8 @@ const LAG: u64 = 8 * 1024 * 1024;
 struct Level {
     written: u64,
     ended: bool,
+    /// Reading waits for the slowest running host to catch up.
+    held: bool,
 }
 
 /// Stdin for many hosts.
@@ -93,6 +95,7 @@ async fn fill(
             if written - slowest <= LAG {
                 break;
             }
+            level.send_if_modified(|l| !std::mem::replace(&mut l.held, true));
             notified.await;
         }
         if spool.append(&chunk).is_err() {
@@ -101,12 +104,13 @@ async fn fill(
         written += chunk.len() as u64;
         level.send_replace(Level {
             written,
-            ended: false,
+            ..Level::default()
         });
     }
     level.send_replace(Level {
         written,
         ended: true,
+        held: false,
     });
 }
 
@@ -209,17 +213,21 @@ mod tests {
         });
         let mut level = broadcast.level.clone();
         let within = std::time::Duration::from_secs(10);
-        tokio::time::timeout(within, level.wait_for(|l| l.written >= LAG))
+        let held = tokio::time::timeout(within, level.wait_for(|l| l.held))
             .await
-            .expect("reading starts")
+            .expect("reading is held back")
+            .map(|l| *l)
             .unwrap();
-        // Had reading gone on regardless, it would be far ahead by now.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let ahead = level.borrow().written;
         assert!(
-            ahead <= LAG + CHUNK as u64,
-            "read {ahead} bytes ahead of a stuck host"
+            (LAG..=LAG + CHUNK as u64).contains(&held.written),
+            "held back after {} bytes, with a stuck host",
+            held.written
         );
+        assert!(!held.ended, "stdin ended early");
+        // Held back, reading takes no more: the source fills up and waits.
+        // Only the stuck host leaving can let it go on, and until then the
+        // level stays where it was held.
+        assert_eq!(level.borrow().written, held.written);
         drop(stuck); // its command ended: it no longer counts
         tokio::time::timeout(within, level.wait_for(|l| l.written == total))
             .await
