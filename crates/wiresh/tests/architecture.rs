@@ -1,6 +1,11 @@
 //! The shape of the code, checked so that it stays true:
-//! - no two modules of a crate import each other, directly or in a loop;
-//! - the crate map in `lib.rs` names every top-level module;
+//! - no two modules of a crate import each other, directly or in a loop:
+//!   neither two files, nor two top-level modules with all their files
+//!   taken together (a child of `a` importing `b` while `b` imports `a` is
+//!   a loop between `a` and `b`); the binary (`src/bin/wiresh`) is a crate
+//!   of its own here;
+//! - the crate map in `lib.rs` (and the binary's, in `main.rs`) names every
+//!   top-level module;
 //! - `anyhow` only in the binary, and no `unsafe` code in the library but
 //!   the one `pre_exec` hook of `exec::pty::ctty`; in the binary, only the
 //!   allocator's settings (`alloc.rs`).
@@ -15,6 +20,14 @@ use std::path::{Path, PathBuf};
 
 /// Library source roots checked.
 const CRATES: &[&str] = &["crates/wiresh/src", "crates/wiresh-proto/src"];
+
+/// Every crate root whose module graph is checked: the libraries and the
+/// binary, whose modules import each other through its own `crate::`.
+const GRAPHS: &[&str] = &[
+    "crates/wiresh/src",
+    "crates/wiresh-proto/src",
+    "crates/wiresh/src/bin/wiresh",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -257,6 +270,50 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     edges
 }
 
+/// The graph between top-level modules: each module stands for itself and
+/// all its children, and edges inside one of them are dropped.
+fn collapsed(edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let top = |module: &str| module.split("::").next().unwrap_or_default().to_string();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, targets) in edges {
+        let from = top(from);
+        let reached: BTreeSet<String> = targets.iter().map(|t| top(t)).collect();
+        let entry = out.entry(from.clone()).or_default();
+        entry.extend(reached.into_iter().filter(|t| *t != from));
+    }
+    out
+}
+
+/// A loop in the crate under `src`, per file or between top-level
+/// modules, described for a failure message.
+fn find_loop(src: &Path) -> Option<String> {
+    let edges = graph(src);
+    if let Some(cycle) = find_cycle(&edges) {
+        return Some(format!("files import each other: {}", cycle.join(" -> ")));
+    }
+    let cycle = find_cycle(&collapsed(&edges))?;
+    // Which files make each step, so that the message says what to move.
+    let steps: Vec<String> = cycle
+        .windows(2)
+        .map(|step| {
+            let files: Vec<&str> = edges
+                .iter()
+                .filter(|(from, _)| from.split("::").next() == Some(step[0].as_str()))
+                .filter(|(_, to)| {
+                    to.iter()
+                        .any(|t| t.split("::").next() == Some(step[1].as_str()))
+                })
+                .map(|(from, _)| from.as_str())
+                .collect();
+            format!("{} -> {} (in {})", step[0], step[1], files.join(", "))
+        })
+        .collect();
+    Some(format!(
+        "top-level modules import each other: {}",
+        steps.join("; ")
+    ))
+}
+
 /// A cycle in the graph, if there is one.
 fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
@@ -300,14 +357,11 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 
 #[test]
 fn no_two_modules_import_each_other() {
-    for krate in CRATES {
-        let edges = graph(&workspace().join(krate));
-        assert!(edges.len() > 3, "{krate}: no modules found");
-        if let Some(cycle) = find_cycle(&edges) {
-            panic!(
-                "{krate}: modules import each other in a loop: {}",
-                cycle.join(" -> ")
-            );
+    for krate in GRAPHS {
+        let src = workspace().join(krate);
+        assert!(graph(&src).len() > 3, "{krate}: no modules found");
+        if let Some(found) = find_loop(&src) {
+            panic!("{krate}: {found}");
         }
     }
 }
@@ -343,10 +397,48 @@ fn the_checker_finds_a_loop() {
     assert!(cycle.contains(&"server::session".to_string()), "{cycle:?}");
 }
 
+/// A child file of one module importing another module that imports the
+/// first is no loop between files, but one between the two modules.
+#[test]
+fn the_checker_finds_a_loop_through_a_child_file() {
+    let src = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = src.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("lib.rs", "pub mod client;\npub mod exit;");
+    write("client/mod.rs", "pub mod shell;\npub struct Error;");
+    write(
+        "client/shell.rs",
+        "use crate::exit;\npub fn run() -> i32 { exit::OK }",
+    );
+    write(
+        "exit.rs",
+        "use crate::client::Error;\npub const OK: i32 = 0;",
+    );
+    let edges = graph(src.path());
+    assert_eq!(find_cycle(&edges), None, "no two files import each other");
+    let found = find_loop(src.path()).expect("the loop is found");
+    assert!(
+        found.contains("client -> exit (in client::shell)"),
+        "{found}"
+    );
+    assert!(found.contains("exit -> client (in exit)"), "{found}");
+    // Without the child's import there is none.
+    write("client/shell.rs", "pub fn run() -> i32 { 0 }");
+    assert_eq!(find_loop(src.path()), None);
+}
+
 #[test]
 fn the_crate_map_names_every_module() {
-    for krate in CRATES {
-        let lib = std::fs::read_to_string(workspace().join(krate).join("lib.rs")).unwrap();
+    let roots = CRATES
+        .iter()
+        .map(|krate| workspace().join(krate).join("lib.rs"))
+        .chain([workspace().join("crates/wiresh/src/bin/wiresh/main.rs")]);
+    for root in roots {
+        let krate = root.display();
+        let lib = std::fs::read_to_string(&root).unwrap();
         let docs: String = lib
             .lines()
             .filter(|l| l.starts_with("//!"))
@@ -363,7 +455,7 @@ fn the_crate_map_names_every_module() {
             };
             assert!(
                 docs.contains(&format!("`{name}`")),
-                "{krate}/lib.rs: the crate map (its //! docs) does not name the module `{name}`"
+                "{krate}: the crate map (its //! docs) does not name the module `{name}`"
             );
         }
     }
