@@ -518,3 +518,42 @@ fn the_binarys_only_unsafe_is_the_allocator_settings() {
         );
     }
 }
+
+/// What the protocol's client must not import: the front ends built on it
+/// (which print and decide exit statuses), the servers, and the command
+/// runner. A Python package or a connection-reusing master takes `client`
+/// alone.
+#[test]
+fn the_protocol_client_imports_no_front_end() {
+    let edges = collapsed(&graph(&workspace().join("crates/wiresh/src")));
+    let imports = &edges["client"];
+    for front in [
+        "cli", "fanout", "exit", "legacy", "exec", "server", "daemon",
+    ] {
+        assert!(
+            !imports.contains(front),
+            "client imports `{front}`; the protocol's client must not know its front ends"
+        );
+    }
+}
+
+/// Library modules that still end the process themselves; the server's
+/// half of issue 18 takes `daemon` off this list, which is then empty.
+const PROCESS_EXITS_TO_REMOVE: &[&str] = &["daemon"];
+
+/// Only the binary ends the process: a library function returns, and its
+/// caller decides (a Python process must not vanish under a library call).
+#[test]
+fn only_the_binary_calls_process_exit() {
+    for krate in CRATES {
+        for (module, file) in modules(&workspace().join(krate)) {
+            let code = code_only(&std::fs::read_to_string(&file).unwrap());
+            let exits = code.contains("process::exit(") || code.contains("process::abort(");
+            assert!(
+                !exits || PROCESS_EXITS_TO_REMOVE.contains(&module.as_str()),
+                "{}: the library ends the process; return, and let the binary exit",
+                file.display()
+            );
+        }
+    }
+}
