@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::SeekFrom;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -369,50 +370,24 @@ impl Connection {
         options: TransferOptions,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TransferReport, TransferError> {
-        let name = local
-            .file_name()
-            .map(OsString::from)
-            .ok_or_else(|| TransferError::Local {
-                path: local.to_path_buf(),
-                source: std::io::Error::other("names no file"),
-            })?;
-        let partial = partial_name(&name);
-        let part = local.with_file_name(&partial);
-        let dir_path = match local.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir = unblock(move || open_dir(&dir_path))
-            .await
-            .map_err(TransferError::local(&part))?;
-        let dir = Arc::new(dir);
-        let (at, named) = (dir.clone(), partial.clone());
-        let file = unblock(move || open_partial(&at, &named))
-            .await
-            .map_err(TransferError::local(&part))?;
-        let mut file = File::from_std(file);
+        let Partial {
+            name,
+            partial,
+            path: part,
+            dir,
+            mut file,
+        } = Partial::open(local).await?;
         let have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let resume_from = if options.resume { have } else { 0 };
-        let request = Message::Get {
-            path: remote.to_string(),
-            resume_from,
-        };
-        let ready = match self.request(request).await {
-            Ok(Frame {
-                message: Message::TransferReady(ready),
-                ..
-            }) => ready,
-            Ok(other) => return Err(unexpected(&other.message, "get").into()),
+        let (ready, size) = match self.request_get(remote, resume_from).await {
+            Ok(ready) => ready,
             Err(e) => {
                 if have == 0 {
                     let _ = fs::remove_file(&part).await;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let size = ready
-            .size
-            .ok_or_else(|| TransferError::Unsafe("transfer_ready for get has no size".into()))?;
         let (offset, hasher) = agree_on_offset(&mut file, &ready, size, &part).await?;
         self.send_data(Frame::new(Message::TransferStart { offset }))
             .await?;
@@ -421,36 +396,16 @@ impl Connection {
             file.seek(SeekFrom::Start(offset)).await
         };
         positioned.await.map_err(TransferError::local(&part))?;
-        let mut done = offset;
-        progress(done);
+        progress(offset);
         let mut sink = Sink::start(file, hasher).await;
-        let received = async {
-            loop {
-                let frame = self.next_file_frame().await?;
-                match frame.message {
-                    Message::FileData => {
-                        done += frame.body.len() as u64;
-                        if done > size {
-                            return Err(TransferError::Unsafe(format!(
-                                "the server sent more than the {size} bytes it announced"
-                            )));
-                        }
-                        sink.write(frame.body)
-                            .await
-                            .map_err(TransferError::local(&part))?;
-                        progress(done);
-                    }
-                    Message::FileEnd { blake3 } => return Ok(blake3),
-                    other => return Err(unexpected(&other, "a download").into()),
-                }
-            }
-        }
-        .await;
+        let received = self
+            .receive_file(&mut sink, offset, size, &part, progress)
+            .await;
         // Whatever happened, what was received is on disk (for a resume)
         // and the partial's lock is released before this returns.
         let finished = sink.finish().await;
-        let expected = match received {
-            Ok(expected) => expected,
+        let (done, expected) = match received {
+            Ok(received) => received,
             Err(e) => {
                 if matches!(e, TransferError::Unsafe(_)) {
                     drop(finished);
@@ -461,17 +416,10 @@ impl Connection {
         };
         let (file, hasher) = finished.map_err(TransferError::local(&part))?;
         let actual = hasher.finalize().to_hex().to_string();
-        if done != size || actual != expected.to_ascii_lowercase() {
+        if let Some(mismatch) = mismatch(remote, (done, size), (&actual, &expected)) {
             drop(file);
             let _ = fs::remove_file(&part).await;
-            return Err(TransferError::Checksum(if done != size {
-                format!("{remote}: received {done} of {size} bytes; nothing was written")
-            } else {
-                format!(
-                    "{remote}: checksum mismatch (BLAKE3 {actual} received, {expected} sent); \
-                     nothing was written"
-                )
-            }));
+            return Err(mismatch);
         }
         let (mode, mtime) = if options.preserve {
             (ready.mode, ready.mtime)
@@ -487,6 +435,128 @@ impl Connection {
             resumed_at: offset,
         })
     }
+
+    /// Asks for `remote` from `resume_from` on; the server's answer, and
+    /// the size it announces.
+    async fn request_get(
+        &mut self,
+        remote: &str,
+        resume_from: u64,
+    ) -> Result<(TransferReady, u64), TransferError> {
+        let request = Message::Get {
+            path: remote.to_string(),
+            resume_from,
+        };
+        let ready = match self.request(request).await? {
+            Frame {
+                message: Message::TransferReady(ready),
+                ..
+            } => ready,
+            other => return Err(unexpected(&other.message, "get").into()),
+        };
+        let size = ready
+            .size
+            .ok_or_else(|| TransferError::Unsafe("transfer_ready for get has no size".into()))?;
+        Ok((ready, size))
+    }
+
+    /// Receives a download's data into `sink`, from `done` on, never more
+    /// than the `size` announced; returns how much was received in all and
+    /// the BLAKE3 the server sent at the end.
+    async fn receive_file(
+        &mut self,
+        sink: &mut Sink,
+        mut done: u64,
+        size: u64,
+        part: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(u64, String), TransferError> {
+        loop {
+            let frame = self.next_file_frame().await?;
+            match frame.message {
+                Message::FileData => {
+                    done += frame.body.len() as u64;
+                    if done > size {
+                        return Err(TransferError::Unsafe(format!(
+                            "the server sent more than the {size} bytes it announced"
+                        )));
+                    }
+                    sink.write(frame.body)
+                        .await
+                        .map_err(TransferError::local(part))?;
+                    progress(done);
+                }
+                Message::FileEnd { blake3 } => return Ok((done, blake3)),
+                other => return Err(unexpected(&other, "a download").into()),
+            }
+        }
+    }
+}
+
+/// A download's partial file, `.NAME.wiresh-part` beside its final name,
+/// open (and locked) inside a handle on its directory.
+struct Partial {
+    /// The final name.
+    name: OsString,
+    /// The partial's name.
+    partial: OsString,
+    /// The partial's path, for messages and removal.
+    path: PathBuf,
+    /// The directory both names are in.
+    dir: Arc<OwnedFd>,
+    file: File,
+}
+
+impl Partial {
+    /// Opens (creating) the partial file for a download to `local`.
+    async fn open(local: &Path) -> Result<Partial, TransferError> {
+        let name = local
+            .file_name()
+            .map(OsString::from)
+            .ok_or_else(|| TransferError::Local {
+                path: local.to_path_buf(),
+                source: std::io::Error::other("names no file"),
+            })?;
+        let partial = partial_name(&name);
+        let path = local.with_file_name(&partial);
+        let dir_path = match local.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = unblock(move || open_dir(&dir_path))
+            .await
+            .map_err(TransferError::local(&path))?;
+        let dir = Arc::new(dir);
+        let (at, named) = (dir.clone(), partial.clone());
+        let file = unblock(move || open_partial(&at, &named))
+            .await
+            .map_err(TransferError::local(&path))?;
+        Ok(Partial {
+            name,
+            partial,
+            path,
+            dir,
+            file: File::from_std(file),
+        })
+    }
+}
+
+/// The error for a download that is not what was announced: `received`
+/// is (bytes received, bytes announced), `hashes` (BLAKE3 of what was
+/// received, BLAKE3 sent).
+fn mismatch(remote: &str, received: (u64, u64), hashes: (&str, &str)) -> Option<TransferError> {
+    let ((done, size), (actual, expected)) = (received, hashes);
+    if done != size {
+        return Some(TransferError::Checksum(format!(
+            "{remote}: received {done} of {size} bytes; nothing was written"
+        )));
+    }
+    (actual != expected.to_ascii_lowercase()).then(|| {
+        TransferError::Checksum(format!(
+            "{remote}: checksum mismatch (BLAKE3 {actual} received, {expected} sent); \
+             nothing was written"
+        ))
+    })
 }
 
 /// Decides where a transfer starts: at the offered offset if the other
