@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
-use wiresh_proto::ExecRequest;
+use wiresh_proto::{ExecRequest, ExitStatus};
 
 use super::capture::{Capture, Lines, Spool};
 use super::report::{self, Finished};
@@ -173,44 +173,9 @@ impl Command<'_> {
         // Hosts finish into a queue that the reporter empties: JSON lines
         // are written off the event loop, so a slow stdout never starves
         // the connections of their keepalives.
-        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<(usize, Finished)>();
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel::<(usize, Finished)>();
         let json_closed = Cell::new(false);
-        let reporter = async {
-            let mut all = Vec::new();
-            while let Some((i, host)) = finished_rx.recv().await {
-                let host = match (&self.display, &spool) {
-                    (Display::Json, Some(spool)) => {
-                        let spool = spool.clone();
-                        let written = tokio::task::spawn_blocking(move || {
-                            let r = report::write_json(&host, &spool, &mut io::stdout().lock());
-                            (host, r)
-                        })
-                        .await;
-                        let (host, result) = match written {
-                            Ok(done) => done,
-                            Err(e) => std::panic::resume_unwind(e.into_panic()),
-                        };
-                        if result.is_err() && !json_closed.replace(true) {
-                            // Local stdout is gone: disconnect every host, as `| head` would.
-                            self.interrupts.raise();
-                            self.interrupts.raise();
-                        }
-                        host
-                    }
-                    _ => {
-                        if let Outcome::Unreachable(e) | Outcome::Failed(e) = &host.outcome {
-                            // Live output says it in turn with the lines (`Target::report`).
-                            if printer.is_none() {
-                                eprintln!("{}: wiresh: {e}", host.name);
-                            }
-                        }
-                        host
-                    }
-                };
-                all.push((i, host));
-            }
-            all
-        };
+        let reporter = self.report(finished_rx, spool.as_ref(), printer.is_some(), &json_closed);
         let engine = async {
             let jobs = self.hosts.iter().zip(slots.iter_mut());
             let not_run = each_host(
@@ -249,6 +214,43 @@ impl Command<'_> {
             spool,
             stdout_closed,
         })
+    }
+
+    /// Takes the hosts as they finish, until the queue ends, and reports
+    /// each as the display wants: a JSON line (`--json`), or why it failed
+    /// on stderr (the live display says that in turn with the lines,
+    /// `live`). Sets `json_closed` once stdout would not take a line.
+    async fn report(
+        &self,
+        mut finished: mpsc::UnboundedReceiver<(usize, Finished)>,
+        spool: Option<&Arc<Spool>>,
+        live: bool,
+        json_closed: &Cell<bool>,
+    ) -> Vec<(usize, Finished)> {
+        let mut all = Vec::new();
+        while let Some((i, host)) = finished.recv().await {
+            let host = match (&self.display, spool) {
+                (Display::Json, Some(spool)) => {
+                    let (host, written) = json_line(host, spool.clone()).await;
+                    if written.is_err() && !json_closed.replace(true) {
+                        // Local stdout is gone: disconnect every host, as `| head` would.
+                        self.interrupts.raise();
+                        self.interrupts.raise();
+                    }
+                    host
+                }
+                _ => {
+                    if let (Outcome::Unreachable(e) | Outcome::Failed(e), false) =
+                        (&host.outcome, live)
+                    {
+                        eprintln!("{}: wiresh: {e}", host.name);
+                    }
+                    host
+                }
+            };
+            all.push((i, host));
+        }
+        all
     }
 
     /// Runs the command on one host.
@@ -291,6 +293,39 @@ impl Command<'_> {
                 );
             }
         };
+        let (result, counts) = self.run_captured(id, conn, &mut capture).await;
+        let outcome = match result {
+            Ok(status) => Outcome::Exited(status),
+            Err(e) => {
+                if !e.connection_usable() {
+                    *slot = None;
+                }
+                if matches!(e, ClientError::OutputClosed) && self.interrupts.count() < 2 {
+                    // Local stdout is gone (`| head`): stop every host.
+                    self.interrupts.raise();
+                    self.interrupts.raise();
+                }
+                Outcome::Failed(e)
+            }
+        };
+        let captured = capture.finish(counts).await.unwrap_or_default();
+        target.report(&host.name, &outcome).await;
+        if !self.keep_connections {
+            if let Some(conn) = slot.take() {
+                conn.close().await;
+            }
+        }
+        finished(outcome, captured)
+    }
+
+    /// Runs the command over `conn` (host `id`'s), its output into
+    /// `capture`; how it ended, and the bytes of stdout and stderr taken.
+    async fn run_captured(
+        &self,
+        id: usize,
+        conn: &mut Connection,
+        capture: &mut Capture,
+    ) -> (Result<ExitStatus, ClientError>, (u64, u64)) {
         let (stdin, _feeding) = match self.stdin {
             Some(b) => {
                 let (rx, task) = b.feed(id);
@@ -319,28 +354,20 @@ impl Command<'_> {
             }
         };
         let (result, ()) = tokio::join!(running, draining);
-        let outcome = match result {
-            Ok(status) => Outcome::Exited(status),
-            Err(e) => {
-                if !e.connection_usable() {
-                    *slot = None;
-                }
-                if matches!(e, ClientError::OutputClosed) && self.interrupts.count() < 2 {
-                    // Local stdout is gone (`| head`): stop every host.
-                    self.interrupts.raise();
-                    self.interrupts.raise();
-                }
-                Outcome::Failed(e)
-            }
-        };
-        let captured = capture.finish(counts).await.unwrap_or_default();
-        target.report(&host.name, &outcome).await;
-        if !self.keep_connections {
-            if let Some(conn) = slot.take() {
-                conn.close().await;
-            }
-        }
-        finished(outcome, captured)
+        (result, counts)
+    }
+}
+
+/// Writes one host's JSON line to stdout, off the event loop.
+async fn json_line(host: Finished, spool: Arc<Spool>) -> (Finished, io::Result<()>) {
+    let written = tokio::task::spawn_blocking(move || {
+        let r = report::write_json(&host, &spool, &mut io::stdout().lock());
+        (host, r)
+    })
+    .await;
+    match written {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
