@@ -190,13 +190,13 @@ impl LegacyClient {
         result
     }
 
+    /// Sends `command` and copies its answer to `out`.
     async fn exchange(
         &mut self,
         command: &[u8],
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<LegacyReply> {
-        let target = self.target.clone();
-        let stall = self.stall_timeout;
+        let (target, stall) = (&self.target, self.stall_timeout);
         // One write: the server takes one recv() as one command.
         match time::timeout(stall, self.stream.write_all(command)).await {
             Err(_) => {
@@ -205,7 +205,22 @@ impl LegacyClient {
             Ok(Err(e)) => lost!("cannot send the command to {target}: {e}"),
             Ok(Ok(())) => {}
         }
+        let header = self.read_header().await?;
+        let total = header.total_size;
+        let md5_actual = self.copy_payload(total, out).await?;
+        let md5_verified = is_real_md5(&header.md5).then(|| header.md5 == md5_actual);
+        Ok(LegacyReply {
+            total_size: total,
+            md5_verified,
+            md5_actual,
+            header,
+        })
+    }
 
+    /// Waits for the answer (as long as the command takes, or the answer
+    /// timeout) and reads its header.
+    async fn read_header(&mut self) -> Result<LegacyHeader> {
+        let target = self.target.clone();
         let mut prefix = [0u8; LEN_PREFIX];
         // The first byte comes when the command is done, however long that takes.
         let first = match self.answer_timeout {
@@ -232,9 +247,17 @@ impl LegacyClient {
         let header_len = decode_header_len(prefix)?;
         let mut json = vec![0u8; header_len]; // bounded by MAX_HEADER_LEN
         self.read_exact_timed(&mut json, "the header").await?;
-        let header = decode_header(&json)?;
+        Ok(decode_header(&json)?)
+    }
 
-        let total = header.total_size;
+    /// Copies the `total` bytes of the answer's payload to `out` (in
+    /// UTF-8 when the server has an encoding of its own); their md5.
+    async fn copy_payload(
+        &mut self,
+        total: u64,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<String> {
+        let (target, stall) = (&self.target, self.stall_timeout);
         let mut md5 = Md5::new();
         let mut decode = self.encoding.map(ToUtf8::new);
         let mut buf = vec![0u8; usize::try_from(total).unwrap_or(CHUNK).min(CHUNK)];
@@ -272,15 +295,7 @@ impl LegacyClient {
                 .map_err(LegacyError::Output)?;
         }
         out.flush().await.map_err(LegacyError::Output)?;
-
-        let md5_actual = hex(&md5.finalize());
-        let md5_verified = is_real_md5(&header.md5).then(|| header.md5 == md5_actual);
-        Ok(LegacyReply {
-            total_size: total,
-            md5_verified,
-            md5_actual,
-            header,
-        })
+        Ok(hex(&md5.finalize()))
     }
 
     /// Fills `buf`, allowing [`Self::set_stall_timeout`] between bytes.
