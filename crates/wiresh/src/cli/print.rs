@@ -77,6 +77,61 @@ impl From<Output> for PrintJob {
     }
 }
 
+/// The printer thread's own state.
+struct Printing {
+    style: StderrStyle,
+    /// Locked per job, not for the thread's life: the shell writes exit
+    /// statuses to stderr between commands.
+    out: io::Stdout,
+    err: io::Stderr,
+    /// Made at the first body passed.
+    splicer: Option<Splicer<io::Stdout>>,
+}
+
+/// Local stdout would not take what was written to it.
+struct StdoutGone;
+
+impl Printing {
+    /// Does one job.
+    fn print(&mut self, job: PrintJob) -> Result<(), StdoutGone> {
+        match job {
+            PrintJob::Output(Output::Stdout(b)) => {
+                write_through(&mut self.out.lock(), &b).map_err(|_| StdoutGone)?;
+            }
+            PrintJob::Output(Output::Stderr(b)) => {
+                let mut err = self.err.lock();
+                let _ = match self.style {
+                    StderrStyle::Plain => err.write_all(&b),
+                    StderrStyle::Red => err
+                        .write_all(b"\x1b[31m")
+                        .and_then(|()| err.write_all(&b))
+                        .and_then(|()| err.write_all(b"\x1b[0m")),
+                };
+                let _ = err.flush();
+            }
+            PrintJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+            PrintJob::Passed(body) => {
+                let mut out = self.out.lock();
+                let moved = match write_through(&mut out, &body.head) {
+                    Ok(()) => self
+                        .splicer
+                        .get_or_insert_with(|| Splicer::new(io::stdout()))
+                        .move_body(body.rest, body.idle),
+                    Err(e) => Err(MoveError::Output(e)),
+                };
+                match moved {
+                    Ok(()) => drop(body.done.send(Ok(()))),
+                    Err(MoveError::Socket(e)) => drop(body.done.send(Err(e))),
+                    Err(MoveError::Output(_)) => return Err(StdoutGone),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes remote output to this process's stdout and stderr, in arrival
 /// order, from a thread of its own.
 #[derive(Debug)]
@@ -104,56 +159,19 @@ impl Printer {
         let thread = thread::Builder::new()
             .name("printer".into())
             .spawn(move || {
-                // Locked per job, not for the thread's life: the shell writes
-                // exit statuses to stderr between commands.
-                let (out, err) = (io::stdout(), io::stderr());
-                let mut splicer = None;
+                let mut printing = Printing {
+                    style,
+                    out: io::stdout(),
+                    err: io::stderr(),
+                    splicer: None,
+                };
                 while let Some(job) = rx.blocking_recv() {
-                    match job {
-                        PrintJob::Output(Output::Stdout(b)) => {
-                            if write_through(&mut out.lock(), &b).is_err() {
-                                // Whoever read our stdout is gone (`| head`):
-                                // stop, and the client stops the command, as
-                                // SIGPIPE would stop a local pipeline.
-                                closed.store(true, Ordering::Release);
-                                return;
-                            }
-                        }
-                        PrintJob::Output(Output::Stderr(b)) => {
-                            let mut err = err.lock();
-                            let _ = match style {
-                                StderrStyle::Plain => err.write_all(&b),
-                                StderrStyle::Red => err
-                                    .write_all(b"\x1b[31m")
-                                    .and_then(|()| err.write_all(&b))
-                                    .and_then(|()| err.write_all(b"\x1b[0m")),
-                            };
-                            let _ = err.flush();
-                        }
-                        PrintJob::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                        PrintJob::Passed(body) => {
-                            let mut out = out.lock();
-                            let moved = match write_through(&mut out, &body.head) {
-                                Ok(()) => splicer
-                                    .get_or_insert_with(|| Splicer::new(io::stdout()))
-                                    .move_body(body.rest, body.idle),
-                                Err(e) => Err(MoveError::Output(e)),
-                            };
-                            match moved {
-                                Ok(()) => {
-                                    let _ = body.done.send(Ok(()));
-                                }
-                                Err(MoveError::Socket(e)) => {
-                                    let _ = body.done.send(Err(e));
-                                }
-                                Err(MoveError::Output(_)) => {
-                                    closed.store(true, Ordering::Release);
-                                    return;
-                                }
-                            }
-                        }
+                    if printing.print(job).is_err() {
+                        // Whoever read our stdout is gone (`| head`): stop,
+                        // and the client stops the command, as SIGPIPE
+                        // would stop a local pipeline.
+                        closed.store(true, Ordering::Release);
+                        return;
                     }
                 }
             })

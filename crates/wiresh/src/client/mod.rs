@@ -447,13 +447,18 @@ impl Connection {
             min_len: PASSED_BODY_MIN,
             applies: |message| *message == Message::Stdout,
         };
-        let bodies = output
-            .passed_bodies()
-            .filter(|_| self.conn.pass_bodies(passing));
-        let mut started = false;
+        let silence_limit = self.silence_limit();
+        let mut running = Running {
+            started: false,
+            credits,
+            window,
+            bodies: output
+                .passed_bodies()
+                .filter(|_| self.conn.pass_bodies(passing)),
+            silence_limit,
+        };
         let mut ping =
             time::interval_at(Instant::now() + self.ping_interval(), self.ping_interval());
-        let silence_limit = self.silence_limit();
         let mut last_heard = Instant::now();
         let mut cancels = 0u8;
         loop {
@@ -470,28 +475,14 @@ impl Connection {
                         )),
                         e => ClientError::from_recv(e, "before the command finished"),
                     })?;
-                    last_heard = Instant::now();
                     let Ok(permit) = permit else {
                         return Err(ClientError::OutputClosed);
                     };
-                    match frame.message {
-                        Message::Started { .. } => started = true,
-                        Message::StdinAck { bytes } => {
-                            credits.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(window));
-                        }
-                        Message::Stdout => {
-                            self.deliver_stdout(frame.body, permit, bodies, silence_limit).await?;
-                            last_heard = Instant::now();
-                        }
-                        Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
-                        Message::Exit(status) => return Ok(status),
-                        Message::Error { code, message } => return Err(ClientError::Remote { code, message, started }),
-                        Message::Pong => {}
-                        Message::Ping => self.conn.pong(frame.body),
-                        other => return Err(ClientError::Protocol(format!(
-                            "unexpected `{}` while a command runs", other.type_name()
-                        ))),
+                    if let Some(status) = self.take_frame(frame, permit, &mut running).await? {
+                        return Ok(status);
                     }
+                    // After the frame, which may have been a body moved for a while.
+                    last_heard = Instant::now();
                 }
                 _ = ping.tick() => {
                     // A full queue means pings are already waiting: skipping is fine.
@@ -506,6 +497,46 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Acts on one frame of the running command, its output handed on
+    /// through `permit`; the command's exit status once it has one.
+    async fn take_frame<T: From<Output>>(
+        &mut self,
+        frame: Frame,
+        permit: mpsc::Permit<'_, T>,
+        running: &mut Running<T>,
+    ) -> Result<Option<ExitStatus>, ClientError> {
+        match frame.message {
+            Message::Started { .. } => running.started = true,
+            Message::StdinAck { bytes } => {
+                let acked = usize::try_from(bytes).unwrap_or(usize::MAX);
+                running.credits.add_permits(acked.min(running.window));
+            }
+            Message::Stdout => {
+                let (bodies, idle) = (running.bodies, running.silence_limit);
+                self.deliver_stdout(frame.body, permit, bodies, idle)
+                    .await?;
+            }
+            Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
+            Message::Exit(status) => return Ok(Some(status)),
+            Message::Error { code, message } => {
+                return Err(ClientError::Remote {
+                    code,
+                    message,
+                    started: running.started,
+                })
+            }
+            Message::Pong => {}
+            Message::Ping => self.conn.pong(frame.body),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected `{}` while a command runs",
+                    other.type_name()
+                )))
+            }
+        }
+        Ok(None)
     }
 
     /// Hands a `stdout` body to the sink through `permit`: as it is, or,
@@ -564,6 +595,20 @@ impl Connection {
             other => Err(not_expected(other, "pong")),
         }
     }
+}
+
+/// A running command, as [`Connection::run`] follows it.
+struct Running<T> {
+    /// Whether the server said it started.
+    started: bool,
+    /// Bytes of stdin that may be sent before the next acknowledgement.
+    credits: Arc<Semaphore>,
+    /// The server's stdin window: no acknowledgement adds more.
+    window: usize,
+    /// How the sink takes a `stdout` body left on the socket, if it does.
+    bodies: Option<fn(PassedBody) -> T>,
+    /// How long the server may stay silent.
+    silence_limit: Duration,
 }
 
 /// Sends `resize` for the running command, in order with its input: taken
