@@ -83,53 +83,7 @@ impl ClientConfig {
                         format!("hosts.{name} must be a table: [hosts.\"{name}\"]"),
                     ));
                 };
-                let mut host = HostDefaults::default();
-                // The table's own header, so a key is found under it.
-                let header = file
-                    .line_where(entry.line, |l| {
-                        l.starts_with("[hosts.")
-                            && (l.contains(&format!("\"{name}\""))
-                                || l.contains(&format!(".{name}]")))
-                    })
-                    .unwrap_or(entry.line);
-                for (key, value) in settings {
-                    let line = file.line_in_table(header, key);
-                    let wrong =
-                        |what: &str| file.error(line, format!("`{key}` for {name:?}: {what}"));
-                    match (key.as_str(), value) {
-                        ("port", Value::Integer(n)) => {
-                            host.port = Some(
-                                u16::try_from(*n)
-                                    .ok()
-                                    .filter(|p| *p != 0)
-                                    .ok_or_else(|| wrong("a port is 1 to 65535"))?,
-                            )
-                        }
-                        ("fingerprint", Value::String(f)) => {
-                            let hex = f.strip_prefix("sha256:").unwrap_or("");
-                            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                                return Err(wrong(
-                                    "expected sha256: and 64 hex digits, as `wiresh serve` prints it",
-                                ));
-                            }
-                            host.fingerprint = Some(f.to_ascii_lowercase());
-                        }
-                        ("key", Value::String(k)) => host.key = Some(home.join(k)),
-                        ("port", _) => return Err(wrong("a port is a number")),
-                        ("fingerprint" | "key", _) => return Err(wrong("must be a string")),
-                        (other, _) => {
-                            let hint = suggest(other, HOST_KEYS)
-                                .map(|k| format!("did you mean `{k}`?"))
-                                .unwrap_or_else(|| {
-                                    format!("the keys are {}", HOST_KEYS.join(", "))
-                                });
-                            return Err(file.error(
-                                line,
-                                format!("unknown key `{other}` for {name:?}; {hint}"),
-                            ));
-                        }
-                    }
-                }
+                let host = host_defaults(&file, entry.line, name, settings, home)?;
                 hosts.insert(name.clone(), host);
             }
         }
@@ -140,6 +94,57 @@ impl ClientConfig {
     pub fn host(&self, name: &str) -> Option<&HostDefaults> {
         self.hosts.get(name)
     }
+}
+
+/// The settings of host `name`, whose table starts at or after `line`.
+fn host_defaults(
+    file: &ConfigFile,
+    line: usize,
+    name: &str,
+    settings: &toml::Table,
+    home: &Path,
+) -> Result<HostDefaults, SetupError> {
+    let mut host = HostDefaults::default();
+    // The table's own header, so a key is found under it.
+    let header = file
+        .line_where(line, |l| {
+            l.starts_with("[hosts.")
+                && (l.contains(&format!("\"{name}\"")) || l.contains(&format!(".{name}]")))
+        })
+        .unwrap_or(line);
+    for (key, value) in settings {
+        let line = file.line_in_table(header, key);
+        let wrong = |what: &str| file.error(line, format!("`{key}` for {name:?}: {what}"));
+        match (key.as_str(), value) {
+            ("port", Value::Integer(n)) => {
+                host.port = Some(
+                    u16::try_from(*n)
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| wrong("a port is 1 to 65535"))?,
+                )
+            }
+            ("fingerprint", Value::String(f)) => {
+                let hex = f.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(wrong(
+                        "expected sha256: and 64 hex digits, as `wiresh serve` prints it",
+                    ));
+                }
+                host.fingerprint = Some(f.to_ascii_lowercase());
+            }
+            ("key", Value::String(k)) => host.key = Some(home.join(k)),
+            ("port", _) => return Err(wrong("a port is a number")),
+            ("fingerprint" | "key", _) => return Err(wrong("must be a string")),
+            (other, _) => {
+                let hint = suggest(other, HOST_KEYS)
+                    .map(|k| format!("did you mean `{k}`?"))
+                    .unwrap_or_else(|| format!("the keys are {}", HOST_KEYS.join(", ")));
+                return Err(file.error(line, format!("unknown key `{other}` for {name:?}; {hint}")));
+            }
+        }
+    }
+    Ok(host)
 }
 
 #[cfg(test)]
