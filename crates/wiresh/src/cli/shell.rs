@@ -1,7 +1,7 @@
 //! `wiresh shell --each-line`: line after line, each a command of its own,
 //! on one persistent connection (made again when lost). The lines and the
-//! loop are [`super::lines`]'s; plain `wiresh shell` is a remote login
-//! shell ([`super::terminal`]).
+//! loop are `lines`'s; plain `wiresh shell` is a remote login shell
+//! ([`super::terminal`]).
 
 use std::io::{self, IsTerminal, Write};
 
