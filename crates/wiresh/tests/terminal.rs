@@ -3,14 +3,16 @@
 //! window, Ctrl-C reaches the remote command, `~.` disconnects and leaves
 //! nothing running, the shell's status is wiresh's, and the local terminal
 //! is put back as it was on every way out (the remote exit, `~.`, the
-//! server killed, the client sent SIGTERM or SIGHUP). Also `--each-line`
-//! keeping lines typed ahead while a command runs.
+//! server killed, the client sent SIGTERM or SIGHUP). Also the line-by-line
+//! shells (`--each-line`, and `shell` on many hosts, which share one line
+//! reader) keeping lines typed ahead while a command runs.
 //!
 //! Every test here needs tmux (and the `vi` test, vi): where they are not
 //! installed, the test is skipped and says what to install.
 
 mod common;
 
+use common::fleet::Fleet;
 use common::tmux::{recording, Recorded, Tmux};
 use common::*;
 
@@ -273,4 +275,64 @@ async fn each_line_keeps_lines_typed_ahead() {
     let rec = Recorded::wait(&tmux).await;
     assert_eq!(rec.status, 0, "{}", tmux.screen());
     assert_eq!(rec.stty_before, rec.stty_after);
+}
+
+/// `wiresh shell` on many hosts reads its lines as `--each-line` does: a
+/// prompt and history on a terminal, and lines typed while a line runs on
+/// every host are run after it, not lost.
+#[tokio::test]
+async fn the_fanout_shell_keeps_lines_typed_ahead_and_its_history() {
+    let Some(tmux) = Tmux::new() else {
+        return;
+    };
+    let fleet = Fleet::start(2, &[]);
+    let client = format!(
+        "env -u WIRESH_TOKEN -u WIRESH_HOST WIRESH_HOME='{home}' '{BIN}' shell -H {hosts}",
+        home = fleet.home().display(),
+        hosts = fleet.host_list()
+    );
+    tmux.start(&recording(tmux.dir(), &client), 100, 30);
+    tmux.wait_for("the prompt", |s| s.contains("[2 hosts]>>: "))
+        .await;
+    // Gathered output shows only once the line is done on every host: each
+    // host's command says it runs by a file of its own.
+    let (dir, go) = (tmux.dir().display().to_string(), tmux.dir().join("go"));
+    tmux.type_line(&format!(
+        "touch '{dir}/running-'$$; while [ ! -e '{}' ]; do sleep 0.05; done; echo busy",
+        go.display()
+    ));
+    bounded("the line to run on both hosts", async {
+        let running = || {
+            std::fs::read_dir(tmux.dir())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("running-")
+                })
+                .count()
+        };
+        while running() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tmux.type_line("echo first-$((2+2))");
+    tmux.type_line("echo second-$((3+3))");
+    tmux.wait_for("the typed-ahead lines", |s| {
+        s.contains("echo second-$((3+3))")
+    })
+    .await;
+    std::fs::write(&go, "").unwrap();
+    tmux.wait_for_line("busy").await;
+    tmux.wait_for_line("first-4").await;
+    tmux.wait_for_line("second-6").await;
+    tmux.type_line("exit");
+    let rec = Recorded::wait(&tmux).await;
+    assert_eq!(rec.status, 0, "{}", tmux.screen());
+    assert_eq!(rec.stty_before, rec.stty_after);
+    let history = std::fs::read_to_string(fleet.home().join("history")).expect("history saved");
+    assert!(history.contains("echo second-$((3+3))"), "{history}");
 }
