@@ -279,9 +279,11 @@ impl PinCheck {
     }
 
     /// After a successful handshake: pins the fingerprint on first use.
-    pub(crate) fn remember(&self) -> Result<(), PinError> {
+    /// Returns it when it was pinned just now, for the caller to tell its
+    /// user (the library says nothing itself).
+    pub(crate) fn remember(&self) -> Result<Option<String>, PinError> {
         if self.pinned.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(seen) = self
             .verifier
@@ -299,16 +301,7 @@ impl PinCheck {
                 source,
             }
         })?;
-        // Said on a terminal only: in scripts, stderr carries the remote
-        // command's stderr and nothing else.
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprintln!(
-                "wiresh: first connection to {}: pinned its fingerprint {seen} in {}",
-                self.host,
-                self.known_hosts.display()
-            );
-        }
-        Ok(())
+        Ok(Some(seen))
     }
 }
 

@@ -46,6 +46,34 @@ async fn first_use_pins_the_fingerprint_the_server_printed() {
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
 }
 
+/// The library's client pins on first use too, and tells its caller (which
+/// tells the user: the library prints nothing) only the first time.
+#[tokio::test]
+async fn the_library_client_tells_its_caller_when_it_pinned() {
+    let server = Server::start_exactly(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = wiresh::client::Endpoint {
+        security: wiresh::client::Security::Tls(wiresh::client::Pinning {
+            known_hosts: home.path().join("known_hosts"),
+            fingerprint: None,
+            client_key: None,
+        }),
+        ..server.endpoint()
+    };
+    let first = wiresh::client::Connection::connect(&endpoint)
+        .await
+        .unwrap();
+    let fingerprint = printed_fingerprint(&server);
+    assert_eq!(first.pinned_on_first_use(), Some(fingerprint.as_str()));
+    first.close().await;
+    let known = std::fs::read_to_string(home.path().join("known_hosts")).unwrap();
+    assert_eq!(known.trim(), format!("{} {fingerprint}", server.addr));
+    let again = wiresh::client::Connection::connect(&endpoint)
+        .await
+        .unwrap();
+    assert_eq!(again.pinned_on_first_use(), None, "pinned already");
+}
+
 #[tokio::test]
 async fn a_changed_fingerprint_is_refused_with_a_warning() {
     let server = Server::start_exactly(&[]);

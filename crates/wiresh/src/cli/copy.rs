@@ -10,7 +10,7 @@ use tokio::runtime::Runtime;
 
 use crate::client::copy::{CopyFlags, CopyProgress};
 use crate::client::transfer::TransferError;
-use crate::client::{Connection, Endpoint};
+use crate::client::Endpoint;
 use crate::exit;
 
 /// `wiresh put LOCAL... REMOTE`; `quiet`: no progress bars (`-q`).
@@ -24,7 +24,7 @@ pub fn put(
 ) -> i32 {
     let mut progress = Bars::new(quiet);
     finish(rt.block_on(async {
-        let mut conn = Connection::connect(endpoint).await?;
+        let mut conn = super::connect(endpoint, None).await?;
         conn.put_paths(sources, remote, flags, &mut progress)
             .await?;
         conn.close().await;
@@ -43,7 +43,7 @@ pub fn get(
 ) -> i32 {
     let mut progress = Bars::new(quiet);
     finish(rt.block_on(async {
-        let mut conn = Connection::connect(endpoint).await?;
+        let mut conn = super::connect(endpoint, None).await?;
         conn.get_paths(sources, local, flags, &mut progress).await?;
         conn.close().await;
         Ok(())

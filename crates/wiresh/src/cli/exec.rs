@@ -4,7 +4,7 @@ use tokio::runtime::Runtime;
 use wiresh_proto::{ExecRequest, ExitStatus};
 
 use super::print::{spawn_stdin_reader, Printer, StderrStyle};
-use crate::client::{ClientError, Connection, Endpoint};
+use crate::client::{ClientError, Endpoint};
 use crate::exit;
 
 /// Runs `req` on the endpoint's server and returns the exit status this
@@ -14,7 +14,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
     let result = rt.block_on(async {
         // The command goes out with the handshake: one round trip less.
         req.stdin = forward_stdin;
-        let mut conn = Connection::connect_running(endpoint, &req).await?;
+        let mut conn = super::connect(endpoint, Some(&req)).await?;
         let stdin = forward_stdin.then(spawn_stdin_reader);
         let status = conn
             .run(req, stdin, &printer, || async {

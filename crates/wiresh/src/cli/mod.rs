@@ -22,3 +22,33 @@ pub(crate) mod lines;
 pub(crate) mod print;
 pub mod shell;
 pub mod terminal;
+
+use std::io::IsTerminal;
+
+use wiresh_proto::ExecRequest;
+
+use crate::client::{ClientError, Connection, Endpoint, Security};
+
+/// Connects to the endpoint's server (with `running` sent ahead, as
+/// [`Connection::connect_running`] does), and tells the user, on a
+/// terminal, when its fingerprint was pinned just now: in scripts, stderr
+/// carries the remote command's stderr and nothing else.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    running: Option<&ExecRequest>,
+) -> Result<Connection, ClientError> {
+    let conn = match running {
+        Some(req) => Connection::connect_running(endpoint, req).await?,
+        None => Connection::connect(endpoint).await?,
+    };
+    if let (Some(seen), Security::Tls(pinning)) = (conn.pinned_on_first_use(), &endpoint.security) {
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "wiresh: first connection to {}: pinned its fingerprint {seen} in {}",
+                endpoint.target,
+                pinning.known_hosts.display()
+            );
+        }
+    }
+    Ok(conn)
+}

@@ -22,7 +22,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint) -> i32 {
     } else {
         StderrStyle::Plain
     };
-    let conn = match rt.block_on(Connection::connect(endpoint)) {
+    let conn = match rt.block_on(super::connect(endpoint, None)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wiresh: {e}");
@@ -82,7 +82,7 @@ impl OneServer<'_> {
         for attempt in 0..2 {
             let conn = match &mut self.conn {
                 Some(conn) => conn,
-                None => self.conn.insert(Connection::connect(self.endpoint).await?),
+                None => self.conn.insert(super::connect(self.endpoint, None).await?),
             };
             let res = conn
                 .run(ExecRequest::shell(line), None, &self.printer, || async {

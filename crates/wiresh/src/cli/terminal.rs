@@ -58,7 +58,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
         cols: size.cols,
         rows: size.rows,
     });
-    let mut conn = match rt.block_on(Connection::connect(endpoint)) {
+    let mut conn = match rt.block_on(super::connect(endpoint, None)) {
         Ok(conn) => conn,
         Err(e) => {
             eprintln!("wiresh: {e}");

@@ -191,6 +191,8 @@ pub struct Connection {
     /// The `exec` sent with the handshake ([`Connection::connect_running`]),
     /// which the next [`Connection::run`] takes up instead of sending it.
     sent_ahead: Option<ExecRequest>,
+    /// The server's fingerprint, if this connection pinned it.
+    pinned_on_first_use: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -254,8 +256,10 @@ impl Connection {
                         .connect(PinCheck::server_name(), ReadAhead::new(socket))
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
-                    check.remember()?;
-                    Connection::handshake(stream, token, ahead).await
+                    let pinned = check.remember()?;
+                    let mut conn = Connection::handshake(stream, token, ahead).await?;
+                    conn.pinned_on_first_use = pinned;
+                    Ok(conn)
                 }
             }
         };
@@ -316,6 +320,7 @@ impl Connection {
             hello,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             sent_ahead: ahead.cloned(),
+            pinned_on_first_use: None,
         })
     }
 
@@ -332,6 +337,14 @@ impl Connection {
     /// [`DEFAULT_TRANSFER_TIMEOUT`].
     pub fn set_transfer_timeout(&mut self, limit: Duration) {
         self.transfer_timeout = limit;
+    }
+
+    /// The server's fingerprint when this connection pinned it, trusting
+    /// it on first use (it is now in the known-hosts file); `None` when it
+    /// was pinned before, or over plaintext. For the caller to tell its
+    /// user: the library says nothing itself.
+    pub fn pinned_on_first_use(&self) -> Option<&str> {
+        self.pinned_on_first_use.as_deref()
     }
 
     /// The server's greeting.

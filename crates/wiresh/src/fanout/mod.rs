@@ -211,7 +211,7 @@ fn reason(e: &ClientError) -> String {
 
 /// Connects to `endpoint` within `limit`.
 pub async fn connect(endpoint: &Endpoint, limit: Duration) -> Result<Connection, ClientError> {
-    match tokio::time::timeout(limit, Connection::connect(endpoint)).await {
+    match tokio::time::timeout(limit, crate::cli::connect(endpoint, None)).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout(format!(
             "no answer from {} within {limit:?} (--connect-timeout)",
