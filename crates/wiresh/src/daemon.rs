@@ -27,15 +27,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::defaults::SECOND_SIGNAL_FAREWELL;
 use crate::error::SetupError;
 use crate::legacy::{self, LegacyServerConfig};
 use crate::notify;
 use crate::privilege::Account;
 use crate::server::{self, ServerConfig};
-
-/// After a second signal, how long connections get to tell their clients
-/// before the process exits.
-const SECOND_SIGNAL_FAREWELL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything `wiresh serve` was asked to do, resolved and checked.
 #[derive(Debug)]
@@ -55,6 +52,23 @@ pub struct DaemonConfig {
     /// How to read the settings again on SIGHUP; without it, SIGHUP is
     /// logged and ignored.
     pub reload: Option<Reload>,
+}
+
+/// The legacy listener's settings beside a wiresh server's: the limits the
+/// operator set for it (connections, command deadlines, the one budget of
+/// running commands) and its audit log, shared; the legacy defaults for the
+/// rest.
+pub fn legacy_beside(server: &ServerConfig) -> LegacyServerConfig {
+    LegacyServerConfig {
+        max_connections: server.max_connections,
+        command_timeout: server.command_timeout,
+        idle_timeout: server.idle_timeout,
+        kill_grace: server.kill_grace,
+        shutdown_grace: server.shutdown_grace,
+        commands: server.commands.clone(),
+        audit: server.audit.clone(),
+        ..LegacyServerConfig::default()
+    }
 }
 
 /// Reads the whole configuration again, as at start; the error says what is

@@ -27,6 +27,8 @@
 //! - [`tcp_table`]: the kernel's list of TCP sockets (owner, queues).
 //! - [`config_file`]: TOML config files (`server.toml`, `client.toml`), read
 //!   into entries that know their line.
+//! - [`defaults`]: every default, limit and timing of the two servers, in
+//!   one place.
 //! - [`exit`]: the exit statuses of the `wiresh` command.
 //! - `fileio`: partial files, hashing and publishing for transfers.
 //! - `listener`: the accept loop and the per-connection log line.
@@ -59,6 +61,7 @@ pub mod client;
 pub mod config_file;
 pub mod conn;
 pub mod daemon;
+pub mod defaults;
 pub mod error;
 pub mod exec;
 pub mod exit;

@@ -17,6 +17,8 @@ use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::defaults::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, REFUSAL_LOG_EVERY};
+
 /// Why a connection ended, for its log line.
 #[derive(Debug)]
 pub(crate) enum End {
@@ -90,7 +92,7 @@ impl RefusalLog {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, suppressed) = &mut *state;
         match last {
-            Some(at) if at.elapsed() < Duration::from_secs(1) => *suppressed += 1,
+            Some(at) if at.elapsed() < REFUSAL_LOG_EVERY => *suppressed += 1,
             _ => {
                 let name = self.name;
                 if *suppressed > 0 {
@@ -131,11 +133,11 @@ pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let refusals = RefusalLog::new(name);
     let accept = async {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = ACCEPT_BACKOFF;
         loop {
             let (socket, peer) = match listener.accept().await {
                 Ok(pair) => {
-                    backoff = Duration::from_millis(10);
+                    backoff = ACCEPT_BACKOFF;
                     pair
                 }
                 Err(e) => {
@@ -143,7 +145,7 @@ pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
                     // spin or die, as the open connections are still served.
                     warn!("{name}: accept failed: {e}; retrying in {backoff:?}");
                     time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             };

@@ -21,9 +21,6 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use super::child::{kill_and_reap, Child};
 use super::launcher::{self, LaunchError, Launched};
 
-/// How long a process group gets between SIGTERM and SIGKILL.
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
-
 /// Pipe capacity asked for on the output pipes: larger pipes mean fewer
 /// wake-ups per byte when a command produces output fast.
 const PIPE_CAPACITY: i32 = 1024 * 1024;
@@ -333,7 +330,7 @@ impl GroupGuard {
         GroupGuard {
             pgid,
             session,
-            grace: DEFAULT_KILL_GRACE,
+            grace: crate::defaults::KILL_GRACE,
             armed: true,
         }
     }

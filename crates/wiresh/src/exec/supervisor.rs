@@ -27,11 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::Child;
 use super::spawn::{GroupGuard, Spawned};
+use crate::defaults::DRAIN_SLACK;
 use crate::task::sleep_until;
-
-/// After a command is killed, how much longer than the kill grace the
-/// server waits for its output pipes to close.
-pub const DRAIN_SLACK: Duration = Duration::from_secs(2);
 
 /// How a command's main process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

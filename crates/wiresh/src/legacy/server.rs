@@ -42,24 +42,15 @@ use super::encoding::FromUtf8;
 use super::peer::loopback_peer_uid;
 use super::socket::set_keepalive;
 use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::defaults::{self, LEGACY_MAX_OUTPUT, LEGACY_SEND_STALL};
 use crate::home::hex;
 use crate::listener::{ConnLog, End};
 use crate::server::audit::{Action, AuditLog, Ending};
-use crate::server::{defaults, ServerConfig};
 
 /// The `filename` the server puts in every reply header. The original sent
 /// the placeholder `"xxxxx"`; the payload is a command's output, not a
 /// file, and `-` is the usual name for standard output.
 pub const REPLY_FILENAME: &str = "-";
-
-/// Most output one command may produce. The whole output has to be held
-/// (on disk, past the spool threshold) before the header can be sent, so
-/// without a cap `yes` would fill the disk. Past it the command is killed
-/// and the reply carries what was kept, plus a note.
-pub const MAX_OUTPUT: u64 = 4 * 1024 * 1024 * 1024;
-
-/// A client that accepts no reply bytes for this long is given up on.
-pub const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest single read from a command's pipe or from a spool file, and
 /// largest single socket write when sending a reply.
@@ -104,8 +95,7 @@ pub struct LegacyServerConfig {
 }
 
 impl Default for LegacyServerConfig {
-    /// The modern server's defaults, and an 8 MiB spool threshold: most
-    /// outputs never touch the disk, and 256 connections cost at most 2 GiB.
+    /// The defaults both servers share, and the legacy spool threshold.
     fn default() -> Self {
         LegacyServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
@@ -118,23 +108,6 @@ impl Default for LegacyServerConfig {
             audit: None,
             same_user_only: true,
             encoding: None,
-        }
-    }
-}
-
-impl LegacyServerConfig {
-    /// The limits the operator set for the wiresh server, shared by the
-    /// legacy listener beside it.
-    pub fn sharing(server: &ServerConfig) -> LegacyServerConfig {
-        LegacyServerConfig {
-            max_connections: server.max_connections,
-            command_timeout: server.command_timeout,
-            idle_timeout: server.idle_timeout,
-            kill_grace: server.kill_grace,
-            shutdown_grace: server.shutdown_grace,
-            commands: server.commands.clone(),
-            audit: server.audit.clone(),
-            ..LegacyServerConfig::default()
         }
     }
 }
@@ -504,7 +477,7 @@ struct Output {
     stderr: Spool,
     threshold: usize,
     stdout_md5: Md5,
-    /// Set when the output went over [`MAX_OUTPUT`] or could not be spooled:
+    /// Set when the output went over [`LEGACY_MAX_OUTPUT`] or could not be spooled:
     /// later bytes are read (so the command never blocks) and dropped.
     discarding: bool,
     /// With `--legacy-encoding`: the output of each stream, turned from
@@ -547,10 +520,10 @@ impl Output {
         if self.discarding {
             return None;
         }
-        if self.stdout.len() + self.stderr.len() + data.len() as u64 > MAX_OUTPUT {
+        if self.stdout.len() + self.stderr.len() + data.len() as u64 > LEGACY_MAX_OUTPUT {
             self.discarding = true;
             return Some(format!(
-                "output exceeded {MAX_OUTPUT} bytes, so only the first bytes are kept; \
+                "output exceeded {LEGACY_MAX_OUTPUT} bytes, so only the first bytes are kept; \
                  the command's process group was killed"
             ));
         }
@@ -681,15 +654,15 @@ async fn send_reply(socket: &mut TcpStream, mut reply: Reply) -> io::Result<()> 
 }
 
 /// Writes all of `data`, failing if the client takes no bytes for
-/// [`SEND_STALL_TIMEOUT`].
+/// [`LEGACY_SEND_STALL`].
 async fn write_timed(socket: &mut TcpStream, data: &[u8]) -> io::Result<()> {
     for chunk in data.chunks(CHUNK) {
-        time::timeout(SEND_STALL_TIMEOUT, socket.write_all(chunk))
+        time::timeout(LEGACY_SEND_STALL, socket.write_all(chunk))
             .await
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("the client read nothing for {SEND_STALL_TIMEOUT:?}"),
+                    format!("the client read nothing for {LEGACY_SEND_STALL:?}"),
                 )
             })??;
     }

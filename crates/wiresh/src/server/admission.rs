@@ -18,9 +18,7 @@
 //! or ends; the handshake deadline bounds how long it can stay.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,52 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::{self, Instant};
 
 use crate::addr::{peer_key, Network};
-
-/// The budget of connections still authenticating: `start:rate:full`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StartupLimits {
-    /// Below this many, every connection is let in.
-    pub start: usize,
-    /// Percent of new connections dropped at `start`, growing to 100 at `full`.
-    pub rate: u8,
-    /// At this many, every new connection is dropped.
-    pub full: usize,
-}
-
-impl FromStr for StartupLimits {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<StartupLimits, String> {
-        let bad = || format!("{s:?} is not START:RATE:FULL (such as 64:30:256) or one number");
-        let parts: Vec<&str> = s.split(':').collect();
-        let number = |p: &str| p.trim().parse::<usize>().map_err(|_| bad());
-        let limits = match parts.as_slice() {
-            [full] => StartupLimits {
-                start: number(full)?,
-                rate: 100,
-                full: number(full)?,
-            },
-            [start, rate, full] => StartupLimits {
-                start: number(start)?,
-                rate: u8::try_from(number(rate)?).map_err(|_| bad())?,
-                full: number(full)?,
-            },
-            _ => return Err(bad()),
-        };
-        if limits.start == 0 || limits.start > limits.full || limits.rate > 100 {
-            return Err(format!(
-                "{s:?}: START must be at least 1 and at most FULL, and RATE a percentage"
-            ));
-        }
-        Ok(limits)
-    }
-}
-
-impl fmt::Display for StartupLimits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.start, self.rate, self.full)
-    }
-}
+pub use crate::defaults::StartupLimits;
 
 /// Why a connection was not let in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -286,18 +239,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn limits_parse() {
-        let l: StartupLimits = "10:30:100".parse().unwrap();
-        assert_eq!((l.start, l.rate, l.full), (10, 30, 100));
-        assert_eq!(l.to_string(), "10:30:100");
-        let one: StartupLimits = "50".parse().unwrap();
-        assert_eq!((one.start, one.rate, one.full), (50, 100, 50));
-        for bad in ["", "0", "10:30", "10:130:100", "20:30:10", "a:b:c"] {
-            assert!(bad.parse::<StartupLimits>().is_err(), "{bad}");
-        }
     }
 
     #[test]

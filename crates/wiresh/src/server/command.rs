@@ -30,6 +30,7 @@ use super::buffers::BufferPool;
 use super::refusal::Refusal;
 use super::session::Session;
 use crate::conn::{Closed, FrameSender, Outgoing};
+use crate::defaults::STARTED_HOLD;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
 use crate::listener::End;
 
@@ -49,10 +50,6 @@ const SPLICE_CHUNK: usize = 1024 * 1024;
 
 /// Output of a command copied before the rest is spliced (see `pump`).
 const SPLICE_AFTER: u64 = 1024 * 1024;
-
-/// Longest a command's `started` waits to leave with what follows it (see
-/// [`Outbox`]).
-const STARTED_HOLD: Duration = Duration::from_millis(1);
 
 /// A command's frames into the connection's ordered stream, holding back
 /// what can wait to travel with the next frame, as TCP delays its ACKs:

@@ -1,4 +1,4 @@
-//! What a server is told at start, and the one home of every default.
+//! What a server is told at start; its defaults are in [`crate::defaults`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,58 +6,12 @@ use std::time::Duration;
 
 use wiresh_proto::{Limits, Secret};
 
-use super::admission::StartupLimits;
 use super::audit::AuditLog;
 use super::clients::{AuthMode, AuthorizedClients};
 use super::policy::Policy;
 use crate::addr::Network;
+use crate::defaults::{self, StartupLimits};
 use crate::exec::CommandSlots;
-
-/// The default of every server setting, written once: the `serve` flags,
-/// [`ServerConfig::new`] and the legacy listener's configuration all read
-/// them from here.
-pub mod defaults {
-    use std::time::Duration;
-
-    use crate::server::admission::StartupLimits;
-
-    /// Where `wiresh serve` listens: loopback only.
-    pub const LISTEN: &str = "127.0.0.1:7878";
-    /// Authenticated connections served at once.
-    pub const MAX_CONNECTIONS: usize = 256;
-    /// Connections still authenticating: all let in below 64, a growing
-    /// share dropped at random from 30% at 64 to all at 256.
-    pub const MAX_STARTUPS: StartupLimits = StartupLimits {
-        start: 64,
-        rate: 30,
-        full: 256,
-    };
-    /// Connections one address (an IPv6 /64) may have authenticating at once.
-    pub const MAX_STARTUPS_PER_ADDRESS: usize = 32;
-    /// How long a connection over its address's share waits for a place.
-    pub const ADMISSION_WAIT: Duration = Duration::from_secs(2);
-    /// Commands running at once, over all connections.
-    pub const MAX_COMMANDS: usize = 512;
-    /// Time to send the preamble and authenticate.
-    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// A connection with no command for this long is closed.
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-    /// A frame once started must be complete within this.
-    pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-    /// A peer that takes nothing of a file transfer, a listing or a refusal
-    /// for this long is dropped.
-    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-    /// While a command runs, the client sends a frame at least this often.
-    pub const KEEPALIVE: Duration = Duration::from_secs(20);
-    /// Stdin bytes a client may have unacknowledged.
-    pub const STDIN_WINDOW: usize = 1024 * 1024;
-    /// On shutdown, how long running commands may go on.
-    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-    /// Between SIGTERM and SIGKILL when a command's group is killed.
-    pub const KILL_GRACE: Duration = crate::exec::spawn::DEFAULT_KILL_GRACE;
-    /// Output a legacy command may keep in memory before spooling to disk.
-    pub const LEGACY_SPOOL_THRESHOLD: usize = 8 * 1024 * 1024;
-}
 
 /// Everything a server needs to know. A running server holds one snapshot
 /// per connection, taken when the connection is accepted; a reload

@@ -33,21 +33,12 @@ use super::audit::Ending;
 use super::refusal::Refusal;
 use super::session::{not_allowed, Session};
 use crate::conn::RecvError;
+use crate::defaults::{STALE_PARTIAL, SWEEP_EVERY, TRANSFER_FRAME_WAIT};
 use crate::fileio::{
     hash_prefix, is_partial_name, mode_to_apply, open_partial, partial_name, publish, unblock,
     Sink, Source, CHUNK,
 };
 use crate::listener::End;
-
-/// A partial file nobody has written to for this long is removed at the
-/// next upload into its directory.
-const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Most often one directory is looked through for stale partial files.
-const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
-
-/// Most time one frame of a transfer may take to arrive.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a file request stopped before its end.
 enum Stop {
@@ -359,7 +350,7 @@ async fn next_transfer_frame(
 ) -> Result<Frame, End> {
     loop {
         let received = tokio::select! {
-            received = session.conn.recv_within(FRAME_TIMEOUT) => received,
+            received = session.conn.recv_within(TRANSFER_FRAME_WAIT) => received,
             () = grace.over() => return Err(ShutdownGrace::end(session).await),
         };
         let frame = match received {

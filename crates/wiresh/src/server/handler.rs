@@ -10,8 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time;
@@ -24,20 +22,17 @@ use wiresh_proto::{
 
 use super::admission::{Entry, StartupPermit};
 use super::clients::{self, AuthMode, AuthorizedClient};
-use super::config::{defaults, ServerConfig};
+use super::config::ServerConfig;
 use super::session::{Place, Session, Shared};
-use super::throttle::FAILURE_DELAY;
 use super::{command, files};
 use crate::auth::{token_id, token_matches};
 use crate::cert::fingerprint;
+use crate::defaults::{self, AUTH_FAILURE_DELAY, CLOSE_DRAIN, CLOSE_WITHIN, ERROR_LINE_WITHIN, REFUSAL_TLS_PEEK, REFUSAL_WITHIN};
 use crate::conn::{FrameConn, RecvError};
 use crate::listener::{ConnLog, End};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
-
-/// How long a closing connection's last frames may take to leave.
-const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Serves one connection to its end and logs one line about it.
 ///
@@ -105,7 +100,7 @@ pub(super) async fn serve(
             let line = "WIRESH-ERROR tls_required: this server accepts only TLS connections \
                         (the wiresh client uses TLS by default; plaintext is possible only on \
                         loopback, with `serve --allow-plaintext` and `--plaintext`)\n";
-            let _ = time::timeout(Duration::from_secs(2), socket.write_all(line.as_bytes())).await;
+            let _ = time::timeout(ERROR_LINE_WITHIN, socket.write_all(line.as_bytes())).await;
             let _ = socket.shutdown().await;
             info!(%peer, "plaintext connection refused: TLS required");
         }
@@ -138,7 +133,7 @@ pub(super) async fn refuse(
     // A TLS client speaks first at once; a silent peer gets the frame in
     // the clear, as before any preamble.
     let mut first = [0u8; 1];
-    let peeked = time::timeout(Duration::from_millis(250), socket.peek(&mut first)).await;
+    let peeked = time::timeout(REFUSAL_TLS_PEEK, socket.peek(&mut first)).await;
     let is_tls = matches!(peeked, Ok(Ok(1)) if first[0] == TLS_HANDSHAKE);
     let answer = async {
         match &tls {
@@ -158,7 +153,7 @@ pub(super) async fn refuse(
             }
         }
     };
-    let _ = time::timeout(Duration::from_secs(2), answer).await;
+    let _ = time::timeout(REFUSAL_WITHIN, answer).await;
 }
 
 /// Closes a connection with a FIN: what the peer still sends is read and
@@ -166,7 +161,7 @@ pub(super) async fn refuse(
 async fn close_quietly(mut socket: TcpStream) -> std::io::Result<()> {
     socket.shutdown().await?;
     let mut sink = [0u8; 4096];
-    let _ = time::timeout(Duration::from_millis(500), async {
+    let _ = time::timeout(CLOSE_DRAIN, async {
         while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
@@ -248,7 +243,7 @@ async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
                 "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol {PROTOCOL_VERSION}); \
                  {err}; use the wiresh client\n"
             );
-            let _ = time::timeout(Duration::from_secs(2), socket.write_all(line.as_bytes())).await;
+            let _ = time::timeout(ERROR_LINE_WITHIN, socket.write_all(line.as_bytes())).await;
             let _ = socket.shutdown().await;
             Err(err.to_string())
         }
@@ -364,7 +359,7 @@ async fn authenticate(
             if !exempt {
                 session.shared.throttle.failed(peer);
             }
-            time::sleep(FAILURE_DELAY).await;
+            time::sleep(AUTH_FAILURE_DELAY).await;
             let message = format!("authentication failed: {reason}");
             return Err(session.fail(ErrorCode::AuthFailed, message).await);
         }
@@ -508,6 +503,8 @@ async fn serve_requests(session: &mut Session) -> End {
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use std::time::Duration;
 
     use super::*;
     use crate::conn::tests::loopback_sockets;

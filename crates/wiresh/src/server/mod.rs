@@ -6,7 +6,7 @@
 //! connection is its own task in `handler`, so a fault or a panic in one
 //! connection never reaches another or the accept loop.
 //!
-//! - [`config`]: the settings and the one home of their defaults;
+//! - [`config`]: the settings (their defaults are in [`crate::defaults`]);
 //! - [`admission`]: the budget of connections still authenticating, apart
 //!   from the authenticated ones, capped per address;
 //! - `connections`: the places of authenticated connections, and memory
@@ -44,7 +44,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use config::{defaults, ServerConfig};
+pub use config::ServerConfig;
+/// The defaults, under the name the `serve` flags know them by.
+pub use crate::defaults;
 
 use crate::error::SetupError;
 

@@ -21,6 +21,7 @@ use super::connections::{ConnectionPlace, Connections};
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
 use crate::conn::{FrameConn, RecvError, SendError};
+use crate::defaults::ERROR_QUEUE_WAIT;
 use crate::exec::CommandSlots;
 use crate::listener::End;
 
@@ -201,7 +202,7 @@ impl Session {
     pub async fn fail(&self, code: ErrorCode, message: impl Into<String>) -> End {
         let message = message.into();
         let frame = Frame::new(Message::error(code, message.clone()));
-        let _ = time::timeout(Duration::from_secs(5), self.conn.send(frame)).await;
+        let _ = time::timeout(ERROR_QUEUE_WAIT, self.conn.send(frame)).await;
         match code {
             ErrorCode::ShuttingDown => End::Shutdown,
             _ => End::Error(format!("{code}: {message}")),

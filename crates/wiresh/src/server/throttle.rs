@@ -7,16 +7,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed per address within [`WINDOW`] before it is refused.
-const MAX_FAILURES: u32 = 5;
-/// How long failures are remembered.
-const WINDOW: Duration = Duration::from_secs(60);
+use crate::defaults::{AUTH_FAILURES, AUTH_FAILURE_WINDOW};
+
 /// Addresses remembered at most; older records are dropped first.
 const MAX_TRACKED: usize = 10_000;
-
-/// Delay before answering a wrong token: cheap for a person who mistyped,
-/// ruinous for a guesser (on top of the per-address limit).
-pub(super) const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// Recent authentication failures per peer address.
 #[derive(Debug, Default)]
@@ -29,8 +23,8 @@ impl AuthThrottle {
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip) {
-            Some(&(count, since)) if count >= MAX_FAILURES && since.elapsed() < WINDOW => {
-                Err(WINDOW - since.elapsed())
+            Some(&(count, since)) if count >= AUTH_FAILURES && since.elapsed() < AUTH_FAILURE_WINDOW => {
+                Err(AUTH_FAILURE_WINDOW - since.elapsed())
             }
             _ => Ok(()),
         }
@@ -40,7 +34,7 @@ impl AuthThrottle {
     pub fn failed(&self, ip: IpAddr) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            map.retain(|_, (_, since)| since.elapsed() < AUTH_FAILURE_WINDOW);
             if map.len() >= MAX_TRACKED {
                 // Still full of fresh records: forget the oldest one.
                 if let Some(oldest) = map.iter().min_by_key(|(_, (_, s))| *s).map(|(ip, _)| *ip) {
@@ -49,7 +43,7 @@ impl AuthThrottle {
             }
         }
         let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
+        if entry.1.elapsed() >= AUTH_FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
@@ -65,7 +59,7 @@ mod tests {
         let t = AuthThrottle::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
+        for _ in 0..AUTH_FAILURES {
             assert!(t.check(ip).is_ok());
             t.failed(ip);
         }

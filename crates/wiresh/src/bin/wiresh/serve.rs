@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 use wiresh::daemon::{self, DaemonConfig, Reload};
-use wiresh::legacy::{check_legacy_bind, LegacyServerConfig};
+use wiresh::legacy::check_legacy_bind;
 use wiresh::privilege::{self, Account};
 use wiresh::server::audit::AuditLog;
 use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
@@ -270,7 +270,7 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
             );
             // The legacy listener shares the operator's limits, command
             // budget and audit log.
-            let mut legacy = LegacyServerConfig::sharing(&server);
+            let mut legacy = daemon::legacy_beside(&server);
             legacy.same_user_only = !args.legacy_any_user;
             legacy.encoding = args.legacy_encoding;
             Some((addr, legacy))
