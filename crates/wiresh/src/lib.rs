@@ -23,6 +23,8 @@
 //! - `cert`: what TLS and client keys share: fingerprints, signature checks.
 //! - [`keys`]: client keys (`wiresh keygen`), presented with TLS client
 //!   authentication and known to the server by fingerprint.
+//! - [`audit`]: the audit log both servers write: a record per command and
+//!   transfer, begun before it runs, ended (or `aborted`) once.
 //! - [`error`]: the error of setting up (files, flags, sockets).
 //! - [`tcp_table`]: the kernel's list of TCP sockets (owner, queues).
 //! - [`config_file`]: TOML config files (`server.toml`, `client.toml`), read
@@ -54,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod audit;
 pub mod auth;
 mod cert;
 pub mod cli;

@@ -41,11 +41,11 @@ use wiresh_proto::legacy::{encode_reply_header, LegacyHeader, MAX_COMMAND_LEN};
 use super::encoding::FromUtf8;
 use super::peer::loopback_peer_uid;
 use super::socket::set_keepalive;
-use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
+use crate::audit::{self, Action, AuditLog, Ending, Outcome, Verb};
 use crate::defaults::{self, LEGACY_MAX_OUTPUT, LEGACY_SEND_STALL};
+use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::home::hex;
 use crate::listener::{ConnLog, End};
-use crate::server::audit::{Action, AuditLog, Ending};
 
 /// The `filename` the server puts in every reply header. The original sent
 /// the placeholder `"xxxxx"`; the payload is a command's output, not a
@@ -305,37 +305,22 @@ impl Conn {
         let action = Action {
             peer: self.peer,
             identity: &self.identity,
-            action: "exec",
+            verb: Verb::Exec,
             target: command,
             pty: false,
         };
-        let audit_id = match &config.audit {
-            None => 0,
-            Some(log) => match log.start(&action) {
-                Ok(id) => id,
-                Err(_) => {
-                    let why = "the server cannot write its audit log, so it runs nothing; \
-                               tell its operator";
-                    return not_run(output, why.to_string()).await;
-                }
-            },
-        };
-        let audit_end = |outcome, status: Option<exec::Status>, duration| {
-            if let Some(log) = &config.audit {
-                let ending = Ending {
-                    outcome,
-                    code: status.and_then(|s| s.code),
-                    signal: status.and_then(|s| s.signal),
-                    duration,
-                    ..Ending::default()
-                };
-                log.end(audit_id, &action, &ending);
+        let record = match audit::begin(config.audit.as_ref(), &action) {
+            Ok(record) => record,
+            Err(_) => {
+                let why = "the server cannot write its audit log, so it runs nothing; \
+                           tell its operator";
+                return not_run(output, why.to_string()).await;
             }
         };
         let spawned = match exec::spawn_group(&Spec::shell(command), command) {
             Ok(s) => s,
             Err(e) => {
-                audit_end("not started", None, Duration::ZERO);
+                record.end(Ending::of(Outcome::NotStarted));
                 return not_run(output, format!("cannot run the command: {e}")).await;
             }
         };
@@ -380,13 +365,13 @@ impl Conn {
                 read = self.socket.read(&mut watch_buf[..MAX_COMMAND_LEN - self.pending.len()]), if watching => {
                     match read {
                         Ok(0) => {
-                            audit_end("aborted", None, supervisor.elapsed());
+                            record.end(Ending::of(Outcome::Aborted));
                             return Err(End::Error(format!(
                                 "client disconnected during `{command}`; its process group was killed"
                             )));
                         }
                         Err(e) => {
-                            audit_end("aborted", None, supervisor.elapsed());
+                            record.end(Ending::of(Outcome::Aborted));
                             return Err(End::Error(format!(
                                 "connection lost during `{command}` ({e}); its process group was killed"
                             )));
@@ -403,10 +388,13 @@ impl Conn {
             KillReason::Other(why) => why.clone(),
             other => format!("{other}; the command's process group was killed"),
         });
-        let duration = supervisor.elapsed();
         // Whatever the command left behind in its group ends with it.
         let status = supervisor.finish();
-        audit_end("finished", Some(status), duration);
+        record.end(Ending {
+            code: status.code,
+            signal: status.signal,
+            ..Ending::of(Outcome::Finished)
+        });
         output
             .finish(ended_early)
             .await

@@ -25,10 +25,10 @@ use tokio::time::{self, Instant};
 use tracing::info;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
 
-use super::audit::{self, Ending};
 use super::buffers::BufferPool;
 use super::refusal::Refusal;
 use super::session::Session;
+use crate::audit::{self, Ending, Outcome, Verb};
 use crate::conn::{Closed, FrameSender, Outgoing};
 use crate::defaults::STARTED_HOLD;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
@@ -221,7 +221,7 @@ fn start(
 fn exec_action<'a>(session: &'a Session, what: &'a str, pty: bool) -> audit::Action<'a> {
     audit::Action {
         pty,
-        ..session.action("exec", what)
+        ..session.action(Verb::Exec, what)
     }
 }
 
@@ -244,23 +244,19 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     // The slot is held until the command ends: it bounds the commands
     // running server-wide. The start is on record before anything runs.
     let started = session.command_slot().and_then(|slot| {
-        let audit_id = session.audit_start(exec_action(session, &what, pty))?;
-        Ok((slot, audit_id, start(&spec, req.pty.as_ref(), &what)))
+        let record = session.audit_begin(exec_action(session, &what, pty))?;
+        Ok((slot, record, start(&spec, req.pty.as_ref(), &what)))
     });
     let started = match started {
-        Ok((slot, audit_id, Err(e))) => {
+        Ok((slot, record, Err(e))) => {
             drop(slot);
-            let ending = Ending {
-                outcome: "not started",
-                ..Ending::default()
-            };
-            session.audit_end(audit_id, exec_action(session, &what, pty), ending);
+            record.end(Ending::of(Outcome::NotStarted));
             Err(Refusal::not_started(e))
         }
-        Ok((slot, audit_id, Ok(started))) => Ok((slot, audit_id, started)),
+        Ok((slot, record, Ok(started))) => Ok((slot, record, started)),
         Err(refusal) => Err(refusal),
     };
-    let (_slot, audit_id, started) = match started {
+    let (_slot, record, started) = match started {
         Ok(pair) => pair,
         Err(refusal) => return session.refuse(&format!("command `{what}`"), refusal).await,
     };
@@ -423,14 +419,11 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         None
     };
     if let Some(end) = aborted {
-        let ending = Ending {
-            outcome: "aborted",
-            duration: supervisor.elapsed(),
+        record.end(Ending {
             bytes_in,
             bytes_out,
-            ..Ending::default()
-        };
-        session.audit_end(audit_id, exec_action(session, &what, pty), ending);
+            ..Ending::of(Outcome::Aborted)
+        });
         return Err(end);
     }
     // No `stdin_ack` may follow the `exit`.
@@ -466,16 +459,18 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
         bytes_in,
         "command finished"
     );
-    let ending = Ending {
-        outcome: if cancelled { "cancelled" } else { "finished" },
+    record.end(Ending {
+        outcome: if cancelled {
+            Outcome::Cancelled
+        } else {
+            Outcome::Finished
+        },
         code: exit.code,
         signal: exit.signal,
         timed_out,
-        duration,
         bytes_in,
         bytes_out,
-    };
-    session.audit_end(audit_id, exec_action(session, &what, pty), ending);
+    });
     let exit = Frame::new(Message::Exit(exit));
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.

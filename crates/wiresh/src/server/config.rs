@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use wiresh_proto::{Limits, Secret};
 
-use super::audit::AuditLog;
 use super::clients::{AuthMode, AuthorizedClients};
 use super::policy::Policy;
 use crate::addr::Network;
+use crate::audit::AuditLog;
 use crate::defaults::{self, StartupLimits};
 use crate::exec::CommandSlots;
 

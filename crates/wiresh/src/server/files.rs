@@ -29,9 +29,9 @@ use tracing::info;
 use wiresh_proto::{ErrorCode, FileEntry, FileKind, Frame, Message, PutRequest, TransferReady};
 
 use self::root::{refusal, RelPath, Root};
-use super::audit::Ending;
 use super::refusal::Refusal;
 use super::session::{not_allowed, Session};
+use crate::audit::{Ending, Outcome, Verb};
 use crate::conn::RecvError;
 use crate::defaults::{STALE_PARTIAL, SWEEP_EVERY, TRANSFER_FRAME_WAIT};
 use crate::fileio::{
@@ -60,66 +60,127 @@ impl From<End> for Stop {
     }
 }
 
-/// What a request handler returns: the file bytes moved, or why it stopped.
-type Handled = Result<u64, Stop>;
+/// File bytes a request moved, and which way, for the audit log.
+#[derive(Debug, Clone, Copy)]
+enum Moved {
+    /// None (a listing, a directory made).
+    Nothing,
+    /// Received from the client (an upload).
+    In(u64),
+    /// Sent to the client (a download).
+    Out(u64),
+}
 
-/// Handles one file request. `Ok` means the connection can go on.
-pub(super) async fn handle(session: &mut Session, message: Message) -> Result<(), End> {
-    let Some(root) = session.config.files_root.clone() else {
-        return session.refuse("file request", Refusal::FilesDisabled).await;
-    };
-    if !session.config.policy.allow_files {
-        let refusal = Refusal::Forbidden("file transfer is disabled by the server's policy".into());
-        return session.refuse("file request", refusal).await;
-    }
-    if let Some(refusal) = session.audit_refusal() {
-        return session.refuse("file request", refusal).await;
-    }
-    let started = std::time::Instant::now();
-    let (action, target) = match &message {
-        Message::Put(req) => ("put", req.path.clone()),
-        Message::Get { path, .. } => ("get", path.clone()),
-        Message::Mkdir { path, .. } => ("mkdir", path.clone()),
-        _ => ("", String::new()),
-    };
-    // A transfer's start is on record before it touches a file.
-    let audit_id = match action {
-        "" => 0,
-        _ => match session.audit_start(session.action(action, &target)) {
-            Ok(id) => id,
-            Err(refusal) => return session.refuse("file request", refusal).await,
-        },
-    };
-    let result = match Files::open(&root).await {
-        Err(refusal) => Err(Stop::Refused(refusal)),
-        Ok(files) => match message {
-            Message::Stat { path } => stat(session, &files, &path).await,
-            Message::List { path } => list(session, &files, &path).await,
-            Message::Mkdir { path, mode } => mkdir(session, &files, &path, mode).await,
-            Message::Put(req) => put(session, &files, req).await,
-            Message::Get { path, resume_from } => get(session, &files, &path, resume_from).await,
-            other => return Err(session.unexpected(&other, "here").await),
-        },
-    };
-    if !action.is_empty() {
-        let (outcome, bytes) = match &result {
-            Ok(bytes) => ("ok", *bytes),
-            Err(Stop::Refused(_)) => ("refused", 0),
-            Err(Stop::End(_)) => ("aborted", 0),
+impl Moved {
+    /// The audit ending of a request that moved this.
+    fn ending(self, outcome: Outcome) -> Ending {
+        let (bytes_in, bytes_out) = match self {
+            Moved::Nothing => (0, 0),
+            Moved::In(bytes) => (bytes, 0),
+            Moved::Out(bytes) => (0, bytes),
         };
-        let (bytes_in, bytes_out) = if action == "get" {
-            (0, bytes)
-        } else {
-            (bytes, 0)
-        };
-        let ending = Ending {
-            outcome,
-            duration: started.elapsed(),
+        Ending {
             bytes_in,
             bytes_out,
-            ..Ending::default()
-        };
-        session.audit_end(audit_id, session.action(action, &target), ending);
+            ..Ending::of(outcome)
+        }
+    }
+}
+
+/// What a request handler returns: the file bytes moved, or why it stopped.
+type Handled = Result<Moved, Stop>;
+
+/// A file request, parsed once from its message (after mini-redis's
+/// `Command::from_frame`), then [applied](Request::apply).
+#[derive(Debug)]
+pub(super) enum Request {
+    /// `stat`: one entry.
+    Stat { path: String },
+    /// `list`: every entry below a directory.
+    List { path: String },
+    /// `mkdir`: a directory and its parents.
+    Mkdir { path: String, mode: Option<u32> },
+    /// `put`: an upload.
+    Put(PutRequest),
+    /// `get`: a download, perhaps resumed.
+    Get { path: String, resume_from: u64 },
+}
+
+impl Request {
+    /// The file request `message` makes; any other message comes back
+    /// (boxed: it is the rare case, and a large one).
+    pub fn from_message(message: Message) -> Result<Request, Box<Message>> {
+        Ok(match message {
+            Message::Stat { path } => Request::Stat { path },
+            Message::List { path } => Request::List { path },
+            Message::Mkdir { path, mode } => Request::Mkdir { path, mode },
+            Message::Put(req) => Request::Put(req),
+            Message::Get { path, resume_from } => Request::Get { path, resume_from },
+            other => return Err(Box::new(other)),
+        })
+    }
+
+    /// What the audit log records it as; looking (`stat`, `list`) is not
+    /// recorded.
+    fn audited(&self) -> Option<(Verb, &str)> {
+        match self {
+            Request::Stat { .. } | Request::List { .. } => None,
+            Request::Mkdir { path, .. } => Some((Verb::Mkdir, path)),
+            Request::Put(req) => Some((Verb::Put, &req.path)),
+            Request::Get { path, .. } => Some((Verb::Get, path)),
+        }
+    }
+
+    /// Carries the request out beneath the files root.
+    async fn apply(self, session: &mut Session, files: &Files) -> Handled {
+        match self {
+            Request::Stat { path } => stat(session, files, &path).await,
+            Request::List { path } => list(session, files, &path).await,
+            Request::Mkdir { path, mode } => mkdir(session, files, &path, mode).await,
+            Request::Put(req) => put(session, files, req).await,
+            Request::Get { path, resume_from } => get(session, files, &path, resume_from).await,
+        }
+    }
+}
+
+/// The files root, if this session may use it.
+fn files_root(session: &Session) -> Result<Arc<Path>, Refusal> {
+    let Some(root) = &session.config.files_root else {
+        return Err(Refusal::FilesDisabled);
+    };
+    if !session.config.policy.allow_files {
+        let why = "file transfer is disabled by the server's policy";
+        return Err(Refusal::Forbidden(why.into()));
+    }
+    match session.audit_refusal() {
+        Some(refusal) => Err(refusal),
+        None => Ok(Arc::from(root.as_path())),
+    }
+}
+
+/// Handles one file request. `Ok` means the connection can go on.
+pub(super) async fn handle(session: &mut Session, request: Request) -> Result<(), End> {
+    let root = match files_root(session) {
+        Ok(root) => root,
+        Err(refusal) => return session.refuse("file request", refusal).await,
+    };
+    // A transfer's start is on record before it touches a file.
+    let audited = request.audited();
+    let record = audited.map(|(verb, target)| session.audit_begin(session.action(verb, target)));
+    let record = match record.transpose() {
+        Ok(record) => record,
+        Err(refusal) => return session.refuse("file request", refusal).await,
+    };
+    let result = match Files::open(root).await {
+        Err(refusal) => Err(Stop::Refused(refusal)),
+        Ok(files) => request.apply(session, &files).await,
+    };
+    if let Some(record) = record {
+        record.end(match &result {
+            Ok(moved) => moved.ending(Outcome::Succeeded),
+            Err(Stop::Refused(_)) => Ending::of(Outcome::Refused),
+            Err(Stop::End(_)) => Ending::of(Outcome::Aborted),
+        });
     }
     match result {
         Ok(_) => Ok(()),
@@ -140,8 +201,7 @@ struct Files {
 }
 
 impl Files {
-    async fn open(path: &Path) -> Result<Files, Refusal> {
-        let path: Arc<Path> = Arc::from(path);
+    async fn open(path: Arc<Path>) -> Result<Files, Refusal> {
         let at = path.clone();
         let root = unblock(move || Root::open(&at)).await.map_err(|e| {
             Refusal::Io(format!(
@@ -194,7 +254,7 @@ async fn stat(session: &mut Session, files: &Files, path: &str) -> Handled {
         .await
         .map_err(|e| refusal("stat", path, e))?;
     send(session, Message::Entry(entry(path.to_string(), &meta))).await?;
-    Ok(0)
+    Ok(Moved::Nothing)
 }
 
 async fn list(session: &mut Session, files: &Files, path: &str) -> Handled {
@@ -220,7 +280,7 @@ async fn list(session: &mut Session, files: &Files, path: &str) -> Handled {
         return Err(session.fail(ErrorCode::IoError, message).await.into());
     }
     send(session, Message::ListEnd { count }).await?;
-    Ok(0)
+    Ok(Moved::Nothing)
 }
 
 /// The names in the directory `dir` that a listing shows, sorted: UTF-8
@@ -298,7 +358,7 @@ async fn mkdir(session: &mut Session, files: &Files, path: &str, mode: Option<u3
         .await
         .map_err(|e| refusal("create directory", path, e))?;
     send(session, Message::TransferOk { bytes: 0 }).await?;
-    Ok(0)
+    Ok(Moved::Nothing)
 }
 
 /// The shutdown grace of one transfer: once the server has been shutting
@@ -613,7 +673,7 @@ async fn put(session: &mut Session, files: &Files, req: PutRequest) -> Handled {
         .map_err(|e| Refusal::io("publish", shown, e))?;
     info!(peer = %session.peer, client = %session.identity, path = %req.path, bytes = received, resumed_at = offset, "file received");
     send(session, Message::TransferOk { bytes: received }).await?;
-    Ok(received)
+    Ok(Moved::In(received))
 }
 
 /// Why an upload stopped before its `file_end`.
@@ -790,5 +850,5 @@ async fn get(session: &mut Session, files: &Files, path: &str, resume_from: u64)
     let blake3 = hasher.finalize().to_hex().to_string();
     info!(peer = %session.peer, client = %session.identity, path, bytes = size - offset, resumed_at = offset, "file sent");
     send(session, Message::FileEnd { blake3 }).await?;
-    Ok(size - offset)
+    Ok(Moved::Out(size - offset))
 }

@@ -27,8 +27,11 @@ use super::session::{Place, Session, Shared};
 use super::{command, files};
 use crate::auth::{token_id, token_matches};
 use crate::cert::fingerprint;
-use crate::defaults::{self, AUTH_FAILURE_DELAY, CLOSE_DRAIN, CLOSE_WITHIN, ERROR_LINE_WITHIN, REFUSAL_TLS_PEEK, REFUSAL_WITHIN};
 use crate::conn::{FrameConn, RecvError};
+use crate::defaults::{
+    self, AUTH_FAILURE_DELAY, CLOSE_DRAIN, CLOSE_WITHIN, ERROR_LINE_WITHIN, REFUSAL_TLS_PEEK,
+    REFUSAL_WITHIN,
+};
 use crate::listener::{ConnLog, End};
 
 /// The first byte of a TLS handshake record.
@@ -476,11 +479,6 @@ async fn serve_requests(session: &mut Session) -> End {
                 session.commands += 1;
                 command::run(session, req).await
             }
-            Message::Stat { .. }
-            | Message::List { .. }
-            | Message::Mkdir { .. }
-            | Message::Put(_)
-            | Message::Get { .. } => files::handle(session, frame.message).await,
             Message::Ping => {
                 session.conn.pong(frame.body);
                 Ok(())
@@ -492,7 +490,10 @@ async fn serve_requests(session: &mut Session) -> End {
             | Message::Cancel
             | Message::Resize(_)
             | Message::Pong => Ok(()),
-            other => Err(session.unexpected(&other, "between commands").await),
+            message => match files::Request::from_message(message) {
+                Ok(request) => files::handle(session, request).await,
+                Err(other) => Err(session.unexpected(&other, "between commands").await),
+            },
         };
         if let Err(end) = handled {
             return end;

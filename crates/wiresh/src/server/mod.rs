@@ -18,12 +18,11 @@
 //! - `command` and `files`: the two kinds of request; `buffers`: the
 //!   reused buffers of a command's output;
 //! - `refusal`: requests turned down, mapped to their wire codes;
-//! - [`policy`], [`audit`], `throttle`: what may run, what is recorded, how
-//!   guessing tokens is slowed down;
+//! - [`policy`], `throttle`: what may run, how guessing tokens is slowed
+//!   down (what is recorded is [`crate::audit`]'s);
 //! - [`clients`]: the authorized client keys and the authentication mode.
 
 pub mod admission;
-pub mod audit;
 mod buffers;
 pub mod clients;
 mod command;
@@ -44,9 +43,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use config::ServerConfig;
 /// The defaults, under the name the `serve` flags know them by.
 pub use crate::defaults;
+pub use config::ServerConfig;
 
 use crate::error::SetupError;
 

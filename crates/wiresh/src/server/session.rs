@@ -15,11 +15,11 @@ use tracing::info;
 use wiresh_proto::{ErrorCode, Frame, Message};
 
 use super::admission::{StartupPermit, Startups};
-use super::audit;
 use super::config::ServerConfig;
 use super::connections::{ConnectionPlace, Connections};
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
+use crate::audit::{self, Record, Verb};
 use crate::conn::{FrameConn, RecvError, SendError};
 use crate::defaults::ERROR_QUEUE_WAIT;
 use crate::exec::CommandSlots;
@@ -238,32 +238,21 @@ impl Session {
             .await
     }
 
-    /// Who did `action` on `target`, for the audit log.
-    pub fn action<'a>(&'a self, action: &'a str, target: &'a str) -> audit::Action<'a> {
+    /// Who does `verb` on `target`, for the audit log.
+    pub fn action<'a>(&'a self, verb: Verb, target: &'a str) -> audit::Action<'a> {
         audit::Action {
             peer: self.peer,
             identity: &self.identity,
-            action,
+            verb,
             target,
             pty: false,
         }
     }
 
     /// Records that an action starts, before it does; refuses it when the
-    /// audit log cannot say so. The id (0 without an audit log) is for
-    /// [`Session::audit_end`].
-    pub fn audit_start(&self, action: audit::Action<'_>) -> Result<u64, Refusal> {
-        match &self.config.audit {
-            None => Ok(0),
-            Some(log) => log.start(&action).map_err(|_| Refusal::AuditBroken),
-        }
-    }
-
-    /// Records how action `id` ended.
-    pub fn audit_end(&self, id: u64, action: audit::Action<'_>, ending: audit::Ending<'_>) {
-        if let Some(log) = &self.config.audit {
-            log.end(id, &action, &ending);
-        }
+    /// audit log cannot say so. The record writes its end.
+    pub fn audit_begin(&self, action: audit::Action<'_>) -> Result<Record, Refusal> {
+        audit::begin(self.config.audit.as_ref(), &action).map_err(|_| Refusal::AuditBroken)
     }
 
     /// Records an action refused before it started.

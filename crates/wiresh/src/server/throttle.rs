@@ -23,7 +23,9 @@ impl AuthThrottle {
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip) {
-            Some(&(count, since)) if count >= AUTH_FAILURES && since.elapsed() < AUTH_FAILURE_WINDOW => {
+            Some(&(count, since))
+                if count >= AUTH_FAILURES && since.elapsed() < AUTH_FAILURE_WINDOW =>
+            {
                 Err(AUTH_FAILURE_WINDOW - since.elapsed())
             }
             _ => Ok(()),

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
+use wiresh::audit::AuditLog;
 use wiresh::daemon::{self, DaemonConfig, Reload};
 use wiresh::legacy::check_legacy_bind;
 use wiresh::privilege::{self, Account};
-use wiresh::server::audit::AuditLog;
 use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
 use wiresh::server::config::Capacity;
 use wiresh::server::policy::Policy;
