@@ -16,20 +16,141 @@ use tokio::sync::mpsc;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use wiresh_proto::ErrorCode;
 
 use crate::defaults::{ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX, REFUSAL_LOG_EVERY};
 
-/// Why a connection ended, for its log line.
-#[derive(Debug)]
+/// Why a connection ended, for its log line: a typed cause, written out
+/// once, in [`End`]'s `Display`.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum End {
     /// The peer closed the connection between commands.
+    #[error("closed by the client")]
     ClientClosed,
     /// Nothing arrived within the idle timeout.
+    #[error("idle for {0:?}")]
     Idle(Duration),
     /// The server is shutting down.
+    #[error("server shutting down")]
     Shutdown,
-    /// Something went wrong; the text says what.
-    Error(String),
+    /// The peer went away in the middle of something.
+    #[error("{}", peer_gone(how, during))]
+    PeerGone {
+        /// How it went.
+        how: Gone,
+        /// What the connection was doing.
+        during: During,
+    },
+    /// The peer took nothing the server sent it for this long.
+    #[error("the client took nothing for {0:?} (--send-timeout); dropped")]
+    Stalled(Duration),
+    /// The server told the peer why in an `error` frame, then closed.
+    #[error("{code}: {message}")]
+    Failed {
+        /// The `error` frame's code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// Reading from the connection failed.
+    #[error("read failed: {0}")]
+    ReadFailed(std::io::Error),
+    /// A legacy peer on loopback whose socket belongs to a user other than
+    /// the one commands run as.
+    #[error(
+        "refused: the peer's socket belongs to {}, not to uid {own} that commands run as \
+         (serve --legacy-any-user admits every local user)",
+        match uid { Some(uid) => format!("uid {uid}"), None => "an unknown user".to_string() }
+    )]
+    ForeignUser {
+        /// Who owns the peer's socket, if the kernel says.
+        uid: Option<u32>,
+        /// Who commands run as.
+        own: u32,
+    },
+    /// A legacy answer could not be sent.
+    #[error("could not send the {bytes}-byte answer to `{command}`: {source}")]
+    AnswerUnsent {
+        /// The answer's size.
+        bytes: u64,
+        /// The command it answers.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A legacy command's output could not be read back from its spool
+    /// file to answer.
+    #[error("cannot read back the spooled output: {0}")]
+    Spool(std::io::Error),
+}
+
+impl End {
+    /// The peer closed its end during `during`.
+    pub fn disconnected(during: During) -> End {
+        End::PeerGone {
+            how: Gone::Closed,
+            during,
+        }
+    }
+
+    /// The connection broke during `during`.
+    pub fn lost(during: During) -> End {
+        End::PeerGone {
+            how: Gone::Lost(None),
+            during,
+        }
+    }
+}
+
+/// How a peer went away.
+#[derive(Debug)]
+pub(crate) enum Gone {
+    /// It closed its end.
+    Closed,
+    /// The connection broke (a read or write failed, or the writer
+    /// stopped), for the reason given if one is known.
+    Lost(Option<std::io::Error>),
+}
+
+/// The log's words for [`End::PeerGone`].
+fn peer_gone(how: &Gone, during: &During) -> String {
+    let (what, cause) = match how {
+        Gone::Closed => ("client disconnected", String::new()),
+        Gone::Lost(None) => ("connection lost", String::new()),
+        Gone::Lost(Some(e)) => ("connection lost", format!(" ({e})")),
+    };
+    let consequence = match during {
+        During::Command(_) => "; its process group was killed",
+        _ => "",
+    };
+    format!("{what}{during}{cause}{consequence}")
+}
+
+/// What a connection was doing when its peer went away.
+#[derive(Debug)]
+pub(crate) enum During {
+    /// Answering a request.
+    Answer,
+    /// Saying hello.
+    Hello,
+    /// Authenticating.
+    Auth,
+    /// Running this command.
+    Command(String),
+    /// A file transfer.
+    Transfer,
+}
+
+impl std::fmt::Display for During {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            During::Answer => Ok(()),
+            During::Hello => f.write_str(" before hello"),
+            During::Auth => f.write_str(" during authentication"),
+            During::Command(what) => write!(f, " during `{what}`"),
+            During::Transfer => f.write_str(" during a transfer"),
+        }
+    }
 }
 
 /// What a connection did, for its log line.
@@ -65,7 +186,7 @@ impl ConnLog {
             End::Shutdown => {
                 info!(%peer, commands, duration_ms, "{kind} closed: server shutting down")
             }
-            End::Error(reason) => warn!(%peer, commands, duration_ms, "{kind} ended: {reason}"),
+            other => warn!(%peer, commands, duration_ms, "{kind} ended: {other}"),
         }
     }
 }
@@ -177,4 +298,55 @@ pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
     drop(done_tx);
     let _ = done_rx.recv().await;
     info!("{name}: stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words of the log lines that operators (and tests) look for.
+    #[test]
+    fn endings_read_as_before() {
+        let cases = [
+            (
+                End::disconnected(During::Command("sleep 9".into())),
+                "client disconnected during `sleep 9`; its process group was killed",
+            ),
+            (
+                End::PeerGone {
+                    how: Gone::Lost(Some(std::io::ErrorKind::BrokenPipe.into())),
+                    during: During::Command("yes".into()),
+                },
+                "connection lost during `yes` (broken pipe); its process group was killed",
+            ),
+            (End::lost(During::Answer), "connection lost"),
+            (End::lost(During::Hello), "connection lost before hello"),
+            (
+                End::disconnected(During::Transfer),
+                "client disconnected during a transfer",
+            ),
+            (
+                End::Stalled(Duration::from_secs(1)),
+                "the client took nothing for 1s (--send-timeout); dropped",
+            ),
+            (
+                End::Failed {
+                    code: ErrorCode::AuthFailed,
+                    message: "authentication failed: wrong token".into(),
+                },
+                "auth_failed: authentication failed: wrong token",
+            ),
+            (
+                End::ForeignUser {
+                    uid: Some(1001),
+                    own: 1000,
+                },
+                "refused: the peer's socket belongs to uid 1001, not to uid 1000 that commands \
+                 run as (serve --legacy-any-user admits every local user)",
+            ),
+        ];
+        for (end, words) in cases {
+            assert_eq!(end.to_string(), words);
+        }
+    }
 }

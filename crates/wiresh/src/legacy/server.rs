@@ -45,7 +45,7 @@ use crate::audit::{self, Action, AuditLog, Ending, Outcome, Verb};
 use crate::defaults::{self, LEGACY_MAX_OUTPUT, LEGACY_SEND_STALL};
 use crate::exec::{self, CommandSlots, Deadlines, Event, KillReason, Spec, Supervisor};
 use crate::home::hex;
-use crate::listener::{ConnLog, End};
+use crate::listener::{ConnLog, During, End, Gone};
 
 /// The `filename` the server puts in every reply header. The original sent
 /// the placeholder `"xxxxx"`; the payload is a command's output, not a
@@ -186,12 +186,7 @@ async fn serve(
     if config.same_user_only && peer.ip().to_canonical().is_loopback() {
         let own = nix::unistd::geteuid().as_raw();
         if !matches!(uid, Some(u) if u == own || u == 0) {
-            let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
-            let end = End::Error(format!(
-                "refused: the peer's socket belongs to {who}, not to uid {own} that commands run as \
-                 (serve --legacy-any-user admits every local user)"
-            ));
-            log.ended(&end, 0);
+            log.ended(&End::ForeignUser { uid, own }, 0);
             return;
         }
     }
@@ -243,9 +238,11 @@ impl Conn {
                 "legacy command finished"
             );
             if let Err(e) = send_reply(&mut self.socket, reply).await {
-                return End::Error(format!(
-                    "could not send the {total_size}-byte answer to `{command}`: {e}"
-                ));
+                return End::AnswerUnsent {
+                    bytes: total_size,
+                    command,
+                    source: e,
+                };
             }
             if self.shutdown.is_cancelled() {
                 return End::Shutdown;
@@ -278,7 +275,7 @@ impl Conn {
                 raw.truncate(n);
                 Ok(raw)
             }
-            Ok(Err(e)) => Err(End::Error(format!("read failed: {e}"))),
+            Ok(Err(e)) => Err(End::ReadFailed(e)),
         }
     }
 
@@ -290,10 +287,7 @@ impl Conn {
         // The protocol has no error message: a command that is not run gets
         // a reply whose stderr part says why, as the shell would complain.
         let not_run = |output: Output, why: String| async move {
-            output
-                .finish(Some(why))
-                .await
-                .map_err(|e| End::Error(format!("cannot build the reply: {e}")))
+            output.finish(Some(why)).await.map_err(End::Spool)
         };
         let Some(_slot) = config.commands.try_take() else {
             let limit = config.commands.limit();
@@ -366,15 +360,14 @@ impl Conn {
                     match read {
                         Ok(0) => {
                             record.end(Ending::of(Outcome::Aborted));
-                            return Err(End::Error(format!(
-                                "client disconnected during `{command}`; its process group was killed"
-                            )));
+                            return Err(End::disconnected(During::Command(command.to_string())));
                         }
                         Err(e) => {
                             record.end(Ending::of(Outcome::Aborted));
-                            return Err(End::Error(format!(
-                                "connection lost during `{command}` ({e}); its process group was killed"
-                            )));
+                            return Err(End::PeerGone {
+                                how: Gone::Lost(Some(e)),
+                                during: During::Command(command.to_string()),
+                            });
                         }
                         Ok(n) => self.pending.extend_from_slice(&watch_buf[..n]),
                     }
@@ -395,10 +388,7 @@ impl Conn {
             signal: status.signal,
             ..Ending::of(Outcome::Finished)
         });
-        output
-            .finish(ended_early)
-            .await
-            .map_err(|e| End::Error(format!("cannot read back the spooled output: {e}")))
+        output.finish(ended_early).await.map_err(End::Spool)
     }
 }
 

@@ -32,7 +32,7 @@ use crate::audit::{self, Ending, Outcome, Verb};
 use crate::conn::{Closed, FrameSender, Outgoing};
 use crate::defaults::STARTED_HOLD;
 use crate::exec::{self, Deadlines, Event, KillReason, Spec, Supervisor, Terminal};
-use crate::listener::End;
+use crate::listener::{During, End};
 
 /// Largest chunk read from a command's pipe into one frame. Large enough
 /// that per-frame costs vanish at full speed, small enough that what a
@@ -281,7 +281,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
     );
 
     let data = Outbox::new(session.conn.sender(), Frame::new(Message::Started { pid }));
-    let lost = || End::Error("connection lost".into());
+    let lost = || End::lost(During::Answer);
     let chunk = CHUNK.min(config.limits.max_body);
     // The pumps are futures of this task, polled by the loop below rather
     // than tasks of their own: no spawn and no cross-task wake-up per
@@ -347,7 +347,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                 next = session.conn.recv() => {
                     last_heard = Instant::now();
                     let frame = match next {
-                        None => break 'run Some(End::Error(format!("client disconnected during `{what}`; its process group was killed"))),
+                        None => break 'run Some(End::disconnected(During::Command(what.clone()))),
                         Some(Err(e)) => break 'run Some(started_first(&data, session.fail_recv(e.into(), "")).await),
                         Some(Ok(frame)) => frame,
                     };
@@ -412,7 +412,7 @@ pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), E
                     }
                 }
                 () = data.data.closed() => {
-                    break 'run Some(End::Error(format!("connection lost during `{what}`; its process group was killed")));
+                    break 'run Some(End::lost(During::Command(what.clone())));
                 }
             }
         }

@@ -38,7 +38,7 @@ use crate::fileio::{
     hash_prefix, is_partial_name, mode_to_apply, open_partial, partial_name, publish, unblock,
     Sink, Source, CHUNK,
 };
-use crate::listener::End;
+use crate::listener::{During, End};
 
 /// Why a file request stopped before its end.
 enum Stop {
@@ -415,9 +415,7 @@ async fn next_transfer_frame(
         };
         let frame = match received {
             Ok(frame) => frame,
-            Err(RecvError::Closed) => {
-                return Err(End::Error("client disconnected during a transfer".into()))
-            }
+            Err(RecvError::Closed) => return Err(End::disconnected(During::Transfer)),
             Err(e) => return Err(session.fail_recv(e, "during a transfer").await),
         };
         match frame.message {

@@ -32,7 +32,7 @@ use crate::defaults::{
     self, AUTH_FAILURE_DELAY, CLOSE_DRAIN, CLOSE_WITHIN, ERROR_LINE_WITHIN, REFUSAL_TLS_PEEK,
     REFUSAL_WITHIN,
 };
-use crate::listener::{ConnLog, End};
+use crate::listener::{ConnLog, During, End};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -292,7 +292,7 @@ async fn greet(session: &Session) -> Result<(), End> {
         .conn
         .send_control(Frame::new(Message::Hello(hello)))
         .await
-        .map_err(|_| End::Error("connection lost before hello".into()))
+        .map_err(|_| End::lost(During::Hello))
 }
 
 async fn authenticate(
@@ -327,9 +327,7 @@ async fn authenticate(
             let message = format!("no authentication within {limit:?}");
             return Err(session.fail(ErrorCode::Timeout, message).await);
         }
-        Err(e) if e.is_peer_gone() => {
-            return Err(End::Error("client left before authenticating".into()))
-        }
+        Err(e) if e.is_peer_gone() => return Err(End::disconnected(During::Auth)),
         Err(e) => return Err(session.fail_recv(e, "before authentication").await),
     };
     let token = match frame.message {
@@ -379,7 +377,7 @@ async fn authenticate(
         .conn
         .send_control(Frame::new(Message::AuthOk))
         .await
-        .map_err(|_| End::Error("connection lost during authentication".into()))
+        .map_err(|_| End::lost(During::Auth))
 }
 
 /// Who a client proved to be.

@@ -23,7 +23,7 @@ use crate::audit::{self, Record, Verb};
 use crate::conn::{FrameConn, RecvError, SendError};
 use crate::defaults::ERROR_QUEUE_WAIT;
 use crate::exec::CommandSlots;
-use crate::listener::End;
+use crate::listener::{During, End};
 
 /// What all connections of a server share while it runs.
 #[derive(Debug)]
@@ -181,10 +181,8 @@ impl Session {
             .send_unless_stalled(frame, limit)
             .await
             .map_err(|e| match e {
-                SendError::Closed => End::Error("connection lost".into()),
-                SendError::Stalled(_) => End::Error(format!(
-                    "the client took nothing for {limit:?} (--send-timeout); dropped"
-                )),
+                SendError::Closed => End::lost(During::Answer),
+                SendError::Stalled(_) => End::Stalled(limit),
             })
     }
 
@@ -205,7 +203,7 @@ impl Session {
         let _ = time::timeout(ERROR_QUEUE_WAIT, self.conn.send(frame)).await;
         match code {
             ErrorCode::ShuttingDown => End::Shutdown,
-            _ => End::Error(format!("{code}: {message}")),
+            _ => End::Failed { code, message },
         }
     }
 
@@ -224,9 +222,7 @@ impl Session {
                 )
                 .await
             }
-            RecvError::Decode(wiresh_proto::DecodeError::Io(e)) => {
-                End::Error(format!("read failed: {e}"))
-            }
+            RecvError::Decode(wiresh_proto::DecodeError::Io(e)) => End::ReadFailed(e),
             RecvError::Decode(e) => self.fail(e.code(), e.to_string()).await,
             RecvError::Closed => End::ClientClosed,
         }
