@@ -7,7 +7,8 @@
 //! missed; the readiness line is printed last, when both listeners accept.
 //! On the first SIGINT or SIGTERM both listeners stop accepting, and
 //! running commands and transfers get the shutdown grace; a second one
-//! kills every command's process group and exits at once.
+//! kills every command's process group, and [`run`] returns at once
+//! ([`Stopped::Forced`]) for the caller to end the process.
 //!
 //! SIGHUP reloads: the settings are read again (config file, token,
 //! authorized clients, policy, TLS identity, audit log) and, if they are
@@ -74,14 +75,37 @@ pub fn legacy_beside(server: &ServerConfig) -> LegacyServerConfig {
 /// Reads the whole configuration again, as at start; the error says what is
 /// wrong, for the log.
 #[derive(Clone)]
-pub struct Reload(Arc<dyn Fn() -> Result<DaemonConfig, String> + Send + Sync>);
+pub struct Reload(Arc<dyn Fn() -> Result<DaemonConfig, ReloadError> + Send + Sync>);
 
 impl Reload {
-    /// Wraps the function that re-reads the configuration.
-    pub fn new(read: impl Fn() -> Result<DaemonConfig, String> + Send + Sync + 'static) -> Reload {
-        Reload(Arc::new(read))
+    /// Wraps the function that re-reads the configuration; its error may
+    /// be of any type (the binary's carries the causes of what it read).
+    pub fn new<E>(read: impl Fn() -> Result<DaemonConfig, E> + Send + Sync + 'static) -> Reload
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Reload(Arc::new(move || read().map_err(|e| ReloadError(e.into()))))
     }
 }
+
+/// Why a reload read no configuration: the reader's error, logged with
+/// every cause beneath it.
+#[derive(Debug)]
+pub struct ReloadError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReloadError {}
 
 impl std::fmt::Debug for Reload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,10 +214,23 @@ impl ShutdownSignals {
     }
 }
 
+/// How the server process stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Stopped {
+    /// Every connection ended, running commands within the shutdown grace.
+    Gracefully,
+    /// A second signal cut the shutdown short: every command's process
+    /// group was killed and the connections had a moment to say so. What
+    /// is still running (blocking work of the runtime, say) is not to be
+    /// waited for: the caller ends the process, with a failure status.
+    Forced,
+}
+
 /// Runs the server process until it is told to stop (inside a Tokio
 /// runtime). Prints the fingerprint and then the readiness line
 /// (`listening on ADDR`) on stdout.
-pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
+pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
     let fixed = Fixed::of(&config);
     let DaemonConfig {
         listen,
@@ -281,7 +318,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
     };
     tokio::pin!(servers);
     tokio::select! {
-        () = &mut servers => return Ok(()),
+        () = &mut servers => return Ok(Stopped::Gracefully),
         () = signals.next() => {}
     }
     // A second signal means "now": kill every command, give the connections
@@ -290,7 +327,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), SetupError> {
     warn!("second signal: killing all running commands and exiting");
     crate::exec::kill_all_groups();
     let _ = tokio::time::timeout(SECOND_SIGNAL_FAREWELL, servers).await;
-    std::process::exit(crate::exit::SERVE_FAILED);
+    Ok(Stopped::Forced)
 }
 
 /// Reads the configuration again and, if it is valid, hands it to new
@@ -306,7 +343,7 @@ async fn apply_reload(
     let read = reload.0.clone();
     let result = tokio::task::spawn_blocking(move || read())
         .await
-        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        .unwrap_or_else(|e| Err(ReloadError(e.into())));
     match result {
         Ok(new) => {
             fixed.warn_changes(&Fixed::of(&new));

@@ -179,7 +179,8 @@ impl LegacyClient {
             );
         }
         let command = match self.encoding {
-            Some(encoding) => encode_command(encoding, command).map_err(LegacyError::Unsendable)?,
+            Some(encoding) => encode_command(encoding, command)
+                .map_err(|e| LegacyError::Unsendable(e.to_string()))?,
             None => command.as_bytes().to_vec(),
         };
         check_command(&command)?;

@@ -9,25 +9,30 @@
 
 use encoding_rs::{CoderResult, Decoder, Encoder, EncoderResult, Encoding, UTF_8};
 
+/// A label that names no encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not an encoding label; use a WHATWG label such as gbk, gb18030, big5, shift_jis, \
+     euc-kr or windows-1252"
+)]
+pub struct UnknownEncoding(pub String);
+
+/// A command with characters its encoding cannot write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the command has characters that {0} cannot write")]
+pub struct Unwritable(pub &'static str);
+
 /// The encoding a WHATWG label names, or an error that says what to use.
-pub fn lookup(label: &str) -> Result<&'static Encoding, String> {
-    Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
-        format!(
-            "{label:?} is not an encoding label; use a WHATWG label such as gbk, gb18030, \
-             big5, shift_jis, euc-kr or windows-1252"
-        )
-    })
+pub fn lookup(label: &str) -> Result<&'static Encoding, UnknownEncoding> {
+    Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| UnknownEncoding(label.to_string()))
 }
 
 /// A command line in the server's encoding. A character the encoding
 /// cannot write is an error: a command is not something to guess at.
-pub fn encode_command(encoding: &'static Encoding, command: &str) -> Result<Vec<u8>, String> {
+pub fn encode_command(encoding: &'static Encoding, command: &str) -> Result<Vec<u8>, Unwritable> {
     let (bytes, _, unmappable) = encoding.encode(command);
     if unmappable {
-        return Err(format!(
-            "the command has characters that {} cannot write",
-            encoding.name()
-        ));
+        return Err(Unwritable(encoding.name()));
     }
     Ok(bytes.into_owned())
 }
@@ -144,6 +149,6 @@ mod tests {
         assert_eq!(to.push("a😀b".as_bytes(), true), b"a?b");
         assert!(encode_command(gbk, "echo 😀").is_err());
         assert_eq!(encode_command(gbk, "echo 你").unwrap(), b"echo \xc4\xe3");
-        assert!(lookup("klingon").unwrap_err().contains("gbk"));
+        assert!(lookup("klingon").unwrap_err().to_string().contains("gbk"));
     }
 }

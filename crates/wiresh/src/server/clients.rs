@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::policy::Policy;
+use super::policy::{Policy, PolicyError};
 use crate::error::SetupError;
 use crate::home::{mode_of, read_text, wiresh_home};
 
@@ -67,19 +67,21 @@ impl AuthMode {
     }
 }
 
-impl FromStr for AuthMode {
-    type Err = String;
+/// A word that names no [`AuthMode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an authentication mode; use one of {names}", names = AuthMode::NAMES.join(", "))]
+pub struct UnknownAuthMode(pub String);
 
-    fn from_str(s: &str) -> Result<AuthMode, String> {
+impl FromStr for AuthMode {
+    type Err = UnknownAuthMode;
+
+    fn from_str(s: &str) -> Result<AuthMode, UnknownAuthMode> {
         match s {
             "either" => Ok(AuthMode::Either),
             "token" => Ok(AuthMode::Token),
             "key" => Ok(AuthMode::Key),
             "both" => Ok(AuthMode::Both),
-            _ => Err(format!(
-                "{s:?} is not an authentication mode; use one of {}",
-                AuthMode::NAMES.join(", ")
-            )),
+            _ => Err(UnknownAuthMode(s.to_string())),
         }
     }
 }
@@ -124,7 +126,7 @@ impl AuthorizedClients {
         check_not_writable_by_others(path, WHAT)?;
         let text = read_text(path, WHAT)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let invalid = |n: usize, reason: String| SetupError::Invalid {
+        let invalid = |n: usize, reason: LineError| SetupError::Invalid {
             what: WHAT,
             path: path.to_path_buf(),
             reason: format!("line {n}: {reason}"),
@@ -139,7 +141,7 @@ impl AuthorizedClients {
             let (fingerprint, rest) = split_word(line);
             let fingerprint = parse_fingerprint(fingerprint).map_err(|e| invalid(n, e))?;
             let (name, rest) = split_word(rest);
-            check_name(name).map_err(|e| invalid(n, e))?;
+            check_name(name).map_err(|e| invalid(n, e.into()))?;
             let policy = parse_policy(rest, dir).map_err(|e| invalid(n, e))?;
             if policy
                 .as_ref()
@@ -156,12 +158,13 @@ impl AuthorizedClients {
                 policy,
             };
             if let Some(earlier) = by_fingerprint.insert(fingerprint.clone(), Arc::new(client)) {
+                let earlier = earlier.name.clone();
                 return Err(invalid(
                     n,
-                    format!(
-                        "{fingerprint} is already listed (for {:?}); each key may appear once",
-                        earlier.name
-                    ),
+                    LineError::Duplicate {
+                        fingerprint,
+                        earlier,
+                    },
                 ));
             }
         }
@@ -204,58 +207,91 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-fn parse_fingerprint(word: &str) -> Result<String, String> {
+/// What is wrong with one line of the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The first word is not a fingerprint.
+    #[error(
+        "{0:?} is not a fingerprint; each line starts with `sha256:` and 64 hex digits, as \
+         `wiresh keygen` prints them on the client"
+    )]
+    Fingerprint(String),
+    /// The name is missing or not a name.
+    #[error(transparent)]
+    Name(#[from] BadName),
+    /// The policy written on the line is not one.
+    #[error("the inline policy is not valid: {0}")]
+    InlinePolicy(PolicyError),
+    /// The policy file the line names cannot be used.
+    #[error(transparent)]
+    PolicyFile(SetupError),
+    /// Something after the name that is no policy.
+    #[error(
+        "unexpected {0:?} after the name; a policy is written inline as a JSON object (the \
+         --policy format) or as policy=FILE"
+    )]
+    Trailing(String),
+    /// A key listed twice.
+    #[error("{fingerprint} is already listed (for {earlier:?}); each key may appear once")]
+    Duplicate {
+        /// The key.
+        fingerprint: String,
+        /// The name it was listed with first.
+        earlier: String,
+    },
+}
+
+/// Why a client name is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadName {
+    /// No name at all.
+    #[error("the fingerprint must be followed by a name for the client (such as alice@laptop)")]
+    Missing,
+    /// Characters or a length a name may not have.
+    #[error(
+        "{0:?} is not a valid client name: use up to 64 letters, digits, `.`, `_`, `@` or `-`"
+    )]
+    Invalid(String),
+}
+
+fn parse_fingerprint(word: &str) -> Result<String, LineError> {
     let hex = word.strip_prefix("sha256:").unwrap_or("");
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(word.to_ascii_lowercase())
     } else {
-        Err(format!(
-            "{word:?} is not a fingerprint; each line starts with `sha256:` and 64 hex digits, \
-             as `wiresh keygen` prints them on the client"
-        ))
+        Err(LineError::Fingerprint(word.to_string()))
     }
 }
 
 /// Checks a client name: 1 to 64 letters, digits, `.`, `_`, `@` or `-`.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
+pub fn check_name(name: &str) -> Result<(), BadName> {
+    let ok = name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
-    if ok {
-        Ok(())
-    } else if name.is_empty() {
-        Err(
-            "the fingerprint must be followed by a name for the client (such as alice@laptop)"
-                .into(),
-        )
-    } else {
-        Err(format!(
-            "{name:?} is not a valid client name: use up to 64 letters, digits, `.`, `_`, `@` or `-`"
-        ))
+    match (name.is_empty(), ok) {
+        (true, _) => Err(BadName::Missing),
+        (false, true) => Ok(()),
+        (false, false) => Err(BadName::Invalid(name.to_string())),
     }
 }
 
-fn parse_policy(rest: &str, dir: &Path) -> Result<Option<Policy>, String> {
+fn parse_policy(rest: &str, dir: &Path) -> Result<Option<Policy>, LineError> {
     if rest.is_empty() {
         return Ok(None);
     }
     if rest.starts_with('{') {
         return Policy::parse(rest)
             .map(Some)
-            .map_err(|e| format!("the inline policy is not valid: {e}"));
+            .map_err(LineError::InlinePolicy);
     }
     match rest.strip_prefix("policy=") {
         Some(file) if !file.is_empty() => {
             let path = dir.join(file);
-            check_not_writable_by_others(&path, "policy file").map_err(|e| e.to_string())?;
-            Policy::load(&path).map(Some).map_err(|e| e.to_string())
+            check_not_writable_by_others(&path, "policy file").map_err(LineError::PolicyFile)?;
+            Policy::load(&path).map(Some).map_err(LineError::PolicyFile)
         }
-        _ => Err(format!(
-            "unexpected {rest:?} after the name; a policy is written inline as a JSON object \
-             (the --policy format) or as policy=FILE"
-        )),
+        _ => Err(LineError::Trailing(rest.to_string())),
     }
 }
 
@@ -384,6 +420,10 @@ mod tests {
         for name in AuthMode::NAMES {
             assert_eq!(name.parse::<AuthMode>().unwrap().to_string(), name);
         }
-        assert!("keys".parse::<AuthMode>().unwrap_err().contains("either"));
+        assert!("keys"
+            .parse::<AuthMode>()
+            .unwrap_err()
+            .to_string()
+            .contains("either"));
     }
 }

@@ -227,16 +227,30 @@ impl Accepted {
     }
 }
 
+/// Why a connection got no further than its preamble.
+#[derive(Debug, thiserror::Error)]
+enum NoPreamble {
+    /// None came in time.
+    #[error("no preamble before the handshake deadline")]
+    TimedOut,
+    /// The connection broke first.
+    #[error("connection lost before the preamble: {0}")]
+    Lost(std::io::Error),
+    /// It is not a wiresh preamble.
+    #[error(transparent)]
+    Invalid(PreambleError),
+}
+
 /// Reads and checks the 8-byte preamble. A peer with the wrong magic gets a
 /// plain-text line, readable by whatever it is (curl, netcat, a browser).
 async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut S,
     deadline: time::Instant,
-) -> Result<Preamble, String> {
+) -> Result<Preamble, NoPreamble> {
     let mut raw = [0u8; PREAMBLE_LEN];
     match time::timeout_at(deadline, socket.read_exact(&mut raw)).await {
-        Err(_) => return Err("no preamble before the handshake deadline".to_string()),
-        Ok(Err(e)) => return Err(format!("connection lost before the preamble: {e}")),
+        Err(_) => return Err(NoPreamble::TimedOut),
+        Ok(Err(e)) => return Err(NoPreamble::Lost(e)),
         Ok(Ok(_)) => {}
     }
     match Preamble::decode(&raw) {
@@ -248,7 +262,7 @@ async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
             );
             let _ = time::timeout(ERROR_LINE_WITHIN, socket.write_all(line.as_bytes())).await;
             let _ = socket.shutdown().await;
-            Err(err.to_string())
+            Err(NoPreamble::Invalid(err))
         }
     }
 }
@@ -388,34 +402,55 @@ enum Login {
     Token,
 }
 
+/// Why a login is refused; each says what the client should do.
+#[derive(Debug, thiserror::Error)]
+enum Denied {
+    /// A key the server does not list.
+    #[error(
+        "the client key {0} is not authorized on this server; give that fingerprint (`wiresh \
+         keygen` printed it) to the server's operator, who adds it to authorized_clients and \
+         reloads the server"
+    )]
+    UnknownKey(String),
+    /// No key, where one is needed.
+    #[error(
+        "this server needs a client key: run `wiresh keygen`, give the fingerprint it prints to \
+         the server's operator, and connect over TLS (not --plaintext)"
+    )]
+    NoKey,
+    /// No token, where one is needed.
+    #[error("no token was sent (pass --token-file or set WIRESH_TOKEN)")]
+    NoToken,
+    /// The wrong token.
+    #[error("wrong token (check --token-file or WIRESH_TOKEN)")]
+    WrongToken,
+    /// A key problem, where both are needed.
+    #[error("this server needs both a client key and the token; {0}")]
+    KeyAndToken(Box<Denied>),
+    /// A token problem, where both are needed and the key is good.
+    #[error("this server needs the token as well as the client key; {0}")]
+    TokenToo(Box<Denied>),
+}
+
 /// Decides a login from the client's key (the fingerprint of its TLS
 /// certificate, if it sent one) and its token (empty if it sent none),
-/// under the server's mode. The error says what the client should do.
+/// under the server's mode.
 fn check_credentials(
     config: &ServerConfig,
     client_key: Option<&str>,
     token: &Secret,
-) -> Result<Login, String> {
+) -> Result<Login, Denied> {
     let mode = config.auth;
     let key = client_key.and_then(|fp| config.clients.get(fp));
     // Compared in constant time, and only when one was sent.
     let token_ok = !token.is_empty() && token_matches(&config.token, token);
     let key_problem = || match client_key {
-        Some(fp) => format!(
-            "the client key {fp} is not authorized on this server; give that fingerprint \
-             (`wiresh keygen` printed it) to the server's operator, who adds it to \
-             authorized_clients and reloads the server"
-        ),
-        None => "this server needs a client key: run `wiresh keygen`, give the fingerprint it \
-                 prints to the server's operator, and connect over TLS (not --plaintext)"
-            .into(),
+        Some(fp) => Denied::UnknownKey(fp.to_string()),
+        None => Denied::NoKey,
     };
-    let token_problem = || {
-        if token.is_empty() {
-            "no token was sent (pass --token-file or set WIRESH_TOKEN)".to_string()
-        } else {
-            "wrong token (check --token-file or WIRESH_TOKEN)".to_string()
-        }
+    let token_problem = || match token.is_empty() {
+        true => Denied::NoToken,
+        false => Denied::WrongToken,
     };
     match (mode, key, token_ok) {
         (AuthMode::Either | AuthMode::Key, Some(client), _) => Ok(Login::Key(client.clone())),
@@ -426,14 +461,8 @@ fn check_credentials(
         }
         (AuthMode::Either | AuthMode::Token, _, false) => Err(token_problem()),
         (AuthMode::Key, None, _) => Err(key_problem()),
-        (AuthMode::Both, None, _) => Err(format!(
-            "this server needs both a client key and the token; {}",
-            key_problem()
-        )),
-        (AuthMode::Both, Some(_), false) => Err(format!(
-            "this server needs the token as well as the client key; {}",
-            token_problem()
-        )),
+        (AuthMode::Both, None, _) => Err(Denied::KeyAndToken(Box::new(key_problem()))),
+        (AuthMode::Both, Some(_), false) => Err(Denied::TokenToo(Box::new(token_problem()))),
     }
 }
 

@@ -63,6 +63,33 @@ pub struct Policy {
     programs: Vec<AllowedProgram>,
 }
 
+/// Why a policy cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The text is not the JSON of a policy.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// An allowed program named by a relative path.
+    #[error("allowed program {0:?} must be an absolute path or a bare name")]
+    RelativeProgram(String),
+    /// An allowed program that is not there.
+    #[error("allowed program {name:?} cannot be found ({source}); fix the name or install it")]
+    ProgramNotFound {
+        /// The name as the policy gives it.
+        name: String,
+        /// Why it was not found.
+        source: std::io::Error,
+    },
+    /// An allowed working directory that is not there.
+    #[error("allowed_cwd {}: {source}; it must be an existing directory", dir.display())]
+    NoSuchCwd {
+        /// The directory as the policy gives it.
+        dir: PathBuf,
+        /// Why it cannot be used.
+        source: std::io::Error,
+    },
+}
+
 /// One allowed program, as the operator wrote it and as it is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AllowedProgram {
@@ -156,12 +183,12 @@ impl Policy {
             reason,
         };
         let text = crate::home::read_text(path, WHAT)?;
-        Policy::parse(&text).map_err(invalid)
+        Policy::parse(&text).map_err(|e| invalid(e.to_string()))
     }
 
     /// Reads a policy from its JSON text and finds every allowed program.
-    pub fn parse(text: &str) -> Result<Policy, String> {
-        let mut policy: Policy = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let mut policy: Policy = serde_json::from_str(text)?;
         policy.resolve()?;
         Ok(policy)
     }
@@ -232,17 +259,14 @@ impl Policy {
     }
 
     /// Finds the allowed programs and checks the lists.
-    fn resolve(&mut self) -> Result<(), String> {
+    fn resolve(&mut self) -> Result<(), PolicyError> {
         for name in self.allowed_programs.iter().flatten() {
             if name.contains('/') && !name.starts_with('/') {
-                return Err(format!(
-                    "allowed program {name:?} must be an absolute path or a bare name"
-                ));
+                return Err(PolicyError::RelativeProgram(name.clone()));
             }
-            let path = resolve_program(name).map_err(|e| {
-                format!(
-                    "allowed program {name:?} cannot be found ({e}); fix the name or install it"
-                )
+            let path = resolve_program(name).map_err(|source| PolicyError::ProgramNotFound {
+                name: name.clone(),
+                source,
             })?;
             self.programs.push(AllowedProgram {
                 key: match_key(&path),
@@ -259,12 +283,12 @@ impl Policy {
         }
         if let Some(dirs) = &mut self.allowed_cwd {
             for dir in dirs.iter_mut() {
-                *dir = dir.canonicalize().map_err(|e| {
-                    format!(
-                        "allowed_cwd {}: {e}; it must be an existing directory",
-                        dir.display()
-                    )
-                })?;
+                *dir = dir
+                    .canonicalize()
+                    .map_err(|source| PolicyError::NoSuchCwd {
+                        dir: dir.clone(),
+                        source,
+                    })?;
             }
         }
         Ok(())
@@ -508,9 +532,13 @@ mod tests {
     fn a_missing_program_is_an_error_at_load() {
         let mut p: Policy =
             serde_json::from_str(r#"{"allowed_programs": ["no-such-program-wiresh"]}"#).unwrap();
-        assert!(p.resolve().unwrap_err().contains("cannot be found"));
+        assert!(p
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be found"));
         let mut p: Policy = serde_json::from_str(r#"{"allowed_programs": ["bin/x"]}"#).unwrap();
-        assert!(p.resolve().unwrap_err().contains("absolute"));
+        assert!(p.resolve().unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]

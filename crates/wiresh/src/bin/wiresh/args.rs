@@ -176,7 +176,7 @@ fn parse_frame_header(s: &str) -> Result<FrameLimit, String> {
 }
 
 fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
-    wiresh::legacy::encoding::lookup(s)
+    wiresh::legacy::encoding::lookup(s).map_err(|e| e.to_string())
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

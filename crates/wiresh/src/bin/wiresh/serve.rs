@@ -48,18 +48,22 @@ pub fn run() -> Result<()> {
     }
     let mut config = configure(&settings.args, Mode::Start, &mut Vec::new())?;
     config.reload = Some(Reload::new(move || reload(&words)));
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(daemon::run(config))?;
+        .context("cannot start the async runtime")?;
+    if runtime.block_on(daemon::run(config))? == daemon::Stopped::Forced {
+        // What is still running is left to the exit, not waited for.
+        runtime.shutdown_background();
+        anyhow::bail!("stopped by a second signal: every running command was killed");
+    }
     Ok(())
 }
 
 /// Reads everything again from the same command line, for a reload.
-fn reload(words: &[OsString]) -> Result<DaemonConfig, String> {
-    let settings = settings::load(words).map_err(|e| format!("{e:#}"))?;
-    configure(&settings.args, Mode::Reload, &mut Vec::new()).map_err(|e| format!("{e:#}"))
+fn reload(words: &[OsString]) -> Result<DaemonConfig> {
+    let settings = settings::load(words)?;
+    configure(&settings.args, Mode::Reload, &mut Vec::new())
 }
 
 /// `serve --check`: every setting with its value and where it came from,
