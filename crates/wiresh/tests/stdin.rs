@@ -135,6 +135,63 @@ async fn stdin_beyond_the_window_is_refused() {
     assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
 }
 
+/// The window counts what the server holds back. Input written to the
+/// command but not yet acknowledged (the server may hold acknowledgements,
+/// less than a quarter of the window, to send them with the command's next
+/// frame) is unacknowledged for the client, and so for the server: a
+/// client one byte past the window by the acknowledgements it has received
+/// gets `flow_control` while the server holds some, and the connection
+/// closes.
+#[tokio::test]
+async fn input_held_unacknowledged_counts_against_the_window() {
+    let server = Server::start();
+    let (mut raw, hello) = server.raw_with_hello().await;
+    let window = hello.stdin_window as usize;
+    let piece = window.min(hello.max_body as usize).min(64 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("read");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // The command reads the first input and says so out of band (output
+    // would take the held acknowledgement with it), then reads no more.
+    let first = 1000;
+    let line = format!(
+        "head -c {first} >/dev/null; echo read > {}; exec sleep 1000",
+        fifo.display()
+    );
+    let pid = raw.start(exec_with_stdin(&line)).await;
+    raw.send_frame(Frame::with_body(Message::Stdin, vec![b'a'; first]))
+        .await;
+    let said = tokio::task::spawn_blocking(move || std::fs::read_to_string(fifo));
+    let said = bounded("the command to read its first input", said).await;
+    assert_eq!(said.unwrap().unwrap(), "read\n");
+    // Written, so owed an acknowledgement, which the server holds: none
+    // has come. By the client's count `first` bytes are in flight; this
+    // takes it exactly one byte past the window.
+    let mut rest = window + 1 - first;
+    while rest > 0 {
+        let n = rest.min(piece);
+        let body = Frame::with_body(Message::Stdin, vec![b'b'; n]);
+        if !raw.try_send_frame(body).await {
+            break;
+        }
+        rest -= n;
+    }
+    // What the server held may leave before the error, never instead.
+    let message = loop {
+        match raw.recv().await.message {
+            Message::StdinAck { .. } => {}
+            Message::Error { code, message } => {
+                assert_eq!(code, ErrorCode::FlowControl, "{message}");
+                break message;
+            }
+            other => panic!("expected error flow_control, got {other:?}"),
+        }
+    };
+    let unacked = format!("{} bytes of stdin unacknowledged", window + 1);
+    assert!(message.contains(&unacked), "{message}");
+    raw.expect_closed().await;
+    assert_gone(&[pid], Some(pid), GONE_WITHIN, "the command").await;
+}
 /// Input the command can no longer take, because it closed its standard
 /// input, is acknowledged like input it read, so the window reopens while
 /// the command runs on: at once for a quarter of the window, and what the
