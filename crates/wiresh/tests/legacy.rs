@@ -857,6 +857,43 @@ async fn legacy_commands_are_audited_with_the_local_user() {
     assert!(lines[1]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 
+/// A legacy client that goes away mid-command takes its command with it,
+/// and the audit log ends the command's record as `aborted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_command_cut_off_by_a_disconnect_is_audited_as_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let (server, addr) = start_binary_with_legacy_and(&["--audit-log", log.to_str().unwrap()]);
+    let mut peer = TcpStream::connect(addr).await.unwrap();
+    peer.write_all(b"sleep 1000").await.unwrap();
+    // Connected until the command is on record (the listener tells a
+    // peer's user by its open socket), then gone.
+    let lines = || -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    timeout(BOUND, async {
+        while lines().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no start line");
+    drop(peer);
+    server
+        .wait_for_log("client disconnected during `sleep 1000`; its process group was killed")
+        .await;
+    let lines = lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["event"], "start");
+    assert_eq!(lines[1]["event"], "end");
+    assert_eq!(lines[1]["id"], lines[0]["id"]);
+    assert_eq!(lines[1]["target"], "sleep 1000");
+    assert_eq!(lines[1]["outcome"], "aborted");
+}
+
 /// What a peer running as user `nobody` gets from the legacy listener:
 /// the answer to `echo hi`, or nothing if it is turned away.
 async fn answer_as_nobody(addr: SocketAddr) -> Vec<u8> {

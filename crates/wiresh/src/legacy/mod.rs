@@ -20,6 +20,7 @@ pub mod encoding;
 mod peer;
 pub mod server;
 mod socket;
+mod spool;
 
 use std::net::SocketAddr;
 
