@@ -57,6 +57,7 @@ mod tests {
     #[test]
     fn a_closed_peer_is_nobody_not_root() {
         use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let local = listener.local_addr().unwrap();
         let mut client = std::net::TcpStream::connect(local).unwrap();
@@ -68,7 +69,17 @@ mod tests {
         let mut got = Vec::new();
         server_side.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"id");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The kernel's table lists the peer's socket as closed (no process
+        // holds it: inode 0) once it has caught up; wait for that, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let orphaned = || tcp_table::sockets().any(|s| s.connects(peer, local) && s.inode == 0);
+        while !orphaned() {
+            assert!(
+                Instant::now() < deadline,
+                "the table never listed the closed socket"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(loopback_peer_uid(local, peer), None);
     }
 
