@@ -98,6 +98,9 @@ pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// After a command is killed, how much longer than the kill grace the
 /// server waits for its output pipes to close.
 pub const DRAIN_SLACK: Duration = Duration::from_secs(2);
+/// During the kill grace, how often a killed group is checked for having
+/// gone (so that its SIGKILL is spared, and never sent to a reused id).
+pub const GROUP_GONE_POLL: Duration = Duration::from_millis(20);
 /// The first wait after a failed `accept` (out of descriptors, say); it
 /// doubles up to [`ACCEPT_BACKOFF_MAX`] while accepting keeps failing.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);

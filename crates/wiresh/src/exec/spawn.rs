@@ -366,7 +366,7 @@ impl GroupGuard {
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(crate::defaults::GROUP_GONE_POLL);
                 if !signal_all(pgid, session, None) {
                     live_groups().remove(&pgid);
                     return;
