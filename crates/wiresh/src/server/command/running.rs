@@ -31,9 +31,11 @@ pub(super) struct Running {
     pub supervisor: Supervisor,
     /// Its frames to the client.
     pub out: Outbox,
-    /// Output bytes sent, and input bytes received.
+    /// Output bytes sent.
     pub bytes_out: u64,
+    /// Input bytes received.
     pub bytes_in: u64,
+    /// Its stdout and stderr on their way out.
     stdout: Pump,
     stderr: Pump,
     /// Its input, when it takes any, and the future that writes it.
@@ -41,6 +43,8 @@ pub(super) struct Running {
     feeding: Option<Feeding>,
     /// Its terminal, when it runs on one (for `resize`).
     terminal: Option<Terminal>,
+    /// Which of its output pumps are done, and whether it has exited: it
+    /// has ended when all three are.
     stdout_done: bool,
     stderr_done: bool,
     exited: bool,
