@@ -254,16 +254,7 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         );
     }
     if server_config.tls.is_some() {
-        match crate::tls::kernel_tls() {
-            crate::tls::KernelTls::Available => {
-                info!("kernel TLS (TCP_ULP \"tls\") is available; records stay in rustls")
-            }
-            crate::tls::KernelTls::Unavailable(why) => {
-                info!(
-                    "kernel TLS (TCP_ULP \"tls\") is not available ({why}); records stay in rustls"
-                )
-            }
-        }
+        log_kernel_tls();
     }
     let mut signals = ShutdownSignals::install()?;
     let legacy = match legacy {
@@ -316,9 +307,31 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
             let _ = legacy.await;
         }
     };
+    Ok(stop(servers, &mut signals).await)
+}
+
+/// Says whether the kernel could take TLS records over (it does not yet:
+/// they stay in rustls), for whoever reads the log about performance.
+fn log_kernel_tls() {
+    match crate::tls::kernel_tls() {
+        crate::tls::KernelTls::Available => {
+            info!("kernel TLS (TCP_ULP \"tls\") is available; records stay in rustls")
+        }
+        crate::tls::KernelTls::Unavailable(why) => {
+            info!("kernel TLS (TCP_ULP \"tls\") is not available ({why}); records stay in rustls")
+        }
+    }
+}
+
+/// Waits for `servers` to wind down after the shutdown began, unless a
+/// second signal comes first.
+async fn stop(
+    servers: impl std::future::Future<Output = ()>,
+    signals: &mut ShutdownSignals,
+) -> Stopped {
     tokio::pin!(servers);
     tokio::select! {
-        () = &mut servers => return Ok(Stopped::Gracefully),
+        () = &mut servers => return Stopped::Gracefully,
         () = signals.next() => {}
     }
     // A second signal means "now": kill every command, give the connections
@@ -327,7 +340,7 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
     warn!("second signal: killing all running commands and exiting");
     crate::exec::kill_all_groups();
     let _ = tokio::time::timeout(SECOND_SIGNAL_FAREWELL, servers).await;
-    Ok(Stopped::Forced)
+    Stopped::Forced
 }
 
 /// Reads the configuration again and, if it is valid, hands it to new
