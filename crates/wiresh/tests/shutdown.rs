@@ -22,6 +22,12 @@ async fn wait_refused(addr: std::net::SocketAddr) {
     loop {
         match tokio::net::TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            // Our handshake was in the listener's queue as it closed: the
+            // next attempt finds no listener.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                assert!(Instant::now() < deadline, "{addr} resets, never refuses");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             Err(e) => panic!("unexpected connect error: {e}"),
             Ok(_) => {
                 assert!(
