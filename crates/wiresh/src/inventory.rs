@@ -160,25 +160,31 @@ impl Inventory {
         })
     }
 
-    /// The hosts of group `name`.
+    /// The hosts of group `name` (`-g NAME`).
     pub fn group(&self, name: &str) -> Result<&[String], SetupError> {
+        self.lookup(name)
+            .map_err(|why| SetupError::Config(format!("-g {name}: {why}")))
+    }
+
+    /// The hosts of group `name`, or why there are none.
+    fn lookup(&self, name: &str) -> Result<&[String], String> {
         match (&self.path, self.groups.get(name)) {
             (_, Some(hosts)) => Ok(hosts),
-            (None, None) => Err(SetupError::Config(format!(
-                "-g {name}: there is no inventory; write the group in $WIRESH_HOME/{INVENTORY_FILE} \
+            (None, None) => Err(format!(
+                "there is no inventory; write the group in $WIRESH_HOME/{INVENTORY_FILE} \
                  (or pass --inventory FILE), e.g. [groups] {name} = \"web[01-20]\""
-            ))),
+            )),
             (Some(path), None) => {
                 let known: Vec<&str> = self.groups.keys().map(String::as_str).collect();
-                Err(SetupError::Config(format!(
-                    "-g {name}: no such group in {} (groups: {})",
+                Err(format!(
+                    "no such group {name} in {} (groups: {})",
                     path.display(),
                     if known.is_empty() {
                         "none".to_string()
                     } else {
                         known.join(", ")
                     }
-                )))
+                ))
             }
         }
     }
@@ -186,6 +192,13 @@ impl Inventory {
     /// The settings for host `name` (empty when it has none).
     pub fn host(&self, name: &str) -> HostSettings {
         self.hosts.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// `@group` in a host list (`-H @web`, `-x @db`) is an inventory group.
+impl hostlist::Groups for Inventory {
+    fn group(&self, name: &str) -> Result<Vec<String>, String> {
+        self.lookup(name).map(<[String]>::to_vec)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Host lists through the real `wiresh` binary: hostile sizes refused
 //! under a 300 MB address-space limit, the cap on distinct hosts, errors
-//! that point at the character. Every list
+//! that point at the character, `@group` from the inventory. Every list
 //! here fails (or is excluded whole with `-x`) before anything connects.
 //!
 //! The module's own tests (grammar, `nodeset`'s answers, properties) are
@@ -16,7 +16,8 @@ use std::process::Stdio;
 
 use common::*;
 use wiresh::exit::CLIENT_FAILURE;
-use wiresh::hostlist::{expand, fold, ErrorKind};
+use wiresh::hostlist::{expand, expand_with, fold, ErrorKind};
+use wiresh::inventory::Inventory;
 
 /// `wiresh exec ARGS -- true` with its address space limited to 300 MB
 /// (`ulimit -v`, which the binary inherits through `exec`).
@@ -90,6 +91,74 @@ async fn a_bad_list_is_an_error_that_points_at_the_character() {
             "{stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn groups_in_host_lists_come_from_the_inventory() {
+    let home = tempfile::tempdir().unwrap();
+    let inventory = home.path().join("hosts.toml");
+    std::fs::write(&inventory, "[groups]\nweb = \"web[1-3]\"\ndb = [\"db1\"]\n").unwrap();
+    let inv = inventory.to_str().unwrap();
+
+    // `@web` is web1..web3: taking exactly those away leaves nothing.
+    let out = exec_limited(
+        home.path(),
+        &["--inventory", inv, "-H", "@web,@db", "-x", "web[1-3],db1"],
+    )
+    .await;
+    assert!(
+        out.stderr_str().contains("excludes every host"),
+        "{}",
+        out.stderr_str()
+    );
+    let out = exec_limited(
+        home.path(),
+        &["--inventory", inv, "-H", "web[1-3]", "-x", "@web"],
+    )
+    .await;
+    assert!(
+        out.stderr_str().contains("excludes every host"),
+        "{}",
+        out.stderr_str()
+    );
+    let out = exec_limited(home.path(), &["--inventory", inv, "-H", "@web!web[1-3]"]).await;
+    let stderr = out.stderr_str();
+    assert!(
+        stderr.starts_with("wiresh: -H @web!web[1-3]: the list names no host"),
+        "{stderr}"
+    );
+
+    let out = exec_limited(home.path(), &["--inventory", inv, "-H", "a,@nope"]).await;
+    let stderr = out.stderr_str();
+    assert_eq!(out.code, Some(CLIENT_FAILURE), "{stderr}");
+    assert!(
+        stderr.contains("no such group nope") && stderr.contains("(groups: db, web)"),
+        "{stderr}"
+    );
+
+    // The default inventory is read for `@group` too; without one, say so.
+    let out = exec_limited(home.path(), &["-H", "@web", "-x", "web[1-3]"]).await;
+    assert!(
+        out.stderr_str().contains("excludes every host"),
+        "{}",
+        out.stderr_str()
+    );
+    std::fs::remove_file(&inventory).unwrap();
+    let out = exec_limited(home.path(), &["-H", "@web"]).await;
+    assert!(
+        out.stderr_str().contains("there is no inventory"),
+        "{}",
+        out.stderr_str()
+    );
+
+    // The same through the library.
+    let inv = Inventory::parse("[groups]\nweb = \"web[1-3]\"\n", &inventory).unwrap();
+    assert_eq!(
+        expand_with("@web!web2,db1", &inv).unwrap(),
+        ["web1", "web3", "db1"]
+    );
+    let e = expand_with("@db", &inv).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Group(_)), "{e}");
 }
 
 /// A random host list, mostly of the forms people write, some of them

@@ -18,7 +18,7 @@ use crate::inventory::Inventory;
 /// The hosts asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// `-H` values: host lists (`web[01-20],db1`).
+    /// `-H` values: host lists (`web[01-20],db1`, `@web`).
     pub hosts: Vec<String>,
     /// `-g` values: inventory groups.
     pub groups: Vec<String>,
@@ -30,7 +30,8 @@ impl Selection {
     /// The selected host names, in the order given, each once.
     pub fn names(&self, inventory: &Inventory) -> Result<Vec<String>, SetupError> {
         let expand = |flag: &str, list: &str| {
-            hostlist::expand(list).map_err(|e| SetupError::Config(format!("{flag} {list}: {e}")))
+            hostlist::expand_with(list, inventory)
+                .map_err(|e| SetupError::Config(format!("{flag} {list}: {e}")))
         };
         let mut names = Vec::new();
         for list in &self.hosts {
