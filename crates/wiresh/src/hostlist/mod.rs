@@ -38,9 +38,9 @@
 //! Every operand is counted exactly, with checked arithmetic, before any
 //! of its names is made: an operand of more than [`MAX_HOSTS`] hosts, a
 //! list of more than [`MAX_HOSTS`] distinct hosts, a name longer than
-//! [`MAX_NAME_LEN`] and a list spelling out more than ten times
-//! [`MAX_HOSTS`] names counting repeats (`h[1-60000]` written twenty
-//! times) are errors. `h[1-60000],h[1-60000]` is 60,000 hosts.
+//! [`MAX_NAME_LEN`] and a list spelling out more than three times
+//! [`MAX_HOSTS`] names counting repeats (`h[1-60000]` written six times)
+//! are errors. `h[1-60000],h[1-60000]` is 60,000 hosts.
 //!
 //! # Where wiresh differs from `nodeset` (ClusterShell 1.9)
 //!

@@ -264,9 +264,10 @@ fn hostile_sizes_are_refused_before_anything_is_made() {
     );
     let e = err("h[1-60000],g[1-60000]");
     assert_eq!(e.column(), 12, "the part that goes past the cap: {e}");
-    let e = err(&["h[1-99999]"; 11].join(","));
+    assert_eq!(ex(&["h[1-99999]"; 3].join(",")).len(), 99_999);
+    let e = err(&["h[1-99999]"; 4].join(","));
     assert!(e.to_string().contains("counting repeats"), "{e}");
-    let e = err(&format!("h[{}]", vec!["1-99999/2"; 21].join(",")));
+    let e = err(&format!("h[{}]", ["1-99999/2"; 7].join(",")));
     assert!(e.to_string().contains("counting repeats"), "{e}");
 }
 
@@ -276,7 +277,7 @@ fn the_cap_counts_distinct_hosts() {
     assert_eq!(ex("h[1-60000,1-60000]").len(), 60_000);
     assert_eq!(ex("h[1-100000]").len(), MAX_HOSTS);
     assert_eq!(
-        refused("h[1-100000],h1,h[1-100000]!h[1-100000]"),
+        refused("h[1-100000],h1!h[1-100000]"),
         (ErrorKind::NoHosts, 1)
     );
     assert_eq!(ex("h[1-100000]!h5,g1").len(), MAX_HOSTS);
