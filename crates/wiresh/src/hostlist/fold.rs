@@ -135,26 +135,44 @@ type Vector = Vec<Vec<Num>>;
 fn boxes(mut points: Vec<Vec<Num>>) -> Vec<Vector> {
     points.sort_unstable();
     points.dedup();
-    let fields = points.first().map_or(0, Vec::len);
-    let singles: Vec<Vector> = points
-        .into_iter()
-        .map(|p| p.into_iter().map(|n| vec![n]).collect())
+    let Some(first) = points.first().cloned() else {
+        return Vec::new();
+    };
+    // Fields with one number in every name take no part: `10.0.0.[1-9]:7878`
+    // folds as one field, not five.
+    let varying: Vec<usize> = (0..first.len())
+        .filter(|&f| points.iter().any(|p| p[f] != first[f]))
         .collect();
-    let firsts = (0..fields).rev().take(MAX_ORDERS);
-    let mut best = match fields {
+    let singles: Vec<Vector> = points
+        .iter()
+        .map(|p| varying.iter().map(|&f| vec![p[f]]).collect())
+        .collect();
+    let merged = match varying.len() {
         0 => singles,
-        _ => firsts
-            .map(|first| merge_all(singles.clone(), first))
+        n => (0..n)
+            .rev()
+            .take(MAX_ORDERS)
+            .map(|start| merge_all(singles.clone(), start))
             .min_by_key(Vec::len)
             .unwrap_or_default(),
     };
+    let mut best: Vec<Vector> = merged
+        .into_iter()
+        .map(|sets| {
+            let mut vector: Vector = first.iter().map(|&n| vec![n]).collect();
+            for (&field, set) in varying.iter().zip(sets) {
+                vector[field] = set;
+            }
+            vector
+        })
+        .collect();
     best.sort_by_cached_key(nodeset_order);
     best
 }
 
 /// How many fields [`boxes`] tries to merge first: names rarely have more
-/// numbers than an IPv4 address with a port; past that one order keeps
-/// folding fast.
+/// numbers that vary than an IPv4 address with a port; past that, trying
+/// every order would make folding slow.
 const MAX_ORDERS: usize = 5;
 
 /// Merges along `first`, then the fields before it (cyclically), round

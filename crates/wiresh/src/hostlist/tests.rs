@@ -340,6 +340,9 @@ fn folds_like_nodeset() {
         "r[1,3]n[01-04],r2n[01-02,04]"
     );
     assert_eq!(fold(&["h9", "h09", "h10", "h08"]), "h[9,08-10]");
+    assert_eq!(fold(&ex("10.0.[0-1].[1-9]:7878")), "10.0.[0-1].[1-9]:7878");
+    let many = "a1-b2-c3-d4-e5-f6-g7-h[1-400]i[1-3]j8";
+    assert_eq!(fold(&ex(many)), many);
     assert_eq!(
         fold(&["h99999999999999999999", "h1"]),
         "h1,h99999999999999999999"
