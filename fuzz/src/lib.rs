@@ -1,4 +1,5 @@
-//! The checks behind the wiresh fuzz targets.
+//! The checks behind the wiresh fuzz targets: the wire protocol's readers,
+//! and the host-list parser.
 //!
 //! Each module has a `run(data: &[u8])` that panics on any violated property
 //! and returns normally otherwise. The cargo-fuzz targets in `fuzz_targets/`
@@ -8,6 +9,7 @@
 //! so both ways test one thing. `examples/gen_corpus.rs` writes those seeds.
 
 pub mod frame_decoder;
+pub mod hostlist;
 pub mod legacy_header;
 pub mod message_parser;
 
@@ -65,14 +67,21 @@ mod tests {
         assert!(each_seed("frame_decoder", crate::frame_decoder::run) > 0);
         assert!(each_seed("message_parser", crate::message_parser::run) > 0);
         assert!(each_seed("legacy_header", crate::legacy_header::run) > 0);
+        assert!(each_seed("hostlist", crate::hostlist::run) > 0);
     }
 
     #[test]
     fn seeds_pass_every_target() {
-        for target in ["frame_decoder", "message_parser", "legacy_header"] {
+        for target in [
+            "frame_decoder",
+            "message_parser",
+            "legacy_header",
+            "hostlist",
+        ] {
             each_seed(target, crate::frame_decoder::run);
             each_seed(target, crate::message_parser::run);
             each_seed(target, crate::legacy_header::run);
+            each_seed(target, crate::hostlist::run);
         }
     }
 
@@ -82,6 +91,7 @@ mod tests {
             crate::frame_decoder::run(data);
             crate::message_parser::run(data);
             crate::legacy_header::run(data);
+            crate::hostlist::run(data);
         }
     }
 }
