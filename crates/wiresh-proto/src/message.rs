@@ -594,7 +594,8 @@ error_codes! {
         RateLimited = "rate_limited",
         /// The server runs as many commands as it allows; retry later.
         Busy = "busy",
-        /// The server's policy does not allow this command.
+        /// The server's policy (or the policy on the client key's line in
+        /// `authorized_clients`) does not allow this request.
         Forbidden = "forbidden",
         /// Any code this version does not know.
         #[serde(other)]

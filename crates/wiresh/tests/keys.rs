@@ -174,16 +174,36 @@ async fn a_client_line_can_carry_a_policy() {
     let bot = KeyClient::new("bot").await;
     let dir = tempfile::tempdir().unwrap();
     let bot_line = format!("{} {{\"allow_shell\": false}}", bot.line);
-    let server = server("key", dir.path(), &[&alice.line, &bot_line], &[]);
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"allow_pty": false}"#).unwrap();
+    let server = server(
+        "key",
+        dir.path(),
+        &[&alice.line, &bot_line],
+        &["--policy", policy.to_str().unwrap()],
+    );
     let out = bot.run(&server, "echo shell").await;
     assert_ne!(out.code, Some(0));
+    let err = out.stderr_str();
+    assert!(err.contains("forbidden"), "{err}");
+    // The refusal is the bot's own line's, and says so (issue 19, 9).
     assert!(
-        out.stderr_str().contains("forbidden"),
-        "{}",
-        out.stderr_str()
+        err.contains("this client key's line in the server's authorized_clients")
+            && !err.contains("the server's policy"),
+        "{err}"
     );
     let out = alice.run(&server, "echo shell").await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    // A refusal of the server's own policy still names it.
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["exec", "-t", "-H", &server.addr.to_string(), "--", "true"]);
+    isolated(&mut cmd, bot.home.path());
+    let out = cli_output(cmd, Some(Vec::new())).await;
+    let err = out.stderr_str();
+    assert!(
+        err.contains("terminals (pty) are disabled by the server's policy"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -148,9 +148,8 @@ fn files_root(session: &Session) -> Result<Arc<Path>, Refusal> {
     let Some(root) = &session.config.files_root else {
         return Err(Refusal::FilesDisabled);
     };
-    if !session.config.policy.allow_files {
-        let why = "file transfer is disabled by the server's policy";
-        return Err(Refusal::Forbidden(why.into()));
+    if let Some(why) = session.config.policy.files_refusal() {
+        return Err(Refusal::Forbidden(why));
     }
     match session.audit_refusal() {
         Some(refusal) => Err(refusal),

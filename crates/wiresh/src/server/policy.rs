@@ -22,6 +22,7 @@
 //! a shell command line can run anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tracing::warn;
@@ -61,7 +62,18 @@ pub struct Policy {
     /// The allowed programs as found when the policy was loaded.
     #[serde(skip)]
     programs: Vec<AllowedProgram>,
+    /// When this is the server's policy narrowed by a client's line in
+    /// `authorized_clients`: the server's own, to tell a refusal of the
+    /// server's from one of the client's line.
+    #[serde(skip)]
+    server_alone: Option<Arc<Policy>>,
 }
+
+/// Whose rules a refusal names.
+const SERVERS: &str = "the server's policy";
+/// A refusal the server's policy alone would not make.
+const CLIENT_LINES: &str =
+    "the policy on this client key's line in the server's authorized_clients";
 
 /// Why a policy cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +125,7 @@ impl Default for Policy {
             allow_files: true,
             programs: Vec::new(),
             allow_pty: true,
+            server_alone: None,
         }
     }
 }
@@ -205,6 +218,7 @@ impl Policy {
             allow_files,
             allow_pty,
             programs,
+            server_alone: _,
         } = self;
         let (allowed_programs, programs) = match (allowed_programs, &other.allowed_programs) {
             (None, None) => (None, Vec::new()),
@@ -255,6 +269,7 @@ impl Policy {
             allow_files: *allow_files && other.allow_files,
             allow_pty: *allow_pty && other.allow_pty,
             programs,
+            server_alone: Some(Arc::new(self.clone())),
         }
     }
 
@@ -307,30 +322,55 @@ impl Policy {
 
     /// Checks `spec` (on a pty when `pty`) against the policy, returning
     /// what may run: under an allow-list, the program by the absolute path
-    /// the operator allowed.
-    pub fn admit(&self, mut spec: Spec, pty: bool) -> Result<Spec, Refusal> {
+    /// the operator allowed. A refusal names whose rules refused: the
+    /// server's policy, or the client's own line when the server's policy
+    /// alone would have let it run.
+    pub fn admit(&self, spec: Spec, pty: bool) -> Result<Spec, Refusal> {
+        match self.admit_as(spec.clone(), pty, SERVERS) {
+            Err(Refusal::Forbidden(_)) if self.servers_would_admit(&spec, pty) => {
+                self.admit_as(spec, pty, CLIENT_LINES)
+            }
+            admitted => admitted,
+        }
+    }
+
+    /// Why file requests are refused, if they are.
+    pub fn files_refusal(&self) -> Option<String> {
+        let servers_allow = self.server_alone.as_ref().is_some_and(|s| s.allow_files);
+        let whose = if servers_allow { CLIENT_LINES } else { SERVERS };
+        (!self.allow_files).then(|| format!("file transfer is disabled by {whose}"))
+    }
+
+    /// Whether the server's policy, without the client's line, would let
+    /// `spec` run.
+    fn servers_would_admit(&self, spec: &Spec, pty: bool) -> bool {
+        let Some(server) = &self.server_alone else {
+            return false;
+        };
+        server.admit_as(spec.clone(), pty, SERVERS).is_ok()
+    }
+
+    /// [`Policy::admit`], a refusal naming `whose` rules refused.
+    fn admit_as(&self, mut spec: Spec, pty: bool, whose: &str) -> Result<Spec, Refusal> {
         let forbidden = |why: String| Err(Refusal::Forbidden(why));
         if pty && !self.allow_pty {
-            return forbidden(
-                "terminals (pty) are disabled by the server's policy; run without one \
+            return forbidden(format!(
+                "terminals (pty) are disabled by {whose}; run without one \
                  (wiresh exec without -t, wiresh shell -T)"
-                    .into(),
-            );
+            ));
         }
         match &mut spec.program {
             Program::LoginShell if !self.allow_shell => {
-                return forbidden(
-                    "shells are disabled by the server's policy, login shells too; send an argv \
+                return forbidden(format!(
+                    "shells are disabled by {whose}, login shells too; send an argv \
                      request (wiresh exec --argv)"
-                        .into(),
-                )
+                ))
             }
             Program::Shell(_) if !self.allow_shell => {
-                return forbidden(
-                    "shell commands are disabled by the server's policy; send an argv request \
+                return forbidden(format!(
+                    "shell commands are disabled by {whose}; send an argv request \
                      (wiresh exec --argv)"
-                        .into(),
-                )
+                ))
             }
             Program::Argv(argv) if self.allowed_programs.is_some() => {
                 let requested = &argv[0];
@@ -340,7 +380,7 @@ impl Policy {
                     .and_then(|key| self.programs.iter().find(|p| p.key == key));
                 let Some(allowed) = found else {
                     return forbidden(format!(
-                        "{requested:?} is not among the programs the server's policy allows"
+                        "{requested:?} is not among the programs {whose} allows"
                     ));
                 };
                 argv[0] = allowed.path.display().to_string();
@@ -358,9 +398,7 @@ impl Policy {
                 } else {
                     "it is not in the policy's allowed_env"
                 };
-                return forbidden(format!(
-                    "the server's policy does not let clients set {name}: {why}"
-                ));
+                return forbidden(format!("{whose} does not let clients set {name}: {why}"));
             }
         }
         // A command that names no directory starts in the first allowed one
@@ -377,9 +415,9 @@ impl Policy {
                 Some(real) => spec.cwd = Some(real),
                 None => {
                     return forbidden(format!(
-                    "working directory {} is outside the directories the server's policy allows",
-                    cwd.display()
-                ))
+                        "working directory {} is outside the directories {whose} allows",
+                        cwd.display()
+                    ))
                 }
             }
         }
@@ -526,6 +564,33 @@ mod tests {
         let same = server.narrowed_by(&Policy::default());
         assert_eq!(same.allowed_programs, server.allowed_programs);
         assert_eq!(same.allowed_env, server.allowed_env);
+    }
+
+    #[test]
+    fn a_refusal_names_whose_rules_refused() {
+        let server = policy(r#"{"allow_pty": false}"#);
+        let client = policy(r#"{"allow_shell": false, "allow_files": false}"#);
+        let both = server.narrowed_by(&client);
+        let why = refused(both.admit(Spec::shell("id"), false));
+        assert!(
+            why.contains("client key's line") && !why.contains("server's policy"),
+            "{why}"
+        );
+        let why = refused(both.admit(argv(&["id"]), true));
+        assert!(why.contains("the server's policy"), "{why}");
+        assert!(both.admit(argv(&["id"]), false).is_ok());
+        assert!(both.files_refusal().unwrap().contains("client key's line"));
+        let no_files = policy(r#"{"allow_files": false}"#);
+        assert!(no_files
+            .files_refusal()
+            .unwrap()
+            .contains("server's policy"));
+        let narrowed = no_files.narrowed_by(&client);
+        assert!(narrowed
+            .files_refusal()
+            .unwrap()
+            .contains("server's policy"));
+        assert!(server.files_refusal().is_none());
     }
 
     #[test]
