@@ -4,7 +4,8 @@
 //! `mkdir` of what exists), paths of the wrong kind (`io_error`), a named
 //! pipe (refused, not hung), and the client binary's exit codes (1 for a
 //! failed transfer, 255 when it cannot connect or authenticate). The
-//! connection survives every refusal.
+//! connection survives every refusal. A server that dies in the middle of
+//! an upload is a lost connection, which `--resume` continues.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use common::disk::*;
+use common::fake_server::{FakeScript, FakeServer, Hostile};
 use common::file_requests::*;
 use common::files::*;
 use common::*;
@@ -317,4 +319,33 @@ async fn a_very_deep_tree_is_listed_and_the_server_stays_up() {
     }
     assert_eq!(deepest.split('/').count(), depth);
     assert_usable(&mut c).await;
+}
+
+/// A server killed in the middle of a `put` (its kernel resets the
+/// connection) is a lost connection, with what to do, not a protocol
+/// error (issue 19, 9).
+#[tokio::test]
+async fn a_reset_during_put_is_a_lost_connection_that_resume_continues() {
+    let killed = FakeServer::start_hostile(
+        FakeScript {
+            dirs: vec![],
+            listing: vec![],
+            content: |_| Vec::new(),
+            announced_size: None,
+        },
+        Hostile {
+            reset_during_put: true,
+            ..Hostile::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, binary_pattern(4 * MIB)).unwrap();
+    let out = cli_output(killed.cmd("put", &args![&file, "big.bin"]), None).await;
+    let err = out.stderr_str();
+    assert_eq!(out.code, Some(255), "{err}");
+    assert!(err.contains("was lost during a transfer"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!err.contains("protocol error"), "{err}");
 }

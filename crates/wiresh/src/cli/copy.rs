@@ -55,9 +55,23 @@ fn finish(result: Result<(), TransferError>) -> i32 {
     match result {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("wiresh: {e}");
+            eprintln!("wiresh: {}", failure_text(&e));
             exit::for_transfer(&e)
         }
+    }
+}
+
+/// What to tell the user of a failed copy: the error and, when the
+/// connection broke or stalled in the middle of a file, that the same
+/// command with `--resume` continues from what was copied (scp cannot).
+pub(crate) fn failure_text(e: &TransferError) -> String {
+    if e.left_a_partial() {
+        format!(
+            "{e}; the same command with --resume continues from what was copied \
+             (the part is kept as .NAME.wiresh-part)"
+        )
+    } else {
+        e.to_string()
     }
 }
 

@@ -75,7 +75,23 @@ pub enum TransferError {
     Checksum(String),
 }
 
+/// Where a connection that broke or stalled was: the words the errors of a
+/// transfer in progress say, and what [`TransferError::left_a_partial`]
+/// looks for.
+const DURING: &str = "during a transfer";
+
 impl TransferError {
+    /// Whether the connection broke or stalled in the middle of a transfer,
+    /// which leaves a partial file that the same copy with `--resume`
+    /// continues from.
+    pub fn left_a_partial(&self) -> bool {
+        match self {
+            TransferError::Client(ClientError::Closed(during)) => *during == DURING,
+            TransferError::Client(ClientError::Timeout(text)) => text.contains(DURING),
+            _ => false,
+        }
+    }
+
     fn local(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
         move |source| TransferError::Local {
             path: path.to_path_buf(),
@@ -120,7 +136,7 @@ impl Connection {
                             "the server sent nothing for {limit:?} during a transfer; the \
                          connection seems dead (--transfer-timeout sets how long to wait)"
                         )),
-                        e => ClientError::from_recv(e, "during a transfer"),
+                        e => ClientError::from_recv(e, DURING),
                     })?;
             match frame.message {
                 Message::Pong => {}
@@ -144,7 +160,7 @@ impl Connection {
             .await
         {
             Ok(()) => Ok(()),
-            Err(SendError::Closed) => Err(ClientError::Closed("during a transfer")),
+            Err(SendError::Closed) => Err(ClientError::Closed(DURING)),
             Err(SendError::Stalled(limit)) => Err(stalled(limit)),
         }
     }
@@ -321,8 +337,11 @@ impl Connection {
                         Message::Pong => {}
                         other => return Err(unexpected(&other, "an upload").into()),
                     },
-                    Some(Err(e)) => return Err(ClientError::Protocol(e.to_string()).into()),
-                    None => return Err(ClientError::Closed("during a transfer").into()),
+                    // A reset (a server killed mid-upload) is a lost connection.
+                    Some(Err(e)) => {
+                        return Err(ClientError::from_recv(RecvError::Decode(e), DURING).into())
+                    }
+                    None => return Err(ClientError::Closed(DURING).into()),
                 },
                 Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
                 () = stall.stalled() => return Err(stalled(self.transfer_timeout).into()),
@@ -356,7 +375,7 @@ impl Connection {
                     }
                 }
                 Ok(_) => {}
-                Err(_) => return ClientError::Closed("during a transfer"),
+                Err(_) => return ClientError::Closed(DURING),
             }
         }
     }

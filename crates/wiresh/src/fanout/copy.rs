@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 use super::{connect, each_host, report, Host, Interrupts, Kind, Options, Verdict};
+use crate::cli::copy::failure_text;
 use crate::client::copy::{CopyFlags, CopyProgress};
 use crate::client::transfer::TransferError;
 use crate::client::ClientError;
@@ -89,7 +90,9 @@ pub fn run(
                 match &copied {
                     Copied::Done => {}
                     Copied::Unreachable(e) => eprintln!("{}: wiresh: {e}", hosts[i].name),
-                    Copied::Failed(e) => eprintln!("{}: wiresh: {e}", hosts[i].name),
+                    Copied::Failed(e) => {
+                        eprintln!("{}: wiresh: {}", hosts[i].name, failure_text(e))
+                    }
                 }
                 verdicts.push((i, copied.verdict()));
             },

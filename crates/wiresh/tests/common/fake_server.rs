@@ -5,6 +5,10 @@
 //! every `exec` with [`FAKE_OUTPUT`] and exit code 0, framed by pongs that
 //! answer nothing, one before `started` and one after `exit`, as a real
 //! server's pongs may fall (protocol 7.6).
+//!
+//! [`Hostile`] makes it worse: a name of its choosing in its `hello`, an
+//! `error` frame of its choosing for every request, or a reset in the
+//! middle of an upload.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -44,6 +48,20 @@ pub struct FakeScript {
     pub announced_size: Option<u64>,
 }
 
+/// How the fake server misbehaves beyond its [`FakeScript`].
+#[derive(Clone, Debug, Default)]
+pub struct Hostile {
+    /// Its name in `hello` (`fake/0.0.0` otherwise).
+    pub name: Option<String>,
+    /// Answers every request after `auth` (`exec`, `stat`, `list`,
+    /// `mkdir`, `put`, `get`) with this `error` frame.
+    pub refusal: Option<(ErrorCode, String)>,
+    /// On `put`: offers a fresh upload, takes the go-ahead and the first
+    /// `file_data`, then resets the connection, as a server killed in the
+    /// middle of an upload does (its kernel answers with a reset).
+    pub reset_during_put: bool,
+}
+
 /// A wiresh server that lies, with a `WIRESH_HOME` holding a token for it.
 pub struct FakeServer {
     pub addr: SocketAddr,
@@ -61,6 +79,11 @@ impl Drop for FakeServer {
 
 impl FakeServer {
     pub async fn start(script: FakeScript) -> FakeServer {
+        FakeServer::start_hostile(script, Hostile::default()).await
+    }
+
+    /// A fake server that also misbehaves as `hostile` says.
+    pub async fn start_hostile(script: FakeScript, hostile: Hostile) -> FakeServer {
         let home = tempfile::tempdir().unwrap();
         let token = home.path().join("token");
         std::fs::write(&token, format!("{FAKE_TOKEN}\n")).unwrap();
@@ -69,7 +92,7 @@ impl FakeServer {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
-        let script = Arc::new(script);
+        let script = Arc::new((script, hostile));
         let accept = tokio::spawn(async move {
             let mut sessions = JoinSet::new();
             loop {
@@ -112,6 +135,11 @@ impl FakeServer {
         }
     }
 
+    /// The client home holding the token it accepts.
+    pub fn home(&self) -> &std::path::Path {
+        self.home.path()
+    }
+
     pub fn requests(&self) -> Vec<Message> {
         self.requests.lock().unwrap().clone()
     }
@@ -119,9 +147,10 @@ impl FakeServer {
 
 async fn fake_session(
     mut stream: TcpStream,
-    script: Arc<FakeScript>,
+    script: Arc<(FakeScript, Hostile)>,
     log: Arc<Mutex<Vec<Message>>>,
 ) {
+    let (script, hostile) = (&script.0, &script.1);
     let _ = stream.set_nodelay(true);
     let mut preamble = [0u8; PREAMBLE_LEN];
     if stream.read_exact(&mut preamble).await.is_err() {
@@ -130,7 +159,7 @@ async fn fake_session(
     let mut conn = Framed::new(stream, FrameCodec::default());
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        server: "fake/0.0.0".into(),
+        server: hostile.name.clone().unwrap_or_else(|| "fake/0.0.0".into()),
         features: vec![],
         keepalive_secs: 0,
         max_body: MIB as u32,
@@ -160,6 +189,14 @@ async fn fake_session(
         let answers: Vec<Frame> = match frame.message {
             Message::Ping => vec![Frame::with_body(Message::Pong, frame.body)],
             Message::Pong => vec![],
+            _ if hostile.refusal.is_some() => {
+                let (code, message) = hostile.refusal.clone().unwrap();
+                vec![Frame::new(Message::error(code, message))]
+            }
+            Message::Put(_) if hostile.reset_during_put => {
+                reset_after_first_data(conn, &log).await;
+                return;
+            }
             Message::Stat { path } => {
                 let is_dir = script.dirs.iter().any(|d| d == path.trim_end_matches('/'));
                 let entry = if is_dir {
@@ -247,6 +284,38 @@ async fn fake_session(
             }
         }
     }
+}
+
+/// Offers a fresh upload, waits for its go-ahead and first data, then
+/// resets the connection.
+async fn reset_after_first_data(
+    mut conn: Framed<TcpStream, FrameCodec>,
+    log: &Mutex<Vec<Message>>,
+) {
+    let ready = TransferReady {
+        offset: 0,
+        prefix_blake3: None,
+        size: None,
+        mode: None,
+        mtime: None,
+    };
+    if conn
+        .send(Frame::new(Message::TransferReady(ready)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(frame)) = conn.next().await {
+        log.lock().unwrap().push(frame.message.clone());
+        if frame.message == Message::FileData {
+            break;
+        }
+    }
+    // Closing with data unread, and no lingering: the kernel sends a reset.
+    let stream = conn.into_inner();
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+    drop(stream);
 }
 
 pub fn fentry(path: &str, kind: FileKind, size: u64) -> FileEntry {
