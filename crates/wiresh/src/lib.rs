@@ -32,6 +32,9 @@
 //! - [`defaults`]: every default, limit and timing of the two servers, in
 //!   one place.
 //! - [`exit`]: the exit statuses of the `wiresh` command.
+//! - [`untrusted`]: text from a server made safe for a terminal: control
+//!   characters in messages written out, output filtered down to text and
+//!   colours.
 //! - `fileio`: partial files, hashing and publishing for transfers.
 //! - `listener`: the accept loop and the per-connection log line.
 //! - `task`: small task helpers.
@@ -80,6 +83,7 @@ pub mod server;
 pub mod tcp_table;
 pub mod tls;
 pub mod tty;
+pub mod untrusted;
 
 mod fileio;
 mod listener;

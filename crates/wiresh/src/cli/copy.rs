@@ -12,6 +12,7 @@ use crate::client::copy::{CopyFlags, CopyProgress};
 use crate::client::transfer::TransferError;
 use crate::client::Endpoint;
 use crate::exit;
+use crate::untrusted::escape;
 
 /// `wiresh put LOCAL... REMOTE`; `quiet`: no progress bars (`-q`).
 pub fn put(
@@ -104,7 +105,8 @@ impl CopyProgress for Bars {
         .progress_chars("=> ");
         self.bar = ProgressBar::new(size);
         self.bar.set_style(style);
-        self.bar.set_message(name.to_string());
+        // In `get -r`, the name comes from the server.
+        self.bar.set_message(escape(name).into_owned());
     }
 
     fn advanced(&mut self, done: u64) {
@@ -116,6 +118,7 @@ impl CopyProgress for Bars {
     }
 
     fn skipped(&mut self, path: &str) {
+        let path = escape(path);
         eprintln!("wiresh: skipping {path} (not a file or directory)");
     }
 }

@@ -10,6 +10,7 @@ use super::lines::{run_lines, LineRunner, Step};
 use crate::client::CONNECT_TIMEOUT;
 use crate::exit;
 use crate::legacy::{LegacyClient, LegacyError};
+use crate::untrusted::escape;
 
 /// Runs `command` on the legacy server at `target` (`HOST[:PORT]`). That
 /// protocol has no exit status, so this returns 0 after a complete answer
@@ -28,7 +29,7 @@ pub fn exec(
     match result {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("wiresh: {e}");
+            eprintln!("wiresh: {}", escape(&e.to_string()));
             exit::CLIENT_FAILURE
         }
     }
@@ -40,7 +41,7 @@ pub fn shell(rt: &Runtime, target: &str, encoding: Option<&'static encoding_rs::
     let mut client = match rt.block_on(LegacyClient::connect(target, CONNECT_TIMEOUT)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("wiresh: {e}");
+            eprintln!("wiresh: {}", escape(&e.to_string()));
             return exit::CLIENT_FAILURE;
         }
     };
@@ -58,7 +59,7 @@ impl LineRunner for Legacy {
         match to_stdout(&mut self.0, line).await {
             Ok(()) => Step::Ran(exit::SUCCESS),
             Err(e) => {
-                eprintln!("wiresh: {e}");
+                eprintln!("wiresh: {}", escape(&e.to_string()));
                 Step::Stop(exit::CLIENT_FAILURE)
             }
         }
@@ -74,7 +75,8 @@ async fn to_stdout(client: &mut LegacyClient, command: &str) -> Result<(), Legac
     let reply = client.run(command, &mut out).await;
     let _ = out.flush().await;
     if let Some(warning) = reply.as_ref().ok().and_then(|r| r.md5_warning()) {
-        eprintln!("wiresh: {warning}");
+        // The md5 it quotes is the server's.
+        eprintln!("wiresh: {}", escape(&warning));
     }
     reply.map(drop)
 }

@@ -45,6 +45,7 @@ use crate::conn::{FrameConn, FrameSender, RecvError};
 use crate::task::AbortOnDrop;
 use crate::tls::PinCheck;
 pub use crate::tls::Pinning;
+use crate::untrusted::escape;
 
 /// Smallest `stdout` body worth moving with `splice(2)` (for a sink that
 /// takes bodies on the socket, [`OutputSink::passed_bodies`]); smaller
@@ -73,18 +74,21 @@ pub enum ClientError {
         hint: &'static str,
     },
     /// The server said no, with a reason.
-    #[error("server error ({code}): {message}")]
+    #[error("server error ({code}): {}", escape(message))]
     Remote {
         /// Machine-readable reason.
         code: ErrorCode,
-        /// The server's explanation.
+        /// The server's explanation, as it sent it: shown with its control
+        /// characters written out ([`crate::untrusted::escape`]), as this
+        /// error's `Display` does.
         message: String,
         /// Whether the command had been started when the error came: if not,
         /// it never ran, and retrying it cannot repeat its side effects.
         started: bool,
     },
-    /// The peer broke the protocol or is not a wiresh server.
-    #[error("protocol error: {0}")]
+    /// The peer broke the protocol or is not a wiresh server (the text
+    /// may quote what it sent).
+    #[error("protocol error: {}", escape(.0))]
     Protocol(String),
     /// The server went silent.
     #[error("{0}")]
@@ -95,7 +99,8 @@ pub enum ClientError {
          server's log says why"
     )]
     Closed(&'static str),
-    /// TLS failed, or the server's identity is not the pinned one.
+    /// TLS failed, or the server's identity is not the pinned one (every
+    /// word of it this client's own: the fingerprint is computed here).
     #[error("{0}")]
     Tls(String),
     /// The user interrupted the command twice.
@@ -105,8 +110,9 @@ pub enum ClientError {
     /// (the server kills it when the connection closes).
     #[error("local output closed")]
     OutputClosed,
-    /// The server does not offer what the request needs; nothing was sent.
-    #[error("{0}")]
+    /// The server does not offer what the request needs; nothing was sent
+    /// (the text may name the server as its `hello` does).
+    #[error("{}", escape(.0))]
     Unsupported(String),
 }
 

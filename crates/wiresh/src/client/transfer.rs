@@ -27,6 +27,7 @@ use crate::fileio::{
     unblock, Sink, Source, CHUNK,
 };
 use crate::task::AbortOnDrop;
+use crate::untrusted::escape;
 
 /// Most entries a listing may have: a bound on what a server can make the
 /// client hold in memory.
@@ -59,8 +60,9 @@ pub enum TransferError {
     /// The connection or the server failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A local file could not be read or written (in `get -r`, its name
+    /// may come from the server).
+    #[error("{}: {source}", escape(&path.display().to_string()))]
     Local {
         /// The local path.
         path: PathBuf,
@@ -68,10 +70,11 @@ pub enum TransferError {
         source: std::io::Error,
     },
     /// The server sent something unsafe or inconsistent.
-    #[error("refusing what the server sent: {0}")]
+    #[error("refusing what the server sent: {}", escape(.0))]
     Unsafe(String),
-    /// The received data does not match its checksum.
-    #[error("{0}")]
+    /// The received data does not match its checksum (the text may hold a
+    /// name from the server, and its message).
+    #[error("{}", escape(.0))]
     Checksum(String),
 }
 

@@ -12,6 +12,7 @@ use crate::client::copy::{CopyFlags, CopyProgress};
 use crate::client::transfer::TransferError;
 use crate::client::ClientError;
 use crate::exit;
+use crate::untrusted::escape;
 
 /// Which way the files go.
 #[derive(Debug, Clone)]
@@ -167,6 +168,7 @@ struct Skips<'a>(&'a str);
 
 impl CopyProgress for Skips<'_> {
     fn skipped(&mut self, path: &str) {
+        let path = escape(path);
         eprintln!(
             "{}: wiresh: skipping {path} (not a file or directory)",
             self.0
