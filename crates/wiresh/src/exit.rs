@@ -34,10 +34,18 @@ pub const CLIENT_FAILURE: i32 = 255;
 pub const SOME_FAILED: i32 = 1;
 /// Fan-out interrupted by Ctrl-C: 128+SIGINT, as a shell reports it.
 pub const INTERRUPTED: i32 = 128 + 2;
+/// Fan-out stopped because this machine's disk would not keep what the
+/// hosts sent (the spool of `--gather`, `--diff` and `--json` in
+/// `$TMPDIR`, the files of `--outdir`) or local stdin for them: a full
+/// disk, a quota, an I/O error. `EX_IOERR` of sysexits.h; neither a Ctrl-C
+/// ([`INTERRUPTED`]) nor a closed stdout ([`STDOUT_CLOSED`]).
+pub const LOCAL_IO: i32 = 74;
 
 /// What a fan-out's exit status is made from.
 #[derive(Debug, Clone, Default)]
 pub struct Fanout {
+    /// This machine's disk would not keep the output (or stdin).
+    pub local_io: bool,
     /// Local stdout was closed early.
     pub stdout_closed: bool,
     /// Ctrl-C was pressed.
@@ -51,12 +59,16 @@ pub struct Fanout {
     pub largest: Option<i32>,
 }
 
-/// The status of a fan-out: [`STDOUT_CLOSED`], else [`INTERRUPTED`], else
+/// The status of a fan-out: [`LOCAL_IO`] (whatever came after it: the
+/// hosts it stopped look interrupted), else [`STDOUT_CLOSED`], else
+/// [`INTERRUPTED`], else
 /// with `-S` the largest host status (as `pdsh -S`), else
 /// [`CLIENT_FAILURE`] if a host was unreachable or lost, else
 /// [`SOME_FAILED`] if a host did not succeed, else [`SUCCESS`].
 pub fn for_fanout(run: &Fanout) -> i32 {
-    if run.stdout_closed {
+    if run.local_io {
+        LOCAL_IO
+    } else if run.stdout_closed {
         STDOUT_CLOSED
     } else if run.interrupted {
         INTERRUPTED
@@ -163,13 +175,27 @@ mod tests {
             }),
             7
         );
-        assert_eq!(
-            fanout(Fanout {
-                interrupted: true,
-                ..unreachable
-            }),
-            130
-        );
+        let interrupted = Fanout {
+            interrupted: true,
+            ..unreachable
+        };
+        assert_eq!(fanout(interrupted.clone()), 130);
+        let disk = Fanout {
+            local_io: true,
+            stdout_closed: true,
+            ..interrupted
+        };
+        assert_eq!(fanout(disk), LOCAL_IO);
+        for other in [
+            SUCCESS,
+            SOME_FAILED,
+            CLIENT_FAILURE,
+            INTERRUPTED,
+            STDOUT_CLOSED,
+            2,
+        ] {
+            assert_ne!(LOCAL_IO, other, "a status of its own");
+        }
         assert_eq!(process_code(256), 255);
     }
 }

@@ -14,7 +14,12 @@
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Stdio;
+
 use common::fake_server::{fentry, FakeScript, FakeServer, Hostile};
+use common::fleet::Fleet;
 use common::*;
 use wiresh_proto::{ErrorCode, FileKind};
 
@@ -192,4 +197,102 @@ async fn names_and_refusal_lines_from_a_server_are_shown_written_out() {
     refuser.await.unwrap();
     assert_eq!(out.code, Some(255), "{}", out.stderr_str());
     assert_defused(&out.stderr, "a WIRESH-ERROR line");
+}
+
+/// Runs `cmd` with stdout and stderr on a new pseudo-terminal (output
+/// taken as it is, without turning `\n` into `\r\n`); its exit code, and
+/// everything the terminal was sent.
+async fn on_a_terminal(mut cmd: tokio::process::Command) -> (Option<i32>, Vec<u8>) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use rustix::termios::{tcgetattr, tcsetattr, OptionalActions, OutputModes};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let mut modes = tcgetattr(&terminal).unwrap();
+    modes.output_modes.remove(OutputModes::OPOST);
+    tcsetattr(&terminal, OptionalActions::Now, &modes).unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(terminal.try_clone().unwrap()))
+        .stderr(Stdio::from(terminal));
+    let mut child = cmd.spawn().expect("cannot start the client");
+    // Our copies of the terminal go with the command: once the client
+    // exits, reading the master ends.
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                // EIO: nothing holds the terminal any more.
+                Err(_) => return all,
+            }
+        }
+    });
+    let status = bounded("the client on a terminal", child.wait())
+        .await
+        .unwrap();
+    let screen = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    (status.code(), screen)
+}
+
+/// What the hosts' commands print, on stdout and stderr: the attack, and
+/// a colour, which passes.
+const PRINTING_THE_ATTACK: &str = r"printf '\033]52;c;ZXZpbA==\007\033]0;pwned\007\033[2J\033[31mred\033[0m\n'; printf '\033]52;c;ZXZpbA==\007\033]0;pwned\007\033[2J\n' >&2";
+
+#[tokio::test]
+async fn many_hosts_output_reaches_a_terminal_as_text_and_colours() {
+    let fleet = Fleet::start(2, &[]);
+    let hosts = fleet.host_list();
+    let command = PRINTING_THE_ATTACK;
+
+    // Piped: as it came (pdsh's and clush's way; a file or a script gets the bytes).
+    let mut cmd = fleet.cli("exec", &hosts);
+    cmd.args(["--", command]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert!(out.stdout_str().contains(ATTACK), "{}", out.stdout_str());
+
+    for display in [&[][..], &["-b"][..], &["--diff"][..]] {
+        let mut cmd = fleet.cli("exec", &hosts);
+        cmd.args(display).args(["--", command]);
+        let (code, screen) = on_a_terminal(cmd).await;
+        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&screen));
+        let what = format!("exec {display:?} on many hosts, on a terminal");
+        assert_defused(&screen, &what);
+        let text = String::from_utf8_lossy(&screen);
+        assert!(
+            text.contains("\x1b[31mred\x1b[0m"),
+            "{what}: no colour: {text:?}"
+        );
+    }
+
+    let mut cmd = fleet.cli("exec", &hosts);
+    cmd.args(["--raw", "--", command]);
+    let (code, screen) = on_a_terminal(cmd).await;
+    assert_eq!(code, Some(0));
+    let text = String::from_utf8_lossy(&screen);
+    assert!(text.contains(ATTACK), "--raw passes the bytes: {text:?}");
+
+    // One host: the command's own bytes, as ssh gives them.
+    let mut cmd = fleet.cli("exec", &fleet.names()[0]);
+    cmd.args(["--", command]);
+    let (code, screen) = on_a_terminal(cmd).await;
+    assert_eq!(code, Some(0));
+    let text = String::from_utf8_lossy(&screen);
+    assert!(
+        text.contains(ATTACK),
+        "single-host exec is byte for byte: {text:?}"
+    );
 }

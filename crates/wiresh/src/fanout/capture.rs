@@ -1,137 +1,42 @@
 //! Where each host's output goes while its command runs: prefixed lines
-//! to the terminal, files in `--outdir`, or a spool kept for the end
-//! (gathering, diffs, JSON).
+//! to the terminal, files in `--outdir`, or the spool kept for the end
+//! (gathering, diffs, JSON), at most `--max-output` of it per host.
 //!
 //! Memory stays bounded whatever the hosts print: lines are held only
 //! until their newline (at most [`MAX_LINE`]), and spooled output lives in
 //! one temporary file shared by all hosts, with a small block per host in
-//! memory.
+//! memory ([`super::spool`]). Lines bound for a terminal go through a
+//! [`TerminalFilter`] unless `--raw`.
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::spool::{NotKept, Place, Spool, Spooled};
 use crate::cli::print::PrintJob;
 use crate::client::Output;
+use crate::untrusted::TerminalFilter;
 
 /// A line longer than this is printed in pieces, each with its prefix:
 /// holding it whole would let one host's output grow without bound.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 
-/// Bytes a host's stream keeps in memory before writing them to the spool.
-const BLOCK: usize = 64 * 1024;
-
-/// What a finished host may keep in memory; more goes to the spool, so a
-/// thousand finished hosts hold a few MiB at most.
-const KEEP: usize = 4 * 1024;
-
-/// Size of the pieces read back from the spool.
-pub(crate) const PIECE: usize = 64 * 1024;
-
-/// One temporary file (deleted already) that every host appends to.
+/// Why a host's output could not be taken.
 #[derive(Debug)]
-pub(crate) struct Spool {
-    file: File,
-    end: AtomicU64,
+pub(crate) enum TakeError {
+    /// Local stdout was closed (the printer is gone).
+    StdoutClosed,
+    /// This machine's disk would not keep it.
+    NotKept(NotKept),
 }
 
-impl Spool {
-    /// A new, empty spool.
-    pub(crate) fn new() -> io::Result<Arc<Spool>> {
-        Ok(Arc::new(Spool {
-            file: tempfile::tempfile()?,
-            end: AtomicU64::new(0),
-        }))
-    }
-
-    /// Appends `data`; returns where it starts.
-    pub(crate) fn append(&self, data: &[u8]) -> io::Result<u64> {
-        let at = self.end.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.file.write_all_at(data, at)?;
-        Ok(at)
-    }
-
-    /// Reads `len` bytes at `at`.
-    pub(crate) fn read(&self, at: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0; len];
-        self.file.read_exact_at(&mut buf, at)?;
-        Ok(buf)
-    }
-}
-
-/// One stream (stdout or stderr) of one host, spooled: its bytes, their
-/// count and their BLAKE3.
-#[derive(Debug, Default)]
-pub(crate) struct Spooled {
-    hasher: blake3::Hasher,
-    /// Bytes in all.
-    pub(crate) len: u64,
-    segments: Vec<(u64, usize)>,
-    block: Vec<u8>,
-}
-
-impl Spooled {
-    fn push(&mut self, spool: &Spool, data: &[u8]) -> io::Result<()> {
-        self.hasher.update(data);
-        self.len += data.len() as u64;
-        self.block.extend_from_slice(data);
-        if self.block.len() >= BLOCK {
-            self.flush(spool)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, spool: &Spool) -> io::Result<()> {
-        if !self.block.is_empty() {
-            let at = spool.append(&self.block)?;
-            self.segments.push((at, self.block.len()));
-            self.block = Vec::new();
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, spool: &Spool) -> io::Result<()> {
-        if self.block.len() > KEEP {
-            self.flush(spool)?;
-        }
-        self.block.shrink_to_fit();
-        Ok(())
-    }
-
-    /// The BLAKE3 of everything pushed.
-    pub(crate) fn digest(&self) -> blake3::Hash {
-        self.hasher.finalize()
-    }
-
-    /// The bytes, in pieces of at most [`PIECE`].
-    pub(crate) fn pieces<'a>(
-        &'a self,
-        spool: &'a Spool,
-    ) -> impl Iterator<Item = io::Result<Vec<u8>>> + 'a {
-        let on_disk = self.segments.iter().flat_map(move |&(at, len)| {
-            (0..len)
-                .step_by(PIECE)
-                .map(move |off| spool.read(at + off as u64, PIECE.min(len - off)))
-        });
-        on_disk.chain((!self.block.is_empty()).then(|| Ok(self.block.clone())))
-    }
-
-    /// All the bytes, if there are at most `limit` of them.
-    pub(crate) fn read_all(&self, spool: &Spool, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        if self.len > limit {
-            return Ok(None);
-        }
-        let mut all = Vec::with_capacity(self.len as usize);
-        for piece in self.pieces(spool) {
-            all.extend_from_slice(&piece?);
-        }
-        Ok(Some(all))
+impl From<NotKept> for TakeError {
+    fn from(e: NotKept) -> TakeError {
+        TakeError::NotKept(e)
     }
 }
 
@@ -181,21 +86,68 @@ impl Lines {
     }
 }
 
+/// One stream of live output: filtered for a terminal (unless `--raw`
+/// or not a terminal), then cut into prefixed lines.
+#[derive(Debug)]
+pub(crate) struct LiveStream {
+    filter: Option<TerminalFilter>,
+    lines: Lines,
+}
+
+impl LiveStream {
+    /// Lines prefixed with `prefix`, filtered when `filter`.
+    pub(crate) fn new(prefix: Arc<[u8]>, filter: bool) -> LiveStream {
+        LiveStream {
+            filter: filter.then(TerminalFilter::new),
+            lines: Lines::new(prefix),
+        }
+    }
+
+    /// The complete lines `data` finishes.
+    fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        match &mut self.filter {
+            Some(filter) => {
+                let data = filter.push(data);
+                self.lines.push(&data)
+            }
+            None => self.lines.push(data),
+        }
+    }
+
+    /// Whatever is left, as a last line.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut out = match &mut self.filter {
+            Some(filter) => {
+                let rest = filter.finish();
+                self.lines.push(&rest)
+            }
+            None => Vec::new(),
+        };
+        out.extend(self.lines.finish());
+        out
+    }
+}
+
 /// Where one host's output goes.
 #[derive(Debug)]
 pub(crate) enum Capture {
     /// Prefixed lines to the printer (stdout, stderr).
     Live {
         printer: mpsc::Sender<PrintJob>,
-        out: Lines,
-        err: Lines,
+        out: LiveStream,
+        err: LiveStream,
     },
     /// `DIR/HOST.out` and `DIR/HOST.err`.
-    Files { out: File, err: File },
-    /// Kept in the spool for the end (stdout, stderr).
+    Files {
+        out: (File, PathBuf),
+        err: (File, PathBuf),
+    },
+    /// Kept in the spool for the end (stdout, stderr), as much as `room`
+    /// (bytes this host may still keep; `None`: no limit) allows.
     Spool {
         spool: Arc<Spool>,
         streams: Box<(Spooled, Spooled)>,
+        room: Option<u64>,
     },
 }
 
@@ -209,20 +161,40 @@ pub(crate) struct Captured {
     pub(crate) spooled: Option<(Spooled, Spooled)>,
 }
 
+impl Captured {
+    /// Whether `--max-output` cut what was kept of this host's output.
+    pub(crate) fn truncated(&self) -> bool {
+        self.spooled
+            .as_ref()
+            .is_some_and(|(out, err)| out.cut || err.cut)
+    }
+}
+
 impl Capture {
     /// Output files for `name` in `dir`, created empty now.
-    pub(crate) fn files(dir: &Path, name: &str) -> io::Result<Capture> {
+    pub(crate) fn files(dir: &Path, name: &str) -> Result<Capture, NotKept> {
         // A name with a `/` must not reach outside DIR.
         let base = name.replace('/', "_");
+        let create = |ext: &str| {
+            let path = dir.join(format!("{base}.{ext}"));
+            match File::create(&path) {
+                Ok(file) => Ok((file, path)),
+                Err(e) => Err(NotKept::new(Place::Outdir(path), e)),
+            }
+        };
         Ok(Capture::Files {
-            out: File::create(dir.join(format!("{base}.out")))?,
-            err: File::create(dir.join(format!("{base}.err")))?,
+            out: create("out")?,
+            err: create("err")?,
         })
     }
 
     /// Takes one chunk. Fails when the printer is gone (local stdout was
     /// closed) or a file cannot be written.
-    pub(crate) async fn take(&mut self, chunk: Output, counts: &mut (u64, u64)) -> io::Result<()> {
+    pub(crate) async fn take(
+        &mut self,
+        chunk: Output,
+        counts: &mut (u64, u64),
+    ) -> Result<(), TakeError> {
         let (is_out, data) = match &chunk {
             Output::Stdout(b) => (true, b),
             Output::Stderr(b) => (false, b),
@@ -242,23 +214,28 @@ impl Capture {
                 print(printer, is_out, lines).await
             }
             Capture::Files { out, err } => {
-                let file = if is_out { out } else { err };
+                let (file, path) = if is_out { out } else { err };
                 file.write_all(data)
+                    .map_err(|e| NotKept::new(Place::Outdir(path.clone()), e).into())
             }
-            Capture::Spool { spool, streams } => {
+            Capture::Spool {
+                spool,
+                streams,
+                room,
+            } => {
                 let stream = if is_out {
                     &mut streams.0
                 } else {
                     &mut streams.1
                 };
-                stream.push(spool, data)
+                Ok(stream.push(spool, data, room)?)
             }
         }
     }
 
     /// Ends the host's output: unfinished lines are printed, files
     /// flushed, the spool's tails put away.
-    pub(crate) async fn finish(self, counts: (u64, u64)) -> io::Result<Captured> {
+    pub(crate) async fn finish(self, counts: (u64, u64)) -> Result<Captured, TakeError> {
         let mut captured = Captured {
             out_len: counts.0,
             err_len: counts.1,
@@ -274,10 +251,14 @@ impl Capture {
                 print(&printer, false, err.finish()).await?;
             }
             Capture::Files { mut out, mut err } => {
-                out.flush()?;
-                err.flush()?;
+                for (file, path) in [&mut out, &mut err] {
+                    file.flush()
+                        .map_err(|e| NotKept::new(Place::Outdir(path.clone()), e))?;
+                }
             }
-            Capture::Spool { spool, mut streams } => {
+            Capture::Spool {
+                spool, mut streams, ..
+            } => {
                 streams.0.finish(&spool)?;
                 streams.1.finish(&spool)?;
                 captured.spooled = Some(*streams);
@@ -293,7 +274,7 @@ pub(crate) async fn print(
     printer: &mpsc::Sender<PrintJob>,
     stdout: bool,
     bytes: Vec<u8>,
-) -> io::Result<()> {
+) -> Result<(), TakeError> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -303,10 +284,7 @@ pub(crate) async fn print(
     } else {
         Output::Stderr(bytes)
     });
-    printer
-        .send(job)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "local output closed"))
+    printer.send(job).await.map_err(|_| TakeError::StdoutClosed)
 }
 
 #[cfg(test)]
@@ -328,22 +306,14 @@ mod tests {
     }
 
     #[test]
-    fn spooled_streams_read_back_whole() {
-        let spool = Spool::new().unwrap();
-        let (mut a, mut b) = (Spooled::default(), Spooled::default());
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        for (i, chunk) in data.chunks(7_000).enumerate() {
-            // Two hosts writing in turns share the spool.
-            a.push(&spool, chunk).unwrap();
-            b.push(&spool, &[i as u8]).unwrap();
-        }
-        a.finish(&spool).unwrap();
-        b.finish(&spool).unwrap();
-        let back: Vec<u8> = a.pieces(&spool).flat_map(|p| p.unwrap()).collect();
-        assert_eq!(back, data);
-        assert_eq!(a.digest(), blake3::hash(&data));
-        assert_eq!(a.len, data.len() as u64);
-        assert_eq!(b.read_all(&spool, 1 << 20).unwrap().unwrap().len(), 43);
-        assert!(a.read_all(&spool, 10).unwrap().is_none());
+    fn live_lines_for_a_terminal_are_filtered_then_prefixed() {
+        let mut shown = LiveStream::new(Arc::from(&b"h: "[..]), true);
+        assert_eq!(
+            shown.push(b"\x1b[31mred\x1b[0m \x1b]0;t\x07\nnext\x1b"),
+            b"h: \x1b[31mred\x1b[0m \\x1b]0;t\\x07\n"
+        );
+        assert_eq!(shown.finish(), b"h: next\\x1b\n");
+        let mut raw = LiveStream::new(Arc::from(&b"h: "[..]), false);
+        assert_eq!(raw.push(b"\x1b]0;t\x07\n"), b"h: \x1b]0;t\x07\n");
     }
 }

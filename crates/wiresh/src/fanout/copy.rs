@@ -119,6 +119,7 @@ pub fn run(
         );
         let kinds = || verdicts.iter().map(|(_, v)| v.kind);
         exit::for_fanout(&exit::Fanout {
+            local_io: false,
             stdout_closed: false,
             interrupted: interrupts.count() > 0,
             unreachable: kinds().any(|k| matches!(k, Kind::Unreachable | Kind::Lost)),

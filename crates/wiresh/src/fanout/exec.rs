@@ -10,10 +10,13 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use wiresh_proto::{ExecRequest, ExitStatus};
 
-use super::capture::{Capture, Lines, Spool};
-use super::report::{self, Finished};
+use super::capture::{Capture, LiveStream, TakeError};
+use super::report::{self, Finished, GroupStyle, PrintError};
+use super::spool::{Holding, NotKept, Place, Spool};
 use super::stdin::Broadcast;
-use super::{connect, each_host, Display, Host, Interrupts, Kind, Options, Outcome};
+use super::{
+    connect, each_host, DiskFault, Display, Host, Interrupts, Kind, Options, Outcome, OutputRules,
+};
 use crate::cli::print::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
 use crate::client::{ClientError, Connection, Output};
 use crate::exit;
@@ -31,6 +34,9 @@ pub struct Plan {
     pub options: Options,
     /// How output is shown.
     pub display: Display,
+    /// What is kept of each host's output, and whether a terminal gets it
+    /// filtered.
+    pub rules: OutputRules,
     /// `-S`: exit with the largest status of any host, as `pdsh -S` does.
     pub largest_status: bool,
 }
@@ -39,12 +45,13 @@ pub struct Plan {
 pub fn run(rt: &Runtime, plan: Plan) -> i32 {
     rt.block_on(async {
         let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+        let fault = DiskFault::default();
         let stdin = if plan.forward_stdin {
-            match Broadcast::start(spawn_stdin_reader()) {
+            match Broadcast::start(spawn_stdin_reader(), fault.clone(), interrupts.clone()) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    eprintln!("wiresh: cannot keep stdin for the hosts: {e}");
-                    return exit::CLIENT_FAILURE;
+                    eprintln!("wiresh: {e}");
+                    return exit::LOCAL_IO;
                 }
             }
         } else {
@@ -57,25 +64,26 @@ pub fn run(rt: &Runtime, plan: Plan) -> i32 {
             stdin: stdin.as_ref(),
             options: &plan.options,
             display: &plan.display,
+            rules: plan.rules,
             interrupts: &interrupts,
+            fault: &fault,
             keep_connections: false,
         };
         let mut ran = match run.run(&mut slots).await {
             Ok(ran) => ran,
             Err(e) => {
                 eprintln!("wiresh: {e}");
-                return exit::CLIENT_FAILURE;
+                return exit::LOCAL_IO;
             }
         };
         for conn in slots.into_iter().flatten() {
             conn.close().await;
         }
         if let Display::Gather | Display::Diff = plan.display {
-            if let Err(e) = ran.print_groups(plan.display == Display::Diff) {
-                eprintln!("wiresh: cannot print the output: {e}");
-            }
+            ran.print_groups(plan.display == Display::Diff);
         }
         eprint!("{}", ran.summary());
+        ran.say_not_kept();
         ran.status(plan.largest_status, interrupts.count() > 0)
     })
 }
@@ -88,7 +96,11 @@ pub(crate) struct Command<'a> {
     pub(crate) stdin: Option<&'a Broadcast>,
     pub(crate) options: &'a Options,
     pub(crate) display: &'a Display,
+    pub(crate) rules: OutputRules,
     pub(crate) interrupts: &'a Interrupts,
+    /// Where a disk that would not keep the output is told, which stops
+    /// every host.
+    pub(crate) fault: &'a DiskFault,
     /// Keep each connection for another command (the shell); otherwise a
     /// host's connection is closed as soon as it is done, so that memory
     /// and sockets follow `--fanout`, not the number of hosts.
@@ -103,6 +115,10 @@ pub(crate) struct Ran {
     spool: Option<Arc<Spool>>,
     /// Whether local stdout was closed under us.
     pub(crate) stdout_closed: bool,
+    /// What this machine's disk would not keep, if anything.
+    pub(crate) not_kept: Option<NotKept>,
+    /// What was kept of each host, and how it is shown.
+    rules: OutputRules,
 }
 
 impl Ran {
@@ -110,6 +126,7 @@ impl Ran {
     pub(crate) fn status(&self, largest_status: bool, interrupted: bool) -> i32 {
         let kinds = || self.hosts.iter().map(|h| h.outcome.verdict().kind);
         exit::for_fanout(&exit::Fanout {
+            local_io: self.not_kept.is_some(),
             stdout_closed: self.stdout_closed,
             interrupted,
             unreachable: kinds().any(|k| matches!(k, Kind::Unreachable | Kind::Lost)),
@@ -120,13 +137,30 @@ impl Ran {
         })
     }
 
-    /// The summary of every host's outcome.
+    /// The summary of every host's outcome, and of whose output
+    /// `--max-output` cut.
     pub(crate) fn summary(&self) -> String {
-        report::summary(
+        let mut text = report::summary(
             self.hosts
                 .iter()
                 .map(|h| (h.name.as_str(), h.outcome.verdict())),
-        )
+        );
+        let truncated: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.captured.truncated())
+            .map(|h| h.name.as_str())
+            .collect();
+        text.push_str(&report::truncated_line(&truncated, self.rules.max_output));
+        text
+    }
+
+    /// Says on stderr what this machine's disk would not keep, if
+    /// anything: the last word of the run.
+    pub(crate) fn say_not_kept(&self) {
+        if let Some(e) = &self.not_kept {
+            eprintln!("wiresh: {e}");
+        }
     }
 
     /// Whether every host ran the command and it exited 0.
@@ -137,36 +171,41 @@ impl Ran {
     }
 
     /// Prints the groups (for `--gather` and `--diff`).
-    pub(crate) fn print_groups(&mut self, diff: bool) -> io::Result<()> {
+    pub(crate) fn print_groups(&mut self, diff: bool) {
         let Some(spool) = &self.spool else {
-            return Ok(());
+            return;
         };
         let groups = report::groups(&self.hosts);
+        let style = GroupStyle {
+            diff,
+            filter: (self.rules.filters_stdout(), self.rules.filters_stderr()),
+            max_output: self.rules.max_output,
+        };
         let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
-        let printed = report::print_groups(&groups, spool, diff, &mut out, &mut err);
-        if matches!(&printed, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
-            self.stdout_closed = true;
-            return Ok(());
+        match report::print_groups(&groups, spool, style, &mut out, &mut err) {
+            Ok(()) => {}
+            Err(PrintError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.stdout_closed = true;
+            }
+            Err(PrintError::Output(e)) => eprintln!("wiresh: cannot print the output: {e}"),
+            Err(PrintError::Spool(e)) => {
+                self.not_kept.get_or_insert(e);
+            }
         }
-        printed
     }
 }
 
 impl Command<'_> {
     /// Runs the command on every host (`slots[i]` is host i's connection,
     /// made when missing).
-    pub(crate) async fn run(&self, slots: &mut [Option<Connection>]) -> io::Result<Ran> {
+    pub(crate) async fn run(&self, slots: &mut [Option<Connection>]) -> Result<Ran, NotKept> {
         let spool = match self.display {
-            Display::Gather | Display::Diff | Display::Json => Some(Spool::new()?),
+            Display::Gather | Display::Diff | Display::Json => Some(Spool::new(Holding::Output)?),
             Display::Live | Display::Outdir(_) => None,
         };
         if let Display::Outdir(dir) = self.display {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create --outdir {}: {e}", dir.display()),
-                )
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NotKept::new(Place::Outdir(dir.clone()), e))?;
         }
         let printer =
             matches!(self.display, Display::Live).then(|| Printer::start(StderrStyle::Plain));
@@ -213,6 +252,8 @@ impl Command<'_> {
             hosts: all.into_iter().map(|(_, h)| h).collect(),
             spool,
             stdout_closed,
+            not_kept: self.fault.get().cloned(),
+            rules: self.rules,
         })
     }
 
@@ -232,14 +273,20 @@ impl Command<'_> {
             let host = match (&self.display, spool) {
                 (Display::Json, Some(spool)) => {
                     let (host, written) = json_line(host, spool.clone()).await;
-                    if written.is_err() && !json_closed.replace(true) {
-                        // Local stdout is gone: disconnect every host, as `| head` would.
-                        self.interrupts.raise();
-                        self.interrupts.raise();
+                    match written {
+                        Ok(()) => {}
+                        Err(PrintError::Spool(e)) => self.fault.stop(e, self.interrupts),
+                        Err(PrintError::Output(_)) if !json_closed.replace(true) => {
+                            // Local stdout is gone: disconnect every host, as `| head` would.
+                            self.interrupts.raise();
+                            self.interrupts.raise();
+                        }
+                        Err(PrintError::Output(_)) => {}
                     }
                     host
                 }
                 _ => {
+                    // (What the disk would not keep is said once, at the end.)
                     if let (Outcome::Unreachable(e) | Outcome::Failed(e), false) =
                         (&host.outcome, live)
                     {
@@ -283,32 +330,25 @@ impl Command<'_> {
         if self.interrupts.count() > 0 {
             return finished(Outcome::NotRun, Default::default());
         }
-        let mut capture = match target.capture(&host.name) {
+        let mut capture = match target.capture(&host.name, self.rules) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("{}: wiresh: {e}", host.name);
-                return finished(
-                    Outcome::Failed(ClientError::OutputClosed),
-                    Default::default(),
-                );
+                self.fault.stop(e.clone(), self.interrupts);
+                return finished(Outcome::NotKept(e), Default::default());
             }
         };
-        let (result, counts) = self.run_captured(id, conn, &mut capture).await;
-        let outcome = match result {
-            Ok(status) => Outcome::Exited(status),
-            Err(e) => {
-                if !e.connection_usable() {
-                    *slot = None;
-                }
-                if matches!(e, ClientError::OutputClosed) && self.interrupts.count() < 2 {
-                    // Local stdout is gone (`| head`): stop every host.
-                    self.interrupts.raise();
-                    self.interrupts.raise();
-                }
-                Outcome::Failed(e)
-            }
+        let (result, counts, refused) = self.run_captured(id, conn, &mut capture).await;
+        let finished_capture = capture.finish(counts).await;
+        let not_kept = match (refused, &finished_capture) {
+            (Some(TakeError::NotKept(e)), _) => Some(e),
+            (None, Err(TakeError::NotKept(e))) => Some(e.clone()),
+            _ => None,
         };
-        let captured = capture.finish(counts).await.unwrap_or_default();
+        if result.as_ref().is_err_and(|e| !e.connection_usable()) {
+            *slot = None;
+        }
+        let outcome = self.outcome(result, not_kept);
+        let captured = finished_capture.unwrap_or_default();
         target.report(&host.name, &outcome).await;
         if !self.keep_connections {
             if let Some(conn) = slot.take() {
@@ -318,6 +358,34 @@ impl Command<'_> {
         finished(outcome, captured)
     }
 
+    /// What became of a host whose command ended with `result`, and
+    /// whose output this machine's disk would not keep when `not_kept`;
+    /// stops every host when that is what it takes.
+    fn outcome(
+        &self,
+        result: Result<ExitStatus, ClientError>,
+        not_kept: Option<NotKept>,
+    ) -> Outcome {
+        if let Some(e) = not_kept {
+            self.fault.stop(e.clone(), self.interrupts);
+            return Outcome::NotKept(e);
+        }
+        match (result, self.fault.get()) {
+            (Ok(status), _) => Outcome::Exited(status),
+            // Stopped because another host's output was not kept.
+            (Err(ClientError::Interrupted), Some(fault)) => Outcome::NotKept(fault.clone()),
+            (Err(ClientError::OutputClosed), _) => {
+                if self.interrupts.count() < 2 {
+                    // Local stdout is gone (`| head`): stop every host.
+                    self.interrupts.raise();
+                    self.interrupts.raise();
+                }
+                Outcome::Failed(ClientError::OutputClosed)
+            }
+            (Err(e), _) => Outcome::Failed(e),
+        }
+    }
+
     /// Runs the command over `conn` (host `id`'s), its output into
     /// `capture`; how it ended, and the bytes of stdout and stderr taken.
     async fn run_captured(
@@ -325,7 +393,11 @@ impl Command<'_> {
         id: usize,
         conn: &mut Connection,
         capture: &mut Capture,
-    ) -> (Result<ExitStatus, ClientError>, (u64, u64)) {
+    ) -> (
+        Result<ExitStatus, ClientError>,
+        (u64, u64),
+        Option<TakeError>,
+    ) {
         let (stdin, _feeding) = match self.stdin {
             Some(b) => {
                 let (rx, task) = b.feed(id);
@@ -348,18 +420,19 @@ impl Command<'_> {
         let draining = async {
             let mut rx = rx; // owned, so that returning drops it
             while let Some(chunk) = rx.recv().await {
-                if capture.take(chunk, &mut counts).await.is_err() {
-                    return; // dropping `rx` ends the command: OutputClosed
+                if let Err(e) = capture.take(chunk, &mut counts).await {
+                    return Some(e); // dropping `rx` ends the command: OutputClosed
                 }
             }
+            None
         };
-        let (result, ()) = tokio::join!(running, draining);
-        (result, counts)
+        let (result, refused) = tokio::join!(running, draining);
+        (result, counts, refused)
     }
 }
 
 /// Writes one host's JSON line to stdout, off the event loop.
-async fn json_line(host: Finished, spool: Arc<Spool>) -> (Finished, io::Result<()>) {
+async fn json_line(host: Finished, spool: Arc<Spool>) -> (Finished, Result<(), PrintError>) {
     let written = tokio::task::spawn_blocking(move || {
         let r = report::write_json(&host, &spool, &mut io::stdout().lock());
         (host, r)
@@ -380,20 +453,21 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
-    fn capture(&self, name: &str) -> io::Result<Capture> {
+    fn capture(&self, name: &str, rules: OutputRules) -> Result<Capture, NotKept> {
         Ok(match self {
             Target::Live(printer) => {
                 let prefix: Arc<[u8]> = format!("{name}: ").into_bytes().into();
                 Capture::Live {
                     printer: printer.clone(),
-                    out: Lines::new(prefix.clone()),
-                    err: Lines::new(prefix),
+                    out: LiveStream::new(prefix.clone(), rules.filters_stdout()),
+                    err: LiveStream::new(prefix, rules.filters_stderr()),
                 }
             }
             Target::Files(dir) => Capture::files(dir, name)?,
             Target::Spool(spool) => Capture::Spool {
                 spool: spool.clone(),
                 streams: Default::default(),
+                room: rules.max_output,
             },
         })
     }

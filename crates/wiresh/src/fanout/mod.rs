@@ -9,7 +9,11 @@
 //! ([`crate::exit::for_fanout`]).
 //!
 //! - [`select`]: `-H`, `-g`, `-x` and the inventory, to hosts and endpoints;
-//! - `capture`: each host's output, as prefixed lines, files, or a spool;
+//! - `capture`: each host's output, as prefixed lines (filtered for a
+//!   terminal), files, or the spool;
+//! - `spool`: the temporary file that keeps output (at most
+//!   `--max-output` per host) and stdin, and the error of a disk that
+//!   would not keep them ([`NotKept`]);
 //! - `stdin`: local stdin, read once, for every host;
 //! - `report`: groups of identical output, diffs, JSON lines, the summary;
 //! - [`exec`]: `wiresh exec` on many hosts;
@@ -22,12 +26,14 @@ pub mod exec;
 mod report;
 pub mod select;
 pub mod shell;
+mod spool;
 mod stdin;
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -38,6 +44,8 @@ use crate::client::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
 use crate::exit;
 use crate::task::AbortOnDrop;
 
+pub use self::spool::{NotKept, Place};
+
 /// Hosts worked on at once unless `--fanout` says otherwise (pdsh's and
 /// clush's default is 32 and 64; connections here are cheap).
 pub const DEFAULT_FANOUT: usize = 64;
@@ -45,6 +53,47 @@ pub const DEFAULT_FANOUT: usize = 64;
 /// How long connecting to one host may take, unless `--connect-timeout`
 /// says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = CONNECT_TIMEOUT;
+
+/// What `--gather`, `--diff` and `--json` keep of one host's output
+/// (stdout and stderr together) unless `--max-output` says otherwise:
+/// some ten thousand lines, far more than a terminal shows, and, with
+/// the spool on disk, 1 GiB for a thousand hosts that never stop.
+pub const DEFAULT_MAX_OUTPUT: u64 = 1024 * 1024;
+
+/// What is kept of each host's output for the end, and how output
+/// reaches a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputRules {
+    /// Most bytes of one host's output, stdout and stderr together, kept
+    /// for `--gather`, `--diff` and `--json` (`--max-output`); the rest is
+    /// counted, not kept, and the host reported truncated. `None`: all.
+    pub max_output: Option<u64>,
+    /// Output to a terminal byte for byte (`--raw`). Otherwise a terminal
+    /// gets text, tabs, newlines and colours, and every other control
+    /// character written out ([`crate::untrusted::TerminalFilter`]).
+    pub raw: bool,
+}
+
+impl Default for OutputRules {
+    fn default() -> OutputRules {
+        OutputRules {
+            max_output: Some(DEFAULT_MAX_OUTPUT),
+            raw: false,
+        }
+    }
+}
+
+impl OutputRules {
+    /// Whether what goes to local stdout is filtered (a terminal, not `--raw`).
+    pub(crate) fn filters_stdout(&self) -> bool {
+        !self.raw && std::io::stdout().is_terminal()
+    }
+
+    /// Whether what goes to local stderr is filtered.
+    pub(crate) fn filters_stderr(&self) -> bool {
+        !self.raw && std::io::stderr().is_terminal()
+    }
+}
 
 /// One host of a fan-out: the name it is shown by, and how to reach it.
 #[derive(Debug, Clone)]
@@ -104,6 +153,9 @@ pub enum Outcome {
     Failed(ClientError),
     /// Never launched: Ctrl-C or `--fail-fast` came first.
     NotRun,
+    /// Stopped because this machine's disk would not keep its output (or
+    /// stdin for it), there or on another host.
+    NotKept(NotKept),
 }
 
 /// The kind of an [`Outcome`], in the order the summary lists them.
@@ -177,6 +229,16 @@ impl Outcome {
                 _ => (Kind::Lost, reason(e)),
             },
             Outcome::NotRun => (Kind::NotRun, "not run".to_string()),
+            Outcome::NotKept(e) => {
+                let what = match e.place {
+                    Place::Stdin(_) => "stdin",
+                    Place::Spool(_) | Place::Outdir(_) => "output",
+                };
+                (
+                    Kind::Lost,
+                    format!("stopped: {what} not kept ({})", e.reason()),
+                )
+            }
         };
         Verdict { kind, label }
     }
@@ -188,6 +250,7 @@ impl Outcome {
             Outcome::Exited(s) => Some(exit::for_status(s)),
             Outcome::Unreachable(e) | Outcome::Failed(e) => Some(exit::for_error(e)),
             Outcome::NotRun => None,
+            Outcome::NotKept(_) => Some(exit::LOCAL_IO),
         }
     }
 }
@@ -235,6 +298,28 @@ pub(crate) fn raise_open_files_limit(connections: usize) {
         if soft < want {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
         }
+    }
+}
+
+/// The first thing this machine's disk would not keep in a run: once
+/// there is one, every host is stopped, and the run exits
+/// [`exit::LOCAL_IO`] saying what it was.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DiskFault(Arc<OnceLock<NotKept>>);
+
+impl DiskFault {
+    /// Records `error` (unless one came first) and stops every host at
+    /// once, as a second Ctrl-C does.
+    pub(crate) fn stop(&self, error: NotKept, interrupts: &Interrupts) {
+        let _ = self.0.set(error);
+        while interrupts.count() < 2 {
+            interrupts.raise();
+        }
+    }
+
+    /// The error, if there was one.
+    pub(crate) fn get(&self) -> Option<&NotKept> {
+        self.0.get()
     }
 }
 

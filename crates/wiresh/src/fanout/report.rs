@@ -6,15 +6,50 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use indicatif::HumanBytes;
 use serde::Serialize;
 
-use super::capture::{Captured, Spool, Spooled};
+use super::capture::{Captured, Lines};
+use super::spool::{NotKept, Spool, Spooled};
 use super::{Kind, Outcome, Verdict};
 use crate::hostlist::{fold, natural_cmp};
+use crate::untrusted::TerminalFilter;
 
 /// Outputs larger than this are not diffed (the diff would hold both in
 /// memory); `--outdir` and `diff -u` do it better.
 const DIFF_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Why the groups or a JSON line could not be written out.
+#[derive(Debug)]
+pub(crate) enum PrintError {
+    /// Local stdout (or stderr) would not take them.
+    Output(io::Error),
+    /// The spool could not be read back.
+    Spool(NotKept),
+}
+
+impl From<io::Error> for PrintError {
+    fn from(e: io::Error) -> PrintError {
+        PrintError::Output(e)
+    }
+}
+
+impl From<NotKept> for PrintError {
+    fn from(e: NotKept) -> PrintError {
+        PrintError::Spool(e)
+    }
+}
+
+/// How the groups are printed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupStyle {
+    /// Each group after the first as a diff against the first.
+    pub(crate) diff: bool,
+    /// Filter stdout and stderr for a terminal.
+    pub(crate) filter: (bool, bool),
+    /// The `--max-output` that cut what was kept, for the marker.
+    pub(crate) max_output: Option<u64>,
+}
 
 /// One host, finished.
 #[derive(Debug)]
@@ -29,6 +64,20 @@ pub(crate) struct Finished {
     pub(crate) duration: Duration,
     /// What it printed.
     pub(crate) captured: Captured,
+}
+
+/// The summary line of the hosts whose output `--max-output` cut (none
+/// when there are none).
+pub(crate) fn truncated_line(truncated: &[&str], max_output: Option<u64>) -> String {
+    if truncated.is_empty() {
+        return String::new();
+    }
+    let at = max_output.map_or(String::new(), |n| format!(" at {}", HumanBytes(n)));
+    format!(
+        "  output truncated{at} (--max-output) ({}): {}\n",
+        truncated.len(),
+        fold(truncated)
+    )
 }
 
 /// The summary: counts on the first line, then each outcome's hosts as a
@@ -81,12 +130,14 @@ pub(crate) fn summary<'a>(hosts: impl IntoIterator<Item = (&'a str, Verdict)>) -
 /// Hosts whose command ran, grouped by identical stdout, stderr and status,
 /// largest group first.
 pub(crate) fn groups(hosts: &[Finished]) -> Vec<Vec<&Finished>> {
-    let mut by_key: HashMap<(blake3::Hash, blake3::Hash, String), Vec<&Finished>> = HashMap::new();
+    type Key = (blake3::Hash, blake3::Hash, String, bool, bool);
+    let mut by_key: HashMap<Key, Vec<&Finished>> = HashMap::new();
     for host in hosts {
         let (Outcome::Exited(_), Some((out, err))) = (&host.outcome, &host.captured.spooled) else {
             continue;
         };
-        let key = (out.digest(), err.digest(), host.outcome.verdict().label);
+        let label = host.outcome.verdict().label;
+        let key = (out.digest(), err.digest(), label, out.cut, err.cut);
         by_key.entry(key).or_default().push(host);
     }
     let mut groups: Vec<Vec<&Finished>> = by_key.into_values().collect();
@@ -106,11 +157,49 @@ fn header(group: &[&Finished]) -> String {
     let names: Vec<&str> = group.iter().map(|h| h.name.as_str()).collect();
     let n = group.len();
     format!(
-        "{} ({n} host{}, {})",
+        "{} ({n} host{}, {}{})",
         fold(&names),
         if n == 1 { "" } else { "s" },
-        group[0].outcome.verdict().label
+        group[0].outcome.verdict().label,
+        if group[0].captured.truncated() {
+            ", truncated"
+        } else {
+            ""
+        }
     )
+}
+
+/// The line that ends a stream `--max-output` cut.
+fn cut_marker(max_output: Option<u64>) -> String {
+    let kept = max_output.map_or(String::new(), |n| format!(" after {}", HumanBytes(n)));
+    format!("[wiresh: output cut{kept}: raise --max-output to keep more]\n")
+}
+
+/// Writes `pieces` to `out`, through a terminal filter when `filter`;
+/// returns the last byte written.
+fn write_pieces(
+    pieces: impl Iterator<Item = Result<Vec<u8>, NotKept>>,
+    filter: bool,
+    out: &mut dyn Write,
+) -> Result<u8, PrintError> {
+    let mut filter = filter.then(TerminalFilter::new);
+    let mut last = b'\n';
+    let mut write = |bytes: &[u8], out: &mut dyn Write| -> io::Result<()> {
+        out.write_all(bytes)?;
+        last = bytes.last().copied().unwrap_or(last);
+        Ok(())
+    };
+    for piece in pieces {
+        let piece = piece?;
+        match &mut filter {
+            Some(f) => write(&f.push(&piece), out)?,
+            None => write(&piece, out)?,
+        }
+    }
+    if let Some(f) = &mut filter {
+        write(&f.finish(), out)?;
+    }
+    Ok(last)
 }
 
 fn streams(host: &Finished) -> (&Spooled, &Spooled) {
@@ -125,66 +214,76 @@ fn streams(host: &Finished) -> (&Spooled, &Spooled) {
 /// Prints the groups: each header, then its stdout on `out`; its stderr
 /// goes to `err` as lines prefixed with the group's hosts. With `diff`,
 /// every group after the first shows its stdout as a unified diff against
-/// the first's.
+/// the first's. A stream `--max-output` cut ends with a marker.
 pub(crate) fn print_groups(
     groups: &[Vec<&Finished>],
     spool: &Spool,
-    diff: bool,
+    style: GroupStyle,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> io::Result<()> {
+) -> Result<(), PrintError> {
     let rule = "-".repeat(15);
     for (i, group) in groups.iter().enumerate() {
         let header = header(group);
         writeln!(out, "{rule}\n{header}\n{rule}")?;
         let (stdout, stderr) = streams(group[0]);
-        if diff && i > 0 {
+        if style.diff && i > 0 {
             let (base, _) = streams(groups[0][0]);
-            write_diff(&header, &groups[0], base, stdout, spool, out)?;
+            let text = diff_text(&header, &groups[0], base, stdout, spool)?;
+            write_pieces(std::iter::once(Ok(text)), style.filter.0, out)?;
         } else {
-            let mut last = b'\n';
-            for piece in stdout.pieces(spool) {
-                let piece = piece?;
-                out.write_all(&piece)?;
-                last = piece.last().copied().unwrap_or(last);
-            }
+            let last = write_pieces(stdout.pieces(spool), style.filter.0, out)?;
             // The next header starts on a line of its own.
             if last != b'\n' {
                 out.write_all(b"\n")?;
             }
         }
+        if stdout.cut {
+            out.write_all(cut_marker(style.max_output).as_bytes())?;
+        }
         out.flush()?;
-        if stderr.len > 0 {
+        if stderr.len > 0 || stderr.cut {
             let names: Vec<&str> = group.iter().map(|h| h.name.as_str()).collect();
-            let mut lines =
-                super::capture::Lines::new(format!("{}: ", fold(&names)).into_bytes().into());
+            let mut lines = Lines::new(format!("{}: ", fold(&names)).into_bytes().into());
+            let mut filter = style.filter.1.then(TerminalFilter::new);
             for piece in stderr.pieces(spool) {
-                err.write_all(&lines.push(&piece?))?;
+                let piece = piece?;
+                let piece = match &mut filter {
+                    Some(f) => f.push(&piece),
+                    None => piece,
+                };
+                err.write_all(&lines.push(&piece))?;
+            }
+            if let Some(f) = &mut filter {
+                err.write_all(&lines.push(&f.finish()))?;
             }
             err.write_all(&lines.finish())?;
+            if stderr.cut {
+                err.write_all(&lines.push(cut_marker(style.max_output).as_bytes()))?;
+            }
             err.flush()?;
         }
     }
     Ok(())
 }
 
-fn write_diff(
+/// The unified diff of `this` against `base`, or a line saying why not.
+fn diff_text(
     header: &str,
     base_group: &[&Finished],
     base: &Spooled,
     this: &Spooled,
     spool: &Spool,
-    out: &mut dyn Write,
-) -> io::Result<()> {
+) -> Result<Vec<u8>, NotKept> {
     let (Some(old), Some(new)) = (
         base.read_all(spool, DIFF_LIMIT)?,
         this.read_all(spool, DIFF_LIMIT)?,
     ) else {
-        return writeln!(
-            out,
-            "(not diffed: {} and {} bytes, over {DIFF_LIMIT}; use --outdir and diff)",
+        return Ok(format!(
+            "(not diffed: {} and {} bytes, over {DIFF_LIMIT}; use --outdir and diff)\n",
             base.len, this.len
-        );
+        )
+        .into_bytes());
     };
     let (old, new) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
     let base_names: Vec<&str> = base_group.iter().map(|h| h.name.as_str()).collect();
@@ -194,7 +293,7 @@ fn write_diff(
         .context_radius(3)
         .header(&fold(&base_names), header)
         .to_string();
-    out.write_all(text.as_bytes())
+    Ok(text.into_bytes())
 }
 
 /// The fixed fields of a host's JSON line (the output follows them).
@@ -210,6 +309,9 @@ struct JsonHead<'a> {
     duration_ms: u128,
     stdout_bytes: u64,
     stderr_bytes: u64,
+    /// `--max-output` cut what was kept: `stdout` and `stderr` hold less
+    /// than the byte counts say.
+    truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -219,9 +321,14 @@ struct JsonError {
 }
 
 /// Writes one host as one JSON line: host, status, exit code or signal
-/// or error, duration, byte counts, and its stdout and stderr as strings
-/// (invalid UTF-8 replaced), streamed from the spool.
-pub(crate) fn write_json(host: &Finished, spool: &Spool, out: &mut dyn Write) -> io::Result<()> {
+/// or error, duration, byte counts, whether its output was truncated, and
+/// its stdout and stderr as strings (invalid UTF-8 replaced), streamed
+/// from the spool.
+pub(crate) fn write_json(
+    host: &Finished,
+    spool: &Spool,
+    out: &mut dyn Write,
+) -> Result<(), PrintError> {
     let verdict = host.outcome.verdict();
     let (exit_code, signal, timed_out) = match &host.outcome {
         Outcome::Exited(s) => (s.code, s.signal, s.timed_out),
@@ -229,6 +336,10 @@ pub(crate) fn write_json(host: &Finished, spool: &Spool, out: &mut dyn Write) ->
     };
     let error = match &host.outcome {
         Outcome::Unreachable(e) | Outcome::Failed(e) => Some(JsonError {
+            kind: verdict.label.clone(),
+            message: e.to_string(),
+        }),
+        Outcome::NotKept(e) => Some(JsonError {
             kind: verdict.label.clone(),
             message: e.to_string(),
         }),
@@ -249,6 +360,7 @@ pub(crate) fn write_json(host: &Finished, spool: &Spool, out: &mut dyn Write) ->
         duration_ms: host.duration.as_millis(),
         stdout_bytes: host.captured.out_len,
         stderr_bytes: host.captured.err_len,
+        truncated: host.captured.truncated(),
     };
     let mut line = serde_json::to_vec(&head).map_err(io::Error::other)?;
     line.pop(); // the closing brace: the output comes first
@@ -268,7 +380,7 @@ pub(crate) fn write_json(host: &Finished, spool: &Spool, out: &mut dyn Write) ->
         out.write_all(b"\"")?;
     }
     out.write_all(b"}\n")?;
-    out.flush()
+    Ok(out.flush()?)
 }
 
 /// Writes `text` as the inside of a JSON string.

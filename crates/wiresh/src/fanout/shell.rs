@@ -9,7 +9,7 @@ use tokio::runtime::Runtime;
 use wiresh_proto::ExecRequest;
 
 use super::exec::Command;
-use super::{Display, Host, Interrupts, Options};
+use super::{DiskFault, Display, Host, Interrupts, Options, OutputRules};
 use crate::cli::lines::{run_lines, LineRunner, Step};
 use crate::client::Connection;
 use crate::exit;
@@ -66,29 +66,31 @@ impl ManyHosts<'_> {
         }))
         .await;
         let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+        let fault = DiskFault::default();
         let command = Command {
             hosts: self.hosts,
             request: &ExecRequest::shell(line),
             stdin: None,
             options: self.options,
             display: &Display::Gather,
+            rules: OutputRules::default(),
             interrupts: &interrupts,
+            fault: &fault,
             keep_connections: true,
         };
         let mut ran = match command.run(&mut self.slots).await {
             Ok(ran) => ran,
             Err(e) => {
                 eprintln!("wiresh: {e}");
-                return exit::CLIENT_FAILURE;
+                return exit::LOCAL_IO;
             }
         };
-        if let Err(e) = ran.print_groups(false) {
-            eprintln!("wiresh: cannot print the output: {e}");
-        }
+        ran.print_groups(false);
         // All well goes without saying; anything else gets the summary.
-        if !ran.all_ok() {
+        if !ran.all_ok() || ran.not_kept.is_some() {
             eprint!("{}", ran.summary());
         }
+        ran.say_not_kept();
         ran.status(false, interrupts.count() > 0)
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! What is read goes to a temporary file, so hosts launched later (beyond
 //! `--fanout`) get it from its start, while memory holds only the pieces in
-//! flight. Reading stops whenever a running host lags more than [`LAG`]
+//! flight. If the temporary file cannot be written (or read back), no host
+//! sees its input end: every host is stopped instead, so that no command
+//! takes the part it got for the whole. Reading stops whenever a running host lags more than [`LAG`]
 //! behind: the slowest host sets the pace, as with `tee`. A host whose
 //! command stops reading holds everyone up until its command ends (or its
 //! `--timeout` ends it); from then on it no longer counts.
@@ -13,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::capture::{Spool, PIECE};
+use super::spool::{Holding, NotKept, Spool, PIECE};
+use super::{DiskFault, Interrupts};
 use crate::task::AbortOnDrop;
 
 /// How far ahead of the slowest running host reading may go.
@@ -26,6 +29,8 @@ struct Level {
     ended: bool,
     /// Reading waits for the slowest running host to catch up.
     held: bool,
+    /// The spool failed: stdin will never end.
+    failed: bool,
 }
 
 /// Stdin for many hosts.
@@ -33,6 +38,8 @@ struct Level {
 pub(crate) struct Broadcast {
     spool: Arc<Spool>,
     level: watch::Receiver<Level>,
+    level_tx: Arc<watch::Sender<Level>>,
+    fail: Failure,
     /// How far each running host has read.
     positions: Arc<Mutex<HashMap<usize, u64>>>,
     moved: Arc<Notify>,
@@ -40,22 +47,32 @@ pub(crate) struct Broadcast {
 }
 
 impl Broadcast {
-    /// Starts reading `source` (local stdin, in chunks) into a new spool.
-    pub(crate) fn start(source: mpsc::Receiver<Bytes>) -> std::io::Result<Broadcast> {
-        let spool = Spool::new()?;
+    /// Starts reading `source` (local stdin, in chunks) into a new spool;
+    /// a spool that fails later is told to `fault`, which stops every host.
+    pub(crate) fn start(
+        source: mpsc::Receiver<Bytes>,
+        fault: DiskFault,
+        interrupts: Interrupts,
+    ) -> Result<Broadcast, NotKept> {
+        let spool = Spool::new(Holding::Stdin)?;
+        let fail = Failure { fault, interrupts };
         let (level_tx, level) = watch::channel(Level::default());
         let positions = Arc::new(Mutex::new(HashMap::new()));
         let moved = Arc::new(Notify::new());
+        let level_tx = Arc::new(level_tx);
         let reader = tokio::spawn(fill(
             source,
             spool.clone(),
-            level_tx,
+            level_tx.clone(),
             positions.clone(),
             moved.clone(),
+            fail.clone(),
         ));
         Ok(Broadcast {
             spool,
             level,
+            level_tx,
+            fail,
             positions,
             moved,
             _reader: AbortOnDrop(reader),
@@ -71,8 +88,32 @@ impl Broadcast {
             moved: self.moved.clone(),
         };
         reader.set(0);
-        let task = tokio::spawn(send(reader, self.spool.clone(), self.level.clone(), tx));
+        let task = tokio::spawn(send(
+            reader,
+            self.spool.clone(),
+            (self.level.clone(), self.level_tx.clone()),
+            self.fail.clone(),
+            tx,
+        ));
         (rx, AbortOnDrop(task))
+    }
+}
+
+/// Where a spool that fails is told.
+#[derive(Debug, Clone)]
+struct Failure {
+    fault: DiskFault,
+    interrupts: Interrupts,
+}
+
+impl Failure {
+    /// Stops every host, marks stdin as never ending, and waits for ever:
+    /// the host's input must not end, or its command would take what it
+    /// got for all of it.
+    async fn fail(&self, error: NotKept, level: &watch::Sender<Level>) -> ! {
+        self.fault.stop(error, &self.interrupts);
+        level.send_modify(|l| l.failed = true);
+        std::future::pending().await
     }
 }
 
@@ -81,9 +122,10 @@ impl Broadcast {
 async fn fill(
     mut source: mpsc::Receiver<Bytes>,
     spool: Arc<Spool>,
-    level: watch::Sender<Level>,
+    level: Arc<watch::Sender<Level>>,
     positions: Arc<Mutex<HashMap<usize, u64>>>,
     moved: Arc<Notify>,
+    fail: Failure,
 ) {
     let mut written = 0u64;
     while let Some(chunk) = source.recv().await {
@@ -98,8 +140,8 @@ async fn fill(
             level.send_if_modified(|l| !std::mem::replace(&mut l.held, true));
             notified.await;
         }
-        if spool.append(&chunk).is_err() {
-            break; // the error ends stdin early; each host sees its end
+        if let Err(e) = spool.append(&chunk) {
+            fail.fail(e, &level).await;
         }
         written += chunk.len() as u64;
         level.send_replace(Level {
@@ -110,7 +152,7 @@ async fn fill(
     level.send_replace(Level {
         written,
         ended: true,
-        held: false,
+        ..Level::default()
     });
 }
 
@@ -143,21 +185,30 @@ impl Drop for Reader {
 async fn send(
     reader: Reader,
     spool: Arc<Spool>,
-    mut level: watch::Receiver<Level>,
+    (mut level, level_tx): (watch::Receiver<Level>, Arc<watch::Sender<Level>>),
+    fail: Failure,
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut at = 0u64;
     loop {
-        let now = match level.wait_for(|l| l.ended || l.written > at).await {
+        let now = match level
+            .wait_for(|l| l.ended || l.failed || l.written > at)
+            .await
+        {
             Ok(l) => *l,
             Err(_) => return,
         };
+        if now.failed {
+            // Never `stdin_end`: the host is being stopped.
+            std::future::pending::<()>().await;
+        }
         if now.written == at {
             return; // all of stdin sent: dropping `tx` ends the host's input
         }
         let len = PIECE.min((now.written - at) as usize);
-        let Ok(piece) = spool.read(at, len) else {
-            return;
+        let piece = match spool.read(at, len) {
+            Ok(piece) => piece,
+            Err(e) => fail.fail(e, &level_tx).await,
         };
         if tx.send(Bytes::from(piece)).await.is_err() {
             return; // the command is over
@@ -182,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn every_host_gets_all_of_it_even_when_late() {
         let (tx, rx) = mpsc::channel(4);
-        let broadcast = Broadcast::start(rx).unwrap();
+        let broadcast = Broadcast::start(rx, DiskFault::default(), Interrupts::new()).unwrap();
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
         let early = broadcast.feed(0);
         let feeding = tokio::spawn({
@@ -202,7 +253,7 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_stops_reading_holds_reading_back() {
         let (tx, rx) = mpsc::channel(1);
-        let broadcast = Broadcast::start(rx).unwrap();
+        let broadcast = Broadcast::start(rx, DiskFault::default(), Interrupts::new()).unwrap();
         let (stuck, _task) = broadcast.feed(0);
         const CHUNK: usize = 1024 * 1024;
         let total = 4 * LAG;

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use clap::{Args, Parser, Subcommand};
 use wiresh::addr::Network;
 use wiresh::client::DEFAULT_TRANSFER_TIMEOUT;
-use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT};
+use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT, DEFAULT_MAX_OUTPUT};
 use wiresh::server::admission::StartupLimits;
 use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
@@ -137,6 +137,55 @@ impl FromStr for DurationArg {
 impl fmt::Display for DurationArg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// A size on the command line: `1048576`, `512K`, `1M`, `2GiB` (K, M and
+/// G are powers of 1024), or `none` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeArg(pub Option<u64>);
+
+impl FromStr for SizeArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let text = s.trim();
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(SizeArg(None));
+        }
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let shift = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kib" => 10,
+            "m" | "mib" => 20,
+            "g" | "gib" => 30,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a size; use e.g. 512K, 1M, 2GiB or none"
+                ))
+            }
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift))
+            .map(|n| SizeArg(Some(n)))
+            .ok_or_else(|| format!("{s:?} is not a size; use e.g. 512K, 1M, 2GiB or none"))
+    }
+}
+
+impl fmt::Display for SizeArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(n) if n > 0 && n % (1 << 30) == 0 => write!(f, "{}G", n >> 30),
+            Some(n) if n > 0 && n % (1 << 20) == 0 => write!(f, "{}M", n >> 20),
+            Some(n) if n > 0 && n % (1 << 10) == 0 => write!(f, "{}K", n >> 10),
+            Some(n) => n.fmt(f),
+        }
     }
 }
 
@@ -399,6 +448,18 @@ pub struct OutputArgs {
     /// Exit with the largest exit status of any host (like `pdsh -S`).
     #[arg(short = 'S', long = "largest-status")]
     pub largest_status: bool,
+    /// With --gather, --diff or --json: keep at most this much of each
+    /// host's output (stdout and stderr together, e.g. 512K, 10M, or
+    /// none); the rest is counted, not kept, and the host is reported
+    /// truncated. What is kept waits in a temporary file in $TMPDIR.
+    #[arg(long, value_name = "SIZE", default_value_t = SizeArg(Some(DEFAULT_MAX_OUTPUT)))]
+    pub max_output: SizeArg,
+    /// With many hosts: pass their output to a terminal byte for byte. By
+    /// default a terminal gets text, tabs, newlines and colours, and any
+    /// other control character written out as \xNN (a host cannot set
+    /// the title, the clipboard, or clear the screen).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 fn parse_fanout(s: &str) -> Result<usize, String> {
@@ -543,6 +604,21 @@ mod tests {
         assert!(d("soon").is_err());
         assert!(d("-1").is_err());
         assert_eq!(DurationArg(Duration::from_secs(900)).to_string(), "15m");
+    }
+
+    #[test]
+    fn sizes() {
+        let size = |s: &str| s.parse::<SizeArg>().map(|s| s.0);
+        assert_eq!(size("1048576"), Ok(Some(1 << 20)));
+        assert_eq!(size("512K"), Ok(Some(512 << 10)));
+        assert_eq!(size("1M"), Ok(Some(1 << 20)));
+        assert_eq!(size("2GiB"), Ok(Some(2 << 30)));
+        assert_eq!(size("0"), Ok(Some(0)));
+        assert_eq!(size("none"), Ok(None));
+        assert!(size("1T").is_err() && size("M").is_err() && size("-1").is_err());
+        assert!(size("99999999999G").is_err());
+        assert_eq!(SizeArg(Some(DEFAULT_MAX_OUTPUT)).to_string(), "1M");
+        assert_eq!(SizeArg(Some(1000)).to_string(), "1000");
     }
 
     #[test]

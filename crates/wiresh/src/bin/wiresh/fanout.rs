@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use tokio::runtime::Runtime;
 use wiresh::client::copy::CopyFlags;
 use wiresh::fanout::copy::Direction;
-use wiresh::fanout::{self, Display, Host};
+use wiresh::fanout::{self, Display, Host, OutputRules};
 use wiresh_proto::ExecRequest;
 
 use crate::args::{ConnectArgs, OutputArgs};
@@ -47,6 +47,10 @@ pub fn exec(
             forward_stdin,
             options: connect.fanout_options(),
             display: output.display(),
+            rules: OutputRules {
+                max_output: output.max_output.0,
+                raw: output.raw,
+            },
             largest_status: output.largest_status,
         },
     )
