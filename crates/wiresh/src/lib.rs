@@ -18,6 +18,8 @@
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
 //! - [`inventory`]: `hosts.toml`: groups and per-host settings.
+//! - [`reach`]: how to reach one host: what is given, the rest from
+//!   `$WIRESH_HOME` as the command line finds it (for library users).
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
 //! - `cert`: what TLS and client keys share: fingerprints, signature checks.
@@ -79,6 +81,7 @@ pub mod keys;
 pub mod legacy;
 pub mod notify;
 pub mod privilege;
+pub mod reach;
 pub mod server;
 pub mod tcp_table;
 pub mod tls;
