@@ -1,0 +1,91 @@
+//! The library's errors as the package's exceptions (defined in Python, in
+//! `wiresh/errors.py`, so that they carry attributes and stubs): a failed
+//! connection is `ConnectError`, a changed server key `FingerprintMismatch`,
+//! a refused token or key `AuthenticationError`, any other refusal
+//! `RemoteError` with the wire code, a broken peer `ProtocolError`, a lost
+//! connection `ConnectionLost`, a local setting `ConfigError`.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError};
+use pyo3::prelude::*;
+use wiresh::client::transfer::TransferError;
+use wiresh::client::ClientError;
+use wiresh::error::SetupError;
+use wiresh_proto::ErrorCode;
+
+/// The module the exception classes live in.
+const MODULE: &str = "wiresh.errors";
+
+/// How the TLS layer words a changed fingerprint (`tls::PinCheck`): the
+/// one TLS failure that is a mismatch rather than a failed connection.
+const MISMATCH_WARNING: &str = "WARNING: the server at ";
+
+/// An instance of the exception class `class`, made with `args`.
+pub fn exception<'py, A>(py: Python<'py>, class: &str, args: A) -> PyErr
+where
+    A: pyo3::call::PyCallArgs<'py>,
+{
+    let made = py
+        .import(MODULE)
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.call1(args));
+    match made {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
+
+/// A setting or a file that does not allow connecting.
+pub fn setup(py: Python<'_>, e: &SetupError) -> PyErr {
+    exception(py, "ConfigError", (e.to_string(),))
+}
+
+/// A failure of the client, `connecting` or once connected.
+pub fn client(py: Python<'_>, e: &ClientError, connecting: bool) -> PyErr {
+    let message = e.to_string();
+    match e {
+        ClientError::Connect { .. } => exception(py, "ConnectError", (message,)),
+        ClientError::Tls(text) if text.starts_with(MISMATCH_WARNING) => {
+            exception(py, "FingerprintMismatch", (message,))
+        }
+        ClientError::Tls(_) => exception(py, "ConnectError", (message,)),
+        ClientError::Timeout(_) if connecting => exception(py, "ConnectError", (message,)),
+        ClientError::Timeout(_) | ClientError::Closed(_) | ClientError::OutputClosed => {
+            exception(py, "ConnectionLost", (message,))
+        }
+        ClientError::Remote { code, message, .. } => remote(py, *code, message),
+        ClientError::Protocol(_) => exception(py, "ProtocolError", (message,)),
+        ClientError::Interrupted => PyKeyboardInterrupt::new_err(message),
+        ClientError::Unsupported(_) => exception(py, "WireshError", (message,)),
+    }
+}
+
+/// A refusal from the server, with its wire code.
+pub fn remote(py: Python<'_>, code: ErrorCode, message: &str) -> PyErr {
+    let class = match code {
+        ErrorCode::AuthFailed | ErrorCode::AuthRequired | ErrorCode::RateLimited => {
+            "AuthenticationError"
+        }
+        _ => "RemoteError",
+    };
+    let text = format!("server error ({code}): {message}");
+    exception(py, class, (text, code.as_str()))
+}
+
+/// A failed `put` or `get`: a local file's own error as `OSError` (so
+/// `FileNotFoundError` and the like), the rest as the package's errors.
+pub fn transfer(py: Python<'_>, e: &TransferError) -> PyErr {
+    match e {
+        TransferError::Client(c) => client(py, c, false),
+        TransferError::Local { path, source } => match source.raw_os_error() {
+            Some(errno) => PyOSError::new_err((
+                errno,
+                source.to_string(),
+                path.to_string_lossy().into_owned(),
+            )),
+            None => exception(py, "TransferError", (e.to_string(),)),
+        },
+        TransferError::Unsafe(_) | TransferError::Checksum(_) => {
+            exception(py, "TransferError", (e.to_string(),))
+        }
+    }
+}
