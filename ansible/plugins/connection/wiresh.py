@@ -164,6 +164,7 @@ EXAMPLES = r"""
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -179,12 +180,9 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-try:
-    import wiresh  # noqa: F401  (the relay imports it; checked here to say so early)
-
-    HAS_WIRESH = True
-except ImportError:
-    HAS_WIRESH = False
+# The relay imports the package; here it is only looked for (importing
+# its native half in every task's process would cost more than the task).
+HAS_WIRESH = importlib.util.find_spec("wiresh") is not None
 
 display = Display()
 
