@@ -10,8 +10,8 @@ description:
   - Runs Ansible's commands and modules on a host with a C(wiresh serve) server, over the
     wiresh Python package (the same Rust client as the C(wiresh) command, with its TLS pinning of
     fingerprints, tokens, client keys, C($WIRESH_HOME) host settings).
-  - One relay process per host holds the host's connections for the play (as ssh's
-    ControlPersist master does); Ansible's per-task processes reach it over a Unix socket.
+  - One relay process holds every host's connections for the play (as ssh's ControlPersist
+    masters do); Ansible's per-task processes reach it over a Unix socket.
   - Modules run in a worker that stays on the host for the play (a Python process started
     over wiresh), forked warm for each module, as Mitogen does. Anything it cannot run
     (C(raw), become, another interpreter, a module that brings other versions of Ansible's
@@ -122,7 +122,7 @@ options:
     env:
       - name: ANSIBLE_WIRESH_WORKER
   persist:
-    description: Seconds a host's relay (and its connections and worker) stays unused before it exits; it also exits with the Ansible run that started it.
+    description: Seconds the relay (the hosts' connections and workers) stays unused before it exits; it also exits with the Ansible run that started it.
     type: integer
     default: 60
     vars:
@@ -132,8 +132,16 @@ options:
         key: persist
     env:
       - name: ANSIBLE_WIRESH_PERSIST
+  python_interpreter:
+    description:
+      - The interpreter modules run with, as Ansible is told it (C(ansible_python_interpreter)).
+      - When it is a path, the worker starts with the host's first task, alongside it; otherwise
+        (interpreter discovery) with the first module.
+    type: string
+    vars:
+      - name: ansible_python_interpreter
   control_path_dir:
-    description: Directory of the relays' sockets (made owner-only).
+    description: Directory of the relay's socket (made owner-only).
     type: path
     default: ~/.ansible/wcp
     ini:
@@ -142,7 +150,7 @@ options:
     env:
       - name: ANSIBLE_WIRESH_CONTROL_PATH_DIR
   timeout:
-    description: Seconds to wait for a host's relay to connect before the host is unreachable.
+    description: Seconds to wait for the relay to start.
     type: integer
     default: 30
     vars:
@@ -220,9 +228,9 @@ class Connection(ConnectionBase):
     # -- the relay -----------------------------------------------------------
 
     def _settings(self):
-        """The relay's settings, and the key that names it."""
+        """How to reach the host, as the relay is told with each request."""
         port = self.get_option("port")
-        settings = {
+        return {
             "host": self.get_option("host"),
             "port": int(port) if port not in (None, "") else None,
             "token_file": self.get_option("token_file"),
@@ -232,10 +240,8 @@ class Connection(ConnectionBase):
             "home": self.get_option("home"),
             "plaintext": bool(self.get_option("plaintext")),
             "worker": bool(self.get_option("worker")),
+            "python_interpreter": self.get_option("python_interpreter"),
         }
-        # Hashed into the socket's name: never the token in clear.
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
-        return settings, key
 
     def _owner(self):
         """The Ansible process the relay lives for: the one that forks the
@@ -244,11 +250,13 @@ class Connection(ConnectionBase):
             return os.getppid()
         return os.getpid()
 
-    def _relay_path(self, key):
+    def _relay_path(self):
         directory = os.path.expanduser(self.get_option("control_path_dir"))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
-        return os.path.join(directory, "%d-%s" % (self._owner(), key))
+        # One relay per Ansible run (and per Python running it).
+        tag = hashlib.sha256(sys.executable.encode()).hexdigest()[:8]
+        return os.path.join(directory, "%d-%s" % (self._owner(), tag))
 
     def _attach(self, path):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -259,9 +267,8 @@ class Connection(ConnectionBase):
             return None
         return sock
 
-    def _start_relay(self, settings, path):
-        config = dict(settings)
-        config.update(
+    def _start_relay(self, path):
+        config = dict(
             socket=path,
             owner=self._owner(),
             persist=int(self.get_option("persist")),
@@ -289,9 +296,7 @@ class Connection(ConnectionBase):
             if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
                 proc.kill()
                 proc.wait()
-                raise AnsibleConnectionFailure(
-                    "wiresh: no connection to %s within %ss" % (settings["host"], self.get_option("timeout"))
-                )
+                raise AnsibleConnectionFailure("wiresh: the relay did not start within %ss" % self.get_option("timeout"))
             chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
                 break
@@ -303,9 +308,7 @@ class Connection(ConnectionBase):
         if word == "ready":
             return
         message = json.loads(detail) if detail else "the relay exited without a word"
-        if word == "unreachable":
-            raise AnsibleConnectionFailure("wiresh: %s" % message)
-        raise AnsibleError("wiresh: %s" % message)
+        raise AnsibleError("wiresh: cannot start the relay: %s" % message)
 
     def _connect(self):
         if self._connected:
@@ -315,32 +318,32 @@ class Connection(ConnectionBase):
                 "the wiresh connection needs the wiresh Python package on the controller "
                 "(pip install ./python from the wiresh repository) for %s" % sys.executable
             )
-        settings, key = self._settings()
-        path = self._relay_path(key)
+        path = self._relay_path()
         sock = self._attach(path)
         if sock is None:
             with open(path + ".lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 sock = self._attach(path)
                 if sock is None:
-                    display.vvv("ESTABLISH WIRESH CONNECTION (relay %s)" % path, host=settings["host"])
+                    display.vvv("ESTABLISH WIRESH RELAY %s" % path, host=self.get_option("host"))
                     try:
                         os.unlink(path)
                     except FileNotFoundError:
                         pass
                     try:
-                        self._start_relay(settings, path)
+                        self._start_relay(path)
                     except AnsibleError:
                         os.unlink(path + ".lock")
                         raise
                     sock = self._attach(path)
         if sock is None:
-            raise AnsibleConnectionFailure("wiresh: the relay for %s did not answer at %s" % (settings["host"], path))
+            raise AnsibleConnectionFailure("wiresh: the relay did not answer at %s" % path)
         self._relay = sock
         self._connected = True
         return self
 
     def _request(self, header, body=b""):
+        header["host"] = self._settings()
         header["body_len"] = len(body)
         data = json.dumps(header).encode("utf-8")
         try:
@@ -392,10 +395,9 @@ class Connection(ConnectionBase):
         self._request({"op": "fetch", "src": in_path, "dest": out_path})
 
     def reset(self):
-        """Ends the host's relay (its connections and worker); the next task
-        starts afresh."""
-        settings, key = self._settings()
-        sock = self._relay or self._attach(self._relay_path(key))
+        """Ends the host's connections and worker; the next task starts
+        afresh."""
+        sock = self._relay or self._attach(self._relay_path())
         if sock is not None:
             self._relay = sock
             try:
@@ -405,8 +407,8 @@ class Connection(ConnectionBase):
         self.close()
 
     def close(self):
-        """Lets go of the relay; it keeps the host's connections for the
-        next task."""
+        """Lets go of the relay; it keeps the host's connections (and
+        worker) for the next task."""
         if self._relay is not None:
             try:
                 self._relay.close()

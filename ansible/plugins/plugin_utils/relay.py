@@ -1,12 +1,15 @@
-# The wiresh connection's relay: one process per managed host for the play,
-# holding that host's wiresh connections, so that Ansible's per-task worker
+# The wiresh connection's relay: one process for an Ansible run, holding
+# every host's wiresh connections, so that Ansible's per-task worker
 # processes (forked afresh for every task) reuse them, as ssh's
-# ControlPersist master does. Started by the connection plugin
+# ControlPersist masters do. Started by the connection plugin
 # (connection/wiresh.py) as `PYTHON relay.py`, with its settings as JSON on
-# stdin (the token never on a command line); says `ready` or the error on
-# stdout, then serves a Unix socket in a directory only its user can enter.
+# stdin; says `ready` (or why not) on stdout, then serves a Unix socket in a
+# directory only its user can enter. Each request names its host's settings
+# (the token among them: never on a command line); a host's connection is
+# made by its first request, and a host that cannot be reached is told as
+# such (UNREACHABLE), request after request.
 #
-# It runs each request one at a time:
+# It runs one request at a time per host, hosts side by side:
 # - a module (the AnsiballZ script Ansible pipelines to PYTHON, or the
 #   script file it put): in the worker (worker.py) that stays on the host,
 #   started on first use over a second connection, warm; anything else,
@@ -16,8 +19,8 @@
 #   commands over the plain connection (`cat` into a temporary file, size
 #   and SHA-256 checked, renamed into place; `cat` out with its size and
 #   SHA-256 sent ahead).
-# It exits when the Ansible process that started it is gone, after
-# `persist` seconds unused, or on `reset`.
+# It exits when the Ansible process that started it is gone, or after
+# `persist` seconds unused; `reset` ends one host's connections and worker.
 #
 # Frames on the socket, both ways: 4 bytes (big-endian header length), a
 # JSON header, then `body_len` bytes.
@@ -110,6 +113,44 @@ def module_command(cmd):
     return words[0], script, env
 
 
+# A path as Ansible writes its own into shell commands: nothing the shell
+# would expand but a leading `~`.
+SAFE_PATH = r"~?[A-Za-z0-9_./+-]*"
+
+# Ansible's own shell commands (its `sh` shell plugin), done by the worker
+# without a shell: where its home is, making and removing its temporary
+# directory, making its module file executable.
+SHORTCUTS = (
+    ("home", re.compile(r"^echo (~[A-Za-z0-9_.-]*) && sleep 0$")),
+    (
+        "mkdir_tmp",
+        re.compile(
+            r'^\( umask ([0-7]{1,4}) && mkdir -p "` echo (%s) `"\s*&& mkdir "` echo (%s) `" && '
+            r'echo ([A-Za-z0-9_.-]+)="` echo (%s) `" \) && sleep 0$' % (SAFE_PATH, SAFE_PATH, SAFE_PATH)
+        ),
+    ),
+    ("rm", re.compile(r"^rm -f -r (%s) > /dev/null 2>&1 && sleep 0$" % SAFE_PATH)),
+    ("chmod", re.compile(r"^chmod u\+([rwx]+) ((?:%s ?)+) && sleep 0$" % SAFE_PATH)),
+)
+
+
+def shell_shortcut(cmd):
+    """The worker's request for one of Ansible's own shell commands, or
+    None for any other command."""
+    wrapped = SHELL_WRAPPED.match(cmd)
+    if not wrapped:
+        return None
+    try:
+        (inner,) = shlex.split(wrapped.group(1))
+    except ValueError:
+        return None
+    for kind, form in SHORTCUTS:
+        found = form.match(inner)
+        if found:
+            return {"op": "shell", "kind": kind, "args": list(found.groups())}
+    return None
+
+
 class WorkerGone(Exception):
     """The worker ended; its stderr says why."""
 
@@ -174,25 +215,29 @@ class Worker:
             self.client.close()
 
 
-class Relay:
-    def __init__(self, config):
-        self.options = {k: config[k] for k in CONNECT_KEYS if config.get(k) is not None}
-        self.options["host"] = config["host"]
-        self.use_worker = config.get("worker", True)
-        self.socket_path = config["socket"]
-        with open(config["worker_source"], "r") as f:
-            self.worker_source = f.read()
-        self.plain = wiresh.connect(**self.options)
+class Host:
+    """One host: its plain connection, its worker, one request at a time."""
+
+    def __init__(self, settings, worker_source):
+        self.options = {k: settings[k] for k in CONNECT_KEYS if settings.get(k) is not None}
+        self.options["host"] = settings["host"]
+        self.use_worker = settings.get("worker", True)
+        self.worker_source = worker_source
+        self.plain = None
         self.worker = None
         self.worker_broken = None
         self.lock = threading.Lock()
-        self.last_used = time.monotonic()
-        self.stop = False
+        # Taken while the worker starts, so that a module waits for it.
+        self.worker_lock = threading.Lock()
+        interpreter = settings.get("python_interpreter") or ""
+        if self.use_worker and interpreter.startswith("/"):
+            # Started while the first tasks run their plain commands.
+            threading.Thread(target=self.get_worker, args=(interpreter,), daemon=True).start()
 
     # -- the plain way -------------------------------------------------------
 
     def plain_client(self):
-        if self.plain.closed:
+        if self.plain is None or self.plain.closed:
             self.plain = wiresh.connect(**self.options)
         return self.plain
 
@@ -247,16 +292,22 @@ class Relay:
     # -- the worker ----------------------------------------------------------
 
     def get_worker(self, interpreter):
-        if not self.use_worker or self.worker_broken:
-            return None
-        if self.worker is not None:
-            return self.worker if self.worker.interpreter == interpreter else None
-        try:
-            self.worker = Worker(self.options, interpreter, self.worker_source)
-        except (wiresh.WireshError, WorkerGone, ValueError) as e:
-            self.worker_broken = str(e)
-            return None
-        return self.worker
+        with self.worker_lock:
+            if not self.use_worker or self.worker_broken:
+                return None
+            if self.worker is not None:
+                return self.worker if self.worker.interpreter == interpreter else None
+            try:
+                self.worker = Worker(self.options, interpreter, self.worker_source)
+            except (wiresh.WireshError, WorkerGone, ValueError) as e:
+                self.worker_broken = str(e)
+                return None
+            return self.worker
+
+    def started_worker(self):
+        """The worker, once started (waiting for a start under way)."""
+        with self.worker_lock:
+            return self.worker
 
     def worker_request(self, worker, header, body=b""):
         try:
@@ -269,13 +320,16 @@ class Relay:
 
     def exec(self, cmd, data):
         module = module_command(cmd)
-        worker = self.get_worker(module[0]) if module else None
-        if worker is not None:
-            _, script, env = module
-            header = {"op": "module", "env": env}
-            if script:
-                header["file"] = script
+        if module:
+            worker = self.get_worker(module[0])
+            header = {"op": "module", "env": module[2]}
+            if module[1]:
+                header["file"] = module[1]
                 data = b""
+        else:
+            worker = self.started_worker()
+            header = shell_shortcut(cmd)
+        if worker is not None and header is not None:
             answer, body = self.worker_request(worker, header, data)
             if "rc" in answer:
                 split = answer["stdout_len"]
@@ -285,7 +339,7 @@ class Relay:
         return self.plain_exec(cmd, data)
 
     def put(self, src, dest):
-        worker = self.worker
+        worker = self.started_worker()
         if worker is not None and os.path.getsize(src) <= WORKER_FILE_LIMIT:
             with open(src, "rb") as f:
                 data = f.read()
@@ -299,7 +353,7 @@ class Relay:
         self.plain_put(src, dest)
 
     def fetch(self, src, dest):
-        worker = self.worker
+        worker = self.started_worker()
         if worker is not None:
             answer, data = self.worker_request(worker, {"op": "fetch", "src": src, "limit": WORKER_FILE_LIMIT})
             if answer.get("ok"):
@@ -313,8 +367,7 @@ class Relay:
                 raise RuntimeError(answer["error"])
         self.plain_fetch(src, dest)
 
-    def handle(self, header, body):
-        op = header.get("op")
+    def handle(self, op, header, body):
         if op == "exec":
             rc, out, err = self.exec(header["cmd"], body)
             return {"rc": rc, "stdout_len": len(out)}, out + err
@@ -324,54 +377,93 @@ class Relay:
         if op == "fetch":
             self.fetch(header["src"], header["dest"])
             return {"ok": True}, b""
-        if op == "reset":
-            # Gone from the socket's path at once: the next task starts a
-            # new relay rather than reaching this one.
-            self.stop = True
-            try:
-                os.unlink(self.socket_path)
-            except OSError:
-                pass
-            return {"ok": True}, b""
         if op == "ping":
             return {"ok": True, "worker": self.worker is not None, "worker_broken": self.worker_broken}, b""
         return {"error": {"type": "AnsibleError", "message": "unknown request %r" % op}}, b""
 
+    def close(self):
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            try:
+                worker.close()
+            except Exception:
+                pass
+        if self.plain is not None:
+            try:
+                self.plain.close()
+            except Exception:
+                pass
+
+
+class Relay:
+    """Every host of the run, by their settings."""
+
+    def __init__(self, config):
+        with open(config["worker_source"], "r") as f:
+            self.worker_source = f.read()
+        self.hosts = {}
+        self.hosts_lock = threading.Lock()
+        self.busy = 0
+        self.last_used = time.monotonic()
+
+    def host(self, settings):
+        key = json.dumps(settings, sort_keys=True)
+        with self.hosts_lock:
+            host = self.hosts.get(key)
+            if host is None:
+                host = self.hosts[key] = Host(settings, self.worker_source)
+            return host
+
+    def forget(self, settings):
+        with self.hosts_lock:
+            host = self.hosts.pop(json.dumps(settings, sort_keys=True), None)
+        if host is not None:
+            with host.lock:
+                host.close()
+
+    def answer(self, header, body):
+        op = header.get("op")
+        if op == "reset":
+            self.forget(header["host"])
+            return {"ok": True}, b""
+        host = self.host(header["host"])
+        with host.lock:
+            try:
+                return host.handle(op, header, body)
+            except (wiresh.ConnectError, wiresh.ConnectionLost) as e:
+                return failure("AnsibleConnectionFailure", e), b""
+            except Exception as e:
+                return failure("AnsibleError", e), b""
+
     def serve_client(self, conn):
         with conn:
-            while not self.stop:
+            while True:
                 try:
                     header, body = read_frame(conn)
                 except (EOFError, OSError, ValueError):
                     return
-                with self.lock:
-                    self.last_used = time.monotonic()
-                    try:
-                        answer = self.handle(header, body)
-                    except wiresh.ConnectError as e:
-                        answer = failure("AnsibleConnectionFailure", e), b""
-                    except wiresh.ConnectionLost as e:
-                        answer = failure("AnsibleConnectionFailure", e), b""
-                    except OSError as e:
-                        answer = failure("AnsibleError", e), b""
-                    except Exception as e:
-                        answer = failure("AnsibleError", e), b""
-                    self.last_used = time.monotonic()
+                with self.hosts_lock:
+                    self.busy += 1
+                try:
+                    answer = self.answer(header, body)
+                finally:
+                    with self.hosts_lock:
+                        self.busy -= 1
+                        self.last_used = time.monotonic()
                 try:
                     write_frame(conn, *answer)
                 except OSError:
                     return
 
+    def idle_for(self):
+        with self.hosts_lock:
+            return 0.0 if self.busy else time.monotonic() - self.last_used
+
     def close(self):
-        if self.worker is not None:
-            try:
-                self.worker.close()
-            except Exception:
-                pass
-        try:
-            self.plain.close()
-        except Exception:
-            pass
+        with self.hosts_lock:
+            hosts, self.hosts = list(self.hosts.values()), {}
+        for host in hosts:
+            host.close()
 
 
 def failure(kind, error):
@@ -441,12 +533,8 @@ def main():
         relay = Relay(config)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(config["socket"])
-        listener.listen(64)
+        listener.listen(128)
         listener.settimeout(OWNER_CHECK)
-    except wiresh.WireshError as e:
-        kind = "unreachable" if isinstance(e, (wiresh.ConnectError, wiresh.ConnectionLost)) else "error"
-        sys.stdout.write("%s %s\n" % (kind, json.dumps(str(e))))
-        return 1
     except Exception as e:
         sys.stdout.write("error %s\n" % json.dumps("%s: %s" % (type(e).__name__, e)))
         return 1
@@ -456,11 +544,7 @@ def main():
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     try:
-        while not relay.stop:
-            if not owner_alive(config["owner"]):
-                break
-            if time.monotonic() - relay.last_used > config["persist"] and not relay.lock.locked():
-                break
+        while owner_alive(config["owner"]) and relay.idle_for() <= config["persist"]:
             try:
                 conn, _ = listener.accept()
             except socket.timeout:
