@@ -326,6 +326,8 @@ pub fn wait_end(py: Python<'_>, running: &mut Running) -> PyResult<Ended> {
         Ok(end) => end.map_err(|_| task_lost(py)),
         Err(interrupt) => {
             running.cancel.notify_one();
+            // A timer needs the runtime's context to be made in.
+            let _context = runtime.enter();
             let mut bounded = std::pin::pin!(tokio::time::timeout(INTERRUPT_GRACE, ended));
             if waiting::wait(py, &runtime, &mut bounded).is_err() {
                 running.cancel.notify_one();
@@ -516,6 +518,7 @@ impl Drop for Stream {
 fn wait_end_after_cancel(py: Python<'_>, running: &mut Running) -> PyResult<()> {
     running.cancel.notify_one();
     let runtime = waiting::runtime()?;
+    let _context = runtime.enter();
     let mut bounded = std::pin::pin!(tokio::time::timeout(INTERRUPT_GRACE, &mut running.ended));
     if waiting::wait(py, &runtime, &mut bounded).is_err() {
         running.cancel.notify_one();

@@ -41,6 +41,8 @@ import wiresh
 
 MAX_HEADER = 1 << 20
 
+TRACE = open(os.environ["WIRESH_RELAY_TRACE"], "a") if os.environ.get("WIRESH_RELAY_TRACE") else None
+
 # Files larger than this go the plain way (streamed), not through the
 # worker (which holds one in memory).
 WORKER_FILE_LIMIT = 64 << 20
@@ -444,8 +446,12 @@ class Relay:
                     return
                 with self.hosts_lock:
                     self.busy += 1
+                started = time.monotonic()
                 try:
                     answer = self.answer(header, body)
+                    if TRACE:
+                        TRACE.write("%.3f %.1fms %s %s %s\n" % (started, (time.monotonic() - started) * 1000, header["host"]["host"], header.get("op"), (header.get("cmd") or "")[:40]))
+                        TRACE.flush()
                 finally:
                     with self.hosts_lock:
                         self.busy -= 1
