@@ -432,7 +432,9 @@ class Relay:
         with host.lock:
             try:
                 return host.handle(op, header, body)
-            except (wiresh.ConnectError, wiresh.ConnectionLost) as e:
+            except (wiresh.ConnectError, wiresh.ConnectionLost, wiresh.AuthenticationError, wiresh.ConfigError) as e:
+                # The host cannot be reached or let in: UNREACHABLE, as ssh's
+                # refused keys are.
                 return failure("AnsibleConnectionFailure", e), b""
             except Exception as e:
                 return failure("AnsibleError", e), b""
