@@ -25,6 +25,9 @@ HERE = Path(__file__).resolve().parent
 COLLECTION = HERE.parents[1] / "ansible"
 HOSTS = 10
 
+# The hosts' Python (they are this machine): the system's, as on a real host.
+HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
 
 def tool(name: str) -> str:
     beside = Path(sys.executable).parent / name
@@ -59,7 +62,7 @@ def write_inventory(path: Path, fleet, token_file: Path, home: Path, extra: str 
         "ansible_connection=wiresh.remote.wiresh",
         f"wiresh_token_file={token_file}",
         f"wiresh_home={home}",
-        "ansible_python_interpreter=/usr/bin/python3",
+        f"ansible_python_interpreter={HOST_PYTHON}",
         extra,
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -190,7 +193,7 @@ def test_secrets_never_appear_even_with_vvv(fleet, token_file, collections, clie
         f"good ansible_host=127.0.0.1 ansible_port={fleet[0].port} wiresh_token={token}\n"
         f"wrong ansible_host=127.0.0.1 ansible_port={fleet[1].port} wiresh_token={'f' * 64}\n"
         "[all:vars]\nansible_connection=wiresh.remote.wiresh\n"
-        f"wiresh_home={client_home}\nansible_python_interpreter=/usr/bin/python3\n"
+        f"wiresh_home={client_home}\nansible_python_interpreter={HOST_PYTHON}\n"
     )
     done = run_ansible("ansible", ["-i", str(inventory), "all", "-m", "command", "-a", "echo hi", "-vvv"], collections, tmp_path)
     output = done.stdout + done.stderr
