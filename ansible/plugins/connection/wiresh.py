@@ -26,9 +26,22 @@ version_added: "0.1.0"
 requirements:
   - the wiresh Python package on the controller (C(pip install ./python) from the wiresh repository)
   - a C(wiresh serve) server on each host
-extends_documentation_fragment:
-  - connection_pipelining
 options:
+  pipelining:
+    description:
+      - Pipelining (Ansible's own option) sends a module through the command's stdin rather than as a
+        file; with this connection it also lets the worker run it without a file at all. Recommended.
+    type: boolean
+    default: false
+    env:
+      - name: ANSIBLE_PIPELINING
+    ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+    vars:
+      - name: ansible_pipelining
   host:
     description: The host to connect to, as the C(wiresh) command takes it (a name, an address, a name from C(hosts.toml)).
     type: string
@@ -183,6 +196,8 @@ import subprocess
 import sys
 import time
 
+import yaml
+from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
@@ -193,6 +208,24 @@ from ansible.utils.display import Display
 HAS_WIRESH = importlib.util.find_spec("wiresh") is not None
 
 display = Display()
+
+
+def _register_options():
+    """Registers this plugin's options before Ansible reads them from
+    DOCUMENTATION itself: it would parse it with its own YAML loader (which
+    tags every node with where it came from) in every task's process, at a
+    cost of more than the task's own (about 150 ms). PyYAML's C loader reads
+    the same text in a millisecond or two: its base loader, which leaves every
+    value a string, as Ansible's config manager converts each to its option's
+    `type` anyway."""
+    loader = getattr(yaml, "CBaseLoader", None)
+    if loader is None or C.config.has_configuration_definition("connection", __name__):
+        return
+    options = yaml.load(DOCUMENTATION, Loader=loader)["options"]
+    C.config.initialize_plugin_configuration_definitions("connection", __name__, options)
+
+
+_register_options()
 
 UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin_utils")
 RELAY = os.path.join(UTILS, "relay.py")
