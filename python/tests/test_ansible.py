@@ -53,7 +53,9 @@ def fleet(start_server, token_file, tmp_path):
     return [start_server("--token-file", str(token_file)) for _ in range(HOSTS)]
 
 
-def write_inventory(path: Path, fleet, token_file: Path, home: Path, extra: str = "", more_hosts: str = "") -> Path:
+def write_inventory(
+    path: Path, fleet, token_file: Path, home: Path, extra: str = "", more_hosts: str = "", interpreter: bool = True
+) -> Path:
     lines = ["[fleet]"]
     lines += [f"web{i + 1:02d} ansible_host=127.0.0.1 ansible_port={s.port}" for i, s in enumerate(fleet)]
     lines.append(more_hosts)
@@ -62,7 +64,7 @@ def write_inventory(path: Path, fleet, token_file: Path, home: Path, extra: str 
         "ansible_connection=wiresh.remote.wiresh",
         f"wiresh_token_file={token_file}",
         f"wiresh_home={home}",
-        f"ansible_python_interpreter={HOST_PYTHON}",
+        f"ansible_python_interpreter={HOST_PYTHON}" if interpreter else "",
         extra,
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -167,6 +169,9 @@ def test_ping_and_an_unreachable_host(fleet, token_file, collections, client_hom
         token_file,
         client_home,
         more_hosts=f"down ansible_host=127.0.0.1 ansible_port={refusing.getsockname()[1]}",
+        # Ansible finds the interpreter itself (a plain command first); the
+        # worker starts with the first module.
+        interpreter=False,
     )
     done = run_ansible("ansible", ["-i", str(inventory), "all", "-m", "ping"], collections, tmp_path)
     refusing.close()
@@ -224,3 +229,31 @@ def test_ansible_doc_shows_the_options(collections, tmp_path):
     assert done.returncode == 0, done.stderr
     for option in ("token_file", "fingerprint", "key", "home", "port", "worker", "ansible_port", "wiresh_token_file"):
         assert option in done.stdout, option
+
+
+def test_the_options_registered_early_are_the_documented_ones():
+    """The plugin registers its options with PyYAML's base loader (every
+    value a string) so that task processes skip Ansible's slow parse; they
+    must be what Ansible's own parse of DOCUMENTATION gives."""
+    import ast
+
+    import yaml
+
+    source = (COLLECTION / "plugins" / "connection" / "wiresh.py").read_text()
+    documentation = next(
+        node.value.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DOCUMENTATION"
+    )
+    typed = yaml.safe_load(documentation)["options"]
+    fast = yaml.load(documentation, Loader=yaml.CBaseLoader)["options"]
+    assert "extends_documentation_fragment" not in yaml.safe_load(documentation)
+    assert sorted(typed) == sorted(fast)
+    for name, option in typed.items():
+        for source_kind in ("vars", "env", "ini"):
+            assert option.get(source_kind, []) == fast[name].get(source_kind, []), (name, source_kind)
+        assert option.get("type") == fast[name].get("type"), name
+        if "default" in option:
+            default = option["default"]
+            expected = str(default).lower() if isinstance(default, bool) else str(default)
+            assert fast[name]["default"] == expected, name
