@@ -5,14 +5,14 @@
 //! The Python half (`python/wiresh/`) holds the public API: `connect`,
 //! `Client`, `Completed`, `run_many` and the exceptions. This crate runs
 //! the connections on one tokio runtime and gives Python the results:
-//! - [`client`]: a connection as a Python object, used by one thread at a
+//! - `client`: a connection as a Python object, used by one thread at a
 //!   time; `put` and `get`.
-//! - [`command`]: one command: its input fed from bytes or a file object,
+//! - `command`: one command: its input fed from bytes or a file object,
 //!   its output gathered (`run`) or handed over chunk by chunk (`stream`),
 //!   its timeout, and Ctrl-C.
-//! - [`many`]: one command on many hosts at once (`run_many`).
-//! - [`errors`]: the library's errors as the package's exception classes.
-//! - [`waiting`]: the runtime, and waiting on it with the GIL released
+//! - `many`: one command on many hosts at once (`run_many`).
+//! - `errors`: the library's errors as the package's exception classes.
+//! - `waiting`: the runtime, and waiting on it with the GIL released
 //!   while Ctrl-C still reaches Python.
 
 mod client;

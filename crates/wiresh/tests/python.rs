@@ -46,7 +46,11 @@ fn the_python_package_and_the_ansible_collection() {
         out.status
     );
     // pytest's closing line, seen in a passing run too.
-    let summary = stdout.lines().rev().find(|l| l.contains(" passed")).unwrap_or("");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed"))
+        .unwrap_or("");
     assert!(!summary.is_empty(), "pytest ran no test:\n{stdout}");
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "python/run-tests.sh: {summary}");
