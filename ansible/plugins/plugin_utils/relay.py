@@ -41,7 +41,17 @@ import wiresh
 
 MAX_HEADER = 1 << 20
 
+# $WIRESH_RELAY_TRACE names a file that gets one line per request: when,
+# how long, which host, what (never the token, never the data).
 TRACE = open(os.environ["WIRESH_RELAY_TRACE"], "a") if os.environ.get("WIRESH_RELAY_TRACE") else None
+
+
+def trace(started, header):
+    if TRACE:
+        what = header.get("cmd") or header.get("src") or ""
+        took = (time.monotonic() - started) * 1000
+        TRACE.write("%.3f %.1fms %s %s %s\n" % (started, took, header["host"]["host"], header.get("op"), what[:60]))
+        TRACE.flush()
 
 # Files larger than this go the plain way (streamed), not through the
 # worker (which holds one in memory).
@@ -301,6 +311,10 @@ class Host:
                 return self.worker if self.worker.interpreter == interpreter else None
             try:
                 self.worker = Worker(self.options, interpreter, self.worker_source)
+            except (wiresh.ConnectError, wiresh.AuthenticationError, wiresh.ConfigError):
+                # The host is unreachable, not the worker broken: the plain
+                # way says so, and a later module tries the worker again.
+                return None
             except (wiresh.WireshError, WorkerGone, ValueError) as e:
                 self.worker_broken = str(e)
                 return None
@@ -451,9 +465,7 @@ class Relay:
                 started = time.monotonic()
                 try:
                     answer = self.answer(header, body)
-                    if TRACE:
-                        TRACE.write("%.3f %.1fms %s %s %s\n" % (started, (time.monotonic() - started) * 1000, header["host"]["host"], header.get("op"), (header.get("cmd") or "")[:40]))
-                        TRACE.flush()
+                    trace(started, header)
                 finally:
                     with self.hosts_lock:
                         self.busy -= 1
