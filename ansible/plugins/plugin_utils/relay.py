@@ -572,13 +572,15 @@ def main():
             conn.settimeout(None)
             threading.Thread(target=relay.serve_client, args=(conn,), daemon=True).start()
     finally:
+        # Every connection closed (so every worker ends) before the socket
+        # goes: a gone socket means a gone relay.
+        listener.close()
+        relay.close()
         for leftover in (config["socket"], config["socket"] + ".lock"):
             try:
                 os.unlink(leftover)
             except OSError:
                 pass
-        listener.close()
-        relay.close()
     return 0
 
 
