@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import (
     IO,
+    Any,
     Dict,
     Iterator,
     List,
@@ -419,7 +420,7 @@ def run_many(
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
     text: bool = False,
-    **connect_options: object,
+    **connect_options: Any,
 ) -> Dict[str, Union[Completed, WireshError]]:
     """Runs ``command`` on every host, at most ``fanout`` at a time.
 
@@ -433,10 +434,11 @@ def run_many(
     """
     if isinstance(hosts, str):
         hosts = [hosts]
-    options = {
-        k: (os.fspath(v) if k in ("token_file", "key", "home") and v is not None else v)  # type: ignore[arg-type]
-        for k, v in connect_options.items()
-    }
+    options: Dict[str, Any] = {}
+    for name, value in connect_options.items():
+        if name in ("token_file", "key", "home") and isinstance(value, (str, os.PathLike)):
+            value = os.fspath(value)
+        options[name] = value
     pairs = _wiresh.run_many(
         list(hosts),
         _argv(command),
