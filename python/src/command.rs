@@ -14,10 +14,11 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use wiresh::client::{ClientError, Connection, Output};
 use wiresh_proto::{ExecRequest, ExitStatus};
 
+use crate::cancel::Canceller;
 use crate::client::{Slot, State};
 use crate::{errors, waiting};
 
@@ -102,7 +103,7 @@ enum Sink {
 /// A command started on the runtime.
 pub struct Running {
     /// Cancels it (the first time); its exit status still arrives.
-    pub cancel: Arc<Notify>,
+    pub cancel: Arc<Canceller>,
     /// Its end.
     pub ended: oneshot::Receiver<Ended>,
 }
@@ -153,7 +154,7 @@ pub fn start(
     chunks: Option<mpsc::Sender<Output>>,
 ) -> PyResult<Running> {
     let runtime = waiting::runtime()?;
-    let cancel = Arc::new(Notify::new());
+    let cancel = Arc::new(Canceller::new());
     let input_error = Arc::new(Mutex::new(None));
     let stdin = feed(&runtime, input, cancel.clone(), input_error.clone());
     let sink = chunks.map_or(Sink::Gather, Sink::Chunks);
@@ -185,44 +186,51 @@ async fn give_back(conn: Connection, slot: &Slot, result: &Result<ExitStatus, Cl
 
 /// Runs `req` on `conn` without input, its output gathered (`run_many`).
 pub async fn gathered(conn: &mut Connection, req: ExecRequest) -> Ended {
-    drive(conn, req, None, Arc::new(Notify::new()), Sink::Gather).await
+    drive(conn, req, None, Arc::new(Canceller::new()), Sink::Gather).await
 }
 
 /// Runs the command: output to the sink, the client's own timeout
-/// backstop, until its end.
+/// backstop and the cancel watchdog (see [`crate::cancel`]), until its end.
 async fn drive(
     conn: &mut Connection,
     req: ExecRequest,
     stdin: Option<mpsc::Receiver<Bytes>>,
-    cancel: Arc<Notify>,
+    cancel: Arc<Canceller>,
     sink: Sink,
 ) -> Ended {
     let (tx, mut rx) = mpsc::channel::<Output>(CHUNK_QUEUE);
     let limit = req.timeout_ms.map(Duration::from_millis);
-    let cancels = cancel.clone();
+    let canceller = cancel.clone();
     let mut timed_out_here = false;
     let timed_out = &mut timed_out_here;
     let run = async move {
         let tx = tx;
+        let sender = canceller.clone();
         let cancelled = move || {
-            let cancels = cancels.clone();
-            async move { cancels.notified().await }
+            let sender = sender.clone();
+            async move { sender.next().await }
         };
         let run = conn.run(req, stdin, &tx, cancelled);
-        let Some(limit) = limit else {
-            return run.await;
-        };
         tokio::pin!(run);
+        let backstop = async {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit + TIMEOUT_GRACE).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut run => return result,
-            _ = tokio::time::sleep(limit + TIMEOUT_GRACE) => {}
+            _ = backstop => *timed_out = true,
+            _ = canceller.overdue() => {}
         }
-        *timed_out = true;
-        cancel.notify_one();
+        // The server did not end the command in time (or never saw the
+        // cancel): another cancel, and the library gives the connection up.
+        canceller.cancel();
+        canceller.cancel();
         match tokio::time::timeout(TIMEOUT_GRACE, &mut run).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout(format!(
-                "the command did not end within {limit:?} and the server did not stop it"
+                "the command did not end when cancelled (limit {limit:?})"
             ))),
         }
     };
@@ -233,6 +241,7 @@ async fn drive(
             Sink::Gather => None,
         };
         while let Some(output) = rx.recv().await {
+            cancel.running();
             match (&sink, output) {
                 (Sink::Gather, Output::Stdout(b)) => stdout.extend_from_slice(&b),
                 (Sink::Gather, Output::Stderr(b)) => stderr.extend_from_slice(&b),
@@ -265,7 +274,7 @@ async fn drive(
 fn feed(
     runtime: &tokio::runtime::Runtime,
     input: Input,
-    cancel: Arc<Notify>,
+    cancel: Arc<Canceller>,
     failed: Arc<Mutex<Option<PyErr>>>,
 ) -> Option<mpsc::Receiver<Bytes>> {
     let (tx, rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
@@ -292,7 +301,7 @@ fn feed(
                     Ok(None) => return,
                     Err(e) => {
                         *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                        cancel.notify_one();
+                        cancel.cancel();
                         return;
                     }
                 }
@@ -325,12 +334,12 @@ pub fn wait_end(py: Python<'_>, running: &mut Running) -> PyResult<Ended> {
     match waiting::wait(py, &runtime, &mut ended) {
         Ok(end) => end.map_err(|_| task_lost(py)),
         Err(interrupt) => {
-            running.cancel.notify_one();
+            running.cancel.cancel();
             // A timer needs the runtime's context to be made in.
             let _context = runtime.enter();
             let mut bounded = std::pin::pin!(tokio::time::timeout(INTERRUPT_GRACE, ended));
             if waiting::wait(py, &runtime, &mut bounded).is_err() {
-                running.cancel.notify_one();
+                running.cancel.cancel();
             }
             Err(interrupt)
         }
@@ -358,6 +367,16 @@ pub fn failure(py: Python<'_>, ended: Ended) -> Result<(ExitStatus, Vec<u8>, Vec
             status.timed_out |= timed_out;
             Ok((status, ended.stdout, ended.stderr))
         }
+        // The server did not stop it in time; the client gave the
+        // connection up, which stopped it: still the timeout that fired.
+        Err(_) if timed_out => Ok((
+            ExitStatus {
+                timed_out: true,
+                ..ExitStatus::default()
+            },
+            ended.stdout,
+            ended.stderr,
+        )),
         Err(e) => Err(errors::client(py, &e, false)),
     }
 }
@@ -398,7 +417,7 @@ impl Stream {
     fn abandon(&mut self, py: Python<'_>) -> PyResult<()> {
         self.chunks = None;
         if let Some(running) = &self.running {
-            running.cancel.notify_one();
+            running.cancel.cancel();
             self.finish(py).or_else(|e| {
                 match e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
                     true => Err(e),
@@ -509,19 +528,19 @@ impl Drop for Stream {
         // Dropped unfinished: the task cancels the command, drops its
         // output and gives the connection back on its own.
         if let Some(running) = &self.running {
-            running.cancel.notify_one();
+            running.cancel.cancel();
         }
     }
 }
 
 /// After Ctrl-C during a stream: cancels, waits a moment for the end.
 fn wait_end_after_cancel(py: Python<'_>, running: &mut Running) -> PyResult<()> {
-    running.cancel.notify_one();
+    running.cancel.cancel();
     let runtime = waiting::runtime()?;
     let _context = runtime.enter();
     let mut bounded = std::pin::pin!(tokio::time::timeout(INTERRUPT_GRACE, &mut running.ended));
     if waiting::wait(py, &runtime, &mut bounded).is_err() {
-        running.cancel.notify_one();
+        running.cancel.cancel();
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! `RemoteError` with the wire code, a broken peer `ProtocolError`, a lost
 //! connection `ConnectionLost`, a local setting `ConfigError`.
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError};
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use wiresh::client::transfer::TransferError;
 use wiresh::client::ClientError;
@@ -54,7 +54,13 @@ pub fn client(py: Python<'_>, e: &ClientError, connecting: bool) -> PyErr {
         }
         ClientError::Remote { code, message, .. } => remote(py, *code, message),
         ClientError::Protocol(_) => exception(py, "ProtocolError", (message,)),
-        ClientError::Interrupted => PyKeyboardInterrupt::new_err(message),
+        // The library's second cancel: ours, for a command that did not end
+        // when cancelled (Ctrl-C itself raises KeyboardInterrupt as it came).
+        ClientError::Interrupted => exception(
+            py,
+            "ConnectionLost",
+            ("the command did not end when cancelled; the connection was given up",),
+        ),
         ClientError::Unsupported(_) => exception(py, "WireshError", (message,)),
     }
 }

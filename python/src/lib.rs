@@ -7,6 +7,7 @@
 //! the connections on one tokio runtime and gives Python the results:
 //! - `client`: a connection as a Python object, used by one thread at a
 //!   time; `put` and `get`.
+//! - `cancel`: cancelling a command so that the cancel is never lost.
 //! - `command`: one command: its input fed from bytes or a file object,
 //!   its output gathered (`run`) or handed over chunk by chunk (`stream`),
 //!   its timeout, and Ctrl-C.
@@ -15,6 +16,7 @@
 //! - `waiting`: the runtime, and waiting on it with the GIL released
 //!   while Ctrl-C still reaches Python.
 
+mod cancel;
 mod client;
 mod command;
 mod errors;

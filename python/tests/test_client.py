@@ -85,6 +85,22 @@ def test_input_as_bytes_str_and_files(client, tmp_path):
     assert client.run("cat").stdout == b"", "no input: stdin is empty"
 
 
+def test_an_input_file_that_fails_cancels_the_command_and_raises_its_error(client):
+    class Broken:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, n: int) -> bytes:
+            self.calls += 1
+            if self.calls == 1:
+                return b"x" * 10
+            raise OSError("the disk is on fire")
+
+    with pytest.raises(OSError, match="on fire"):
+        client.run("cat > /dev/null; sleep 60", input=Broken())
+    assert client.run("echo usable").stdout == b"usable\n"
+
+
 def test_an_input_file_in_text_mode_is_refused(client, tmp_path):
     local = tmp_path / "t.txt"
     local.write_text("hello")
@@ -171,6 +187,19 @@ def test_leaving_a_stream_early_cancels_the_command(client, tmp_path):
     with client.stream(f"echo $$ > {pidfile}; echo go; exec sleep 60") as s:
         assert next(s) == ("stdout", b"go\n")
     assert process_gone(int(pidfile.read_text()))
+    assert client.run("echo next").stdout == b"next\n"
+
+
+def test_a_stream_closed_at_once_still_cancels_its_command(client, tmp_path):
+    """A cancel asked for before the command has shown itself still reaches
+    it (the client holds it until the command's start has reached the
+    server), and the client is usable afterwards."""
+    pidfile = tmp_path / "pid"
+    s = client.stream(f"echo $$ > {pidfile}; exec sleep 60")
+    s.close()
+    assert s.done and s.signal is not None, "the command was not killed: it ran to its end"
+    if pidfile.exists() and pidfile.read_text().strip():
+        assert process_gone(int(pidfile.read_text()))
     assert client.run("echo next").stdout == b"next\n"
 
 
