@@ -102,7 +102,7 @@ enum Sink {
 
 /// A command started on the runtime.
 pub struct Running {
-    /// Cancels it (the first time); its exit status still arrives.
+    /// Cancels it (its exit status still arrives; see [`crate::cancel`]).
     pub cancel: Arc<Canceller>,
     /// Its end.
     pub ended: oneshot::Receiver<Ended>,
@@ -164,7 +164,7 @@ pub fn start(
         let mut conn = conn;
         let mut ended = drive(&mut conn, req, stdin, controls, sink).await;
         ended.input_error = input_error.lock().unwrap_or_else(|e| e.into_inner()).take();
-        give_back(conn, &slot, &ended.result).await;
+        give_back(conn, &slot, &ended.result);
         let _ = done.send(ended);
     });
     Ok(Running { cancel, ended })
@@ -172,7 +172,7 @@ pub fn start(
 
 /// Puts the connection back in its slot, or closes it and says why the
 /// client cannot use it any more.
-async fn give_back(conn: Connection, slot: &Slot, result: &Result<ExitStatus, ClientError>) {
+fn give_back(conn: Connection, slot: &Slot, result: &Result<ExitStatus, ClientError>) {
     let next = match result {
         Ok(_) => State::Idle(Box::new(conn)),
         Err(e) if e.connection_usable() => State::Idle(Box::new(conn)),
