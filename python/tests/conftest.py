@@ -38,6 +38,9 @@ class Server:
         self.log_path = home / "server.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("WIRESH_")}
         env["WIRESH_HOME"] = str(home)
+        # A host's own PATH, not the tester's: Ansible's interpreter
+        # discovery must not find a version manager's shims here.
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         self.proc = subprocess.Popen(
             [str(BINARY), "serve", "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
