@@ -41,13 +41,14 @@ class Server:
         # A host's own PATH, not the tester's: Ansible's interpreter
         # discovery must not find a version manager's shims here.
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            stderr=open(self.log_path, "wb"),
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(BINARY), "serve", "--listen", "127.0.0.1:0", *args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         self.fingerprint: Optional[str] = None
         addr = self._wait_ready()
         host, port = addr.rsplit(":", 1)
@@ -76,7 +77,8 @@ class Server:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
         if not ready.wait(READY_WITHIN) or "addr" not in found:
             self.stop()
             raise RuntimeError(f"wiresh serve did not start: {self.log_path.read_text()}")
@@ -87,6 +89,10 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        # Its stdout ends with it: the reader sees the end, then the pipe goes.
+        self.reader.join(READY_WITHIN)
+        if self.proc.stdout is not None and not self.reader.is_alive():
+            self.proc.stdout.close()
 
 
 @pytest.fixture
