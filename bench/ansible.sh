@@ -10,12 +10,13 @@
 #     (../shared/BASELINES.md, "Ansible anchors");
 #   - mitogen: Mitogen's mitogen_linear strategy over the same sshd;
 #   - wiresh: the wiresh.remote.wiresh connection (ansible/), one
-#     `wiresh serve` per host on its own port.
+#     `wiresh serve` per host on its own port, with its worker and without.
+# The tools take turns, round after round (RUNS rounds, medians).
 # Each run starts cold: no ssh master, no Mitogen or wiresh process left
 # from an earlier run. Every run must succeed on every host.
 #
-# Usage: bench/ansible.sh    (HOSTS=20; RUNS=1 run per tool, the median
-#                            when more; VENV=bench/.venv, made on first use
+# Usage: bench/ansible.sh    (HOSTS=20; RUNS=1 round, the medians when
+#                            more; VENV=bench/.venv, made on first use
 #                            with ansible-core, mitogen and the wiresh
 #                            package; PROFILE=release, or dev for quicker
 #                            builds)
@@ -135,17 +136,35 @@ play() {
     grep -Eq "failed=[1-9]|unreachable=[1-9]" "$run/out" && { cat "$run/out" >&2; return 1; }
     [ "$(grep -c 'ok=7 ' "$run/out")" = "$HOSTS" ] || { cat "$run/out" >&2; return 1; }
 }
-export -f play
-export WORK HOSTS VENV PYTHON MITO
 
-echo "== $HOSTS hosts, 7 tasks, forks $HOSTS, pipelining on, $RUNS run(s) each (median)"
-ssh_s=$(median_of "$RUNS" "play ssh.ini")
+# One timed run; the time in seconds.
+timed() {
+    local s e
+    s=$(date +%s%N)
+    "$@" || { echo "bench run failed: $*" >&2; exit 1; }
+    e=$(date +%s%N)
+    awk -v d="$((e - s))" 'BEGIN {printf "%.4f\n", d / 1e9}'
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The tools take turns, round after round, so that a change in the
+# machine's load falls on all of them alike.
+echo "== $HOSTS hosts, 7 tasks, forks $HOSTS, pipelining on, $RUNS round(s) (median)"
+ssh_t=() mitogen_t=() wiresh_t=() plain_t=()
+for round in $(seq 1 "$RUNS"); do
+    ssh_t+=("$(timed play ssh.ini)")
+    mitogen_t+=("$(timed play ssh.ini ANSIBLE_STRATEGY_PLUGINS="$MITO" ANSIBLE_STRATEGY=mitogen_linear)")
+    wiresh_t+=("$(timed play wiresh.ini)")
+    plain_t+=("$(timed play wiresh.ini ANSIBLE_WIRESH_WORKER=False)")
+    echo "round $round: ssh ${ssh_t[-1]} s, mitogen ${mitogen_t[-1]} s, wiresh ${wiresh_t[-1]} s, wiresh without worker ${plain_t[-1]} s; load $(cut -d' ' -f1 /proc/loadavg)"
+done
+ssh_s=$(median "${ssh_t[@]}")
+mitogen_s=$(median "${mitogen_t[@]}")
+wiresh_s=$(median "${wiresh_t[@]}")
+plain_s=$(median "${plain_t[@]}")
 echo "ssh (ControlPersist)          ${ssh_s} s"
-mitogen_s=$(median_of "$RUNS" "play ssh.ini ANSIBLE_STRATEGY_PLUGINS=$MITO ANSIBLE_STRATEGY=mitogen_linear")
 echo "mitogen (mitogen_linear)      ${mitogen_s} s"
-wiresh_s=$(median_of "$RUNS" "play wiresh.ini")
 echo "wiresh (worker)               ${wiresh_s} s"
-plain_s=$(median_of "$RUNS" "play wiresh.ini ANSIBLE_WIRESH_WORKER=False")
 echo "wiresh (no worker)            ${plain_s} s"
 echo "ssh / wiresh: $(ratio "$ssh_s" "$wiresh_s")x; mitogen / wiresh: $(ratio "$mitogen_s" "$wiresh_s")x"
 echo "SUMMARY hosts=$HOSTS runs=$RUNS ssh_s=$ssh_s mitogen_s=$mitogen_s wiresh_s=$wiresh_s wiresh_no_worker_s=$plain_s ssh_over_wiresh=$(ratio "$ssh_s" "$wiresh_s") mitogen_over_wiresh=$(ratio "$mitogen_s" "$wiresh_s")"
