@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use tokio::sync::{mpsc, oneshot};
-use wiresh::client::copy::{get_over, put_over, CopyFlags};
+use wiresh::client::copy::CopyFlags;
 use wiresh::client::transfer::{TransferError, TransferOptions};
 use wiresh::client::{Connection, Endpoint};
 use wiresh::reach::{self, Reach};
@@ -184,7 +184,7 @@ impl Client {
     ) -> PyResult<()> {
         let flags = copy_flags(recursive, preserve, resume);
         self.transfer(py, move |mut conn| async move {
-            let result = put_over(&mut conn, &local, &remote, flags).await;
+            let result = conn.put_paths(&local, &remote, flags, &mut ()).await;
             (conn, result)
         })
     }
@@ -203,7 +203,7 @@ impl Client {
     ) -> PyResult<()> {
         let flags = copy_flags(recursive, preserve, resume);
         self.transfer(py, move |mut conn| async move {
-            let result = get_over(&mut conn, &remote, &local, flags).await;
+            let result = conn.get_paths(&remote, &local, flags, &mut ()).await;
             (conn, result)
         })
     }
@@ -348,12 +348,11 @@ fn is_file_refusal(e: &wiresh::client::ClientError) -> bool {
     )
 }
 
-/// The CLI's copy flags, without its progress bars.
+/// The CLI's copy flags (the library copies without a word printed).
 fn copy_flags(recursive: bool, preserve: bool, resume: bool) -> CopyFlags {
     CopyFlags {
         recursive,
         options: TransferOptions { preserve, resume },
-        quiet: true,
         ..CopyFlags::default()
     }
 }
