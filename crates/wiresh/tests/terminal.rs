@@ -5,12 +5,20 @@
 //! is put back as it was on every way out (the remote exit, `~.`, the
 //! server killed, the client sent SIGTERM or SIGHUP). Also the line-by-line
 //! shells (`--each-line`, and `shell` on many hosts, which share one line
-//! reader) keeping lines typed ahead while a command runs.
+//! reader) keeping what is typed ahead while a command runs: lines, run in
+//! turn; Ctrl-D, which ends the shell once the lines before it have run.
+//!
+//! No key is typed before the program can take it, unless the test is
+//! about keeping such keys: each waits for a sign on the screen (a prompt,
+//! a line printed by the remote shell or command) or in the files a
+//! command leaves.
 //!
 //! Every test here needs tmux (and the `vi` test, vi): where they are not
 //! installed, the test is skipped and says what to install.
 
 mod common;
+
+use std::path::Path;
 
 use common::fleet::Fleet;
 use common::tmux::{recording, Recorded, Tmux};
@@ -26,8 +34,33 @@ fn client_line(server: &Server, args: &str) -> String {
     )
 }
 
+/// The pane script's line for `client` (a command line), with the client's
+/// pid written first to `client.pid` in the tmux's directory: `exec` keeps
+/// the pid, and the client in the foreground.
+fn with_pidfile(tmux: &Tmux, client: &str) -> String {
+    let pidfile = tmux.dir().join("client.pid");
+    format!(
+        "sh -c 'echo $$ > \"{}\"; exec \"$@\"' sh {client}",
+        pidfile.display()
+    )
+}
+
+/// The pid that [`with_pidfile`] recorded.
+fn client_pid(tmux: &Tmux) -> i32 {
+    let pidfile = tmux.dir().join("client.pid");
+    std::fs::read_to_string(&pidfile)
+        .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
 /// `wiresh shell` in an 80 × 24 terminal, recorded; waits until the remote
 /// shell answers. `None` where tmux is not installed (the test is skipped).
+///
+/// The first line is typed at once, before the client has connected: keys
+/// typed before it is ready are kept (the terminal holds them, and raw mode
+/// is entered without flushing them), and every test here shows it.
 async fn shell_in_tmux(server: &Server) -> Option<Tmux> {
     let tmux = Tmux::new()?;
     tmux.start(
@@ -193,21 +226,11 @@ async fn the_terminal_is_restored_when_the_client_gets_sigterm_or_sighup() {
         let Some(tmux) = Tmux::new() else {
             return;
         };
-        let pidfile = tmux.dir().join("client.pid");
-        // `exec` keeps the client in the foreground, with a pid we know.
-        let client = format!(
-            "sh -c 'echo $$ > \"{}\"; exec \"$@\"' sh {}",
-            pidfile.display(),
-            client_line(&server, "shell")
-        );
+        let client = with_pidfile(&tmux, &client_line(&server, "shell"));
         tmux.start(&recording(tmux.dir(), &client), 80, 24);
         tmux.type_line("echo READY-$((6*7))");
         tmux.wait_for_line("READY-42").await;
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = client_pid(&tmux);
         // SAFETY: kill(2) on the client we started.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let rec = Recorded::wait(&tmux).await;
@@ -222,17 +245,45 @@ async fn the_terminal_is_restored_when_the_client_gets_sigterm_or_sighup() {
     }
 }
 
+/// `wiresh shell --each-line` in an 80 × 24 terminal, recorded, its pid
+/// known ([`client_pid`]); waits for its first prompt. `None` where tmux is
+/// not installed (the test is skipped).
+async fn each_line_in_tmux(server: &Server) -> Option<Tmux> {
+    let tmux = Tmux::new()?;
+    let client = with_pidfile(&tmux, &client_line(server, "shell --each-line"));
+    tmux.start(&recording(tmux.dir(), &client), 80, 24);
+    tmux.wait_for("the prompt", |s| s.contains(">>: ")).await;
+    Some(tmux)
+}
+
+/// A command line that prints `busy-2`, runs until the file `go` is in
+/// `dir`, then prints `done-4`: while it runs, the test types ahead.
+fn held_until_go(dir: &Path) -> String {
+    format!(
+        "echo busy-$((1+1)); while [ ! -e '{}' ]; do sleep 0.05; done; echo done-$((2+2))",
+        dir.join("go").display()
+    )
+}
+
+/// Lets a [`held_until_go`] command end.
+fn go(tmux: &Tmux) {
+    std::fs::write(tmux.dir().join("go"), "").unwrap();
+}
+
+/// Whether some line of `screen`, trimmed, is `line`.
+fn has_line(screen: &str, line: &str) -> bool {
+    screen.lines().any(|l| l.trim() == line)
+}
+
 /// On a terminal, `wiresh shell --each-line` starts its line editor with a
-/// prompt, runs what is typed, ends at Ctrl-D and keeps its history.
+/// prompt, runs what is typed, ends at Ctrl-D and keeps its history. The
+/// Ctrl-D is pressed as soon as the output shows, wherever it lands.
 #[tokio::test]
 async fn each_line_prompts_runs_and_keeps_history() {
     let server = Server::start();
-    let Some(tmux) = Tmux::new() else {
+    let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    let script = recording(tmux.dir(), &client_line(&server, "shell --each-line"));
-    tmux.start(&script, 80, 24);
-    tmux.wait_for("the prompt", |s| s.contains(">>: ")).await;
     tmux.type_line("echo interactive-$((2*3))");
     tmux.wait_for_line("interactive-6").await;
     tmux.press(&["C-d"]);
@@ -249,17 +300,10 @@ async fn each_line_prompts_runs_and_keeps_history() {
 #[tokio::test]
 async fn each_line_keeps_lines_typed_ahead() {
     let server = Server::start();
-    let Some(tmux) = Tmux::new() else {
+    let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    let go = tmux.dir().join("go");
-    let script = recording(tmux.dir(), &client_line(&server, "shell --each-line"));
-    tmux.start(&script, 80, 24);
-    tmux.wait_for("the prompt", |s| s.contains(">>: ")).await;
-    tmux.type_line(&format!(
-        "echo busy-$((1+1)); while [ ! -e '{}' ]; do sleep 0.05; done",
-        go.display()
-    ));
+    tmux.type_line(&held_until_go(tmux.dir()));
     tmux.wait_for_line("busy-2").await;
     tmux.type_line("echo first-$((2+2))");
     tmux.type_line("echo second-$((3+3))");
@@ -268,7 +312,8 @@ async fn each_line_keeps_lines_typed_ahead() {
         s.contains("echo second-$((3+3))")
     })
     .await;
-    std::fs::write(&go, "").unwrap();
+    go(&tmux);
+    tmux.wait_for_line("done-4").await;
     tmux.wait_for_line("first-4").await;
     tmux.wait_for_line("second-6").await;
     tmux.type_line("exit");
@@ -277,31 +322,87 @@ async fn each_line_keeps_lines_typed_ahead() {
     assert_eq!(rec.stty_before, rec.stty_after);
 }
 
-/// `wiresh shell` on many hosts reads its lines as `--each-line` does: a
-/// prompt and history on a terminal, and lines typed while a line runs on
-/// every host are run after it, not lost.
+/// A Ctrl-D typed while a command runs is kept, after the lines typed
+/// before it: they run, then the shell leaves with the status of the last
+/// one, as at the prompt. What is typed after it is not run.
 #[tokio::test]
-async fn the_fanout_shell_keeps_lines_typed_ahead_and_its_history() {
-    let Some(tmux) = Tmux::new() else {
+async fn each_line_leaves_at_a_ctrl_d_typed_while_a_command_runs() {
+    let server = Server::start();
+    let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    let fleet = Fleet::start(2, &[]);
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+    tmux.type_line("sh -c 'echo ahead-$((3+3)); exit 3'");
+    tmux.press(&["C-d"]);
+    tmux.type_line("echo after-$((4+4))");
+    // The terminal echoes what it takes in order: once the last line shows,
+    // the Ctrl-D before it has been typed, while the command still runs.
+    tmux.wait_for("the line typed after Ctrl-D", |s| {
+        s.contains("echo after-$((4+4))")
+    })
+    .await;
+    go(&tmux);
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 3, "{screen}");
+    assert!(has_line(&screen, "done-4"), "{screen}");
+    assert!(has_line(&screen, "ahead-6"), "{screen}");
+    assert!(!has_line(&screen, "after-8"), "{screen}");
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+}
+
+/// A Ctrl-D pressed as soon as a command's output shows (while the command
+/// ends, or before the prompt is back) ends the shell as at the prompt.
+#[tokio::test]
+async fn each_line_leaves_at_a_ctrl_d_typed_right_after_the_output() {
+    let server = Server::start();
+    let Some(tmux) = each_line_in_tmux(&server).await else {
+        return;
+    };
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+    tmux.type_line("sh -c 'echo ahead-$((3+3)); exit 3'");
+    tmux.wait_for("the line typed ahead", |s| {
+        s.contains("echo ahead-$((3+3))")
+    })
+    .await;
+    go(&tmux);
+    tmux.wait_for_line("ahead-6").await;
+    tmux.press(&["C-d"]);
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 3, "{screen}");
+    assert!(has_line(&screen, "done-4"), "{screen}");
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+}
+
+/// `wiresh shell` on the hosts of `fleet` in a 100 × 30 terminal,
+/// recorded; waits for its first prompt. `None` where tmux is not
+/// installed (the test is skipped).
+async fn fanout_in_tmux(fleet: &Fleet) -> Option<Tmux> {
+    let tmux = Tmux::new()?;
     let client = format!(
         "env -u WIRESH_TOKEN -u WIRESH_HOST WIRESH_HOME='{home}' '{BIN}' shell -H {hosts}",
         home = fleet.home().display(),
         hosts = fleet.host_list()
     );
     tmux.start(&recording(tmux.dir(), &client), 100, 30);
-    tmux.wait_for("the prompt", |s| s.contains("[2 hosts]>>: "))
-        .await;
-    // Gathered output shows only once the line is done on every host: each
-    // host's command says it runs by a file of its own.
-    let (dir, go) = (tmux.dir().display().to_string(), tmux.dir().join("go"));
+    let prompt = format!("[{} hosts]>>: ", fleet.servers.len());
+    tmux.wait_for("the prompt", |s| s.contains(&prompt)).await;
+    Some(tmux)
+}
+
+/// Types a line that runs on every host until the file `go` is in the
+/// tmux's directory, then prints `busy`; waits until it runs on all of
+/// them. Gathered output shows only once a line is done on every host:
+/// each host's command says it runs by a file of its own.
+async fn run_held_on_every_host(tmux: &Tmux, hosts: usize) {
+    let dir = tmux.dir().display().to_string();
     tmux.type_line(&format!(
-        "touch '{dir}/running-'$$; while [ ! -e '{}' ]; do sleep 0.05; done; echo busy",
-        go.display()
+        "touch '{dir}/running-'$$; while [ ! -e '{dir}/go' ]; do sleep 0.05; done; echo busy"
     ));
-    bounded("the line to run on both hosts", async {
+    bounded("the line to run on every host", async {
         let running = || {
             std::fs::read_dir(tmux.dir())
                 .unwrap()
@@ -314,18 +415,30 @@ async fn the_fanout_shell_keeps_lines_typed_ahead_and_its_history() {
                 })
                 .count()
         };
-        while running() < 2 {
+        while running() < hosts {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     })
     .await;
+}
+
+/// `wiresh shell` on many hosts reads its lines as `--each-line` does: a
+/// prompt and history on a terminal, and lines typed while a line runs on
+/// every host are run after it, not lost.
+#[tokio::test]
+async fn the_fanout_shell_keeps_lines_typed_ahead_and_its_history() {
+    let fleet = Fleet::start(2, &[]);
+    let Some(tmux) = fanout_in_tmux(&fleet).await else {
+        return;
+    };
+    run_held_on_every_host(&tmux, 2).await;
     tmux.type_line("echo first-$((2+2))");
     tmux.type_line("echo second-$((3+3))");
     tmux.wait_for("the typed-ahead lines", |s| {
         s.contains("echo second-$((3+3))")
     })
     .await;
-    std::fs::write(&go, "").unwrap();
+    go(&tmux);
     tmux.wait_for_line("busy").await;
     tmux.wait_for_line("first-4").await;
     tmux.wait_for_line("second-6").await;
@@ -335,4 +448,33 @@ async fn the_fanout_shell_keeps_lines_typed_ahead_and_its_history() {
     assert_eq!(rec.stty_before, rec.stty_after);
     let history = std::fs::read_to_string(fleet.home().join("history")).expect("history saved");
     assert!(history.contains("echo second-$((3+3))"), "{history}");
+}
+
+/// The shell on many hosts keeps a Ctrl-D typed while a line runs as
+/// `--each-line` does: the lines before it run, then it leaves with the
+/// status of the last one; what is typed after it is not run.
+#[tokio::test]
+async fn the_fanout_shell_leaves_at_a_ctrl_d_typed_while_a_line_runs() {
+    let fleet = Fleet::start(2, &[]);
+    let Some(tmux) = fanout_in_tmux(&fleet).await else {
+        return;
+    };
+    run_held_on_every_host(&tmux, 2).await;
+    tmux.type_line("sh -c 'echo ahead-$((3+3)); exit 3'");
+    tmux.press(&["C-d"]);
+    tmux.type_line("echo after-$((4+4))");
+    // Echoed in order: the Ctrl-D is typed, and the line still runs.
+    tmux.wait_for("the line typed after Ctrl-D", |s| {
+        s.contains("echo after-$((4+4))")
+    })
+    .await;
+    go(&tmux);
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    // The last line failed on every host.
+    assert_eq!(rec.status, wiresh::exit::SOME_FAILED, "{screen}");
+    assert!(has_line(&screen, "busy"), "{screen}");
+    assert!(has_line(&screen, "ahead-6"), "{screen}");
+    assert!(!screen.contains("after-8"), "{screen}");
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
 }

@@ -8,16 +8,27 @@
 //! `printf 'uname -a\nid\n' | wiresh shell --each-line`.
 //!
 //! What is typed reaches the loop as an [`Input`]: a line, or the end of
-//! input (Ctrl-D, the end of a pipe, `exit`). While a command runs the
-//! terminal is in its ordinary mode and nothing here reads it: the kernel
-//! keeps what is typed, and the editor, back at the prompt, reads it all
-//! and keeps the lines it has not returned yet (rustyline's
-//! `buffer-redux`), so lines typed ahead run in turn. An end of input
-//! typed ahead is not kept that way: the kernel makes it an empty read
-//! that the editor never sees. Keeping it means watching the terminal
-//! while a command runs and queueing what is typed as `Input`s; the
-//! reader and the running of each command are both in [`run_lines`] for
-//! that reason, so that it is this module's business alone.
+//! input (Ctrl-D, the end of a pipe, `exit`).
+//!
+//! # Typed ahead
+//!
+//! Between two prompts nothing reads the terminal: it is in its ordinary
+//! (canonical) mode while a command runs, with its echo and line editing,
+//! and the kernel keeps what is typed, in order. Back at the prompt the
+//! editor puts the terminal in raw mode and reads it all, keeping in its
+//! buffer what it has not returned yet. So a key typed while a command
+//! runs, or after its end but before the prompt is back, does what it
+//! would have done at the prompt, after the lines typed before it:
+//!
+//! - A line runs, in turn.
+//! - Ctrl-D on an empty line ends the shell, with the status of the last
+//!   line (after some characters it does nothing, as at the prompt). The
+//!   kernel keeps it as an end-of-line mark that a read in canonical mode
+//!   would see as an empty read; once the terminal is in raw mode, Linux
+//!   hands that mark over as a NUL byte, in its place among the lines. The
+//!   editor is told that a NUL on an empty line ends input as Ctrl-D does
+//!   ([`bind_end_of_input`]), which also makes Ctrl-@ (Ctrl-Space on many
+//!   terminals) at the prompt leave.
 
 use std::io::{self, BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -102,6 +113,7 @@ impl LineReader {
     fn open() -> LineReader {
         if io::stdin().is_terminal() {
             if let Ok(mut editor) = rustyline::DefaultEditor::new() {
+                bind_end_of_input(&mut editor);
                 let history = crate::home::wiresh_home().ok().map(|h| h.join("history"));
                 if let Some(h) = &history {
                     let _ = editor.load_history(h);
@@ -152,6 +164,15 @@ impl LineReader {
             }
         }
     }
+}
+
+/// Has the editor take a NUL on an empty line as the end of input, as it
+/// takes Ctrl-D: a Ctrl-D typed while the terminal was in canonical mode
+/// reaches the editor as a NUL (see the module's docs).
+fn bind_end_of_input(editor: &mut rustyline::DefaultEditor) {
+    use rustyline::{Cmd, KeyEvent, Modifiers};
+    // `EndOfFile` ends input on an empty line and does nothing on another.
+    editor.bind_sequence(KeyEvent::new('\0', Modifiers::NONE), Cmd::EndOfFile);
 }
 
 impl Drop for LineReader {
