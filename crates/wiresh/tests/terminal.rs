@@ -6,7 +6,9 @@
 //! server killed, the client sent SIGTERM or SIGHUP). Also the line-by-line
 //! shells (`--each-line`, and `shell` on many hosts, which share one line
 //! reader) keeping what is typed ahead while a command runs: lines, run in
-//! turn; Ctrl-D, which ends the shell once the lines before it have run.
+//! turn; Ctrl-D, which ends the shell once the lines before it have run;
+//! Ctrl-C, which throws away what was typed before it and never reaches
+//! the next command.
 //!
 //! No key is typed before the program can take it, unless the test is
 //! about keeping such keys: each waits for a sign on the screen (a prompt,
@@ -375,6 +377,103 @@ async fn each_line_leaves_at_a_ctrl_d_typed_right_after_the_output() {
     assert_eq!(rec.status, 3, "{screen}");
     assert!(has_line(&screen, "done-4"), "{screen}");
     assert_eq!(rec.stty_before, rec.stty_after, "terminal not restored");
+}
+
+/// A Ctrl-C typed while a command runs interrupts it, and throws away what
+/// was typed before it (the terminal does, as under any shell); what is
+/// typed after it runs.
+#[tokio::test]
+async fn each_line_ctrl_c_interrupts_the_command_and_drops_what_was_typed_before() {
+    let server = Server::start();
+    let Some(tmux) = each_line_in_tmux(&server).await else {
+        return;
+    };
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+    tmux.type_line("echo dropped-$((2+3))");
+    tmux.press(&["C-c"]);
+    tmux.wait_for("the command interrupted", |s| {
+        s.contains("[killed by signal")
+    })
+    .await;
+    tmux.type_line("echo after-$((3+4))");
+    tmux.wait_for_line("after-7").await;
+    tmux.type_line("exit");
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 0, "{screen}");
+    assert!(!has_line(&screen, "dropped-5"), "{screen}");
+    assert!(!has_line(&screen, "done-4"), "{screen}");
+}
+
+/// A Ctrl-C pressed as soon as a command's output shows does what it does
+/// at the prompt, wherever it lands (the command's end, before the prompt,
+/// the prompt): the line being typed is thrown away, and the next command
+/// runs, not interrupted.
+#[tokio::test]
+async fn each_line_ctrl_c_typed_right_after_the_output_drops_the_line_being_typed() {
+    let server = Server::start();
+    let Some(tmux) = each_line_in_tmux(&server).await else {
+        return;
+    };
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+    tmux.type_text("echo dropped-$((2+3))");
+    tmux.wait_for("the line being typed", |s| {
+        s.contains("echo dropped-$((2+3))")
+    })
+    .await;
+    go(&tmux);
+    // After the echo of the line being typed, not on a line of its own.
+    tmux.wait_for("the output", |s| s.contains("done-4")).await;
+    tmux.press(&["C-c"]);
+    // Taken by the terminal, which echoes it (`^C`), or at the prompt, which
+    // then starts afresh on a line of its own: the editor drops the keys
+    // that came with a Ctrl-C, so the next line waits for either.
+    tmux.wait_for("the Ctrl-C taken", |s| {
+        s.contains("^C") || s.lines().filter(|l| l.contains(">>:")).count() == 3
+    })
+    .await;
+    // Held too, so that an interrupt it got would show.
+    std::fs::remove_file(tmux.dir().join("go")).unwrap();
+    tmux.type_line(&held_until_go(tmux.dir()).replace("done-", "next-"));
+    tmux.wait_for("the next command", |s| {
+        s.lines().filter(|l| l.trim() == "busy-2").count() == 2
+    })
+    .await;
+    go(&tmux);
+    tmux.wait_for_line("next-4").await;
+    tmux.type_line("exit");
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 0, "{screen}");
+    assert!(!screen.contains("dropped-5"), "{screen}");
+}
+
+/// A SIGINT that arrives between commands (here sent while the prompt
+/// waits, after a first command) is not kept for the next command, which
+/// runs to its end.
+#[tokio::test]
+async fn each_line_an_interrupt_between_commands_spares_the_next_one() {
+    let server = Server::start();
+    let Some(tmux) = each_line_in_tmux(&server).await else {
+        return;
+    };
+    tmux.type_line("echo first-$((1+1))");
+    tmux.wait_for_line("first-2").await;
+    tmux.wait_for("the second prompt", |s| s.matches(">>: ").count() >= 2)
+        .await;
+    let client = nix::unistd::Pid::from_raw(client_pid(&tmux));
+    nix::sys::signal::kill(client, nix::sys::signal::Signal::SIGINT).unwrap();
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+    go(&tmux);
+    tmux.wait_for_line("done-4").await;
+    tmux.type_line("exit");
+    let rec = Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 0, "{screen}");
+    assert!(!screen.contains("[killed"), "{screen}");
 }
 
 /// `wiresh shell` on the hosts of `fleet` in a 100 × 30 terminal,

@@ -29,6 +29,18 @@
 //!   editor is told that a NUL on an empty line ends input as Ctrl-D does
 //!   ([`bind_end_of_input`]), which also makes Ctrl-@ (Ctrl-Space on many
 //!   terminals) at the prompt leave.
+//! - Ctrl-C throws away what was typed before it: the terminal does it,
+//!   as it raises SIGINT, just as the editor throws away the line at the
+//!   prompt (where it also drops what it had read past the key: keys typed
+//!   in the same instant). While a command runs, that SIGINT interrupts the command (its
+//!   runner listens for it). One that comes after the command's end is
+//!   still pending in the runtime, which hands a signal to whoever listens
+//!   when its driver next turns: the next command's Ctrl-C listener. So
+//!   the runtime is turned between reading a line and running it
+//!   ([`let_go_of_signals`]), and a Ctrl-C never interrupts a command
+//!   typed after it. (The legacy shell's runner listens for no SIGINT: on a
+//!   terminal the editor's own handler takes it, so that there Ctrl-C
+//!   interrupts nothing, and throws away what was typed before it.)
 
 use std::io::{self, BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -90,6 +102,7 @@ pub(crate) fn run_lines(
     }
     let mut last = exit::SUCCESS;
     while let Input::Line(line) = reader.next_command(prompt) {
+        let_go_of_signals(rt);
         match rt.block_on(runner.run_line(&line)) {
             Step::Ran(status) => last = status,
             Step::Stop(status) => return status,
@@ -97,6 +110,15 @@ pub(crate) fn run_lines(
     }
     rt.block_on(runner.close());
     last
+}
+
+/// Lets the runtime hand out the signals that came in since the last
+/// command (a Ctrl-C typed after it had ended, a `kill -INT` at the
+/// prompt) now, when no command listens for them: tokio hands a signal
+/// out at its next turn of the driver to whoever listens then, and a
+/// yield, on this single-threaded runtime, is such a turn.
+fn let_go_of_signals(rt: &Runtime) {
+    rt.block_on(tokio::task::yield_now());
 }
 
 /// Where lines come from.

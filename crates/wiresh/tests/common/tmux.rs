@@ -183,10 +183,15 @@ fn stderr(out: &Output) -> String {
 /// A pane script that records the terminal's settings (`stty -a`) before
 /// and after running `command` (a shell command line), and its exit status,
 /// in files of `dir`: see [`Recorded`].
+///
+/// A Ctrl-C typed in the terminal's ordinary mode signals its whole
+/// foreground group, this script's shell too: it traps SIGINT (a trap, not
+/// an ignore, which `command` would inherit) so as to outlive it.
 pub fn recording(dir: &Path, command: &str) -> String {
     let d = dir.display();
     format!(
-        "stty -a > '{d}/stty-before'\n\
+        "trap : INT\n\
+         stty -a > '{d}/stty-before'\n\
          {command}\n\
          echo $? > '{d}/status.tmp' && mv '{d}/status.tmp' '{d}/status'\n\
          stty -a > '{d}/stty-after'\n\
