@@ -52,6 +52,9 @@
 //!   one server: printing, local stdin and terminal, the line prompt,
 //!   progress bars, `--legacy`, exit statuses.
 //! - [`fanout`]: `exec`, `shell`, `put` and `get` on many hosts at once.
+//! - [`master`]: connection masters (ssh's ControlPersist): a background
+//!   process per server that holds authenticated connections and relays
+//!   the frames of this user's `wiresh` commands over them.
 //! - [`legacy`]: the original Python protocol, server and client.
 //! - [`daemon`]: a whole server process: both listeners, signals, one
 //!   shutdown, reload on SIGHUP (a new settings snapshot for new
@@ -79,6 +82,7 @@ pub mod hostlist;
 pub mod inventory;
 pub mod keys;
 pub mod legacy;
+pub mod master;
 pub mod notify;
 pub mod privilege;
 pub mod reach;

@@ -190,6 +190,15 @@ pub(crate) struct PinCheck {
 }
 
 impl Pinning {
+    /// The fingerprint pinned for `host`: the one given, else the one in
+    /// the known-hosts file; `None` before the first connection.
+    pub fn pin_for(&self, host: &str) -> Result<Option<String>, PinError> {
+        match &self.fingerprint {
+            Some(f) => Ok(Some(f.to_ascii_lowercase())),
+            None => read_pin(&self.known_hosts, host),
+        }
+    }
+
     /// A rustls client configuration that accepts exactly the pinned
     /// fingerprint for `host` (any, on first use), and the check to run
     /// after the handshake.
@@ -197,10 +206,7 @@ impl Pinning {
         &self,
         host: &str,
     ) -> Result<(Arc<rustls::ClientConfig>, PinCheck), PinError> {
-        let pinned = match &self.fingerprint {
-            Some(f) => Some(f.to_ascii_lowercase()),
-            None => read_pin(&self.known_hosts, host)?,
-        };
+        let pinned = self.pin_for(host)?;
         let verifier = Arc::new(PinVerifier {
             expected: pinned.clone(),
             seen: Mutex::new(None),
@@ -276,6 +282,13 @@ impl PinCheck {
                 self.host
             ),
         }
+    }
+
+    /// After a failed handshake: whether the server presented another
+    /// fingerprint than the pinned one.
+    pub(crate) fn changed(&self) -> bool {
+        let seen = self.verifier.seen.lock().unwrap_or_else(|e| e.into_inner());
+        matches!((&self.pinned, &*seen), (Some(pinned), Some(seen)) if pinned != seen)
     }
 
     /// After a successful handshake: pins the fingerprint on first use.

@@ -28,15 +28,22 @@ use std::io::IsTerminal;
 use wiresh_proto::ExecRequest;
 
 use crate::client::{ClientError, Connection, Endpoint, Security};
+use crate::master::Attempt;
 
 /// Connects to the endpoint's server (with `running` sent ahead, as
-/// [`Connection::connect_running`] does), and tells the user, on a
+/// [`Connection::connect_running`] does): through its master when one
+/// answers ([`crate::master`]), else directly; and tells the user, on a
 /// terminal, when its fingerprint was pinned just now: in scripts, stderr
 /// carries the remote command's stderr and nothing else.
 pub(crate) async fn connect(
     endpoint: &Endpoint,
     running: Option<&ExecRequest>,
 ) -> Result<Connection, ClientError> {
+    match crate::master::connect(endpoint, running).await {
+        Attempt::Connected(conn) => return Ok(conn),
+        Attempt::Absent => {}
+        Attempt::Refused(why) => eprintln!("wiresh: {why}; connecting directly"),
+    }
     let conn = match running {
         Some(req) => Connection::connect_running(endpoint, req).await?,
         None => Connection::connect(endpoint).await?,

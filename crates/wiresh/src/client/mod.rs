@@ -228,8 +228,31 @@ impl Connection {
         endpoint: &Endpoint,
         req: &ExecRequest,
     ) -> Result<Connection, ClientError> {
-        let ahead = (req.pty.is_none() && !req.login_shell).then_some(req);
-        Connection::open(endpoint, ahead).await
+        Connection::open(endpoint, sent_ahead(req)).await
+    }
+
+    /// Authenticates over `stream`, already connected to something that
+    /// speaks the protocol for the endpoint's server (a master,
+    /// [`crate::master`]): `prefix` goes out first, in the same write as
+    /// the preamble, `auth` and `running` (sent ahead as
+    /// [`Connection::connect_running`] does).
+    pub(crate) async fn over<S>(
+        stream: S,
+        prefix: &[u8],
+        token: &Secret,
+        running: Option<&ExecRequest>,
+    ) -> Result<Connection, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let ahead = running.and_then(sent_ahead);
+        let handshake = Connection::handshake(stream, prefix, token, ahead);
+        match time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(res) => res,
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no answer within {CONNECT_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// Connects, authenticates and, if given, sends `ahead` with them.
@@ -253,7 +276,7 @@ impl Connection {
                 })?;
             let _ = socket.set_nodelay(true);
             match &endpoint.security {
-                Security::Plaintext => Connection::handshake(socket, token, ahead).await,
+                Security::Plaintext => Connection::handshake(socket, &[], token, ahead).await,
                 Security::Tls(pinning) => {
                     let host = target.to_string();
                     let (config, check) = pinning.client_config(&host)?;
@@ -263,7 +286,7 @@ impl Connection {
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
                     let pinned = check.remember()?;
-                    let mut conn = Connection::handshake(stream, token, ahead).await?;
+                    let mut conn = Connection::handshake(stream, &[], token, ahead).await?;
                     conn.pinned_on_first_use = pinned;
                     Ok(conn)
                 }
@@ -278,17 +301,19 @@ impl Connection {
     }
 
     /// The wiresh handshake on a connected stream. The preamble and the
-    /// `auth` frame (and `ahead`, a first `exec`) go out in one write, so
-    /// it costs one round trip.
+    /// `auth` frame (and `ahead`, a first `exec`) go out in one write,
+    /// after `prefix`, so it costs one round trip.
     async fn handshake<S>(
         mut stream: S,
+        prefix: &[u8],
         token: &Secret,
         ahead: Option<&ExecRequest>,
     ) -> Result<Connection, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
-        let mut opening = Preamble::new(PROTOCOL_VERSION).encode().to_vec();
+        let mut opening = prefix.to_vec();
+        opening.extend_from_slice(&Preamble::new(PROTOCOL_VERSION).encode());
         let auth = Frame::new(Message::Auth {
             token: token.clone(),
         });
@@ -614,6 +639,13 @@ impl Connection {
             other => Err(not_expected(other, "pong")),
         }
     }
+}
+
+/// The request to send with the handshake, if it may be: one that needs
+/// a feature the server must offer first (a terminal, a login shell) is
+/// sent by [`Connection::run`] once the `hello` has been read.
+fn sent_ahead(req: &ExecRequest) -> Option<&ExecRequest> {
+    (req.pty.is_none() && !req.login_shell).then_some(req)
 }
 
 /// A running command, as [`Connection::run`] follows it.

@@ -80,6 +80,16 @@ pub enum Command {
     /// and client.crt, then prints the line to add to the server's
     /// authorized_clients file: the key's fingerprint and a name.
     Keygen(KeygenArgs),
+    /// Keep authenticated connections to a server for the commands that
+    /// follow, like ssh's ControlMaster and ControlPersist.
+    ///
+    /// `wiresh master -H HOST` starts a master in the background: exec,
+    /// shell, put and get to that host (with the same settings) then run
+    /// over its connections, without a handshake of their own. It exits
+    /// after --persist of no use (10 minutes by default), when stopped, or
+    /// when the server refuses it. `--persist DURATION` on the other
+    /// commands starts one on demand. Only this user's commands can use it.
+    Master(MasterArgs),
     /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -399,8 +409,50 @@ pub struct ConnectArgs {
     /// [default: $WIRESH_HOME/client.key, if it exists]
     #[arg(long, short = 'i', value_name = "PATH")]
     pub key: Option<PathBuf>,
+    /// Keep the connection for this long after the last command, in a
+    /// master (`wiresh master`), and reuse it: like ssh's ControlPersist.
+    /// Commands to the host reuse a running master whether or not this is
+    /// given. [default: off]
+    #[arg(long, value_name = "DURATION", env = "WIRESH_PERSIST")]
+    pub persist: Option<DurationArg>,
     #[command(flatten)]
     pub select: SelectArgs,
+}
+
+/// `wiresh master`: start, list or stop masters.
+#[derive(Args)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The most connections the master holds: each client uses one, and
+    /// clients beyond wait for one (up to 5 s, then connect directly).
+    #[arg(long, value_name = "N", default_value_t = wiresh::master::DEFAULT_POOL, value_parser = parse_pool)]
+    pub pool: usize,
+    /// List the running masters: server, process, connections, clients.
+    #[arg(long, conflicts_with_all = ["stop", "foreground"])]
+    pub list: bool,
+    /// Stop the master of the host: it takes no new clients and exits once
+    /// the current ones are done.
+    #[arg(long, conflicts_with = "foreground")]
+    pub stop: bool,
+    /// Run in the foreground, logging to stderr, rather than in the
+    /// background with a log in $WIRESH_HOME/masters.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Run a master from the settings on stdin (how a master is started).
+    #[arg(long = "background", hide = true)]
+    pub background: bool,
+    /// With --background: this is the master itself, not its launcher.
+    #[arg(long, hide = true, requires = "background")]
+    pub detached: bool,
+}
+
+fn parse_pool(s: &str) -> Result<usize, String> {
+    let max = wiresh::master::MAX_POOL;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of connections (1 to {max})")),
+    }
 }
 
 /// Which hosts, and how many at once (every client command).

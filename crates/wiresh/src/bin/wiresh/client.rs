@@ -49,6 +49,7 @@ fn exit_now(code: i32) -> ! {
 
 /// `wiresh exec`. Exits the process itself ([`exit_now`]).
 pub fn exec(args: ExecArgs) -> Result<i32> {
+    crate::master::persist(&args.connect)?;
     let rt = runtime()?;
     if args.legacy {
         let host = args.connect.legacy_host()?;
@@ -83,6 +84,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 /// is one (or with -t), else reading stdin; or one command per line.
 /// Exits the process itself, as `exec` does.
 pub fn shell(args: ShellArgs) -> Result<i32> {
+    crate::master::persist(&args.connect)?;
     let rt = runtime()?;
     if args.legacy {
         let host = args.connect.legacy_host()?;
@@ -106,6 +108,7 @@ pub fn shell(args: ShellArgs) -> Result<i32> {
 
 /// `wiresh put LOCAL... REMOTE`.
 pub fn put(args: PutArgs) -> Result<i32> {
+    crate::master::persist(&args.copy.connect)?;
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
     let flags = args.copy.flags()?;
@@ -124,6 +127,7 @@ pub fn put(args: PutArgs) -> Result<i32> {
 
 /// `wiresh get REMOTE... LOCAL`.
 pub fn get(args: GetArgs) -> Result<i32> {
+    crate::master::persist(&args.copy.connect)?;
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
     let flags = args.copy.flags()?;
     let rt = runtime()?;

@@ -9,6 +9,7 @@
 //!   fan-out;
 //! - `fanout`: the fan-out flags → the library's fan-out;
 //! - `keygen`: a client key pair;
+//! - `master`: `wiresh master`, and `--persist` for the other commands;
 //! - `help`: completion scripts and manual pages from the same definition;
 //! - `alloc`: how the allocator keeps freed memory (set before anything).
 
@@ -19,6 +20,7 @@ mod fanout;
 mod help;
 mod hosts;
 mod keygen;
+mod master;
 mod serve;
 mod settings;
 
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Shell(args) => (client::shell(args), exit::CLIENT_FAILURE),
         Command::Put(args) => (client::put(args), exit::CLIENT_FAILURE),
         Command::Get(args) => (client::get(args), exit::CLIENT_FAILURE),
+        Command::Master(args) => (master::run(args), exit::CLIENT_FAILURE),
         Command::Keygen(args) => (
             keygen::run(args).map(|()| exit::SUCCESS),
             exit::LOCAL_FAILED,
