@@ -87,6 +87,16 @@ pub async fn connect(endpoint: &Endpoint, running: Option<&ExecRequest>) -> Atte
     }
 }
 
+/// Connects through the master of `endpoint` whose files are in `home`
+/// (a wiresh home), if one answers; never starts one.
+pub async fn connect_in(
+    home: &Path,
+    endpoint: &Endpoint,
+    running: Option<&ExecRequest>,
+) -> Attempt {
+    through_master(endpoint, home, running).await
+}
+
 /// Connects through the master of `endpoint` if one answers.
 async fn through_master(
     endpoint: &Endpoint,

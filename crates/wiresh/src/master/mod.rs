@@ -26,8 +26,11 @@
 //!   otherwise, which ends whatever ran as a direct disconnect would.
 //! - A master exits after its idle time with no client; when the server
 //!   refuses it (a revoked key, a changed fingerprint) it tells the
-//!   client, which connects directly and says why, and exits; it logs
-//!   what it does to `$WIRESH_HOME/masters/NAME.log` ([`serve`]).
+//!   client, which connects directly and says why, and exits. Its
+//!   connections were let in once and stay in, so it authenticates anew
+//!   every [`DEFAULT_RECHECK`] to learn of a revocation, and looks at the
+//!   pinned fingerprint every [`PIN_CHECK_EVERY`]. It logs what it does
+//!   to `$WIRESH_HOME/masters/NAME.log` ([`serve`]).
 //!
 //! [`client`] is the other side: find a master and run over it, start
 //! one, list and stop them.
@@ -42,7 +45,7 @@ pub mod serve;
 
 use std::time::Duration;
 
-pub use self::client::{connect, list, start, stop, Attempt, Persist, Status};
+pub use self::client::{connect, connect_in, list, start, stop, Attempt, Persist, Status};
 pub use self::identity::{Identity, Places, MASTERS_DIR};
 pub use self::serve::{run, Spec, StartError};
 
@@ -69,6 +72,11 @@ pub const POOL_IDLE_MAX: Duration = Duration::from_secs(10 * 60);
 /// changed (it then exits: clients with the new pin have another
 /// identity, and nothing should use the old one).
 pub const PIN_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// How often a master authenticates anew with a fresh connection, when
+/// not told (`wiresh master --recheck`): the longest a master goes on
+/// after the server revoked its key or token.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 
 /// How long a client waits for a master it started to be ready.
 pub const START_WAIT: Duration = Duration::from_secs(15);

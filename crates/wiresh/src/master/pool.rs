@@ -52,6 +52,15 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
+    /// The local end of the connection, as the server's log names its
+    /// peer.
+    pub(super) fn local(&self) -> String {
+        self.stream
+            .tcp()
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    }
+
     /// Whether it can be lent: the server has sent nothing since (an idle
     /// server sends only to close: an error, a TLS alert, its end), and it
     /// has not been idle so long that the server might close it now.
@@ -292,6 +301,16 @@ impl Pool {
         opened
     }
 
+    /// Opens a connection and closes it again: whether the server still
+    /// takes these credentials (a reload may have revoked them; the
+    /// connections held were let in before).
+    pub(super) async fn recheck(&self) -> Result<(), OpenError> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        let checked = self.opener.open(serial).await?;
+        drop(checked);
+        Ok(())
+    }
+
     /// How many connections exist, and how many are lent.
     pub(super) fn usage(&self) -> (usize, usize) {
         (
@@ -354,7 +373,7 @@ impl Pool {
         tokio::spawn(async move {
             let opened = opener.open(serial).await;
             match &opened {
-                Ok(_) => info!("connection {serial} opened"),
+                Ok(up) => info!("connection {serial} opened from {}", up.local()),
                 Err(e) => {
                     warn!("cannot open a connection: {e}");
                     count.fetch_sub(1, Ordering::AcqRel);

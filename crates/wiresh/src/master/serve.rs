@@ -21,7 +21,7 @@ use super::handshake::{self, Request};
 use super::identity::{masters_dir, Identity, Places};
 use super::pool::{OpenError, Opener, Pool, Shortage};
 use super::relay::{relay, Ending};
-use super::{PIN_CHECK_EVERY, POOL_WAIT};
+use super::{DEFAULT_RECHECK, PIN_CHECK_EVERY, POOL_WAIT};
 use crate::addr::Target;
 use crate::auth::token_matches;
 use crate::client::{Endpoint, Pinning, Security, CONNECT_TIMEOUT};
@@ -54,6 +54,9 @@ pub struct Spec {
     pub idle: Duration,
     /// The most connections to hold.
     pub pool: usize,
+    /// How often to authenticate anew, to learn that the key or token
+    /// was revoked ([`DEFAULT_RECHECK`]).
+    pub recheck: Duration,
 }
 
 impl Spec {
@@ -77,6 +80,7 @@ impl Spec {
             home: home.to_path_buf(),
             idle,
             pool,
+            recheck: DEFAULT_RECHECK,
         };
         if let Security::Tls(pinning) = &endpoint.security {
             let target = endpoint.target.to_string();
@@ -254,6 +258,7 @@ pub async fn run(
         master.pool.bound(),
         master.spec.idle
     );
+    tokio::spawn(recheck_loop(master.clone()));
     accept_loop(&master, &listener).await;
     // New clients connect directly from now on.
     let _ = std::fs::remove_file(&master.places.socket);
@@ -287,7 +292,7 @@ async fn prepare(spec: Spec) -> Result<(Arc<Master>, UnixListener, OwnedFd), Sta
         spec.pool,
     );
     let first = pool.open_first().await.map_err(|e| failed(e.to_string()))?;
-    info!("connection {} opened", first.serial);
+    info!("connection {} opened from {}", first.serial, first.local());
     pool.give_back(first, false);
     // The lock is ours: a socket there is a dead master's.
     let _ = std::fs::remove_file(&places.socket);
@@ -359,6 +364,27 @@ async fn accept_loop(master: &Arc<Master>, listener: &UnixListener) {
             }
             _ = pin_check.tick() => check_pin(master),
             () = master.stopping.cancelled() => return,
+        }
+    }
+}
+
+/// Authenticates anew every [`Spec::recheck`] while the master runs: the
+/// connections it holds were let in once and stay in, so this is how a
+/// master learns that the server has revoked its key or token (reloaded
+/// without it): it then stops, and its clients connect directly and hear
+/// the server's refusal themselves.
+async fn recheck_loop(master: Arc<Master>) {
+    loop {
+        tokio::select! {
+            () = time::sleep(master.spec.recheck) => {}
+            () = master.stopping.cancelled() => return,
+        }
+        match master.pool.recheck().await {
+            Ok(()) => {}
+            Err(OpenError::Refused(why)) => {
+                return master.stop(format!("the server refused the master: {why}"));
+            }
+            Err(OpenError::Failed(why)) => warn!("cannot authenticate anew: {why}"),
         }
     }
 }

@@ -428,6 +428,11 @@ pub struct MasterArgs {
     /// clients beyond wait for one (up to 5 s, then connect directly).
     #[arg(long, value_name = "N", default_value_t = wiresh::master::DEFAULT_POOL, value_parser = parse_pool)]
     pub pool: usize,
+    /// How often the master authenticates anew (a fresh connection, closed
+    /// again): the connections it holds were let in once, so this is the
+    /// longest it goes on after the server revoked its key or token.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(wiresh::master::DEFAULT_RECHECK), value_parser = parse_recheck)]
+    pub recheck: DurationArg,
     /// List the running masters: server, process, connections, clients.
     #[arg(long, conflicts_with_all = ["stop", "foreground"])]
     pub list: bool,
@@ -445,6 +450,15 @@ pub struct MasterArgs {
     /// With --background: this is the master itself, not its launcher.
     #[arg(long, hide = true, requires = "background")]
     pub detached: bool,
+}
+
+fn parse_recheck(s: &str) -> Result<DurationArg, String> {
+    match s.parse::<DurationArg>()? {
+        d if d.0 < std::time::Duration::from_millis(100) => Err(format!(
+            "{s:?}: authenticating anew more often than every 100ms only loads the server"
+        )),
+        d => Ok(d),
+    }
 }
 
 fn parse_pool(s: &str) -> Result<usize, String> {

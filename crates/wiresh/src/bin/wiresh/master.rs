@@ -65,7 +65,8 @@ pub fn run(args: MasterArgs) -> Result<i32> {
         .persist
         .map_or(master::DEFAULT_PERSIST, |d| d.0);
     anyhow::ensure!(!idle.is_zero(), "--persist 0 would stop the master at once");
-    let spec = Spec::new(&endpoint, &home, idle, args.pool).map_err(anyhow::Error::msg)?;
+    let mut spec = Spec::new(&endpoint, &home, idle, args.pool).map_err(anyhow::Error::msg)?;
+    spec.recheck = args.recheck.0;
     if args.foreground {
         init_logging(Box::new(std::io::stderr()));
         let result = rt.block_on(master::run(spec, |ready| {
