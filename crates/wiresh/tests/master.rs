@@ -168,8 +168,11 @@ fn authenticated(server: &Server) -> usize {
         .count()
 }
 
-/// The client commands compared: subcommand, arguments, stdin.
-fn scenarios() -> Vec<(&'static str, Vec<String>, Option<Vec<u8>>)> {
+/// A client command compared: subcommand, arguments, stdin.
+type Scenario = (&'static str, Vec<String>, Option<Vec<u8>>);
+
+/// The client commands compared.
+fn scenarios() -> Vec<Scenario> {
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let input = binary_pattern(3 * MIB);
     vec![
@@ -375,7 +378,7 @@ async fn a_connection_through_a_master_runs_commands_and_terminals() {
 /// Connects through the master of `endpoint` in the server's home.
 async fn through(server: &Server, endpoint: &Endpoint) -> Connection {
     match master::connect_in(server.home(), endpoint, None).await {
-        Attempt::Connected(conn) => conn,
+        Attempt::Connected(conn) => *conn,
         other => panic!("not through the master: {other:?}"),
     }
 }
@@ -430,7 +433,7 @@ async fn a_hundred_clients_share_a_bounded_pool() {
             let (home, endpoint) = (home.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let mut conn = match master::connect_in(&home, &endpoint, None).await {
-                    Attempt::Connected(conn) => conn,
+                    Attempt::Connected(conn) => *conn,
                     other => panic!("client {i}: {other:?}"),
                 };
                 let ran = sh(&mut conn, &format!("echo {i}")).await;

@@ -40,7 +40,7 @@ pub(crate) async fn connect(
     running: Option<&ExecRequest>,
 ) -> Result<Connection, ClientError> {
     match crate::master::connect(endpoint, running).await {
-        Attempt::Connected(conn) => return Ok(conn),
+        Attempt::Connected(conn) => return Ok(*conn),
         Attempt::Absent => {}
         Attempt::Refused(why) => eprintln!("wiresh: {why}; connecting directly"),
     }

@@ -29,7 +29,7 @@ pub const BACKGROUND_FLAG: &str = "--background";
 #[derive(Debug)]
 pub enum Attempt {
     /// Connected through the master.
-    Connected(Connection),
+    Connected(Box<Connection>),
     /// No master answers for this endpoint (or its connections are all
     /// in use): connect directly, saying nothing.
     Absent,
@@ -119,7 +119,7 @@ async fn through_master(
     };
     let line = Request::Session(identity.hex()).line();
     match Connection::over(stream, line.as_bytes(), &endpoint.token, running).await {
-        Ok(conn) => Attempt::Connected(conn),
+        Ok(conn) => Attempt::Connected(Box::new(conn)),
         Err(ClientError::Remote {
             code: ErrorCode::TooManyConnections | ErrorCode::ShuttingDown,
             ..

@@ -7,11 +7,11 @@
 //! Unix socket in `$WIRESH_HOME/masters/`:
 //!
 //! - The client opens the socket, sends one line naming what it wants
-//!   ([`handshake`]), then speaks the ordinary wiresh protocol: preamble,
+//!   (`handshake`), then speaks the ordinary wiresh protocol: preamble,
 //!   `auth`, requests. The master answers the handshake itself (the
 //!   server's own `hello`, replayed, and `auth_ok`), then relays the
 //!   client's frames to one of its connections and the server's back
-//!   ([`relay`]), so [`crate::client::Connection`] runs over it exactly as
+//!   (`relay`), so [`crate::client::Connection`] runs over it exactly as
 //!   over TCP: cancel, stdin windows, terminals, transfers, exit statuses.
 //! - A master serves only the user it runs as (the socket's directory is
 //!   0700 and every peer's credentials are checked, `SO_PEERCRED`), and
@@ -20,7 +20,7 @@
 //!   client repeats in its handshake.
 //! - The protocol runs one request at a time per connection, so each
 //!   client has a connection of its own for as long as it stays: a small
-//!   pool ([`pool`], at most [`DEFAULT_POOL`] by default), opened on
+//!   pool (`pool`, at most [`DEFAULT_POOL`] by default), opened on
 //!   demand; a connection goes back to the pool only when the client left
 //!   it idle (no command, no transfer, no ping unanswered), and is closed
 //!   otherwise, which ends whatever ran as a direct disconnect would.

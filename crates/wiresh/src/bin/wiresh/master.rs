@@ -77,8 +77,7 @@ pub fn run(args: MasterArgs) -> Result<i32> {
     }
     let program = std::env::current_exe().context("cannot find this program")?;
     let started = rt.block_on(master::start(&program, &spec));
-    let (identity, places) = spec.places().map_err(anyhow::Error::msg)?;
-    drop(identity);
+    let (_, places) = spec.places().map_err(anyhow::Error::msg)?;
     match started {
         Ok(_) => println!(
             "master for {} running: it stays {} without clients; log {}",
