@@ -28,6 +28,10 @@ cleanup() {
     [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -f "$WORK/sshd/pid" ] && kill "$(cat "$WORK/sshd/pid")" 2>/dev/null || true
     [ -n "${SSH_CM:-}" ] && ssh -O exit -o ControlPath="$SSH_CM" x 2>/dev/null || true
+    if [ -n "${MASTERS:-}" ]; then
+        "$B" master --stop -H "$ADDR" >/dev/null 2>&1 || true
+        "$B" master --stop --plaintext -H "$ADDR" >/dev/null 2>&1 || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -68,6 +72,31 @@ printf 'wiresh exec -- true: %.2f ms, %sx one local sh -c true (%.2f ms)\n' "$(a
 note oneshot_tls_ms "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
 note oneshot_plaintext_ms "$(awk -v s="$CLEAR_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
 note oneshot_tls_over_local_sh "$(ratio "$WIRESH_ONESHOT" "$LOCAL_SPAWN")"
+# The same through a master (`wiresh master`, ssh's ControlPersist): the
+# commands find it by their settings and run over its connections.
+MASTERS=1
+"$B" master -H "$ADDR" >/dev/null
+"$B" master --plaintext -H "$ADDR" >/dev/null
+logins() { grep -c ' authenticated peer=' "$WORK/server.log" || true; }
+LOGINS=$(logins)
+hyperfine -N -w 3 -r 30 --export-json "$WORK/master.json" "$B exec -n -H $ADDR -- true" \
+    "$B exec -n --plaintext -H $ADDR -- true" "/bin/sh -c true" >/dev/null
+MASTER_ONESHOT=$(median_of_json "$WORK/master.json" 0)
+MASTER_CLEAR=$(median_of_json "$WORK/master.json" 1)
+MASTER_LOCAL=$(median_of_json "$WORK/master.json" 2)
+# Each run through a master logs in nowhere (a master's recheck may).
+[ $(($(logins) - LOGINS)) -le 2 ] || { echo "commands did not run through the masters" >&2; exit 1; }
+printf 'through a master, wiresh exec -- true: %.2f ms, %sx one local sh -c true (%.2f ms); %sx faster than without\n' \
+    "$(awk -v s="$MASTER_ONESHOT" 'BEGIN{print s*1000}')" "$(ratio "$MASTER_ONESHOT" "$MASTER_LOCAL")" \
+    "$(awk -v s="$MASTER_LOCAL" 'BEGIN{print s*1000}')" "$(ratio "$WIRESH_ONESHOT" "$MASTER_ONESHOT")"
+printf 'through a master, wiresh exec --plaintext -- true: %.2f ms, %sx one local sh -c true\n' \
+    "$(awk -v s="$MASTER_CLEAR" 'BEGIN{print s*1000}')" "$(ratio "$MASTER_CLEAR" "$MASTER_LOCAL")"
+note master_oneshot_tls_ms "$(awk -v s="$MASTER_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
+note master_oneshot_tls_over_local_sh "$(ratio "$MASTER_ONESHOT" "$MASTER_LOCAL")"
+note master_oneshot_plaintext_over_local_sh "$(ratio "$MASTER_CLEAR" "$MASTER_LOCAL")"
+"$B" master --stop -H "$ADDR" >/dev/null
+"$B" master --stop --plaintext -H "$ADDR" >/dev/null
+MASTERS=
 if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
     D=$WORK/sshd
     mkdir -p "$D"
@@ -85,6 +114,8 @@ if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then
     printf 'ssh (ControlMaster up) true: %.2f ms; wiresh is %sx faster\n' \
         "$(awk -v s="$SSH_ONESHOT" 'BEGIN{print s*1000}')" "$(ratio "$SSH_ONESHOT" "$WIRESH_ONESHOT")"
     note ssh_cm_over_wiresh_oneshot "$(ratio "$SSH_ONESHOT" "$WIRESH_ONESHOT")"
+    printf 'ssh (ControlMaster up) / wiresh through a master: %sx\n' "$(ratio "$SSH_ONESHOT" "$MASTER_ONESHOT")"
+    note ssh_cm_over_wiresh_master "$(ratio "$SSH_ONESHOT" "$MASTER_ONESHOT")"
 else
     echo "sshd not installed: skipping the ssh comparison (apt-get install openssh-server)"
 fi
