@@ -601,9 +601,7 @@ async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
     let home = server.home().to_path_buf();
     let exec = |extra: &[&str], line: &str| {
         let mut cmd = server.cli("exec");
-        cmd.env_remove("WIRESH_PERSIST")
-            .args(extra)
-            .args(["-n", "--", line]);
+        cmd.args(extra).args(["-n", "--", line]);
         cli_output(cmd, None)
     };
     assert_eq!(exec(&[], "true").await.code, Some(0), "pins the server");

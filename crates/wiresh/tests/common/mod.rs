@@ -461,6 +461,8 @@ pub fn isolated<'a>(
     cmd.env("WIRESH_HOME", home)
         .env_remove("WIRESH_TOKEN")
         .env_remove("WIRESH_HOST")
+        // Masters (`--persist`) only where a test starts them.
+        .env_remove("WIRESH_PERSIST")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
