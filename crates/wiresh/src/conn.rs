@@ -31,7 +31,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -94,19 +94,33 @@ pub enum SendError {
 #[derive(Debug)]
 pub struct StallWatch {
     written: Arc<AtomicU64>,
+    /// When set, time counts only while the writer holds bytes the socket
+    /// has not taken (a connection with nothing to send is not stalled).
+    holding: Option<Arc<AtomicBool>>,
     last: u64,
     since: Instant,
     limit: Duration,
+    /// When to look next: kept across calls, so that a caller polling in a
+    /// loop of `select!` does not restart the wait each time.
+    next_check: Instant,
 }
 
 impl StallWatch {
     /// Resolves once nothing has been written for `limit` (checked four
-    /// times per `limit`). Cancel-safe: progress seen is kept.
+    /// times per `limit`), counting only the time the writer had something
+    /// to write when the watch was made with
+    /// [`FrameConn::output_stall_watch`]. Cancel-safe: progress seen is
+    /// kept.
     pub async fn stalled(&mut self) {
         loop {
-            time::sleep(self.limit / 4).await;
+            time::sleep_until(self.next_check).await;
+            self.next_check = Instant::now() + self.limit / 4;
             let written = self.written.load(Ordering::Relaxed);
-            if written != self.last {
+            let idle = self
+                .holding
+                .as_ref()
+                .is_some_and(|holding| !holding.load(Ordering::Acquire));
+            if written != self.last || idle {
                 self.last = written;
                 self.since = Instant::now();
             } else if self.since.elapsed() >= self.limit {
@@ -260,6 +274,8 @@ pub struct FrameConn {
     writer: AbortOnDrop<()>,
     /// Bytes the writer has handed to the socket so far.
     written: Arc<AtomicU64>,
+    /// Whether the writer holds frames the socket has not taken yet.
+    holding: Arc<AtomicBool>,
     /// Bytes of `pong` bodies queued and not yet written.
     pong_bytes: Arc<AtomicUsize>,
 }
@@ -308,15 +324,20 @@ impl FrameConn {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let written = Arc::new(AtomicU64::new(0));
+        let holding = Arc::new(AtomicBool::new(false));
         let pong_bytes = Arc::new(AtomicUsize::new(0));
         let can_splice = matches!(write, Sink::Tcp(_));
+        let progress = Progress {
+            written: written.clone(),
+            holding: holding.clone(),
+            pong_bytes: pong_bytes.clone(),
+        };
         let writer = tokio::spawn(write_frames(
             write,
             write_codec,
             data_rx,
             control_rx,
-            written.clone(),
-            pong_bytes.clone(),
+            progress,
         ));
         FrameConn {
             // Small to start with (an idle connection keeps it); the codec
@@ -329,6 +350,7 @@ impl FrameConn {
             control,
             writer: AbortOnDrop(writer),
             written,
+            holding,
             pong_bytes,
         }
     }
@@ -435,7 +457,7 @@ impl FrameConn {
         tokio::select! {
             sent = self.data.send(frame) => sent.map_err(|_| SendError::Closed),
             () = watch.stalled() => {
-                self.writer.0.abort();
+                self.cut_off();
                 Err(SendError::Stalled(limit))
             }
         }
@@ -446,9 +468,27 @@ impl FrameConn {
         StallWatch {
             last: self.written.load(Ordering::Relaxed),
             written: self.written.clone(),
+            holding: None,
             since: Instant::now(),
             limit,
+            next_check: Instant::now() + limit / 4,
         }
+    }
+
+    /// A watch that resolves once the peer has taken nothing for `limit`
+    /// while the writer had frames for it (a command's output, say): time
+    /// with nothing to send does not count.
+    pub fn output_stall_watch(&self, limit: Duration) -> StallWatch {
+        StallWatch {
+            holding: Some(self.holding.clone()),
+            ..self.stall_watch(limit)
+        }
+    }
+
+    /// Stops the writer at once, dropping what is queued: for a peer that
+    /// takes nothing, which no graceful close would reach.
+    pub fn cut_off(&self) {
+        self.writer.0.abort();
     }
 
     /// Queues `frame` ahead of queued data, waiting for room.
@@ -538,14 +578,28 @@ impl Sink {
     }
 }
 
+/// What the writer tells the rest of the connection about its progress.
+struct Progress {
+    /// Bytes handed to the socket so far.
+    written: Arc<AtomicU64>,
+    /// Set while the writer holds frames the socket has not taken.
+    holding: Arc<AtomicBool>,
+    /// Bytes of `pong` bodies queued and not yet written.
+    pong_bytes: Arc<AtomicUsize>,
+}
+
 async fn write_frames(
     mut socket: Sink,
     codec: FrameCodec,
     mut data: mpsc::Receiver<Outgoing>,
     mut control: mpsc::Receiver<Box<Frame>>,
-    written: Arc<AtomicU64>,
-    pong_bytes: Arc<AtomicUsize>,
+    progress: Progress,
 ) {
+    let Progress {
+        written,
+        holding,
+        pong_bytes,
+    } = progress;
     // Headers are encoded into one buffer; bodies are written from their own
     // buffers with vectored writes, never copied.
     let mut headers = BytesMut::new();
@@ -557,6 +611,7 @@ async fn write_frames(
             Some(f) = data.recv() => f,
             else => break,
         };
+        holding.store(true, Ordering::Release);
         // Gather whatever else is already queued, so a short command's
         // `started`, output and `exit` leave in one segment.
         let mut batched = 0;
@@ -621,6 +676,7 @@ async fn write_frames(
                 tracing::debug!("connection flush failed: {e}");
                 return;
             }
+            holding.store(false, Ordering::Release);
         }
     }
     let _ = socket.stream().shutdown().await;

@@ -38,8 +38,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// A frame once started must be complete within this.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// A peer that takes nothing of a file transfer, a listing or a refusal
-/// for this long is dropped.
+/// A peer that takes nothing of a command's output, a file transfer, a
+/// listing or a refusal for this long is dropped (and its command killed).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// While a command runs, the client sends a frame at least this often.
 pub const KEEPALIVE: Duration = Duration::from_secs(20);

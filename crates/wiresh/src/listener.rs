@@ -41,9 +41,14 @@ pub(crate) enum End {
         /// What the connection was doing.
         during: During,
     },
-    /// The peer took nothing the server sent it for this long.
-    #[error("the client took nothing for {0:?} (--send-timeout); dropped")]
-    Stalled(Duration),
+    /// The peer took nothing the server had for it for this long.
+    #[error("{}", stalled(limit, during))]
+    Stalled {
+        /// The send timeout.
+        limit: Duration,
+        /// What the connection was doing.
+        during: During,
+    },
     /// The server told the peer why in an `error` frame, then closed.
     #[error("{code}: {message}")]
     Failed {
@@ -124,6 +129,15 @@ fn peer_gone(how: &Gone, during: &During) -> String {
         _ => "",
     };
     format!("{what}{during}{cause}{consequence}")
+}
+
+/// The log's words for [`End::Stalled`].
+fn stalled(limit: &Duration, during: &During) -> String {
+    let consequence = match during {
+        During::Command(_) => "; its process group was killed",
+        _ => "",
+    };
+    format!("the client took nothing for {limit:?} (--send-timeout){during}; dropped{consequence}")
 }
 
 /// What a connection was doing when its peer went away.
@@ -326,8 +340,19 @@ mod tests {
                 "client disconnected during a transfer",
             ),
             (
-                End::Stalled(Duration::from_secs(1)),
+                End::Stalled {
+                    limit: Duration::from_secs(1),
+                    during: During::Answer,
+                },
                 "the client took nothing for 1s (--send-timeout); dropped",
+            ),
+            (
+                End::Stalled {
+                    limit: Duration::from_secs(60),
+                    during: During::Command("yes".into()),
+                },
+                "the client took nothing for 60s (--send-timeout) during `yes`; dropped; its \
+                 process group was killed",
             ),
             (
                 End::Failed {

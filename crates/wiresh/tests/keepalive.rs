@@ -1,14 +1,16 @@
 //! A connection that lives on: `ping` is answered between and during
-//! commands (also while the client reads none of the output), a `pong` may
-//! fall on either side of a command's `exit` and the client copes, and one
-//! connection runs many commands one after another.
+//! commands (also while the client reads none of the output, up to the
+//! send timeout: a client that takes nothing for that long is dropped and
+//! its command killed, on a terminal too), a `pong` may fall on either
+//! side of a command's `exit` and the client copes, and one connection
+//! runs many commands one after another.
 
 mod common;
 
 use common::fake_server::{FakeScript, FakeServer, FAKE_OUTPUT};
 use common::*;
 use wiresh::client::Connection;
-use wiresh_proto::{ExecRequest, Frame, Message};
+use wiresh_proto::{ExecRequest, Frame, Message, PtyRequest};
 
 #[tokio::test]
 async fn ping_pong_echoes_the_body() {
@@ -71,6 +73,65 @@ async fn pings_while_output_is_unread_do_not_end_the_command() {
     // Every pong answers a ping, in order (the server may skip some).
     assert!(pongs.windows(2).all(|w| w[0] < w[1]) && pongs.iter().all(|&p| p < PINGS));
     assert_eq!(c.exec(ExecRequest::shell("echo ok")).await.stdout, b"ok\n");
+}
+
+/// Pings alone cannot hold a command for ever: a client that keeps pinging
+/// but takes none of the output of `yes` (on pipes, or on a terminal) for
+/// the send timeout has the command's process group killed and its
+/// connection closed, as one that misses its keepalive.
+#[tokio::test]
+async fn a_client_that_pings_but_never_reads_is_dropped_after_the_send_timeout() {
+    let terminal = Some(PtyRequest {
+        term: "xterm".into(),
+        cols: 80,
+        rows: 24,
+    });
+    for pty in [None, terminal] {
+        let on = if pty.is_some() { "a terminal" } else { "pipes" };
+        let server = Server::start_with(&["--send-timeout", "1s"]);
+        let mut c = server.raw().await;
+        let pid = c
+            .start(Message::Exec(ExecRequest {
+                pty,
+                ..ExecRequest::shell("exec yes")
+            }))
+            .await;
+        // `started` was read; from here on the client only pings, as a
+        // client whose reader is stuck would.
+        let pinging = async {
+            let mut beat = 0u32;
+            while c
+                .try_send_frame(Frame::with_body(Message::Ping, beat.to_be_bytes().to_vec()))
+                .await
+            {
+                beat += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            std::future::pending::<()>().await
+        };
+        let dropped = server.wait_for_log(
+            "the client took nothing for 1s (--send-timeout) during `exec yes`; dropped; \
+             its process group was killed",
+        );
+        tokio::select! {
+            () = dropped => {}
+            () = pinging => unreachable!(),
+        }
+        assert_gone(&[pid], Some(pid), GONE_WITHIN, &format!("`yes` on {on}")).await;
+        // What the server had sent before is still there to read (cut off
+        // mid-frame: nothing more was written), then the connection ends.
+        let mut socket = c.framed.into_inner();
+        let mut sink = vec![0u8; 1 << 16];
+        let closed = bounded("the connection to close", async {
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        closed.await;
+    }
 }
 
 /// A ping sent while a command runs is answered once, as soon as the

@@ -50,10 +50,10 @@ pub struct ServerConfig {
     pub frame_timeout: Duration,
     /// While a command runs, the client must send a frame at least this often.
     pub keepalive: Duration,
-    /// A client that takes nothing the server sends it in answer to a file
-    /// request (a download, a listing) or a refusal for this long is
-    /// dropped. (Command output is not bound by it: a slow reader slows
-    /// its command down instead.)
+    /// A client that takes nothing the server has for it (a command's
+    /// output, a download, a listing, a refusal) for this long is dropped,
+    /// and its running command killed. A slow reader only slows its
+    /// command down; this is for one that reads nothing at all.
     pub send_timeout: Duration,
     /// Most stdin bytes a client may have in flight (`hello.stdin_window`).
     pub stdin_window: usize,

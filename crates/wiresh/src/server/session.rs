@@ -182,7 +182,10 @@ impl Session {
             .await
             .map_err(|e| match e {
                 SendError::Closed => End::lost(During::Answer),
-                SendError::Stalled(_) => End::Stalled(limit),
+                SendError::Stalled(_) => End::Stalled {
+                    limit,
+                    during: During::Answer,
+                },
             })
     }
 

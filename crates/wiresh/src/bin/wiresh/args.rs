@@ -300,8 +300,8 @@ pub struct ServeArgs {
     /// Drop a connection that starts a frame and does not finish it this soon.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::FRAME_TIMEOUT))]
     pub frame_timeout: DurationArg,
-    /// Drop a client that takes nothing of a download, a listing or a
-    /// refusal for this long.
+    /// Drop a client that takes nothing of a command's output, a download,
+    /// a listing or a refusal for this long (its command is killed).
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::SEND_TIMEOUT))]
     pub send_timeout: DurationArg,
     /// Most commands running at once over all connections; more get `busy`.

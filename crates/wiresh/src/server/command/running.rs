@@ -128,6 +128,10 @@ impl Running {
         // three missed beats before deciding it is gone.
         let silence_limit = session.config.keepalive * 3;
         let mut last_heard = Instant::now();
+        // A client that pings but takes none of the output would hold its
+        // command (and its places) for ever: it gets the send timeout.
+        let send_timeout = session.config.send_timeout;
+        let mut stall = session.conn.output_stall_watch(send_timeout);
         let hold = time::sleep(STARTED_HOLD);
         tokio::pin!(hold);
         while !self.exited || !self.stdout_done || !self.stderr_done {
@@ -161,6 +165,10 @@ impl Running {
                          (keepalive missed); the command was killed"
                     );
                     return Err(started_first(&self.out, session.fail(ErrorCode::Timeout, message)).await);
+                }
+                () = stall.stalled(), if !send_timeout.is_zero() => {
+                    session.conn.cut_off();
+                    return Err(End::Stalled { limit: send_timeout, during: During::Command(what.into()) });
                 }
                 () = &mut hold, if self.out.holding() => {
                     if self.out.flush().await.is_err() {
