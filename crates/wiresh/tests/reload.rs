@@ -1,9 +1,11 @@
 //! Reload on SIGHUP: running commands and a 1 GiB transfer go on through
-//! it; a client removed from authorized_clients is refused after it (while
-//! its open connection keeps its settings); a broken config file or
-//! clients file is rejected and the old settings stay; systemd hears
-//! READY, RELOADING and STOPPING. Every wait is on the server's own log
-//! line or notification, never a sleep.
+//! it; a client removed from authorized_clients is refused after it, and
+//! its open connections are closed (a running command first gets the
+//! shutdown grace), as are those of a token that was replaced, while other
+//! clients' connections go on; a broken config file or clients file is
+//! rejected and the old settings stay; systemd hears READY, RELOADING and
+//! STOPPING. Every wait is on the server's own log line or notification,
+//! never a sleep.
 
 mod common;
 
@@ -14,9 +16,9 @@ use std::time::Duration;
 use common::files::{args, assert_ok, Files};
 use common::keys::{authorized_clients, write_clients, KeyClient};
 use common::*;
-use wiresh::client::{Connection, Endpoint, Pinning, Security};
+use wiresh::client::{Connection, Endpoint, Output, Pinning, Security};
 use wiresh::keys::ClientKey;
-use wiresh_proto::{Message, Secret};
+use wiresh_proto::{ExecRequest, Message, Secret};
 
 const RELOADED: &str = "configuration reloaded";
 
@@ -98,8 +100,8 @@ async fn a_removed_client_is_refused_after_a_reload() {
         clients.to_str().unwrap(),
     ]);
     let mut open = bounded(
-        "alice connects",
-        Connection::connect(&key_endpoint(&server, &alice)),
+        "bob connects",
+        Connection::connect(&key_endpoint(&server, &bob)),
     )
     .await
     .unwrap();
@@ -119,8 +121,116 @@ async fn a_removed_client_is_refused_after_a_reload() {
     );
     let out = bob.run(&server, "echo bob").await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
-    // A connection opened before the reload keeps the settings it began with.
+    // A connection opened before the reload, by a client still listed,
+    // keeps going.
     assert_exited(sh(&mut open, "true").await.status(), 0);
+}
+
+/// A key removed from authorized_clients takes its open connections with
+/// it at the reload: an idle one is closed at once; one running a command
+/// lets the command finish within the shutdown grace (here it reads a line
+/// sent after the reload), then is closed. Other clients' connections go
+/// on, and the log names the revoked client.
+#[tokio::test]
+async fn a_revoked_keys_open_connections_are_closed_at_the_reload() {
+    let alice = KeyClient::new("alice").await;
+    let bob = KeyClient::new("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let clients = authorized_clients(dir.path(), &[&alice.line, &bob.line]);
+    let server = Server::start_exactly(&[
+        "--auth",
+        "key",
+        "--authorized-clients",
+        clients.to_str().unwrap(),
+    ]);
+    let server = &server;
+    let connect = |client| async move { Connection::connect(&key_endpoint(server, client)).await };
+    let mut idle = bounded("alice connects", connect(&alice)).await.unwrap();
+    let mut busy = bounded("alice connects", connect(&alice)).await.unwrap();
+    let mut other = bounded("bob connects", connect(&bob)).await.unwrap();
+    // A command under way on one of alice's connections, waiting for input.
+    let (stdin, input) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let (tx, mut output) = tokio::sync::mpsc::channel(16);
+    let line = "echo ready; read line; echo got:$line";
+    let running = tokio::spawn(async move {
+        let ran = busy
+            .run(
+                ExecRequest {
+                    stdin: true,
+                    ..ExecRequest::shell(line)
+                },
+                Some(input),
+                &tx,
+                never,
+            )
+            .await;
+        (busy, ran)
+    });
+    let ready = bounded("the command to start", output.recv()).await;
+    assert!(matches!(ready, Some(Output::Stdout(b)) if b.starts_with(b"ready")));
+
+    write_clients(&clients, &[&bob.line]);
+    reload(server).await;
+    let revoked = format!(
+        "the client key {} is no longer authorized",
+        alice.fingerprint
+    );
+    // Both of alice's connections.
+    server.wait_for_log_count(&revoked, 2).await;
+
+    // The command was not cut short: it takes the line sent now.
+    stdin.send(bytes::Bytes::from_static(b"x\n")).await.unwrap();
+    drop(stdin);
+    let (mut busy, ran) = bounded("the command to end", running).await.unwrap();
+    assert_exited(&ran.expect("the command ran to its end"), 0);
+    let mut seen = Vec::new();
+    while let Ok(Output::Stdout(b)) = output.try_recv() {
+        seen.extend_from_slice(&b);
+    }
+    assert_eq!(seen, b"got:x\n");
+    // Then neither of alice's connections runs anything more.
+    for conn in [&mut idle, &mut busy] {
+        let ran = sh(conn, "echo must not run").await;
+        assert!(
+            ran.result.is_err() && ran.stdout.is_empty(),
+            "{:?}",
+            ran.result
+        );
+    }
+    assert_exited(sh(&mut other, "true").await.status(), 0);
+}
+
+/// A token replaced in its file takes the connections that logged in with
+/// it at the reload: the client gets `auth_failed` saying so, after its
+/// running command's `exit` (the command had the shutdown grace).
+#[tokio::test]
+async fn a_replaced_tokens_connections_are_closed_at_the_reload() {
+    let server = Server::start();
+    let mut raw = server.raw().await;
+    let pid = raw
+        .start(exec_with_stdin("read line; echo got:$line"))
+        .await;
+    let token_file = server.home().join("token");
+    let new_token = "f".repeat(64);
+    std::fs::write(&token_file, &new_token).unwrap();
+    reload(&server).await;
+    server
+        .wait_for_log(
+            "closing the connection: the token this connection logged in with was replaced",
+        )
+        .await;
+    raw.send_frame(wiresh_proto::Frame::with_body(Message::Stdin, &b"x\n"[..]))
+        .await;
+    raw.send(Message::StdinEnd).await;
+    let run = raw.finish_started(pid).await;
+    assert_exited(&run.status, 0);
+    assert_eq!(run.stdout, b"got:x\n");
+    let message = raw.expect_error(wiresh_proto::ErrorCode::AuthFailed).await;
+    assert!(message.contains("replaced at a reload"), "{message}");
+    raw.expect_closed().await;
+    // The new token logs in.
+    let mut fresh = RawConn::authenticated(server.addr, &Secret(new_token)).await;
+    assert_exited(&fresh.exec(ExecRequest::shell("true")).await.status, 0);
 }
 
 #[tokio::test]

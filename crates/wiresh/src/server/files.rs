@@ -394,11 +394,22 @@ impl ShutdownGrace {
         tokio::time::sleep_until(since + self.grace).await;
     }
 
-    /// Ends the connection with `shutting_down`, saying how to go on.
+    /// Ends the connection with `shutting_down`, saying how to go on (or
+    /// with `auth_failed` when a reload revoked the connection's login).
     async fn end(session: &Session) -> End {
-        let message = "server is shutting down: the transfer stopped here; \
-                       `--resume` continues it once the server is back";
-        session.fail(ErrorCode::ShuttingDown, message).await
+        let (code, message) = match session.revocation.reason() {
+            Some(why) => (
+                ErrorCode::AuthFailed,
+                format!("{why}; the transfer stopped here and the connection is closed"),
+            ),
+            None => (
+                ErrorCode::ShuttingDown,
+                "server is shutting down: the transfer stopped here; `--resume` continues it \
+                 once the server is back"
+                    .to_string(),
+            ),
+        };
+        session.fail(code, message).await
     }
 }
 

@@ -23,6 +23,7 @@ use wiresh_proto::{
 use super::admission::{Entry, StartupPermit};
 use super::clients::{self, AuthMode, AuthorizedClient};
 use super::config::ServerConfig;
+use super::logins;
 use super::session::{Place, Session, Shared};
 use super::{command, files};
 use crate::auth::{token_id, token_matches};
@@ -371,8 +372,9 @@ async fn authenticate(
                 .await)
         }
     };
-    match check_credentials(&session.config, client_key, &token) {
-        Ok(Login::Key(client)) => {
+    let login = check_credentials(&session.config, client_key, &token);
+    match login {
+        Ok(Login::Key(ref client)) => {
             session.identity = client.name.clone();
             if let Some(own) = &client.policy {
                 // This connection's snapshot, with the client's narrower rules.
@@ -399,6 +401,14 @@ async fn authenticate(
     };
     session.place = Place::Connection { _place: place };
     info!(peer = %session.peer, client = %session.identity, key = client_key.unwrap_or("-"), "authenticated");
+    // What it rests on, so that a reload that takes it back closes this.
+    session.logged_in(match (login, client_key) {
+        (Ok(Login::Key(_)), Some(fp)) => {
+            let both = session.config.auth == AuthMode::Both;
+            logins::Login::by_key(fp, both.then_some(&token))
+        }
+        _ => logins::Login::by_token(&token),
+    });
     session.conn.set_read_limits(session.config.limits);
     session
         .conn
@@ -499,9 +509,7 @@ async fn serve_requests(session: &mut Session) -> End {
                 }
                 continue;
             }
-            () = session.shutdown.cancelled() => {
-                return session.fail(ErrorCode::ShuttingDown, "server is shutting down").await;
-            }
+            () = session.shutdown.cancelled() => return session.fail_closing().await,
         };
         partial_since = None;
         idle_deadline = time::Instant::now() + idle;
@@ -555,9 +563,9 @@ mod tests {
     /// what it sent is read first, so that its peer sees a FIN, not a reset.
     #[tokio::test]
     async fn a_refusal_past_the_budget_closes_with_a_fin() {
-        let shared = Arc::new(Shared::new(&ServerConfig::new(wiresh_proto::Secret(
-            "t".repeat(32),
-        ))));
+        let config = ServerConfig::new(wiresh_proto::Secret("t".repeat(32)));
+        let (_settings, current) = tokio::sync::watch::channel(Arc::new(config));
+        let shared = Arc::new(Shared::new(current));
         let _budget_spent = shared
             .refusing
             .clone()

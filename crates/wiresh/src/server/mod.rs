@@ -20,7 +20,9 @@
 //! - `refusal`: requests turned down, mapped to their wire codes;
 //! - [`policy`], `throttle`: what may run, how guessing tokens is slowed
 //!   down (what is recorded is [`crate::audit`]'s);
-//! - [`clients`]: the authorized client keys and the authentication mode.
+//! - [`clients`]: the authorized client keys and the authentication mode;
+//!   `logins`: who is logged in with what, so that a reload that takes
+//!   credentials back closes the connections that rest on them.
 
 pub mod admission;
 mod buffers;
@@ -30,6 +32,7 @@ pub mod config;
 mod connections;
 mod files;
 mod handler;
+mod logins;
 pub mod policy;
 mod refusal;
 mod session;
@@ -41,7 +44,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The defaults, under the name the `serve` flags know them by.
 pub use crate::defaults;
@@ -68,7 +71,12 @@ pub async fn run_reloadable(
     shutdown: CancellationToken,
 ) {
     let first = settings.borrow().clone();
-    let shared = Arc::new(session::Shared::new(&first));
+    let shared = Arc::new(session::Shared::new(settings.clone()));
+    // After each reload, the connections whose logins it takes back end.
+    let _revoking = crate::task::AbortOnDrop(tokio::spawn(revoke_at_reloads(
+        settings.clone(),
+        shared.logins.clone(),
+    )));
     info!(
         "running commands get {:?} to finish on shutdown",
         first.shutdown_grace
@@ -104,6 +112,22 @@ pub async fn run_reloadable(
         },
     )
     .await
+}
+
+/// After each new snapshot of the settings (a reload), closes the
+/// connections whose logins it no longer accepts (see `logins`).
+async fn revoke_at_reloads(
+    mut settings: watch::Receiver<Arc<ServerConfig>>,
+    logins: Arc<logins::Logins>,
+) {
+    settings.borrow_and_update();
+    while settings.changed().await.is_ok() {
+        settings.borrow_and_update();
+        let revoked = logins.revoke_unaccepted();
+        if revoked > 0 {
+            warn!("reload: {revoked} connections whose credentials are no longer accepted are closing");
+        }
+    }
 }
 
 /// Binds a listener, explaining the usual failures.

@@ -17,6 +17,7 @@ use wiresh_proto::{ErrorCode, Frame, Message};
 use super::admission::{StartupPermit, Startups};
 use super::config::ServerConfig;
 use super::connections::{ConnectionPlace, Connections};
+use super::logins::{Login, Logins, Registration, Revocation};
 use super::refusal::Refusal;
 use super::throttle::AuthThrottle;
 use crate::audit::{self, Record, Verb};
@@ -47,6 +48,8 @@ pub(super) struct Shared {
     /// When each directory (by device and inode) was last looked through
     /// for stale partial files.
     swept: Mutex<HashMap<(u64, u64), Instant>>,
+    /// The logins of the open connections, for revocation at a reload.
+    pub logins: Arc<Logins>,
 }
 
 /// Refusals answered at once (see [`Shared::refusals`]).
@@ -61,7 +64,11 @@ pub(super) const REFUSING_AT_ONCE: usize = 1024;
 const SWEPT_DIRS: usize = 4096;
 
 impl Shared {
-    pub fn new(config: &ServerConfig) -> Shared {
+    /// What the connections of a server share; `settings` holds the
+    /// settings in force (the first, then each reload's). The limits are
+    /// the first settings'.
+    pub fn new(settings: tokio::sync::watch::Receiver<Arc<ServerConfig>>) -> Shared {
+        let config = settings.borrow().clone();
         Shared {
             throttle: AuthThrottle::default(),
             startups: Startups::new(
@@ -74,6 +81,7 @@ impl Shared {
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
             swept: Mutex::default(),
+            logins: Logins::new(settings),
         }
     }
 
@@ -121,8 +129,14 @@ pub(super) struct Session {
     pub config: Arc<ServerConfig>,
     /// What all connections share.
     pub shared: Arc<Shared>,
-    /// Cancelled when the server starts shutting down.
+    /// Cancelled when the server starts shutting down, or when a reload
+    /// revokes the login of this connection (see `revocation`): either
+    /// way its command gets the shutdown grace and the connection ends.
     pub shutdown: CancellationToken,
+    /// Why this connection's login was revoked, once it is.
+    pub revocation: Revocation,
+    /// The login, registered for revocation at a reload.
+    login: Option<Registration>,
     /// Who authenticated, for the audit log (a key id, never the token).
     pub identity: String,
     /// Commands run on this connection so far.
@@ -157,11 +171,49 @@ impl Session {
             peer,
             config,
             shared,
-            shutdown,
+            // A connection of its own, so that one can be revoked alone.
+            shutdown: shutdown.child_token(),
+            revocation: Revocation::default(),
+            login: None,
             identity: String::new(),
             commands: 0,
             place: Place::Startup { _permit: startup },
         }
+    }
+
+    /// Registers this connection's login (its `identity` set), so that a
+    /// reload that refuses it closes the connection.
+    pub fn logged_in(&mut self, login: Login) {
+        let registration = self.shared.logins.register(
+            self.peer,
+            &self.identity,
+            login,
+            self.shutdown.clone(),
+            self.revocation.clone(),
+        );
+        self.login = Some(registration);
+    }
+
+    /// Why the connection is winding down once `shutdown` is cancelled, as
+    /// the `error` frame says it: the server stops, or a reload revoked
+    /// this connection's login.
+    pub fn closing(&self) -> (ErrorCode, String) {
+        match self.revocation.reason() {
+            Some(why) => (
+                ErrorCode::AuthFailed,
+                format!("{why}; the connection is closed"),
+            ),
+            None => (
+                ErrorCode::ShuttingDown,
+                "server is shutting down".to_string(),
+            ),
+        }
+    }
+
+    /// Ends the connection as [`Session::closing`] says.
+    pub async fn fail_closing(&self) -> End {
+        let (code, message) = self.closing();
+        self.fail(code, message).await
     }
 
     /// A slot for one more running command, held until it ends.

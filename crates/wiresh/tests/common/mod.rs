@@ -357,6 +357,13 @@ impl Server {
             .await
     }
 
+    /// Waits until the log holds `needle` at least `count` times.
+    pub async fn wait_for_log_count(&self, needle: &str, count: usize) {
+        let what = format!("{needle:?} {count} times");
+        self.wait_for_log_where(&what, |log| log.matches(needle).count() >= count)
+            .await
+    }
+
     /// Waits until a line of the log satisfies `pred`; `what` names it in
     /// the failure message.
     pub async fn wait_for_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) {

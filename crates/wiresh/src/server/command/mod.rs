@@ -23,7 +23,7 @@ mod window;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time;
 use tracing::info;
-use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus, Frame, Message};
+use wiresh_proto::{ExecRequest, ExitStatus, Frame, Message};
 
 use self::running::Running;
 use self::start::Started;
@@ -181,9 +181,7 @@ async fn finish(
     if session.shutdown.is_cancelled() {
         // A client that stopped reading must not hold up the shutdown.
         let _ = time::timeout(drain_limit, out.send(exit)).await;
-        return Err(session
-            .fail(ErrorCode::ShuttingDown, "server is shutting down")
-            .await);
+        return Err(session.fail_closing().await);
     }
     out.send(exit).await.map_err(|_| End::lost(During::Answer))
 }
