@@ -93,7 +93,7 @@ impl fmt::Display for Target {
 
 /// A network: an address and a prefix length, written `ADDR` or
 /// `ADDR/BITS` (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Network {
     addr: IpAddr,
     prefix: u8,
@@ -151,6 +151,75 @@ impl fmt::Display for Network {
     }
 }
 
+/// How many leading bits of an address name the network it comes from,
+/// for fairness between sources: `V4[:V6]` (`24:64`, the default, groups
+/// IPv4 addresses by /24 and IPv6 ones by /64; `32:128` makes every
+/// address a source of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Netblock {
+    v4: u8,
+    v6: u8,
+}
+
+impl Netblock {
+    /// IPv4 /24s and IPv6 /64s.
+    pub const DEFAULT: Netblock = Netblock {
+        v4: crate::defaults::SOURCE_NETBLOCK_V4,
+        v6: crate::defaults::SOURCE_NETBLOCK_V6,
+    };
+
+    /// The network of `ip` (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn of(&self, ip: IpAddr) -> Network {
+        let (addr, prefix) = match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.v4)).unwrap_or(0);
+                (IpAddr::V4((u32::from(v4) & mask).into()), self.v4)
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.v6)).unwrap_or(0);
+                (IpAddr::V6((u128::from(v6) & mask).into()), self.v6)
+            }
+        };
+        Network { addr, prefix }
+    }
+}
+
+/// Why a text is not a [`Netblock`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not V4[:V6] prefix lengths (such as 24:64), at most 32 and 128")]
+pub struct NetblockError(String);
+
+impl FromStr for Netblock {
+    type Err = NetblockError;
+
+    fn from_str(s: &str) -> Result<Netblock, NetblockError> {
+        let bad = || NetblockError(s.to_string());
+        let bits = |p: &str, max: u8| {
+            p.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&b| b <= max)
+                .ok_or_else(bad)
+        };
+        match s.split_once(':') {
+            Some((v4, v6)) => Ok(Netblock {
+                v4: bits(v4, 32)?,
+                v6: bits(v6, 128)?,
+            }),
+            None => Ok(Netblock {
+                v4: bits(s, 32)?,
+                ..Netblock::DEFAULT
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Netblock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.v4, self.v6)
+    }
+}
+
 /// The part of an address that names one machine or site, for limits per
 /// peer: an IPv4 address, or the /64 an IPv6 host usually has to itself.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
@@ -181,6 +250,38 @@ mod tests {
         assert_eq!(net("10.1.0.0/16").to_string(), "10.1.0.0/16");
         assert_eq!(peer_key(ip("2001:db8::1")), peer_key(ip("2001:db8::2")));
         assert_ne!(peer_key(ip("127.0.0.1")), peer_key(ip("127.0.0.2")));
+    }
+
+    #[test]
+    fn netblocks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let default = Netblock::DEFAULT;
+        assert_eq!(default.to_string(), "24:64");
+        assert_eq!(default.of(ip("10.1.2.3")).to_string(), "10.1.2.0/24");
+        assert_eq!(
+            default.of(ip("::ffff:10.1.2.3")),
+            default.of(ip("10.1.2.200"))
+        );
+        assert_eq!(
+            default.of(ip("2001:db8:1:2:3::4")).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        let each: Netblock = "32:128".parse().unwrap();
+        assert_ne!(each.of(ip("10.1.2.3")), each.of(ip("10.1.2.4")));
+        let wide: Netblock = "16".parse().unwrap();
+        assert_eq!(wide.to_string(), "16:64");
+        assert_eq!(wide.of(ip("10.1.2.3")).to_string(), "10.1.0.0/16");
+        assert_eq!(
+            "0:0"
+                .parse::<Netblock>()
+                .unwrap()
+                .of(ip("8.8.8.8"))
+                .to_string(),
+            "0.0.0.0/0"
+        );
+        for bad in ["33", "24:129", "x", "24:", ""] {
+            assert!(bad.parse::<Netblock>().is_err(), "{bad}");
+        }
     }
 
     #[test]

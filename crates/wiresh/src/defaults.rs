@@ -30,6 +30,16 @@ pub const MAX_STARTUPS: StartupLimits = StartupLimits {
 pub const MAX_STARTUPS_PER_ADDRESS: usize = 32;
 /// How long a connection over its address's share waits for a place.
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+/// When connections authenticating are many, how long a newcomer that had
+/// sent nothing when it was accepted, and would be dropped for it, gets to
+/// speak: a real client's first bytes follow its TCP handshake at once, a
+/// silent flood's never come.
+pub const SPEAK_WITHIN: Duration = Duration::from_millis(250);
+/// Leading bits of an IPv4 address that name its source network, for
+/// fairness between the sources of connections authenticating: a /24.
+pub const SOURCE_NETBLOCK_V4: u8 = 24;
+/// The same for IPv6: a /64, what one site usually has to itself.
+pub const SOURCE_NETBLOCK_V6: u8 = 64;
 /// Commands running at once, over all connections of both listeners.
 pub const MAX_COMMANDS: usize = 512;
 /// Time to send the preamble and authenticate.
@@ -91,6 +101,19 @@ pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Delay before answering a wrong token: cheap for a person who mistyped,
 /// ruinous for a guesser (on top of the per-address limit).
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// What each connection that lets the handshake deadline pass costs its
+/// address (as OpenSSH's `PerSourcePenalties` `grace-exceeded`): its
+/// penalty grows by this much, and it is refused at once while its
+/// penalty is past [`PENALTY_MIN`].
+pub const NOAUTH_PENALTY: Duration = Duration::from_secs(10);
+/// An address is refused only once its penalty is past this: one slow
+/// login costs a real client nothing, a silent flood is refused at once.
+pub const PENALTY_MIN: Duration = Duration::from_secs(15);
+/// The longest penalty, however much an address has earned.
+pub const PENALTY_MAX: Duration = Duration::from_secs(10 * 60);
+/// Addresses with a penalty remembered at most; past that, a new one is
+/// not recorded until old ones expire (memory stays bounded).
+pub const PENALIZED_ADDRESSES: usize = 65_536;
 
 // ---------------------------------------------------------------------------
 // Fixed timings both servers share.

@@ -33,6 +33,13 @@ pub(crate) enum End {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// Dropped while authenticating, to make room for a newcomer from a
+    /// network with fewer connections authenticating.
+    #[error(
+        "dropped while authenticating: its network held the most connections authenticating, \
+         and a newcomer from another needed the place"
+    )]
+    Evicted,
     /// The peer went away in the middle of something.
     #[error("{}", peer_gone(how, during))]
     PeerGone {
@@ -200,6 +207,7 @@ impl ConnLog {
             End::Shutdown => {
                 info!(%peer, commands, duration_ms, "{kind} closed: server shutting down")
             }
+            End::Evicted => info!(%peer, commands, duration_ms, "{kind} {end}"),
             other => warn!(%peer, commands, duration_ms, "{kind} ended: {other}"),
         }
     }
@@ -210,14 +218,23 @@ impl ConnLog {
 #[derive(Debug)]
 pub(crate) struct RefusalLog {
     name: &'static str,
+    /// What each line says before the reason.
+    words: &'static str,
     state: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 impl RefusalLog {
     /// A log for refusals of listener `name`.
     pub fn new(name: &'static str) -> RefusalLog {
+        RefusalLog::saying(name, "refusing connection")
+    }
+
+    /// A log of listener `name` whose lines say `words` before the reason
+    /// (for other events that a flood makes by the thousand).
+    pub fn saying(name: &'static str, words: &'static str) -> RefusalLog {
         RefusalLog {
             name,
+            words,
             state: std::sync::Mutex::new((None, 0)),
         }
     }
@@ -229,11 +246,11 @@ impl RefusalLog {
         match last {
             Some(at) if at.elapsed() < REFUSAL_LOG_EVERY => *suppressed += 1,
             _ => {
-                let name = self.name;
+                let (name, words) = (self.name, self.words);
                 if *suppressed > 0 {
-                    warn!(%peer, "{name}: refusing connection: {why} ({suppressed} more refused in the last second)");
+                    warn!(%peer, "{name}: {words}: {why} ({suppressed} more in the last second)");
                 } else {
-                    warn!(%peer, "{name}: refusing connection: {why}");
+                    warn!(%peer, "{name}: {words}: {why}");
                 }
                 *last = Some(Instant::now());
                 *suppressed = 0;
@@ -245,7 +262,7 @@ impl RefusalLog {
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting
 /// and returns once every connection has ended.
 ///
-/// Each accepted socket is first put to `admit`: what it returns (a place
+/// Each accepted socket is first put to `admit` (with its peer): what it returns (a place
 /// in some budget, say) goes with the socket to `serve`, in a task of its
 /// own, with the shutdown token to watch; a socket `admit` turns away goes
 /// to `refuse` with the reason, which tells the peer (if its protocol can).
@@ -259,7 +276,7 @@ pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
 ) where
     P: Send + 'static,
     E: std::fmt::Display,
-    A: Fn(SocketAddr) -> Result<P, E>,
+    A: Fn(SocketAddr, &TcpStream) -> Result<P, E>,
     S: Fn(TcpStream, SocketAddr, P, CancellationToken) -> SF,
     SF: Future<Output = ()> + Send + 'static,
     R: Fn(TcpStream, SocketAddr, E) -> RF,
@@ -284,7 +301,7 @@ pub(crate) async fn serve_connections<P, E, A, S, SF, R, RF>(
                     continue;
                 }
             };
-            let place = match admit(peer) {
+            let place = match admit(peer, &socket) {
                 Ok(place) => place,
                 Err(why) => {
                     refusals.refused(peer, &why);

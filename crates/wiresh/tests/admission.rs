@@ -1,15 +1,20 @@
 //! Who gets in when strangers flood the server: connections still
-//! authenticating have a budget of their own, with a cap per address, so
-//! that silent or dripping connections cannot lock real clients out; a
-//! refused peer is told why; the lockout after wrong tokens spares the
-//! operator's exempt networks.
+//! authenticating have a budget of their own, with a cap per address and
+//! fair shares between networks (silent connections giving way first), so
+//! that silent or dripping connections from one address or from many
+//! cannot lock real clients out; an address whose connections time out is
+//! refused for a while; a client that proves an authorized key in its TLS
+//! handshake leaves its address's cap; a refused peer is told why; the
+//! lockout after wrong tokens and the penalties spare the operator's
+//! exempt networks.
 
 mod common;
 
 use std::net::SocketAddr;
 
+use common::keys::{authorized_clients, tls_presenting, KeyClient};
 use common::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wiresh_proto::{ErrorCode, Message};
 
@@ -162,6 +167,154 @@ async fn exempt_networks_are_not_locked_out_by_wrong_tokens() {
                 },
             ) => {}
             (exempt, other) => panic!("exempt={exempt}: got {other:?}"),
+        }
+    }
+}
+
+/// `count` silent connections to `server` from `sources` loopback addresses
+/// in 127.1.0.0/16 and up, `per_network` of them to a /24 (those the
+/// server refuses at once are not counted).
+async fn silent_flood(
+    server: SocketAddr,
+    count: usize,
+    sources: usize,
+    per_network: usize,
+) -> Vec<TcpStream> {
+    let mut flood = Vec::with_capacity(count);
+    for n in 0..count {
+        let source = n % sources;
+        let network = source / per_network;
+        let from = format!(
+            "127.{}.{}.{}",
+            1 + network / 250,
+            1 + network % 250,
+            1 + source % per_network
+        );
+        if let Ok(stream) = bounded("a flood connection", connect_from(&from, server)).await {
+            flood.push(stream);
+        }
+    }
+    flood
+}
+
+/// Real clients from 127.0.0.1, eight at a time, each running a command.
+async fn real_clients_get_in(server: &Server, count: usize, what: &str) {
+    for batch in 0..count / 8 {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let endpoint = server.endpoint();
+                let what = what.to_string();
+                tokio::spawn(async move {
+                    let mut conn = wiresh::client::Connection::connect(&endpoint)
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("{what}: real client {batch}.{i} was locked out: {e}")
+                        });
+                    let ran =
+                        run(&mut conn, wiresh_proto::ExecRequest::shell("echo in"), None).await;
+                    assert_eq!(ran.stdout, b"in\n");
+                })
+            })
+            .collect();
+        for task in tasks {
+            bounded("a real client", task).await.unwrap();
+        }
+    }
+}
+
+/// Silent connections enough to fill the budget of connections
+/// authenticating four times over, from 8 addresses of one /24, and from
+/// 256 addresses each in a /24 of its own (as a botnet's would be): real
+/// clients from another network all get in, in the places of silent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_many_addresses_does_not_lock_out_real_clients() {
+    for (sources, per_network) in [(8, 8), (256, 1)] {
+        let what = format!("{sources} addresses, {per_network} to a /24");
+        let server = Server::start();
+        let flood = silent_flood(server.addr, 1024, sources, per_network).await;
+        assert!(
+            flood.len() >= 256,
+            "{what}: the flood never filled the budget"
+        );
+        real_clients_get_in(&server, 24, &what).await;
+        server
+            .wait_for_log("was dropped to make room for one from")
+            .await;
+    }
+}
+
+/// An address whose connections let the handshake deadline (10 s) pass
+/// is refused for a while, and told why; its neighbours are not, nor is
+/// an exempt network.
+#[tokio::test]
+async fn an_address_whose_connections_time_out_is_refused_for_a_while() {
+    async fn after_two_timeouts(args: &[&str]) -> Server {
+        let server = Server::start_with(args);
+        let silent = [
+            connect_from("127.0.0.3", server.addr).await.unwrap(),
+            connect_from("127.0.0.3", server.addr).await.unwrap(),
+        ];
+        for mut stream in silent {
+            let mut sink = [0u8; 64];
+            let closed = bounded("the deadline to pass", stream.read(&mut sink)).await;
+            assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        }
+        server
+    }
+    let (penalized, exempt) = tokio::join!(
+        after_two_timeouts(&[]),
+        after_two_timeouts(&["--exempt", "127.0.0.3"]),
+    );
+    penalized
+        .wait_for_log("127.0.0.3: its connections keep letting the handshake deadline pass")
+        .await;
+    let refused = connect_from("127.0.0.3", penalized.addr).await.unwrap();
+    let why = RawConn::from_stream(refused)
+        .expect_error(ErrorCode::TooManyConnections)
+        .await;
+    assert!(
+        why.contains("127.0.0.3 keep failing to authenticate in time"),
+        "{why}"
+    );
+    for (server, from) in [(&penalized, "127.0.0.4"), (&exempt, "127.0.0.3")] {
+        let stream = connect_from(from, server.addr).await.unwrap();
+        let mut conn = RawConn::from_stream(stream);
+        conn.send_raw(&wiresh_proto::Preamble::new(wiresh_proto::PROTOCOL_VERSION).encode())
+            .await;
+        assert!(
+            matches!(conn.recv().await.message, Message::Hello(_)),
+            "{from}"
+        );
+    }
+}
+
+/// A client that presents an authorized key in its TLS handshake stops
+/// counting toward its address's cap once the handshake is done: two such
+/// connections held open, saying nothing more, leave room for a third
+/// from the same address although the cap is 2. Unknown keys still count.
+#[tokio::test]
+async fn a_key_proven_in_tls_does_not_count_against_its_addresss_cap() {
+    let alice = KeyClient::new("alice").await;
+    let mallory = KeyClient::new("mallory").await;
+    let dir = tempfile::tempdir().unwrap();
+    let clients = authorized_clients(dir.path(), &[&alice.line]);
+    let server = Server::start_with(&[
+        "--max-startups-per-address",
+        "2",
+        "--authorized-clients",
+        clients.to_str().unwrap(),
+    ]);
+    for (client, counts) in [(&alice, false), (&mallory, true)] {
+        let key = client.home.path().join("client.key");
+        let _held = [
+            tls_presenting(server.addr, &key).await,
+            tls_presenting(server.addr, &key).await,
+        ];
+        let third = server.try_connect().await;
+        match (counts, third) {
+            (false, Ok(mut conn)) => assert_eq!(sh(&mut conn, "echo in").await.stdout, b"in\n"),
+            (true, Err(e)) => assert!(e.to_string().contains("127.0.0.1"), "{e}"),
+            (counts, third) => panic!("unknown key counts={counts}: {:?}", third.err()),
         }
     }
 }

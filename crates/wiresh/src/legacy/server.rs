@@ -112,7 +112,7 @@ pub async fn run(listener: TcpListener, config: LegacyServerConfig, shutdown: Ca
         listener,
         "legacy listener",
         shutdown,
-        move |_| {
+        move |_, _: &TcpStream| {
             connections
                 .clone()
                 .try_acquire_owned()

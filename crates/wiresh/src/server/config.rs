@@ -8,7 +8,7 @@ use wiresh_proto::{Limits, Secret};
 
 use super::clients::{AuthMode, AuthorizedClients};
 use super::policy::Policy;
-use crate::addr::Network;
+use crate::addr::{Netblock, Network};
 use crate::audit::AuditLog;
 use crate::defaults::{self, StartupLimits};
 use crate::exec::CommandSlots;
@@ -35,8 +35,12 @@ pub struct ServerConfig {
     pub max_startups: StartupLimits,
     /// Most connections one address may have authenticating at once.
     pub max_startups_per_address: usize,
+    /// What a source network is, for fair shares of the connections
+    /// authenticating (`--source-netblock`).
+    pub source_netblock: Netblock,
     /// Networks exempt from the per-address limits: the authenticating
-    /// connections cap and the penalty after failed authentications.
+    /// connections cap, the fair shares, and the penalties after failed
+    /// or timed-out authentications.
     pub exempt: Vec<Network>,
     /// The commands running at once over all connections (and the legacy
     /// listener's); more are refused with `busy`.
@@ -94,6 +98,7 @@ impl ServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_startups: defaults::MAX_STARTUPS,
             max_startups_per_address: defaults::MAX_STARTUPS_PER_ADDRESS,
+            source_netblock: Netblock::DEFAULT,
             exempt: Vec::new(),
             commands: CommandSlots::new(defaults::MAX_COMMANDS),
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,

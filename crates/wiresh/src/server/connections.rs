@@ -41,6 +41,11 @@ impl Connections {
         })
     }
 
+    /// How many places are free.
+    pub fn free(&self) -> usize {
+        self.free.available_permits()
+    }
+
     /// Whether every place is taken.
     pub fn full(&self) -> bool {
         self.free.available_permits() == 0

@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 use wiresh_proto::{
     ErrorCode, Frame, FrameCodec, Hello, Limits, Message, Preamble, PreambleError, Secret,
     PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
-use super::admission::{Entry, StartupPermit};
+use super::admission::{Cut, Entry, StartupPermit};
 use super::clients::{self, AuthMode, AuthorizedClient};
 use super::config::ServerConfig;
 use super::logins;
@@ -53,23 +53,25 @@ pub(super) async fn serve(
     shutdown: CancellationToken,
 ) {
     let deadline = time::Instant::now() + config.handshake_timeout;
-    let startup = match entry.place(defaults::ADMISSION_WAIT).await {
+    // (Readiness alone may be spurious: a byte to peek at is not.)
+    let speaks = async {
+        let _ = socket.peek(&mut [0u8; 1]).await;
+    };
+    let room = shared.waiting_room();
+    let startup = match entry.place(defaults::ADMISSION_WAIT, room, speaks).await {
         Ok(permit) => permit,
         Err(why) => {
             info!(%peer, "connection refused: {why}");
             return refuse(socket, why.to_string(), shared, config.tls.clone()).await;
         }
     };
-    let limit = config.handshake_timeout;
     let mut first = [0u8; 1];
-    match time::timeout_at(deadline, socket.peek(&mut first)).await {
-        Ok(Ok(1)) => {}
-        _ => {
-            info!(%peer, "connection closed before sending anything");
-            return;
-        }
+    match startup.within(deadline, socket.peek(&mut first)).await {
+        Ok(Ok(1)) => startup.spoke(),
+        Ok(_) => return info!(%peer, "connection closed before sending anything"),
+        Err(cut) => return log_cut(peer, cut, "before sending anything"),
     }
-    let mut accepted = Accepted {
+    let accepted = Accepted {
         peer,
         config: config.clone(),
         shared,
@@ -79,24 +81,7 @@ pub(super) async fn serve(
         client_key: None,
     };
     match (&config.tls, first[0]) {
-        (Some(tls), TLS_HANDSHAKE) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            match time::timeout_at(deadline, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => {
-                    acknowledge_now(stream.get_ref().0);
-                    // TLS checked that the client holds this certificate's key.
-                    accepted.client_key = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|cert| fingerprint(cert));
-                    accepted.serve(stream).await
-                }
-                Ok(Err(e)) => info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => info!(%peer, "TLS handshake not completed within {limit:?}"),
-            }
-        }
+        (Some(tls), TLS_HANDSHAKE) => accepted.serve_tls(socket, tls.clone()).await,
         (None, _) => accepted.serve(socket).await,
         (Some(_), _) if config.allow_plaintext && peer.ip().to_canonical().is_loopback() => {
             accepted.serve(socket).await
@@ -109,6 +94,19 @@ pub(super) async fn serve(
             let _ = socket.shutdown().await;
             info!(%peer, "plaintext connection refused: TLS required");
         }
+    }
+}
+
+/// Logs why a connection still authenticating was cut off `when`.
+fn log_cut(peer: SocketAddr, cut: Cut, when: &str) {
+    match cut {
+        Cut::TimedOut => info!(%peer, "connection closed: the handshake deadline passed {when}"),
+        // A flood makes these by the thousand; admission logs a summary.
+        Cut::Evicted => debug!(
+            %peer,
+            "connection dropped {when}: its network held the most connections authenticating, \
+             and a newcomer from another needed the place"
+        ),
     }
 }
 
@@ -199,14 +197,45 @@ struct Accepted {
 }
 
 impl Accepted {
+    /// Serves a connection that opened with a TLS handshake.
+    async fn serve_tls(mut self, socket: TcpStream, tls: Arc<rustls::ServerConfig>) {
+        let peer = self.peer;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let stream = match self
+            .startup
+            .within(self.deadline, acceptor.accept(socket))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return info!(%peer, "TLS handshake failed: {e}"),
+            Err(cut) => return log_cut(peer, cut, "during the TLS handshake"),
+        };
+        acknowledge_now(stream.get_ref().0);
+        // TLS checked that the client holds this certificate's key.
+        self.client_key = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| fingerprint(cert));
+        let config = &self.config;
+        let authorized = |fp: &String| config.auth.uses_keys() && config.clients.get(fp).is_some();
+        if self.client_key.as_ref().is_some_and(authorized) {
+            // A known client, not a stranger: no per-address cap, no share.
+            self.startup.proven();
+        }
+        self.serve(stream).await
+    }
+
     /// Serves one connection, over TLS or not, from the preamble on.
     async fn serve<S>(self, mut stream: S)
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
         let log = ConnLog::new("connection", self.peer);
-        let preamble = match check_preamble(&mut stream, self.deadline).await {
+        let preamble = match check_preamble(&mut stream, &self.startup, self.deadline).await {
             Ok(p) => p,
+            Err(NoPreamble::Cut(cut)) => return log_cut(self.peer, cut, "before the preamble"),
             Err(reason) => {
                 info!(peer = %self.peer, "connection refused: {reason}");
                 return;
@@ -244,9 +273,9 @@ impl Accepted {
 /// Why a connection got no further than its preamble.
 #[derive(Debug, thiserror::Error)]
 enum NoPreamble {
-    /// None came in time.
-    #[error("no preamble before the handshake deadline")]
-    TimedOut,
+    /// None came in time, or the connection was dropped for a newcomer.
+    #[error("no preamble: {0:?}")]
+    Cut(Cut),
     /// The connection broke first.
     #[error("connection lost before the preamble: {0}")]
     Lost(std::io::Error),
@@ -259,11 +288,12 @@ enum NoPreamble {
 /// plain-text line, readable by whatever it is (curl, netcat, a browser).
 async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut S,
+    startup: &StartupPermit,
     deadline: time::Instant,
 ) -> Result<Preamble, NoPreamble> {
     let mut raw = [0u8; PREAMBLE_LEN];
-    match time::timeout_at(deadline, socket.read_exact(&mut raw)).await {
-        Err(_) => return Err(NoPreamble::TimedOut),
+    match startup.within(deadline, socket.read_exact(&mut raw)).await {
+        Err(cut) => return Err(NoPreamble::Cut(cut)),
         Ok(Err(e)) => return Err(NoPreamble::Lost(e)),
         Ok(Ok(_)) => {}
     }
@@ -348,15 +378,20 @@ async fn authenticate(
         );
         return Err(session.fail(ErrorCode::RateLimited, message).await);
     }
-    let limit = session.config.handshake_timeout;
-    let frame = match session.conn.recv_until(deadline).await {
+    let frame = match receive_auth(session, deadline).await {
         Ok(frame) => frame,
-        Err(RecvError::TimedOut(_)) => {
+        Err(Received::Cut(Cut::TimedOut)) => {
+            let limit = session.config.handshake_timeout;
             let message = format!("no authentication within {limit:?}");
             return Err(session.fail(ErrorCode::Timeout, message).await);
         }
-        Err(e) if e.is_peer_gone() => return Err(End::disconnected(During::Auth)),
-        Err(e) => return Err(session.fail_recv(e, "before authentication").await),
+        Err(Received::Cut(Cut::Evicted)) => return Err(End::Evicted),
+        Err(Received::Failed(e)) if e.is_peer_gone() => {
+            return Err(End::disconnected(During::Auth))
+        }
+        Err(Received::Failed(e)) => {
+            return Err(session.fail_recv(e, "before authentication").await)
+        }
     };
     let token = match frame.message {
         Message::Auth { token } => token,
@@ -415,6 +450,26 @@ async fn authenticate(
         .send_control(Frame::new(Message::AuthOk))
         .await
         .map_err(|_| End::lost(During::Auth))
+}
+
+/// Why no `auth` frame came.
+enum Received {
+    Cut(Cut),
+    Failed(RecvError),
+}
+
+/// The client's first frame, by the handshake deadline, unless the
+/// connection is dropped for a newcomer first.
+async fn receive_auth(session: &mut Session, deadline: time::Instant) -> Result<Frame, Received> {
+    let Place::Startup { permit } = &session.place else {
+        unreachable!("authentication comes before a connection's place")
+    };
+    match permit.within(deadline, session.conn.recv()).await {
+        Err(cut) => Err(Received::Cut(cut)),
+        Ok(None) => Err(Received::Failed(RecvError::Closed)),
+        Ok(Some(Err(e))) => Err(Received::Failed(RecvError::Decode(e))),
+        Ok(Some(Ok(frame))) => Ok(frame),
+    }
 }
 
 /// Who a client proved to be.

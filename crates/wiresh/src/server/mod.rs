@@ -8,7 +8,9 @@
 //!
 //! - [`config`]: the settings (their defaults are in [`crate::defaults`]);
 //! - [`admission`]: the budget of connections still authenticating, apart
-//!   from the authenticated ones, capped per address;
+//!   from the authenticated ones, shared fairly between source networks
+//!   and capped per address; `penalties`: addresses whose connections let
+//!   the handshake deadline pass, refused for a growing time;
 //! - `connections`: the places of authenticated connections, and memory
 //!   given back when a burst of them has left;
 //! - `handler`: one connection from its first byte (TLS, preamble, hello,
@@ -33,6 +35,7 @@ mod connections;
 mod files;
 mod handler;
 mod logins;
+mod penalties;
 pub mod policy;
 mod refusal;
 mod session;
@@ -88,7 +91,7 @@ pub async fn run_reloadable(
         listener,
         "server",
         shutdown,
-        move |peer| {
+        move |peer, socket: &tokio::net::TcpStream| {
             // When every authenticated place is taken, a newcomer would only
             // be refused after its handshake: tell it at once.
             if admitting.connections_full() {
@@ -98,7 +101,7 @@ pub async fn run_reloadable(
             }
             admitting
                 .startups
-                .enter(peer.ip())
+                .enter(peer.ip(), admission::Arrival::on(socket))
                 .map_err(|dropped| dropped.to_string())
         },
         move |socket, peer, entry, shutdown| {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wiresh_proto::{ErrorCode, Frame, Message};
 
-use super::admission::{StartupPermit, Startups};
+use super::admission::{Rules, StartupPermit, Startups};
 use super::config::ServerConfig;
 use super::connections::{ConnectionPlace, Connections};
 use super::logins::{Login, Logins, Registration, Revocation};
@@ -71,11 +71,12 @@ impl Shared {
         let config = settings.borrow().clone();
         Shared {
             throttle: AuthThrottle::default(),
-            startups: Startups::new(
-                config.max_startups,
-                config.max_startups_per_address,
-                config.exempt.clone(),
-            ),
+            startups: Startups::new(Rules {
+                limits: config.max_startups,
+                per_address: config.max_startups_per_address,
+                netblock: config.source_netblock,
+                exempt: config.exempt.clone(),
+            }),
             connections: Connections::new(config.max_connections, config.release_memory),
             commands: config.commands.clone(),
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
@@ -101,6 +102,11 @@ impl Shared {
         }
         swept.insert(dir, now);
         true
+    }
+
+    /// How many connections may wait for a place of their address now.
+    pub fn waiting_room(&self) -> usize {
+        self.startups.waiting_room(self.connections.free())
     }
 
     /// Whether every place for an authenticated connection is taken.
@@ -151,7 +157,7 @@ pub(super) struct Session {
 #[derive(Debug)]
 pub(super) enum Place {
     /// Still authenticating.
-    Startup { _permit: StartupPermit },
+    Startup { permit: StartupPermit },
     /// Authenticated.
     Connection { _place: ConnectionPlace },
 }
@@ -177,7 +183,7 @@ impl Session {
             login: None,
             identity: String::new(),
             commands: 0,
-            place: Place::Startup { _permit: startup },
+            place: Place::Startup { permit: startup },
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand};
-use wiresh::addr::Network;
+use wiresh::addr::{Netblock, Network};
 use wiresh::client::DEFAULT_TRANSFER_TIMEOUT;
 use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT, DEFAULT_MAX_OUTPUT};
 use wiresh::server::admission::StartupLimits;
@@ -279,16 +279,27 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// Connections still authenticating: all are let in below START, from
     /// RATE% of new ones dropped at random at START to all at FULL (as
-    /// OpenSSH's MaxStartups).
+    /// OpenSSH's MaxStartups). From START on, a newcomer from a network
+    /// holding fewer of them than the heaviest takes the place of that
+    /// network's oldest instead.
     #[arg(long, value_name = "START:RATE:FULL", default_value_t = defaults::MAX_STARTUPS)]
     pub max_startups: StartupLimits,
     /// Most connections one address (an IPv6 /64) may have authenticating
-    /// at once; more wait a moment for a place, then are refused.
+    /// at once; more wait a moment for a place, then are refused. A client
+    /// that presents an authorized key stops counting once its TLS
+    /// handshake is done.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_STARTUPS_PER_ADDRESS)]
     pub max_startups_per_address: usize,
+    /// Prefix lengths that group addresses into source networks, whose
+    /// connections authenticating share the budget fairly: IPv4 bits and,
+    /// after a colon, IPv6 bits (32:128 makes each address its own).
+    #[arg(long, value_name = "V4[:V6]", default_value_t = Netblock::DEFAULT)]
+    pub source_netblock: Netblock,
     /// A network exempt from the per-address limits (authenticating
-    /// connections, and the lockout after failed authentications), such
-    /// as 10.1.0.0/16 or 127.0.0.1 (repeatable).
+    /// connections, fair shares, the refusal of addresses whose
+    /// connections time out before authenticating, and the lockout after
+    /// failed authentications), such as 10.1.0.0/16 or 127.0.0.1
+    /// (repeatable).
     #[arg(long = "exempt", value_name = "ADDR[/BITS]")]
     pub exempt: Vec<Network>,
     /// Kill any command that runs longer than this (e.g. 30s, 5m). Off by default.

@@ -192,6 +192,7 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
     server.max_startups = capacity.max_startups;
     server.commands = wiresh::exec::CommandSlots::new(capacity.max_commands);
     server.max_startups_per_address = args.max_startups_per_address;
+    server.source_netblock = args.source_netblock;
     server.exempt = args.exempt.clone();
     server.auth = args.auth;
     server.clients = Arc::new(authorized_clients(args)?);
