@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::defaults::SECOND_SIGNAL_FAREWELL;
 use crate::error::SetupError;
+use crate::exec::cgroup::{self, Tree};
 use crate::legacy::{self, LegacyServerConfig};
 use crate::notify;
 use crate::privilege::Account;
@@ -53,6 +54,93 @@ pub struct DaemonConfig {
     /// How to read the settings again on SIGHUP; without it, SIGHUP is
     /// logged and ignored.
     pub reload: Option<Reload>,
+    /// What commands are kept in (cgroups, or sessions), fixed at start.
+    pub containment: Containment,
+}
+
+/// How commands are kept together so that all they start can be killed:
+/// in cgroups of their own where the server can make them (unless
+/// `--no-cgroup`), with `limits`; otherwise in sessions of their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Containment {
+    /// Use cgroups where they can be had.
+    pub cgroups: bool,
+    /// Limits on each command (they need cgroups).
+    pub limits: cgroup::Limits,
+}
+
+impl Containment {
+    /// What a start would set up, without making anything (for `serve
+    /// --check`): a note for the operator, or why the server would not
+    /// start.
+    pub fn check(&self) -> Result<String, SetupError> {
+        let limited = self.limits != cgroup::Limits::default();
+        let found = match self.cgroups {
+            true => Tree::check(self.limits).map_err(|e| e.to_string()),
+            false => Err("--no-cgroup was given".to_string()),
+        };
+        match found {
+            Ok(origin) => Ok(format!(
+                "each command will run in a cgroup of its own under {}{}",
+                origin.display(),
+                self.limits.describe()
+            )),
+            Err(why) if limited => Err(SetupError::Config(format!(
+                "--max-pids and --max-memory need each command in a cgroup of its own, and \
+                 there would be none: {why}"
+            ))),
+            Err(why) => Ok(format!(
+                "commands will run in sessions of their own, not cgroups: {why}"
+            )),
+        }
+    }
+
+    /// Sets it up, before privileges are dropped (the account to become
+    /// must be able to use the tree); `None` when commands are kept in
+    /// sessions. Limits that cannot be had stop the server: an operator
+    /// who asked for them must not be told they hold when they do not.
+    pub fn set_up(&self, run_as: Option<&Account>) -> Result<Option<&'static Tree>, SetupError> {
+        let limited = self.limits != cgroup::Limits::default();
+        let need = |why: &dyn std::fmt::Display| {
+            SetupError::Config(format!(
+                "--max-pids and --max-memory need each command in a cgroup of its own, and \
+                 there is none: {why}"
+            ))
+        };
+        if !self.cgroups {
+            if limited {
+                return Err(need(&"--no-cgroup was given"));
+            }
+            info!(
+                "commands run in sessions of their own (--no-cgroup): a killed one is swept until \
+                 empty; processes that call setsid leave it"
+            );
+            return Ok(None);
+        }
+        let owner = run_as.map(|account| (account.uid(), account.gid()));
+        match Tree::set_up(self.limits, owner) {
+            Ok(tree) => {
+                let tree = cgroup::install(tree)
+                    .map_err(|_| SetupError::Config("cgroups are set up already".into()))?;
+                info!(
+                    "each command runs in a cgroup of its own under {} (killed whole with \
+                     cgroup.kill){}",
+                    tree.dir().display(),
+                    self.limits.describe()
+                );
+                Ok(Some(tree))
+            }
+            Err(why) if limited => Err(need(&why)),
+            Err(why) => {
+                info!(
+                    "commands run in sessions of their own, not cgroups ({why}): a killed one is \
+                     swept until empty; processes that call setsid leave it. Run the server as \
+                     root, or as a systemd service with Delegate=yes, for cgroups"
+                );
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// The legacy listener's settings beside a wiresh server's: the limits the
@@ -119,6 +207,7 @@ struct Fixed {
     legacy: Option<SocketAddr>,
     max_connections: usize,
     max_commands: usize,
+    containment: Containment,
 }
 
 impl Fixed {
@@ -128,6 +217,7 @@ impl Fixed {
             legacy: config.legacy.as_ref().map(|(addr, _)| *addr),
             max_connections: config.server.max_connections,
             max_commands: config.server.commands.limit(),
+            containment: config.containment,
         }
     }
 
@@ -154,6 +244,9 @@ impl Fixed {
                 "max-commands ({} → {})",
                 self.max_commands, new.max_commands
             ));
+        }
+        if self.containment != new.containment {
+            changed.push("no-cgroup, max-pids and max-memory".to_string());
         }
         if !changed.is_empty() {
             warn!(
@@ -240,6 +333,7 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         legacy,
         run_as,
         reload,
+        containment,
     } = config;
     let listener = server::bind(listen).await?;
     let local = listener.local_addr().map_err(|source| SetupError::Bind {
@@ -261,7 +355,12 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         Some((addr, legacy_config)) => Some((server::bind(addr).await?, legacy_config)),
         None => None,
     };
-    // Ports are bound and secrets read: root is no longer needed.
+    // Orphans of commands come to the server, which reaps them.
+    if let Err(e) = crate::exec::reaper::start() {
+        warn!("cannot become a child subreaper ({e}): what commands leave behind goes to PID 1");
+    }
+    let tree = containment.set_up(run_as.as_ref())?;
+    // Ports are bound, secrets read, cgroups made: root is no longer needed.
     if let Some(account) = &run_as {
         account.become_it()?;
         info!("running as {}", account.name());
@@ -307,7 +406,11 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
             let _ = legacy.await;
         }
     };
-    Ok(stop(servers, &mut signals).await)
+    let stopped = stop(servers, &mut signals).await;
+    if let (Stopped::Gracefully, Some(tree)) = (stopped, tree) {
+        tree.tear_down();
+    }
+    Ok(stopped)
 }
 
 /// Says whether the kernel could take TLS records over (it does not yet:

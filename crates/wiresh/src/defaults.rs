@@ -121,9 +121,14 @@ pub const PENALIZED_ADDRESSES: usize = 65_536;
 /// After a command is killed, how much longer than the kill grace the
 /// server waits for its output pipes to close.
 pub const DRAIN_SLACK: Duration = Duration::from_secs(2);
-/// During the kill grace, how often a killed group is checked for having
-/// gone (so that its SIGKILL is spared, and never sent to a reused id).
+/// How often a killed command's session or cgroup is looked at again:
+/// during the kill grace, to spare the SIGKILL once it is empty; after it,
+/// to kill again what forked or hopped away in between.
 pub const GROUP_GONE_POLL: Duration = Duration::from_millis(20);
+/// How long past the kill grace a killed command is swept (SIGKILL every
+/// [`GROUP_GONE_POLL`]) before the server gives up on what is left, and
+/// says so.
+pub const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 /// The first wait after a failed `accept` (out of descriptors, say); it
 /// doubles up to [`ACCEPT_BACKOFF_MAX`] while accepting keeps failing.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);

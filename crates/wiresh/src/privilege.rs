@@ -34,6 +34,11 @@ impl Account {
         self.user.uid.as_raw()
     }
 
+    /// Its primary group id.
+    pub fn gid(&self) -> u32 {
+        self.user.gid.as_raw()
+    }
+
     /// The account's name.
     pub fn name(&self) -> &str {
         &self.user.name

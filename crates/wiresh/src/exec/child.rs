@@ -10,17 +10,19 @@ use rustix::process::{Pid, WaitOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::reaper::Registered;
 use crate::syscall::retry;
 use crate::task::watch;
 
-/// A child process of the server, to wait for.
+/// A child process of the server, to wait for. While it is not reaped,
+/// the server's reaper leaves it alone (`super::reaper`).
 #[derive(Debug)]
 pub struct Child(Inner);
 
 #[derive(Debug)]
 enum Inner {
     /// Spawned with tokio's `Command` (the pty path, and the fallback).
-    Tokio(tokio::process::Child),
+    Tokio(tokio::process::Child, Option<Registered>),
     /// Started by the launcher: its pidfd tells when it has exited.
     Pidfd(PidfdChild),
 }
@@ -31,18 +33,18 @@ struct PidfdChild {
     /// `None` once reaped.
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<ExitStatus>,
-}
-
-impl From<tokio::process::Child> for Child {
-    fn from(child: tokio::process::Child) -> Child {
-        Child(Inner::Tokio(child))
-    }
+    registered: Option<Registered>,
 }
 
 impl Child {
+    /// A child tokio spawned, registered with the reaper.
+    pub(super) fn tokio(child: tokio::process::Child, registered: Registered) -> Child {
+        Child(Inner::Tokio(child, Some(registered)))
+    }
+
     /// Watches child `pid` through a pidfd. Must run inside a tokio
     /// runtime.
-    pub(super) fn from_pid(pid: u32) -> io::Result<Child> {
+    pub(super) fn from_pid(pid: u32, registered: Registered) -> io::Result<Child> {
         let pid = i32::try_from(pid)
             .ok()
             .and_then(Pid::from_raw)
@@ -52,6 +54,7 @@ impl Child {
             pid,
             pidfd: Some(watch(pidfd, Interest::READABLE)?),
             status: None,
+            registered: Some(registered),
         })))
     }
 
@@ -59,7 +62,7 @@ impl Child {
     /// may belong to another process by then).
     pub fn id(&self) -> Option<u32> {
         match &self.0 {
-            Inner::Tokio(child) => child.id(),
+            Inner::Tokio(child, _) => child.id(),
             Inner::Pidfd(child) => child
                 .status
                 .is_none()
@@ -71,7 +74,13 @@ impl Child {
     /// same status at once. Cancel-safe.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         match &mut self.0 {
-            Inner::Tokio(child) => child.wait().await,
+            Inner::Tokio(child, registered) => {
+                let status = child.wait().await;
+                if status.is_ok() {
+                    *registered = None;
+                }
+                status
+            }
             Inner::Pidfd(child) => {
                 if let Some(status) = child.status {
                     return Ok(status);
@@ -80,6 +89,7 @@ impl Child {
                 let status = reap(child.pid, pidfd).await?;
                 child.status = Some(status);
                 child.pidfd = None;
+                child.registered = None;
                 Ok(status)
             }
         }
@@ -124,16 +134,20 @@ impl Drop for PidfdChild {
         if matches!(try_reap(pid), Ok(Some(_)) | Err(_)) {
             return;
         }
+        // Still registered while it is waited for here.
+        let registered = self.registered.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     let _ = reap(pid, &pidfd).await;
+                    drop(registered);
                 });
             }
             Err(_) => {
                 drop(pidfd);
                 std::thread::spawn(move || {
                     let _ = retry(|| rustix::process::waitpid(Some(pid), WaitOptions::empty()));
+                    drop(registered);
                 });
             }
         }

@@ -107,7 +107,7 @@ pub(super) fn launch_always() {
 
 /// Starts `cmd` from a launcher thread, with piped stdout and stderr, and
 /// a piped stdin when `stdin` (else `/dev/null`). The caller sets
-/// everything else (process group included); `cmd` must have no
+/// everything else (its session and cgroup hook included); `cmd` must have no
 /// `pre_exec` hook that touches descriptors. While the server holds few
 /// descriptors, or when there is no launcher, `cmd` comes back
 /// ([`LaunchError::Unavailable`]) to be started from the calling thread.

@@ -1,8 +1,17 @@
 //! Running commands on this machine: what both servers (the wiresh
 //! protocol's and the legacy one's) share, and nothing of either protocol.
 //!
-//! - [`spawn`]: a command as the leader of its own process group, with its
-//!   pipes, and a [`GroupGuard`] that terminates the group when dropped.
+//! - [`spawn`]: a command as the leader of its own session (in a cgroup of
+//!   its own where the server has them), with its pipes, and a
+//!   [`GroupGuard`] that terminates it all when dropped.
+//! - `spec`: what a command is, and why it could not start; `guard`: what
+//!   terminates it all when dropped.
+//! - [`cgroup`]: the server's cgroup v2 tree, a cgroup per command, killed
+//!   with `cgroup.kill`, with per-command limits.
+//! - `sweep`: killing a command's session or cgroup, again until it is
+//!   empty, on a thread of its own.
+//! - [`reaper`]: the server as a child subreaper, reaping what commands
+//!   leave behind, never the children its tasks wait for.
 //! - [`Child`]: a command's main process, to wait for.
 //! - `launcher`: threads with small descriptor tables of their own that
 //!   start commands once the server holds many descriptors, so that a
@@ -14,12 +23,17 @@
 //!   (timeout, shutdown grace, kill, giving up on pipes an escaped process
 //!   holds), which a server selects on beside its own I/O.
 
+pub mod cgroup;
 mod child;
+mod guard;
 mod launcher;
 pub mod pty;
+pub mod reaper;
 pub mod slots;
 pub mod spawn;
+mod spec;
 pub mod supervisor;
+mod sweep;
 
 pub use crate::tty::Terminal;
 pub use child::Child;

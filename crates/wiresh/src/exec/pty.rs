@@ -19,10 +19,12 @@ use std::process::Stdio;
 use rustix::fs::OFlags;
 use rustix::pty::OpenptFlags;
 use rustix::termios;
-use tokio::process::Child;
 use wiresh_proto::{PtyRequest, WindowSize};
 
-use super::spawn::{GroupGuard, SpawnError, Spec};
+use super::child::Child;
+use super::guard::GroupGuard;
+use super::spec::{SpawnError, Spec};
+use super::{cgroup, reaper};
 use crate::tty::{winsize, Terminal};
 
 /// A command started on a pty, ready to be driven.
@@ -56,18 +58,28 @@ pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<Spawned
         .stdout(Stdio::from(slave.try_clone().map_err(fail)?))
         .stderr(Stdio::from(slave))
         .kill_on_drop(false);
-    ctty::become_session_leader(&mut cmd);
+    let cgroup = cgroup::for_command().map_err(fail)?;
+    let setup = ctty::Setup {
+        terminal: true,
+        cgroup: cgroup.as_ref().map(|c| c.procs().clone()),
+    };
+    ctty::prepare(cmd.as_std_mut(), setup);
+    let spawning = reaper::spawning();
     let child = cmd.spawn().map_err(fail)?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    let child = Child::tokio(child, reaper::register(pid));
+    drop(spawning);
     // The slave's copies went to the child and were closed here when `cmd`
     // is dropped; the server keeps only the master.
     drop(cmd);
-    let pid = child.id().expect("a just-spawned child has a pid");
+    // First, so that whatever fails below still ends the session.
+    let guard = GroupGuard::new(pid, cgroup);
     let terminal = Terminal::new(master).map_err(fail)?;
     Ok(SpawnedPty {
         child,
         pid,
         terminal,
-        guard: GroupGuard::for_session(pid),
+        guard,
     })
 }
 
@@ -85,26 +97,58 @@ fn open(size: WindowSize) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((master, slave))
 }
 
-/// The one `unsafe` block of this crate, kept here.
-mod ctty {
-    /// Makes the command, in the child between `fork` and `exec`, the leader
-    /// of a new session whose controlling terminal is its stdin (the pty).
+/// The one `unsafe` block of this crate, kept here: how every command's
+/// process is set up between `fork` and `exec`.
+pub(super) mod ctty {
+    use std::ffi::CString;
+
+    /// What a command's process does before its program runs.
+    #[derive(Debug, Default)]
+    pub(crate) struct Setup {
+        /// Make its stdin (a pty) its controlling terminal.
+        pub terminal: bool,
+        /// The `cgroup.procs` of its cgroup, to enter before anything runs.
+        pub cgroup: Option<CString>,
+    }
+
+    /// Makes the command, in the child between `fork` and `exec`, enter its
+    /// cgroup (if it has one), lead a new session, and take its stdin as
+    /// its controlling terminal (if it runs on a pty).
     ///
-    /// The standard library can start a process group (`process_group`) but
-    /// not a session with a controlling terminal; only a `pre_exec` hook can,
-    /// and registering one is `unsafe` because the hook runs in a forked
-    /// child where only async-signal-safe calls are allowed.
-    pub(super) fn become_session_leader(cmd: &mut tokio::process::Command) {
-        // SAFETY: the hook makes two system calls, setsid(2) and
-        // ioctl(TIOCSCTTY), directly through rustix: nothing that allocates,
-        // takes a lock or touches memory shared with the parent. The
-        // standard library has already put the pty on fds 0, 1 and 2 when
-        // hooks run, and the child is not a process group leader (no
-        // `process_group` here), so setsid succeeds.
+    /// The standard library can start a process group (`process_group`)
+    /// but not a session, nor put a process in a cgroup; only a `pre_exec`
+    /// hook can, and registering one is `unsafe` because the hook runs in
+    /// a forked child where only async-signal-safe calls are allowed. The
+    /// cgroup must be entered by the child itself, before its program
+    /// runs: moved by the parent after the spawn, the program could fork
+    /// first, and its children would be outside. (A `clone3` with
+    /// `CLONE_INTO_CGROUP` would need `unsafe` too, and no spawn of the
+    /// standard library's; a helper program exec'd in between would cost
+    /// a second `exec` per command.)
+    pub(crate) fn prepare(cmd: &mut std::process::Command, setup: Setup) {
+        use std::os::unix::process::CommandExt;
+        let Setup { terminal, cgroup } = setup;
+        // SAFETY: the hook makes system calls only, directly through
+        // rustix: open(2) of a path prepared before the fork (no
+        // allocation), write(2), close(2), setsid(2) and ioctl(TIOCSCTTY);
+        // nothing that allocates, takes a lock or touches memory shared
+        // with the parent. The standard library has already put the pty (or
+        // the pipes) on fds 0, 1 and 2 when hooks run, and the child is not
+        // a process group leader (no `process_group` is set), so setsid
+        // succeeds.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if let Some(procs) = &cgroup {
+                    let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
+                    let file =
+                        rustix::fs::open(procs.as_c_str(), flags, rustix::fs::Mode::empty())?;
+                    // `0` is the writer itself.
+                    rustix::io::write(&file, b"0")?;
+                }
                 rustix::process::setsid()?;
-                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+                if terminal {
+                    rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+                }
                 Ok(())
             });
         }
@@ -114,7 +158,7 @@ mod ctty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::spawn::Program;
+    use crate::exec::spec::Program;
     use crate::tty::TerminalReader;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,143 +1,30 @@
-//! Starting commands as process groups that can always be cleaned up.
+//! Starting commands so that they can always be cleaned up.
 //!
-//! Every command is started as the leader of a new process group, so that a
-//! shell pipeline, a `make -j` or anything else the command forks can be
-//! signalled as one unit. Dropping a [`GroupGuard`] terminates the group:
-//! whatever path a connection takes out — normal end, cancel, timeout,
-//! disconnect, panic — nothing it started is left running.
+//! Every command is started as the leader of a new session (and so of a
+//! process group), and, where the server can make one, in a cgroup of its
+//! own (see `super::cgroup`): a shell pipeline, a `make -j` or anything
+//! else the command forks, even what moves to other process groups or
+//! sessions (in a cgroup), can be killed as one. Dropping a [`GroupGuard`]
+//! terminates it all (see `super::sweep`): whatever path a connection
+//! takes out — normal end, cancel, timeout, disconnect, panic — nothing it
+//! started is left running.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
-use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
+use super::cgroup::{self, CommandCgroup};
 use super::child::{kill_and_reap, Child};
+pub use super::guard::{kill_all_groups, GroupGuard};
 use super::launcher::{self, LaunchError, Launched};
+use super::pty::ctty::{self, Setup};
+use super::reaper;
+pub use super::spec::{resolve_program, Program, SpawnError, Spec};
 
 /// Pipe capacity asked for on the output pipes: larger pipes mean fewer
 /// wake-ups per byte when a command produces output fast.
 const PIPE_CAPACITY: i32 = 1024 * 1024;
-
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Program {
-    /// A command line for `/bin/sh -c`.
-    Shell(String),
-    /// A program and its arguments; never empty. A program name without a
-    /// `/` is looked up in the server's own `PATH` (see [`resolve_program`]).
-    Argv(Vec<String>),
-    /// The login shell of the account the server runs as, as `ssh host`
-    /// starts it: `argv[0]` is `-` and its name, and it starts in the
-    /// account's home directory unless the spec names one.
-    LoginShell,
-}
-
-/// A command to start: the program, its environment, directory and input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spec {
-    /// What to run.
-    pub program: Program,
-    /// Variables added to (or replacing in) the server's environment.
-    pub env: Vec<(String, String)>,
-    /// Working directory; the server's own when `None`.
-    pub cwd: Option<PathBuf>,
-    /// Whether the command gets a pipe for its stdin (else `/dev/null`).
-    pub stdin: bool,
-}
-
-impl Spec {
-    /// `sh -c line` with the server's environment and no input.
-    pub fn shell(line: impl Into<String>) -> Spec {
-        Spec {
-            program: Program::Shell(line.into()),
-            env: Vec::new(),
-            cwd: None,
-            stdin: false,
-        }
-    }
-
-    /// The command, with everything but its stdio and process group.
-    pub(super) fn command(&self) -> io::Result<Command> {
-        let mut cmd = match &self.program {
-            Program::Shell(line) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-            Program::Argv(argv) => {
-                let mut c = Command::new(resolve_program(&argv[0])?);
-                c.arg0(&argv[0]).args(&argv[1..]);
-                c
-            }
-            Program::LoginShell => {
-                let (shell, home) = login_account();
-                let name = shell.file_name().unwrap_or_default().to_string_lossy();
-                let mut c = Command::new(&shell);
-                c.arg0(format!("-{name}"));
-                if let Some(home) = home.filter(|h| h.is_dir()) {
-                    c.current_dir(home);
-                }
-                c
-            }
-        };
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        if let Some(cwd) = &self.cwd {
-            cmd.current_dir(cwd);
-        }
-        Ok(cmd)
-    }
-}
-
-/// The file a program name runs: a name with a `/` as it is; a bare name
-/// looked up in the *server's* `PATH`, never in a `PATH` the client put in
-/// the command's environment (which would let a client choose what `date`
-/// means). The standard library would search the child's `PATH`.
-pub fn resolve_program(name: &str) -> io::Result<PathBuf> {
-    if name.contains('/') {
-        return Ok(PathBuf::from(name));
-    }
-    let not_found = || {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{name}: not found in the server's PATH"),
-        )
-    };
-    if name.is_empty() {
-        return Err(not_found());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(not_found)
-}
-
-/// The shell and home directory of the account this process runs as, as
-/// the user database names them; `/bin/sh` when it names no shell.
-fn login_account() -> (PathBuf, Option<PathBuf>) {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten();
-    let shell = user
-        .as_ref()
-        .map(|u| u.shell.clone())
-        .filter(|s| !s.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
-    (shell, user.map(|u| u.dir))
-}
-
-fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
 
 /// A spawned command with its pipes taken out, ready to be driven.
 #[derive(Debug)]
@@ -156,30 +43,29 @@ pub struct Spawned {
     pub guard: GroupGuard,
 }
 
-/// The operating system refused to start a command.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start {what}: {source}")]
-pub struct SpawnError {
-    /// What was being started.
-    pub what: String,
-    /// The underlying error.
-    #[source]
-    pub source: io::Error,
-}
-
-/// Spawns `spec` as the leader of a new process group with piped stdout
-/// and stderr; `what` names it in the error. Started from a launcher
-/// thread once the server holds many descriptors (see `launcher`: there
-/// the cost of a start does not grow with them), else from this thread.
+/// Spawns `spec` as the leader of a new session (in a cgroup of its own
+/// where the server has them) with piped stdout and stderr; `what` names
+/// it in the error. Started from a launcher thread once the server holds
+/// many descriptors (see `launcher`: there the cost of a start does not
+/// grow with them), else from this thread.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     let fail = |source| SpawnError {
         what: what.to_string(),
         source,
     };
     let mut cmd = spec.command().map_err(fail)?;
-    cmd.process_group(0);
+    let cgroup = cgroup::for_command().map_err(fail)?;
+    ctty::prepare(
+        cmd.as_std_mut(),
+        Setup {
+            terminal: false,
+            cgroup: cgroup.as_ref().map(|c| c.procs().clone()),
+        },
+    );
+    // Until the command is registered, the reaper must not take it.
+    let spawning = reaper::spawning();
     let cmd = match launcher::launch(cmd.into_std(), spec.stdin) {
-        Ok(launched) => return from_launched(launched).map_err(fail),
+        Ok(launched) => return from_launched(launched, cgroup).map_err(fail),
         Err(LaunchError::Failed(e)) => return Err(fail(e)),
         Err(LaunchError::Unavailable(cmd)) => cmd,
     };
@@ -194,32 +80,35 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(fail)?;
     let pid = child.id().expect("a just-spawned child has a pid");
+    let registered = reaper::register(pid);
+    drop(spawning);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let stdin = child.stdin.take();
     // Failure only costs speed, so it is ignored.
     let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
     Ok(Spawned {
-        child: child.into(),
+        child: Child::tokio(child, registered),
         pid,
         stdout,
         stderr,
         stdin,
-        guard: GroupGuard::new(pid),
+        guard: GroupGuard::new(pid, cgroup),
     })
 }
 
 /// The command the launcher started, its group guarded from here on.
-fn from_launched(launched: Launched) -> io::Result<Spawned> {
+fn from_launched(launched: Launched, cgroup: Option<CommandCgroup>) -> io::Result<Spawned> {
     let Launched {
         pid,
         stdout,
         stderr,
         stdin,
     } = launched;
+    let registered = reaper::register(pid);
     // First, so that whatever fails below still ends the command.
-    let guard = GroupGuard::new(pid);
-    let child = match Child::from_pid(pid) {
+    let guard = GroupGuard::new(pid, cgroup);
+    let child = match Child::from_pid(pid, registered) {
         Ok(child) => child,
         Err(e) => {
             // With no pidfd, nothing would ever reap it: end it here.
@@ -240,162 +129,9 @@ fn from_launched(launched: Launched) -> io::Result<Spawned> {
     })
 }
 
-/// Sends `signal` to every process in group `pgid` (`None`: only checks it
-/// exists). Returns false when the group no longer exists (which is not an
-/// error: it may have finished).
-fn signal_group(pgid: u32, signal: Option<Signal>) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else {
-        return false;
-    };
-    !matches!(killpg(Pid::from_raw(raw), signal), Err(Errno::ESRCH))
-}
-
-/// Sends `signal` to group `id`, or with `session` to every group of
-/// session `id`; false when nothing was there.
-fn signal_all(id: u32, session: bool, signal: Option<Signal>) -> bool {
-    if !session {
-        return signal_group(id, signal);
-    }
-    let mut any = false;
-    for pgid in session_groups(id) {
-        any |= signal_group(pgid, signal);
-    }
-    any
-}
-
-/// The process groups of session `sid` (its leader's among them while it
-/// lives), from `/proc`: there is no system call that signals a session.
-fn session_groups(sid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut groups: Vec<u32> = dir
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // "pid (comm) state ppid pgrp session ...": comm may hold anything.
-            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-            let pgrp = fields.nth(2)?.parse().ok()?;
-            let session: u32 = fields.next()?.parse().ok()?;
-            (session == sid).then_some(pgrp)
-        })
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
-    groups
-}
-
-/// Process groups (`false`) and sessions (`true`) started and not yet known
-/// to be gone, so that a second shutdown signal can kill them all at once
-/// ([`kill_all_groups`]).
-static LIVE_GROUPS: Mutex<BTreeMap<u32, bool>> = Mutex::new(BTreeMap::new());
-
-fn live_groups() -> std::sync::MutexGuard<'static, BTreeMap<u32, bool>> {
-    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// SIGKILLs every process group this process started that may still be
-/// running: for an operator who asked twice for the server to stop now.
-pub fn kill_all_groups() {
-    for (&id, &session) in live_groups().iter() {
-        signal_all(id, session, Some(Signal::SIGKILL));
-    }
-}
-
-/// Terminates a process group (or every group of a session) when dropped:
-/// SIGTERM at once, SIGKILL after a grace period for whatever ignored
-/// SIGTERM.
-#[derive(Debug)]
-pub struct GroupGuard {
-    pgid: u32,
-    session: bool,
-    grace: Duration,
-    armed: bool,
-}
-
-impl GroupGuard {
-    /// A guard for group `pgid`.
-    pub fn new(pgid: u32) -> Self {
-        Self::guarding(pgid, false)
-    }
-
-    /// A guard for every process group of session `sid` (a command on a
-    /// pty, whose shell may put jobs in groups of their own).
-    pub fn for_session(sid: u32) -> Self {
-        Self::guarding(sid, true)
-    }
-
-    fn guarding(pgid: u32, session: bool) -> Self {
-        live_groups().insert(pgid, session);
-        GroupGuard {
-            pgid,
-            session,
-            grace: crate::defaults::KILL_GRACE,
-            armed: true,
-        }
-    }
-
-    /// Sets the SIGTERM-to-SIGKILL grace period.
-    pub fn with_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// The process group this guard owns.
-    pub fn pgid(&self) -> u32 {
-        self.pgid
-    }
-
-    /// Terminates the group now (SIGTERM, then SIGKILL after the grace
-    /// period) and disarms the guard.
-    pub fn terminate(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.armed = false;
-        let (pgid, session) = (self.pgid, self.session);
-        if !signal_all(pgid, session, Some(Signal::SIGTERM)) {
-            live_groups().remove(&pgid); // nothing left in the group
-            return;
-        }
-        let grace = self.grace;
-        // The SIGKILL must happen even if the caller goes away; a plain
-        // thread works with or without a runtime around. It watches the
-        // group and stops as soon as it is gone, so it never signals a
-        // group id that has since been reused.
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + grace;
-            while std::time::Instant::now() < deadline {
-                std::thread::sleep(crate::defaults::GROUP_GONE_POLL);
-                if !signal_all(pgid, session, None) {
-                    live_groups().remove(&pgid);
-                    return;
-                }
-            }
-            signal_all(pgid, session, Some(Signal::SIGKILL));
-            live_groups().remove(&pgid);
-        });
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bare_names_are_found_in_the_servers_path_only() {
-        let sh = resolve_program("sh").unwrap();
-        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
-        assert_eq!(resolve_program("./x").unwrap(), PathBuf::from("./x"));
-        assert!(resolve_program("no-such-program-wiresh").is_err());
-        assert!(resolve_program("").is_err());
-    }
 
     /// Open descriptors of the launcher threads, the busiest one's count.
     fn launcher_descriptors() -> Option<usize> {

@@ -234,6 +234,28 @@ fn parse_frame_header(s: &str) -> Result<FrameLimit, String> {
     FrameLimit::between(s, Limits::DEFAULT_MAX_HEADER)
 }
 
+/// A size in bytes: a number, or one with K, M, G or T (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(format!("{s:?}: the unit is K, M, G or T")),
+    };
+    let bad = || format!("{s:?} is not a size (such as 512M, 2G or a number of bytes)");
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(bad)
+}
+
 fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
     wiresh::legacy::encoding::lookup(s).map_err(|e| e.to_string())
 }
@@ -325,6 +347,23 @@ pub struct ServeArgs {
     /// When a command is killed, how long its processes get between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(defaults::KILL_GRACE))]
     pub kill_grace: DurationArg,
+    /// Keep commands in sessions of their own even where the server could
+    /// make each a cgroup (as root, or a systemd service with
+    /// Delegate=yes); a killed command is then swept until its session is
+    /// empty, and what calls setsid escapes.
+    #[arg(long)]
+    pub no_cgroup: bool,
+    /// Most processes (and threads) each command may have at once, its
+    /// cgroup's pids.max: a fork bomb stays inside its command. Needs
+    /// cgroups with the pids controller; the server refuses to start
+    /// without.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pids: Option<u64>,
+    /// Most memory each command may use, its cgroup's memory.max: bytes,
+    /// or with K, M, G or T (powers of 1024), such as 512M. Needs cgroups
+    /// with the memory controller; the server refuses to start without.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
     /// Largest frame body accepted, in bytes (1024 to 1048576).
     #[arg(
         long,

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 use wiresh::audit::AuditLog;
-use wiresh::daemon::{self, DaemonConfig, Reload};
+use wiresh::daemon::{self, Containment, DaemonConfig, Reload};
+use wiresh::exec::cgroup::Limits;
 use wiresh::legacy::check_legacy_bind;
 use wiresh::privilege::{self, Account};
 use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
@@ -72,6 +73,7 @@ fn reload(words: &[OsString]) -> Result<DaemonConfig> {
 fn check(settings: Settings) -> Result<()> {
     let mut notes = Vec::new();
     let config = configure(&settings.args, Mode::Check, &mut notes)?;
+    notes.push(config.containment.check()?);
     let mut out = String::new();
     out.push_str("# wiresh serve --check: the configuration is valid\n");
     match &settings.file {
@@ -305,6 +307,13 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
         legacy,
         run_as,
         reload: None,
+        containment: Containment {
+            cgroups: !args.no_cgroup,
+            limits: Limits {
+                pids: args.max_pids,
+                memory: args.max_memory,
+            },
+        },
     })
 }
 

@@ -49,7 +49,7 @@ pub(super) fn start(
         Some(pty) => {
             let s = exec::spawn_on_pty(spec, pty, what)?;
             Started {
-                child: s.child.into(),
+                child: s.child,
                 guard: s.guard,
                 pid: s.pid,
                 io: CommandIo::Terminal(s.terminal),

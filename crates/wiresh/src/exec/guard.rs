@@ -1,0 +1,58 @@
+//! The guard that terminates everything a command started when dropped.
+
+use std::time::Duration;
+
+use super::cgroup::CommandCgroup;
+use super::sweep::{self, Target};
+
+/// SIGKILLs every command this process started that may still be running:
+/// for an operator who asked twice for the server to stop now.
+pub fn kill_all_groups() {
+    sweep::kill_all();
+}
+
+/// Terminates a command's session, or its cgroup, when dropped: SIGTERM at
+/// once, SIGKILL after a grace period for whatever ignored SIGTERM, again
+/// until nothing is left (see `super::sweep`).
+#[derive(Debug)]
+pub struct GroupGuard {
+    id: u64,
+    target: Option<Target>,
+    grace: Duration,
+}
+
+impl GroupGuard {
+    /// A guard for the session that `sid` leads, or for `cgroup` when the
+    /// command has one.
+    pub fn new(sid: u32, cgroup: Option<CommandCgroup>) -> Self {
+        let target = match cgroup {
+            Some(cgroup) => Target::Cgroup(cgroup),
+            None => Target::Session(sid),
+        };
+        GroupGuard {
+            id: sweep::track(&target),
+            target: Some(target),
+            grace: crate::defaults::KILL_GRACE,
+        }
+    }
+
+    /// Sets the SIGTERM-to-SIGKILL grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Terminates it all now (SIGTERM, then SIGKILL after the grace
+    /// period) and disarms the guard.
+    pub fn terminate(&mut self) {
+        if let Some(target) = self.target.take() {
+            sweep::terminate(self.id, target, self.grace);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,261 @@
+//! Nothing a command starts outlives it: processes that hop from process
+//! group to process group every 20 ms, and children that leave with
+//! `setsid`, die with their command, in its cgroup (where the server can
+//! make one: as root on cgroup v2, skipped otherwise) or, with
+//! `--no-cgroup`, in its session (hoppers only: `setsid` leaves a session
+//! by design); the zombies they leave are reaped by the server, a child
+//! subreaper; limits that need cgroups stop a server that cannot have them.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::skip::{needs_program, skipped};
+use common::*;
+use wiresh_proto::{ExecRequest, Message};
+
+/// A process that forks every 20 ms, its parent exiting and the child
+/// moving to a process group of its own: it never stays where it was.
+const HOPPER: &str = "
+import os, time
+while True:
+    if os.fork():
+        os._exit(0)
+    os.setpgid(0, 0)
+    time.sleep(0.02)
+";
+
+/// A process that leaves for a session of its own, and stays.
+const LEAVER: &str = "import os, time; os.setsid(); time.sleep(1000)";
+
+/// A tag no other process on the machine has, for this test's processes.
+fn tag(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("wiresh-test-{what}-{}-{nanos}", std::process::id())
+}
+
+/// Live processes whose command line holds `tag`, with their process group.
+fn tagged(tag: &str) -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(tag))
+        })
+        .filter_map(|pid| match proc_stat(pid)? {
+            (state, _, group) if state != 'Z' && state != 'X' => Some((pid, group)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Zombie children of `parent`.
+fn zombies_of(parent: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| matches!(proc_stat(pid), Some(('Z', ppid, _)) if ppid == parent))
+        .count()
+}
+
+/// Starts `hoppers` hoppers and `leavers` setsid children, all tagged
+/// `tag`, in one command on `server`; waits until every hopper has left
+/// the command's process group at least once; cancels the command; and
+/// returns how many of them are still alive once the kill grace (500 ms)
+/// and a sweep have passed, with the command's pid.
+async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usize) -> usize {
+    let line = format!(
+        "for i in $(seq {hoppers}); do python3 -c \"$HOPPER\" {tag} & done; \
+         for i in $(seq {leavers}); do python3 -c \"$LEAVER\" {tag} & done; \
+         exec sleep 1000"
+    );
+    let mut c = server.raw().await;
+    let pid = c
+        .start(Message::Exec(ExecRequest {
+            env: [("HOPPER", HOPPER), ("LEAVER", LEAVER)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..ExecRequest::shell(line)
+        }))
+        .await;
+    let all = hoppers + leavers;
+    bounded("the hoppers to hop and the leavers to leave", async {
+        loop {
+            let outside = tagged(tag).iter().filter(|(_, g)| *g != pid).count();
+            if outside >= all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    c.send(Message::Cancel).await;
+    let run = c.finish_started(pid).await;
+    assert!(run.status.signal.is_some(), "{:?}", run.status);
+    // The kill grace is 500 ms; the sweep goes on until nothing is left.
+    let deadline = std::time::Instant::now() + GONE_WITHIN * 3;
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            kill_all(&left.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+            return left.len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server has no zombie children left.
+async fn assert_no_zombies(server: &Server) {
+    bounded("the server to reap what the command left", async {
+        while zombies_of(server.pid()) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hoppers_and_setsid_children_die_with_the_commands_cgroup() {
+    if !needs_program("python3", "python3") {
+        return;
+    }
+    let server = Server::start_with(&["--kill-grace", "500ms"]);
+    let in_cgroups = "each command runs in a cgroup of its own under";
+    if !server.log().contains(in_cgroups) {
+        return skipped(
+            "the server can make no cgroup here (it needs cgroup v2 and root, or a delegated \
+             cgroup); run the tests as root on a cgroup v2 system",
+        );
+    }
+    let tag = tag("cgroup");
+    let left = run_and_cancel(&server, &tag, 10, 10).await;
+    assert_eq!(left, 0, "{left} of 20 hoppers and setsid children survived");
+    assert_no_zombies(&server).await;
+    // The command's cgroup went with it: only the server's own is left.
+    let tree = server
+        .log()
+        .lines()
+        .find_map(|l| l.split(in_cgroups).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|dir| Path::new(dir).to_path_buf())
+        .expect("the tree is named");
+    bounded("the command's cgroup to be removed", async {
+        loop {
+            let left: Vec<_> = std::fs::read_dir(&tree)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "server")
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hoppers_die_with_the_commands_session_without_cgroups() {
+    if !needs_program("python3", "python3") {
+        return;
+    }
+    let server = Server::start_with(&["--kill-grace", "500ms", "--no-cgroup"]);
+    server
+        .wait_for_log("commands run in sessions of their own (--no-cgroup)")
+        .await;
+    let tag = tag("session");
+    let left = run_and_cancel(&server, &tag, 10, 0).await;
+    assert_eq!(left, 0, "{left} of 10 hoppers survived");
+    assert_no_zombies(&server).await;
+}
+
+/// A fork bomb stays inside its command: with `--max-pids 32`, its cgroup
+/// never holds more than 32 processes, and the server and other commands
+/// go on. Skipped where the pids controller cannot be had (the server then
+/// refuses to start, which `limits_without_cgroups_stop_the_server` checks).
+#[tokio::test]
+async fn a_fork_bomb_stays_inside_its_command() {
+    let home = tempfile::tempdir().unwrap();
+    let out = serve_to_its_end(home.path(), &["--check", "--max-pids", "32"]);
+    if !out.status.success() {
+        return skipped(&format!(
+            "no cgroup with the pids controller for the server here ({}); run the tests as \
+             root on a system whose cgroup v2 has the pids controller",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let server = Server::start_with(&["--max-pids", "32", "--kill-grace", "500ms"]);
+    let mut c = server.raw().await;
+    // 200 sleepers, as many as its cgroup lets it start.
+    let line = "for i in $(seq 200); do sleep 30 & done 2>/dev/null; echo spawned; wait";
+    let pid = c.start(exec(line)).await;
+    assert_eq!(c.read_lines(1).await, ["spawned"]);
+    let in_session = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| session_of(p) == Some(pid))
+        .count();
+    assert!(in_session <= 32, "the command had {in_session} processes");
+    c.send(Message::Cancel).await;
+    c.finish_started(pid).await;
+    // The server still runs commands.
+    let after = c.exec(ExecRequest::shell("echo alive")).await;
+    assert_eq!(after.stdout, b"alive\n");
+}
+
+/// The session of live process `pid`.
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    let session = fields.nth(2)?.parse().ok()?;
+    (state != "Z" && state != "X").then_some(session)
+}
+
+/// `wiresh serve ARGS` with `WIRESH_HOME=home`, to its end (bounded).
+fn serve_to_its_end(home: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("WIRESH_HOME", home)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(BOUND)
+        .expect("wiresh serve did not end")
+        .unwrap()
+}
+
+/// Limits that need cgroups stop a server that will not have them, with
+/// why; it never starts and claims to hold them.
+#[test]
+fn limits_without_cgroups_stop_the_server() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["--no-cgroup", "--max-pids", "10"][..],
+        &["--check", "--no-cgroup", "--max-memory", "64M"][..],
+    ] {
+        let out = serve_to_its_end(home.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        assert!(
+            stderr.contains("--max-pids and --max-memory need each command in a cgroup")
+                && stderr.contains("--no-cgroup"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
