@@ -13,21 +13,34 @@ use std::time::Duration;
 
 use common::skip::{needs_program, skipped};
 use common::*;
+use tokio::io::AsyncReadExt;
 use wiresh_proto::{ExecRequest, Message};
 
 /// A process that forks every 20 ms, its parent exiting and the child
-/// moving to a process group of its own: it never stays where it was.
+/// moving to a process group of its own: it never stays where it was. It
+/// holds the FIFO `$FIFO` open for writing from start to end, writes `h`
+/// there once, then `.` at each hop.
 const HOPPER: &str = "
 import os, time
+out = os.open(os.environ['FIFO'], os.O_WRONLY)
+os.write(out, b'h')
 while True:
     if os.fork():
         os._exit(0)
     os.setpgid(0, 0)
+    os.write(out, b'.')
     time.sleep(0.02)
 ";
 
-/// A process that leaves for a session of its own, and stays.
-const LEAVER: &str = "import os, time; os.setsid(); time.sleep(1000)";
+/// A process that leaves for a session of its own, and stays; it holds
+/// `$FIFO` open too, and writes `s` once it has left.
+const LEAVER: &str = "
+import os, time
+out = os.open(os.environ['FIFO'], os.O_WRONLY)
+os.setsid()
+os.write(out, b's')
+time.sleep(1000)
+";
 
 /// A tag no other process on the machine has, for this test's processes.
 fn tag(what: &str) -> String {
@@ -66,34 +79,50 @@ fn zombies_of(parent: u32) -> usize {
 }
 
 /// Starts `hoppers` hoppers and `leavers` setsid children, all tagged
-/// `tag`, in one command on `server`; waits until every hopper has left
-/// the command's process group at least once; cancels the command; and
-/// returns how many of them are still alive once the kill grace (500 ms)
-/// and a sweep have passed, with the command's pid.
-async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usize) -> usize {
+/// `tag`, in one command on `server`; waits until each has started (and
+/// the hoppers have hopped three times each, the leavers left); cancels
+/// the command; and says whether all of them ended: every one holds a
+/// FIFO the test reads open, so its end of file is the proof that none is
+/// left (a process that changes its pid every 20 ms slips through looks
+/// at `/proc`).
+async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usize) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut heard = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&fifo)
+        .unwrap();
     let line = format!(
         "for i in $(seq {hoppers}); do python3 -c \"$HOPPER\" {tag} & done; \
          for i in $(seq {leavers}); do python3 -c \"$LEAVER\" {tag} & done; \
          exec sleep 1000"
     );
     let mut c = server.raw().await;
+    let env = [
+        ("HOPPER", HOPPER),
+        ("LEAVER", LEAVER),
+        ("FIFO", fifo.to_str().unwrap()),
+    ];
     let pid = c
         .start(Message::Exec(ExecRequest {
-            env: [("HOPPER", HOPPER), ("LEAVER", LEAVER)]
+            env: env
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..ExecRequest::shell(line)
         }))
         .await;
-    let all = hoppers + leavers;
+    let mut said = Vec::new();
     bounded("the hoppers to hop and the leavers to leave", async {
-        loop {
-            let outside = tagged(tag).iter().filter(|(_, g)| *g != pid).count();
-            if outside >= all {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let count = |said: &[u8], c: u8| said.iter().filter(|&&b| b == c).count();
+        while count(&said, b'h') < hoppers
+            || count(&said, b's') < leavers
+            || count(&said, b'.') < hoppers * 3
+        {
+            let mut buf = [0u8; 256];
+            let n = heard.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the FIFO closed before all started: {said:?}");
+            said.extend_from_slice(&buf[..n]);
         }
     })
     .await;
@@ -101,15 +130,15 @@ async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usi
     let run = c.finish_started(pid).await;
     assert!(run.status.signal.is_some(), "{:?}", run.status);
     // The kill grace is 500 ms; the sweep goes on until nothing is left.
-    let deadline = std::time::Instant::now() + GONE_WITHIN * 3;
-    loop {
-        let left = tagged(tag);
-        if left.is_empty() || std::time::Instant::now() > deadline {
-            kill_all(&left.iter().map(|(p, _)| *p).collect::<Vec<_>>());
-            return left.len();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut sink = [0u8; 4096];
+    let ended = tokio::time::timeout(GONE_WITHIN * 3, async {
+        while heard.read(&mut sink).await.unwrap_or(0) > 0 {}
+    })
+    .await
+    .is_ok();
+    let left: Vec<u32> = tagged(tag).iter().map(|(p, _)| *p).collect();
+    kill_all(&left);
+    ended
 }
 
 /// Waits until the server has no zombie children left.
@@ -136,8 +165,8 @@ async fn hoppers_and_setsid_children_die_with_the_commands_cgroup() {
         );
     }
     let tag = tag("cgroup");
-    let left = run_and_cancel(&server, &tag, 10, 10).await;
-    assert_eq!(left, 0, "{left} of 20 hoppers and setsid children survived");
+    let ended = run_and_cancel(&server, &tag, 10, 10).await;
+    assert!(ended, "hoppers or setsid children survived their command");
     assert_no_zombies(&server).await;
     // The command's cgroup went with it: only the server's own is left.
     let tree = server
@@ -173,8 +202,8 @@ async fn hoppers_die_with_the_commands_session_without_cgroups() {
         .wait_for_log("commands run in sessions of their own (--no-cgroup)")
         .await;
     let tag = tag("session");
-    let left = run_and_cancel(&server, &tag, 10, 0).await;
-    assert_eq!(left, 0, "{left} of 10 hoppers survived");
+    let ended = run_and_cancel(&server, &tag, 10, 0).await;
+    assert!(ended, "hoppers survived their command");
     assert_no_zombies(&server).await;
 }
 
