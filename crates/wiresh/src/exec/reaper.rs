@@ -11,7 +11,7 @@
 //!
 //! A command's main process is waited for by its own task, for its exit
 //! status; the reaper must not take it. So every such child is registered
-//! ([`register`]) before it could be reaped: its start holds [`spawning`]
+//! (`register`) before it could be reaped: its start holds `spawning`
 //! (shared) from before the fork until it is registered, and the reaper
 //! holds it exclusively while it reaps. It looks with `waitid(WNOWAIT)`,
 //! which leaves the child to be reaped; when the first exited child is one

@@ -30,7 +30,7 @@
 //!   one after another, while a flood's extra connections are turned away.
 //! - **Penalties.** An address whose connections let the handshake
 //!   deadline pass is refused for a while, longer each time
-//!   ([`super::penalties`]).
+//!   (`super::penalties`).
 //!
 //! Exempt networks skip all three: they are neither capped, penalized nor
 //! dropped for a newcomer (they still count toward the budget). A client
