@@ -120,6 +120,24 @@ impl MasterProc {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
+    /// Waits (bounded) until the master's log holds `needle`: the log is
+    /// copied from its stderr by a thread of its own, so a line can come
+    /// after what the master did next (closing a socket) is seen.
+    async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the master never logged {needle:?}; log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits (bounded) for the master to exit on its own.
     async fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + BOUND;
@@ -510,7 +528,7 @@ async fn a_changed_pin_stops_the_master() {
         "nothing ran, through the master or not"
     );
     master.wait_exit().await;
-    assert!(master.log().contains("changed"), "{}", master.log());
+    master.wait_for_log("changed").await;
     assert!(!master.socket().exists());
 }
 
@@ -568,11 +586,9 @@ async fn another_user_cannot_use_the_master() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(said, "b''", "another user got an answer");
-    let log = master.log();
-    assert!(
-        log.contains(&format!("refused a client of uid {}", other.uid())),
-        "{log}"
-    );
+    master
+        .wait_for_log(&format!("refused a client of uid {}", other.uid()))
+        .await;
     // This user's clients do not use a masters directory others may
     // enter, until it is private again.
     let err = master::list(server.home()).await.unwrap_err();
@@ -731,11 +747,14 @@ async fn a_revoked_key_stops_the_master() {
         .unwrap()
         .success());
     alice_master.wait_exit().await;
-    assert!(alice_master.log().contains("the server refused the master"));
+    alice_master
+        .wait_for_log("the server refused the master")
+        .await;
 
     bob_master.wait_exit().await;
-    let log = bob_master.log();
-    assert!(log.contains("the server refused the master"), "{log}");
+    let log = bob_master
+        .wait_for_log("the server refused the master")
+        .await;
     assert!(log.contains("not authorized"), "{log}");
     assert!(!bob_master.socket().exists());
     let out = bob.run(&server, "echo must not run").await;
