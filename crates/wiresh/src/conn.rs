@@ -9,10 +9,12 @@
 //!
 //! - The bounded *data* queue carries ordered traffic: a command's
 //!   `started`, output and `exit` on the server; requests and stdin on the
-//!   client. When the peer reads slowly it fills, whoever produces the data
-//!   waits, and backpressure reaches the command's pipes.
+//!   client, and a client's `cancel` and `signal`, which must never
+//!   overtake the `exec` they are about. When the peer reads slowly it
+//!   fills, whoever produces the data waits, and backpressure reaches the
+//!   command's pipes.
 //! - The small *control* queue carries what must not wait behind megabytes
-//!   of data (`pong`, `ping`, `cancel`); the writer serves it first.
+//!   of data (`pong`, `ping`); the writer serves it first.
 //!
 //! [`FrameConn::recv`] is cancel-safe, so it can sit in a `select!` beside
 //! a command's other events.
@@ -497,7 +499,7 @@ impl FrameConn {
     }
 
     /// Queues `frame` ahead of queued data if there is room; says whether
-    /// it was queued. For pings and cancels, where a full queue means the
+    /// it was queued. For pings, where a full queue means the
     /// same frame is already waiting.
     pub fn try_send_control(&self, frame: Frame) -> bool {
         self.control.try_send(Box::new(frame)).is_ok()

@@ -1,7 +1,8 @@
 //! `cancel`: it kills the running command's process group and keeps the
 //! connection, through the library client and frame by frame, with SIGKILL
 //! after `--kill-grace` for a group that ignores SIGTERM, also when a
-//! process that escaped the group holds the output pipe.
+//! process that escaped the group holds the output pipe; a cancel asked
+//! for before the `exec` has left the client still reaches its command.
 
 mod common;
 
@@ -68,6 +69,35 @@ async fn cancel_kills_the_command_and_keeps_the_connection() {
     )
     .await;
 
+    assert_eq!(sh(&mut conn, "echo again").await.stdout, b"again\n");
+}
+
+/// A cancel asked for at once, while the `exec` is still queued in the
+/// client (a current-thread runtime: its writer has not run yet), goes out
+/// after it, so the server kills the command instead of ignoring a cancel
+/// that came before any command. Before, it overtook the `exec` and the
+/// command ran its whole minute.
+#[tokio::test]
+async fn a_cancel_asked_for_at_once_does_not_overtake_its_exec() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    let (tx, _rx) = mpsc::channel::<Output>(16);
+    let mut asked = false;
+    let cancel_once = move || {
+        let first = !std::mem::replace(&mut asked, true);
+        async move {
+            if !first {
+                never().await;
+            }
+        }
+    };
+    let res = bounded(
+        "the command cancelled at once",
+        conn.run(ExecRequest::shell("exec sleep 60"), None, &tx, cancel_once),
+    )
+    .await;
+    let status = res.expect("a cancelled command still reports its exit");
+    assert_killed(&status, 15);
     assert_eq!(sh(&mut conn, "echo again").await.stdout, b"again\n");
 }
 

@@ -537,7 +537,12 @@ impl Connection {
                     if cancels > 1 {
                         return Err(ClientError::Interrupted);
                     }
-                    self.conn.try_send_control(Frame::new(Message::Cancel));
+                    // On the data path, behind the `exec` (which may still
+                    // be queued there): a server ignores a `cancel` that
+                    // comes before its command.
+                    if self.conn.send(Frame::new(Message::Cancel)).await.is_err() {
+                        return Err(ClientError::Closed("before the command finished"));
+                    }
                 }
             }
         }
