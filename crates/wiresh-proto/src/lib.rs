@@ -14,7 +14,8 @@
 //!
 //! # Crate map
 //! - [`frame`]: a message and its body.
-//! - [`message`]: every message and error code, each wire name written once.
+//! - [`message`]: every message, error code and signal name, each wire name
+//!   written once.
 //! - [`codec`]: bytes to frames and back, with every size bounded first.
 //! - [`limits`]: how large a frame may be.
 //! - [`preamble`]: the 8 bytes a client opens with.
@@ -33,7 +34,7 @@ pub use codec::{BodyPassing, DecodeError, EncodeError, FrameCodec, Limits};
 pub use frame::Frame;
 pub use message::{
     ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Hello, Message, Program, PtyRequest,
-    PutRequest, Secret, TransferReady, WindowSize,
+    PutRequest, Secret, SignalName, TransferReady, WindowSize,
 };
 pub use preamble::{Preamble, PreambleError, PREAMBLE_LEN};
 

@@ -124,6 +124,13 @@ messages! {
         } = "error",
         /// Client → server: stop the running command (its whole process group).
         Cancel = "cancel",
+        /// Client → server: deliver a signal to the running command's
+        /// process group, as a terminal's Ctrl-C would (needs the
+        /// `"signal"` feature in [`Hello::features`]).
+        Signal {
+            /// Which signal.
+            name: SignalName,
+        } = "signal",
         /// Client → server: the client's terminal has a new size; the running
         /// command's pseudo-terminal takes it (see [`ExecRequest::pty`]).
         Resize(WindowSize) = "resize",
@@ -600,6 +607,71 @@ error_codes! {
         /// Any code this version does not know.
         #[serde(other)]
         Other = "other",
+    }
+}
+
+/// Declares [`SignalName`] from one list in which each name is written
+/// once, as on the wire, and derives from it serde's `rename` of every
+/// variant, [`SignalName::ALL`] and [`SignalName::as_str`].
+macro_rules! signal_names {
+    (
+        $(#[$meta:meta])*
+        pub enum SignalName {
+            $( $(#[$vmeta:meta])* $variant:ident = $wire:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum SignalName {
+            $(
+                $(#[$vmeta])*
+                #[serde(rename = $wire)]
+                $variant,
+            )*
+        }
+
+        impl SignalName {
+            /// Every name this version knows, in declaration order.
+            pub const ALL: &'static [SignalName] = &[$(SignalName::$variant),*];
+
+            /// The wire spelling of this name.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $( SignalName::$variant => $wire, )*
+                }
+            }
+        }
+    };
+}
+
+signal_names! {
+    /// The signals a client may send a running command (`signal`), by
+    /// their POSIX names without `SIG`, as ssh names them. Their numbers
+    /// are the server's business.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum SignalName {
+        /// Hangup.
+        Hup = "HUP",
+        /// Interrupt: what Ctrl-C sends on a terminal.
+        Int = "INT",
+        /// Quit: what Ctrl-\\ sends on a terminal.
+        Quit = "QUIT",
+        /// Kill (cannot be caught).
+        Kill = "KILL",
+        /// Terminate.
+        Term = "TERM",
+        /// User-defined signal 1.
+        Usr1 = "USR1",
+        /// User-defined signal 2.
+        Usr2 = "USR2",
+        /// Any name this version does not know: a server ignores it.
+        #[serde(other)]
+        Other = "other",
+    }
+}
+
+impl fmt::Display for SignalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

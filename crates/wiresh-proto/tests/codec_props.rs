@@ -22,8 +22,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use wiresh_proto::codec::{encode_frame, LEN_PREFIX};
 use wiresh_proto::{
     DecodeError, EncodeError, ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Frame,
-    FrameCodec, Hello, Limits, Message, Preamble, PtyRequest, PutRequest, Secret, TransferReady,
-    WindowSize, PROTOCOL_VERSION,
+    FrameCodec, Hello, Limits, Message, Preamble, PtyRequest, PutRequest, Secret, SignalName,
+    TransferReady, WindowSize, PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------
@@ -224,6 +224,7 @@ fn frame(max_body: usize) -> impl Strategy<Value = Frame> {
         exit_status().prop_map(Message::Exit),
         (error_code(), text()).prop_map(|(code, message)| Message::Error { code, message }),
         Just(Message::Cancel),
+        select(SignalName::ALL.to_vec()).prop_map(|name| Message::Signal { name }),
         (any::<u16>(), any::<u16>())
             .prop_map(|(cols, rows)| Message::Resize(WindowSize { cols, rows })),
         file_message(),
@@ -1098,6 +1099,12 @@ fn terminal_session_serialises_as_documented() {
             rows: 40
         })),
         r#"{"type":"resize","cols":120,"rows":40,"body_len":0}"#
+    );
+    assert_eq!(
+        header(Message::Signal {
+            name: SignalName::Int
+        }),
+        r#"{"type":"signal","name":"INT","body_len":0}"#
     );
     let tty = ExecRequest {
         pty: Some(PtyRequest {

@@ -4,7 +4,8 @@
 //! The library writes each wire name exactly once (the `messages!` and
 //! `error_codes!` lists in `message.rs`), and serde, `Message::TYPES`,
 //! `type_name()`, `carries_body()` and `ErrorCode::as_str()` all come from
-//! that one literal, so they cannot disagree with each other. What they can
+//! that one literal, so they cannot disagree with each other (and so for
+//! the signal names of `signal`, from `signal_names!`). What they can
 //! still be is wrong: a misspelt literal would be misspelt everywhere at
 //! once. So the names are written out a second time here, on purpose, as the
 //! protocol document spells them, and the matches below have no wildcard
@@ -18,7 +19,8 @@ use tokio_util::codec::Decoder;
 use wiresh_proto::codec::{encode_frame, LEN_PREFIX};
 use wiresh_proto::{
     EncodeError, ErrorCode, ExecRequest, ExitStatus, FileEntry, FileKind, Frame, FrameCodec, Hello,
-    Message, PtyRequest, PutRequest, Secret, TransferReady, WindowSize, PROTOCOL_VERSION,
+    Message, PtyRequest, PutRequest, Secret, SignalName, TransferReady, WindowSize,
+    PROTOCOL_VERSION,
 };
 
 /// The `type` of each message as `docs/PROTOCOL.md` section 5 spells it, and
@@ -38,6 +40,7 @@ fn documented(m: &Message) -> (&'static str, bool) {
         Message::Exit(_) => ("exit", false),
         Message::Error { .. } => ("error", false),
         Message::Cancel => ("cancel", false),
+        Message::Signal { .. } => ("signal", false),
         Message::Resize(_) => ("resize", false),
         Message::Ping => ("ping", true),
         Message::Pong => ("pong", true),
@@ -104,6 +107,9 @@ fn one_of_each() -> Vec<Message> {
         }),
         Message::error(ErrorCode::Internal, "boom"),
         Message::Cancel,
+        Message::Signal {
+            name: SignalName::Int,
+        },
         Message::Resize(WindowSize {
             cols: 100,
             rows: 30,
@@ -285,6 +291,42 @@ fn every_error_code_round_trips_under_its_wire_name() {
     );
 }
 
+/// Each signal name as `docs/PROTOCOL.md` section 5.24 spells it.
+fn documented_signal(name: SignalName) -> &'static str {
+    match name {
+        SignalName::Hup => "HUP",
+        SignalName::Int => "INT",
+        SignalName::Quit => "QUIT",
+        SignalName::Kill => "KILL",
+        SignalName::Term => "TERM",
+        SignalName::Usr1 => "USR1",
+        SignalName::Usr2 => "USR2",
+        SignalName::Other => "other",
+    }
+}
+
+#[test]
+fn every_signal_name_round_trips_and_an_unknown_one_is_other() {
+    for &name in SignalName::ALL {
+        let wire = documented_signal(name);
+        assert_eq!(name.as_str(), wire);
+        assert_eq!(serde_json::to_value(name).unwrap(), json!(wire));
+        let frame = Frame::new(Message::Signal { name });
+        let (decoded, header) = through_codec(&frame);
+        assert_eq!(decoded, frame);
+        assert_eq!(header["name"], wire);
+    }
+    // A name from a later client is `other` (which a server ignores), not
+    // a malformed frame that would close the connection.
+    let later: Message = serde_json::from_str(r#"{"type":"signal","name":"WINCH"}"#).unwrap();
+    assert_eq!(
+        later,
+        Message::Signal {
+            name: SignalName::Other
+        }
+    );
+}
+
 /// The message table of `docs/PROTOCOL.md` section 5 lists exactly
 /// `Message::TYPES`, with a body exactly where `carries_body` says, and the
 /// error table of section 6 lists every `ErrorCode` (it also lists codes
@@ -311,6 +353,17 @@ fn protocol_doc_tables_list_these_names() {
         .map(|t| (*t, Message::carries_body(t)))
         .collect();
     assert_eq!(documented, ours, "section 5 table vs Message::TYPES");
+
+    // The second table of 5.24 (the first is its fields).
+    let signals = section(&doc, "### 5.24 `signal`", "\n## 6.");
+    let signals = table_rows(section(signals, "| Name | Signal |", "\n\n"));
+    let documented: BTreeSet<&str> = signals.iter().map(|(name, _)| *name).collect();
+    let ours: BTreeSet<&str> = SignalName::ALL
+        .iter()
+        .filter(|n| **n != SignalName::Other)
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(documented, ours, "section 5.24 table vs SignalName::ALL");
 
     let errors = table_rows(section(&doc, "## 6. Error codes", "\n## 7."));
     let documented: BTreeSet<&str> = errors.iter().map(|(name, _)| *name).collect();

@@ -32,7 +32,9 @@ pub const CLIENT_FAILURE: i32 = 255;
 /// Fan-out: some host did not succeed (its command failed, timed out, was
 /// refused or was not run), though every host was reached.
 pub const SOME_FAILED: i32 = 1;
-/// Fan-out interrupted by Ctrl-C: 128+SIGINT, as a shell reports it.
+/// Interrupted by Ctrl-C, twice for one host (the remote command was
+/// given up on), once for a fan-out that did not end well everywhere:
+/// 128+SIGINT, as a shell reports a command that died of it.
 pub const INTERRUPTED: i32 = 128 + 2;
 /// Fan-out stopped because this machine's disk would not keep what the
 /// hosts sent (the spool of `--gather`, `--diff` and `--json` in
@@ -48,7 +50,8 @@ pub struct Fanout {
     pub local_io: bool,
     /// Local stdout was closed early.
     pub stdout_closed: bool,
-    /// Ctrl-C was pressed.
+    /// Ctrl-C was pressed, and some host did not end well (a host whose
+    /// command handled the SIGINT and exited 0 did).
     pub interrupted: bool,
     /// Some host could not be reached, or its connection broke.
     pub unreachable: bool,
@@ -97,6 +100,7 @@ pub fn for_error(error: &ClientError) -> i32 {
             ..
         } => NOT_STARTED,
         ClientError::OutputClosed => STDOUT_CLOSED,
+        ClientError::Interrupted => INTERRUPTED,
         _ => CLIENT_FAILURE,
     }
 }
@@ -150,7 +154,7 @@ mod tests {
             started: false,
         };
         assert_eq!(for_error(&spawn), NOT_STARTED);
-        assert_eq!(for_error(&ClientError::Interrupted), CLIENT_FAILURE);
+        assert_eq!(for_error(&ClientError::Interrupted), INTERRUPTED);
         assert_eq!(
             STDOUT_CLOSED,
             128 + nix::sys::signal::Signal::SIGPIPE as i32

@@ -3,6 +3,11 @@
 //! after `--kill-grace` for a group that ignores SIGTERM, also when a
 //! process that escaped the group holds the output pipe; a cancel asked
 //! for before the `exec` has left the client still reaches its command.
+//!
+//! And `signal` (PROTOCOL.md 7.5.1): one signal to the group, which the
+//! command may handle (its trap runs, it ends as it likes) or die of; no
+//! kill follows; ignored when idle or unknown; and the library's
+//! `Signaller` sends it behind the `exec`.
 
 mod common;
 
@@ -11,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::sync::{mpsc, Notify};
 use wiresh::client::Output;
-use wiresh_proto::{ExecRequest, Message};
+use wiresh_proto::{ExecRequest, Message, SignalName};
 
 #[tokio::test]
 async fn cancel_kills_the_command_and_keeps_the_connection() {
@@ -158,4 +163,102 @@ async fn cancel_ends_a_command_whose_pipe_an_escaped_process_holds() {
         raw.exec(ExecRequest::shell("echo next")).await.stdout,
         b"next\n"
     );
+}
+
+fn signal(name: SignalName) -> Message {
+    Message::Signal { name }
+}
+
+/// `signal INT` runs the command's trap, and no kill follows: the command
+/// ends as its trap says, with a status of its own choosing. (The trap
+/// ends it, so that a signal that comes before `wait` cannot leave it
+/// waiting out the sleep.)
+#[tokio::test]
+async fn signal_int_runs_the_commands_trap_and_it_ends_as_it_likes() {
+    let server = Server::start();
+    let (mut c, hello) = RawConn::authenticated_with_hello(server.addr, &server.token).await;
+    assert!(hello.features.iter().any(|f| f == "signal"), "{hello:?}");
+    let pid = c
+        .start(exec(
+            "trap 'echo trapped; exit 7' INT; sleep 30 >/dev/null 2>&1 & echo ready; wait",
+        ))
+        .await;
+    assert_eq!(c.read_lines(1).await, ["ready"]);
+    c.send(signal(SignalName::Int)).await;
+    let run = c.finish_started(pid).await;
+    assert_eq!(run.stdout, b"trapped\n");
+    assert_exited(&run.status, 7);
+}
+
+/// A command that does not handle SIGINT dies of it: its `exit` says
+/// signal 2 (128+2 = 130 for a shell), whatever else is in its group.
+#[tokio::test]
+async fn signal_int_kills_a_command_that_does_not_handle_it() {
+    let server = Server::start();
+    let mut c = server.raw().await;
+    let pid = c
+        .start(exec(
+            "sleep 1000 >/dev/null 2>&1 & echo $!; echo ready; sleep 1000",
+        ))
+        .await;
+    let lines = c.read_lines(2).await;
+    let bg: u32 = lines[0].parse().unwrap();
+    c.send(signal(SignalName::Int)).await;
+    let run = c.finish_started(pid).await;
+    assert_killed(&run.status, libc::SIGINT);
+    // A background job of a non-interactive shell ignores SIGINT; it is
+    // killed with the group once the command has ended. (Its output goes
+    // elsewhere: one that held the command's pipes would hold its `exit`
+    // back, as it would without a signal.)
+    assert_gone(&[bg], Some(pid), GONE_WITHIN, "the group after its end").await;
+}
+
+/// A `signal` with nothing running, or with a name this server does not
+/// know (a later client's), is ignored: the connection stays, and a
+/// command that is sent an unknown name runs on.
+#[tokio::test]
+async fn an_idle_or_unknown_signal_is_ignored() {
+    let server = Server::start();
+    let mut c = server.raw().await;
+    c.send(signal(SignalName::Int)).await;
+    let pid = c.start(exec("echo go; exec sleep 1000")).await;
+    assert_eq!(c.read_lines(1).await, ["go"]);
+    c.send_raw(&raw_frame(
+        br#"{"type":"signal","name":"WINCH","body_len":0}"#,
+        b"",
+    ))
+    .await;
+    c.send(Message::Cancel).await;
+    let run = c.finish_started(pid).await;
+    assert_killed(&run.status, 15);
+    assert_eq!(c.exec(ExecRequest::shell("echo ok")).await.stdout, b"ok\n");
+}
+
+/// The library's `Signaller` sends behind the `exec`, even when asked at
+/// once (before the client's writer has sent the `exec`): the command dies
+/// of the SIGINT rather than run its minute.
+#[tokio::test]
+async fn a_signal_sent_at_once_reaches_its_command() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    let signaller = conn.signaller().expect("the server takes signals");
+    let (tx, _rx) = mpsc::channel::<Output>(16);
+    let mut sent = false;
+    let interrupt_once = move || {
+        let first = !std::mem::replace(&mut sent, true);
+        let signaller = signaller.clone();
+        async move {
+            if first {
+                signaller.send(SignalName::Int).await.unwrap();
+            }
+            never().await
+        }
+    };
+    let req = ExecRequest::shell("exec sleep 60");
+    let res = bounded(
+        "the command interrupted at once",
+        conn.run(req, None, &tx, interrupt_once),
+    )
+    .await;
+    assert_killed(&res.expect("an exit status"), libc::SIGINT);
 }

@@ -400,8 +400,10 @@ async fn fail_fast_launches_no_more_hosts() {
     assert_eq!(summary_hosts(&stderr, "not run").len(), 5, "{stderr}");
 }
 
+/// Ctrl-C interrupts the command on every host (SIGINT): one that dies of
+/// it ends the run with 130.
 #[tokio::test]
-async fn ctrl_c_cancels_the_command_on_every_host() {
+async fn ctrl_c_interrupts_the_command_on_every_host() {
     let fleet = Fleet::start(5, &[]);
     let names = fleet.names();
     let mut cmd = fleet.cli("exec", &fleet.host_list());
@@ -423,11 +425,11 @@ async fn ctrl_c_cancels_the_command_on_every_host() {
 async fn a_second_ctrl_c_disconnects_from_every_host() {
     let fleet = Fleet::start(4, &[]);
     let names = fleet.names();
-    // Each command says when it is cancelled, and goes on regardless.
+    // Each command says when it is interrupted, and goes on regardless.
     let mut cmd = fleet.cli("exec", &fleet.host_list());
     cmd.args([
         "--",
-        "trap 'echo cancelled' TERM; echo $$; while :; do sleep 0.1; done",
+        "trap 'echo interrupted' INT; echo $$; while :; do sleep 0.1; done",
     ]);
     let mut child = cmd.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -440,15 +442,15 @@ async fn a_second_ctrl_c_disconnects_from_every_host() {
         unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
     };
     interrupt();
-    let mut cancelled = BTreeSet::new();
-    while cancelled.len() < names.len() {
+    let mut interrupted = BTreeSet::new();
+    while interrupted.len() < names.len() {
         let (host, line) = next_line(&mut stdout).await;
-        assert_eq!(line, "cancelled");
-        cancelled.insert(host);
+        assert_eq!(line, "interrupted");
+        interrupted.insert(host);
     }
     assert!(
         pids.iter().all(|&p| alive(p)),
-        "the commands ignore the cancel"
+        "the commands handle the SIGINT and go on"
     );
     interrupt();
     let status = bounded("the client to give up", child.wait())
@@ -458,6 +460,34 @@ async fn a_second_ctrl_c_disconnects_from_every_host() {
     // Disconnected, each server kills its command (SIGKILL after the grace).
     let within = std::time::Duration::from_secs(10);
     assert_gone(&pids, None, within, "commands after the client left").await;
+}
+
+/// When every command handles the Ctrl-C and ends well, so does the run:
+/// its status is the hosts' (0), not 130.
+#[tokio::test]
+async fn commands_that_handle_ctrl_c_and_end_well_end_the_run_well() {
+    let fleet = Fleet::start(3, &[]);
+    let names = fleet.names();
+    let mut cmd = fleet.cli("exec", &fleet.host_list());
+    cmd.args([
+        "--",
+        "trap 'echo done; exit 0' INT; sleep 30 >/dev/null 2>&1 & echo ready; wait",
+    ]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in &names {
+        assert_eq!(next_line(&mut stdout).await.1, "ready");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
+    let mut done = BTreeSet::new();
+    while done.len() < names.len() {
+        let (host, line) = next_line(&mut stdout).await;
+        assert_eq!(line, "done");
+        done.insert(host);
+    }
+    let status = bounded("the client to exit", child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use wiresh_proto::{ErrorCode, FileKind, Message, PutRequest};
 /// file request is refused (`files_disabled`, `forbidden`).
 #[tokio::test]
 async fn hello_lists_files_only_when_files_are_served() {
-    let always = ["exec", "stdin", "cancel", "ping", "pty"];
+    let always = ["exec", "stdin", "cancel", "ping", "pty", "signal"];
     let stat = || Message::Stat { path: ".".into() };
 
     let server = Server::start();

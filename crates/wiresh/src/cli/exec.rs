@@ -3,6 +3,7 @@
 use tokio::runtime::Runtime;
 use wiresh_proto::{ExecRequest, ExitStatus};
 
+use super::interrupt::Interrupts;
 use super::print::{spawn_stdin_reader, Printer, StderrStyle};
 use crate::client::{ClientError, Endpoint};
 use crate::exit;
@@ -16,11 +17,9 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
         req.stdin = forward_stdin;
         let mut conn = super::connect(endpoint, Some(&req)).await?;
         let stdin = forward_stdin.then(spawn_stdin_reader);
-        let status = conn
-            .run(req, stdin, &printer, || async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+        let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+        let cancel = interrupts.canceller(conn.signaller());
+        let status = conn.run(req, stdin, &printer, cancel).await;
         printer.sync().await;
         conn.close().await;
         status
@@ -47,6 +46,13 @@ pub(super) fn exit_code(result: Result<ExitStatus, ClientError>, stdout_closed: 
                 eprintln!("wiresh: the server shut down and killed the command");
             }
             exit::for_status(&status)
+        }
+        Err(ClientError::Interrupted) => {
+            eprintln!(
+                "wiresh: interrupted twice: the remote command was cancelled and the connection \
+                 closed"
+            );
+            exit::INTERRUPTED
         }
         Err(e) => {
             eprintln!("wiresh: {e}");

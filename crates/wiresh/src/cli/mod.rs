@@ -11,12 +11,15 @@
 //! - [`shell`]: `wiresh shell --each-line`;
 //! - `lines`: the line-by-line shells' one loop and line reader;
 //! - [`copy`]: `wiresh put` and `wiresh get`, with progress bars;
+//! - [`interrupt`]: what Ctrl-C does to commands that run (for the
+//!   fan-out too);
 //! - [`legacy`]: `exec` and `shell` with `--legacy`;
 //! - `print`: the printer thread (stdout and stderr, large output moved
 //!   from the socket without a copy) and the stdin reader.
 
 pub mod copy;
 pub mod exec;
+pub mod interrupt;
 pub mod legacy;
 pub(crate) mod lines;
 pub(crate) mod print;

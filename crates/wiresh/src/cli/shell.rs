@@ -8,6 +8,7 @@ use std::io::{self, IsTerminal, Write};
 use tokio::runtime::Runtime;
 use wiresh_proto::{ErrorCode, ExecRequest, ExitStatus};
 
+use super::interrupt::Interrupts;
 use super::lines::{run_lines, LineRunner, Step};
 use super::print::{Printer, StderrStyle};
 use crate::client::{ClientError, Connection, Endpoint};
@@ -84,10 +85,10 @@ impl OneServer<'_> {
                 Some(conn) => conn,
                 None => self.conn.insert(super::connect(self.endpoint, None).await?),
             };
+            let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+            let cancel = interrupts.canceller(conn.signaller());
             let res = conn
-                .run(ExecRequest::shell(line), None, &self.printer, || async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+                .run(ExecRequest::shell(line), None, &self.printer, cancel)
                 .await;
             match res {
                 // Only a command that never started is safe to run again.

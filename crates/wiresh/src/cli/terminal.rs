@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use wiresh_proto::{ExecRequest, PtyRequest, WindowSize};
 
 use super::exec::exit_code;
+use super::interrupt::Interrupts;
 use super::print::{spawn_stdin_reader, PrintJob, Printer, StderrStyle};
 use crate::client::{ClientError, Connection, Endpoint, Output};
 use crate::exit;
@@ -147,14 +148,19 @@ async fn session(
     let (output, output_rx) = mpsc::channel::<Output>(8);
     let writer = spawn_output_writer(output_rx, tty, printer);
     let ended = async {
-        // Without a local terminal, Ctrl-C in the user's shell cancels, as
-        // for `exec`; with one, Ctrl-C is a key and SIGINT only comes from
-        // `kill`.
-        let running = conn.run(req, stdin, &output, move || async move {
-            if local {
-                std::future::pending::<()>().await;
+        // Without a local terminal, Ctrl-C in the user's shell interrupts,
+        // as for `exec`; with one, Ctrl-C is a key and SIGINT only comes
+        // from `kill`.
+        let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
+        let mut cancel = interrupts.canceller(conn.signaller());
+        let running = conn.run(req, stdin, &output, move || {
+            let interrupt = cancel();
+            async move {
+                if local {
+                    std::future::pending::<()>().await;
+                }
+                interrupt.await;
             }
-            let _ = tokio::signal::ctrl_c().await;
         });
         tokio::pin!(running);
         loop {

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{self, Instant};
 use wiresh_proto::{
     codec::encode_frame, BodyPassing, ErrorCode, ExecRequest, ExitStatus, Frame, FrameCodec, Hello,
-    Limits, Message, Preamble, Secret, PROTOCOL_VERSION,
+    Limits, Message, Preamble, Secret, SignalName, PROTOCOL_VERSION,
 };
 
 pub use self::output::{Output, OutputSink};
@@ -394,6 +394,14 @@ impl Connection {
         Resizer(self.conn.sender())
     }
 
+    /// A handle that sends signals to the running command (a Ctrl-C as
+    /// `INT`, see [`Signaller`]), when the server takes them (the feature
+    /// `signal`); `None` when it does not, and only a cancel reaches the
+    /// command.
+    pub fn signaller(&self) -> Option<Signaller> {
+        self.offers("signal").then(|| Signaller(self.conn.sender()))
+    }
+
     /// Interval at which to ping the server while a command runs.
     fn ping_interval(&self) -> Duration {
         match self.hello.keepalive_secs {
@@ -680,6 +688,24 @@ impl Resizer {
             .send(Frame::new(Message::Resize(size)))
             .await
             .map_err(|_| ClientError::Closed("while resizing the terminal"))
+    }
+}
+
+/// Sends `signal` for the running command, in order with its input and
+/// behind its `exec`: taken from [`Connection::signaller`] before
+/// [`Connection::run`], and used while it runs (from its `cancel` future,
+/// say). The command may handle the signal and run on; its exit status
+/// still ends [`Connection::run`].
+#[derive(Debug, Clone)]
+pub struct Signaller(FrameSender);
+
+impl Signaller {
+    /// Sends `name` to the running command's process group.
+    pub async fn send(&self, name: SignalName) -> Result<(), ClientError> {
+        self.0
+            .send(Frame::new(Message::Signal { name }))
+            .await
+            .map_err(|_| ClientError::Closed("while signalling the command"))
     }
 }
 

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
 use super::cgroup::CommandCgroup;
 use super::sweep::{self, Target};
 
@@ -17,6 +20,9 @@ pub fn kill_all_groups() {
 #[derive(Debug)]
 pub struct GroupGuard {
     id: u64,
+    /// The command's first process: it leads its session and the process
+    /// group a terminal would call the foreground one.
+    leader: u32,
     target: Option<Target>,
     grace: Duration,
 }
@@ -31,6 +37,7 @@ impl GroupGuard {
         };
         GroupGuard {
             id: sweep::track(&target),
+            leader: sid,
             target: Some(target),
             grace: crate::defaults::KILL_GRACE,
         }
@@ -40,6 +47,17 @@ impl GroupGuard {
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
+    }
+
+    /// Sends `signal` to the command's process group, as a terminal sends
+    /// a Ctrl-C to its foreground group; nothing once it is terminated
+    /// (the id may then be another group's).
+    pub fn signal(&self, signal: Signal) {
+        if self.target.is_some() {
+            if let Ok(pgid) = i32::try_from(self.leader) {
+                let _ = killpg(Pid::from_raw(pgid), signal);
+            }
+        }
     }
 
     /// Terminates it all now (SIGTERM, then SIGKILL after the grace

@@ -15,7 +15,8 @@
 //!   ([`Event::GaveUpOnPipes`]).
 //!
 //! Cancels and output limits are the server's to notice; it calls
-//! [`Supervisor::kill`] with its reason. Dropping the supervisor kills the
+//! [`Supervisor::kill`] with its reason (or, for a client's signal,
+//! [`Supervisor::signal`]). Dropping the supervisor kills the
 //! group, so a server that leaves early (its client vanished) leaves
 //! nothing running.
 
@@ -208,6 +209,14 @@ impl Supervisor {
         self.drain_at = Some(Instant::now() + self.deadlines.kill_grace + DRAIN_SLACK);
         self.killed = Some(reason);
         true
+    }
+
+    /// Sends one `signal` to the group, as a client asks (a Ctrl-C): the
+    /// command may handle it and run on. Nothing once it is being killed.
+    pub fn signal(&self, signal: Signal) {
+        if self.killed.is_none() {
+            self.guard.signal(signal);
+        }
     }
 
     /// The main process of a command on a pty has exited: terminates what

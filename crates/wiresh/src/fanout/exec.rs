@@ -128,7 +128,8 @@ impl Ran {
         exit::for_fanout(&exit::Fanout {
             local_io: self.not_kept.is_some(),
             stdout_closed: self.stdout_closed,
-            interrupted,
+            // Commands that ended well after a Ctrl-C (their traps ran) say so.
+            interrupted: interrupted && kinds().any(|k| k != Kind::Ok),
             unreachable: kinds().any(|k| matches!(k, Kind::Unreachable | Kind::Lost)),
             failed: kinds().any(|k| k != Kind::Ok),
             largest: largest_status
@@ -409,13 +410,8 @@ impl Command<'_> {
         let mut counts = (0u64, 0u64);
         let running = async {
             let tx = tx;
-            conn.run(
-                self.request.clone(),
-                stdin,
-                &tx,
-                self.interrupts.canceller(),
-            )
-            .await
+            let cancel = self.interrupts.canceller(conn.signaller());
+            conn.run(self.request.clone(), stdin, &tx, cancel).await
         };
         let draining = async {
             let mut rx = rx; // owned, so that returning drops it

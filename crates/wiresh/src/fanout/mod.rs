@@ -32,17 +32,15 @@ mod stdin;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::watch;
 use wiresh_proto::{ErrorCode, ExitStatus};
 
+use crate::cli::interrupt::Interrupts;
 use crate::client::{ClientError, Connection, Endpoint, CONNECT_TIMEOUT};
 use crate::exit;
-use crate::task::AbortOnDrop;
 
 pub use self::spool::{NotKept, Place};
 
@@ -283,12 +281,6 @@ pub async fn connect(endpoint: &Endpoint, limit: Duration) -> Result<Connection,
     }
 }
 
-impl Default for Interrupts {
-    fn default() -> Interrupts {
-        Interrupts::new()
-    }
-}
-
 /// The shell keeps a connection per host: lets this process have that
 /// many open files, as far as its hard limit allows.
 pub(crate) fn raise_open_files_limit(connections: usize) {
@@ -320,65 +312,6 @@ impl DiskFault {
     /// The error, if there was one.
     pub(crate) fn get(&self) -> Option<&NotKept> {
         self.0.get()
-    }
-}
-
-/// How many times Ctrl-C was pressed: the first cancels every command, the
-/// second disconnects from every host.
-#[derive(Debug, Clone)]
-pub struct Interrupts {
-    raise: Arc<watch::Sender<u8>>,
-    count: watch::Receiver<u8>,
-}
-
-impl Interrupts {
-    /// Counts this process's Ctrl-Cs from now on (until the guard drops).
-    pub fn from_ctrl_c() -> (Interrupts, impl Drop) {
-        let interrupts = Interrupts::new();
-        let raiser = interrupts.clone();
-        let task = tokio::spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                raiser.raise();
-            }
-        });
-        (interrupts, AbortOnDrop(task))
-    }
-
-    /// Interrupts that only [`Interrupts::raise`] raises.
-    pub fn new() -> Interrupts {
-        let (raise, count) = watch::channel(0u8);
-        Interrupts {
-            raise: Arc::new(raise),
-            count,
-        }
-    }
-
-    /// Acts as one Ctrl-C.
-    pub fn raise(&self) {
-        self.raise.send_modify(|n| *n = n.saturating_add(1));
-    }
-
-    /// Ctrl-Cs so far.
-    pub fn count(&self) -> u8 {
-        *self.count.borrow()
-    }
-
-    /// A `cancel` for [`Connection::run`]: each call's future resolves at
-    /// the next Ctrl-C this host has not yet acted on.
-    pub fn canceller(&self) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        let acted = Arc::new(AtomicU8::new(0));
-        let count = self.count.clone();
-        move || {
-            let (acted, mut count) = (acted.clone(), count.clone());
-            Box::pin(async move {
-                let want = acted.load(Ordering::Relaxed).saturating_add(1);
-                if count.wait_for(|&n| n >= want).await.is_err() {
-                    // Nobody counts any more: no Ctrl-C will come.
-                    std::future::pending::<()>().await;
-                }
-                acted.store(want, Ordering::Relaxed);
-            })
-        }
     }
 }
 

@@ -122,8 +122,9 @@ impl ServerConfig {
     /// The features this server offers, as `hello.features` lists them.
     pub fn features(&self) -> Vec<String> {
         // "pty" says the server knows terminal sessions, whether or not its
-        // policy allows them (that refusal is `forbidden`, with a reason).
-        let mut features = vec!["exec", "stdin", "cancel", "ping", "pty"];
+        // policy allows them (that refusal is `forbidden`, with a reason);
+        // "signal", that it takes `signal` while a command runs.
+        let mut features = vec!["exec", "stdin", "cancel", "ping", "pty", "signal"];
         if self.files_root.is_some() && self.policy.allow_files {
             features.push("files");
         }

@@ -586,11 +586,12 @@ async fn serve_requests(session: &mut Session) -> End {
                 session.conn.pong(frame.body);
                 Ok(())
             }
-            // Late input or a cancel that crossed the command's exit on
+            // Late input, a cancel or a signal that crossed the command's exit on
             // the wire: harmless, and documented as ignored.
             Message::Stdin
             | Message::StdinEnd
             | Message::Cancel
+            | Message::Signal { .. }
             | Message::Resize(_)
             | Message::Pong => Ok(()),
             message => match files::Request::from_message(message) {

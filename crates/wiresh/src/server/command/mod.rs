@@ -8,13 +8,15 @@
 //!   frames; its deadlines are the [`Supervisor`](crate::exec::Supervisor)'s;
 //! - `output`: its output batched into frames, by copy or by splice;
 //! - `stdin`, `window`: its input, flow-controlled by a window
-//!   (`hello.stdin_window`) counted as the client counts it.
+//!   (`hello.stdin_window`) counted as the client counts it;
+//! - `signal`: a client's `signal` delivered to its process group.
 //!
 //! After mini-redis's `cmd/`: one file per job, [`run`] reading as the
 //! steps of a command's life.
 
 mod output;
 mod running;
+mod signal;
 mod spec;
 mod start;
 mod stdin;

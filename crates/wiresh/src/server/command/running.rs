@@ -201,6 +201,7 @@ impl Running {
             Message::Cancel => {
                 self.supervisor.kill(KillReason::Cancelled);
             }
+            Message::Signal { name } => super::signal::deliver(&self.supervisor, name),
             // Without a pty there is nothing to resize (documented).
             Message::Resize(size) => {
                 if let Some(terminal) = &self.terminal {
