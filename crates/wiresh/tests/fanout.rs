@@ -698,3 +698,81 @@ async fn inventory_hosts_with_their_own_tokens_and_fingerprints() {
         "pinned fingerprints are not written"
     );
 }
+
+/// `--json`'s `error.kind` is one of a small fixed set, naming the cause
+/// (a name that does not resolve, a port nobody listens on, a server that
+/// never answers, a wrong token, a wrong pin), with a message beside it;
+/// a host that ran has no error, whatever its status.
+#[tokio::test]
+async fn json_error_kinds_name_the_cause() {
+    let fleet = Fleet::start(2, &[]);
+    let stranger = Server::start(); // a token of its own
+                                    // Accepts (the kernel's backlog) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = dead_address();
+    let (dead_ip, dead_port) = dead.rsplit_once(':').unwrap();
+    let host = |name: &str, address: &str, port: &str, more: &str| {
+        format!("[hosts.{name}]\naddress = \"{address}\"\nport = {port}\n{more}")
+    };
+    let badpin = format!("fingerprint = \"sha256:{}\"\n", "ab".repeat(32));
+    let extra = [
+        host("nosuch", "nosuch.invalid", "7878", ""),
+        host("dead", dead_ip, dead_port, ""),
+        host(
+            "silent",
+            "127.0.0.1",
+            &silent.local_addr().unwrap().port().to_string(),
+            "",
+        ),
+        host(
+            "stranger",
+            "127.0.0.1",
+            &stranger.addr.port().to_string(),
+            "",
+        ),
+        host(
+            "badpin",
+            "127.0.0.1",
+            &fleet.servers[1].addr.port().to_string(),
+            &badpin,
+        ),
+    ]
+    .concat();
+    fleet.write_inventory(&extra);
+    let mut cmd = fleet.cli_bare("exec");
+    cmd.args(["-H", "node01,nosuch,dead,silent,stranger,badpin"])
+        .args(["--json", "--connect-timeout", "2s", "--", "exit 4"]);
+    let out = cli_output(cmd, None).await;
+    let mut kinds = BTreeMap::new();
+    for line in out.stdout_str().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let host = v["host"].as_str().unwrap().to_string();
+        if host == "node01" {
+            assert_eq!(v["status"], "failed", "{line}");
+            assert_eq!(v["exit_code"], 4, "{line}");
+            assert!(v["error"].is_null(), "a command that ran: {line}");
+            continue;
+        }
+        assert!(
+            !v["error"]["message"].as_str().unwrap().is_empty(),
+            "{line}"
+        );
+        kinds.insert(host, v["error"]["kind"].as_str().unwrap().to_string());
+    }
+    let want: BTreeMap<String, String> = [
+        ("nosuch", "unknown_host"),
+        ("dead", "refused"),
+        ("silent", "timeout"),
+        ("stranger", "auth_failed"),
+        ("badpin", "pinning"),
+    ]
+    .into_iter()
+    .map(|(h, k)| (h.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(kinds, want, "stderr: {}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("unreachable (unknown host)"),
+        "the summary says it too: {}",
+        out.stderr_str()
+    );
+}

@@ -72,6 +72,8 @@ pub enum ClientError {
         source: std::io::Error,
         /// What to try.
         hint: &'static str,
+        /// The host name did not resolve (DNS), so no address was tried.
+        unknown_host: bool,
     },
     /// The server said no, with a reason.
     #[error("server error ({code}): {}", escape(message))]
@@ -262,9 +264,19 @@ impl Connection {
     ) -> Result<Connection, ClientError> {
         let (target, token) = (&endpoint.target, &endpoint.token);
         let handshake = async {
-            let socket = TcpStream::connect((target.host.as_str(), target.port))
+            // Resolved apart from connecting, so that an unknown name is
+            // told from an address that does not answer.
+            let addresses: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
                 .await
                 .map_err(|source| ClientError::Connect {
+                    target: target.to_string(),
+                    hint: "; is the host name right?",
+                    unknown_host: true,
+                    source,
+                })?
+                .collect();
+            let socket = TcpStream::connect(&addresses[..]).await.map_err(|source| {
+                ClientError::Connect {
                     target: target.to_string(),
                     hint: match source.kind() {
                         std::io::ErrorKind::ConnectionRefused => {
@@ -272,8 +284,10 @@ impl Connection {
                         }
                         _ => "",
                     },
+                    unknown_host: false,
                     source,
-                })?;
+                }
+            })?;
             let _ = socket.set_nodelay(true);
             match &endpoint.security {
                 Security::Plaintext => Connection::handshake(socket, &[], token, ahead).await,

@@ -253,10 +253,143 @@ impl Outcome {
     }
 }
 
+/// Why a host did not run or finish its command, from a small fixed set
+/// (`--json`'s `error.kind`, which scripts match on; the message says the
+/// rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The host name did not resolve.
+    UnknownHost,
+    /// Nothing listens on that port (connection refused).
+    Refused,
+    /// No answer in time: connecting, or a server gone silent.
+    Timeout,
+    /// The network did not reach the address (no route, host down).
+    Unreachable,
+    /// The server refused the token or key.
+    AuthFailed,
+    /// The server's fingerprint is not the pinned one.
+    Pinning,
+    /// TLS failed otherwise (not a TLS server, a bad certificate).
+    Tls,
+    /// The peer broke the protocol, or is not a wiresh server.
+    Protocol,
+    /// The server's policy forbids the command.
+    Forbidden,
+    /// The server could not start the program.
+    NotStarted,
+    /// The server refused the request for another reason (its error code
+    /// is in the message: limits, shutting down, ...).
+    Server,
+    /// The connection broke while the command ran.
+    Lost,
+    /// The server does not offer what the request needs.
+    Unsupported,
+    /// Given up on after a second Ctrl-C.
+    Interrupted,
+    /// Local output was closed early.
+    OutputClosed,
+    /// This machine's disk would not keep its output or stdin.
+    NotKept,
+    /// Never launched: Ctrl-C or `--fail-fast` came first.
+    NotRun,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::UnknownHost,
+        ErrorKind::Refused,
+        ErrorKind::Timeout,
+        ErrorKind::Unreachable,
+        ErrorKind::AuthFailed,
+        ErrorKind::Pinning,
+        ErrorKind::Tls,
+        ErrorKind::Protocol,
+        ErrorKind::Forbidden,
+        ErrorKind::NotStarted,
+        ErrorKind::Server,
+        ErrorKind::Lost,
+        ErrorKind::Unsupported,
+        ErrorKind::Interrupted,
+        ErrorKind::OutputClosed,
+        ErrorKind::NotKept,
+        ErrorKind::NotRun,
+    ];
+
+    /// The name `--json` writes.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::UnknownHost => "unknown_host",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::Pinning => "pinning",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotStarted => "not_started",
+            ErrorKind::Server => "server",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::OutputClosed => "output_closed",
+            ErrorKind::NotKept => "not_kept",
+            ErrorKind::NotRun => "not_run",
+        }
+    }
+
+    /// The kind of a client error.
+    pub fn of(e: &ClientError) -> ErrorKind {
+        use std::io::ErrorKind as Io;
+        match e {
+            ClientError::Connect {
+                unknown_host: true, ..
+            } => ErrorKind::UnknownHost,
+            ClientError::Connect { source, .. } => match source.kind() {
+                Io::ConnectionRefused => ErrorKind::Refused,
+                Io::TimedOut => ErrorKind::Timeout,
+                _ => ErrorKind::Unreachable,
+            },
+            ClientError::Timeout(_) => ErrorKind::Timeout,
+            ClientError::Tls(m) if m.starts_with("WARNING") => ErrorKind::Pinning,
+            ClientError::Tls(_) => ErrorKind::Tls,
+            ClientError::Remote { code, .. } => match code {
+                ErrorCode::AuthFailed | ErrorCode::AuthRequired => ErrorKind::AuthFailed,
+                ErrorCode::Forbidden => ErrorKind::Forbidden,
+                ErrorCode::SpawnFailed => ErrorKind::NotStarted,
+                _ => ErrorKind::Server,
+            },
+            ClientError::Protocol(_) => ErrorKind::Protocol,
+            ClientError::Closed(_) => ErrorKind::Lost,
+            ClientError::Interrupted => ErrorKind::Interrupted,
+            ClientError::OutputClosed => ErrorKind::OutputClosed,
+            ClientError::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+}
+
+impl Outcome {
+    /// Why this host did not run or finish its command; `None` when it did
+    /// (whatever its exit status).
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Outcome::Exited(_) => None,
+            Outcome::Unreachable(e) | Outcome::Failed(e) => Some(ErrorKind::of(e)),
+            Outcome::NotRun => Some(ErrorKind::NotRun),
+            Outcome::NotKept(_) => Some(ErrorKind::NotKept),
+        }
+    }
+}
+
 /// A short reason for an error, without the host's name, so that hosts
 /// failing the same way fall into one group.
 fn reason(e: &ClientError) -> String {
     match e {
+        ClientError::Connect {
+            unknown_host: true, ..
+        } => "unknown host".to_string(),
         ClientError::Connect { source, .. } => source.kind().to_string(),
         ClientError::Timeout(_) => "no answer in time".to_string(),
         ClientError::Tls(m) if m.starts_with("WARNING") => "fingerprint changed".to_string(),

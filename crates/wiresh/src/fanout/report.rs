@@ -316,7 +316,7 @@ struct JsonHead<'a> {
 
 #[derive(Serialize)]
 struct JsonError {
-    kind: String,
+    kind: &'static str,
     message: String,
 }
 
@@ -334,21 +334,20 @@ pub(crate) fn write_json(
         Outcome::Exited(s) => (s.code, s.signal, s.timed_out),
         _ => (None, None, false),
     };
-    let error = match &host.outcome {
-        Outcome::Unreachable(e) | Outcome::Failed(e) => Some(JsonError {
-            kind: verdict.label.clone(),
-            message: e.to_string(),
-        }),
-        Outcome::NotKept(e) => Some(JsonError {
-            kind: verdict.label.clone(),
-            message: e.to_string(),
-        }),
-        Outcome::NotRun => Some(JsonError {
-            kind: verdict.label.clone(),
-            message: "not run (interrupted, or --fail-fast after a failure)".into(),
-        }),
+    let message = match &host.outcome {
+        Outcome::Unreachable(e) | Outcome::Failed(e) => Some(e.to_string()),
+        Outcome::NotKept(e) => Some(e.to_string()),
+        Outcome::NotRun => Some("not run (interrupted, or --fail-fast after a failure)".into()),
         Outcome::Exited(_) => None,
     };
+    let error = host
+        .outcome
+        .error_kind()
+        .zip(message)
+        .map(|(kind, message)| JsonError {
+            kind: kind.as_str(),
+            message,
+        });
     let head = JsonHead {
         host: &host.name,
         target: &host.target,
@@ -472,6 +471,7 @@ mod tests {
                 target: "x".into(),
                 source: io::ErrorKind::ConnectionRefused.into(),
                 hint: "",
+                unknown_host: false,
             })
         };
         let hosts = [
