@@ -19,6 +19,10 @@ pub const TRANSFER_FAILED: i32 = 1;
 pub const SERVE_FAILED: i32 = 1;
 /// A local subcommand (`keygen`, `man`, `completions`) failed.
 pub const LOCAL_FAILED: i32 = 1;
+/// `put`: everything else was copied, but some local names were left
+/// out because they are not UTF-8 (the protocol's paths cannot carry
+/// them): rsync's status for a partial transfer.
+pub const PARTIAL_TRANSFER: i32 = 23;
 /// The server could not start the program, as a shell reports a command
 /// it cannot find.
 pub const NOT_STARTED: i32 = 127;

@@ -349,3 +349,50 @@ async fn a_reset_during_put_is_a_lost_connection_that_resume_continues() {
     assert!(err.contains("--resume"), "{err}");
     assert!(!err.contains("protocol error"), "{err}");
 }
+
+/// Local names that are not UTF-8 cannot travel (the protocol's paths are
+/// UTF-8): `put` and `put -r` leave each out with a warning that shows its
+/// bytes, copy all the rest, and exit 23 at the end, as rsync does.
+#[tokio::test]
+async fn put_leaves_out_names_that_are_not_utf8_and_copies_the_rest() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Files::start();
+    let bad = |dir: &std::path::Path, bytes: &[u8]| dir.join(std::ffi::OsStr::from_bytes(bytes));
+    let src = fx.local.join("src");
+    write(&src.join("ok.txt"), b"ok\n");
+    write(&src.join("sub/good.txt"), b"good\n");
+    write(&bad(&src, b"f\xfename"), b"bad\n");
+    write(
+        &bad(&src.join("sub"), b"\xffdir").join("inner.txt"),
+        b"bad\n",
+    );
+    let mut cmd = fx.server.cli("put");
+    cmd.args(args!["-r", &src, "dest/"]);
+    let out = cli_output(cmd, None).await;
+    let err = out.stderr_str();
+    assert_eq!(out.code, Some(23), "{err}");
+    let copied: Vec<String> = tree(&fx.root.join("dest")).into_keys().collect();
+    assert_eq!(
+        copied,
+        ["src", "src/ok.txt", "src/sub", "src/sub/good.txt"],
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(fx.root.join("dest/src/sub/good.txt")).unwrap(),
+        b"good\n"
+    );
+    assert!(
+        err.contains("skipping ") && err.contains("f\\xfename"),
+        "{err}"
+    );
+    assert!(err.contains("\\xffdir"), "{err}");
+    assert!(err.contains("2 paths were left out"), "{err}");
+
+    // A named source is left out the same way; the next one is copied.
+    let mut cmd = fx.server.cli("put");
+    cmd.args(args![bad(&src, b"f\xfename"), src.join("ok.txt"), "flat/"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(23), "{}", out.stderr_str());
+    assert_eq!(std::fs::read(fx.root.join("flat/ok.txt")).unwrap(), b"ok\n");
+    assert_eq!(std::fs::read_dir(fx.root.join("flat")).unwrap().count(), 1);
+}

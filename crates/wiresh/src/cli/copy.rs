@@ -24,13 +24,27 @@ pub fn put(
     quiet: bool,
 ) -> i32 {
     let mut progress = Bars::new(quiet);
-    finish(rt.block_on(async {
+    let code = finish(rt.block_on(async {
         let mut conn = super::connect(endpoint, None).await?;
         conn.put_paths(sources, remote, flags, &mut progress)
             .await?;
         conn.close().await;
         Ok(())
-    }))
+    }));
+    match progress.unsendable {
+        0 => code,
+        n => {
+            eprintln!(
+                "wiresh: {n} {} left out (names that are not UTF-8); everything else was copied",
+                if n == 1 { "path was" } else { "paths were" }
+            );
+            if code == exit::SUCCESS {
+                exit::PARTIAL_TRANSFER
+            } else {
+                code
+            }
+        }
+    }
 }
 
 /// `wiresh get REMOTE... LOCAL`; `quiet`: no progress bars (`-q`).
@@ -81,6 +95,8 @@ pub(crate) fn failure_text(e: &TransferError) -> String {
 pub(crate) struct Bars {
     enabled: bool,
     bar: ProgressBar,
+    /// Paths left out because their names are not UTF-8.
+    unsendable: usize,
 }
 
 impl Bars {
@@ -89,6 +105,7 @@ impl Bars {
         Bars {
             enabled: !quiet && std::io::stderr().is_terminal(),
             bar: ProgressBar::hidden(),
+            unsendable: 0,
         }
     }
 }
@@ -121,4 +138,29 @@ impl CopyProgress for Bars {
         let path = escape(path);
         eprintln!("wiresh: skipping {path} (not a file or directory)");
     }
+
+    fn unsendable(&mut self, path: &Path) -> Result<(), TransferError> {
+        self.unsendable += 1;
+        eprintln!("{}", unsendable_warning(path));
+        Ok(())
+    }
+}
+
+/// What is said of a path left out because its name is not UTF-8.
+pub(crate) fn unsendable_warning(path: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    // Each byte that is not UTF-8 written as `\xNN`, as bash's `$'...'`.
+    let mut shown = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        shown.push_str(&escape(chunk.valid()));
+        for byte in chunk.invalid() {
+            let _ = write!(shown, "\\x{byte:02x}");
+        }
+    }
+    let path = shown;
+    format!(
+        "wiresh: skipping {path}: its name is not UTF-8, which wiresh's protocol cannot carry \
+         (rename it to copy it)"
+    )
 }

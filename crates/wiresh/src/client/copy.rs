@@ -46,6 +46,19 @@ pub trait CopyProgress {
     /// `path` is left out: not a file or directory (a symlink, a socket),
     /// as `scp -r` leaves them out.
     fn skipped(&mut self, _path: &str) {}
+    /// `path`'s name is not UTF-8, which the protocol's paths cannot
+    /// carry. `Ok` leaves it out (a directory with all it holds) and goes
+    /// on with the rest: a front end says so and exits non-zero at the
+    /// end, as rsync does for a partial transfer. By default the copy
+    /// stops there, with that error.
+    fn unsendable(&mut self, path: &Path) -> Result<(), TransferError> {
+        Err(TransferError::Local {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(
+                "its name is not UTF-8, which wiresh's protocol cannot carry",
+            ),
+        })
+    }
 }
 
 impl CopyProgress for () {}
@@ -67,14 +80,14 @@ fn remote_basename(path: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
-fn local_name(path: &Path) -> Result<String, TransferError> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_string)
-        .ok_or_else(|| TransferError::Local {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("has no usable file name"),
-        })
+/// The file name of a local path, as the protocol carries it: `None` when
+/// it is not UTF-8 (the caller leaves the file out, and says so).
+fn local_name(path: &Path) -> Result<Option<&str>, TransferError> {
+    let name = path.file_name().ok_or_else(|| TransferError::Local {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("has no usable file name"),
+    })?;
+    Ok(name.to_str())
 }
 
 impl Connection {
@@ -96,9 +109,12 @@ impl Connection {
             self.mkdir(remote, None).await?;
         }
         for source in sources {
-            let name = local_name(source)?;
+            let Some(name) = local_name(source)? else {
+                progress.unsendable(source)?;
+                continue;
+            };
             let dest = if into_dir {
-                remote_join(remote, &name)
+                remote_join(remote, name)
             } else {
                 remote.to_string()
             };
@@ -151,8 +167,11 @@ impl Connection {
             let (mode, children) = local_dir(&dir, flags.options.preserve).await?;
             self.mkdir(&remote_dir, mode).await?;
             for child in children {
-                let name = local_name(&child)?;
-                let dest = remote_join(&remote_dir, &name);
+                let Some(name) = local_name(&child)? else {
+                    progress.unsendable(&child)?;
+                    continue;
+                };
+                let dest = remote_join(&remote_dir, name);
                 match tokio::fs::symlink_metadata(&child).await {
                     Ok(m) if m.is_dir() => stack.push((child, dest)),
                     Ok(m) if m.is_file() => {

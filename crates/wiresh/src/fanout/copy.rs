@@ -36,6 +36,8 @@ pub enum Direction {
 /// How one host's copy ended.
 enum Copied {
     Done,
+    /// Copied, but for this many paths whose names are not UTF-8.
+    Partial(usize),
     Unreachable(ClientError),
     Failed(TransferError),
 }
@@ -44,6 +46,7 @@ impl Copied {
     fn verdict(&self) -> Verdict {
         let (kind, label) = match self {
             Copied::Done => (Kind::Ok, "copied, BLAKE3 verified".to_string()),
+            Copied::Partial(n) => (Kind::Failed, format!("{n} names not UTF-8 left out")),
             Copied::Unreachable(e) => (
                 Kind::Unreachable,
                 format!("unreachable ({})", super::reason(e)),
@@ -89,7 +92,7 @@ pub fn run(
             |copied: &Copied| !matches!(copied, Copied::Done),
             |i, copied| {
                 match &copied {
-                    Copied::Done => {}
+                    Copied::Done | Copied::Partial(_) => {}
                     Copied::Unreachable(e) => eprintln!("{}: wiresh: {e}", hosts[i].name),
                     Copied::Failed(e) => {
                         eprintln!("{}: wiresh: {}", hosts[i].name, failure_text(e))
@@ -139,7 +142,7 @@ async fn copy_one(
         Ok(conn) => conn,
         Err(e) => return Copied::Unreachable(e),
     };
-    let mut progress = Skips(&host.name);
+    let mut progress = Skips(&host.name, 0);
     let result = match direction {
         Direction::Put { sources, remote } => {
             conn.put_paths(sources, remote, flags, &mut progress).await
@@ -158,6 +161,7 @@ async fn copy_one(
     };
     conn.close().await;
     match result {
+        Ok(()) if progress.1 > 0 => Copied::Partial(progress.1),
         Ok(()) => Copied::Done,
         Err(e) => Copied::Failed(e),
     }
@@ -165,9 +169,15 @@ async fn copy_one(
 
 /// What one host's copy says as it goes: no progress bars (one per file
 /// and host would be a blur), only what was left out, with the host's name.
-struct Skips<'a>(&'a str);
+struct Skips<'a>(&'a str, usize);
 
 impl CopyProgress for Skips<'_> {
+    fn unsendable(&mut self, path: &std::path::Path) -> Result<(), TransferError> {
+        self.1 += 1;
+        eprintln!("{}: {}", self.0, crate::cli::copy::unsendable_warning(path));
+        Ok(())
+    }
+
     fn skipped(&mut self, path: &str) {
         let path = escape(path);
         eprintln!(

@@ -3,6 +3,7 @@
 //! into the library's configurations is done in `serve.rs` and
 //! `client.rs`, once each.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -693,7 +694,7 @@ pub struct PutArgs {
     pub copy: CopyArgs,
     /// Local files (and, with -r, directories), then the remote destination.
     #[arg(required = true, num_args = 2.., value_name = "LOCAL... REMOTE")]
-    pub paths: Vec<String>,
+    pub paths: Vec<OsString>,
 }
 
 #[derive(Args)]
@@ -702,7 +703,7 @@ pub struct GetArgs {
     pub copy: CopyArgs,
     /// Remote files (and, with -r, directories), then the local destination.
     #[arg(required = true, num_args = 2.., value_name = "REMOTE... LOCAL")]
-    pub paths: Vec<String>,
+    pub paths: Vec<OsString>,
 }
 
 #[cfg(test)]

@@ -106,20 +106,28 @@ pub fn shell(args: ShellArgs) -> Result<i32> {
     exit_now(code);
 }
 
+/// A remote path from the command line: the protocol's paths are UTF-8.
+fn remote_path(path: &std::ffi::OsStr) -> Result<&str> {
+    path.to_str().with_context(|| {
+        format!(
+            "the remote path {} is not UTF-8, which wiresh's protocol cannot carry",
+            path.to_string_lossy()
+        )
+    })
+}
+
 /// `wiresh put LOCAL... REMOTE`.
 pub fn put(args: PutArgs) -> Result<i32> {
     crate::master::persist(&args.copy.connect)?;
     let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
+    let remote = remote_path(remote)?.to_string();
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
     let flags = args.copy.flags()?;
     let rt = runtime()?;
     Ok(match args.copy.connect.endpoint_or_hosts(false)? {
-        Ok(endpoint) => cli::copy::put(&rt, &endpoint, &sources, remote, flags, args.copy.quiet),
+        Ok(endpoint) => cli::copy::put(&rt, &endpoint, &sources, &remote, flags, args.copy.quiet),
         Err(hosts) => {
-            let direction = Direction::Put {
-                sources,
-                remote: remote.clone(),
-            };
+            let direction = Direction::Put { sources, remote };
             fanout::copy(&rt, &args.copy.connect, &hosts, &direction, flags)
         }
     })
@@ -129,13 +137,17 @@ pub fn put(args: PutArgs) -> Result<i32> {
 pub fn get(args: GetArgs) -> Result<i32> {
     crate::master::persist(&args.copy.connect)?;
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
+    let sources = sources
+        .iter()
+        .map(|s| remote_path(s).map(str::to_string))
+        .collect::<Result<Vec<String>>>()?;
     let flags = args.copy.flags()?;
     let rt = runtime()?;
     Ok(match args.copy.connect.endpoint_or_hosts(false)? {
         Ok(endpoint) => cli::copy::get(
             &rt,
             &endpoint,
-            sources,
+            &sources,
             Path::new(local),
             flags,
             args.copy.quiet,
@@ -143,7 +155,7 @@ pub fn get(args: GetArgs) -> Result<i32> {
         Err(hosts) => {
             // Like rpdcp: DEST/HOST/... for each host.
             let direction = Direction::Get {
-                sources: sources.to_vec(),
+                sources,
                 dest: PathBuf::from(local),
             };
             fanout::copy(&rt, &args.copy.connect, &hosts, &direction, flags)
