@@ -396,3 +396,34 @@ async fn put_leaves_out_names_that_are_not_utf8_and_copies_the_rest() {
     assert_eq!(std::fs::read(fx.root.join("flat/ok.txt")).unwrap(), b"ok\n");
     assert_eq!(std::fs::read_dir(fx.root.join("flat")).unwrap().count(), 1);
 }
+
+/// `get FILE DIR/` names a directory: when it is not there, that is what
+/// is said (not the part file's name), and nothing is written; a file
+/// whose directory is missing says the same of its directory.
+#[tokio::test]
+async fn get_into_a_missing_directory_says_so() {
+    let fx = Files::start();
+    write(&fx.root.join("docs/a.txt"), b"a\n");
+    let before = tree(&fx.base);
+    let run = |dest: &str| {
+        let mut cmd = fx.server.cli("get");
+        cmd.current_dir(&fx.local).args(["docs/a.txt", dest]);
+        cli_output(cmd, None)
+    };
+    let out = run("nodir/sub/").await;
+    assert_transfer_error(&out, "get into a missing directory");
+    assert_eq!(out.stderr_str(), "wiresh: nodir/sub/: no such directory\n");
+    let out = run("nodir/b.txt").await;
+    assert_transfer_error(&out, "get beside a missing directory");
+    assert_eq!(out.stderr_str(), "wiresh: nodir/: no such directory\n");
+    write(&fx.local.join("plain"), b"x\n");
+    let out = run("plain/").await;
+    assert_eq!(out.stderr_str(), "wiresh: plain/: not a directory\n");
+    std::fs::remove_file(fx.local.join("plain")).unwrap();
+    assert_eq!(tree(&fx.base), before, "nothing written");
+    // Where the directory is, the file lands in it.
+    std::fs::create_dir_all(fx.local.join("there")).unwrap();
+    let out = run("there/").await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(std::fs::read(fx.local.join("there/a.txt")).unwrap(), b"a\n");
+}

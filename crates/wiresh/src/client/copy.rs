@@ -202,6 +202,9 @@ impl Connection {
                 source: std::io::Error::other("is not a directory (several sources given)"),
             });
         }
+        if !into_dir && !flags.recursive && ends_with_slash(local) {
+            return Err(no_such_directory(local).await);
+        }
         for source in sources {
             let dest = if into_dir {
                 let name = remote_basename(source).ok_or_else(|| {
@@ -225,6 +228,15 @@ impl Connection {
                     }))
                 }
                 _ => {
+                    // The part file goes beside the file: its directory
+                    // must be there (scp creates none either).
+                    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        if !is_local_dir(dir).await {
+                            let mut dir = dir.as_os_str().to_os_string();
+                            dir.push("/");
+                            return Err(no_such_directory(Path::new(&dir)).await);
+                        }
+                    }
                     self.get_one(source, &dest, flags, progress, entry.size)
                         .await?;
                 }
@@ -276,6 +288,32 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a local path ends with `/`: the user means a directory.
+fn ends_with_slash(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().ends_with(b"/")
+}
+
+/// The error for `dir`, named as a directory to copy into, that is not
+/// one: missing, or something else.
+async fn no_such_directory(dir: &Path) -> TransferError {
+    use std::os::unix::ffi::OsStrExt;
+    // Without its trailing slash, a file answers as a file.
+    let bytes = dir.as_os_str().as_bytes();
+    let bare = match bytes.iter().rposition(|&b| b != b'/') {
+        Some(last) => &bytes[..=last],
+        None => bytes,
+    };
+    let why = match tokio::fs::metadata(std::ffi::OsStr::from_bytes(bare)).await {
+        Ok(_) => "not a directory",
+        Err(_) => "no such directory",
+    };
+    TransferError::Local {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(why),
     }
 }
 
