@@ -433,3 +433,63 @@ async fn stale_partials_are_removed_at_the_next_put_to_their_directory() {
         .await;
     drop(holder);
 }
+
+/// Ctrl-C typed while `put` copies (in a real terminal, progress bar and
+/// all) stops it with a word on what to do: "interrupted; the same command
+/// with --resume continues", exit 130; and that command does continue,
+/// from the part the server kept.
+#[tokio::test]
+async fn ctrl_c_during_put_says_how_to_resume() {
+    let Some(tmux) = common::tmux::Tmux::new() else {
+        return;
+    };
+    let fx = Files::start();
+    let data = binary_pattern(8 * MIB);
+    let src = fx.local.join("big.bin");
+    write(&src, &data);
+    let target = fx.root.join("big.bin");
+    // The network stops moving after 2 MiB: the copy is surely under way
+    // when the key is pressed.
+    let proxy = Proxy::start(
+        fx.server.addr,
+        Tamper::StallAfter(2 * MIB as u64),
+        Tamper::Pass,
+    )
+    .await;
+    let put = format!(
+        "env -u WIRESH_TOKEN -u WIRESH_HOST WIRESH_HOME='{home}' '{BIN}' put --plaintext -H {addr} \
+         '{src}' big.bin",
+        home = fx.server.home().display(),
+        addr = proxy.addr,
+        src = src.display()
+    );
+    tmux.start(&common::tmux::recording(tmux.dir(), &put), 100, 24);
+    bounded("the proxy to stall the copy", async {
+        while !proxy.seen().stalled {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tmux.press(&["C-c"]);
+    let rec = common::tmux::Recorded::wait(&tmux).await;
+    let screen = tmux.screen();
+    assert_eq!(rec.status, 130, "{screen}");
+    assert!(
+        screen.contains("wiresh: interrupted; the same command with --resume continues"),
+        "{screen}"
+    );
+    assert_eq!(rec.stty_before, rec.stty_after, "terminal changed");
+    let peers = proxy.seen().upstream_peers;
+    drop(proxy);
+    // The server lets go of the part once the connection has ended.
+    for peer in peers {
+        wait_connection_end(&fx.server, peer).await;
+    }
+    assert!(!target.exists(), "no file under the real name yet");
+    assert!(part_of(&target).exists(), "the server kept the part");
+
+    // The same command with --resume finishes the copy.
+    let out = fx.run("put", &args!["--resume", &src, "big.bin"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+}

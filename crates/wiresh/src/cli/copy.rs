@@ -24,13 +24,14 @@ pub fn put(
     quiet: bool,
 ) -> i32 {
     let mut progress = Bars::new(quiet);
-    let code = finish(rt.block_on(async {
+    let copied = rt.block_on(until_ctrl_c(async {
         let mut conn = super::connect(endpoint, None).await?;
         conn.put_paths(sources, remote, flags, &mut progress)
             .await?;
         conn.close().await;
         Ok(())
     }));
+    let code = progress.finish(copied);
     match progress.unsendable {
         0 => code,
         n => {
@@ -57,12 +58,23 @@ pub fn get(
     quiet: bool,
 ) -> i32 {
     let mut progress = Bars::new(quiet);
-    finish(rt.block_on(async {
+    let copied = rt.block_on(until_ctrl_c(async {
         let mut conn = super::connect(endpoint, None).await?;
         conn.get_paths(sources, local, flags, &mut progress).await?;
         conn.close().await;
         Ok(())
-    }))
+    }));
+    progress.finish(copied)
+}
+
+/// Runs `copy` until it ends (`Some`) or Ctrl-C comes (`None`): then the
+/// copy is dropped, its connection closed, and what was copied of the
+/// current file kept as a part that `--resume` continues from.
+async fn until_ctrl_c<T>(copy: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        done = copy => Some(done),
+        _ = tokio::signal::ctrl_c() => None,
+    }
 }
 
 /// The exit status after a copy, telling the user what went wrong.
@@ -106,6 +118,22 @@ impl Bars {
             enabled: !quiet && std::io::stderr().is_terminal(),
             bar: ProgressBar::hidden(),
             unsendable: 0,
+        }
+    }
+}
+
+impl Bars {
+    /// The exit status of a copy that ended (`Some`) or was interrupted,
+    /// telling the user what went wrong and how to go on.
+    fn finish(&mut self, copied: Option<Result<(), TransferError>>) -> i32 {
+        match copied {
+            Some(result) => finish(result),
+            None => {
+                // The bar stays as it stood; the word goes below it.
+                self.bar.abandon();
+                eprintln!("wiresh: interrupted; the same command with --resume continues");
+                exit::INTERRUPTED
+            }
         }
     }
 }
