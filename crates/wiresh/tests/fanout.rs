@@ -776,3 +776,52 @@ async fn json_error_kinds_name_the_cause() {
         out.stderr_str()
     );
 }
+
+/// `wiresh shell` on many hosts, one of them down: the first line finds it
+/// down, says so once with how to retry, and the next lines leave it out:
+/// not connected to again, not reported again, no summary for them.
+#[tokio::test]
+async fn shell_marks_a_host_down_once_and_leaves_it_out() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let fleet = Fleet::start(2, &[]);
+    // Takes each connection and hangs up at once, counting them.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down.local_addr().unwrap().to_string();
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    std::thread::spawn(move || {
+        for conn in down.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let hosts = format!("{},{down_addr}", fleet.host_list());
+    let cmd = fleet.cli("shell", &hosts);
+    let out = cli_output(cmd, Some(b"echo one\necho two\necho three\n".to_vec())).await;
+    let (stdout, stderr) = (out.stdout_str(), out.stderr_str());
+    for word in ["one", "two", "three"] {
+        assert!(
+            stdout.contains(&format!("(2 hosts, exit 0)\n---------------\n{word}\n")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(stderr.matches("marked down").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "marked down, left out of the next lines: {down_addr}; start `wiresh shell` again to retry it"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("wiresh: 3 hosts").count(),
+        1,
+        "one summary: {stderr}"
+    );
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        1,
+        "connected to once: {stderr}"
+    );
+    assert_eq!(out.code, Some(0), "the last line's status: {stderr}");
+}

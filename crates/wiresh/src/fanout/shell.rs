@@ -9,7 +9,8 @@ use tokio::runtime::Runtime;
 use wiresh_proto::ExecRequest;
 
 use super::exec::Command;
-use super::{DiskFault, Display, Host, Interrupts, Options, OutputRules};
+use super::report::Finished;
+use super::{DiskFault, Display, Host, Interrupts, Options, Outcome, OutputRules};
 use crate::cli::lines::{run_lines, LineRunner, Step};
 use crate::client::Connection;
 use crate::exit;
@@ -26,7 +27,7 @@ pub fn run(rt: &Runtime, hosts: &[Host], options: &Options) -> i32 {
     );
     super::raise_open_files_limit(hosts.len());
     let runner = ManyHosts {
-        hosts,
+        hosts: hosts.to_vec(),
         options,
         slots: hosts.iter().map(|_| None).collect(),
     };
@@ -34,8 +35,12 @@ pub fn run(rt: &Runtime, hosts: &[Host], options: &Options) -> i32 {
 }
 
 /// Lines on many hosts, over a connection per host kept from line to line.
+/// A host that cannot be reached is marked down, once, and left out of the
+/// lines that follow (as ClusterShell does), rather than tried again and
+/// reported again on every line.
 struct ManyHosts<'a> {
-    hosts: &'a [Host],
+    /// The hosts not marked down.
+    hosts: Vec<Host>,
     options: &'a Options,
     /// Host i's connection, when it has one.
     slots: Vec<Option<Connection>>,
@@ -43,6 +48,10 @@ struct ManyHosts<'a> {
 
 impl LineRunner for ManyHosts<'_> {
     async fn run_line(&mut self, line: &str) -> Step {
+        if self.hosts.is_empty() {
+            eprintln!("wiresh: every host is down; start `wiresh shell` again to retry them");
+            return Step::Stop(exit::CLIENT_FAILURE);
+        }
         Step::Ran(self.on_every_host(line).await)
     }
 
@@ -68,7 +77,7 @@ impl ManyHosts<'_> {
         let (interrupts, _ctrl_c) = Interrupts::from_ctrl_c();
         let fault = DiskFault::default();
         let command = Command {
-            hosts: self.hosts,
+            hosts: &self.hosts,
             request: &ExecRequest::shell(line),
             stdin: None,
             options: self.options,
@@ -91,6 +100,34 @@ impl ManyHosts<'_> {
             eprint!("{}", ran.summary());
         }
         ran.say_not_kept();
-        ran.status(false, interrupts.count() > 0)
+        let status = ran.status(false, interrupts.count() > 0);
+        self.mark_down(&ran.hosts);
+        status
+    }
+
+    /// Leaves out of the next lines the hosts that could not be reached on
+    /// this one, and says so once, with how to try them again.
+    fn mark_down(&mut self, finished: &[Finished]) {
+        let down: Vec<&str> = finished
+            .iter()
+            .filter(|h| matches!(h.outcome, Outcome::Unreachable(_)))
+            .map(|h| h.name.as_str())
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        eprintln!(
+            "wiresh: marked down, left out of the next lines: {}; start `wiresh shell` again \
+             to retry {}",
+            fold(&down),
+            if down.len() == 1 { "it" } else { "them" }
+        );
+        let mut slots = std::mem::take(&mut self.slots).into_iter();
+        let kept: Vec<(Host, Option<Connection>)> = std::mem::take(&mut self.hosts)
+            .into_iter()
+            .zip(slots.by_ref())
+            .filter(|(host, _)| !down.contains(&host.name.as_str()))
+            .collect();
+        (self.hosts, self.slots) = kept.into_iter().unzip();
     }
 }
