@@ -111,18 +111,14 @@ async fn fifty_hosts_every_line_once_whole_and_prefixed() {
         );
     }
 
-    let (output, _) = stderr.split_at(stderr.len() - summary(&stderr).len());
-    let stderr_lines = by_host(output, &names);
+    // Every line of stderr is a host's: a run that went well everywhere
+    // has no summary.
+    let stderr_lines = by_host(&stderr, &names);
     for (i, server) in fleet.servers.iter().enumerate() {
         let home = server.home().display().to_string();
         let want: Vec<String> = (1..=500).map(|n| format!("{home} err {n}")).collect();
         assert!(stderr_lines[&names[i]] == want, "stderr of {}", names[i]);
     }
-    assert!(
-        summary(&stderr).starts_with("wiresh: 50 hosts: 50 ok\n"),
-        "{stderr}"
-    );
-    assert_eq!(summary_hosts(&stderr, "ok").len(), 50);
 }
 
 /// Fifty hosts in four groups of output and status, one of them slow, and
@@ -824,4 +820,51 @@ async fn shell_marks_a_host_down_once_and_leaves_it_out() {
         "connected to once: {stderr}"
     );
     assert_eq!(out.code, Some(0), "the last line's status: {stderr}");
+}
+
+/// The summary comes when something did not succeed, and then only; `-q`
+/// leaves it out even then (the exit status and each host's own error
+/// still say it). The same for copies.
+#[tokio::test]
+async fn a_summary_only_when_something_failed_and_none_with_q() {
+    let roots: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fleet = Fleet::start_each(2, |i| {
+        vec!["--files-root".into(), roots[i].path().display().to_string()]
+    });
+    let names = fleet.names();
+    let run = |flags: &[&str], line: &str| {
+        let mut cmd = fleet.cli("exec", &fleet.host_list());
+        cmd.args(flags).args(["--", line]);
+        cli_output(cmd, None)
+    };
+    let out = run(&[], "echo fine").await;
+    assert_eq!(out.code, Some(0));
+    assert_eq!(out.stderr_str(), "", "all well goes without saying");
+    let out = run(&["-b"], "echo fine").await;
+    assert_eq!(out.stderr_str(), "", "gathered too");
+
+    let fail_one = format!(
+        "[ \"$WIRESH_HOME\" = '{}' ] && exit 3; true",
+        fleet.servers[1].home().display()
+    );
+    let out = run(&[], &fail_one).await;
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        summary_hosts(&out.stderr_str(), "exit 3"),
+        BTreeSet::from([names[1].clone()]),
+        "{}",
+        out.stderr_str()
+    );
+    let out = run(&["-q"], &fail_one).await;
+    assert_eq!(out.code, Some(1), "the status still says it");
+    assert_eq!(out.stderr_str(), "", "-q: no summary");
+
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    std::fs::write(&file, "x").unwrap();
+    let mut cmd = fleet.cli("put", &fleet.host_list());
+    cmd.args([file.to_str().unwrap(), "f.txt"]);
+    let out = cli_output(cmd, None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stderr_str(), "", "copies that went well");
 }

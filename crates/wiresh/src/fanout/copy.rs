@@ -112,15 +112,18 @@ pub fn run(
             ));
         }
         verdicts.sort_by_key(|(i, _)| *i);
-        eprint!(
-            "{}",
-            report::summary(
-                verdicts
-                    .iter()
-                    .map(|(i, v)| (hosts[*i].name.as_str(), v.clone()))
-            )
-        );
         let kinds = || verdicts.iter().map(|(_, v)| v.kind);
+        // Copies that all went well go without saying.
+        if kinds().any(|k| k != Kind::Ok) {
+            eprint!(
+                "{}",
+                report::summary(
+                    verdicts
+                        .iter()
+                        .map(|(i, v)| (hosts[*i].name.as_str(), v.clone()))
+                )
+            );
+        }
         exit::for_fanout(&exit::Fanout {
             local_io: false,
             stdout_closed: false,

@@ -39,6 +39,8 @@ pub struct Plan {
     pub rules: OutputRules,
     /// `-S`: exit with the largest status of any host, as `pdsh -S` does.
     pub largest_status: bool,
+    /// `-q`: no summary, even when something failed.
+    pub quiet: bool,
 }
 
 /// Runs the plan; returns the exit status (see [`exit::for_fanout`]).
@@ -82,7 +84,10 @@ pub fn run(rt: &Runtime, plan: Plan) -> i32 {
         if let Display::Gather | Display::Diff = plan.display {
             ran.print_groups(plan.display == Display::Diff);
         }
-        eprint!("{}", ran.summary());
+        // A run that went well everywhere goes without saying.
+        if !plan.quiet && ran.worth_a_summary() {
+            eprint!("{}", ran.summary());
+        }
         ran.say_not_kept();
         ran.status(plan.largest_status, interrupts.count() > 0)
     })
@@ -162,6 +167,15 @@ impl Ran {
         if let Some(e) = &self.not_kept {
             eprintln!("wiresh: {e}");
         }
+    }
+
+    /// Whether the summary has something to tell: a host that did not
+    /// succeed, output `--max-output` cut, or output the disk would not
+    /// keep.
+    pub(crate) fn worth_a_summary(&self) -> bool {
+        !self.all_ok()
+            || self.not_kept.is_some()
+            || self.hosts.iter().any(|h| h.captured.truncated())
     }
 
     /// Whether every host ran the command and it exited 0.

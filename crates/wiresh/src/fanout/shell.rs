@@ -96,7 +96,7 @@ impl ManyHosts<'_> {
         };
         ran.print_groups(false);
         // All well goes without saying; anything else gets the summary.
-        if !ran.all_ok() || ran.not_kept.is_some() {
+        if ran.worth_a_summary() {
             eprint!("{}", ran.summary());
         }
         ran.say_not_kept();

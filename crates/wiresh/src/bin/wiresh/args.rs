@@ -565,6 +565,11 @@ pub struct OutputArgs {
     /// Exit with the largest exit status of any host (like `pdsh -S`).
     #[arg(short = 'S', long = "largest-status")]
     pub largest_status: bool,
+    /// With many hosts: no summary at the end, even when a host failed
+    /// (its own error line and the exit status still say so). Without
+    /// it, a summary comes only when something did not succeed.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// With --gather, --diff or --json: keep at most this much of each
     /// host's output (stdout and stderr together, e.g. 512K, 10M, or
     /// none); the rest is counted, not kept, and the host is reported

@@ -52,6 +52,7 @@ pub fn exec(
                 raw: output.raw,
             },
             largest_status: output.largest_status,
+            quiet: output.quiet,
         },
     )
 }
