@@ -747,6 +747,23 @@ async fn exec_legacy_exits_255_when_the_answer_is_broken() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
+/// `exec --legacy` pointed at a wiresh server (the TLS listener) says
+/// what it reached and what to do, not that a header length is too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_legacy_at_a_wiresh_server_says_drop_legacy() {
+    let server = common::Server::start();
+    let host = server.addr.to_string();
+    // (Not `true`: its legacy request is 22 bytes long, and a first byte
+    // of 22 is a TLS handshake's, so the server takes it for one.)
+    let out = wiresh_cli(&["exec", "--legacy", "-H", &host, "--", "uname -a"], b"").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("that is a wiresh server (TLS), not a legacy one; drop --legacy"),
+        "{stderr}"
+    );
+}
+
 // ---- The legacy listener follows the server's rules ----
 
 /// `--max-commands` counts the legacy listener's commands with the wiresh

@@ -245,6 +245,7 @@ impl LegacyClient {
         }
         self.read_exact_timed(&mut prefix[first..], "the header length")
             .await?;
+        self.not_a_wiresh_server(prefix).await?;
         let header_len = decode_header_len(prefix)?;
         let mut json = vec![0u8; header_len]; // bounded by MAX_HEADER_LEN
         self.read_exact_timed(&mut json, "the header").await?;
@@ -300,6 +301,26 @@ impl LegacyClient {
     }
 
     /// Fills `buf`, allowing [`Self::set_stall_timeout`] between bytes.
+    /// A wiresh (TLS) server answers a legacy request with a line that
+    /// starts `WIRESH-ERROR` (no legacy header length starts with those
+    /// bytes: it would be over a gigabyte): says so, and what to do,
+    /// rather than that the header length is out of bounds.
+    async fn not_a_wiresh_server(&mut self, prefix: [u8; LEN_PREFIX]) -> Result<()> {
+        const LINE: &[u8] = b"WIRESH-ERROR";
+        if prefix[..] != LINE[..LEN_PREFIX] {
+            return Ok(());
+        }
+        let mut rest = [0u8; LINE.len() - LEN_PREFIX];
+        self.read_exact_timed(&mut rest, "the answer").await?;
+        if rest[..] != LINE[LEN_PREFIX..] {
+            return Ok(()); // and the header length says what is wrong
+        }
+        lost!(
+            "{}: that is a wiresh server (TLS), not a legacy one; drop --legacy",
+            self.target
+        )
+    }
+
     async fn read_exact_timed(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         let (target, stall, len) = (&self.target, self.stall_timeout, buf.len());
         let mut filled = 0;
