@@ -234,3 +234,52 @@ async fn connection_limit_is_explained_over_tls() {
         out.stderr_str()
     );
 }
+
+/// A TLS service that is not wiresh (here, one that answers as HTTP
+/// servers do) is told for what it is, and its certificate is not pinned:
+/// a pin is only written once the peer has proved it speaks wiresh.
+#[tokio::test]
+async fn a_tls_service_that_is_not_wiresh_is_named_and_not_pinned() {
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let web = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(socket).await else {
+                continue;
+            };
+            let mut request = [0u8; 8];
+            let _ = tls.read_exact(&mut request).await;
+            let _ = tls
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["exec", "-H", &addr.to_string(), "--", "true"]);
+    isolated(&mut cmd, home.path()).env("WIRESH_TOKEN", "x".repeat(64));
+    let out = cli_output(cmd, None).await;
+    web.abort();
+    let stderr = out.stderr_str();
+    assert_eq!(out.code, Some(255), "{stderr}");
+    assert!(
+        stderr.contains("this is not a wiresh server (it looks like HTTP"),
+        "{stderr}"
+    );
+    let known = std::fs::read_to_string(home.path().join("known_hosts")).unwrap_or_default();
+    assert!(!known.contains(&addr.to_string()), "pinned: {known}");
+}

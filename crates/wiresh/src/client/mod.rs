@@ -248,7 +248,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
         let ahead = running.and_then(sent_ahead);
-        let handshake = Connection::handshake(stream, prefix, token, ahead);
+        let handshake = Connection::handshake(stream, prefix, token, ahead, None);
         match time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(res) => res,
             Err(_) => Err(ClientError::Timeout(format!(
@@ -290,7 +290,7 @@ impl Connection {
             })?;
             let _ = socket.set_nodelay(true);
             match &endpoint.security {
-                Security::Plaintext => Connection::handshake(socket, &[], token, ahead).await,
+                Security::Plaintext => Connection::handshake(socket, &[], token, ahead, None).await,
                 Security::Tls(pinning) => {
                     let host = target.to_string();
                     let (config, check) = pinning.client_config(&host)?;
@@ -299,10 +299,9 @@ impl Connection {
                         .connect(PinCheck::server_name(), ReadAhead::new(socket))
                         .await
                         .map_err(|e| ClientError::Tls(check.explain(&e)))?;
-                    let pinned = check.remember()?;
-                    let mut conn = Connection::handshake(stream, &[], token, ahead).await?;
-                    conn.pinned_on_first_use = pinned;
-                    Ok(conn)
+                    // Pinned once the peer has proved it speaks wiresh
+                    // (its `hello`), never for any TLS service at all.
+                    Connection::handshake(stream, &[], token, ahead, Some(&check)).await
                 }
             }
         };
@@ -322,6 +321,7 @@ impl Connection {
         prefix: &[u8],
         token: &Secret,
         ahead: Option<&ExecRequest>,
+        pin: Option<&PinCheck>,
     ) -> Result<Connection, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
@@ -356,6 +356,13 @@ impl Connection {
                 hello.version
             )));
         }
+        // A wiresh server, whatever it thinks of our token: its
+        // fingerprint is pinned now (trust on first use), as ssh records
+        // a host key before authenticating.
+        let pinned_on_first_use = match pin {
+            Some(check) => check.remember()?,
+            None => None,
+        };
         match handshake_frame(&mut conn).await?.message {
             Message::AuthOk => {}
             other => return Err(not_expected(other, "auth_ok")),
@@ -365,7 +372,7 @@ impl Connection {
             hello,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             sent_ahead: ahead.cloned(),
-            pinned_on_first_use: None,
+            pinned_on_first_use,
         })
     }
 
@@ -754,6 +761,13 @@ async fn handshake_frame(conn: &mut FrameConn) -> Result<Frame, ClientError> {
                 "the server refused the connection: {}",
                 line.lines().next().unwrap_or_default()
             )))
+        }
+        Err(RecvError::Decode(_)) if conn.unread().starts_with(b"HTTP/") => {
+            Err(ClientError::Protocol(
+                "this is not a wiresh server (it looks like HTTP: it answered with an HTTP \
+                 status line); check the port"
+                    .into(),
+            ))
         }
         Err(RecvError::Decode(e)) => Err(ClientError::Protocol(format!(
             "{e}; is this a wiresh server? (for a legacy server use --legacy)"
