@@ -59,6 +59,11 @@ pub const STDIN_WINDOW: usize = 1024 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Between SIGTERM and SIGKILL when a command's group is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// The `PATH` a command starts with, as `sshd` gives a login (Debian's
+/// build): the account's, not the server's own.
+pub const LOGIN_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/games";
+/// The same for root, with the `sbin` directories.
+pub const LOGIN_PATH_ROOT: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // ---------------------------------------------------------------------------
 // Fixed timings of the wiresh server.

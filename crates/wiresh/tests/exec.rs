@@ -93,6 +93,93 @@ async fn env_and_cwd_are_applied() {
     assert_eq!(ran.stdout_str(), format!("x y'z|{}", dir.display()));
 }
 
+/// As `ssh host command`: with no directory asked for, a command starts in
+/// the account's home directory, with a login's environment (the account's
+/// `HOME`, `USER`, `LOGNAME`, `SHELL`, `PATH`; `TERM` on a pty), the host's
+/// locale, and what the client sets; nothing else of the server's own
+/// environment (its `WIRESH_HOME`, a variable of its unit or shell).
+#[tokio::test]
+async fn commands_run_in_the_accounts_home_with_a_login_environment() {
+    let server = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--allow-plaintext"],
+        &[
+            ("WIRESH_TEST_SERVER_ONLY", "leaked".as_ref()),
+            ("LANG", "C.UTF-8".as_ref()),
+        ],
+    );
+    let uid = nix::unistd::geteuid();
+    let account = nix::unistd::User::from_uid(uid)
+        .unwrap()
+        .expect("this test's account");
+    let mut raw = server.raw().await;
+    let req = ExecRequest {
+        env: [("WIRESH_FROM_CLIENT".to_string(), "x".to_string())].into(),
+        ..ExecRequest::shell("pwd -P; env")
+    };
+    let run = raw.exec(req).await;
+    assert_exited(&run.status, 0);
+    let out = String::from_utf8(run.stdout).unwrap();
+    let mut lines = out.lines();
+    let home = account.dir.canonicalize().unwrap();
+    assert_eq!(lines.next(), Some(home.to_str().unwrap()), "{out}");
+    let env: std::collections::BTreeMap<&str, &str> =
+        lines.filter_map(|l| l.split_once('=')).collect();
+    let path = if uid.is_root() {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    } else {
+        "/usr/local/bin:/usr/bin:/bin:/usr/games"
+    };
+    let shell = account.shell.to_str().unwrap();
+    let dir = account.dir.to_str().unwrap();
+    for (name, value) in [
+        ("HOME", dir),
+        ("USER", account.name.as_str()),
+        ("LOGNAME", account.name.as_str()),
+        ("SHELL", shell),
+        ("PATH", path),
+        ("LANG", "C.UTF-8"),
+        ("WIRESH_FROM_CLIENT", "x"),
+    ] {
+        assert_eq!(env.get(name), Some(&value), "{name} in\n{out}");
+    }
+    for leaked in [
+        "WIRESH_HOME",
+        "WIRESH_TEST_SERVER_ONLY",
+        "CARGO_MANIFEST_DIR",
+    ] {
+        assert!(!env.contains_key(leaked), "{leaked} leaked:\n{out}");
+    }
+    assert!(!env.contains_key("TERM"), "TERM without a terminal:\n{out}");
+
+    // A relative directory is taken from the home directory, as `cd` there.
+    let run = raw
+        .exec(ExecRequest {
+            cwd: Some(".".into()),
+            ..ExecRequest::shell("pwd -P")
+        })
+        .await;
+    assert_eq!(run.stdout, format!("{}\n", home.display()).as_bytes());
+
+    // On a pty, the terminal's type too.
+    let run = raw
+        .exec(ExecRequest {
+            pty: Some(wiresh_proto::PtyRequest {
+                term: "xterm-256color".into(),
+                cols: 80,
+                rows: 24,
+            }),
+            ..ExecRequest::shell("echo \"term=$TERM home=$(pwd -P)\"")
+        })
+        .await;
+    assert_exited(&run.status, 0);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains(&format!("term=xterm-256color home={}", home.display())),
+        "{out:?}"
+    );
+}
+
 /// A bare program name in `argv` is looked up in the server's own `PATH`,
 /// never in a `PATH` the request sets in `env`: that `PATH` reaches the
 /// program, but does not choose it. A name only the request's `PATH` knows

@@ -4,14 +4,15 @@
 //! TCP with TLS, each server on its own port.
 //!
 //! Commands tell the hosts apart by `$WIRESH_HOME`, which every server has
-//! its own of and passes on to its commands; the tests give a host its
-//! part by writing a `role` file there.
+//! its own of and which a command reads from its server's environment
+//! ([`on_host`]); the tests give a host its part by writing a `role` file
+//! there.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use common::fleet::Fleet;
+use common::fleet::{on_host, Fleet};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wiresh::hostlist::expand;
@@ -93,7 +94,7 @@ async fn fifty_hosts_every_line_once_whole_and_prefixed() {
         "seq 1 3000 | sed \"s|^|$WIRESH_HOME {pad} |\"; seq 1 500 | sed \"s|^|$WIRESH_HOME err |\" >&2; printf 'no newline'"
     );
     let mut cmd = fleet.cli("exec", &fleet.host_list());
-    cmd.args(["--", &line]);
+    cmd.args(["--", &on_host(&line)]);
     let out = cli_output(cmd, None).await;
     let stderr = out.stderr_str();
     assert_eq!(out.code, Some(0), "stderr: {stderr}");
@@ -160,7 +161,7 @@ impl Mix {
         let mut cmd = self.fleet.cli_bare("exec");
         cmd.args(["-g", "all", "-H", "dead", "--timeout", "3s"]);
         cmd.args(flags);
-        cmd.args(["--", BY_ROLE]);
+        cmd.args(["--", &on_host(BY_ROLE)]);
         cmd
     }
 }
@@ -320,7 +321,7 @@ async fn exit_status_sums_up_the_hosts() {
     let hosts = fleet.host_list();
     let run = |command: &str, extra: &[&str]| {
         let mut cmd = fleet.cli("exec", &hosts);
-        cmd.args(extra).args(["--", command]);
+        cmd.args(extra).args(["--", &on_host(command)]);
         cli_output(cmd, None)
     };
     assert_eq!(run("true", &[]).await.code, Some(0));
@@ -361,7 +362,7 @@ async fn diff_shows_each_group_against_the_largest() {
         std::fs::write(server.home().join("text"), text).unwrap();
     }
     let mut cmd = fleet.cli("exec", &fleet.host_list());
-    cmd.args(["--diff", "--", "cat $WIRESH_HOME/text"]);
+    cmd.args(["--diff", "--", &on_host("cat $WIRESH_HOME/text")]);
     let out = cli_output(cmd, None).await;
     let stdout = out.stdout_str();
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
@@ -387,7 +388,7 @@ async fn fail_fast_launches_no_more_hosts() {
         "1",
         "--fail-fast",
         "--",
-        "exit $(cat $WIRESH_HOME/role 2>/dev/null || echo 0)",
+        &on_host("exit $(cat $WIRESH_HOME/role 2>/dev/null || echo 0)"),
     ]);
     let out = cli_output(cmd, None).await;
     let stderr = out.stderr_str();
@@ -551,7 +552,10 @@ async fn shell_runs_each_line_on_every_host_gathered() {
     let fleet = Fleet::start(6, &[]);
     give_role(&fleet.servers[5], "odd");
     let cmd = fleet.cli("shell", &fleet.host_list());
-    let script = "echo hello\ncat $WIRESH_HOME/role 2>/dev/null || echo even\nexit\n";
+    let script = format!(
+        "echo hello\n{}\nexit\n",
+        on_host("cat $WIRESH_HOME/role 2>/dev/null || echo even")
+    );
     let out = cli_output(cmd, Some(script.into())).await;
     let stdout = out.stdout_str();
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
@@ -675,7 +679,7 @@ async fn inventory_hosts_with_their_own_tokens_and_fingerprints() {
         "-g",
         "trio",
         "--",
-        "echo $WIRESH_HOME",
+        &on_host("echo $WIRESH_HOME"),
     ]);
     isolated(&mut cmd, client.path());
     let out = cli_output(cmd, None).await;

@@ -187,7 +187,9 @@ async fn hosts_in_their_own_network_namespaces() {
         .args(["-H", &format!("{SUBNET}.[11-{}]", 10 + SERVERS)])
         .args([
             "--",
-            "ip -o -4 addr show scope global | awk '{print $4}'; echo \"$WIRESH_HOME\"",
+            &common::fleet::on_host(
+                "ip -o -4 addr show scope global | awk '{print $4}'; echo \"$WIRESH_HOME\"",
+            ),
         ]);
     isolated(&mut cmd, client_home.path());
     let out = cli_output(cmd, None).await;

@@ -51,8 +51,9 @@ async fn policy_denies_forbidden_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
 }
 
-/// `--run-as USER`: a server started as root runs commands as USER; one not
-/// started as root refuses the flag.
+/// `--run-as USER`: a server started as root runs commands as USER, with
+/// USER's login environment and home directory (`/` when it has none, as
+/// `nobody`'s usually is missing); one not started as root refuses the flag.
 #[tokio::test]
 async fn run_as_drops_root_for_every_command() {
     if !wiresh::privilege::is_root() {
@@ -67,13 +68,22 @@ async fn run_as_drops_root_for_every_command() {
     }
     let server = Server::start_with(&["--run-as", "nobody"]);
     let mut conn = server.connect().await;
-    let ran = sh(&mut conn, "id -u; echo $HOME").await;
+    let ran = sh(&mut conn, "id -u; echo $HOME $USER $LOGNAME; pwd -P").await;
     assert_exited(ran.status(), 0);
     let nobody = wiresh::privilege::Account::lookup("nobody").expect("a nobody user");
     let text = ran.stdout_str();
-    let uid: u32 = text.lines().next().unwrap().parse().unwrap();
+    let mut lines = text.lines();
+    let uid: u32 = lines.next().unwrap().parse().unwrap();
     assert_ne!(uid, 0, "commands still run as root");
     assert_eq!(uid, nobody.uid(), "{text}");
+    let user = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        lines.next(),
+        Some(format!("{} nobody nobody", user.dir.display()).as_str()),
+        "{text}"
+    );
+    let start = user.dir.canonicalize().unwrap_or_else(|_| "/".into());
+    assert_eq!(lines.next(), start.to_str(), "{text}");
 }
 
 /// Whether a command was refused by the policy (`forbidden`).

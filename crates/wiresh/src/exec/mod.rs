@@ -16,6 +16,8 @@
 //! - `launcher`: threads with small descriptor tables of their own that
 //!   start commands once the server holds many descriptors, so that a
 //!   start costs the same however many it holds.
+//! - [`login`]: where and with which environment a command runs: the
+//!   account's home and a login's variables, as `ssh host command`.
 //! - [`pty`]: a command on a pseudo-terminal, leading a session of its
 //!   own, and the [`Terminal`] the server drives it through.
 //! - [`slots`]: how many commands may run at once, over every listener.
@@ -27,6 +29,7 @@ pub mod cgroup;
 mod child;
 mod guard;
 mod launcher;
+pub mod login;
 pub mod pty;
 pub mod reaper;
 pub mod slots;

@@ -223,6 +223,7 @@ mod tests {
             env: vec![("PATH".into(), evil.path().display().to_string())],
             cwd: None,
             stdin: false,
+            login: true,
         };
         let mut spawned = spawn_group(&spec, "true").unwrap();
         let mut out = String::new();

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use tokio::process::Command;
 
+use super::login::LoginAccount;
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
@@ -25,10 +27,14 @@ pub enum Program {
 pub struct Spec {
     /// What to run.
     pub program: Program,
-    /// Variables added to (or replacing in) the server's environment.
+    /// Variables added to (or replacing in) the command's environment.
     pub env: Vec<(String, String)>,
-    /// Working directory; the server's own when `None`.
+    /// Working directory; when `None`, the account's home directory for a
+    /// login, else the server's own.
     pub cwd: Option<PathBuf>,
+    /// Whether the command runs as a login would (see [`super::login`]):
+    /// the account's environment and home directory, not the server's.
+    pub login: bool,
     /// Whether the command gets a pipe for its stdin (else `/dev/null`).
     pub stdin: bool,
 }
@@ -41,11 +47,14 @@ impl Spec {
             env: Vec::new(),
             cwd: None,
             stdin: false,
+            login: false,
         }
     }
 
     /// The command, with everything but its stdio and process group.
     pub(super) fn command(&self) -> io::Result<Command> {
+        let account =
+            (self.login || self.program == Program::LoginShell).then(LoginAccount::current);
         let mut cmd = match &self.program {
             Program::Shell(line) => {
                 let mut c = Command::new("/bin/sh");
@@ -58,19 +67,25 @@ impl Spec {
                 c
             }
             Program::LoginShell => {
-                let (shell, home) = login_account();
+                let account = account.as_ref().expect("looked up for a login shell");
+                let shell = &account.shell;
                 let name = shell.file_name().unwrap_or_default().to_string_lossy();
-                let mut c = Command::new(&shell);
-                c.arg0(format!("-{name}"));
-                if let Some(home) = home.filter(|h| h.is_dir()) {
-                    c.current_dir(home);
-                }
+                let mut c = Command::new(shell);
+                c.arg0(format!("-{name}")).current_dir(account.start_dir());
                 c
             }
         };
+        if let Some(account) = account.as_ref().filter(|_| self.login) {
+            account.apply(&mut cmd);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &self.cwd {
-            cmd.current_dir(cwd);
+            // A login's relative directory is under its home, as `cd` there.
+            let dir = match account.as_ref().filter(|_| self.login) {
+                Some(account) => account.start_dir().join(cwd),
+                None => cwd.clone(),
+            };
+            cmd.current_dir(dir);
         }
         Ok(cmd)
     }
@@ -99,20 +114,6 @@ pub fn resolve_program(name: &str) -> io::Result<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(not_found)
-}
-
-/// The shell and home directory of the account this process runs as, as
-/// the user database names them; `/bin/sh` when it names no shell.
-fn login_account() -> (PathBuf, Option<PathBuf>) {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten();
-    let shell = user
-        .as_ref()
-        .map(|u| u.shell.clone())
-        .filter(|s| !s.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
-    (shell, user.map(|u| u.dir))
 }
 
 fn is_executable(path: &std::path::Path) -> bool {

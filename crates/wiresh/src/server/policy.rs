@@ -441,6 +441,7 @@ mod tests {
             env: Vec::new(),
             cwd: None,
             stdin: false,
+            login: false,
         }
     }
 

@@ -115,11 +115,22 @@ impl Fleet {
         cmd
     }
 
-    /// The server whose `WIRESH_HOME` is `home` (commands see it in their
-    /// environment, which is how a test tells the hosts' output apart).
+    /// The server whose `WIRESH_HOME` is `home` (commands read it with
+    /// [`on_host`], which is how a test tells the hosts' output apart).
     pub fn by_home(&self, home: &str) -> Option<usize> {
         self.servers
             .iter()
             .position(|s| s.home() == Path::new(home))
     }
+}
+
+/// `command` with `$WIRESH_HOME` set to the home of the server running it,
+/// read from that server's environment (`/proc/$PPID/environ`: the server
+/// starts its commands itself). Commands no longer inherit the server's
+/// environment, as with ssh; each server of a fleet has a home of its own,
+/// so this is how a command tells which host it runs on.
+pub fn on_host(command: &str) -> String {
+    format!(
+        r#"WIRESH_HOME=$(tr '\0' '\n' < /proc/$PPID/environ | sed -n 's/^WIRESH_HOME=//p'); {command}"#
+    )
 }

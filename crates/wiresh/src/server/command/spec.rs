@@ -27,6 +27,7 @@ pub(super) fn spec_for(req: &ExecRequest) -> Result<Spec, Refusal> {
             .collect(),
         cwd: req.cwd.as_ref().map(Into::into),
         stdin: req.stdin,
+        login: true,
     })
 }
 
