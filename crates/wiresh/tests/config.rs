@@ -296,4 +296,40 @@ async fn json_logs_are_one_object_per_line() {
         .unwrap();
     assert_eq!(finished["command"], "echo hi");
     assert!(finished["client"].as_str().unwrap().starts_with("token:"));
+    // Typed values, not Rust's `Some(0)` and `None` as strings.
+    assert_eq!(finished["code"], 0, "{finished}");
+    assert!(finished["signal"].is_null(), "{finished}");
+    assert_killed(sh(&mut conn, "kill -9 $$").await.status(), 9);
+    server
+        .wait_for_log_line("a second command finished", |l| {
+            l.contains("command finished") && l.contains("kill -9")
+        })
+        .await;
+    let killed = server
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["message"] == "command finished" && v["command"] == "kill -9 $$")
+        .unwrap();
+    assert_eq!(killed["signal"], 9, "{killed}");
+    assert!(killed["code"].is_null(), "{killed}");
+}
+
+/// Text logs name values as a person reads them: `code=0`, and nothing
+/// for what a command does not have (no `Some(0)`, no `None`).
+#[tokio::test]
+async fn text_logs_have_no_rust_debug_spellings() {
+    let server = Server::start();
+    let mut conn = server.connect().await;
+    assert_exited(sh(&mut conn, "echo hi").await.status(), 0);
+    server.wait_for_log("command finished").await;
+    let log = server.log();
+    let finished = log
+        .lines()
+        .find(|l| l.contains("command finished"))
+        .unwrap();
+    assert!(finished.contains(" code=0 "), "{finished}");
+    for debug in ["Some(", "None", "signal="] {
+        assert!(!finished.contains(debug), "{debug} in {finished}");
+    }
 }

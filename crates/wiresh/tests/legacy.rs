@@ -671,6 +671,43 @@ async fn client_py_against_wiresh_serve_legacy_listen() {
     assert_eq!(ran.stdout_str(), "modern\n");
 }
 
+/// The legacy listener's log line has typed values as the modern one's:
+/// the command as a string (not Rust's quoted debug form), and no
+/// `ended_early` when the command did not end early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_log_lines_have_no_rust_debug_spellings() {
+    let (server, addr) = start_binary_with_legacy_and(&["--log-format", "json"]);
+    let mut client = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    client.run("echo 'hi there'", &mut out).await.unwrap();
+    server.wait_for_log("legacy command finished").await;
+    let finished = server
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["message"] == "legacy command finished")
+        .unwrap();
+    assert_eq!(finished["command"], "echo 'hi there'", "{finished}");
+    assert!(finished.get("ended_early").is_none(), "{finished}");
+    assert_eq!(finished["spooled"], false, "{finished}");
+
+    let (server, addr) = start_binary_with_legacy();
+    let mut client = LegacyClient::connect(&addr.to_string(), BOUND)
+        .await
+        .unwrap();
+    client.run("true", &mut out).await.unwrap();
+    server.wait_for_log("legacy command finished").await;
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("legacy command finished"))
+        .unwrap();
+    assert!(line.contains("command=\"true\""), "{line}");
+    assert!(!line.contains("ended_early"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_listen_refuses_a_non_loopback_address() {
     let home = tempfile::tempdir().unwrap();

@@ -214,11 +214,11 @@ impl Conn {
             let total_size = reply.header.total_size;
             info!(
                 peer = %self.peer,
-                command = ?command,
+                command = command.as_str(),
                 total_size,
                 md5 = %reply.header.md5,
                 spooled = reply.spooled(),
-                ended_early = reply.ended_early.as_deref().unwrap_or(""),
+                ended_early = reply.ended_early.as_deref(),
                 duration_ms = started.elapsed().as_millis() as u64,
                 "legacy command finished"
             );

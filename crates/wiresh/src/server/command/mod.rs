@@ -159,8 +159,9 @@ async fn finish(
         peer = %session.peer,
         client = %session.identity,
         command = %what,
-        code = ?exit.code,
-        signal = ?exit.signal,
+        // Typed, and absent when `None`: `code=0`, `"signal":9`.
+        code = exit.code,
+        signal = exit.signal,
         timed_out,
         cancelled,
         duration_ms = exit.duration_ms,
