@@ -245,6 +245,45 @@ fn check_masks_secrets_creates_nothing_and_checks_every_file() {
         "{stdout}"
     );
     assert!(!text(&out.stderr).contains(server.token.expose()));
+    // Files left unset are shown at the default paths the server reads,
+    // as the TOML line that would name them.
+    let quoted = |path: &Path| format!("{:?}", path.display().to_string());
+    assert_eq!(
+        line(&stdout, "authorized-clients"),
+        format!("authorized-clients = {}  # default", quoted(&clients))
+    );
+    assert_eq!(
+        line(&stdout, "token-file"),
+        format!(
+            "token-file = {}  # default",
+            quoted(&server.home().join("token"))
+        )
+    );
+    assert!(
+        !stdout.contains("authorized-clients is not set"),
+        "{stdout}"
+    );
+    // The policy in force, as the JSON its file would hold: no Rust spelling.
+    let policy_file = server.home().join("policy.json");
+    write(
+        &policy_file,
+        r#"{"allow_shell": false, "allowed_programs": ["/bin/true"]}"#,
+    );
+    let out = serve(
+        server.home(),
+        &["--check", "--policy", policy_file.to_str().unwrap()],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let policy = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# policy in force, as its JSON file would say: "))
+        .unwrap_or_else(|| panic!("no policy line in {stdout}"));
+    let policy: serde_json::Value = serde_json::from_str(policy).unwrap();
+    assert_eq!(policy["allow_shell"], false, "{policy}");
+    assert_eq!(policy["allowed_programs"][0], "/bin/true", "{policy}");
+    assert!(!stdout.contains("Policy {"), "{stdout}");
 
     // A token file others can read fails the check, with the fix.
     use std::os::unix::fs::PermissionsExt;

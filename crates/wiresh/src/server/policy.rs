@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::refusal::Refusal;
@@ -32,8 +32,9 @@ use crate::error::SetupError;
 use crate::exec::{resolve_program, Program, Spec};
 
 /// The rules, as read from the policy file. Every field is optional; an
-/// absent file or field allows everything, as without a policy.
-#[derive(Debug, Clone, Deserialize)]
+/// absent file or field allows everything, as without a policy. Written
+/// back (`serve --check`), it is the file that says the same.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Whether `exec` with a shell command line (`sh -c`) is allowed.

@@ -4,6 +4,7 @@
 //! conversion runs again on every reload (SIGHUP) and for `--check`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -87,9 +88,14 @@ fn check(settings: Settings) -> Result<()> {
             Source::File(line) => format!("config file line {line}"),
             Source::Default => "default".to_string(),
         };
-        match value {
-            Some(v) => out.push_str(&format!("{name} = {}  # {source}\n", toml_value(v))),
-            None => out.push_str(&format!("# {name} is not set\n")),
+        match (value, default_path(name, &config)?) {
+            (Some(v), _) => out.push_str(&format!("{name} = {}  # {source}\n", toml_value(v))),
+            (None, Some(path)) => out.push_str(&format!(
+                "{name} = {}  # default{}\n",
+                toml_value(&path.display().to_string()),
+                if path.exists() { "" } else { " (absent)" }
+            )),
+            (None, None) => out.push_str(&format!("# {name} is not set\n")),
         }
     }
     let server = &config.server;
@@ -108,12 +114,25 @@ fn check(settings: Settings) -> Result<()> {
         server.clients.len(),
         server.clients.names().join(", ")
     ));
-    out.push_str(&format!("# policy: {:?}\n", server.policy));
+    out.push_str(&format!(
+        "# policy in force, as its JSON file would say: {}\n",
+        serde_json::to_string(&server.policy)?
+    ));
     for note in notes {
         out.push_str(&format!("# note: {note}\n"));
     }
     print!("{out}");
     Ok(())
+}
+
+/// The file an unset setting stands for: the default path the server
+/// reads, so that `--check` shows where it looked.
+fn default_path(name: &str, config: &DaemonConfig) -> Result<Option<PathBuf>> {
+    Ok(match name {
+        "token-file" => Some(config.token_path.clone()),
+        "authorized-clients" => Some(clients::default_path()?),
+        _ => None,
+    })
 }
 
 /// A value as TOML: numbers and booleans bare, anything else quoted.
