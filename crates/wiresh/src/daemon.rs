@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::defaults::SECOND_SIGNAL_FAREWELL;
 use crate::error::SetupError;
@@ -418,10 +418,10 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
 fn log_kernel_tls() {
     match crate::tls::kernel_tls() {
         crate::tls::KernelTls::Available => {
-            info!("kernel TLS (TCP_ULP \"tls\") is available; records stay in rustls")
+            debug!("kernel TLS (TCP_ULP \"tls\") is available; records stay in rustls")
         }
         crate::tls::KernelTls::Unavailable(why) => {
-            info!("kernel TLS (TCP_ULP \"tls\") is not available ({why}); records stay in rustls")
+            debug!("kernel TLS (TCP_ULP \"tls\") is not available ({why}); records stay in rustls")
         }
     }
 }

@@ -354,6 +354,28 @@ async fn json_logs_are_one_object_per_line() {
     assert!(killed["code"].is_null(), "{killed}");
 }
 
+/// A start logs nothing at INFO that every start would repeat (whether
+/// the kernel could take TLS over, the shutdown grace): they are there at
+/// debug level for whoever asks.
+#[tokio::test]
+async fn a_plain_start_logs_no_routine_lines_at_info() {
+    let quiet = Server::start();
+    let mut conn = quiet.connect().await;
+    assert_exited(sh(&mut conn, "true").await.status(), 0);
+    quiet.wait_for_log("command finished").await;
+    let log = quiet.log();
+    for routine in ["kernel TLS", "to finish on shutdown"] {
+        assert!(!log.contains(routine), "{routine:?} at INFO:\n{log}");
+    }
+    let verbose = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--allow-plaintext"],
+        &[("WIRESH_LOG", "debug".as_ref())],
+    );
+    verbose.wait_for_log("kernel TLS").await;
+    verbose.wait_for_log("to finish on shutdown").await;
+}
+
 /// Text logs name values as a person reads them: `code=0`, and nothing
 /// for what a command does not have (no `Some(0)`, no `None`).
 #[tokio::test]

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 /// The defaults, under the name the `serve` flags know them by.
 pub use crate::defaults;
@@ -80,7 +80,7 @@ pub async fn run_reloadable(
         settings.clone(),
         shared.logins.clone(),
     )));
-    info!(
+    debug!(
         "running commands get {:?} to finish on shutdown",
         first.shutdown_grace
     );
