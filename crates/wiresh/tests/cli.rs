@@ -95,6 +95,23 @@ async fn exec_exit_codes_and_signals() {
     }
 }
 
+/// A working directory that is not there is named as the cause, not taken
+/// for a missing program.
+#[tokio::test]
+async fn exec_in_a_missing_directory_says_so() {
+    let server = Server::start();
+    let mut cmd = server.cli("exec");
+    cmd.args(["-C", "/nonexistent", "--", "pwd"]);
+    let out = cli_output(cmd, None).await;
+    let stderr = out.stderr_str();
+    assert_eq!(out.code, Some(127), "{stderr}");
+    assert!(
+        stderr.contains("working directory /nonexistent does not exist"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot start"), "{stderr}");
+}
+
 #[tokio::test]
 async fn exec_argv_runs_without_a_shell() {
     let server = Server::start();

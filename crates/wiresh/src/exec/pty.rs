@@ -44,12 +44,9 @@ pub struct SpawnedPty {
 /// of a new session with the pty as controlling terminal. `spec.stdin` plays
 /// no part: the terminal is the command's input. `what` names it in errors.
 pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<SpawnedPty, SpawnError> {
-    let fail = |source| SpawnError {
-        what: what.to_string(),
-        source,
-    };
+    let fail = |source| SpawnError::new(what, source);
+    let mut cmd = spec.command(what)?;
     let (master, slave) = open(pty.size()).map_err(fail)?;
-    let mut cmd = spec.command().map_err(fail)?;
     let term_from_env = spec.env.iter().any(|(k, _)| k == "TERM");
     if !pty.term.is_empty() && !term_from_env {
         cmd.env("TERM", &pty.term);

@@ -49,11 +49,8 @@ pub struct Spawned {
 /// many descriptors (see `launcher`: there the cost of a start does not
 /// grow with them), else from this thread.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
-    let fail = |source| SpawnError {
-        what: what.to_string(),
-        source,
-    };
-    let mut cmd = spec.command().map_err(fail)?;
+    let fail = |source| SpawnError::new(what, source);
+    let mut cmd = spec.command(what)?;
     let cgroup = cgroup::for_command().map_err(fail)?;
     ctty::prepare(
         cmd.as_std_mut(),

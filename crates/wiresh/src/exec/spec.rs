@@ -51,8 +51,9 @@ impl Spec {
         }
     }
 
-    /// The command, with everything but its stdio and process group.
-    pub(super) fn command(&self) -> io::Result<Command> {
+    /// The command, with everything but its stdio and process group;
+    /// `what` names it in the error.
+    pub(super) fn command(&self, what: &str) -> Result<Command, SpawnError> {
         let account =
             (self.login || self.program == Program::LoginShell).then(LoginAccount::current);
         let mut cmd = match &self.program {
@@ -62,7 +63,8 @@ impl Spec {
                 c
             }
             Program::Argv(argv) => {
-                let mut c = Command::new(resolve_program(&argv[0])?);
+                let program = resolve_program(&argv[0]).map_err(|e| SpawnError::new(what, e))?;
+                let mut c = Command::new(program);
                 c.arg0(&argv[0]).args(&argv[1..]);
                 c
             }
@@ -85,6 +87,7 @@ impl Spec {
                 Some(account) => account.start_dir().join(cwd),
                 None => cwd.clone(),
             };
+            check_work_dir(&dir, what)?;
             cmd.current_dir(dir);
         }
         Ok(cmd)
@@ -116,20 +119,69 @@ pub fn resolve_program(name: &str) -> io::Result<PathBuf> {
         .ok_or_else(not_found)
 }
 
+/// Fails with the directory named when `dir` cannot be a command's working
+/// directory: told here, before the start, the child's failed `chdir`
+/// would read as the program's "No such file or directory".
+fn check_work_dir(dir: &std::path::Path, what: &str) -> Result<(), SpawnError> {
+    let failed = |source| SpawnError {
+        what: what.to_string(),
+        work_dir: Some(dir.to_path_buf()),
+        source,
+    };
+    let meta = std::fs::metadata(dir).map_err(failed)?;
+    if !meta.is_dir() {
+        return Err(failed(io::Error::from_raw_os_error(nix::libc::ENOTDIR)));
+    }
+    nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).map_err(|e| failed(e.into()))
+}
+
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The operating system refused to start a command.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start {what}: {source}")]
+#[derive(Debug)]
 pub struct SpawnError {
     /// What was being started.
     pub what: String,
+    /// Set when the working directory was what failed, not the program.
+    pub work_dir: Option<PathBuf>,
     /// The underlying error.
-    #[source]
     pub source: io::Error,
+}
+
+impl SpawnError {
+    /// Starting `what` failed.
+    pub fn new(what: &str, source: io::Error) -> SpawnError {
+        SpawnError {
+            what: what.to_string(),
+            work_dir: None,
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(dir) = &self.work_dir else {
+            return write!(f, "cannot start {}: {}", self.what, self.source);
+        };
+        let dir = dir.display();
+        match (self.source.kind(), self.source.raw_os_error()) {
+            (io::ErrorKind::NotFound, _) => write!(f, "working directory {dir} does not exist"),
+            (_, Some(nix::libc::ENOTDIR)) => {
+                write!(f, "working directory {dir} is not a directory")
+            }
+            _ => write!(f, "cannot use working directory {dir}: {}", self.source),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 #[cfg(test)]
@@ -143,5 +195,36 @@ mod tests {
         assert_eq!(resolve_program("./x").unwrap(), PathBuf::from("./x"));
         assert!(resolve_program("no-such-program-wiresh").is_err());
         assert!(resolve_program("").is_err());
+    }
+
+    #[test]
+    fn a_working_directory_that_cannot_be_used_is_named_not_the_program() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        for (dir, says) in [
+            ("/nonexistent/wiresh-test".into(), "does not exist"),
+            (file.path().to_path_buf(), "is not a directory"),
+        ] {
+            let spec = Spec {
+                cwd: Some(dir.clone()),
+                ..Spec::shell("pwd")
+            };
+            let err = spec.command("pwd").unwrap_err();
+            assert_eq!(err.work_dir.as_ref(), Some(&dir));
+            assert_eq!(
+                err.to_string(),
+                format!("working directory {} {says}", dir.display())
+            );
+        }
+        let missing_program = Spec {
+            program: Program::Argv(vec!["wiresh-no-such-program".into()]),
+            ..Spec::shell("")
+        };
+        let err = missing_program
+            .command("wiresh-no-such-program")
+            .unwrap_err();
+        assert!(err.work_dir.is_none());
+        assert!(err
+            .to_string()
+            .starts_with("cannot start wiresh-no-such-program: "));
     }
 }

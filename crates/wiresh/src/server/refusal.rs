@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn running_out_of_descriptors_is_busy_not_a_failed_program() {
-        let spawn = |errno| SpawnError {
-            what: "x".into(),
-            source: std::io::Error::from_raw_os_error(errno),
-        };
+        let spawn = |errno| SpawnError::new("x", std::io::Error::from_raw_os_error(errno));
         assert_eq!(
             Refusal::not_started(spawn(nix::libc::EMFILE)).code(),
             ErrorCode::Busy
