@@ -206,6 +206,36 @@ async fn a_client_line_can_carry_a_policy() {
     );
 }
 
+/// A key is named `account@host` after the user database's account, as
+/// ssh-keygen does, even with `$USER` unset (cron, a unit) or wrong.
+#[tokio::test]
+async fn keygen_names_the_key_after_the_account_not_user() {
+    let account = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("this test's account");
+    for user in [None, Some("someone-else")] {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("keygen");
+        isolated(&mut cmd, home.path());
+        match user {
+            None => cmd.env_remove("USER"),
+            Some(user) => cmd.env("USER", user),
+        };
+        let out = cli_output(cmd, None).await;
+        assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+        let line = out.stdout_str();
+        let name = line
+            .split_whitespace()
+            .nth(1)
+            .expect("a name after the fingerprint");
+        assert!(
+            name.starts_with(&format!("{}@", account.name)),
+            "{line:?} with USER={user:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn keygen_never_overwrites_and_keys_must_be_private() {
     let alice = KeyClient::new("alice").await;

@@ -31,9 +31,16 @@ pub fn run(args: KeygenArgs) -> Result<()> {
 }
 
 /// `USER@HOSTNAME`, as ssh-keygen names a key, with anything a client
-/// name may not hold left out.
+/// name may not hold left out. USER is the account's name in the user
+/// database, as ssh-keygen takes it (`$USER` may be unset, under cron or
+/// systemd, or stale after `su`).
 fn default_name() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "wiresh".into());
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "wiresh".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let name = format!("{user}@{}", host.trim());
     let name: String = name
