@@ -17,7 +17,7 @@ fn run(args: &[&str]) -> std::process::Output {
     out
 }
 
-const SUBCOMMANDS: [&str; 6] = ["serve", "exec", "shell", "put", "get", "keygen"];
+const SUBCOMMANDS: [&str; 7] = ["serve", "exec", "shell", "put", "get", "keygen", "reload"];
 
 #[test]
 fn version_names_the_protocol() {

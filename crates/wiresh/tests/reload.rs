@@ -325,3 +325,58 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     until("STOPPING=1");
     assert!(server.wait_exit().await.success());
 }
+
+/// `wiresh reload` with `WIRESH_HOME=home` and `args`: its status and stderr.
+async fn wiresh_reload(home: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("reload").args(args);
+    isolated(&mut cmd, home);
+    let out = cli_output(cmd, None).await;
+    (out.code, out.stderr_str())
+}
+
+/// `wiresh reload` signals the server whose id is in the pid file
+/// (`$WIRESH_HOME/server.pid`, or `--pid-file`), and no other process: a
+/// file left naming another program is refused with nothing signalled
+/// (SIGHUP would have ended this test's own process, named there). A
+/// server that stops takes its pid file with it.
+#[tokio::test]
+async fn wiresh_reload_signals_the_server_of_its_pid_file_and_nothing_else() {
+    let mut server = Server::start();
+    let pid_file = server.home().join("server.pid");
+    let held = std::fs::read_to_string(&pid_file).expect("the server keeps a pid file");
+    assert_eq!(held.trim(), server.pid().to_string());
+    let (code, stderr) = wiresh_reload(server.home(), &[]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", server.pid())),
+        "{stderr}"
+    );
+    server.wait_for_log(RELOADED).await;
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let custom = elsewhere.path().join("wiresh.pid");
+    let other = Server::start_with(&["--pid-file", custom.to_str().unwrap()]);
+    let (code, stderr) =
+        wiresh_reload(server.home(), &["--pid-file", custom.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    other.wait_for_log(RELOADED).await;
+    assert!(!other.home().join("server.pid").exists());
+
+    let stale = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stale.path().join("server.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let (code, stderr) = wiresh_reload(stale.path(), &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a running `wiresh serve`"), "{stderr}");
+    let (code, stderr) = wiresh_reload(tempfile::tempdir().unwrap().path(), &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is `wiresh serve` running"), "{stderr}");
+
+    server.signal(libc::SIGTERM);
+    server.wait_exit().await;
+    assert!(!pid_file.exists(), "the pid file outlived its server");
+}

@@ -91,6 +91,12 @@ pub enum Command {
     /// when the server refuses it. `--persist DURATION` on the other
     /// commands starts one on demand. Only this user's commands can use it.
     Master(MasterArgs),
+    /// Make the running server re-read its settings and files, dropping
+    /// nothing (SIGHUP to the process in its pid file, and no other).
+    ///
+    /// The server of this WIRESH_HOME, or the one started with the same
+    /// --pid-file. Under systemd, `systemctl reload wiresh` does the same.
+    Reload(ReloadArgs),
     /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -114,6 +120,14 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ReloadArgs {
+    /// The running server's pid file (its `serve --pid-file`).
+    /// [default: $WIRESH_HOME/server.pid]
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -296,6 +310,10 @@ pub struct ServeArgs {
     /// a random token if missing. [default: $WIRESH_HOME/token]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// Keep the server's process id in this file while it runs, for
+    /// `wiresh reload`. [default: $WIRESH_HOME/server.pid]
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
     /// Most authenticated connections served at once; further clients get
     /// an error.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNECTIONS)]

@@ -24,7 +24,7 @@ pub fn run(args: KeygenArgs) -> Result<()> {
     );
     eprintln!(
         "wiresh: to let this client in, add this line to the server's authorized_clients \
-         file ($WIRESH_HOME/authorized_clients there) and reload the server (SIGHUP):"
+         file ($WIRESH_HOME/authorized_clients there) and reload the server (`wiresh reload` or `systemctl reload wiresh` there):"
     );
     println!("{} {name}", key.fingerprint);
     Ok(())

@@ -10,6 +10,7 @@
 //! - `fanout`: the fan-out flags → the library's fan-out;
 //! - `keygen`: a client key pair;
 //! - `master`: `wiresh master`, and `--persist` for the other commands;
+//! - `reload`: `wiresh reload`, and the pid file `serve` keeps for it;
 //! - `help`: completion scripts and manual pages from the same definition;
 //! - `alloc`: how the allocator keeps freed memory (set before anything).
 
@@ -21,6 +22,7 @@ mod help;
 mod hosts;
 mod keygen;
 mod master;
+mod reload;
 mod serve;
 mod settings;
 
@@ -45,6 +47,10 @@ fn main() -> ExitCode {
         Command::Master(args) => (master::run(args), exit::CLIENT_FAILURE),
         Command::Keygen(args) => (
             keygen::run(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
+        Command::Reload(args) => (
+            reload::run(args).map(|()| exit::SUCCESS),
             exit::LOCAL_FAILED,
         ),
         Command::Completions(args) => (

@@ -54,7 +54,16 @@ pub fn run() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if runtime.block_on(daemon::run(config))? == daemon::Stopped::Forced {
+    let pid_file = crate::reload::path(settings.args.pid_file.as_deref())?;
+    let stopped = runtime.block_on(async {
+        // SIGHUP handled (never the default, which ends the process) before
+        // the pid file tells `wiresh reload` where to send it.
+        let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        let _pid_file = crate::reload::PidFile::write(pid_file)?;
+        anyhow::Ok(daemon::run(config).await?)
+    })?;
+    if stopped == daemon::Stopped::Forced {
         // What is still running is left to the exit, not waited for.
         runtime.shutdown_background();
         anyhow::bail!("stopped by a second signal: every running command was killed");
@@ -131,6 +140,7 @@ fn default_path(name: &str, config: &DaemonConfig) -> Result<Option<PathBuf>> {
     Ok(match name {
         "token-file" => Some(config.token_path.clone()),
         "authorized-clients" => Some(clients::default_path()?),
+        "pid-file" => Some(crate::reload::path(None)?),
         _ => None,
     })
 }
