@@ -68,11 +68,13 @@ pub enum Command {
     /// a trailing slash or an existing remote directory copy into that
     /// directory. Each file is checked with BLAKE3 and renamed into place
     /// only when complete.
+    #[command(override_usage = "wiresh put [OPTIONS] LOCAL... REMOTE")]
     Put(PutArgs),
     /// Copy files from the server, like scp: `get REMOTE... LOCAL`.
     ///
     /// Local names come from the paths you give, never from the server. Each
     /// file is checked with BLAKE3 and renamed into place only when complete.
+    #[command(override_usage = "wiresh get [OPTIONS] REMOTE... LOCAL")]
     Get(GetArgs),
     /// Make a client key pair, so that a server can know this client by it
     /// (like ssh-keygen).
@@ -716,7 +718,7 @@ pub struct PutArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
     /// Local files (and, with -r, directories), then the remote destination.
-    #[arg(required = true, num_args = 2.., value_name = "LOCAL... REMOTE")]
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<OsString>,
 }
 
@@ -725,7 +727,7 @@ pub struct GetArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
     /// Remote files (and, with -r, directories), then the local destination.
-    #[arg(required = true, num_args = 2.., value_name = "REMOTE... LOCAL")]
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<OsString>,
 }
 

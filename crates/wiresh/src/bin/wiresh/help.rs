@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use crate::args::{Cli, CompletionsArgs, ManArgs};
+use crate::manual;
 
 /// Prints the completion script for one shell on stdout.
 pub fn completions(args: CompletionsArgs) -> Result<()> {
@@ -21,22 +22,54 @@ pub fn man(args: ManArgs) -> Result<()> {
     let cmd = Cli::command();
     let Some(dir) = args.dir else {
         let mut out = std::io::stdout().lock();
-        clap_mangen::Man::new(cmd).render(&mut out)?;
+        out.write_all(&page(cmd, "wiresh")?)?;
         return out.flush().context("cannot write the manual page");
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut pages = vec![("wiresh".to_string(), cmd.clone())];
+    let mut pages = vec![("wiresh".to_string(), page(cmd.clone(), "wiresh")?)];
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name = format!("wiresh-{}", sub.get_name());
-        // clap names are `&'static str`; a one-shot command may leak a few.
-        pages.push((name.clone(), sub.clone().name(name.leak() as &str)));
+        let name = sub.get_name();
+        // The page is wiresh-exec(1); the command typed is `wiresh exec`.
+        let command = sub
+            .clone()
+            .display_name(format!("wiresh-{name}"))
+            .bin_name(format!("wiresh {name}"));
+        pages.push((format!("wiresh-{name}"), page(command, name)?));
     }
-    for (name, page) in pages {
+    for (name, text) in pages {
         let path = dir.join(format!("{name}.1"));
-        let mut text = Vec::new();
-        clap_mangen::Man::new(page).render(&mut text)?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// The roff of one page: clap's sections, with the synopsis of an
+/// overridden usage where clap's would be unreadable (`put LOCAL...
+/// REMOTE`), then [`manual::sections`].
+fn page(cmd: clap::Command, name: &str) -> Result<Vec<u8>> {
+    let usage = cmd.clone().render_usage().to_string();
+    let overridden = cmd.get_overridden_usage().is_some();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    if overridden {
+        let usage = usage.trim_start_matches("Usage: ").replace('-', "\\-");
+        out.extend_from_slice(format!(".SH SYNOPSIS\n{usage}\n").as_bytes());
+    } else {
+        man.render_synopsis_section(&mut out)?;
+    }
+    man.render_description_section(&mut out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    if cmd.has_subcommands() {
+        man.render_subcommands_section(&mut out)?;
+    }
+    out.extend_from_slice(manual::sections(name).as_bytes());
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
+    Ok(out)
 }

@@ -12,6 +12,8 @@
 //! - `master`: `wiresh master`, and `--persist` for the other commands;
 //! - `reload`: `wiresh reload`, and the pid file `serve` keeps for it;
 //! - `help`: completion scripts and manual pages from the same definition;
+//! - `manual`: the manual pages' sections clap does not know (exit
+//!   statuses, environment, files, examples);
 //! - `alloc`: how the allocator keeps freed memory (set before anything).
 
 mod alloc;
@@ -22,6 +24,7 @@ mod help;
 mod hosts;
 mod keygen;
 mod master;
+mod manual;
 mod reload;
 mod serve;
 mod settings;
