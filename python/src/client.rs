@@ -105,6 +105,7 @@ pub fn connect(
         fingerprint,
         plaintext,
         home,
+        ..Reach::default()
     };
     let endpoint = resolve(py, &reach)?;
     let conn = waiting::run(py, Connection::connect(&endpoint))?

@@ -15,11 +15,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use wiresh::client::{ClientError, Connection, Endpoint};
 use wiresh::hostlist;
-use wiresh::reach::Reach;
+use wiresh::reach::{Reach, Resolver};
 use wiresh_proto::{ExecRequest, Secret};
 
 use crate::command::{self, Ended};
-use crate::{client, errors, waiting};
+use crate::{errors, waiting};
 
 /// What one host came to.
 enum Outcome {
@@ -70,7 +70,6 @@ pub fn run_many(
         ));
     }
     let given = Reach {
-        host: None,
         port,
         token: token.map(Secret),
         token_file,
@@ -78,16 +77,13 @@ pub fn run_many(
         fingerprint,
         plaintext,
         home,
+        ..Reach::default()
     };
+    // Every host found the way `wiresh exec` finds it, the settings read once.
+    let mut resolver = Resolver::new(given).map_err(|e| errors::setup(py, &e))?;
     let endpoints: Vec<PyResult<Endpoint>> = names
         .iter()
-        .map(|name| {
-            let reach = Reach {
-                host: Some(name.clone()),
-                ..given.clone()
-            };
-            client::resolve(py, &reach)
-        })
+        .map(|name| resolver.endpoint(name).map_err(|e| errors::setup(py, &e)))
         .collect();
     let reachable: Vec<(usize, Endpoint)> = endpoints
         .iter()

@@ -56,6 +56,49 @@ pub fn fingerprint(cert: &[u8]) -> String {
     format!("sha256:{}", hex(digest.as_ref()))
 }
 
+/// A certificate fingerprint as wiresh writes it: `sha256:` and the 64 hex
+/// digits of the certificate's SHA-256. Parsed once, wherever one is given
+/// (`--fingerprint`, the host settings, `authorized_clients`), and always
+/// shown in lowercase, as [`fingerprint`] makes them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(String);
+
+/// Why a text is not a [`Fingerprint`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a fingerprint: expected `sha256:` and 64 hex digits, as `wiresh serve` and `wiresh keygen` print them")]
+pub struct BadFingerprint(pub String);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = BadFingerprint;
+
+    fn from_str(text: &str) -> Result<Fingerprint, BadFingerprint> {
+        let hex = text.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Fingerprint(text.to_ascii_lowercase()))
+        } else {
+            Err(BadFingerprint(text.to_string()))
+        }
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of a certificate.
+    pub fn of(cert: &[u8]) -> Fingerprint {
+        Fingerprint(fingerprint(cert))
+    }
+
+    /// As written: `sha256:` and lowercase hex.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The handshake signature checks, done as usual with the certificate
 /// presented, by both of our verifiers (the client's pin of the server, the
 /// server's acceptance of client keys): what proves the peer holds the key.
@@ -102,6 +145,24 @@ mod tests {
             fingerprint(b"abc"),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn fingerprints_parse_once_into_lowercase() {
+        let upper = format!("sha256:{}", "AB".repeat(32));
+        let parsed: Fingerprint = upper.parse().unwrap();
+        assert_eq!(parsed.as_str(), upper.to_ascii_lowercase());
+        assert_eq!(Fingerprint::of(b"abc").to_string(), fingerprint(b"abc"));
+        for bad in [
+            "",
+            "sha256:",
+            "md5:ab",
+            "sha256:12",
+            &format!("sha256:{}", "zz".repeat(32)),
+        ] {
+            let err = bad.parse::<Fingerprint>().unwrap_err().to_string();
+            assert!(err.contains("64 hex digits"), "{bad}: {err}");
+        }
     }
 
     #[test]

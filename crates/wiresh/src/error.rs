@@ -95,4 +95,9 @@ pub enum SetupError {
     /// Settings that contradict each other or the safety rules.
     #[error("{0}")]
     Config(String),
+    /// What was asked cannot be read: a malformed host list, an unknown
+    /// group, options that contradict each other. The command line's
+    /// usage error ([`crate::exit::USAGE`]).
+    #[error("{0}")]
+    Usage(String),
 }

@@ -17,7 +17,7 @@ pub const SUCCESS: i32 = 0;
 pub const TRANSFER_FAILED: i32 = 1;
 /// `wiresh serve` could not start or stopped on an error.
 pub const SERVE_FAILED: i32 = 1;
-/// A local subcommand (`keygen`, `man`, `completions`) failed.
+/// A local subcommand (`keygen`, `known-hosts`, `man`, `completions`) failed.
 pub const LOCAL_FAILED: i32 = 1;
 /// `put`: everything else was copied, but some local names were left
 /// out because they are not UTF-8 (the protocol's paths cannot carry
@@ -32,6 +32,11 @@ pub const STDOUT_CLOSED: i32 = 128 + 13;
 /// wiresh itself failed (cannot connect, wrong token, protocol error), as
 /// ssh does.
 pub const CLIENT_FAILURE: i32 = 255;
+/// The command line is wrong: an unknown option, a missing or malformed
+/// argument, a host list that does not parse, an unknown group, options
+/// that contradict each other. Nothing was run. As clap, and most Unix
+/// commands, report a usage error; for every subcommand.
+pub const USAGE: i32 = 2;
 
 /// Fan-out: some host did not succeed (its command failed, timed out, was
 /// refused or was not run), though every host was reached.
@@ -133,6 +138,15 @@ fn is_file_refusal(e: &ClientError) -> bool {
     )
 }
 
+/// The status after setting up failed: [`USAGE`] when what was asked is
+/// wrong, else `otherwise` (the subcommand's failure status).
+pub fn for_setup(error: &crate::error::SetupError, otherwise: i32) -> i32 {
+    match error {
+        crate::error::SetupError::Usage(_) => USAGE,
+        _ => otherwise,
+    }
+}
+
 /// Clamps a status to what a process can exit with.
 pub fn process_code(status: i32) -> u8 {
     status.clamp(0, 255) as u8
@@ -200,7 +214,7 @@ mod tests {
             CLIENT_FAILURE,
             INTERRUPTED,
             STDOUT_CLOSED,
-            2,
+            USAGE,
         ] {
             assert_ne!(LOCAL_IO, other, "a status of its own");
         }

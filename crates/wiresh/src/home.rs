@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::SetupError;
@@ -83,9 +83,26 @@ pub fn read_text(path: &Path, what: &'static str) -> Result<String, SetupError> 
     })
 }
 
-/// Checks that group and others have no access to a secret file.
+/// Checks that group and others have no access to a secret file. A
+/// secret that is not a regular file (a device such as `/dev/null`, a
+/// directory) is refused for what it is: chmod would be the wrong advice.
 pub fn check_private(path: &Path, what: &'static str) -> Result<(), SetupError> {
     let mode = mode_of(path, what)?;
+    let kind = fs::metadata(path).map(|m| m.file_type()).ok();
+    if let Some(kind) = kind.filter(|k| k.is_dir() || k.is_char_device() || k.is_block_device()) {
+        return Err(SetupError::Invalid {
+            what,
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is {}, not a file; give the path of the {what} itself",
+                if kind.is_dir() {
+                    "a directory"
+                } else {
+                    "a device"
+                }
+            ),
+        });
+    }
     if mode & 0o077 != 0 {
         return Err(SetupError::NotPrivate {
             what,
@@ -124,6 +141,13 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = check_private(&path, "secret").unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
+        for not_a_file in [Path::new("/dev/null"), dir.path()] {
+            let err = check_private(not_a_file, "key").unwrap_err().to_string();
+            assert!(
+                err.contains("not a file") && !err.contains("chmod"),
+                "{err}"
+            );
+        }
         let log = dir.path().join("log");
         drop(append_private_file(&log).unwrap());
         assert_eq!(mode(&log), 0o600);

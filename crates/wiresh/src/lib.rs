@@ -18,9 +18,11 @@
 //!   server, this process's own terminal on the client.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.
 //! - [`hostlist`]: host lists such as `web[01-20]`, expanded and folded.
-//! - [`inventory`]: `hosts.toml`: groups and per-host settings.
-//! - [`reach`]: how to reach one host: what is given, the rest from
-//!   `$WIRESH_HOME` as the command line finds it (for library users).
+//! - [`inventory`]: the client settings, `client.toml`: how to reach each
+//!   host, groups, defaults; the one reader.
+//! - [`reach`]: how to reach a host: what is given, the rest from the
+//!   client settings and `$WIRESH_HOME`; the one endpoint builder, for
+//!   one host and many, the command line and library users alike.
 //! - [`auth`]: the token: created, read, compared in constant time.
 //! - [`tls`]: the server's TLS identity and the client's pinning of it.
 //! - `cert`: what TLS and client keys share: fingerprints, signature checks.

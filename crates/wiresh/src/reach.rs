@@ -1,31 +1,45 @@
-//! How to reach one host: the host as the command line takes it (a name,
-//! an address, `HOST:PORT`, a name from the host settings), plus what was
-//! given explicitly, resolved into an [`Endpoint`] with everything else
-//! taken from `$WIRESH_HOME` exactly as `wiresh exec -H HOST` finds it:
-//! the token (`--token-file`, `WIRESH_TOKEN`, `token`), the pinned
-//! fingerprints (`known_hosts`), the client key (`client.key`), and the
-//! host's own settings (`hosts.toml`, else `client.toml`).
+//! How to reach a host: the one endpoint builder, used by `wiresh exec`,
+//! `shell`, `put` and `get` on one host and on many, and by the library's
+//! users (the Python package). What the caller gives ([`Reach`]: the
+//! command line's flags, or a function's arguments) goes over what the
+//! client settings say for the host ([`crate::inventory`]), which goes
+//! over the wiresh home's defaults:
 //!
-//! The library's users (the Python package, scripts) call [`endpoint`]; the
-//! binary's `ConnectArgs` can too, so that both find a host the same way.
+//! | what | from, first found |
+//! |---|---|
+//! | the host | given; `$WIRESH_HOST`; `[defaults] host`; `127.0.0.1` |
+//! | address | the host's `address`; its name |
+//! | port | named with the host (`HOST:PORT`); given (`-p`); the host's `port`; `[defaults] port`; 7878 |
+//! | token | given; `--token-file`; the host's `token-file`; `$WIRESH_TOKEN`; `[defaults] token-file`; the home's `token` |
+//! | client key | given (`-i`); the host's `key`; `[defaults] key`; the home's `client.key` if it exists |
+//! | fingerprint | given (`--fingerprint`); the host's `fingerprint`; `known_hosts` (pinned on first use) |
+//!
+//! A key of `none` (or `/dev/null`) presents no key; with no token found,
+//! a key alone is presented (enough for a server that knows it).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wiresh_proto::{Secret, DEFAULT_PORT};
 
 use crate::addr::Target;
 use crate::auth::{self, TOKEN_ENV};
-use crate::client::config::{ClientConfig, HostDefaults, CLIENT_CONFIG};
-use crate::client::{Endpoint, Pinning, Security};
+use crate::client::{Endpoint, Pinning, Security, CONNECT_TIMEOUT};
 use crate::error::SetupError;
 use crate::home::wiresh_home;
 use crate::hostlist;
-use crate::inventory::{HostSettings, Inventory, INVENTORY_FILE};
+use crate::inventory::{HostSettings, Inventory, NO_KEY};
 use crate::keys::{ClientKey, KEY_FILE};
+use crate::tls::Fingerprint;
 
-/// The host given when none is: the server on this machine.
+/// The host when none is given, by the command line, `$WIRESH_HOST` or
+/// the settings: the server on this machine.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
+
+/// The environment variable naming the host when none is given.
+pub const HOST_ENV: &str = "WIRESH_HOST";
 
 /// Name of the token file in `$WIRESH_HOME` (as [`auth`] reads it).
 const TOKEN_FILE: &str = "token";
@@ -33,18 +47,33 @@ const TOKEN_FILE: &str = "token";
 /// Name of the pinned fingerprints file in `$WIRESH_HOME`.
 pub const KNOWN_HOSTS: &str = "known_hosts";
 
-/// What the caller gives; everything left `None` comes from the home.
+/// Which settings file to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SettingsFile {
+    /// The home's `client.toml` (and, for this release, `hosts.toml`).
+    #[default]
+    Home,
+    /// This file (`--config FILE`).
+    File(PathBuf),
+    /// An inventory of earlier releases (`--inventory FILE`).
+    Old(PathBuf),
+}
+
+/// What the caller gives; everything left `None` comes from the settings
+/// and the home.
 #[derive(Debug, Clone, Default)]
 pub struct Reach {
-    /// The host as `-H` takes it; [`DEFAULT_HOST`] when `None`.
+    /// The host as the command line takes it (a name, an address,
+    /// `HOST:PORT`, `[V6]:PORT`, a one-host list); the default host when
+    /// `None`.
     pub host: Option<String>,
-    /// The port, over the one the host names or its settings give.
+    /// The port of hosts that name none (`-p`), over their settings'.
     pub port: Option<u16>,
-    /// The token itself (over `token_file`, `WIRESH_TOKEN` and the home's).
+    /// The token itself (over every token file and `WIRESH_TOKEN`).
     pub token: Option<Secret>,
     /// A token file (`--token-file`).
     pub token_file: Option<PathBuf>,
-    /// A client key file (`--key`).
+    /// A client key file (`-i`); `none` or `/dev/null` for no key.
     pub key: Option<PathBuf>,
     /// The server's fingerprint, pinned in advance (`--fingerprint`).
     pub fingerprint: Option<String>,
@@ -52,6 +81,10 @@ pub struct Reach {
     pub plaintext: bool,
     /// The wiresh home; `$WIRESH_HOME` (else `~/.wiresh`) when `None`.
     pub home: Option<PathBuf>,
+    /// The settings file.
+    pub settings: SettingsFile,
+    /// Most time to connect and authenticate; [`CONNECT_TIMEOUT`] when `None`.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Reach {
@@ -64,171 +97,244 @@ impl Reach {
     }
 }
 
-/// The endpoint of the one host `reach` names. A host with settings in
-/// `hosts.toml` (or written as a one-host list) takes them from there, as
-/// the fan-out does; any other takes `client.toml`'s.
-pub fn endpoint(reach: &Reach) -> Result<Endpoint, SetupError> {
-    let home = reach.home()?;
-    let host = reach.host.as_deref().unwrap_or(DEFAULT_HOST).trim();
-    let names =
-        hostlist::expand(host).map_err(|e| SetupError::Config(format!("-H {host}: {e}")))?;
-    let [name] = names.as_slice() else {
-        return Err(SetupError::Config(format!(
-            "{host} names {} hosts; connect to one at a time, or run on many at once",
-            names.len()
-        )));
-    };
-    let inventory = Inventory::load(&home.join(INVENTORY_FILE), false)?;
-    let settings = inventory.host(name);
-    if name == host && settings == HostSettings::default() {
-        plain(reach, &home, host)
-    } else {
-        from_inventory(reach, &home, name, settings)
-    }
+/// The endpoints of hosts, all found the same way: the settings read
+/// once, each token file and key loaded once.
+#[derive(Debug)]
+pub struct Resolver {
+    given: Reach,
+    fingerprint: Option<Fingerprint>,
+    home: PathBuf,
+    inventory: Inventory,
+    tokens: HashMap<Option<PathBuf>, Secret>,
+    keys: HashMap<PathBuf, Arc<ClientKey>>,
 }
 
-/// A host named as it always was: `client.toml`'s defaults apply.
-fn plain(reach: &Reach, home: &Path, host: &str) -> Result<Endpoint, SetupError> {
-    // Port 0 stands for "none given": no client connects to port 0.
-    let mut target =
-        Target::parse(host, 0).map_err(|e| SetupError::Config(format!("-H {host}: {e}")))?;
-    let config_path = home.join(CLIENT_CONFIG);
-    let defaults = match config_path.exists() {
-        true => ClientConfig::load(&config_path, home)?
-            .host(&target.host)
-            .cloned()
-            .unwrap_or_default(),
-        false => HostDefaults::default(),
-    };
-    if target.port == 0 {
-        target.port = defaults.port.unwrap_or(DEFAULT_PORT);
-    }
-    if let Some(port) = reach.port {
-        target.port = port;
-    }
-    let client_key = client_key(reach, home, defaults.key.as_deref())?;
-    let token = match token(reach, home, reach.token_file.as_deref()) {
-        Ok(token) => token,
-        // A key alone is enough for a server that knows it.
-        Err(SetupError::NoToken { .. }) if client_key.is_some() => Secret::default(),
-        Err(e) => return Err(e),
-    };
-    let fingerprint = reach.fingerprint.clone().or(defaults.fingerprint);
-    let refusal = format!("a server on loopback, not {target}");
-    let security = security(reach, home, &target, fingerprint, client_key, &refusal)?;
-    Ok(Endpoint {
-        target,
-        token,
-        security,
-    })
-}
-
-/// A host with settings in `hosts.toml`: the inventory's address, port,
-/// token file and fingerprint, under what was given.
-fn from_inventory(
-    reach: &Reach,
-    home: &Path,
-    name: &str,
-    settings: HostSettings,
-) -> Result<Endpoint, SetupError> {
-    let address = settings.address.as_deref().unwrap_or(name);
-    let mut target = Target::parse(address, settings.port.unwrap_or(DEFAULT_PORT))
-        .map_err(|e| SetupError::Config(format!("host {name}: {e}")))?;
-    if let Some(port) = reach.port {
-        target.port = port;
-    }
-    let token_file = reach.token_file.clone().or(settings.token_file);
-    let token = token(reach, home, token_file.as_deref())?;
-    let client_key = client_key(reach, home, None)?;
-    let fingerprint = reach.fingerprint.clone().or(settings.fingerprint);
-    let refusal = format!("servers on loopback, not {name} ({target})");
-    let security = security(reach, home, &target, fingerprint, client_key, &refusal)?;
-    Ok(Endpoint {
-        target,
-        token,
-        security,
-    })
-}
-
-/// TLS pinned through the home's `known_hosts` (or `fingerprint`), or
-/// plaintext where that is allowed (`refusal` says where it is not, in
-/// the words of the path taken).
-fn security(
-    reach: &Reach,
-    home: &Path,
-    target: &Target,
-    fingerprint: Option<String>,
-    client_key: Option<Arc<ClientKey>>,
-    refusal: &str,
-) -> Result<Security, SetupError> {
-    if !reach.plaintext {
-        return Ok(Security::Tls(Pinning {
-            known_hosts: home.join(KNOWN_HOSTS),
+impl Resolver {
+    /// Reads the settings `given` names; a malformed fingerprint is a
+    /// usage error here, before anything connects.
+    pub fn new(given: Reach) -> Result<Resolver, SetupError> {
+        let fingerprint = match &given.fingerprint {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| SetupError::Usage(format!("--fingerprint: {e}")))?,
+            ),
+            None => None,
+        };
+        let home = given.home()?;
+        let inventory = match &given.settings {
+            SettingsFile::Home => Inventory::load_home(&home)?,
+            SettingsFile::File(path) => Inventory::load(path)?,
+            SettingsFile::Old(path) => Inventory::load_old(path)?,
+        };
+        Ok(Resolver {
+            given,
             fingerprint,
-            client_key,
-        }));
+            home,
+            inventory,
+            tokens: HashMap::new(),
+            keys: HashMap::new(),
+        })
     }
-    if !target.is_loopback() {
-        return Err(SetupError::Config(format!(
-            "--plaintext is allowed only for {refusal}: the token and all data would cross \
-             the network unencrypted"
-        )));
-    }
-    Ok(Security::Plaintext)
-}
 
-/// The token: given, else from `token_file`, else `WIRESH_TOKEN`, else the
-/// home's token file (which the server on this account created).
-fn token(reach: &Reach, home: &Path, token_file: Option<&Path>) -> Result<Secret, SetupError> {
-    if let Some(token) = &reach.token {
-        return Ok(token.clone());
+    /// The settings read (their groups resolve `@group` and `-g`).
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
     }
-    if let Some(path) = token_file {
-        return auth::read_token_file(path);
+
+    /// Whether a fingerprint was given (it pins one server).
+    pub fn pins_one(&self) -> bool {
+        self.fingerprint.is_some()
     }
-    if reach.home.is_none() {
-        return auth::client_token(None);
+
+    /// The host when none is named: `$WIRESH_HOST`, else the settings'
+    /// `[defaults] host`, else [`DEFAULT_HOST`].
+    pub fn default_host(&self) -> String {
+        std::env::var(HOST_ENV)
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .or_else(|| self.inventory.default_host().map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_HOST.to_string())
     }
-    // An explicit home: its token file, with the environment's still first.
-    if let Ok(token) = std::env::var(TOKEN_ENV) {
-        if !token.trim().is_empty() {
-            return Ok(Secret(token.trim().to_string()));
+
+    /// The host `given.host` names (or the default host): exactly one.
+    pub fn the_host(&self) -> Result<String, SetupError> {
+        let list = self
+            .given
+            .host
+            .clone()
+            .unwrap_or_else(|| self.default_host());
+        let names = hostlist::expand_with(&list, &self.inventory)
+            .map_err(|e| SetupError::Usage(format!("{list}: {e}")))?;
+        match <[String; 1]>::try_from(names) {
+            Ok([name]) => Ok(name),
+            Err(names) => Err(SetupError::Usage(format!(
+                "{list} names {} hosts; connect to one at a time, or run on many at once",
+                names.len()
+            ))),
         }
     }
-    let path = home.join(TOKEN_FILE);
-    auth::read_token_file(&path).map_err(|e| match e {
-        SetupError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            SetupError::NoToken {
-                path: path.clone(),
-                env: TOKEN_ENV,
+
+    /// Where host `name` (one host, as a host list expands) is: the
+    /// address and port to connect to.
+    pub fn target(&self, name: &str) -> Result<Target, SetupError> {
+        let (target, _) = self.located(name)?;
+        Ok(target)
+    }
+
+    /// The target of `name` and its own settings.
+    fn located(&self, name: &str) -> Result<(Target, HostSettings), SetupError> {
+        let bad = |e: crate::addr::AddrError| SetupError::Usage(format!("host {name}: {e}"));
+        // Port 0 stands for "none named": no client connects to port 0.
+        let named = Target::parse(name, 0).map_err(bad)?;
+        let own = self
+            .inventory
+            .host(name)
+            .or_else(|| self.inventory.host(&named.host))
+            .cloned()
+            .unwrap_or_default();
+        let mut target = match &own.address {
+            Some(address) => Target::parse(address, 0)
+                .map_err(|e| SetupError::Config(format!("the address of host {name}: {e}")))?,
+            None => named.clone(),
+        };
+        let defaults = self.inventory.defaults();
+        target.port = [
+            Some(named.port).filter(|p| *p != 0),
+            self.given.port,
+            own.port,
+            Some(target.port).filter(|p| *p != 0),
+            defaults.port,
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or(DEFAULT_PORT);
+        Ok((target, own))
+    }
+
+    /// The endpoint of host `name`.
+    pub fn endpoint(&mut self, name: &str) -> Result<Endpoint, SetupError> {
+        let (target, own) = self.located(name)?;
+        let client_key = self.client_key(own.key.as_deref())?;
+        let token = match self.token(own.token_file.as_deref()) {
+            Ok(token) => token,
+            // A key alone is enough for a server that knows it.
+            Err(SetupError::NoToken { .. }) if client_key.is_some() => Secret::default(),
+            Err(e) => return Err(e),
+        };
+        let security = if self.given.plaintext {
+            if !target.is_loopback() {
+                return Err(SetupError::Usage(format!(
+                    "--plaintext is allowed only for a server on loopback, not {name} ({target}): \
+                     the token and all data would cross the network unencrypted"
+                )));
+            }
+            Security::Plaintext
+        } else {
+            let fingerprint = self.fingerprint.clone().or(own.fingerprint);
+            Security::Tls(Pinning {
+                known_hosts: self.home.join(KNOWN_HOSTS),
+                fingerprint: fingerprint.map(|f| f.to_string()),
+                client_key,
+            })
+        };
+        Ok(Endpoint {
+            target,
+            token,
+            security,
+            connect_timeout: self.given.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+        })
+    }
+
+    /// The token: given; `--token-file`; the host's token file;
+    /// `WIRESH_TOKEN`; the defaults' token file; the home's `token`.
+    fn token(&mut self, own: Option<&Path>) -> Result<Secret, SetupError> {
+        if let Some(token) = &self.given.token {
+            return Ok(token.clone());
+        }
+        let file = self
+            .given
+            .token_file
+            .as_deref()
+            .or(own)
+            .map(Path::to_path_buf);
+        if file.is_none() {
+            if let Ok(token) = std::env::var(TOKEN_ENV) {
+                if !token.trim().is_empty() {
+                    return Ok(Secret(token.trim().to_string()));
+                }
             }
         }
-        e => e,
-    })
+        let file = file.or_else(|| self.inventory.defaults().token_file.clone());
+        if let Some(token) = self.tokens.get(&file) {
+            return Ok(token.clone());
+        }
+        let token = match &file {
+            Some(path) => auth::read_token_file(path)?,
+            None => {
+                let path = self.home.join(TOKEN_FILE);
+                auth::read_token_file(&path).map_err(|e| match e {
+                    SetupError::File { source, .. }
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        SetupError::NoToken {
+                            path: path.clone(),
+                            env: TOKEN_ENV,
+                        }
+                    }
+                    e => e,
+                })?
+            }
+        };
+        self.tokens.insert(file, token.clone());
+        Ok(token)
+    }
+
+    /// The client key: given; the host's; the defaults'; the home's
+    /// `client.key` when it exists. None with plaintext (keys need TLS),
+    /// and for `none` or `/dev/null`.
+    fn client_key(&mut self, own: Option<&Path>) -> Result<Option<Arc<ClientKey>>, SetupError> {
+        if self.given.plaintext {
+            return Ok(None);
+        }
+        let chosen = self
+            .given
+            .key
+            .as_deref()
+            .or(own)
+            .or(self.inventory.defaults().key.as_deref())
+            .map(Path::to_path_buf);
+        let path = match chosen {
+            Some(path) if is_no_key(&path) => return Ok(None),
+            Some(path) => path,
+            None => {
+                let path = self.home.join(KEY_FILE);
+                if !path.exists() {
+                    return Ok(None);
+                }
+                path
+            }
+        };
+        if let Some(key) = self.keys.get(&path) {
+            return Ok(Some(key.clone()));
+        }
+        let key = Arc::new(ClientKey::load(&path)?);
+        self.keys.insert(path, key.clone());
+        Ok(Some(key))
+    }
 }
 
-/// The client key to present: given, else the host's `key` in
-/// client.toml, else the home's `client.key` when it exists. None with
-/// plaintext: keys need TLS.
-fn client_key(
-    reach: &Reach,
-    home: &Path,
-    configured: Option<&Path>,
-) -> Result<Option<Arc<ClientKey>>, SetupError> {
-    if reach.plaintext {
-        return Ok(None);
-    }
-    let path = match reach.key.as_deref().or(configured) {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let path = home.join(KEY_FILE);
-            if !path.exists() {
-                return Ok(None);
-            }
-            path
-        }
-    };
-    Ok(Some(Arc::new(ClientKey::load(&path)?)))
+/// Whether a key path asks for no key: `none` (as ssh's `IdentityFile
+/// none`) or `/dev/null`.
+pub fn is_no_key(path: &Path) -> bool {
+    path == Path::new(NO_KEY) || path == Path::new("/dev/null")
+}
+
+/// The endpoint of the one host `reach` names (or the default host).
+pub fn endpoint(reach: &Reach) -> Result<Endpoint, SetupError> {
+    let mut resolver = Resolver::new(reach.clone())?;
+    let name = resolver.the_host()?;
+    resolver.endpoint(&name)
 }
 
 #[cfg(test)]
@@ -261,48 +367,77 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_host_takes_client_toml_and_the_home_token() {
+    fn a_host_takes_its_settings_under_what_is_given() {
         let fp = format!("sha256:{}", "ab".repeat(32));
         let home = home_with(&[
             ("token", "hometoken\n"),
+            ("t1", "one\n"),
             (
                 "client.toml",
-                &format!("[hosts.\"build\"]\nport = 7979\nfingerprint = \"{fp}\"\n"),
+                &format!(
+                    "[defaults]\nport = 7000\n[hosts.\"build\"]\nport = 7979\nfingerprint = \"{fp}\"\n\
+                     [hosts.web1]\naddress = \"127.0.0.2\"\ntoken-file = \"t1\"\n"
+                ),
             ),
         ]);
         let e = endpoint(&reach(&home, "build")).unwrap();
         assert_eq!(e.target.to_string(), "build:7979");
         assert_eq!(e.token.expose(), "hometoken");
-        assert_eq!(pinned(&e), Some(fp));
+        assert_eq!(pinned(&e), Some(fp.clone()));
+        assert_eq!(e.connect_timeout, CONNECT_TIMEOUT);
         let e = endpoint(&reach(&home, "build:1234")).unwrap();
         assert_eq!(e.target.to_string(), "build:1234");
+        assert_eq!(pinned(&e), Some(fp), "build's settings, another port");
         let e = endpoint(&reach(&home, "other")).unwrap();
-        assert_eq!(e.target.to_string(), "other:7878");
+        assert_eq!(e.target.to_string(), "other:7000", "the defaults' port");
         assert_eq!(pinned(&e), None);
+        let e = endpoint(&reach(&home, "web1")).unwrap();
+        assert_eq!(e.target.to_string(), "127.0.0.2:7000");
+        assert_eq!(e.token.expose(), "one");
         let given = Reach {
             port: Some(9),
             token: Some(Secret("given".into())),
+            connect_timeout: Some(Duration::from_secs(1)),
             ..reach(&home, "build")
         };
         let e = endpoint(&given).unwrap();
         assert_eq!((e.target.port, e.token.expose()), (9, "given"));
+        assert_eq!(e.connect_timeout, Duration::from_secs(1));
+        let many = endpoint(&reach(&home, "web[1-2]")).unwrap_err();
+        assert!(matches!(many, SetupError::Usage(_)));
+        assert!(many.to_string().contains("names 2 hosts"), "{many}");
     }
 
     #[test]
-    fn a_host_in_hosts_toml_takes_its_settings() {
-        let home = home_with(&[
-            ("t1", "one\n"),
-            (
-                "hosts.toml",
-                "[hosts.web1]\naddress = \"127.0.0.2\"\nport = 9000\ntoken_file = \"t1\"\n",
-            ),
-            ("client.toml", "[hosts.\"web1\"]\nport = 1\n"),
-        ]);
-        let e = endpoint(&reach(&home, "web1")).unwrap();
-        assert_eq!(e.target.to_string(), "127.0.0.2:9000");
-        assert_eq!(e.token.expose(), "one");
-        let many = endpoint(&reach(&home, "web[1-2]")).unwrap_err().to_string();
-        assert!(many.contains("names 2 hosts"), "{many}");
+    fn a_key_alone_is_enough_and_none_means_none() {
+        let home = tempfile::tempdir().unwrap();
+        let key_path = home.path().join("keys/k.key");
+        ClientKey::generate(&key_path).unwrap();
+        std::fs::write(
+            home.path().join("client.toml"),
+            "[hosts.k]\nkey = \"keys/k.key\"\n[hosts.n]\nkey = \"none\"\n",
+        )
+        .unwrap();
+        if std::env::var_os(TOKEN_ENV).is_some() {
+            return; // a token from the environment would be presented too
+        }
+        let key_of = |e: &Endpoint| match &e.security {
+            Security::Tls(pin) => pin.client_key.as_ref().map(|k| k.path.clone()),
+            Security::Plaintext => None,
+        };
+        let e = endpoint(&reach(&home, "k")).unwrap();
+        assert_eq!(key_of(&e), Some(key_path.clone()));
+        assert_eq!(e.token.expose(), "", "no token: the key alone");
+        let err = endpoint(&reach(&home, "n")).unwrap_err().to_string();
+        assert!(err.starts_with("no token found at "), "{err}");
+        for none in ["none", "/dev/null"] {
+            let given = Reach {
+                key: Some(none.into()),
+                token: Some(Secret("t".into())),
+                ..reach(&home, "k")
+            };
+            assert_eq!(key_of(&endpoint(&given).unwrap()), None, "{none}");
+        }
     }
 
     #[test]
@@ -323,6 +458,13 @@ mod tests {
             "{err}"
         );
         let err = endpoint(&reach(&home, "h:x")).unwrap_err().to_string();
-        assert!(err.starts_with("-H h:x: bad port"), "{err}");
+        assert!(err.contains("bad port"), "{err}");
+        let bad = Reach {
+            fingerprint: Some("sha256:12".into()),
+            ..reach(&home, "h")
+        };
+        let err = Resolver::new(bad).unwrap_err();
+        assert!(matches!(err, SetupError::Usage(_)), "{err:?}");
+        assert!(err.to_string().starts_with("--fingerprint: "), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-pub use crate::cert::fingerprint;
+pub use crate::cert::{fingerprint, BadFingerprint, Fingerprint};
 use crate::cert::{provider, Signatures};
 use crate::error::SetupError;
 use crate::home::{append_private_file, check_private, create_private_file};
@@ -258,8 +258,8 @@ impl PinCheck {
                 "WARNING: the server at {host} presents the fingerprint\n  {seen}\nbut\n  {pinned}\n\
                  is pinned for it (in {file} or by --fingerprint). Someone may be intercepting the \
                  connection, or the server's key was regenerated. If you know the key changed, \
-                 check the new fingerprint with the server's operator, then remove the line for \
-                 {host} from {file} (or pass --fingerprint with the new one).",
+                 check the new fingerprint with the server's operator, then forget the old one with \
+                 `wiresh known-hosts --remove {host}` (or pass --fingerprint with the new one).",
                 host = self.host,
                 file = self.known_hosts.display(),
             ),
@@ -337,6 +337,72 @@ fn read_pin(file: &Path, host: &str) -> Result<Option<String>, PinError> {
             .then(|| words.next().map(str::to_ascii_lowercase))
             .flatten()
     }))
+}
+
+/// Every pin in a known-hosts file, as `(HOST:PORT, fingerprint)` in the
+/// file's order (`wiresh known-hosts`); none when there is no file.
+pub fn read_pins(file: &Path) -> Result<Vec<(String, String)>, PinError> {
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PinError::KnownHosts {
+                action: "read",
+                path: file.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect())
+}
+
+/// Forgets the pins of `host` (`HOST:PORT`, as pinned), as `ssh-keygen
+/// -R` does: the file is rewritten without their lines and renamed into
+/// place, so a reader sees the old file or the new one. Returns the
+/// fingerprints forgotten.
+pub fn remove_pins(file: &Path, host: &str) -> Result<Vec<String>, PinError> {
+    let failed = |action, source| PinError::KnownHosts {
+        action,
+        path: file.to_path_buf(),
+        source,
+    };
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(failed("read", e)),
+    };
+    let mut removed = Vec::new();
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(h), Some(fp)) if h == host => removed.push(fp.to_string()),
+            _ => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+    }
+    if removed.is_empty() {
+        return Ok(removed);
+    }
+    let mut name = file.as_os_str().to_owned();
+    name.push(format!(".{}.new", std::process::id()));
+    let new = PathBuf::from(name);
+    let written = create_private_file(&new)
+        .and_then(|mut f| f.write_all(kept.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&new, file));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&new);
+        return Err(failed("rewrite", e));
+    }
+    Ok(removed)
 }
 
 /// Appends a pin in one write: many connections (a fan-out, or several
@@ -423,10 +489,29 @@ mod tests {
         assert_eq!(read_pin(&hosts, "h:1").unwrap(), None);
         append_pin(&hosts, "h:1", &a.fingerprint).unwrap();
         append_pin(&hosts, "h:2", "sha256:00").unwrap();
-        assert_eq!(read_pin(&hosts, "h:1").unwrap(), Some(a.fingerprint));
+        assert_eq!(
+            read_pin(&hosts, "h:1").unwrap(),
+            Some(a.fingerprint.clone())
+        );
         assert_eq!(
             read_pin(&hosts, "h:2").unwrap().as_deref(),
             Some("sha256:00")
+        );
+        assert_eq!(
+            read_pins(&hosts).unwrap(),
+            [
+                ("h:1".to_string(), a.fingerprint.clone()),
+                ("h:2".to_string(), "sha256:00".to_string())
+            ]
+        );
+        assert_eq!(remove_pins(&hosts, "h:1").unwrap(), [a.fingerprint]);
+        assert_eq!(remove_pins(&hosts, "h:1").unwrap(), Vec::<String>::new());
+        assert_eq!(read_pin(&hosts, "h:1").unwrap(), None);
+        assert_eq!(read_pins(&hosts).unwrap().len(), 1);
+        let mode = fs::metadata(&hosts).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
         );
     }
 }

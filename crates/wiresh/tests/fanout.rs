@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use common::fleet::{on_host, Fleet};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wiresh::exit::USAGE;
 use wiresh::hostlist::expand;
 
 /// A command that acts on the host's `role` file: `WORDS EXIT [warn] [slow]`.
@@ -603,8 +604,9 @@ async fn bad_selections_say_what_is_wrong() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
+    // Usage errors, one status for all of them (as clap's).
     let out = run(&["-H", "web[3-1]"]).await;
-    assert_eq!(out.code, Some(255));
+    assert_eq!(out.code, Some(USAGE));
     assert!(
         out.stderr_str()
             .contains("the end of a range is before its start"),
@@ -612,8 +614,9 @@ async fn bad_selections_say_what_is_wrong() {
         out.stderr_str()
     );
     let out = run(&["-g", "web"]).await;
+    assert_eq!(out.code, Some(USAGE));
     assert!(
-        out.stderr_str().contains("there is no inventory"),
+        out.stderr_str().contains("there are no client settings"),
         "{}",
         out.stderr_str()
     );
@@ -624,12 +627,14 @@ async fn bad_selections_say_what_is_wrong() {
         &format!("sha256:{}", "0".repeat(64)),
     ])
     .await;
+    assert_eq!(out.code, Some(USAGE));
     assert!(
         out.stderr_str().contains("pins one server"),
         "{}",
         out.stderr_str()
     );
     let out = run(&["-H", "a", "-x", "a"]).await;
+    assert_eq!(out.code, Some(USAGE));
     assert!(
         out.stderr_str().contains("excludes every host"),
         "{}",

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::*;
-use wiresh::exit::CLIENT_FAILURE;
+use wiresh::exit::USAGE;
 use wiresh::hostlist::{expand, expand_with, fold, ErrorKind};
 use wiresh::inventory::Inventory;
 
@@ -42,7 +42,7 @@ async fn hostile_lists_fail_with_a_message_under_a_memory_limit() {
     ] {
         let out = exec_limited(home.path(), &["-H", list]).await;
         let stderr = out.stderr_str();
-        assert_eq!(out.code, Some(CLIENT_FAILURE), "{list}: {stderr}");
+        assert_eq!(out.code, Some(USAGE), "{list}: {stderr}");
         assert!(
             stderr.starts_with(&format!("wiresh: -H {list}: ")) && stderr.contains("100000"),
             "{list}: {stderr}"
@@ -60,7 +60,7 @@ async fn the_cap_counts_each_host_once() {
     )
     .await;
     let stderr = out.stderr_str();
-    assert_eq!(out.code, Some(CLIENT_FAILURE), "{stderr}");
+    assert_eq!(out.code, Some(USAGE), "{stderr}");
     assert!(stderr.contains("excludes every host"), "{stderr}");
 }
 
@@ -79,7 +79,7 @@ async fn a_bad_list_is_an_error_that_points_at_the_character() {
     ] {
         let out = exec_limited(home.path(), &["-H", list]).await;
         let stderr = out.stderr_str();
-        assert_eq!(out.code, Some(CLIENT_FAILURE), "{stderr}");
+        assert_eq!(out.code, Some(USAGE), "{stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert!(
             lines[0].starts_with(&format!("wiresh: -H {list}: {message}")),
@@ -96,14 +96,14 @@ async fn a_bad_list_is_an_error_that_points_at_the_character() {
 #[tokio::test]
 async fn groups_in_host_lists_come_from_the_inventory() {
     let home = tempfile::tempdir().unwrap();
-    let inventory = home.path().join("hosts.toml");
+    let inventory = home.path().join("client.toml");
     std::fs::write(&inventory, "[groups]\nweb = \"web[1-3]\"\ndb = [\"db1\"]\n").unwrap();
     let inv = inventory.to_str().unwrap();
 
     // `@web` is web1..web3: taking exactly those away leaves nothing.
     let out = exec_limited(
         home.path(),
-        &["--inventory", inv, "-H", "@web,@db", "-x", "web[1-3],db1"],
+        &["--config", inv, "-H", "@web,@db", "-x", "web[1-3],db1"],
     )
     .await;
     assert!(
@@ -113,7 +113,7 @@ async fn groups_in_host_lists_come_from_the_inventory() {
     );
     let out = exec_limited(
         home.path(),
-        &["--inventory", inv, "-H", "web[1-3]", "-x", "@web"],
+        &["--config", inv, "-H", "web[1-3]", "-x", "@web"],
     )
     .await;
     assert!(
@@ -121,22 +121,22 @@ async fn groups_in_host_lists_come_from_the_inventory() {
         "{}",
         out.stderr_str()
     );
-    let out = exec_limited(home.path(), &["--inventory", inv, "-H", "@web!web[1-3]"]).await;
+    let out = exec_limited(home.path(), &["--config", inv, "-H", "@web!web[1-3]"]).await;
     let stderr = out.stderr_str();
     assert!(
         stderr.starts_with("wiresh: -H @web!web[1-3]: the list names no host"),
         "{stderr}"
     );
 
-    let out = exec_limited(home.path(), &["--inventory", inv, "-H", "a,@nope"]).await;
+    let out = exec_limited(home.path(), &["--config", inv, "-H", "a,@nope"]).await;
     let stderr = out.stderr_str();
-    assert_eq!(out.code, Some(CLIENT_FAILURE), "{stderr}");
+    assert_eq!(out.code, Some(USAGE), "{stderr}");
     assert!(
         stderr.contains("no such group nope") && stderr.contains("(groups: db, web)"),
         "{stderr}"
     );
 
-    // The default inventory is read for `@group` too; without one, say so.
+    // The default settings file is read for `@group` too; without one, say so.
     let out = exec_limited(home.path(), &["-H", "@web", "-x", "web[1-3]"]).await;
     assert!(
         out.stderr_str().contains("excludes every host"),
@@ -146,7 +146,7 @@ async fn groups_in_host_lists_come_from_the_inventory() {
     std::fs::remove_file(&inventory).unwrap();
     let out = exec_limited(home.path(), &["-H", "@web"]).await;
     assert!(
-        out.stderr_str().contains("there is no inventory"),
+        out.stderr_str().contains("there are no client settings"),
         "{}",
         out.stderr_str()
     );

@@ -180,7 +180,11 @@ async fn the_client_refuses_plaintext_to_a_non_loopback_host() {
         None,
     )
     .await;
-    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.code,
+        Some(wiresh::exit::USAGE),
+        "a usage error: nothing connected"
+    );
     assert!(
         out.stderr_str().contains("only for a server on loopback"),
         "{}",

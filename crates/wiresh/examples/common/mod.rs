@@ -17,5 +17,6 @@ pub fn endpoint(target: Target, plaintext: bool) -> anyhow::Result<Endpoint> {
                 client_key: None,
             })
         },
+        connect_timeout: wiresh::client::CONNECT_TIMEOUT,
     })
 }

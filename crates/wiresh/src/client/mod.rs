@@ -10,12 +10,10 @@
 //!
 //! - [`transfer`]: one file up or down, checked; [`copy`]: files and trees,
 //!   scp-style, on top of it;
-//! - [`config`]: per-server defaults (`client.toml`);
 //! - [`zero_copy`]: over plain TCP, large output moved from the socket to
 //!   the sink's descriptor without passing through memory;
 //! - `read_ahead`: over TLS, the socket read many records at a time.
 
-pub mod config;
 pub mod copy;
 mod output;
 mod read_ahead;
@@ -155,6 +153,9 @@ pub struct Endpoint {
     pub token: Secret,
     /// TLS (pinned) or plaintext.
     pub security: Security,
+    /// Most time to connect and authenticate (`--connect-timeout`;
+    /// [`CONNECT_TIMEOUT`] unless told).
+    pub connect_timeout: Duration,
 }
 
 impl From<crate::tls::PinError> for ClientError {
@@ -305,10 +306,11 @@ impl Connection {
                 }
             }
         };
-        match time::timeout(CONNECT_TIMEOUT, handshake).await {
+        let limit = endpoint.connect_timeout;
+        match time::timeout(limit, handshake).await {
             Ok(res) => res,
             Err(_) => Err(ClientError::Timeout(format!(
-                "no answer from {target} within {CONNECT_TIMEOUT:?}; check the address and that a wiresh server listens there"
+                "no answer from {target} within {limit:?} (--connect-timeout); check the address and that a wiresh server listens there"
             ))),
         }
     }

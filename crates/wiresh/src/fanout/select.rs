@@ -1,26 +1,23 @@
-//! Which hosts a fan-out runs on: `-H` host lists, `-g` inventory groups,
-//! minus `-x` exclusions; and how to reach each one, from the command
-//! line's settings and the host's own in the inventory.
+//! Which hosts a command runs on: host lists (the host operand, `-H`),
+//! `-g` groups of the client settings, minus `-x` exclusions; and the
+//! endpoint of each, from the one endpoint builder ([`crate::reach`]).
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-
-use wiresh_proto::Secret;
+use std::collections::HashSet;
 
 use super::Host;
-use crate::addr::Target;
-use crate::auth;
-use crate::client::{Endpoint, Pinning, Security};
 use crate::error::SetupError;
 use crate::hostlist;
 use crate::inventory::Inventory;
+use crate::reach::Resolver;
 
 /// The hosts asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
+    /// The host operand (`exec HOST`, `put ... HOST:PATH`), a host list.
+    pub operand: Option<String>,
     /// `-H` values: host lists (`web[01-20],db1`, `@web`).
     pub hosts: Vec<String>,
-    /// `-g` values: inventory groups.
+    /// `-g` values: groups of the client settings.
     pub groups: Vec<String>,
     /// `-x` values: host lists to leave out.
     pub exclude: Vec<String>,
@@ -31,23 +28,26 @@ impl Selection {
     pub fn names(&self, inventory: &Inventory) -> Result<Vec<String>, SetupError> {
         let expand = |flag: &str, list: &str| {
             hostlist::expand_with(list, inventory)
-                .map_err(|e| SetupError::Config(format!("{flag} {list}: {e}")))
+                .map_err(|e| SetupError::Usage(format!("{flag}{list}: {e}")))
         };
         let mut names = Vec::new();
+        for list in &self.operand {
+            names.extend(expand("", list)?);
+        }
         for list in &self.hosts {
-            names.extend(expand("-H", list)?);
+            names.extend(expand("-H ", list)?);
         }
         for group in &self.groups {
             names.extend(inventory.group(group)?.iter().cloned());
         }
         let mut excluded = HashSet::new();
         for list in &self.exclude {
-            excluded.extend(expand("-x", list)?);
+            excluded.extend(expand("-x ", list)?);
         }
         let mut seen = HashSet::new();
         names.retain(|n| !excluded.contains(n) && seen.insert(n.clone()));
         if names.is_empty() {
-            return Err(SetupError::Config(
+            return Err(SetupError::Usage(
                 "no hosts left to run on: -x excludes every host selected".into(),
             ));
         }
@@ -55,76 +55,23 @@ impl Selection {
     }
 }
 
-/// The command line's connection settings, for every host.
-#[derive(Debug, Clone)]
-pub struct Defaults {
-    /// `--token-file`: overrides every host's own.
-    pub token_file: Option<PathBuf>,
-    /// `--fingerprint`: only for a single host.
-    pub fingerprint: Option<String>,
-    /// `--plaintext`: only for hosts on loopback.
-    pub plaintext: bool,
-    /// Where TLS pins are kept.
-    pub known_hosts: PathBuf,
-    /// The port of hosts that name none.
-    pub port: u16,
-    /// The client key presented to every host (TLS only).
-    pub client_key: Option<std::sync::Arc<crate::keys::ClientKey>>,
-}
-
-/// Each named host with its endpoint: the inventory's settings for it,
-/// overridden by the command line's.
-pub fn hosts(
-    names: &[String],
-    inventory: &Inventory,
-    defaults: &Defaults,
-) -> Result<Vec<Host>, SetupError> {
-    if defaults.fingerprint.is_some() && names.len() > 1 {
-        return Err(SetupError::Config(format!(
+/// Each named host with its endpoint, found by the one endpoint builder
+/// ([`Resolver`]) as for a single host. `--fingerprint` pins one server:
+/// with several hosts it is a usage error.
+pub fn hosts(names: &[String], resolver: &mut Resolver) -> Result<Vec<Host>, SetupError> {
+    if resolver.pins_one() && names.len() > 1 {
+        return Err(SetupError::Usage(format!(
             "--fingerprint pins one server, but {} hosts are selected; put each host's \
-             fingerprint in the inventory ([hosts.NAME] fingerprint = \"sha256:...\")",
+             fingerprint in the client settings ([hosts.NAME] fingerprint = \"sha256:...\")",
             names.len()
         )));
     }
-    let mut tokens: HashMap<Option<PathBuf>, Secret> = HashMap::new();
     names
         .iter()
         .map(|name| {
-            let settings = inventory.host(name);
-            let address = settings.address.as_deref().unwrap_or(name);
-            let target = Target::parse(address, settings.port.unwrap_or(defaults.port))
-                .map_err(|e| SetupError::Config(format!("host {name}: {e}")))?;
-            let token_file = defaults.token_file.clone().or(settings.token_file);
-            let token = match tokens.get(&token_file) {
-                Some(token) => token.clone(),
-                None => {
-                    let token = auth::client_token(token_file.as_deref())?;
-                    tokens.insert(token_file, token.clone());
-                    token
-                }
-            };
-            let security = if defaults.plaintext {
-                if !target.is_loopback() {
-                    return Err(SetupError::Config(format!(
-                        "--plaintext is allowed only for servers on loopback, not {name} ({target}): \
-                         the token and all data would cross the network unencrypted"
-                    )));
-                }
-                Security::Plaintext
-            } else {
-                Security::Tls(Pinning {
-                    known_hosts: defaults.known_hosts.clone(),
-                    fingerprint: defaults.fingerprint.clone().or(settings.fingerprint),
-                    client_key: defaults.client_key.clone(),
-                })
-            };
             Ok(Host {
                 name: name.clone(),
-                endpoint: Endpoint {
-                    target,
-                    token,
-                    security,
-                },
+                endpoint: resolver.endpoint(name)?,
             })
         })
         .collect()
@@ -138,6 +85,7 @@ mod tests {
     fn selection(hosts: &[&str], groups: &[&str], exclude: &[&str]) -> Selection {
         let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Selection {
+            operand: None,
             hosts: own(hosts),
             groups: own(groups),
             exclude: own(exclude),
@@ -148,7 +96,7 @@ mod tests {
     fn lists_groups_and_exclusions() {
         let inv = Inventory::parse(
             "[groups]\nweb = \"web[1-4]\"\ndb = [\"db1\", \"web2\"]\n",
-            Path::new("/i/hosts.toml"),
+            Path::new("/i/client.toml"),
         )
         .unwrap();
         let names = |s: Selection| s.names(&inv).map_err(|e| e.to_string());
@@ -164,57 +112,51 @@ mod tests {
         assert!(err.contains("excludes every host"), "{err}");
         let err = names(selection(&["w[2-1]"], &[], &[])).unwrap_err();
         assert!(err.starts_with("-H w[2-1]: "), "{err}");
+        // The host operand is named as written.
+        let operand = Selection {
+            operand: Some("w[2-1]".into()),
+            ..Selection::default()
+        };
+        let err = names(operand).unwrap_err();
+        assert!(err.starts_with("w[2-1]: "), "{err}");
     }
 
     #[test]
-    fn settings_come_from_the_inventory_and_the_command_line() {
+    fn every_host_is_found_by_the_one_builder() {
         let dir = tempfile::tempdir().unwrap();
         let fp = format!("sha256:{}", "cd".repeat(32));
-        for (file, token) in [("t1", "one"), ("t2", "two")] {
-            let mut f = crate::home::create_private_file(&dir.path().join(file)).unwrap();
-            std::io::Write::write_all(&mut f, token.as_bytes()).unwrap();
-        }
-        let inv = Inventory::parse(
-            &format!(
-                "[hosts.\"h[1-2]\"]\nport = 9000\ntoken_file = \"t1\"\n\
-                 [hosts.h2]\naddress = \"127.0.0.2\"\nfingerprint = \"{fp}\"\n"
+        std::fs::write(
+            dir.path().join("client.toml"),
+            format!(
+                "[hosts.\"h[1-2]\"]\nport = 9000\n[hosts.h2]\naddress = \"127.0.0.2\"\nfingerprint = \"{fp}\"\n"
             ),
-            &dir.path().join("hosts.toml"),
         )
         .unwrap();
-        let mut defaults = Defaults {
-            token_file: None,
-            fingerprint: None,
-            plaintext: false,
-            known_hosts: dir.path().join("known_hosts"),
-            port: 7878,
-            client_key: None,
+        let reach = crate::reach::Reach {
+            home: Some(dir.path().to_path_buf()),
+            token: Some(wiresh_proto::Secret("t".into())),
+            ..Default::default()
         };
+        let mut resolver = Resolver::new(reach.clone()).unwrap();
         let names: Vec<String> = ["h1", "h2", "h3:1"].map(String::from).into();
-        let hosts = hosts(&names[..2], &inv, &defaults).unwrap();
+        let hosts = hosts(&names, &mut resolver).unwrap();
         assert_eq!(hosts[0].endpoint.target.to_string(), "h1:9000");
         assert_eq!(hosts[1].endpoint.target.to_string(), "127.0.0.2:9000");
         assert_eq!(hosts[1].name, "h2");
-        assert_eq!(hosts[0].endpoint.token.expose(), "one");
-        let Security::Tls(pin) = &hosts[1].endpoint.security else {
-            panic!("TLS by default")
-        };
-        assert_eq!(pin.fingerprint.as_deref(), Some(fp.as_str()));
-
-        defaults.token_file = Some(dir.path().join("t2"));
-        let h = super::hosts(&names[..1], &inv, &defaults).unwrap();
-        assert_eq!(h[0].endpoint.token.expose(), "two", "the command line wins");
-
-        defaults.plaintext = true;
-        let err = super::hosts(&names[..1], &inv, &defaults).unwrap_err();
-        assert!(
-            err.to_string().contains("only for servers on loopback"),
-            "{err}"
+        assert_eq!(hosts[2].endpoint.target.to_string(), "h3:1");
+        let alone = resolver.endpoint("h2").unwrap();
+        assert_eq!(
+            format!("{alone:?}"),
+            format!("{:?}", hosts[1].endpoint),
+            "alone as in a fan-out"
         );
 
-        defaults.plaintext = false;
-        defaults.fingerprint = Some(fp);
-        let err = super::hosts(&names, &inv, &defaults).unwrap_err();
+        let pinned = crate::reach::Reach {
+            fingerprint: Some(fp),
+            ..reach
+        };
+        let err = super::hosts(&names, &mut Resolver::new(pinned).unwrap()).unwrap_err();
+        assert!(matches!(err, SetupError::Usage(_)));
         assert!(err.to_string().contains("pins one server"), "{err}");
     }
 }

@@ -30,7 +30,7 @@ pub struct NoGroups;
 
 impl Groups for NoGroups {
     fn group(&self, _: &str) -> Result<Vec<String>, String> {
-        Err("groups come from the inventory (hosts.toml), which is not read here".into())
+        Err("groups come from the client settings (client.toml), which are not read here".into())
     }
 }
 

@@ -308,7 +308,8 @@ fn groups_come_from_the_resolver() {
     assert_eq!(e.column(), 3);
     let e = expand("@web").unwrap_err();
     assert!(
-        e.to_string().contains("groups come from the inventory"),
+        e.to_string()
+            .contains("groups come from the client settings"),
         "{e}"
     );
     let huge = |_: &str| Ok((0..MAX_HOSTS + 1).map(|i| format!("h{i}")).collect());

@@ -163,6 +163,7 @@ mod tests {
                     client_key: None,
                 }),
             },
+            connect_timeout: crate::client::CONNECT_TIMEOUT,
         }
     }
 

@@ -117,6 +117,7 @@ impl Spec {
             target: self.target(),
             token: self.token.clone(),
             security,
+            connect_timeout: CONNECT_TIMEOUT,
         })
     }
 

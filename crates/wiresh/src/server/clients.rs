@@ -255,12 +255,9 @@ pub enum BadName {
 }
 
 fn parse_fingerprint(word: &str) -> Result<String, LineError> {
-    let hex = word.strip_prefix("sha256:").unwrap_or("");
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(word.to_ascii_lowercase())
-    } else {
-        Err(LineError::Fingerprint(word.to_string()))
-    }
+    word.parse::<crate::cert::Fingerprint>()
+        .map(|f| f.to_string())
+        .map_err(|_| LineError::Fingerprint(word.to_string()))
 }
 
 /// Checks a client name: 1 to 64 letters, digits, `.`, `_`, `@` or `-`.

@@ -84,7 +84,7 @@ impl Fleet {
         format!("node{:02}", i + 1)
     }
 
-    /// Writes `hosts.toml` in the client home: group `all` is every server,
+    /// Writes the client settings (`client.toml`) in the client home: group `all` is every server,
     /// named `node01`...; each host has its port; `extra` is appended.
     pub fn write_inventory(&self, extra: &str) -> PathBuf {
         let mut text = format!("[groups]\nall = \"node[01-{:02}]\"\n", self.servers.len());
@@ -97,7 +97,7 @@ impl Fleet {
             ));
         }
         text.push_str(extra);
-        let path = self.home().join("hosts.toml");
+        let path = self.home().join("client.toml");
         std::fs::write(&path, text).expect("writing the inventory");
         path
     }

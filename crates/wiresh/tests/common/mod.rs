@@ -323,6 +323,7 @@ impl Server {
             target: self.target(),
             token: self.token.clone(),
             security: Security::Plaintext,
+            connect_timeout: wiresh::client::CONNECT_TIMEOUT,
         }
     }
 

@@ -19,6 +19,7 @@ use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT, DEFAULT_MAX_OUTPUT
 use wiresh::server::admission::StartupLimits;
 use wiresh::server::clients::AuthMode;
 use wiresh::server::defaults;
+use wiresh::tls::Fingerprint;
 use wiresh_proto::{Limits, PROTOCOL_VERSION};
 
 /// What `--version` says: the program's version and the protocol it speaks.
@@ -38,14 +39,48 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses this process's command line: clap's parse, then where
+    /// `exec`'s words start (see [`ExecArgs::dashed`]).
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        let raw: Vec<OsString> = std::env::args_os().collect();
+        let mut cli = Cli::try_parse_from(&raw)?;
+        if let Command::Exec(exec) = &mut cli.command {
+            exec.dashed = dashed_before_words(&raw);
+        }
+        Ok(cli)
+    }
+}
+
+/// Whether `exec`'s first word comes after a `--` that ended the options
+/// (`exec [OPTIONS] -- COMMAND`: no host operand). clap drops that `--`;
+/// it is found again by parsing what comes before each `--` on its own:
+/// the one that parses with no word yet is it (a `--` that is an option's
+/// value leaves that option without one, and does not parse).
+fn dashed_before_words(raw: &[OsString]) -> bool {
+    raw.iter()
+        .enumerate()
+        .filter(|(_, arg)| *arg == "--")
+        .find_map(|(k, _)| match Cli::try_parse_from(&raw[..k]) {
+            Ok(Cli {
+                command: Command::Exec(before),
+            }) => Some(before.words.is_empty()),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Start a server that runs commands for clients holding its token.
     Serve(Box<ServeArgs>),
-    /// Run one command on a server, like `ssh host cmd`.
+    /// Run one command on a server, like `ssh host cmd`:
+    /// `exec [OPTIONS] HOST COMMAND...`, or `exec [OPTIONS] -- COMMAND...`
+    /// on the default host.
     ///
-    /// The words after `--` are joined with spaces and run by the remote
-    /// shell. Local stdin is forwarded; remote stdout and stderr go to local
+    /// HOST is a name, an address, HOST:PORT, [V6]:PORT or a host list
+    /// (several hosts at once); with -H or -g there is no HOST operand. The
+    /// words after it are joined with spaces and run by the remote shell. Local stdin is forwarded; remote stdout and stderr go to local
     /// stdout and stderr as they arrive; wiresh exits with the remote exit
     /// code (128+N if the command died of signal N, 127 if it could not be
     /// started, 141 if local stdout was closed early, 255 if wiresh itself
@@ -53,7 +88,7 @@ pub enum Command {
     /// first use in $WIRESH_HOME/known_hosts. With -t the command runs on a
     /// remote terminal, like `ssh -t`.
     Exec(ExecArgs),
-    /// Open a login shell on the server, like `ssh host`.
+    /// Open a login shell on the server, like `ssh host`: `shell [OPTIONS] [HOST]`.
     ///
     /// On a terminal: the remote shell on a remote terminal (full-screen
     /// programs work, Ctrl-C and Ctrl-Z reach it, `~.` at the start of a
@@ -62,19 +97,21 @@ pub enum Command {
     /// with the shell's status. --each-line runs each line as its own
     /// command instead.
     Shell(ShellArgs),
-    /// Copy local files to the server, like scp: `put LOCAL... REMOTE`.
+    /// Copy local files to the server, like scp: `put LOCAL... [HOST:]REMOTE`.
     ///
-    /// REMOTE is relative to the server's --files-root. Several sources, -r,
+    /// REMOTE is relative to the server's --files-root; without HOST: the
+    /// host is -H's, -g's, or the default. A local name with a colon is
+    /// written ./name:x. Several sources, -r,
     /// a trailing slash or an existing remote directory copy into that
     /// directory. Each file is checked with BLAKE3 and renamed into place
     /// only when complete.
-    #[command(override_usage = "wiresh put [OPTIONS] LOCAL... REMOTE")]
+    #[command(override_usage = "wiresh put [OPTIONS] LOCAL... [HOST:]REMOTE")]
     Put(PutArgs),
-    /// Copy files from the server, like scp: `get REMOTE... LOCAL`.
+    /// Copy files from the server, like scp: `get [HOST:]REMOTE... LOCAL`.
     ///
     /// Local names come from the paths you give, never from the server. Each
     /// file is checked with BLAKE3 and renamed into place only when complete.
-    #[command(override_usage = "wiresh get [OPTIONS] REMOTE... LOCAL")]
+    #[command(override_usage = "wiresh get [OPTIONS] [HOST:]REMOTE... LOCAL")]
     Get(GetArgs),
     /// Make a client key pair, so that a server can know this client by it
     /// (like ssh-keygen).
@@ -99,6 +136,12 @@ pub enum Command {
     /// The server of this WIRESH_HOME, or the one started with the same
     /// --pid-file. Under systemd, `systemctl reload wiresh` does the same.
     Reload(ReloadArgs),
+    /// List the servers whose fingerprints are pinned, or forget one (as
+    /// `ssh-keygen -R`).
+    ///
+    /// Pins are kept in $WIRESH_HOME/known_hosts, one `HOST:PORT sha256:...`
+    /// line per server, written on the first connection to it.
+    KnownHosts(KnownHostsArgs),
     /// Print a shell completion script: `wiresh completions bash > /etc/bash_completion.d/wiresh`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -115,6 +158,15 @@ pub struct KeygenArgs {
     /// [default: USER@HOSTNAME]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct KnownHostsArgs {
+    /// Forget the pin of this server, found as `wiresh exec HOST` finds it
+    /// (its address and port from the client settings), so that the next
+    /// connection pins it anew.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub remove: Option<String>,
 }
 
 #[derive(Args)]
@@ -456,13 +508,15 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct ConnectArgs {
-    /// Server to connect to [default: 127.0.0.1:7878, or 127.0.0.1:8090 with --legacy].
-    /// Repeatable, and a host list: -H a,b -H web[01-20] -H c:7900 runs on all of them.
+    /// The hosts to run on, as a host list (repeatable; pdsh's -w):
+    /// -H a,b -H web[01-20] -H c:7900 runs on all of them. Without a host
+    /// here, in an operand or from -g: $WIRESH_HOST, else the client
+    /// settings' default host, else 127.0.0.1 (port 7878; 8090 with --legacy).
     #[arg(
         long = "host",
         short = 'H',
-        value_name = "HOST[:PORT]",
-        env = "WIRESH_HOST"
+        visible_short_alias = 'w',
+        value_name = "HOSTS"
     )]
     pub hosts: Vec<String>,
     /// File holding the server's token. [default: $WIRESH_TOKEN, else $WIRESH_HOME/token]
@@ -471,13 +525,14 @@ pub struct ConnectArgs {
     /// Expect exactly this server fingerprint (sha256:...), as printed by
     /// `wiresh serve`, instead of trusting it on first use.
     #[arg(long, value_name = "FINGERPRINT")]
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
     /// Connect without TLS: only to a server on loopback started with
     /// --allow-plaintext.
     #[arg(long, conflicts_with_all = ["fingerprint", "key"])]
     pub plaintext: bool,
-    /// Present this client key (made by `wiresh keygen`) to the server.
-    /// [default: $WIRESH_HOME/client.key, if it exists]
+    /// Present this client key (made by `wiresh keygen`) to the server;
+    /// `none` (or /dev/null) presents none. [default: the host's `key` in
+    /// the client settings, else $WIRESH_HOME/client.key, if it exists]
     #[arg(long, short = 'i', value_name = "PATH")]
     pub key: Option<PathBuf>,
     /// Keep the connection for this long after the last command, in a
@@ -488,6 +543,45 @@ pub struct ConnectArgs {
     pub persist: Option<DurationArg>,
     #[command(flatten)]
     pub select: SelectArgs,
+    /// The host operand (`exec HOST ...`, `shell HOST`, `put ... HOST:PATH`),
+    /// taken from the words once parsed.
+    #[arg(skip)]
+    pub operand: Option<String>,
+    /// The port of hosts that name none: `-p` of exec and shell, `-P` of
+    /// put and get.
+    #[arg(skip)]
+    pub port: Option<u16>,
+}
+
+/// ssh's options that `exec` and `shell` take as ssh does, so that tools
+/// which drive ssh (rsync -e, GIT_SSH_COMMAND) drive wiresh.
+#[derive(Args)]
+pub struct SshArgs {
+    /// The port of hosts that name none, as `ssh -p`. [default: the host's
+    /// in the client settings, else 7878]
+    #[arg(short = 'p', long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub port: Option<u16>,
+    /// Refused with an explanation: commands run as the account the server
+    /// runs as (as `ssh -l`; rsync passes it for `user@host:`).
+    #[arg(short = 'l', long = "login-name", value_name = "USER", hide = true)]
+    pub login: Option<String>,
+    /// One of ssh's -o options that wiresh has: SendEnv=VAR (send that
+    /// local variable, as -e VAR=VALUE), Port=N, ConnectTimeout=SECONDS,
+    /// BatchMode=yes|no (wiresh never prompts). Others are refused.
+    #[arg(short = 'o', value_name = "OPTION")]
+    pub options: Vec<String>,
+    /// Print how each host would be reached (address, port, pinning, key)
+    /// and exit without connecting, as `ssh -G`.
+    #[arg(short = 'G')]
+    pub print_settings: bool,
+}
+
+/// A TCP port, 1 to 65535.
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("{s:?} is not a port (1 to 65535)")),
+    }
 }
 
 /// `wiresh master`: start, list or stop masters.
@@ -549,14 +643,18 @@ pub struct SelectArgs {
     /// Leave out these hosts (a host list such as web[03-05]; repeatable).
     #[arg(short = 'x', long = "exclude", value_name = "HOSTS")]
     pub exclude: Vec<String>,
-    /// Host inventory: groups and per-host port, token file, fingerprint.
-    /// [default: $WIRESH_HOME/hosts.toml]
-    #[arg(long, value_name = "FILE")]
+    /// The client settings: how to reach each host, groups, defaults (as
+    /// ssh -F). [default: $WIRESH_HOME/client.toml]
+    #[arg(short = 'F', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// An inventory of earlier releases (hosts.toml's format); read for
+    /// this release, with a warning that says how to move it.
+    #[arg(long, value_name = "FILE", hide = true, conflicts_with = "config")]
     pub inventory: Option<PathBuf>,
     /// With many hosts: most hosts worked on at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FANOUT, value_parser = parse_fanout)]
     pub fanout: usize,
-    /// With many hosts: give up on a host not connected within this long.
+    /// Give up on a host not connected and authenticated within this long.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(DEFAULT_CONNECT_TIMEOUT))]
     pub connect_timeout: DurationArg,
     /// With many hosts: launch no more hosts once one has failed.
@@ -615,6 +713,8 @@ fn parse_fanout(s: &str) -> Result<usize, String> {
 pub struct ExecArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub ssh: SshArgs,
     /// Run the words as a program and its arguments, without a remote shell.
     #[arg(long)]
     pub argv: bool,
@@ -650,20 +750,22 @@ pub struct ExecArgs {
     pub encoding: Option<&'static encoding_rs::Encoding>,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// The command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
-    pub command: Vec<String>,
+    /// The host (unless -H or -g names the hosts, or `--` comes first),
+    /// then the command and its arguments. Options end at the host: what
+    /// follows it is the command, options included.
+    #[arg(trailing_var_arg = true, value_name = "HOST COMMAND")]
+    pub words: Vec<String>,
+    /// Whether `--` came before the words: they are all the command.
+    #[arg(skip)]
+    pub dashed: bool,
 }
 
 #[derive(Args)]
 pub struct ShellArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub ssh: SshArgs,
     /// A remote terminal even when stdin is not a terminal, like `ssh -tt`.
     #[arg(short = 't', long = "tty", conflicts_with = "each_line")]
     pub tty: bool,
@@ -684,6 +786,10 @@ pub struct ShellArgs {
     /// With --legacy: the server's text encoding (a WHATWG label such as gbk).
     #[arg(long, value_name = "LABEL", requires = "legacy", value_parser = parse_encoding)]
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The host (a name, an address, HOST:PORT, a host list), unless -H or
+    /// -g names the hosts.
+    #[arg(value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 #[derive(Args)]
@@ -696,6 +802,10 @@ pub struct CopyArgs {
     /// Preserve mode and modification time.
     #[arg(short = 'p', long)]
     pub preserve: bool,
+    /// The port of hosts that name none, as `scp -P`. [default: the host's
+    /// in the client settings, else 7878]
+    #[arg(short = 'P', long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub port: Option<u16>,
     /// Continue an interrupted transfer (after checking the part already there).
     #[arg(long)]
     pub resume: bool,
@@ -717,7 +827,8 @@ pub struct CopyArgs {
 pub struct PutArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
-    /// Local files (and, with -r, directories), then the remote destination.
+    /// Local files (and, with -r, directories), then the remote
+    /// destination, as HOST:PATH or a path on the host of -H, -g or the default.
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<OsString>,
 }
@@ -726,7 +837,9 @@ pub struct PutArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
-    /// Remote files (and, with -r, directories), then the local destination.
+    /// Remote files (and, with -r, directories), as HOST:PATH (one host for
+    /// all) or paths on the host of -H, -g or the default; then the local
+    /// destination.
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<OsString>,
 }
@@ -761,6 +874,49 @@ mod tests {
         assert!(size("99999999999G").is_err());
         assert_eq!(SizeArg(Some(DEFAULT_MAX_OUTPUT)).to_string(), "1M");
         assert_eq!(SizeArg(Some(1000)).to_string(), "1000");
+    }
+
+    #[test]
+    fn exec_words_after_dashes_are_all_the_command() {
+        let exec = |line: &str| {
+            let raw: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+            let Command::Exec(args) = Cli::try_parse_from(&raw).unwrap().command else {
+                panic!("exec")
+            };
+            (args.words, dashed_before_words(&raw))
+        };
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(exec("w exec -- uptime"), (words(&["uptime"]), true));
+        assert_eq!(
+            exec("w exec -p 3 -- uptime -l"),
+            (words(&["uptime", "-l"]), true)
+        );
+        assert_eq!(
+            exec("w exec web01 uptime"),
+            (words(&["web01", "uptime"]), false)
+        );
+        assert_eq!(
+            exec("w exec -p 3 web01 -- x"),
+            (words(&["web01", "--", "x"]), false)
+        );
+        assert_eq!(
+            exec("w exec web01 ls -l --x"),
+            (words(&["web01", "ls", "-l", "--x"]), false)
+        );
+        assert_eq!(exec("w exec -H a -- b"), (words(&["b"]), true));
+        for unknown in [
+            "w exec --timout 5s -- x",
+            "w exec -v web01 x",
+            "w exec -f 2 -g web x",
+        ] {
+            let raw: Vec<&str> = unknown.split_whitespace().collect();
+            let err = Cli::try_parse_from(raw).err().expect(unknown);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{unknown}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `wiresh exec`, `shell`, `put` and `get`: one server (the library's
-//! `cli`) or many (`fanout.rs`), as the flags select (`hosts.rs`).
+//! `wiresh exec`, `shell`, `put` and `get`: their operands read as ssh
+//! and scp read them, then one server (the library's `cli`) or many
+//! (`fanout.rs`), as the operands and flags select (`hosts.rs`).
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,7 @@ use wiresh_proto::ExecRequest;
 
 use crate::args::{CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
 use crate::fanout;
+use crate::hosts::{split_remote, usage};
 
 impl CopyArgs {
     fn flags(&self) -> Result<CopyFlags> {
@@ -47,24 +50,55 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(exit::process_code(code).into());
 }
 
+impl ExecArgs {
+    /// ssh's reading of the words: the host operand first (unless `--`
+    /// came before them, or -H or -g names the hosts), then the command;
+    /// a `--` right after the host is dropped, as ssh drops it. Applies
+    /// ssh's options too.
+    fn command(&mut self) -> Result<Vec<String>> {
+        let mut words = std::mem::take(&mut self.words);
+        let named = !self.connect.hosts.is_empty() || !self.connect.select.groups.is_empty();
+        if !self.dashed && !named && !words.is_empty() {
+            self.connect.operand = Some(words.remove(0));
+            if words.first().is_some_and(|w| w == "--") {
+                words.remove(0);
+            }
+        }
+        let sent = self.ssh.apply(&mut self.connect)?;
+        self.env.extend(sent);
+        Ok(words)
+    }
+}
+
 /// `wiresh exec`. Exits the process itself ([`exit_now`]).
-pub fn exec(args: ExecArgs) -> Result<i32> {
+pub fn exec(mut args: ExecArgs) -> Result<i32> {
+    let command = args.command()?;
     crate::master::persist(&args.connect)?;
+    if args.ssh.print_settings {
+        args.connect.print_settings()?;
+        return Ok(exit::SUCCESS);
+    }
+    if command.is_empty() {
+        return Err(usage(
+            "no command to run: `wiresh exec HOST COMMAND...`, or `wiresh exec -- COMMAND...` \
+             on the default host (`wiresh shell HOST` for a shell)",
+        ));
+    }
     let rt = runtime()?;
     if args.legacy {
         let host = args.connect.legacy_host()?;
         exit_now(cli::legacy::exec(
             &rt,
-            host,
-            &args.command.join(" "),
+            &host,
+            &command.join(" "),
             args.encoding,
         ));
     }
     let endpoint = args.connect.endpoint_or_hosts(args.output.wants_fanout())?;
     let mut req = if args.argv {
-        ExecRequest::argv(args.command)
+        ExecRequest::argv(command)
     } else {
-        ExecRequest::shell(args.command.join(" "))
+        ExecRequest::shell(command.join(" "))
     };
     req.env = args.env.into_iter().collect();
     req.cwd = args.cwd;
@@ -83,13 +117,21 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
 /// `wiresh shell`: the remote login shell, on a remote terminal when stdin
 /// is one (or with -t), else reading stdin; or one command per line.
 /// Exits the process itself, as `exec` does.
-pub fn shell(args: ShellArgs) -> Result<i32> {
+pub fn shell(mut args: ShellArgs) -> Result<i32> {
+    args.connect.operand = args.host.take();
+    let env = args.ssh.apply(&mut args.connect)?;
     crate::master::persist(&args.connect)?;
+    if args.ssh.print_settings {
+        args.connect.print_settings()?;
+        return Ok(exit::SUCCESS);
+    }
     let rt = runtime()?;
     if args.legacy {
         let host = args.connect.legacy_host()?;
-        exit_now(cli::legacy::shell(&rt, host, args.encoding));
+        exit_now(cli::legacy::shell(&rt, &host, args.encoding));
     }
+    let mut login = ExecRequest::login_shell();
+    login.env = env.into_iter().collect();
     let code = match args.connect.endpoint_or_hosts(false)? {
         Err(hosts) => fanout::shell(&rt, &hosts, &args.connect),
         Ok(endpoint) => {
@@ -97,17 +139,18 @@ pub fn shell(args: ShellArgs) -> Result<i32> {
             if args.each_line {
                 cli::shell::run(&rt, &endpoint)
             } else if tty {
-                cli::terminal::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+                cli::terminal::run(&rt, &endpoint, login, true)
             } else {
-                cli::exec::run(&rt, &endpoint, ExecRequest::login_shell(), true)
+                cli::exec::run(&rt, &endpoint, login, true)
             }
         }
     };
     exit_now(code);
 }
 
-/// A remote path from the command line: the protocol's paths are UTF-8.
-fn remote_path(path: &std::ffi::OsStr) -> Result<&str> {
+/// An operand that names a remote side, as text: the protocol's paths are
+/// UTF-8.
+fn utf8_operand(path: &OsStr) -> Result<&str> {
     path.to_str().with_context(|| {
         format!(
             "the remote path {} is not UTF-8, which wiresh's protocol cannot carry",
@@ -116,12 +159,35 @@ fn remote_path(path: &std::ffi::OsStr) -> Result<&str> {
     })
 }
 
-/// `wiresh put LOCAL... REMOTE`.
-pub fn put(args: PutArgs) -> Result<i32> {
-    crate::master::persist(&args.copy.connect)?;
-    let (remote, sources) = args.paths.split_last().expect("clap requires two paths");
-    let remote = remote_path(remote)?.to_string();
+/// The remote path of an operand (`HOST:` alone is the files root).
+fn remote_path(path: &str) -> String {
+    match path {
+        "" => ".".to_string(),
+        path => path.to_string(),
+    }
+}
+
+/// `wiresh put LOCAL... [HOST:]REMOTE`.
+pub fn put(mut args: PutArgs) -> Result<i32> {
+    let (dest, sources) = args.paths.split_last().expect("clap requires two paths");
+    let named_remote = sources.iter().filter_map(|s| s.to_str()).find(|s| split_remote(s).is_some());
+    if let Some(remote) = named_remote {
+        return Err(usage(format!(
+            "{remote} names a remote file, but put copies local files to one remote side \
+             (a local name with a colon is written ./{remote})"
+        )));
+    }
     let sources: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+    let dest = utf8_operand(dest)?;
+    let remote = match split_remote(dest) {
+        Some((host, path)) => {
+            args.copy.connect.operand = Some(host.to_string());
+            remote_path(path)
+        }
+        None => dest.to_string(),
+    };
+    args.copy.connect.port = args.copy.port;
+    crate::master::persist(&args.copy.connect)?;
     let flags = args.copy.flags()?;
     let rt = runtime()?;
     Ok(match args.copy.connect.endpoint_or_hosts(false)? {
@@ -133,14 +199,35 @@ pub fn put(args: PutArgs) -> Result<i32> {
     })
 }
 
-/// `wiresh get REMOTE... LOCAL`.
-pub fn get(args: GetArgs) -> Result<i32> {
-    crate::master::persist(&args.copy.connect)?;
+/// `wiresh get [HOST:]REMOTE... LOCAL`.
+pub fn get(mut args: GetArgs) -> Result<i32> {
     let (local, sources) = args.paths.split_last().expect("clap requires two paths");
+    if let Some(local) = local.to_str().filter(|l| split_remote(l).is_some()) {
+        return Err(usage(format!(
+            "{local} names a remote file, but get copies to a local path \
+             (a local name with a colon is written ./{local})"
+        )));
+    }
     let sources = sources
         .iter()
-        .map(|s| remote_path(s).map(str::to_string))
-        .collect::<Result<Vec<String>>>()?;
+        .map(|s| utf8_operand(s))
+        .collect::<Result<Vec<&str>>>()?;
+    let sides: Vec<Option<(&str, &str)>> = sources.iter().map(|s| split_remote(s)).collect();
+    let host = sides[0].map(|(host, _)| host);
+    if sides.iter().any(|side| side.map(|(h, _)| h) != host) {
+        return Err(usage(format!(
+            "{} name more than one remote side; get copies from one host (or host list) at a time",
+            sources.join(" ")
+        )));
+    }
+    let sources: Vec<String> = sources
+        .iter()
+        .zip(&sides)
+        .map(|(source, side)| side.map_or_else(|| source.to_string(), |(_, path)| remote_path(path)))
+        .collect();
+    args.copy.connect.operand = host.map(str::to_string);
+    args.copy.connect.port = args.copy.port;
+    crate::master::persist(&args.copy.connect)?;
     let flags = args.copy.flags()?;
     let rt = runtime()?;
     Ok(match args.copy.connect.endpoint_or_hosts(false)? {

@@ -11,6 +11,7 @@
 //! - `keygen`: a client key pair;
 //! - `master`: `wiresh master`, and `--persist` for the other commands;
 //! - `reload`: `wiresh reload`, and the pid file `serve` keeps for it;
+//! - `known_hosts`: the pinned server fingerprints, listed or forgotten;
 //! - `help`: completion scripts and manual pages from the same definition;
 //! - `manual`: the manual pages' sections clap does not know (exit
 //!   statuses, environment, files, examples);
@@ -26,19 +27,32 @@ mod keygen;
 mod master;
 mod manual;
 mod reload;
+mod known_hosts;
 mod serve;
 mod settings;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use wiresh::error::SetupError;
 use wiresh::exit;
 
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match Cli::parse_args() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version come this way too, to stdout.
+            let _ = e.print();
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
+            return ExitCode::from(exit::process_code(code));
+        }
+    };
     let (outcome, failure) = match cli.command {
         // serve reads its settings itself: the command line, the
         // environment and the config file, merged (settings.rs).
@@ -56,6 +70,10 @@ fn main() -> ExitCode {
             reload::run(args).map(|()| exit::SUCCESS),
             exit::LOCAL_FAILED,
         ),
+        Command::KnownHosts(args) => (
+            known_hosts::run(args).map(|()| exit::SUCCESS),
+            exit::LOCAL_FAILED,
+        ),
         Command::Completions(args) => (
             help::completions(args).map(|()| exit::SUCCESS),
             exit::LOCAL_FAILED,
@@ -64,7 +82,10 @@ fn main() -> ExitCode {
     };
     let code = outcome.unwrap_or_else(|e| {
         eprintln!("wiresh: {}", describe(&e));
-        failure
+        // A usage error is one whatever the subcommand (exit.rs).
+        e.chain()
+            .find_map(|cause| cause.downcast_ref::<SetupError>())
+            .map_or(failure, |setup| exit::for_setup(setup, failure))
     });
     ExitCode::from(exit::process_code(code))
 }
