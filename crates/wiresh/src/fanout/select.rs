@@ -31,7 +31,7 @@ impl Selection {
                 .map_err(|e| SetupError::Usage(format!("{flag}{list}: {e}")))
         };
         let mut names = Vec::new();
-        for list in &self.operand {
+        if let Some(list) = &self.operand {
             names.extend(expand("", list)?);
         }
         for list in &self.hosts {
