@@ -343,9 +343,11 @@ def test_plaintext_on_loopback(start_server, client_home):
         wiresh.connect("192.0.2.1", token="t", plaintext=True, home=client_home)
 
 
-def test_a_name_from_the_host_settings(server, client_home):
-    (client_home / "hosts.toml").write_text(
-        f'[hosts.web1]\naddress = "127.0.0.1"\nport = {server.port}\ntoken_file = "{server.token_file}"\n'
+# client.toml, and for this release the old hosts.toml with its spelling.
+@pytest.mark.parametrize("file,token_key", [("client.toml", "token-file"), ("hosts.toml", "token_file")])
+def test_a_name_from_the_host_settings(server, client_home, file, token_key):
+    (client_home / file).write_text(
+        f'[hosts.web1]\naddress = "127.0.0.1"\nport = {server.port}\n{token_key} = "{server.token_file}"\n'
     )
     with wiresh.connect("web1", home=client_home) as c:
         assert c.target == server.addr

@@ -388,9 +388,8 @@ def connect(
     """Connects to ``host`` and authenticates.
 
     ``host`` is taken as the ``wiresh`` command takes it: a name, an address,
-    ``addr:port``, or a name from the host settings files (``hosts.toml``:
-    its address, port, token file and fingerprint; ``client.toml``: port,
-    fingerprint, key). Without one, the server on this machine. ``port``
+    ``addr:port``, or a name from the client settings (``client.toml``: its
+    address, port, token file, fingerprint and key). Without one, the server on this machine. ``port``
     overrides the port. The token: ``token``, else ``token_file``, else
     ``$WIRESH_TOKEN``, else the home's ``token``. ``key`` is a client key
     (else the home's ``client.key`` when it exists). ``fingerprint`` pins the

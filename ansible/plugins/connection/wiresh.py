@@ -43,7 +43,7 @@ options:
     vars:
       - name: ansible_pipelining
   host:
-    description: The host to connect to, as the C(wiresh) command takes it (a name, an address, a name from C(hosts.toml)).
+    description: The host to connect to, as the C(wiresh) command takes it (a name, an address, a name from the client settings C(client.toml)).
     type: string
     default: inventory_hostname
     vars:
