@@ -757,6 +757,19 @@ async fn exec_and_shell_legacy_against_server_py() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, local(command).await);
+    // ssh's form: the host first, `-p` its port.
+    let port = server.addr.port().to_string();
+    let out = wiresh_cli(
+        &["exec", "--legacy", "-p", &port, "127.0.0.1", "echo", "hi"],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        b"hi\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let script = b"echo one\n\nprintf two\nexit\necho never\n";
     let out = wiresh_cli(&["shell", "--legacy", "-H", &host], script).await;

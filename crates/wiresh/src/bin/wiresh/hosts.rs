@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use wiresh::addr::Target;
 use wiresh::client::{Endpoint, Security};
 use wiresh::error::SetupError;
 use wiresh::fanout::{select, Host, Options};
@@ -106,7 +107,8 @@ impl ConnectArgs {
     }
 
     /// The legacy server to connect to, as `HOST[:PORT]`: the operand,
-    /// `-H`, else `$WIRESH_HOST`, else this machine. Refuses many hosts.
+    /// `-H`, else `$WIRESH_HOST`, else this machine; `-p` gives the port
+    /// of a host that names none. Refuses many hosts.
     pub fn legacy_host(&self) -> Result<String> {
         let many = self.hosts.len() + usize::from(self.operand.is_some()) > 1
             || !self.select.groups.is_empty()
@@ -123,14 +125,21 @@ impl ConnectArgs {
         let env = std::env::var(HOST_ENV)
             .ok()
             .filter(|h| !h.trim().is_empty());
-        Ok(self
+        let host = self
             .operand
             .iter()
             .chain(&self.hosts)
             .next()
             .cloned()
             .or(env)
-            .unwrap_or_else(|| wiresh::reach::DEFAULT_HOST.to_string()))
+            .unwrap_or_else(|| wiresh::reach::DEFAULT_HOST.to_string());
+        // `-p PORT` for a host that names none, as for the wiresh protocol.
+        match self.port {
+            Some(port) => Ok(Target::parse(&host, port)
+                .map_err(|e| usage(format!("{host}: {e}")))?
+                .to_string()),
+            None => Ok(host),
+        }
     }
 
     /// Runs, parallelism and timeouts for many hosts.
