@@ -170,7 +170,10 @@ fn remote_path(path: &str) -> String {
 /// `wiresh put LOCAL... [HOST:]REMOTE`.
 pub fn put(mut args: PutArgs) -> Result<i32> {
     let (dest, sources) = args.paths.split_last().expect("clap requires two paths");
-    let named_remote = sources.iter().filter_map(|s| s.to_str()).find(|s| split_remote(s).is_some());
+    let named_remote = sources
+        .iter()
+        .filter_map(|s| s.to_str())
+        .find(|s| split_remote(s).is_some());
     if let Some(remote) = named_remote {
         return Err(usage(format!(
             "{remote} names a remote file, but put copies local files to one remote side \
@@ -223,7 +226,9 @@ pub fn get(mut args: GetArgs) -> Result<i32> {
     let sources: Vec<String> = sources
         .iter()
         .zip(&sides)
-        .map(|(source, side)| side.map_or_else(|| source.to_string(), |(_, path)| remote_path(path)))
+        .map(|(source, side)| {
+            side.map_or_else(|| source.to_string(), |(_, path)| remote_path(path))
+        })
         .collect();
     args.copy.connect.operand = host.map(str::to_string);
     args.copy.connect.port = args.copy.port;

@@ -24,10 +24,10 @@ mod fanout;
 mod help;
 mod hosts;
 mod keygen;
-mod master;
-mod manual;
-mod reload;
 mod known_hosts;
+mod manual;
+mod master;
+mod reload;
 mod serve;
 mod settings;
 
