@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::fleet::Fleet;
+use common::fleet::{on_host, Fleet};
 use common::keys::{authorized_clients, KeyClient};
 use common::*;
 use wiresh::exit::{CLIENT_FAILURE, USAGE};
@@ -310,16 +310,12 @@ async fn a_key_only_host_connects_alone_and_in_a_fanout() {
     std::fs::write(home.join("client.toml"), settings).unwrap();
     assert!(!home.join("token").exists(), "key only");
 
-    let out = run(home, None, &["exec", "box1", "echo $WIRESH_HOME"]).await;
+    let by_host = on_host("echo $WIRESH_HOME");
+    let out = run(home, None, &["exec", "box1", &by_host]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
     assert_eq!(out.stdout_str().trim(), servers[0].home().to_str().unwrap());
 
-    let out = run(
-        home,
-        None,
-        &["exec", "-g", "boxes", "--", "echo $WIRESH_HOME"],
-    )
-    .await;
+    let out = run(home, None, &["exec", "-g", "boxes", "--", &by_host]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr_str());
     let stdout = out.stdout_str();
     for (i, s) in servers.iter().enumerate() {

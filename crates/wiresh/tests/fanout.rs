@@ -852,10 +852,10 @@ async fn a_summary_only_when_something_failed_and_none_with_q() {
     let out = run(&["-b"], "echo fine").await;
     assert_eq!(out.stderr_str(), "", "gathered too");
 
-    let fail_one = format!(
+    let fail_one = on_host(&format!(
         "[ \"$WIRESH_HOME\" = '{}' ] && exit 3; true",
         fleet.servers[1].home().display()
-    );
+    ));
     let out = run(&[], &fail_one).await;
     assert_eq!(out.code, Some(1));
     assert_eq!(

@@ -114,13 +114,13 @@ fn man_pages_name_the_command_as_typed_and_have_the_usual_sections() {
     }
     let put = read("wiresh-put.1");
     assert!(
-        section(&put, "SYNOPSIS").contains("LOCAL... REMOTE"),
+        section(&put, "SYNOPSIS").contains("LOCAL... [HOST:]REMOTE"),
         "{put}"
     );
     assert!(!put.contains("<LOCAL... REMOTE> <LOCAL"), "{put}");
     let help = String::from_utf8(run(&["put", "--help"]).stdout).unwrap();
     assert!(
-        help.contains("Usage: wiresh put [OPTIONS] LOCAL... REMOTE"),
+        help.contains("Usage: wiresh put [OPTIONS] LOCAL... [HOST:]REMOTE"),
         "{help}"
     );
     // The environment and the files are docs/USAGE.md's list, every one.
