@@ -1,10 +1,12 @@
-//! Nothing a command starts outlives it: processes that hop from process
-//! group to process group every 20 ms, and children that leave with
-//! `setsid`, die with their command, in its cgroup (where the server can
-//! make one: as root on cgroup v2, skipped otherwise) or, with
-//! `--no-cgroup`, in its session (hoppers only: `setsid` leaves a session
-//! by design); the zombies they leave are reaped by the server, a child
-//! subreaper; limits that need cgroups stop a server that cannot have them.
+//! Nothing a killed command starts outlives it: processes that hop from
+//! process group to process group every 20 ms, and children that leave
+//! with `setsid`, die with their cancelled command, in its cgroup (where
+//! the server can make one: as root on cgroup v2, skipped otherwise) or,
+//! with `--no-cgroup`, in its session (hoppers only: `setsid` leaves a
+//! session by design); the zombies they leave are reaped by the server, a
+//! child subreaper; limits that need cgroups stop a server that cannot
+//! have them. A command that ends by itself takes its session with it and
+//! lets a daemon (its own session) live on, as over ssh.
 
 mod common;
 
@@ -287,4 +289,55 @@ fn limits_without_cgroups_stop_the_server() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// Starts a command that leaves a daemon (its own session, as `setsid`
+/// makes one) and a plain background job (still in the command's
+/// session), and ends by itself: the job dies with the command, the
+/// daemon lives on, as over ssh (Ansible's `async` relies on it); returns
+/// the daemon's pid, for the caller to look at and stop.
+async fn daemon_outlives_a_normal_end(server: &Server) -> u32 {
+    let mut c = server.raw().await;
+    let run = c
+        .exec(ExecRequest::shell(
+            "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; \
+             sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+        ))
+        .await;
+    assert_eq!(run.status.code, Some(0), "{:?}", run.status);
+    let pids: Vec<u32> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let (daemon, job) = (pids[0], pids[1]);
+    assert_gone(&[job], None, GONE_WITHIN * 3, "the background job").await;
+    // The job is gone, so the command's end has been dealt with.
+    assert!(alive(daemon), "the daemon died with the command");
+    daemon
+}
+
+#[tokio::test]
+async fn a_daemon_outlives_its_commands_normal_end_in_a_cgroup() {
+    let server = Server::start_with(&["--kill-grace", "500ms"]);
+    if !server
+        .log()
+        .contains("each command runs in a cgroup of its own under")
+    {
+        return skipped("the server can make no cgroup here (see above)");
+    }
+    let daemon = daemon_outlives_a_normal_end(&server).await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap_or_default();
+    kill_all(&[daemon]);
+    assert!(
+        cgroup.trim_end().ends_with("/detached"),
+        "the daemon left its command's cgroup for the detached one: {cgroup}"
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_outlives_its_commands_normal_end_without_cgroups() {
+    let server = Server::start_with(&["--kill-grace", "500ms", "--no-cgroup"]);
+    let daemon = daemon_outlives_a_normal_end(&server).await;
+    kill_all(&[daemon]);
 }

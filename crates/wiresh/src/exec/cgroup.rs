@@ -122,6 +122,10 @@ pub struct Tree {
     next: AtomicU64,
 }
 
+/// The cgroup in a server's tree for processes that outlived the command
+/// that started them ([`CommandCgroup::release`]).
+pub const DETACHED: &str = "detached";
+
 /// One command's cgroup, removed once empty (see `super::sweep`).
 #[derive(Debug)]
 pub struct CommandCgroup {
@@ -160,6 +164,21 @@ impl CommandCgroup {
     /// Kills every process in it, forks in flight included (SIGKILL).
     pub fn kill(&self) -> io::Result<()> {
         std::fs::write(self.dir.join("cgroup.kill"), "1")
+    }
+
+    /// Moves the processes `leaving` picks to the cgroup beside the
+    /// commands' that holds what outlived its command (`detached`, made on
+    /// first use): a daemon a command started lives on after the command
+    /// ended by itself, as over ssh, outside the command's limits.
+    pub fn release(&self, leaving: impl Fn(i32) -> bool) {
+        let Some(tree) = self.dir.parent() else {
+            return;
+        };
+        let detached = tree.join(DETACHED);
+        let _ = std::fs::create_dir(&detached);
+        for pid in self.processes().into_iter().filter(|&pid| leaving(pid)) {
+            let _ = std::fs::write(detached.join("cgroup.procs"), pid.to_string());
+        }
     }
 
     /// Removes it; it must be empty.

@@ -60,6 +60,15 @@ impl GroupGuard {
         }
     }
 
+    /// The command ended by itself: terminates what is left of its session
+    /// (SIGTERM, then SIGKILL after the grace period), and lets go what
+    /// left the session (daemons), as a hangup does; disarms the guard.
+    pub fn end(&mut self) {
+        if let Some(target) = self.target.take() {
+            sweep::end(self.id, target, self.leader, self.grace);
+        }
+    }
+
     /// Terminates it all now (SIGTERM, then SIGKILL after the grace
     /// period) and disarms the guard.
     pub fn terminate(&mut self) {

@@ -226,7 +226,7 @@ impl Supervisor {
     /// ended by itself.
     pub fn hang_up(&mut self) {
         if self.killed.is_none() && self.drain_at.is_none() {
-            self.guard.terminate();
+            self.guard.end();
             self.drain_at = Some(Instant::now() + self.deadlines.kill_grace + DRAIN_SLACK);
         }
     }
@@ -255,10 +255,11 @@ impl Supervisor {
         self.started.elapsed()
     }
 
-    /// The command is done: whatever it left running in its group ends
-    /// with it. Returns its status.
+    /// The command is done: whatever it left running in its session ends
+    /// with it (a daemon that left the session lives on, as over ssh; a
+    /// killed command took everything with it already). Returns its status.
     pub fn finish(mut self) -> Status {
-        self.guard.terminate();
+        self.guard.end();
         self.status()
     }
 

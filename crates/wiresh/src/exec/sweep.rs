@@ -112,6 +112,18 @@ pub(super) fn terminate(id: u64, target: Target, grace: Duration) {
     }
 }
 
+/// Ends what `target` holds once its command ended by itself (tracked as
+/// `id`; `leader` leads its session): as [`terminate`], but a process that
+/// left the command's session (`setsid`, as a daemon does) is let go, as a
+/// terminal's hangup lets it go; from a cgroup it moves to the detached
+/// one first. A cancel, a timeout or a vanished client [`terminate`]s all.
+pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
+    if let Target::Cgroup(cgroup) = &target {
+        cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
+    }
+    terminate(id, target, grace);
+}
+
 /// The sweeper's queue, its thread started at the first job.
 fn sweeper() -> Option<&'static Mutex<Sender<Job>>> {
     static SWEEPER: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
@@ -245,13 +257,16 @@ fn processes() -> Vec<(i32, u32)> {
         return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // "pid (comm) state ppid pgrp session ...": comm may hold anything.
-            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-            let state = fields.next()?;
-            let session: u32 = fields.nth(2)?.parse().ok()?;
-            (state != "Z" && state != "X").then_some((pid, session))
-        })
+        .filter_map(|pid| Some((pid, session_of(pid)?)))
         .collect()
+}
+
+/// The session of a live process (not a zombie), from `/proc`.
+fn session_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp session ...": comm may hold anything.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    let session: u32 = fields.nth(2)?.parse().ok()?;
+    (state != "Z" && state != "X").then_some(session)
 }
