@@ -10,10 +10,17 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "WIRESH_HOME",
         "the directory of every file under FILES; default ~/.wiresh",
     ),
-    ("WIRESH_HOST", "the default -H of exec, shell, put and get"),
+    (
+        "WIRESH_HOST",
+        "the default host of exec, shell, put and get, when none is named",
+    ),
     (
         "WIRESH_TOKEN",
         "the token, when --token-file is not given (client)",
+    ),
+    (
+        "WIRESH_PERSIST",
+        "the default --persist of exec, shell, put and get: start a master when none answers",
     ),
     (
         "WIRESH_TRANSFER_TIMEOUT",
@@ -22,7 +29,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("WIRESH_CONFIG", "serve's --config"),
     ("WIRESH_LISTEN", "serve's --listen"),
     ("WIRESH_LOG_FORMAT", "serve's --log-format"),
-    ("WIRESH_LOG", "the server's log level: debug, info, warn"),
+    (
+        "WIRESH_LOG",
+        "the server's (and a master's) log level: debug, info, warn",
+    ),
     (
         "NO_COLOR",
         "no colour in the server's log, even on a terminal",
@@ -59,13 +69,17 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     (
         "client.toml",
-        "the client's per-server port, fingerprint and key",
+        "how the client reaches each host (address, port, fingerprint, key, token file), groups, defaults",
     ),
     (
         "hosts.toml",
-        "the client's inventory: groups and per-host settings",
+        "the inventory of earlier releases, read for this release with a warning",
     ),
     ("history", "the shell --each-line prompt's history"),
+    (
+        "masters/",
+        "the masters' sockets, locks and logs (mode 700)",
+    ),
 ];
 
 /// A page's exit statuses: status, when.
