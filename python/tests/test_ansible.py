@@ -100,9 +100,11 @@ def relay_gone(control_dir: Path) -> bool:
 @pytest.fixture
 def remote_tmp():
     """Ansible's temporary directory on the hosts, where the user become
-    (nobody) can reach its module files: not under pytest's own (mode 700)."""
+    (nobody) can reach its module files and make its own (a module run in
+    a directory it cannot read, as nobody in root's home, moves to a new
+    one there): not under pytest's own (mode 700); as /tmp is (1777)."""
     path = tempfile.mkdtemp(prefix="wiresh-ansible-")
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o1777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -121,7 +123,7 @@ def test_everyday_modules_on_ten_hosts(fleet, token_file, collections, client_ho
         fleet,
         token_file,
         client_home,
-        extra=f"work={work}\nfetched={fetched}\nansible_remote_tmp={remote_tmp}/tmp",
+        extra=f"work={work}\nfetched={fetched}\nansible_remote_tmp={remote_tmp}",
     )
     shutil.copytree(HERE / "ansible", tmp_path / "play")
     done = run_ansible(
