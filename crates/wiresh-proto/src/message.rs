@@ -475,7 +475,8 @@ impl ExecRequest {
     pub fn describe(&self) -> String {
         match self.program() {
             Ok(Program::Shell(c)) => c.to_string(),
-            Ok(Program::Argv(a)) => format!("{a:?}"),
+            // JSON, a spelling both people and parsers read (not Rust's).
+            Ok(Program::Argv(a)) => serde_json::to_string(a).unwrap_or_default(),
             Ok(Program::LoginShell) => "<login shell>".to_string(),
             Err(_) => "<invalid>".to_string(),
         }
@@ -691,6 +692,13 @@ mod tests {
             token: Secret("hunter2".into()),
         };
         assert!(!format!("{m:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_argv_command_is_described_as_json() {
+        let req = ExecRequest::argv(vec!["ls".into(), "-l".into(), "a \"b\"\u{1b}".into()]);
+        assert_eq!(req.describe(), r#"["ls","-l","a \"b\"\u001b"]"#);
+        assert_eq!(ExecRequest::shell("ls -l").describe(), "ls -l");
     }
 
     #[test]
