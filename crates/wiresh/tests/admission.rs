@@ -53,24 +53,7 @@ async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
     assert!(flood.len() > FLOOD / 2, "the flood never got going");
 
     // Real clients, a few at a time, from another address.
-    for batch in 0..REAL / 8 {
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let endpoint = server.endpoint();
-                tokio::spawn(async move {
-                    let mut conn = wiresh::client::Connection::connect(&endpoint)
-                        .await
-                        .unwrap_or_else(|e| panic!("real client {batch}.{i} was locked out: {e}"));
-                    let ran =
-                        run(&mut conn, wiresh_proto::ExecRequest::shell("echo in"), None).await;
-                    assert_eq!(ran.stdout, b"in\n");
-                })
-            })
-            .collect();
-        for task in tasks {
-            bounded("a real client", task).await.unwrap();
-        }
-    }
+    real_clients_get_in(&server, REAL, "beside a flood from one address").await;
 
     // Someone new at the flooding address is turned away: told why, or
     // (while the server is busy refusing the flood) just closed, never

@@ -88,18 +88,48 @@ fn key_endpoint(server: &Server, client: &KeyClient) -> Endpoint {
     }
 }
 
+/// A server that takes keys only, from an `authorized_clients` file that
+/// lists alice and bob.
+struct KeyServer {
+    alice: KeyClient,
+    bob: KeyClient,
+    clients: std::path::PathBuf,
+    server: Server,
+    /// Holds the file; removed with it.
+    dir: tempfile::TempDir,
+}
+
+impl KeyServer {
+    async fn start() -> KeyServer {
+        let alice = KeyClient::new("alice").await;
+        let bob = KeyClient::new("bob").await;
+        let dir = tempfile::tempdir().unwrap();
+        let clients = authorized_clients(dir.path(), &[&alice.line, &bob.line]);
+        let server = Server::start_exactly(&[
+            "--auth",
+            "key",
+            "--authorized-clients",
+            clients.to_str().unwrap(),
+        ]);
+        KeyServer {
+            alice,
+            bob,
+            clients,
+            server,
+            dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_removed_client_is_refused_after_a_reload() {
-    let alice = KeyClient::new("alice").await;
-    let bob = KeyClient::new("bob").await;
-    let dir = tempfile::tempdir().unwrap();
-    let clients = authorized_clients(dir.path(), &[&alice.line, &bob.line]);
-    let server = Server::start_exactly(&[
-        "--auth",
-        "key",
-        "--authorized-clients",
-        clients.to_str().unwrap(),
-    ]);
+    let KeyServer {
+        alice,
+        bob,
+        clients,
+        server,
+        dir: _dir,
+    } = KeyServer::start().await;
     let mut open = bounded(
         "bob connects",
         Connection::connect(&key_endpoint(&server, &bob)),
@@ -134,16 +164,13 @@ async fn a_removed_client_is_refused_after_a_reload() {
 /// on, and the log names the revoked client.
 #[tokio::test]
 async fn a_revoked_keys_open_connections_are_closed_at_the_reload() {
-    let alice = KeyClient::new("alice").await;
-    let bob = KeyClient::new("bob").await;
-    let dir = tempfile::tempdir().unwrap();
-    let clients = authorized_clients(dir.path(), &[&alice.line, &bob.line]);
-    let server = Server::start_exactly(&[
-        "--auth",
-        "key",
-        "--authorized-clients",
-        clients.to_str().unwrap(),
-    ]);
+    let KeyServer {
+        alice,
+        bob,
+        clients,
+        server,
+        dir: _dir,
+    } = KeyServer::start().await;
     let server = &server;
     let connect = |client| async move { Connection::connect(&key_endpoint(server, client)).await };
     let mut idle = bounded("alice connects", connect(&alice)).await.unwrap();
