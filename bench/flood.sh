@@ -23,14 +23,8 @@ fi
 B=$PWD/target/$PROFILE/wiresh
 FLOOD=$PWD/target/$PROFILE/examples/flood
 ulimit -n "$(ulimit -Hn)"
-WORK=$(mktemp -d)
-export WIRESH_HOME=$WORK/home
-cleanup() {
-    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 source bench/lib.sh
+one_server_workdir
 # sources, addresses per /24
 for case in "2 250" "8 250" "64 250" "2000 250" "2000 1"; do
     set -- $case

@@ -1,6 +1,18 @@
 # Shared by the benchmark scripts (sourced, not run). start_server needs $B
 # (the wiresh binary) and $WORK (a scratch directory).
 
+# Makes $WORK, a scratch directory holding $WIRESH_HOME, removed with the
+# server (SERVER_PID) when the script exits: for scripts with one server.
+one_server_workdir() {
+    WORK=$(mktemp -d)
+    export WIRESH_HOME=$WORK/home
+    trap 'stop_one_server' EXIT
+}
+stop_one_server() {
+    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
 # Starts `wiresh serve` on a free loopback port with the given extra flags,
 # waits for its readiness line, and sets SERVER_PID and ADDR.
 start_server() {

@@ -10,14 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q --bin wiresh
 B=$PWD/target/release/wiresh
-WORK=$(mktemp -d)
-export WIRESH_HOME=$WORK/home
-cleanup() {
-    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 source bench/lib.sh
+one_server_workdir
 # Exempt loopback: hundreds of logins a second from one address.
 start_server --exempt 127.0.0.0/8
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
