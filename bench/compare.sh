@@ -3,7 +3,7 @@
 # ratios (absolute numbers on shared machines are noise; ratios in one run are
 # not). See ../shared/BASELINES.md for how the reference figures were taken.
 #
-# Usage: bench/compare.sh
+# Usage: bench/compare.sh   (section 6 alone: bench/spawn.sh)
 # Needs: hyperfine. Optional: socat (raw TCP relay), openssh-server (ssh).
 #   apt-get install -y hyperfine socat openssh-server
 # Ends with one line `SUMMARY key=value ...` for machines. Every section
@@ -16,7 +16,10 @@ RUNS=${RUNS:-5}
 # The many-at-once figures (section 5); 0 skips them.
 COMMANDS=${COMMANDS:-1000}
 IDLE=${IDLE:-10000}
-cargo build --release -q --bin wiresh --example latency --example spawn_floor --example concurrency
+# Section 6: how many run while a new command's latency is measured; 0
+# skips it (bench/spawn.sh runs it alone).
+SPAWN_RUNNING=${SPAWN_RUNNING:-0,1,10,100,500,1000}
+cargo build --release -q --bin wiresh --example latency --example spawn_floor --example concurrency --example spawn_latency
 B=$PWD/target/release/wiresh
 SUMMARY=()
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -193,6 +196,23 @@ if [ "$COMMANDS" -gt 0 ]; then
     note idle_kib_per_connection "$(sed -n 's/.*(\([0-9.]*\) KiB per connection).*/\1/p' <<<"$out")"
     note rss_mib_after_idle_closed "$(sed -n 's/.*, \([0-9]*\) MiB after they closed.*/\1/p' <<<"$out")"
     echo "local floor: $COMMANDS \`sh -c 'sleep 1'\` started by bash at once: $(median_of 1 "for i in \$(seq $COMMANDS); do sh -c 'sleep 1' & done; wait") s"
+fi
+
+if [ "$SPAWN_RUNNING" != 0 ]; then
+    echo
+    echo "== 6. spawn latency against running commands (plaintext; load $(load))"
+    # A server of its own again, with room for the most that run at once.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    kill "$SERVER_PID" 2>/dev/null || true
+    rm -f "$WORK/ready"
+    MOST=$(tr , '\n' <<<"$SPAWN_RUNNING" | sort -n | tail -1)
+    start_server --allow-plaintext --max-connections $((MOST + 100)) --max-commands $((MOST + 100)) \
+        --max-startups 1000:100:1000 --max-startups-per-address 1000
+    out=$("$PWD/target/release/examples/spawn_latency" "$ADDR" "$SERVER_PID" --plaintext --running "$SPAWN_RUNNING")
+    echo "$out"
+    # One key per level (median ms), and the most against the fewest.
+    while read -r running ms; do note "spawn_ms_running_$running" "$ms"; done < <(awk '$1 ~ /^[0-9]+$/ {print $1, $4}' <<<"$out")
+    note spawn_most_over_fewest "$(awk '$1 ~ /^[0-9]+$/ {r=$6} END {sub("x", "", r); print r}' <<<"$out")"
 fi
 
 echo
