@@ -16,14 +16,8 @@ SLEEPS=${SLEEPS:-1000}
 IDLE=${IDLE:-0}
 cargo build --release -q --bin wiresh --example spawn_latency
 B=$PWD/target/release/wiresh
-WORK=$(mktemp -d)
-export WIRESH_HOME=$WORK/home
-cleanup() {
-    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 source bench/lib.sh
+one_server_workdir
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MOST=$(tr , '\n' <<<"$RUNNING" | sort -n | tail -1)
 [ "$SLEEPS" -gt "$MOST" ] && MOST=$SLEEPS
