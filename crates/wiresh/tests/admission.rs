@@ -53,7 +53,8 @@ async fn a_flood_of_silent_connections_does_not_lock_out_real_clients() {
     assert!(flood.len() > FLOOD / 2, "the flood never got going");
 
     // Real clients, a few at a time, from another address.
-    real_clients_get_in(&server, REAL, "beside a flood from one address").await;
+    let locked_out = real_clients_get_in(&server, REAL, "beside a flood from one address").await;
+    assert!(locked_out.is_empty(), "{locked_out:#?}");
 
     // Someone new at the flooding address is turned away: told why, or
     // (while the server is busy refusing the flood) just closed, never
@@ -180,8 +181,11 @@ async fn silent_flood(
     flood
 }
 
-/// Real clients from 127.0.0.1, eight at a time, each running a command.
-async fn real_clients_get_in(server: &Server, count: usize, what: &str) {
+/// Real clients from 127.0.0.1, eight at a time, each running a command;
+/// returns why each one that was locked out was (a client let in must run
+/// its command).
+async fn real_clients_get_in(server: &Server, count: usize, what: &str) -> Vec<String> {
+    let mut locked_out = Vec::new();
     for batch in 0..count / 8 {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
@@ -190,25 +194,30 @@ async fn real_clients_get_in(server: &Server, count: usize, what: &str) {
                 tokio::spawn(async move {
                     let mut conn = wiresh::client::Connection::connect(&endpoint)
                         .await
-                        .unwrap_or_else(|e| {
-                            panic!("{what}: real client {batch}.{i} was locked out: {e}")
-                        });
+                        .map_err(|e| format!("{what}: real client {batch}.{i}: {e}"))?;
                     let ran =
                         run(&mut conn, wiresh_proto::ExecRequest::shell("echo in"), None).await;
                     assert_eq!(ran.stdout, b"in\n");
+                    Ok::<(), String>(())
                 })
             })
             .collect();
         for task in tasks {
-            bounded("a real client", task).await.unwrap();
+            if let Err(why) = bounded("a real client", task).await.unwrap() {
+                locked_out.push(why);
+            }
         }
     }
+    locked_out
 }
 
 /// Silent connections enough to fill the budget of connections
 /// authenticating four times over, from 8 addresses of one /24, and from
 /// 256 addresses each in a /24 of its own (as a botnet's would be): real
-/// clients from another network all get in, in the places of silent ones.
+/// clients from another network get in, in the places of silent ones — at
+/// least 23 of 24 (the 95 % issue 19 asks): on a loaded machine a real
+/// client whose first bytes the server has not seen yet counts as silent
+/// too, and one in 24 may lose its place (bench/flood.sh measures it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_many_addresses_does_not_lock_out_real_clients() {
     for (sources, per_network) in [(8, 8), (256, 1)] {
@@ -219,7 +228,8 @@ async fn a_flood_from_many_addresses_does_not_lock_out_real_clients() {
             flood.len() >= 256,
             "{what}: the flood never filled the budget"
         );
-        real_clients_get_in(&server, 24, &what).await;
+        let locked_out = real_clients_get_in(&server, 24, &what).await;
+        assert!(locked_out.len() <= 1, "{locked_out:#?}");
         server
             .wait_for_log("was dropped to make room for one from")
             .await;
