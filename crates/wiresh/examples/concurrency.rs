@@ -11,17 +11,18 @@
 //! `--max-startups-per-address`.
 
 mod common;
+#[path = "common/connections.rs"]
+mod connections;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use futures_util::future::join_all;
-use tokio::sync::{mpsc, Semaphore};
-use wiresh::client::{Connection, Endpoint, Output, Target};
+use tokio::sync::mpsc;
+use wiresh::client::{Connection, Output, Target};
 use wiresh_proto::ExecRequest;
 
-/// Connections opened at once while setting up (the rest wait their turn).
-const OPENING_AT_ONCE: usize = 128;
+use connections::open;
 
 /// The server's resident memory in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -36,20 +37,6 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// Open files of the server, which fall back once connections close.
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-/// Opens `n` authenticated connections, `OPENING_AT_ONCE` at a time.
-async fn open(endpoint: &Endpoint, n: usize) -> anyhow::Result<Vec<Connection>> {
-    let gate = Semaphore::new(OPENING_AT_ONCE);
-    let opened = join_all((0..n).map(|_| async {
-        let _turn = gate.acquire().await.expect("never closed");
-        Connection::connect(endpoint).await
-    }))
-    .await;
-    opened
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .context("opening a connection")
 }
 
 #[tokio::main]

@@ -18,18 +18,19 @@
 //! that many children (read from /proc), not after a pause.
 
 mod common;
+#[path = "common/connections.rs"]
+mod connections;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use futures_util::future::join_all;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wiresh::client::{Connection, Endpoint, Output, Target};
 use wiresh_proto::ExecRequest;
 
-/// Connections opened at once while setting up (the rest wait their turn).
-const OPENING_AT_ONCE: usize = 128;
+use connections::open;
 
 /// How long a level may take to have all its commands running.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
@@ -125,20 +126,6 @@ async fn settle(pid: u32, want: usize, at_most: bool) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Opens `n` authenticated connections, `OPENING_AT_ONCE` at a time.
-async fn open(endpoint: &Endpoint, n: usize) -> anyhow::Result<Vec<Connection>> {
-    let gate = Semaphore::new(OPENING_AT_ONCE);
-    let opened = join_all((0..n).map(|_| async {
-        let _turn = gate.acquire().await.expect("never closed");
-        Connection::connect(endpoint).await
-    }))
-    .await;
-    opened
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .context("opening a connection")
 }
 
 fn argv(words: &[&str]) -> ExecRequest {
