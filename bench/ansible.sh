@@ -47,6 +47,7 @@ MITO=$("$VENV/bin/python" -c 'import ansible_mitogen, os; print(os.path.dirname(
 PYTHON=$(command -v /usr/bin/python3 || command -v python3)
 
 WORK=$(mktemp -d)
+source bench/lib.sh
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -63,21 +64,7 @@ cp bench/ansible/play.yml bench/ansible/motd.j2 "$WORK/"
 
 # --- wiresh: one server per host, one token ---
 export WIRESH_HOME=$WORK/client
-mkdir -p "$WIRESH_HOME"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WIRESH_HOME/token")
-for i in $(seq 1 "$HOSTS"); do
-    mkdir -p "$WORK/s$i"
-    WIRESH_HOME=$WORK/s$i "$B" serve --listen 127.0.0.1:0 --token-file "$WIRESH_HOME/token" \
-        >"$WORK/s$i/out" 2>/dev/null &
-    PIDS+=($!)
-done
-deadline=$((SECONDS + 60))
-for i in $(seq 1 "$HOSTS"); do
-    until grep -q "listening on" "$WORK/s$i/out" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || { echo "server $i did not start" >&2; exit 1; }
-        sleep 0.05
-    done
-done
+start_fleet "$HOSTS"
 
 # --- ssh: one sshd, many aliases ---
 D=$WORK/sshd

@@ -25,6 +25,7 @@ FANOUT=64
 cargo build --release -q --bin wiresh
 B=$PWD/target/release/wiresh
 WORK=$(mktemp -d)
+source bench/lib.sh
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -37,22 +38,7 @@ echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- the servers: one token for all, each its own home and TLS identity ---
 export WIRESH_HOME=$WORK/client
-mkdir -p "$WIRESH_HOME"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WIRESH_HOME/token")
-for i in $(seq 1 "$SERVERS"); do
-    mkdir -p "$WORK/s$i"
-    WIRESH_HOME=$WORK/s$i "$B" serve --listen 127.0.0.1:0 --token-file "$WIRESH_HOME/token" \
-        >"$WORK/s$i/out" 2>/dev/null &
-    PIDS+=($!)
-done
-# Each server's readiness line says where it listens.
-deadline=$((SECONDS + 60))
-for i in $(seq 1 "$SERVERS"); do
-    until grep -q "listening on" "$WORK/s$i/out" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || { echo "server $i did not start" >&2; exit 1; }
-        sleep 0.05
-    done
-done
+start_fleet "$SERVERS"
 ADDRS=()
 for i in $(seq 1 "$SERVERS"); do
     ADDRS+=("$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$WORK/s$i/out")")
@@ -77,7 +63,6 @@ printf 'Port %s\nListenAddress 127.0.0.1\nHostKey %s/host\nAuthorizedKeysFile %s
 for _ in $(seq 1 50); do ssh -F "$D/ssh_config" h1 true 2>/dev/null && break; sleep 0.1; done
 fi
 
-. bench/lib.sh
 QUIET='>/dev/null 2>&1'
 
 echo

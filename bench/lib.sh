@@ -27,6 +27,29 @@ start_server() {
     cat "$WORK/ready" >/dev/null &
 }
 
+# Starts N servers on free loopback ports, each with its home $WORK/sI and
+# its output in $WORK/sI/out, all taking one new token ($WIRESH_HOME/token);
+# adds their pids to PIDS and waits (60 s at most) for each one's readiness
+# line, which says where it listens.
+start_fleet() {
+    local n=$1 i deadline
+    mkdir -p "$WIRESH_HOME"
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WIRESH_HOME/token")
+    for i in $(seq 1 "$n"); do
+        mkdir -p "$WORK/s$i"
+        WIRESH_HOME=$WORK/s$i "$B" serve --listen 127.0.0.1:0 --token-file "$WIRESH_HOME/token" \
+            >"$WORK/s$i/out" 2>/dev/null &
+        PIDS+=($!)
+    done
+    deadline=$((SECONDS + 60))
+    for i in $(seq 1 "$n"); do
+        until grep -q "listening on" "$WORK/s$i/out" 2>/dev/null; do
+            [ $SECONDS -lt $deadline ] || { echo "server $i did not start" >&2; exit 1; }
+            sleep 0.05
+        done
+    done
+}
+
 # Median wall time in seconds of N runs of a shell command. A failing run
 # ends the benchmark, unless the third argument is `tolerant`: then it still
 # counts, with a note on stderr (an ssh tool that loses hosts under load).
