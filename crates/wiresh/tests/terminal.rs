@@ -267,6 +267,12 @@ fn held_until_go(dir: &Path) -> String {
     )
 }
 
+/// Types a [`held_until_go`] command and waits until it runs.
+async fn run_held(tmux: &Tmux) {
+    tmux.type_line(&held_until_go(tmux.dir()));
+    tmux.wait_for_line("busy-2").await;
+}
+
 /// Lets a [`held_until_go`] command end.
 fn go(tmux: &Tmux) {
     std::fs::write(tmux.dir().join("go"), "").unwrap();
@@ -305,8 +311,7 @@ async fn each_line_keeps_lines_typed_ahead() {
     let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     tmux.type_line("echo first-$((2+2))");
     tmux.type_line("echo second-$((3+3))");
     // Both are typed (the terminal echoes them) before the command ends.
@@ -333,8 +338,7 @@ async fn each_line_leaves_at_a_ctrl_d_typed_while_a_command_runs() {
     let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     tmux.type_line("sh -c 'echo ahead-$((3+3)); exit 3'");
     tmux.press(&["C-d"]);
     tmux.type_line("echo after-$((4+4))");
@@ -362,8 +366,7 @@ async fn each_line_leaves_at_a_ctrl_d_typed_right_after_the_output() {
     let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     tmux.type_line("sh -c 'echo ahead-$((3+3)); exit 3'");
     tmux.wait_for("the line typed ahead", |s| {
         s.contains("echo ahead-$((3+3))")
@@ -388,8 +391,7 @@ async fn each_line_ctrl_c_interrupts_the_command_and_drops_what_was_typed_before
     let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     tmux.type_line("echo dropped-$((2+3))");
     tmux.press(&["C-c"]);
     tmux.wait_for("the command interrupted", |s| {
@@ -416,8 +418,7 @@ async fn each_line_ctrl_c_typed_right_after_the_output_drops_the_line_being_type
     let Some(tmux) = each_line_in_tmux(&server).await else {
         return;
     };
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     tmux.type_text("echo dropped-$((2+3))");
     tmux.wait_for("the line being typed", |s| {
         s.contains("echo dropped-$((2+3))")
@@ -465,8 +466,7 @@ async fn each_line_an_interrupt_between_commands_spares_the_next_one() {
         .await;
     let client = nix::unistd::Pid::from_raw(client_pid(&tmux));
     nix::sys::signal::kill(client, nix::sys::signal::Signal::SIGINT).unwrap();
-    tmux.type_line(&held_until_go(tmux.dir()));
-    tmux.wait_for_line("busy-2").await;
+    run_held(&tmux).await;
     go(&tmux);
     tmux.wait_for_line("done-4").await;
     tmux.type_line("exit");
