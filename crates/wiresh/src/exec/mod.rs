@@ -9,7 +9,8 @@
 //! - [`cgroup`]: the server's cgroup v2 tree, a cgroup per command, killed
 //!   with `cgroup.kill`, with per-command limits.
 //! - `sweep`: killing a command's session or cgroup, again until it is
-//!   empty, on a thread of its own.
+//!   empty, on a thread of its own; `procfs`: the processes `/proc` shows,
+//!   which it and the reaper read.
 //! - [`reaper`]: the server as a child subreaper, reaping what commands
 //!   leave behind, never the children its tasks wait for.
 //! - [`Child`]: a command's main process, to wait for.
@@ -30,6 +31,7 @@ mod child;
 mod guard;
 mod launcher;
 pub mod login;
+mod procfs;
 pub mod pty;
 pub mod reaper;
 pub mod slots;

@@ -23,6 +23,8 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::procfs;
+
 /// Held (shared) from before a child is started until it is registered.
 static SPAWNING: RwLock<()> = RwLock::new(());
 
@@ -106,23 +108,8 @@ pub fn reap_adopted() {
 
 /// This process's exited children that are not reaped yet, from `/proc`.
 fn exited_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // "pid (comm) state ppid ...": comm may hold anything.
-            let Some(close) = stat.rfind(')') else {
-                return false;
-            };
-            let mut fields = stat[close + 1..].split_whitespace();
-            let (state, ppid) = (fields.next(), fields.next());
-            state == Some("Z") && ppid == Some(me.as_str())
-        })
+    let me = std::process::id();
+    procfs::pids()
+        .filter(|&pid| procfs::stat(pid).is_some_and(|s| s.state == 'Z' && s.ppid == me))
         .collect()
 }

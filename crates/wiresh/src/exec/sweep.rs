@@ -28,6 +28,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use super::cgroup::CommandCgroup;
+use super::procfs;
 use crate::defaults::{GROUP_GONE_POLL, SWEEP_LIMIT};
 
 /// What a command's processes are kept in.
@@ -250,23 +251,16 @@ fn by_session() -> HashMap<u32, Vec<i32>> {
     sessions
 }
 
-/// Every live process (not a zombie) and its session id, from `/proc`:
-/// there is no system call that lists or signals a session.
+/// Every live process (not a zombie) and its session id.
 fn processes() -> Vec<(i32, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    procfs::pids()
         .filter_map(|pid| Some((pid, session_of(pid)?)))
         .collect()
 }
 
-/// The session of a live process (not a zombie), from `/proc`.
+/// The session of a live process (not a zombie).
 fn session_of(pid: i32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid pgrp session ...": comm may hold anything.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?;
-    let session: u32 = fields.nth(2)?.parse().ok()?;
-    (state != "Z" && state != "X").then_some(session)
+    procfs::stat(pid)
+        .filter(procfs::Stat::live)
+        .map(|stat| stat.session)
 }
