@@ -132,7 +132,7 @@ fn peer_gone(how: &Gone, during: &During) -> String {
         Gone::Lost(Some(e)) => ("connection lost", format!(" ({e})")),
     };
     let consequence = match during {
-        During::Command(_) => "; its process group was killed",
+        During::Command(_) => "; the command and its processes were killed",
         _ => "",
     };
     format!("{what}{during}{cause}{consequence}")
@@ -141,7 +141,7 @@ fn peer_gone(how: &Gone, during: &During) -> String {
 /// The log's words for [`End::Stalled`].
 fn stalled(limit: &Duration, during: &During) -> String {
     let consequence = match during {
-        During::Command(_) => "; its process group was killed",
+        During::Command(_) => "; the command and its processes were killed",
         _ => "",
     };
     format!("the client took nothing for {limit:?} (--send-timeout){during}; dropped{consequence}")
@@ -341,14 +341,15 @@ mod tests {
         let cases = [
             (
                 End::disconnected(During::Command("sleep 9".into())),
-                "client disconnected during `sleep 9`; its process group was killed",
+                "client disconnected during `sleep 9`; the command and its processes were killed",
             ),
             (
                 End::PeerGone {
                     how: Gone::Lost(Some(std::io::ErrorKind::BrokenPipe.into())),
                     during: During::Command("yes".into()),
                 },
-                "connection lost during `yes` (broken pipe); its process group was killed",
+                "connection lost during `yes` (broken pipe); the command and its processes were \
+                 killed",
             ),
             (End::lost(During::Answer), "connection lost"),
             (End::lost(During::Hello), "connection lost before hello"),
@@ -368,8 +369,8 @@ mod tests {
                     limit: Duration::from_secs(60),
                     during: During::Command("yes".into()),
                 },
-                "the client took nothing for 60s (--send-timeout) during `yes`; dropped; its \
-                 process group was killed",
+                "the client took nothing for 60s (--send-timeout) during `yes`; dropped; the \
+                 command and its processes were killed",
             ),
             (
                 End::Failed {

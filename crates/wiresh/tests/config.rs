@@ -204,6 +204,7 @@ fn check_masks_secrets_creates_nothing_and_checks_every_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("the token file"), "{stdout}");
+    assert!(stdout.contains("# authorized clients: none\n"), "{stdout}");
     assert!(
         !home.path().join("token").exists(),
         "--check created the token"

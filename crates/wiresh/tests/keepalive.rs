@@ -111,7 +111,7 @@ async fn a_client_that_pings_but_never_reads_is_dropped_after_the_send_timeout()
         };
         let dropped = server.wait_for_log(
             "the client took nothing for 1s (--send-timeout) during `exec yes`; dropped; \
-             its process group was killed",
+             the command and its processes were killed",
         );
         tokio::select! {
             () = dropped => {}

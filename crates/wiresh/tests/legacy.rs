@@ -950,7 +950,9 @@ async fn a_legacy_command_cut_off_by_a_disconnect_is_audited_as_aborted() {
     .expect("no start line");
     drop(peer);
     server
-        .wait_for_log("client disconnected during `sleep 1000`; its process group was killed")
+        .wait_for_log(
+            "client disconnected during `sleep 1000`; the command and its processes were killed",
+        )
         .await;
     let lines = lines();
     assert_eq!(lines.len(), 2, "{lines:?}");

@@ -118,11 +118,11 @@ fn check(settings: Settings) -> Result<()> {
         }
     ));
     out.push_str(&format!("# TLS fingerprint: {}\n", config.fingerprint));
-    out.push_str(&format!(
-        "# authorized clients: {} ({})\n",
-        server.clients.len(),
-        server.clients.names().join(", ")
-    ));
+    let names = server.clients.names();
+    out.push_str(&match names.len() {
+        0 => "# authorized clients: none\n".to_string(),
+        n => format!("# authorized clients: {n} ({})\n", names.join(", ")),
+    });
     out.push_str(&format!(
         "# policy in force, as its JSON file would say: {}\n",
         serde_json::to_string(&server.policy)?
