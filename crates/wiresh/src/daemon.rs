@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     pub reload: Option<Reload>,
     /// What commands are kept in (cgroups, or sessions), fixed at start.
     pub containment: Containment,
+    /// Start commands from a spawn helper process (`exec::helper`), fixed
+    /// at start.
+    pub spawn_helper: bool,
 }
 
 /// How commands are kept together so that all they start can be killed:
@@ -208,6 +211,7 @@ struct Fixed {
     max_connections: usize,
     max_commands: usize,
     containment: Containment,
+    spawn_helper: bool,
 }
 
 impl Fixed {
@@ -218,6 +222,7 @@ impl Fixed {
             max_connections: config.server.max_connections,
             max_commands: config.server.commands.limit(),
             containment: config.containment,
+            spawn_helper: config.spawn_helper,
         }
     }
 
@@ -247,6 +252,9 @@ impl Fixed {
         }
         if self.containment != new.containment {
             changed.push("no-cgroup, max-pids and max-memory".to_string());
+        }
+        if self.spawn_helper != new.spawn_helper {
+            changed.push("no-spawn-helper".to_string());
         }
         if !changed.is_empty() {
             warn!(
@@ -334,6 +342,7 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         run_as,
         reload,
         containment,
+        spawn_helper,
     } = config;
     let listener = server::bind(listen).await?;
     let local = listener.local_addr().map_err(|source| SetupError::Bind {
@@ -364,6 +373,11 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
     if let Some(account) = &run_as {
         account.become_it()?;
         info!("running as {}", account.name());
+    }
+    // Now, as the account commands run as, and before any connection has
+    // grown the server: a small process that starts every command.
+    if spawn_helper {
+        start_spawn_helper();
     }
     let shutdown = CancellationToken::new();
     let version = env!("CARGO_PKG_VERSION");
@@ -407,10 +421,25 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         }
     };
     let stopped = stop(servers, &mut signals).await;
-    if let (Stopped::Gracefully, Some(tree)) = (stopped, tree) {
-        tree.tear_down();
+    if stopped == Stopped::Gracefully {
+        // Its cgroup is the server's: it must be empty to be removed.
+        crate::exec::helper::stop();
+        if let Some(tree) = tree {
+            tree.tear_down();
+        }
     }
     Ok(stopped)
+}
+
+/// Starts the spawn helper, or says why commands start from the server's
+/// own threads.
+fn start_spawn_helper() {
+    match crate::exec::helper::start() {
+        Ok(pid) => info!("spawn helper started (pid {pid}): commands start from it"),
+        Err(e) => warn!(
+            "cannot start the spawn helper ({e}): commands start from the server's own threads"
+        ),
+    }
 }
 
 /// Says whether the kernel could take TLS records over (it does not yet:

@@ -134,6 +134,18 @@ pub const GROUP_GONE_POLL: Duration = Duration::from_millis(20);
 /// [`GROUP_GONE_POLL`]) before the server gives up on what is left, and
 /// says so.
 pub const SWEEP_LIMIT: Duration = Duration::from_secs(5);
+/// How long the server waits for the spawn helper to say it is up, or to
+/// answer a spawn request, before it takes it for hung: it kills it,
+/// starts commands itself and starts a new helper (`exec::helper`).
+pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait before a dead spawn helper is started again; it doubles
+/// up to [`HELPER_RESTART_MAX`] while helpers keep dying young.
+pub const HELPER_RESTART: Duration = Duration::from_millis(100);
+/// The longest wait before a spawn helper is started again.
+pub const HELPER_RESTART_MAX: Duration = Duration::from_secs(30);
+/// A spawn helper that lived this long died of something other than its
+/// start: the next one is started after [`HELPER_RESTART`] again.
+pub const HELPER_LIVED: Duration = Duration::from_secs(60);
 /// The first wait after a failed `accept` (out of descriptors, say); it
 /// doubles up to [`ACCEPT_BACKOFF_MAX`] while accepting keeps failing.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);

@@ -51,7 +51,7 @@ async fn streams_256_mib_with_bounded_server_memory() {
             paused = true;
             // Stop reading. Backpressure must stop the producer long before
             // it has written everything, and the server must not buffer.
-            let producers = children_of(server.pid());
+            let producers = commands_of(server.pid());
             assert_eq!(producers.len(), 1, "server children: {producers:?}");
             let stalled_at = wait_until_stalled(producers[0]).await.unwrap_or_else(|| {
                 panic!(

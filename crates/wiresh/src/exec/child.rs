@@ -1,5 +1,7 @@
-//! A command's main process, to wait for: one tokio spawned, or one the
-//! launcher started (see `launcher`), waited for through a pidfd.
+//! A command's main process, to wait for: one tokio spawned, one the
+//! launcher started (see `launcher`), waited for through a pidfd, or one
+//! the spawn helper started (see `helper`), whose exit status the helper
+//! reports.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -9,6 +11,7 @@ use std::process::ExitStatus;
 use rustix::process::{Pid, WaitOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::sync::oneshot;
 
 use super::reaper::Registered;
 use crate::syscall::retry;
@@ -25,6 +28,10 @@ enum Inner {
     Tokio(tokio::process::Child, Option<Registered>),
     /// Started by the launcher: its pidfd tells when it has exited.
     Pidfd(PidfdChild),
+    /// Started by the spawn helper: its exit status comes from the
+    /// helper's report; if the helper dies first, the channel closes and
+    /// the process is the server's own (adopted), waited for as `Pidfd`.
+    Helper(PidfdChild, Option<oneshot::Receiver<ExitStatus>>),
 }
 
 #[derive(Debug)]
@@ -58,12 +65,32 @@ impl Child {
         })))
     }
 
+    /// Watches child `pid`, started by the spawn helper: `exit` brings its
+    /// status. Must run inside a tokio runtime.
+    pub(super) fn from_helper(
+        pid: u32,
+        pidfd: OwnedFd,
+        exit: oneshot::Receiver<ExitStatus>,
+        registered: Registered,
+    ) -> io::Result<Child> {
+        let pid = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+        Ok(Child(Inner::Helper(
+            PidfdChild {
+                pid,
+                pidfd: Some(watch(pidfd, Interest::READABLE)?),
+                status: None,
+                registered: Some(registered),
+            },
+            Some(exit),
+        )))
+    }
+
     /// The process id; `None` once the child has been reaped (its number
     /// may belong to another process by then).
     pub fn id(&self) -> Option<u32> {
         match &self.0 {
             Inner::Tokio(child, _) => child.id(),
-            Inner::Pidfd(child) => child
+            Inner::Pidfd(child) | Inner::Helper(child, _) => child
                 .status
                 .is_none()
                 .then(|| child.pid.as_raw_nonzero().get() as u32),
@@ -81,16 +108,47 @@ impl Child {
                 }
                 status
             }
-            Inner::Pidfd(child) => {
-                if let Some(status) = child.status {
-                    return Ok(status);
+            Inner::Pidfd(child) => child.wait().await,
+            Inner::Helper(child, exit) => {
+                if let Some(reported) = exit.as_mut() {
+                    // Cancel-safe: a oneshot receiver keeps what came.
+                    let reported = reported.await;
+                    *exit = None;
+                    if let Ok(status) = reported {
+                        child.reaped(status);
+                    }
                 }
-                let pidfd = child.pidfd.as_ref().expect("present until reaped");
-                let status = reap(child.pid, pidfd).await?;
-                child.status = Some(status);
+                // Reported, or adopted when the helper died first.
+                child.wait().await
+            }
+        }
+    }
+}
+
+impl PidfdChild {
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let pidfd = self.pidfd.as_ref().expect("present until reaped");
+        let status = reap(self.pid, pidfd).await?;
+        self.reaped(status);
+        Ok(status)
+    }
+
+    fn reaped(&mut self, status: ExitStatus) {
+        self.status = Some(status);
+        self.pidfd = None;
+        self.registered = None;
+    }
+}
+
+impl Drop for Inner {
+    /// A helper's child is the helper's to reap while the helper lives.
+    fn drop(&mut self) {
+        if let Inner::Helper(child, Some(exit)) = self {
+            if !matches!(exit.try_recv(), Err(oneshot::error::TryRecvError::Closed)) {
                 child.pidfd = None;
-                child.registered = None;
-                Ok(status)
             }
         }
     }

@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use nix::unistd::{geteuid, User};
-use tokio::process::Command;
 
 use crate::defaults::{LOGIN_PATH, LOGIN_PATH_ROOT};
 
@@ -90,15 +89,6 @@ impl LoginAccount {
             ("PATH".into(), path.into()),
         ]);
         env
-    }
-
-    /// Makes `cmd` start as a login of this account would: the login's
-    /// environment only, in [`LoginAccount::start_dir`]. Variables and a
-    /// directory set on `cmd` afterwards (the client's) win.
-    pub fn apply(&self, cmd: &mut Command) {
-        cmd.env_clear()
-            .envs(self.environment(std::env::vars_os()))
-            .current_dir(self.start_dir());
     }
 }
 

@@ -14,6 +14,10 @@
 //! - [`reaper`]: the server as a child subreaper, reaping what commands
 //!   leave behind, never the children its tasks wait for.
 //! - [`Child`]: a command's main process, to wait for.
+//! - [`helper`]: the spawn helper, a small process of its own that starts
+//!   commands for the server, so that a start costs the same however big
+//!   the server has grown (`wiresh serve` starts it; without it, commands
+//!   start from the server's threads).
 //! - `launcher`: threads with small descriptor tables of their own that
 //!   start commands once the server holds many descriptors, so that a
 //!   start costs the same however many it holds.
@@ -29,6 +33,7 @@
 pub mod cgroup;
 mod child;
 mod guard;
+pub mod helper;
 mod launcher;
 pub mod login;
 mod procfs;

@@ -13,7 +13,7 @@
 //! buffer is full, exactly as with a full pipe.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
 
 use rustix::fs::OFlags;
@@ -21,9 +21,12 @@ use rustix::pty::OpenptFlags;
 use rustix::termios;
 use wiresh_proto::{PtyRequest, WindowSize};
 
+use super::cgroup::CommandCgroup;
 use super::child::Child;
 use super::guard::GroupGuard;
-use super::spec::{SpawnError, Spec};
+use super::helper::wire::Stdio as Streams;
+use super::spawn::{by_helper, failed_in_helper};
+use super::spec::{Resolved, SpawnError, Spec};
 use super::{cgroup, reaper};
 use crate::tty::{winsize, Terminal};
 
@@ -45,30 +48,23 @@ pub struct SpawnedPty {
 /// no part: the terminal is the command's input. `what` names it in errors.
 pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<SpawnedPty, SpawnError> {
     let fail = |source| SpawnError::new(what, source);
-    let mut cmd = spec.command(what)?;
+    let mut resolved = spec.resolve(what)?;
     let (master, slave) = open(pty.size()).map_err(fail)?;
     let term_from_env = spec.env.iter().any(|(k, _)| k == "TERM");
     if !pty.term.is_empty() && !term_from_env {
-        cmd.env("TERM", &pty.term);
+        resolved.env.push(("TERM".into(), pty.term.clone().into()));
     }
-    cmd.stdin(Stdio::from(slave.try_clone().map_err(fail)?))
-        .stdout(Stdio::from(slave.try_clone().map_err(fail)?))
-        .stderr(Stdio::from(slave))
-        .kill_on_drop(false);
     let cgroup = cgroup::for_command().map_err(fail)?;
-    let setup = ctty::Setup {
-        terminal: true,
-        cgroup: cgroup.as_ref().map(|c| c.procs().clone()),
+    let (pid, child) = match by_helper(
+        &resolved,
+        Streams::Terminal,
+        &[slave.as_fd()],
+        cgroup.as_ref(),
+    ) {
+        Ok(Some(started)) => started,
+        Ok(None) => start_here(&resolved, slave, cgroup.as_ref()).map_err(fail)?,
+        Err(e) => return Err(fail(failed_in_helper(e, cgroup))),
     };
-    ctty::prepare(cmd.as_std_mut(), setup);
-    let spawning = reaper::spawning();
-    let child = cmd.spawn().map_err(fail)?;
-    let pid = child.id().expect("a just-spawned child has a pid");
-    let child = Child::tokio(child, reaper::register(pid));
-    drop(spawning);
-    // The slave's copies went to the child and were closed here when `cmd`
-    // is dropped; the server keeps only the master.
-    drop(cmd);
     // First, so that whatever fails below still ends the session.
     let guard = GroupGuard::new(pid, cgroup);
     let terminal = Terminal::new(master).map_err(fail)?;
@@ -78,6 +74,32 @@ pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<Spawned
         terminal,
         guard,
     })
+}
+
+/// Starts `command` on the pty whose slave is `slave` from this thread.
+fn start_here(
+    command: &Resolved,
+    slave: OwnedFd,
+    cgroup: Option<&CommandCgroup>,
+) -> io::Result<(u32, Child)> {
+    let mut cmd = tokio::process::Command::from(command.std_command());
+    cmd.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave))
+        .kill_on_drop(false);
+    let setup = ctty::Setup {
+        terminal: true,
+        cgroup: cgroup.map(|c| c.procs().clone()),
+    };
+    ctty::prepare(cmd.as_std_mut(), setup);
+    let spawning = reaper::spawning();
+    let child = cmd.spawn()?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    let child = Child::tokio(child, reaper::register(pid));
+    drop(spawning);
+    // The slave's copies went to the child and close here with `cmd`; the
+    // server keeps only the master.
+    Ok((pid, child))
 }
 
 /// Opens a pty of `size`: the master (non-blocking, for the runtime) and

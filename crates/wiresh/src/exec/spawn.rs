@@ -10,16 +10,20 @@
 //! started is left running.
 
 use std::io;
-use std::process::Stdio;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process;
 
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::cgroup::{self, CommandCgroup};
 use super::child::{kill_and_reap, Child};
 pub use super::guard::{kill_all_groups, GroupGuard};
+use super::helper::wire::{SpawnRequest, Stdio};
+use super::helper::{self, NotStarted};
 use super::launcher::{self, LaunchError, Launched};
 use super::pty::ctty::{self, Setup};
 use super::reaper;
+use super::spec::Resolved;
 pub use super::spec::{resolve_program, Program, SpawnError, Spec};
 
 /// Pipe capacity asked for on the output pipes: larger pipes mean fewer
@@ -45,13 +49,24 @@ pub struct Spawned {
 
 /// Spawns `spec` as the leader of a new session (in a cgroup of its own
 /// where the server has them) with piped stdout and stderr; `what` names
-/// it in the error. Started from a launcher thread once the server holds
-/// many descriptors (see `launcher`: there the cost of a start does not
-/// grow with them), else from this thread.
+/// it in the error. Started by the spawn helper where the server has one
+/// (see `super::helper`), else from a launcher thread once the server
+/// holds many descriptors (see `launcher`: there the cost of a start does
+/// not grow with them), else from this thread.
 pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     let fail = |source| SpawnError::new(what, source);
-    let mut cmd = spec.command(what)?;
+    let resolved = spec.resolve(what)?;
     let cgroup = cgroup::for_command().map_err(fail)?;
+    if helper::available() {
+        let pipes = Pipes::new(spec.stdin).map_err(fail)?;
+        let stdio = Stdio::Pipes { stdin: spec.stdin };
+        match by_helper(&resolved, stdio, &pipes.child_ends(), cgroup.as_ref()) {
+            Ok(Some((pid, child))) => return pipes.spawned(pid, child, cgroup).map_err(fail),
+            Ok(None) => {}
+            Err(e) => return Err(fail(failed_in_helper(e, cgroup))),
+        }
+    }
+    let mut cmd = Command::from(resolved.std_command());
     ctty::prepare(
         cmd.as_std_mut(),
         Setup {
@@ -68,12 +83,12 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     };
     let mut cmd = Command::from(*cmd);
     cmd.stdin(if spec.stdin {
-        Stdio::piped()
+        process::Stdio::piped()
     } else {
-        Stdio::null()
+        process::Stdio::null()
     })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
+    .stdout(process::Stdio::piped())
+    .stderr(process::Stdio::piped())
     .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(fail)?;
     let pid = child.id().expect("a just-spawned child has a pid");
@@ -92,6 +107,105 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
         stdin,
         guard: GroupGuard::new(pid, cgroup),
     })
+}
+
+/// Has the spawn helper start `command` with `stdio` (`fds`, the child's
+/// ends), in `cgroup`: its pid and its [`Child`], or `None` when there is
+/// no helper to start it (the caller starts it itself).
+pub(super) fn by_helper(
+    command: &Resolved,
+    stdio: Stdio,
+    fds: &[BorrowedFd<'_>],
+    cgroup: Option<&CommandCgroup>,
+) -> io::Result<Option<(u32, Child)>> {
+    if !helper::available() {
+        return Ok(None);
+    }
+    let request = SpawnRequest {
+        command: command.clone(),
+        stdio,
+        cgroup: cgroup.map(|c| c.procs().as_bytes().to_vec()),
+    };
+    // Until the command is registered, the reaper must not take it (it
+    // becomes the server's child if the helper dies).
+    let spawning = reaper::spawning();
+    let started = match helper::spawn(&request, fds) {
+        Ok(started) => started,
+        Err(NotStarted::Unavailable) => return Ok(None),
+        Err(NotStarted::Failed(e)) => return Err(e),
+    };
+    let registered = reaper::register(started.pid);
+    drop(spawning);
+    match Child::from_helper(started.pid, started.pidfd, started.exit, registered) {
+        Ok(child) => Ok(Some((started.pid, child))),
+        Err(e) => {
+            // Unwatched, it must not run on; the helper reaps it.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(started.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            Err(e)
+        }
+    }
+}
+
+/// The error of a start the helper failed, or may have begun before it
+/// hung or died: whatever entered the command's cgroup is ended with it.
+pub(super) fn failed_in_helper(e: io::Error, cgroup: Option<CommandCgroup>) -> io::Error {
+    if let Some(cgroup) = cgroup {
+        drop(GroupGuard::new(0, Some(cgroup)));
+    }
+    e
+}
+
+/// A command's pipes, made here for the spawn helper: the server's ends
+/// and the child's.
+struct Pipes {
+    stdout: (OwnedFd, OwnedFd),
+    stderr: (OwnedFd, OwnedFd),
+    stdin: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Pipes {
+    fn new(stdin: bool) -> io::Result<Pipes> {
+        let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+        Ok(Pipes {
+            stdout: pipe()?,
+            stderr: pipe()?,
+            stdin: stdin.then(pipe).transpose()?,
+        })
+    }
+
+    /// The child's ends, in the order the helper takes them.
+    fn child_ends(&self) -> Vec<BorrowedFd<'_>> {
+        let stdin = self.stdin.as_ref().map(|(read, _)| read.as_fd());
+        stdin
+            .into_iter()
+            .chain([self.stdout.1.as_fd(), self.stderr.1.as_fd()])
+            .collect()
+    }
+
+    /// The started command with the server's ends; the child's close here.
+    fn spawned(self, pid: u32, child: Child, cgroup: Option<CommandCgroup>) -> io::Result<Spawned> {
+        // First, so that whatever fails below still ends the command.
+        let guard = GroupGuard::new(pid, cgroup);
+        let Pipes {
+            stdout: (stdout, _),
+            stderr: (stderr, _),
+            stdin,
+        } = self;
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
+        Ok(Spawned {
+            child,
+            pid,
+            stdout: ChildStdout::from_std(stdout.into())?,
+            stderr: ChildStderr::from_std(stderr.into())?,
+            stdin: stdin
+                .map(|(_, write)| ChildStdin::from_std(write.into()))
+                .transpose()?,
+            guard,
+        })
+    }
 }
 
 /// The command the launcher started, its group guarded from here on.

@@ -1,10 +1,9 @@
 //! What a command is: the program, its environment, directory and input,
 //! and the error of a command that could not be started.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
-
-use tokio::process::Command;
 
 use super::login::LoginAccount;
 
@@ -51,46 +50,92 @@ impl Spec {
         }
     }
 
-    /// The command, with everything but its stdio and process group;
-    /// `what` names it in the error.
-    pub(super) fn command(&self, what: &str) -> Result<Command, SpawnError> {
+    /// What exactly to start: the program found, the whole environment
+    /// decided and the working directory checked, here in the server, so
+    /// that a command started elsewhere (the spawn helper) starts the same
+    /// and fails the same; `what` names it in the error.
+    pub(super) fn resolve(&self, what: &str) -> Result<Resolved, SpawnError> {
         let account =
             (self.login || self.program == Program::LoginShell).then(LoginAccount::current);
-        let mut cmd = match &self.program {
-            Program::Shell(line) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
+        let mut cwd = None;
+        let (program, arg0, args) = match &self.program {
+            Program::Shell(line) => (
+                PathBuf::from("/bin/sh"),
+                OsString::from("/bin/sh"),
+                vec![OsString::from("-c"), OsString::from(line)],
+            ),
             Program::Argv(argv) => {
                 let program = resolve_program(&argv[0]).map_err(|e| SpawnError::new(what, e))?;
-                let mut c = Command::new(program);
-                c.arg0(&argv[0]).args(&argv[1..]);
-                c
+                let args = argv[1..].iter().map(OsString::from).collect();
+                (program, OsString::from(&argv[0]), args)
             }
             Program::LoginShell => {
                 let account = account.as_ref().expect("looked up for a login shell");
                 let shell = &account.shell;
                 let name = shell.file_name().unwrap_or_default().to_string_lossy();
-                let mut c = Command::new(shell);
-                c.arg0(format!("-{name}")).current_dir(account.start_dir());
-                c
+                cwd = Some(account.start_dir());
+                (shell.clone(), format!("-{name}").into(), Vec::new())
             }
         };
-        if let Some(account) = account.as_ref().filter(|_| self.login) {
-            account.apply(&mut cmd);
+        let login = account.as_ref().filter(|_| self.login);
+        let mut env = Vec::new();
+        if let Some(account) = login {
+            env = account.environment(std::env::vars_os());
+            cwd = Some(account.start_dir());
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        if let Some(cwd) = &self.cwd {
+        env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
+        if let Some(dir) = &self.cwd {
             // A login's relative directory is under its home, as `cd` there.
-            let dir = match account.as_ref().filter(|_| self.login) {
-                Some(account) => account.start_dir().join(cwd),
-                None => cwd.clone(),
+            let dir = match login {
+                Some(account) => account.start_dir().join(dir),
+                None => dir.clone(),
             };
             check_work_dir(&dir, what)?;
+            cwd = Some(dir);
+        }
+        Ok(Resolved {
+            program,
+            arg0,
+            args,
+            clear_env: login.is_some(),
+            env,
+            cwd,
+        })
+    }
+}
+
+/// A command resolved ([`Spec::resolve`]): exactly what to start, with
+/// nothing left to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The file to run.
+    pub program: PathBuf,
+    /// Its `argv[0]`.
+    pub arg0: OsString,
+    /// The rest of its arguments.
+    pub args: Vec<OsString>,
+    /// Start from an empty environment (a login's), not the server's.
+    pub clear_env: bool,
+    /// Variables set, in order (a later one wins).
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory; the starter's own when `None`.
+    pub cwd: Option<PathBuf>,
+}
+
+impl Resolved {
+    /// The standard library's command for it, stdio and hooks not set.
+    pub(crate) fn std_command(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.arg0(&self.arg0).args(&self.args);
+        if self.clear_env {
+            cmd.env_clear();
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        Ok(cmd)
+        cmd
     }
 }
 
@@ -208,7 +253,7 @@ mod tests {
                 cwd: Some(dir.clone()),
                 ..Spec::shell("pwd")
             };
-            let err = spec.command("pwd").unwrap_err();
+            let err = spec.resolve("pwd").unwrap_err();
             assert_eq!(err.work_dir.as_ref(), Some(&dir));
             assert_eq!(
                 err.to_string(),
@@ -220,7 +265,7 @@ mod tests {
             ..Spec::shell("")
         };
         let err = missing_program
-            .command("wiresh-no-such-program")
+            .resolve("wiresh-no-such-program")
             .unwrap_err();
         assert!(err.work_dir.is_none());
         assert!(err

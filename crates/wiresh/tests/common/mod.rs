@@ -504,7 +504,7 @@ impl Drop for Server {
         if !self.exited {
             // Commands still running (a test failed half-way) lead their own
             // process groups and would outlive a killed server: end them first.
-            for pid in children_of(self.pid()) {
+            for pid in commands_of(self.pid()) {
                 // SAFETY: kill(2) has no memory-safety preconditions.
                 unsafe {
                     libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
@@ -972,6 +972,30 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
             |&pid| matches!(proc_stat(pid), Some((s, p, _)) if p == ppid && s != 'Z' && s != 'X'),
         )
         .collect()
+}
+
+/// The processes a server runs commands as: its children, and its spawn
+/// helper's in its place (the commands' parent where there is one).
+pub fn commands_of(server: u32) -> Vec<u32> {
+    children_of(server)
+        .into_iter()
+        .flat_map(|pid| match is_spawn_helper(pid) {
+            true => children_of(pid),
+            false => vec![pid],
+        })
+        .collect()
+}
+
+/// The server's spawn helper, if it has one now.
+pub fn spawn_helper_of(server: u32) -> Option<u32> {
+    children_of(server)
+        .into_iter()
+        .find(|&pid| is_spawn_helper(pid))
+}
+
+/// Whether `pid` is a spawn helper (`wiresh spawn-helper` in ps).
+fn is_spawn_helper(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"wiresh\0spawn-helper\0")
 }
 
 fn processes() -> Vec<u32> {

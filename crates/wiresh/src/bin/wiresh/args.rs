@@ -426,6 +426,12 @@ pub struct ServeArgs {
     /// empty, and what calls setsid escapes.
     #[arg(long)]
     pub no_cgroup: bool,
+    /// Start every command from the server process itself, not from its
+    /// spawn helper (a small process of its own, `wiresh spawn-helper` in
+    /// ps, whose starts cost the same however many connections the server
+    /// holds).
+    #[arg(long)]
+    pub no_spawn_helper: bool,
     /// Most processes (and threads) each command may have at once, its
     /// cgroup's pids.max: a fork bomb stays inside its command. Needs
     /// cgroups with the pids controller; the server refuses to start

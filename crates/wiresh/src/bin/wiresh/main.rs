@@ -39,6 +39,14 @@ use wiresh::exit;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    // `wiresh serve`'s spawn helper: before anything else, so that it
+    // stays small (no allocator tuning, no clap, no runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == wiresh::exec::helper::HELPER_ARG)
+    {
+        return wiresh::exec::helper::run();
+    }
     alloc::keep_freed_memory();
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,

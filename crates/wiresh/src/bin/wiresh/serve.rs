@@ -336,6 +336,7 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
         legacy,
         run_as,
         reload: None,
+        spawn_helper: !args.no_spawn_helper,
         containment: Containment {
             cgroups: !args.no_cgroup,
             limits: Limits {

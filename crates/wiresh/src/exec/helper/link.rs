@@ -1,0 +1,384 @@
+//! The server's side of the spawn helper: starting it, asking it to start
+//! commands, taking its exit reports, and starting it again when it dies.
+//!
+//! One thread per helper (`wiresh-helper`) reads everything the helper
+//! says: the answer to the request in flight goes to the thread that asked
+//! (which waits at most [`HELPER_REPLY_TIMEOUT`]), an exit report to the
+//! command's [`Child`](crate::exec::Child) through a oneshot channel made
+//! when its start was read, so no report can come before its channel.
+//! When the helper's socket ends (it died, or was found hung and its
+//! socket shut down), that thread kills the helper's process group (a
+//! command still between fork and `setsid` is in it, not started), reaps
+//! the helper, and only then drops the exit channels: the helper's
+//! commands are the server's children by then (a child subreaper adopts
+//! them), and each waits for its own through its pidfd. It then starts a
+//! new helper after a backoff, meanwhile commands start from the server's
+//! own threads.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::ExitStatus;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::wire::{Reply, SpawnRequest, MAX_REPLY};
+use crate::defaults::{HELPER_LIVED, HELPER_REPLY_TIMEOUT, HELPER_RESTART, HELPER_RESTART_MAX};
+use crate::exec::reaper;
+use crate::syscall::retry;
+
+/// The hidden first argument that makes `wiresh` the spawn helper.
+pub const HELPER_ARG: &str = "spawn-helper";
+
+/// A command the helper started: its pid, a pidfd, and where its exit
+/// status will come (closed if the helper dies first).
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+/// Why the helper did not start a command.
+#[derive(Debug)]
+pub(crate) enum NotStarted {
+    /// No helper is there, or the request was not sent: the caller starts
+    /// the command itself.
+    Unavailable,
+    /// The helper tried and failed, or did not answer (it may have begun;
+    /// the caller ends what it may have left in the command's cgroup).
+    Failed(io::Error),
+}
+
+/// The helper's answer to a request, as its reader hands it over.
+enum Answer {
+    Started(Started),
+    Failed(io::Error),
+}
+
+/// The helper running now, if any.
+static CURRENT: Mutex<Option<Arc<Link>>> = Mutex::new(None);
+
+/// What [`stop`] needs: the supervising thread, and its stop signal
+/// (dropped to stop it).
+static SUPERVISOR: Mutex<Option<(std::thread::JoinHandle<()>, Sender<()>)>> = Mutex::new(None);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One running helper process, as the server asks it.
+#[derive(Debug)]
+struct Link {
+    pid: u32,
+    socket: Arc<OwnedFd>,
+    /// Held from a request to its answer: one request at a time.
+    answers: Mutex<Receiver<Answer>>,
+}
+
+/// What the reading thread owns of a running helper.
+struct Running {
+    link: Arc<Link>,
+    process: std::process::Child,
+    /// Keeps the server's reaper off the helper until it is reaped here.
+    _registered: reaper::Registered,
+    answers: Sender<Answer>,
+    started_at: Instant,
+}
+
+/// Starts the spawn helper and its supervising thread. Call once, as the
+/// account commands run as (after `--run-as`), with the server a child
+/// subreaper already.
+pub fn start() -> io::Result<u32> {
+    let running = Running::start()?;
+    let pid = running.link.pid;
+    let (stop, stopped) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("wiresh-helper".into())
+        .spawn(move || supervise(running, &stopped))?;
+    *lock(&SUPERVISOR) = Some((thread, stop));
+    Ok(pid)
+}
+
+/// Stops the helper (at the server's end) and waits until it is gone, so
+/// that the server's cgroup is empty. Commands it started run on.
+pub fn stop() {
+    let Some((thread, stop)) = lock(&SUPERVISOR).take() else {
+        return;
+    };
+    drop(stop);
+    if let Some(link) = lock(&CURRENT).take() {
+        link.shut_down();
+    }
+    let _ = thread.join();
+}
+
+/// The helper's pid, while one runs.
+pub fn pid() -> Option<u32> {
+    lock(&CURRENT).as_ref().map(|link| link.pid)
+}
+
+/// Whether a helper runs now to start commands.
+pub(crate) fn available() -> bool {
+    lock(&CURRENT).is_some()
+}
+
+/// Asks the helper to start `request`, with `fds` as its stdio (in the
+/// order [`super::wire::Stdio`] says).
+pub(crate) fn spawn(request: &SpawnRequest, fds: &[BorrowedFd<'_>]) -> Result<Started, NotStarted> {
+    let Some(link) = lock(&CURRENT).clone() else {
+        return Err(NotStarted::Unavailable);
+    };
+    let Ok(bytes) = request.encode() else {
+        return Err(NotStarted::Unavailable);
+    };
+    let answers = lock(&link.answers);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(fds));
+    let iov = [IoSlice::new(&bytes)];
+    let sent =
+        retry(|| rustix::net::sendmsg(&*link.socket, &iov, &mut control, SendFlags::NOSIGNAL));
+    if sent.is_err() {
+        // Nothing was delivered (a datagram goes whole or not at all).
+        link.shut_down();
+        return Err(NotStarted::Unavailable);
+    }
+    match answers.recv_timeout(HELPER_REPLY_TIMEOUT) {
+        Ok(Answer::Started(started)) => Ok(started),
+        Ok(Answer::Failed(e)) => Err(NotStarted::Failed(e)),
+        Err(RecvTimeoutError::Timeout) => {
+            warn!(
+                "the spawn helper (pid {}) did not answer within {HELPER_REPLY_TIMEOUT:?}: \
+                 taking it for hung and starting another",
+                link.pid
+            );
+            link.shut_down();
+            Err(NotStarted::Failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the spawn helper did not answer",
+            )))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(NotStarted::Failed(io::Error::other(
+            "the spawn helper died while starting the command",
+        ))),
+    }
+}
+
+impl Link {
+    /// Ends the conversation: the reading thread sees the end, and ends
+    /// the helper.
+    fn shut_down(&self) {
+        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
+    }
+}
+
+impl Running {
+    /// Starts a helper process (`/proc/self/exe spawn-helper`, on one end
+    /// of a socket pair as its stdin, in a process group of its own so a
+    /// terminal's Ctrl-C does not reach it) and waits for its first word.
+    fn start() -> io::Result<Running> {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let mut command = std::process::Command::new("/proc/self/exe");
+        command
+            .arg0("wiresh")
+            .arg(HELPER_ARG)
+            .stdin(OwnedFd::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .process_group(0);
+        let spawning = reaper::spawning();
+        let process = command.spawn()?;
+        let registered = reaper::register(process.id());
+        drop(spawning);
+        drop(command);
+        let (answers, answered) = mpsc::channel();
+        let mut running = Running {
+            link: Arc::new(Link {
+                pid: process.id(),
+                socket: Arc::new(ours),
+                answers: Mutex::new(answered),
+            }),
+            process,
+            _registered: registered,
+            answers,
+            started_at: Instant::now(),
+        };
+        let socket = &*running.link.socket;
+        let timeout = rustix::net::sockopt::Timeout::Recv;
+        rustix::net::sockopt::set_socket_timeout(socket, timeout, Some(HELPER_REPLY_TIMEOUT))?;
+        let first = receive(socket);
+        rustix::net::sockopt::set_socket_timeout(socket, timeout, None)?;
+        match first {
+            Ok(Some((Reply::Ready, None))) => {
+                *lock(&CURRENT) = Some(running.link.clone());
+                Ok(running)
+            }
+            other => {
+                running.end();
+                Err(io::Error::other(match other {
+                    Err(e) => format!("it did not say it was up: {e}"),
+                    _ => "it said something else than that it was up".to_string(),
+                }))
+            }
+        }
+    }
+
+    /// Reads what the helper says until its socket ends; how long it ran.
+    fn serve(mut self) -> (Duration, String) {
+        let mut exits: HashMap<u32, oneshot::Sender<ExitStatus>> = HashMap::new();
+        let why = loop {
+            let (reply, fd) = match receive(&self.link.socket) {
+                Ok(Some(message)) => message,
+                Ok(None) => break "its socket ended".to_string(),
+                Err(e) => break e.to_string(),
+            };
+            match (reply, fd) {
+                (Reply::Started { pid }, Some(pidfd)) => {
+                    let (tx, exit) = oneshot::channel();
+                    exits.insert(pid, tx);
+                    let _ = self
+                        .answers
+                        .send(Answer::Started(Started { pid, pidfd, exit }));
+                }
+                (Reply::Started { pid }, None) => {
+                    // Started, but unwatchable here (no room for its
+                    // pidfd): it must not run on unseen.
+                    kill_group(pid);
+                    let busy = io::Error::from(rustix::io::Errno::MFILE);
+                    let _ = self.answers.send(Answer::Failed(busy));
+                }
+                (Reply::Failed { errno, text }, None) => {
+                    let e = match errno {
+                        0 => io::Error::other(text),
+                        errno => io::Error::from_raw_os_error(errno),
+                    };
+                    let _ = self.answers.send(Answer::Failed(e));
+                }
+                (Reply::Exited { pid, status }, None) => {
+                    if let Some(tx) = exits.remove(&pid) {
+                        let _ = tx.send(ExitStatus::from_raw(status));
+                    }
+                }
+                (reply, _) => break format!("it said {reply:?} out of turn"),
+            }
+        };
+        let lived = self.started_at.elapsed();
+        let status = self.end();
+        // Reaped: its commands are the server's children now.
+        drop(exits);
+        (lived, format!("{why}; {status}"))
+    }
+
+    /// Ends the helper and what it was starting (its process group), and
+    /// reaps it; what the exit status says.
+    fn end(&mut self) -> String {
+        let mut current = lock(&CURRENT);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.link)) {
+            *current = None;
+        }
+        drop(current);
+        self.link.shut_down();
+        // Unreaped until below, so its pid is still its group's id.
+        kill_group(self.link.pid);
+        let status = self.process.wait();
+        match status {
+            Ok(status) => format!("it ended with {status}"),
+            Err(e) => format!("it could not be reaped: {e}"),
+        }
+    }
+}
+
+/// SIGKILLs the process group `pgid` (a command's own, or the helper's).
+fn kill_group(pgid: u32) {
+    if let Some(pgid) = rustix::process::Pid::from_raw(pgid as i32) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+}
+
+/// One message from the helper, with the descriptor beside it if any;
+/// `None` at the end. A message over [`MAX_REPLY`], or more than one
+/// descriptor, is an error.
+fn receive(socket: &OwnedFd) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
+    let mut bytes = [0u8; MAX_REPLY];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = retry(|| {
+        rustix::net::recvmsg(
+            socket.as_fd(),
+            &mut [IoSliceMut::new(&mut bytes)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
+        }
+    }
+    if received.bytes == 0 {
+        return Ok(None);
+    }
+    if received.flags.contains(ReturnFlags::TRUNC) || fds.len() > 1 {
+        return Err(io::Error::other("a message over the size limit"));
+    }
+    let reply =
+        Reply::decode(&bytes[..received.bytes]).map_err(|e| io::Error::other(e.to_string()))?;
+    // A pidfd that did not fit this table (CTRUNC) is simply absent.
+    Ok(Some((reply, fds.pop())))
+}
+
+/// The supervising thread: serves each helper until it ends, and starts
+/// the next after a backoff, until [`stop`].
+fn supervise(first: Running, stopped: &Receiver<()>) {
+    let mut running = first;
+    let mut backoff = HELPER_RESTART;
+    loop {
+        let pid = running.link.pid;
+        let (lived, why) = running.serve();
+        if lived >= HELPER_LIVED {
+            backoff = HELPER_RESTART;
+        }
+        if stopped.try_recv() != Err(mpsc::TryRecvError::Empty) {
+            info!("spawn helper (pid {pid}) stopped");
+            return;
+        }
+        warn!(
+            "the spawn helper (pid {pid}) is gone ({why}); the commands it started run on; \
+             commands start from the server's own threads until a new one is up"
+        );
+        running = loop {
+            // Backoff, cut short by `stop`.
+            if stopped.recv_timeout(backoff) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            backoff = (backoff * 2).min(HELPER_RESTART_MAX);
+            match Running::start() {
+                Ok(mut running) if stopped.try_recv() != Err(mpsc::TryRecvError::Empty) => {
+                    running.end();
+                    return;
+                }
+                Ok(running) => {
+                    warn!("spawn helper restarted (pid {})", running.link.pid);
+                    break running;
+                }
+                Err(e) => warn!("cannot start a spawn helper ({e}); trying again in {backoff:?}"),
+            }
+        };
+    }
+}
