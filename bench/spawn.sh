@@ -7,7 +7,10 @@
 #
 # Usage: bench/spawn.sh   (knobs: RUNNING=0,1,10,100,500,1000 SAMPLES=300
 # SLEEPS=1000, 0 skips the concurrent sleeps; IDLE=0 idle connections held
-# open throughout, to see a start's cost against the server's memory)
+# open throughout, to see a start's cost against the server's memory;
+# MODES="helper no-helper helper no-helper": a fresh server for each, with
+# its spawn helper or with --no-spawn-helper, alternated so that both see
+# the same load — only ratios within one run mean anything here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNNING=${RUNNING:-0,1,10,100,500,1000}
@@ -21,9 +24,17 @@ one_server_workdir
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MOST=$(tr , '\n' <<<"$RUNNING" | sort -n | tail -1)
 [ "$SLEEPS" -gt "$MOST" ] && MOST=$SLEEPS
-start_server --allow-plaintext --max-connections $((MOST + IDLE + 100)) --max-commands $((MOST + 100)) \
-    --max-startups 1000:100:1000 --max-startups-per-address 1000
-echo "server at $ADDR (pid $SERVER_PID); load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PWD/target/release/examples/spawn_latency" "$ADDR" "$SERVER_PID" --plaintext \
-    --running "$RUNNING" --samples "$SAMPLES" --sleeps "$SLEEPS" --idle "$IDLE"
+MODES=${MODES:-helper no-helper helper no-helper}
+for mode in $MODES; do
+    flags=()
+    [ "$mode" = no-helper ] && flags=(--no-spawn-helper)
+    rm -f "$WORK/ready"
+    start_server --allow-plaintext --max-connections $((MOST + IDLE + 100)) --max-commands $((MOST + 100)) \
+        --max-startups 1000:100:1000 --max-startups-per-address 1000 "${flags[@]}"
+    echo "== $mode: server at $ADDR (pid $SERVER_PID); load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$PWD/target/release/examples/spawn_latency" "$ADDR" "$SERVER_PID" --plaintext \
+        --running "$RUNNING" --samples "$SAMPLES" --sleeps "$SLEEPS" --idle "$IDLE"
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

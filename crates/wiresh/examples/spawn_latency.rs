@@ -14,8 +14,9 @@
 //! (token from the usual places; TLS pinned as in `latency`, unless
 //! --plaintext). The server needs limits that let this many in:
 //! `--max-connections`, `--max-commands`, `--max-startups`,
-//! `--max-startups-per-address`. A level is measured once the server has
-//! that many children (read from /proc), not after a pause.
+//! `--max-startups-per-address`. A level is measured once the server (or
+//! its spawn helper) has that many children (read from /proc), not after
+//! a pause.
 
 mod common;
 #[path = "common/connections.rs"]
@@ -84,16 +85,38 @@ fn plan() -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
-/// The server's children now: each thread's, as a child belongs to the
-/// thread that started it.
+/// The commands the server runs now: its children, and its spawn
+/// helper's in its place (`exec::helper`: the commands' parent where the
+/// server has one).
 fn children(pid: u32) -> usize {
+    child_pids(pid)
+        .into_iter()
+        .map(|child| match is_spawn_helper(child) {
+            true => child_pids(child).len(),
+            false => 1,
+        })
+        .sum()
+}
+
+/// The children of `pid`: each thread's, as a child belongs to the thread
+/// that started it.
+fn child_pids(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Vec::new();
     };
     tasks
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
-        .map(|list| list.split_whitespace().count())
-        .sum()
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` is a spawn helper (`wiresh spawn-helper` in ps).
+fn is_spawn_helper(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"wiresh\0spawn-helper\0")
 }
 
 /// The server's resident memory in MiB: a start by `fork` (every start

@@ -13,7 +13,8 @@
 //!   frame's body from a pipe, and leave one on the socket (zero-copy).
 //! - [`exec`]: commands in sessions, and cgroups where the server can make
 //!   them, of their own, killed whole; the server as a child subreaper;
-//!   the supervisor of their deadlines that both servers share.
+//!   the spawn helper process that starts them; the supervisor of their
+//!   deadlines that both servers share.
 //! - [`tty`]: a terminal device on the runtime: a command's pty on the
 //!   server, this process's own terminal on the client.
 //! - [`home`]: `$WIRESH_HOME` and its owner-only files.

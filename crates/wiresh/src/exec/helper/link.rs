@@ -164,6 +164,13 @@ pub(crate) fn spawn(request: &SpawnRequest, fds: &[BorrowedFd<'_>]) -> Result<St
                 link.pid
             );
             link.shut_down();
+            // An answer may still come before the helper is gone: a
+            // command started that nobody would watch must not run on.
+            while let Ok(late) = answers.recv_timeout(HELPER_REPLY_TIMEOUT) {
+                if let Answer::Started(started) = late {
+                    kill_group(started.pid);
+                }
+            }
             Err(NotStarted::Failed(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the spawn helper did not answer",

@@ -50,6 +50,8 @@ fn serve() -> io::Result<()> {
              run by hand",
         ));
     }
+    // `top` and `ps -o comm` would say `exe` (the file it was run as).
+    let _ = nix::sys::prctl::set_name(c"wiresh-spawner");
     // Off fd 0 (which every command gets its own of) and close-on-exec.
     let socket = rustix::io::fcntl_dupfd_cloexec(stdin, 3)?;
     let null = std::fs::File::open("/dev/null")?;
