@@ -32,6 +32,7 @@
 
 pub mod cgroup;
 mod child;
+mod ctty;
 mod guard;
 pub mod helper;
 mod launcher;

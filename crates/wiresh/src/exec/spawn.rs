@@ -17,11 +17,11 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::cgroup::{self, CommandCgroup};
 use super::child::{kill_and_reap, Child};
+use super::ctty::{self, Setup};
 pub use super::guard::{kill_all_groups, GroupGuard};
 use super::helper::wire::{SpawnRequest, Stdio};
 use super::helper::{self, NotStarted};
 use super::launcher::{self, LaunchError, Launched};
-use super::pty::ctty::{self, Setup};
 use super::reaper;
 use super::spec::Resolved;
 pub use super::spec::{resolve_program, Program, SpawnError, Spec};

@@ -205,7 +205,7 @@ impl Running {
         command
             .arg0("wiresh")
             .arg(HELPER_ARG)
-            .stdin(OwnedFd::from(theirs))
+            .stdin(theirs)
             .stdout(std::process::Stdio::null())
             .process_group(0);
         let spawning = reaper::spawning();

@@ -3,7 +3,7 @@
 //! has grown.
 //!
 //! Every command has a `pre_exec` hook (its cgroup, its session, a pty's
-//! controlling terminal: `super::pty::ctty`), so the standard library
+//! controlling terminal: `super::ctty`), so the standard library
 //! starts it with `fork`, which copies the starting process's page tables
 //! and descriptor table: in a server holding 10,000 connections a start
 //! cost 5–8 ms, against 2–2.5 ms in an idle one. The helper is the same
@@ -11,7 +11,7 @@
 //! before anything else: no runtime, a few descriptors, a small address
 //! space), so a fork there is cheap whatever the server holds.
 //!
-//! - [`wire`](self::wire): the messages, bounded;
+//! - `wire`: the messages, bounded;
 //! - `process`: the helper's loop ([`run`]);
 //! - `link`: the server's side ([`start`], [`stop`]), which restarts a
 //!   helper that died and starts commands itself while there is none.

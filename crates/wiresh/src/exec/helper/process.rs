@@ -1,6 +1,6 @@
 //! The spawn helper process itself: one thread, no runtime, a short
 //! descriptor table and a small address space. It starts what the server
-//! asks for, with the server's own `pre_exec` hook (`super::super::pty::ctty`),
+//! asks for, with the server's own `pre_exec` hook (`super::super::ctty`),
 //! and tells it when each command exits.
 //!
 //! An exited command is seen through its pidfd, looked at with
@@ -24,7 +24,7 @@ use rustix::net::{
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions};
 
 use super::wire::{Reply, SpawnRequest, Stdio as Streams, MAX_REQUEST};
-use crate::exec::pty::ctty::{self, Setup};
+use crate::exec::ctty::{self, Setup};
 use crate::syscall::retry;
 
 /// The epoll key of the socket; a child's key is its pid.
