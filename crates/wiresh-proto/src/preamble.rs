@@ -53,13 +53,24 @@ impl Preamble {
 
     /// Parses exactly [`PREAMBLE_LEN`] bytes.
     pub fn decode(bytes: &[u8; PREAMBLE_LEN]) -> Result<Self, PreambleError> {
-        if &bytes[..MAGIC.len()] != MAGIC {
-            return Err(PreambleError::BadMagic {
-                got: bytes.escape_ascii().to_string(),
-            });
-        }
+        Self::check_start(bytes)?;
         let version = u16::from_be_bytes([bytes[MAGIC.len()], bytes[MAGIC.len() + 1]]);
         Ok(Preamble { version })
+    }
+
+    /// Checks the first bytes of a preamble as they arrive (any number of
+    /// them): [`PreambleError::BadMagic`] as soon as they cannot begin
+    /// the magic, so that a peer speaking something else (a legacy client
+    /// sending `true`, four bytes) can be answered without waiting for
+    /// bytes it will never send.
+    pub fn check_start(bytes: &[u8]) -> Result<(), PreambleError> {
+        let checked = bytes.len().min(MAGIC.len());
+        if bytes[..checked] == MAGIC[..checked] {
+            return Ok(());
+        }
+        Err(PreambleError::BadMagic {
+            got: bytes.escape_ascii().to_string(),
+        })
     }
 }
 
@@ -79,6 +90,23 @@ mod tests {
         let err = Preamble::decode(b"GET / HT").unwrap_err();
         assert!(err.to_string().contains("not a wiresh client"), "{err}");
         assert!(err.to_string().contains("(got \"GET / HT\")"), "{err}");
+    }
+
+    #[test]
+    fn a_start_is_refused_at_its_first_wrong_byte() {
+        for start in [
+            &b""[..],
+            b"W",
+            b"WIRES",
+            b"WIRESH",
+            b"WIRESH\x00",
+            b"WIRESH\x00\x07",
+        ] {
+            assert_eq!(Preamble::check_start(start), Ok(()), "{start:?}");
+        }
+        let err = Preamble::check_start(b"true").unwrap_err();
+        assert!(err.to_string().contains("(got \"true\")"), "{err}");
+        assert!(Preamble::check_start(b"WIRx").is_err());
     }
 
     #[test]

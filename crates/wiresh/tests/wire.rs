@@ -169,6 +169,26 @@ async fn malformed_frames_close_only_their_own_connection() {
     assert_exited(&run.status, 0);
 }
 
+/// A peer that sends fewer bytes than a preamble, and waits for an answer
+/// (a legacy client's `true`), gets the `bad_preamble` line at its first
+/// wrong byte, showing what it sent; the server does not wait for the
+/// rest of a preamble until its handshake deadline and close unanswered.
+#[tokio::test]
+async fn a_short_request_that_is_no_preamble_is_answered_at_once() {
+    let server = Server::start();
+    let mut s = tcp(server.addr).await;
+    s.write_all(b"true").await.unwrap();
+    let mut reply = Vec::new();
+    bounded("the bad_preamble line", s.read_to_end(&mut reply))
+        .await
+        .expect("reading the bad_preamble line");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("WIRESH-ERROR bad_preamble") && text.contains(r#"(got "true")"#),
+        "{text:?}"
+    );
+}
+
 /// The `bad_preamble` line a peer gets, exactly: each byte it sent shown
 /// once, escaped to printable ASCII (`\x00`, not `\\x00`), between quotes.
 #[tokio::test]

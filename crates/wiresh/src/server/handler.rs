@@ -285,19 +285,34 @@ enum NoPreamble {
 }
 
 /// Reads and checks the 8-byte preamble. A peer with the wrong magic gets a
-/// plain-text line, readable by whatever it is (curl, netcat, a browser).
+/// plain-text line, readable by whatever it is (curl, netcat, a browser),
+/// as soon as a byte differs: a legacy client's `true` is four bytes, and
+/// it would wait for an answer as the server waited for four more.
 async fn check_preamble<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut S,
     startup: &StartupPermit,
     deadline: time::Instant,
 ) -> Result<Preamble, NoPreamble> {
     let mut raw = [0u8; PREAMBLE_LEN];
-    match startup.within(deadline, socket.read_exact(&mut raw)).await {
+    let read_start = async {
+        let mut filled = 0;
+        while filled < PREAMBLE_LEN {
+            match socket.read(&mut raw[filled..]).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => filled += n,
+            }
+            if let Err(err) = Preamble::check_start(&raw[..filled]) {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Preamble::decode(&raw))
+    };
+    let checked = match startup.within(deadline, read_start).await {
         Err(cut) => return Err(NoPreamble::Cut(cut)),
         Ok(Err(e)) => return Err(NoPreamble::Lost(e)),
-        Ok(Ok(_)) => {}
-    }
-    match Preamble::decode(&raw) {
+        Ok(Ok(checked)) => checked,
+    };
+    match checked {
         Ok(p) => Ok(p),
         Err(err @ PreambleError::BadMagic { .. }) => {
             let line = format!(
