@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use wiresh::client::copy::CopyFlags;
 use wiresh::client::transfer::{TransferError, TransferOptions};
 use wiresh::client::{Connection, Endpoint};
-use wiresh::reach::{self, Reach};
+use wiresh::reach::{Reach, Resolver};
 use wiresh_proto::Secret;
 
 use crate::command::{self, Input, Stream};
@@ -118,7 +118,11 @@ pub fn connect(
 
 /// The endpoint `reach` names, or the exception for why there is none.
 pub fn resolve(py: Python<'_>, reach: &Reach) -> PyResult<Endpoint> {
-    reach::endpoint(reach).map_err(|e| errors::setup(py, &e))
+    let setup = |e| errors::setup(py, &e);
+    let mut resolver = Resolver::new(reach.clone()).map_err(setup)?;
+    errors::warn_settings(py, &resolver)?;
+    let name = resolver.the_host().map_err(setup)?;
+    resolver.endpoint(&name).map_err(setup)
 }
 
 #[pymethods]

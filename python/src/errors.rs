@@ -5,19 +5,18 @@
 //! `RemoteError` with the wire code, a broken peer `ProtocolError`, a lost
 //! connection `ConnectionLost`, a local setting `ConfigError`.
 
-use pyo3::exceptions::PyOSError;
+use std::ffi::CString;
+
+use pyo3::exceptions::{PyFutureWarning, PyOSError};
 use pyo3::prelude::*;
 use wiresh::client::transfer::TransferError;
 use wiresh::client::ClientError;
 use wiresh::error::SetupError;
+use wiresh::reach::Resolver;
 use wiresh_proto::ErrorCode;
 
 /// The module the exception classes live in.
 const MODULE: &str = "wiresh.errors";
-
-/// How the TLS layer words a changed fingerprint (`tls::PinCheck`): the
-/// one TLS failure that is a mismatch rather than a failed connection.
-const MISMATCH_WARNING: &str = "WARNING: the server at ";
 
 /// An instance of the exception class `class`, made with `args`.
 pub fn exception<'py, A>(py: Python<'py>, class: &str, args: A) -> PyErr
@@ -34,6 +33,20 @@ where
     }
 }
 
+/// What the settings warn about (an old `hosts.toml` still read), as a
+/// Python `FutureWarning` each: what `wiresh exec` prints on stderr.
+pub fn warn_settings(py: Python<'_>, resolver: &Resolver) -> PyResult<()> {
+    let category = py.get_type::<PyFutureWarning>();
+    for warning in resolver.inventory().warnings() {
+        let text = CString::new(format!("wiresh: {warning}"))
+            .unwrap_or_else(|_| c"wiresh: a settings file is read for this release only".into());
+        // Level 1 is `connect` or `run_many` in wiresh/__init__.py, which
+        // call the extension directly; 2 is the user's line.
+        PyErr::warn(py, &category, &text, 2)?;
+    }
+    Ok(())
+}
+
 /// A setting or a file that does not allow connecting.
 pub fn setup(py: Python<'_>, e: &SetupError) -> PyErr {
     exception(py, "ConfigError", (e.to_string(),))
@@ -44,9 +57,7 @@ pub fn client(py: Python<'_>, e: &ClientError, connecting: bool) -> PyErr {
     let message = e.to_string();
     match e {
         ClientError::Connect { .. } => exception(py, "ConnectError", (message,)),
-        ClientError::Tls(text) if text.starts_with(MISMATCH_WARNING) => {
-            exception(py, "FingerprintMismatch", (message,))
-        }
+        ClientError::Pinning(_) => exception(py, "FingerprintMismatch", (message,)),
         ClientError::Tls(_) => exception(py, "ConnectError", (message,)),
         ClientError::Timeout(_) if connecting => exception(py, "ConnectError", (message,)),
         ClientError::Timeout(_) | ClientError::Closed(_) | ClientError::OutputClosed => {

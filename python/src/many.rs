@@ -81,6 +81,7 @@ pub fn run_many(
     };
     // Every host found the way `wiresh exec` finds it, the settings read once.
     let mut resolver = Resolver::new(given).map_err(|e| errors::setup(py, &e))?;
+    errors::warn_settings(py, &resolver)?;
     let endpoints: Vec<PyResult<Endpoint>> = names
         .iter()
         .map(|name| resolver.endpoint(name).map_err(|e| errors::setup(py, &e)))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -343,15 +344,23 @@ def test_plaintext_on_loopback(start_server, client_home):
         wiresh.connect("192.0.2.1", token="t", plaintext=True, home=client_home)
 
 
-# client.toml, and for this release the old hosts.toml with its spelling.
+# client.toml, and for this release the old hosts.toml with its spelling,
+# which warns (a FutureWarning, what `wiresh exec` prints on stderr).
 @pytest.mark.parametrize("file,token_key", [("client.toml", "token-file"), ("hosts.toml", "token_file")])
 def test_a_name_from_the_host_settings(server, client_home, file, token_key):
     (client_home / file).write_text(
         f'[hosts.web1]\naddress = "127.0.0.1"\nport = {server.port}\n{token_key} = "{server.token_file}"\n'
     )
-    with wiresh.connect("web1", home=client_home) as c:
-        assert c.target == server.addr
-        assert c.run("echo named").stdout == b"named\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with wiresh.connect("web1", home=client_home) as c:
+            assert c.target == server.addr
+            assert c.run("echo named").stdout == b"named\n"
+        many = wiresh.run_many(["web1"], "echo many", home=client_home, text=True)
+    assert many["web1"].stdout == "many\n"  # type: ignore[union-attr]
+    moved = [w for w in caught if issubclass(w.category, FutureWarning) and "read for this release only" in str(w.message)]
+    assert len(moved) == (2 if file == "hosts.toml" else 0), [str(w.message) for w in caught]
+    assert all(w.filename == __file__ for w in moved), "the warning points at the caller's line"
 
 
 def test_close_and_the_context_manager(server, client_home):

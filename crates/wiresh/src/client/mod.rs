@@ -99,10 +99,14 @@ pub enum ClientError {
          server's log says why"
     )]
     Closed(&'static str),
-    /// TLS failed, or the server's identity is not the pinned one (every
-    /// word of it this client's own: the fingerprint is computed here).
+    /// TLS failed (every word of it this client's own).
     #[error("{0}")]
     Tls(String),
+    /// The server presented another fingerprint than the one pinned for
+    /// it: someone may be intercepting the connection, or its key was
+    /// regenerated. The text says which fingerprints and what to do.
+    #[error("{0}")]
+    Pinning(String),
     /// The user interrupted the command twice.
     #[error("interrupted")]
     Interrupted,
@@ -299,7 +303,10 @@ impl Connection {
                     let stream = connector
                         .connect(PinCheck::server_name(), ReadAhead::new(socket))
                         .await
-                        .map_err(|e| ClientError::Tls(check.explain(&e)))?;
+                        .map_err(|e| match check.changed() {
+                            true => ClientError::Pinning(check.explain(&e)),
+                            false => ClientError::Tls(check.explain(&e)),
+                        })?;
                     // Pinned once the peer has proved it speaks wiresh
                     // (its `hello`), never for any TLS service at all.
                     Connection::handshake(stream, &[], token, ahead, Some(&check)).await

@@ -353,7 +353,7 @@ impl ErrorKind {
                 _ => ErrorKind::Unreachable,
             },
             ClientError::Timeout(_) => ErrorKind::Timeout,
-            ClientError::Tls(m) if m.starts_with("WARNING") => ErrorKind::Pinning,
+            ClientError::Pinning(_) => ErrorKind::Pinning,
             ClientError::Tls(_) => ErrorKind::Tls,
             ClientError::Remote { code, .. } => match code {
                 ErrorCode::AuthFailed | ErrorCode::AuthRequired => ErrorKind::AuthFailed,
@@ -392,7 +392,7 @@ fn reason(e: &ClientError) -> String {
         } => "unknown host".to_string(),
         ClientError::Connect { source, .. } => source.kind().to_string(),
         ClientError::Timeout(_) => "no answer in time".to_string(),
-        ClientError::Tls(m) if m.starts_with("WARNING") => "fingerprint changed".to_string(),
+        ClientError::Pinning(_) => "fingerprint changed".to_string(),
         ClientError::Tls(_) => "TLS failed".to_string(),
         ClientError::Remote { code, .. } => code.to_string(),
         ClientError::Protocol(_) => "protocol error".to_string(),
