@@ -1,24 +1,18 @@
 //! Cancelling a running command, so that a cancel is never lost.
 //!
 //! The library's `Connection::run` sends `cancel` when the future its
-//! `cancel` argument returns resolves, on the connection's control queue,
-//! which may overtake the command's `exec` still queued on the data path;
-//! a server ignores a `cancel` that comes before its command (PROTOCOL.md
-//! 7.5). So a cancel asked for before the command has shown itself (by its
-//! first output) waits until [`SETTLE`] after the start; and one that has
-//! not ended the command within [`WATCHDOG`] is followed by a second, which
-//! makes the library give the connection up: the server then kills the
-//! command with the lost connection, and the `Client` says it is closed.
+//! `cancel` argument returns resolves, on the data path behind the
+//! command's `exec` (a server ignores a `cancel` that comes before its
+//! command, PROTOCOL.md 7.5). A cancel asked for from any thread is held
+//! until `run` takes it; one that has not ended the command within
+//! [`WATCHDOG`] is followed by a second, which makes the library give the
+//! connection up: the server then kills the command with the lost
+//! connection, and the `Client` says it is closed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
-
-/// How long after its start a command's `exec` is taken to have reached
-/// the server, when no output has shown it yet.
-pub const SETTLE: Duration = Duration::from_millis(200);
 
 /// How long a sent cancel may take to end the command: the server's kill
 /// grace (2 s by default), its wait for the pipes to close (2 s), a margin.
@@ -33,10 +27,6 @@ pub struct Canceller {
     asked: Notify,
     /// Told when one has been sent (for the watchdog).
     sent: Notify,
-    /// When the command was started.
-    started: Instant,
-    /// Whether output has shown that the command runs.
-    running: AtomicBool,
 }
 
 impl Default for Canceller {
@@ -52,8 +42,6 @@ impl Canceller {
             pending: AtomicUsize::new(0),
             asked: Notify::new(),
             sent: Notify::new(),
-            started: Instant::now(),
-            running: AtomicBool::new(false),
         }
     }
 
@@ -64,13 +52,6 @@ impl Canceller {
         self.asked.notify_waiters();
     }
 
-    /// Output has arrived: the command runs, and a cancel now reaches it.
-    pub fn running(&self) {
-        if !self.running.swap(true, Ordering::AcqRel) {
-            self.asked.notify_waiters();
-        }
-    }
-
     /// Resolves when a cancel is to be sent (what `Connection::run` awaits).
     /// Dropping it before it resolves loses nothing: what is pending stays.
     pub async fn next(&self) {
@@ -79,17 +60,9 @@ impl Canceller {
             tokio::pin!(asked);
             asked.as_mut().enable();
             if self.pending.load(Ordering::Acquire) > 0 {
-                let settled = self.started + SETTLE;
-                if self.running.load(Ordering::Acquire) || Instant::now() >= settled {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                    self.sent.notify_one();
-                    return;
-                }
-                tokio::select! {
-                    _ = asked => {}
-                    _ = tokio::time::sleep_until(settled) => {}
-                }
-                continue;
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.sent.notify_one();
+                return;
             }
             asked.await;
         }

@@ -241,7 +241,6 @@ async fn drive(
             Sink::Gather => None,
         };
         while let Some(output) = rx.recv().await {
-            cancel.running();
             match (&sink, output) {
                 (Sink::Gather, Output::Stdout(b)) => stdout.extend_from_slice(&b),
                 (Sink::Gather, Output::Stderr(b)) => stderr.extend_from_slice(&b),
