@@ -194,17 +194,8 @@ impl Pipes {
             stderr: (stderr, _),
             stdin,
         } = self;
-        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
-        Ok(Spawned {
-            child,
-            pid,
-            stdout: ChildStdout::from_std(stdout.into())?,
-            stderr: ChildStderr::from_std(stderr.into())?,
-            stdin: stdin
-                .map(|(_, write)| ChildStdin::from_std(write.into()))
-                .transpose()?,
-            guard,
-        })
+        let stdin = stdin.map(|(_, write)| write);
+        Spawned::from_fds(child, pid, guard, [stdout, stderr], stdin)
     }
 }
 
@@ -227,17 +218,31 @@ fn from_launched(launched: Launched, cgroup: Option<CommandCgroup>) -> io::Resul
             return Err(e);
         }
     };
-    let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
-    Ok(Spawned {
-        child,
-        pid,
-        stdout: ChildStdout::from_std(stdout.into())?,
-        stderr: ChildStderr::from_std(stderr.into())?,
-        stdin: stdin
-            .map(|fd| ChildStdin::from_std(fd.into()))
-            .transpose()?,
-        guard,
-    })
+    Spawned::from_fds(child, pid, guard, [stdout, stderr], stdin)
+}
+
+impl Spawned {
+    /// A started command with the server's ends of its pipes, the output
+    /// pipe made larger.
+    fn from_fds(
+        child: Child,
+        pid: u32,
+        guard: GroupGuard,
+        [stdout, stderr]: [OwnedFd; 2],
+        stdin: Option<OwnedFd>,
+    ) -> io::Result<Spawned> {
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
+        Ok(Spawned {
+            child,
+            pid,
+            stdout: ChildStdout::from_std(stdout.into())?,
+            stderr: ChildStderr::from_std(stderr.into())?,
+            stdin: stdin
+                .map(|fd| ChildStdin::from_std(fd.into()))
+                .transpose()?,
+            guard,
+        })
+    }
 }
 
 #[cfg(test)]

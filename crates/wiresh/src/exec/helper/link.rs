@@ -16,8 +16,7 @@
 //! own threads.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io::{self};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::ExitStatus;
@@ -25,17 +24,14 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::datagram;
 use super::wire::{Reply, SpawnRequest, MAX_REPLY};
 use crate::defaults::{HELPER_LIVED, HELPER_REPLY_TIMEOUT, HELPER_RESTART, HELPER_RESTART_MAX};
 use crate::exec::reaper;
-use crate::syscall::retry;
 
 /// The hidden first argument that makes `wiresh` the spawn helper.
 pub const HELPER_ARG: &str = "spawn-helper";
@@ -143,13 +139,7 @@ pub(crate) fn spawn(request: &SpawnRequest, fds: &[BorrowedFd<'_>]) -> Result<St
         return Err(NotStarted::Unavailable);
     };
     let answers = lock(&link.answers);
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    control.push(SendAncillaryMessage::ScmRights(fds));
-    let iov = [IoSlice::new(&bytes)];
-    let sent =
-        retry(|| rustix::net::sendmsg(&*link.socket, &iov, &mut control, SendFlags::NOSIGNAL));
-    if sent.is_err() {
+    if datagram::send(link.socket.as_fd(), &bytes, fds).is_err() {
         // Nothing was delivered (a datagram goes whole or not at all).
         link.shut_down();
         return Err(NotStarted::Unavailable);
@@ -322,32 +312,17 @@ fn kill_group(pgid: u32) {
 /// descriptor, is an error.
 fn receive(socket: &OwnedFd) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
     let mut bytes = [0u8; MAX_REPLY];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = retry(|| {
-        rustix::net::recvmsg(
-            socket.as_fd(),
-            &mut [IoSliceMut::new(&mut bytes)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
-    })?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(rights) = message {
-            fds.extend(rights);
-        }
-    }
-    if received.bytes == 0 {
+    let mut received = datagram::receive(socket.as_fd(), &mut bytes)?;
+    if received.len == 0 {
         return Ok(None);
     }
-    if received.flags.contains(ReturnFlags::TRUNC) || fds.len() > 1 {
+    if received.cut || received.fds.len() > 1 {
         return Err(io::Error::other("a message over the size limit"));
     }
     let reply =
-        Reply::decode(&bytes[..received.bytes]).map_err(|e| io::Error::other(e.to_string()))?;
-    // A pidfd that did not fit this table (CTRUNC) is simply absent.
-    Ok(Some((reply, fds.pop())))
+        Reply::decode(&bytes[..received.len]).map_err(|e| io::Error::other(e.to_string()))?;
+    // A pidfd that did not fit this table (`fds_cut`) is simply absent.
+    Ok(Some((reply, received.fds.pop())))
 }
 
 /// The supervising thread: serves each helper until it ends, and starts

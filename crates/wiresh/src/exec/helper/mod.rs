@@ -11,7 +11,8 @@
 //! before anything else: no runtime, a few descriptors, a small address
 //! space), so a fork there is cheap whatever the server holds.
 //!
-//! - `wire`: the messages, bounded;
+//! - `wire`: the messages, bounded; `datagram`: how one travels, with
+//!   descriptors beside it;
 //! - `process`: the helper's loop ([`run`]);
 //! - `link`: the server's side ([`start`], [`stop`]), which restarts a
 //!   helper that died and starts commands itself while there is none.
@@ -27,6 +28,7 @@
 //! waits for that report. If the helper dies, its commands run on: the
 //! server, a child subreaper, adopts them and waits for them itself.
 
+mod datagram;
 mod link;
 mod process;
 pub(crate) mod wire;

@@ -10,19 +10,16 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io::{self};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
 
 use rustix::event::epoll;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketType,
-};
+use rustix::net::SocketType;
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions};
 
+use super::datagram;
 use super::wire::{Reply, SpawnRequest, Stdio as Streams, MAX_REQUEST};
 use crate::exec::ctty::{self, Setup};
 use crate::syscall::retry;
@@ -102,29 +99,12 @@ impl Helper {
 
     /// Takes one request and answers it; `false` once the server is gone.
     fn serve_request(&mut self) -> io::Result<bool> {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let received = retry(|| {
-            rustix::net::recvmsg(
-                &self.socket,
-                &mut [IoSliceMut::new(&mut self.buffer)],
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            )
-        })?;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                fds.extend(rights);
-            }
-        }
-        if received.bytes == 0 {
+        let received = datagram::receive(self.socket.as_fd(), &mut self.buffer)?;
+        if received.len == 0 {
             return Ok(false);
         }
-        let cut = received
-            .flags
-            .intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC);
-        let reply = match SpawnRequest::decode(&self.buffer[..received.bytes]) {
+        let (cut, fds) = (received.cut || received.fds_cut, received.fds);
+        let reply = match SpawnRequest::decode(&self.buffer[..received.len]) {
             _ if cut => Err(io::Error::other("a spawn request over the size limit")),
             Ok(request) if request.stdio.descriptors() != fds.len() => Err(io::Error::other(
                 format!("a spawn request with {} descriptors", fds.len()),
@@ -221,16 +201,8 @@ impl Helper {
     }
 
     fn send(&self, reply: &Reply, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let bytes = reply.encode();
-        let rights: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !rights.is_empty() {
-            control.push(SendAncillaryMessage::ScmRights(&rights));
-        }
-        let iov = [IoSlice::new(&bytes)];
-        retry(|| rustix::net::sendmsg(&self.socket, &iov, &mut control, SendFlags::NOSIGNAL))?;
-        Ok(())
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        datagram::send(self.socket.as_fd(), &reply.encode(), &fds)
     }
 }
 

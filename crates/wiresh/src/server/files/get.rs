@@ -11,7 +11,7 @@ use wiresh_proto::{ErrorCode, Frame, Message, TransferReady};
 
 use super::common::{send, Files, Handled, Moved};
 use super::root::refusal;
-use super::transfer::{expect_start, ShutdownGrace};
+use super::transfer::{agree, Agreed, ShutdownGrace};
 use crate::fileio::{hash_prefix, Source, CHUNK};
 use crate::server::refusal::Refusal;
 use crate::server::session::Session;
@@ -52,13 +52,11 @@ pub(super) async fn get(
         mode: Some(meta.mode() & 0o7777),
         mtime: Some(meta.mtime()),
     };
-    send(session, Message::TransferReady(ready)).await?;
-    let mut grace = ShutdownGrace::of(session);
-    let offset = expect_start(session, &mut grace, offered).await?;
-    let hasher = match (offset, prefix) {
-        (0, _) | (_, None) => blake3::Hasher::new(),
-        (_, Some(h)) => h,
-    };
+    let Agreed {
+        offset,
+        mut grace,
+        hasher,
+    } = agree(session, ready, prefix).await?;
     if let Err(e) = file.seek(SeekFrom::Start(offset)).await {
         let message = format!("cannot read {path}: {e}");
         return Err(session.fail(ErrorCode::IoError, message).await.into());

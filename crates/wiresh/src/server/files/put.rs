@@ -19,7 +19,7 @@ use wiresh_proto::{ErrorCode, Message, PutRequest, TransferReady};
 
 use super::common::{send, Files, Handled, Moved, Stop};
 use super::root::{refusal, RelPath};
-use super::transfer::{expect_start, next_transfer_frame, ShutdownGrace};
+use super::transfer::{agree, next_transfer_frame, Agreed, ShutdownGrace};
 use crate::defaults::{STALE_PARTIAL, SWEEP_EVERY};
 use crate::fileio::{
     hash_prefix, is_partial_name, open_partial, partial_name, publish, unblock, Sink,
@@ -200,13 +200,11 @@ pub(super) async fn put(session: &mut Session, files: &Files, req: PutRequest) -
         prefix_blake3: prefix.as_ref().map(|h| h.finalize().to_hex().to_string()),
         ..Default::default()
     };
-    send(session, Message::TransferReady(ready)).await?;
-    let mut grace = ShutdownGrace::of(session);
-    let offset = expect_start(session, &mut grace, offered).await?;
-    let hasher = match (offset, prefix) {
-        (0, _) | (_, None) => blake3::Hasher::new(),
-        (_, Some(h)) => h,
-    };
+    let Agreed {
+        offset,
+        mut grace,
+        hasher,
+    } = agree(session, ready, prefix).await?;
     let positioned = async {
         file.set_len(offset).await?;
         file.seek(SeekFrom::Start(offset)).await

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wiresh_proto::{ErrorCode, Frame, Message};
+use wiresh_proto::{ErrorCode, Frame, Message, TransferReady};
 
 use crate::conn::RecvError;
 use crate::defaults::TRANSFER_FRAME_WAIT;
@@ -86,8 +86,40 @@ pub(super) async fn next_transfer_frame(
     }
 }
 
+/// A transfer agreed on: where it starts, the shutdown grace it runs
+/// under, and the hash to go on with from there.
+pub(super) struct Agreed {
+    pub offset: u64,
+    pub grace: ShutdownGrace,
+    pub hasher: blake3::Hasher,
+}
+
+/// Offers `ready` (with `prefix`, the hash of the bytes before its offset,
+/// when it offers to resume) and waits for the client's `transfer_start`.
+pub(super) async fn agree(
+    session: &mut Session,
+    ready: TransferReady,
+    prefix: Option<blake3::Hasher>,
+) -> Result<Agreed, End> {
+    let offered = ready.offset;
+    session
+        .answer(Frame::new(Message::TransferReady(ready)))
+        .await?;
+    let mut grace = ShutdownGrace::of(session);
+    let offset = expect_start(session, &mut grace, offered).await?;
+    let hasher = match (offset, prefix) {
+        (0, _) | (_, None) => blake3::Hasher::new(),
+        (_, Some(h)) => h,
+    };
+    Ok(Agreed {
+        offset,
+        grace,
+        hasher,
+    })
+}
+
 /// Reads `transfer_start` and checks its offset is 0 or the one offered.
-pub(super) async fn expect_start(
+async fn expect_start(
     session: &mut Session,
     grace: &mut ShutdownGrace,
     offered: u64,
