@@ -125,13 +125,7 @@ async fn malformed_frames_close_only_their_own_connection() {
         b"\x00\x00\x00\x20{\"ty",
         b"WIRESx\x00\x01",
     ] {
-        let mut s = tcp(server.addr).await;
-        s.write_all(junk).await.unwrap();
-        let mut reply = Vec::new();
-        bounded("the bad_preamble line", s.read_to_end(&mut reply))
-            .await
-            .expect("reading the bad_preamble line");
-        let text = String::from_utf8_lossy(&reply);
+        let text = reply_to(server.addr, junk).await;
         assert!(
             text.starts_with("WIRESH-ERROR bad_preamble"),
             "reply to {junk:?}: {text:?}"
@@ -169,6 +163,18 @@ async fn malformed_frames_close_only_their_own_connection() {
     assert_exited(&run.status, 0);
 }
 
+/// What a server sends a peer that opens with `sent` (and then waits),
+/// up to its close.
+async fn reply_to(addr: std::net::SocketAddr, sent: &[u8]) -> String {
+    let mut s = tcp(addr).await;
+    s.write_all(sent).await.unwrap();
+    let mut reply = Vec::new();
+    bounded("the bad_preamble line", s.read_to_end(&mut reply))
+        .await
+        .expect("reading the bad_preamble line");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// A peer that sends fewer bytes than a preamble, and waits for an answer
 /// (a legacy client's `true`), gets the `bad_preamble` line at its first
 /// wrong byte, showing what it sent; the server does not wait for the
@@ -176,13 +182,7 @@ async fn malformed_frames_close_only_their_own_connection() {
 #[tokio::test]
 async fn a_short_request_that_is_no_preamble_is_answered_at_once() {
     let server = Server::start();
-    let mut s = tcp(server.addr).await;
-    s.write_all(b"true").await.unwrap();
-    let mut reply = Vec::new();
-    bounded("the bad_preamble line", s.read_to_end(&mut reply))
-        .await
-        .expect("reading the bad_preamble line");
-    let text = String::from_utf8_lossy(&reply);
+    let text = reply_to(server.addr, b"true").await;
     assert!(
         text.starts_with("WIRESH-ERROR bad_preamble") && text.contains(r#"(got "true")"#),
         "{text:?}"
@@ -199,14 +199,10 @@ async fn bad_preamble_line_shows_the_bytes_once() {
         (b"GET / HT", "GET / HT"),
         (b"\"\\\xff\r\n\x7f\x00'", r#"\"\\\xff\r\n\x7f\x00\'"#),
     ] {
-        let mut s = tcp(server.addr).await;
-        s.write_all(sent).await.unwrap();
-        let mut reply = Vec::new();
-        bounded("the bad_preamble line", s.read_to_end(&mut reply))
-            .await
-            .expect("reading the bad_preamble line");
+        let reply = reply_to(server.addr, sent).await;
+        assert!(reply.is_ascii(), "{reply:?}");
         assert_eq!(
-            String::from_utf8(reply).expect("the line is ASCII"),
+            reply,
             format!(
                 "WIRESH-ERROR bad_preamble: this is a wiresh server (protocol 1); \
                  not a wiresh client: the connection must start with the bytes \"WIRESH\" \
