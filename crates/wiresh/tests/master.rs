@@ -216,6 +216,12 @@ fn scenarios() -> Vec<Scenario> {
             words(&[]),
             Some(b"echo one\nfalse\necho two >&2\nexit 4\n".to_vec()),
         ),
+        // A command that reads only the start of a large stdin.
+        (
+            "exec",
+            words(&["--", "head -c 10; echo; exit 5"]),
+            Some(binary_pattern(3 * MIB)),
+        ),
     ]
 }
 
@@ -262,6 +268,8 @@ async fn exec_both_ways(extra: &[&str]) {
     );
     assert_eq!(through[6].stdout_str(), "one\n");
     assert_eq!(through[6].code, Some(4));
+    assert_eq!(through[7].stdout.len(), 11);
+    assert_eq!(through[7].code, Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,51 +286,230 @@ async fn exec_through_a_plaintext_master_is_exec_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_through_a_master_is_ctrl_c_directly() {
     let server = Server::start();
-    let interrupted = || async {
+    let interrupted = |how: &'static str| {
+        let server = &server;
+        async move {
+            let mut cmd = server.cli("exec");
+            cmd.args(["-n", "--", "echo started; sleep 60"]);
+            let mut child = cmd.spawn().unwrap();
+            let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            bounded("the command's first line", stdout.read_line(&mut line))
+                .await
+                .unwrap();
+            assert_eq!(line, "started\n");
+            let pid = child.id().unwrap();
+            catching_sigint(pid).await;
+            interrupt(pid);
+            let exited = format!("the client ({how}) to exit");
+            let status = bounded(&exited, child.wait()).await.unwrap();
+            status.code()
+        }
+    };
+    let direct = interrupted("direct").await;
+    let master = MasterProc::start(server.home(), &server.addr.to_string(), &[]);
+    master.known_to(&server).await;
+    let before = authenticated(&server);
+    let through = interrupted("through the master").await;
+    assert_eq!(authenticated(&server), before);
+    assert_eq!(direct, through);
+    assert!(direct.is_some_and(|c| c != 0), "{direct:?}");
+}
+
+/// Waits until process `pid` takes SIGINT itself: the threaded client
+/// catches it (a handler) as it starts following the command, the
+/// one-shot fast path through a master blocks it and reads it from a
+/// signalfd; either may be just after the command's first output is
+/// printed.
+async fn catching_sigint(pid: u32) {
+    let taken = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let has_sigint = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+        };
+        has_sigint("SigCgt:") || has_sigint("SigBlk:")
+    };
+    bounded("the client to take SIGINT", async {
+        while !taken() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Sends SIGINT to process `pid` (our own child).
+fn interrupt(pid: u32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+}
+
+/// Waits until a thread of process `pid` waits to write to a full pipe
+/// (its stdout, which nobody reads).
+async fn waiting_on_a_pipe(pid: u32) {
+    let waiting = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|wchan| wchan.contains("pipe_write"))
+        })
+    };
+    bounded("the client to wait on its stdout", async {
+        while !waiting() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A second Ctrl-C gives up on a command that survives the first (it
+/// traps INT): through a master as directly, with the same status and
+/// the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_gives_up_through_a_master_as_directly() {
+    let server = Server::start();
+    let twice = || async {
         let mut cmd = server.cli("exec");
-        cmd.args(["-n", "--", "echo started; sleep 60"]);
+        cmd.args([
+            "-n",
+            "--",
+            "trap 'echo INT' INT; echo started; while :; do sleep 0.1; done",
+        ]);
         let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
         let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         bounded("the command's first line", stdout.read_line(&mut line))
             .await
             .unwrap();
         assert_eq!(line, "started\n");
-        let pid = child.id().unwrap();
         catching_sigint(pid).await;
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
-        let status = bounded("the client to exit", child.wait()).await.unwrap();
-        status.code()
+        interrupt(pid);
+        line.clear();
+        bounded("the trap's line", stdout.read_line(&mut line))
+            .await
+            .unwrap();
+        assert_eq!(line, "INT\n", "the first Ctrl-C reached the command");
+        interrupt(pid);
+        let out = bounded("the client to exit", child.wait_with_output())
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let direct = interrupted().await;
+    let direct = twice().await;
     let master = MasterProc::start(server.home(), &server.addr.to_string(), &[]);
     master.known_to(&server).await;
     let before = authenticated(&server);
-    let through = interrupted().await;
+    let through = twice().await;
     assert_eq!(authenticated(&server), before);
     assert_eq!(direct, through);
-    assert!(direct.is_some_and(|c| c != 0), "{direct:?}");
+    assert_eq!(direct.0, Some(130));
+    assert!(direct.1.contains("interrupted twice"), "{}", direct.1);
 }
 
-/// Waits until process `pid` catches SIGINT: the client sets its handler
-/// up as it starts following the command, which may be just after the
-/// command's first output is printed.
-async fn catching_sigint(pid: u32) {
-    let caught = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+/// Through a master a one-shot `exec` runs on one thread (no runtime, no
+/// printer or stdin thread), where directly it has several; same output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_through_a_master_runs_on_one_thread() {
+    let server = Server::start();
+    let threads_while_running = || async {
+        let mut cmd = server.cli("exec");
+        cmd.args(["--", "echo started; read line; echo \"got $line\""]);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        bounded("the command's first line", stdout.read_line(&mut line))
+            .await
+            .unwrap();
+        let running = threads(pid);
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"hello\n")
+            .await
+            .unwrap();
+        drop(stdin);
+        let mut rest = String::new();
+        bounded("the rest", stdout.read_to_string(&mut rest))
+            .await
+            .unwrap();
+        let status = bounded("the client to exit", child.wait()).await.unwrap();
+        (running, line + &rest, status.code())
     };
-    bounded("the client to catch SIGINT", async {
-        while !caught() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let (direct_threads, direct_out, direct_code) = threads_while_running().await;
+    let master = MasterProc::start(server.home(), &server.addr.to_string(), &[]);
+    master.known_to(&server).await;
+    let before = authenticated(&server);
+    let (threads, out, code) = threads_while_running().await;
+    assert_eq!(authenticated(&server), before);
+    assert_eq!((out.as_str(), code), ("started\ngot hello\n", Some(0)));
+    assert_eq!((direct_out.as_str(), direct_code), (out.as_str(), code));
+    assert_eq!(threads, 1, "through the master");
+    assert!(direct_threads > 1, "directly: {direct_threads}");
+}
+
+/// While local stdout does not take output (a paused pager), the fast
+/// path's watching thread still carries Ctrl-C to the command: here the
+/// command's trap leaves a mark before anything of its output is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reaches_the_command_while_stdout_is_full() {
+    let server = Server::start();
+    let marks = tempfile::tempdir().unwrap();
+    let held = |mark: PathBuf| {
+        let server = &server;
+        async move {
+            let mut cmd = server.cli("exec");
+            let script = format!(
+                "trap 'touch {}; exit 7' INT; \
+                 while :; do echo 0123456789abcdef0123456789abcdef; done",
+                mark.display()
+            );
+            cmd.args(["-n", "--", &script]);
+            let mut child = cmd.spawn().unwrap();
+            let pid = child.id().unwrap();
+            // Output fills the pipe nobody reads, so the client waits on it.
+            waiting_on_a_pipe(pid).await;
+            catching_sigint(pid).await;
+            interrupt(pid);
+            bounded("the command's trap to run", async {
+                while !mark.exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            let mut stdout = child.stdout.take().unwrap();
+            let mut sink = Vec::new();
+            bounded("the output", stdout.read_to_end(&mut sink))
+                .await
+                .unwrap();
+            let status = bounded("the client to exit", child.wait()).await.unwrap();
+            status.code()
         }
-    })
-    .await;
+    };
+    let direct = held(marks.path().join("direct")).await;
+    let master = MasterProc::start(server.home(), &server.addr.to_string(), &[]);
+    master.known_to(&server).await;
+    let through = held(marks.path().join("through")).await;
+    assert_eq!(direct, Some(7));
+    assert_eq!(through, Some(7));
 }
 
 /// `put` and `get` through a master copy the same bytes as directly.
@@ -804,4 +991,52 @@ async fn fanout_uses_the_masters_that_exist() {
     assert_eq!(after[0], before[0], "host 1 has a master");
     assert_eq!(after[1], before[1], "host 2 has a master");
     assert_eq!(after[2], before[2] + 1, "host 3 has none");
+}
+
+/// Stops the masters of `home` (by pid) and waits until they are gone.
+async fn stop_all(home: &Path) {
+    let pids: Vec<u32> = master::list(home)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.pid)
+        .collect();
+    for pid in &pids {
+        // SAFETY: kill(2) on a master this test started (through the client).
+        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+    }
+    assert_gone(&pids, None, BOUND, "the masters").await;
+}
+
+/// A fan-out with `--persist` starts at most `MAX_STARTS` masters, says
+/// so once, and runs the other hosts directly; all hosts run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_with_persist_starts_a_bounded_number_of_masters() {
+    let hosts = master::MAX_STARTS + 2;
+    let fleet = Fleet::start(hosts, &[]);
+    let fan_out = |extra: &'static [&'static str]| {
+        let mut cmd = fleet.cli("exec", &fleet.host_list());
+        cmd.args(extra).args(["--", "echo hi"]);
+        cli_output(cmd, None)
+    };
+    let out = fan_out(&[]).await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "first contact pins: {}",
+        out.stderr_str()
+    );
+    let out = fan_out(&["--persist", "1m"]).await;
+    let masters = master::list(fleet.home()).await.unwrap();
+    stop_all(fleet.home()).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str().matches("hi").count(), hosts);
+    assert_eq!(masters.len(), master::MAX_STARTS, "{masters:?}");
+    let said = format!("{} masters started by this command", master::MAX_STARTS);
+    assert_eq!(
+        out.stderr_str().matches(&said).count(),
+        1,
+        "{}",
+        out.stderr_str()
+    );
 }

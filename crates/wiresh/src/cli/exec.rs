@@ -31,7 +31,7 @@ pub fn run(rt: &Runtime, endpoint: &Endpoint, mut req: ExecRequest, forward_stdi
 
 /// The exit status for how a command ended, telling the user what went
 /// wrong on stderr. `stdout_closed`: local stdout went away first.
-pub(super) fn exit_code(result: Result<ExitStatus, ClientError>, stdout_closed: bool) -> i32 {
+pub fn exit_code(result: Result<ExitStatus, ClientError>, stdout_closed: bool) -> i32 {
     match result {
         // Dropping the connection (on return) makes the server kill the command.
         Err(ClientError::OutputClosed) if stdout_closed => exit::STDOUT_CLOSED,

@@ -432,18 +432,12 @@ impl Connection {
         self.offers("signal").then(|| Signaller(self.conn.sender()))
     }
 
-    /// Interval at which to ping the server while a command runs.
     fn ping_interval(&self) -> Duration {
-        match self.hello.keepalive_secs {
-            0 => Duration::from_secs(10),
-            k => Duration::from_millis(u64::from(k) * 500),
-        }
+        ping_interval(&self.hello)
     }
 
-    /// How long the server may stay silent (it answers our pings) before we
-    /// give up on it.
     fn silence_limit(&self) -> Duration {
-        (self.ping_interval() * 6).max(Duration::from_secs(30))
+        silence_limit(&self.hello)
     }
 
     /// Runs one command.
@@ -682,6 +676,21 @@ impl Connection {
             other => Err(not_expected(other, "pong")),
         }
     }
+}
+
+/// Interval at which to ping a server that said `hello` while a command
+/// runs.
+pub(crate) fn ping_interval(hello: &Hello) -> Duration {
+    match hello.keepalive_secs {
+        0 => Duration::from_secs(10),
+        k => Duration::from_millis(u64::from(k) * 500),
+    }
+}
+
+/// How long that server may stay silent (it answers our pings) before we
+/// give up on it.
+pub(crate) fn silence_limit(hello: &Hello) -> Duration {
+    (ping_interval(hello) * 6).max(Duration::from_secs(30))
 }
 
 /// The request to send with the handshake, if it may be: one that needs

@@ -2,9 +2,12 @@
 //! one answers ([`connect`]), start one ([`start`]), list them and stop
 //! them ([`list`], [`stop`]).
 
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,7 +18,8 @@ use wiresh_proto::{ErrorCode, ExecRequest};
 use super::handshake::Request;
 use super::identity::{masters_dir, Identity, Places};
 use super::serve::{take_lock, StartError};
-use super::{Spec, START_WAIT};
+use super::{Spec, MAX_STARTS, START_WAIT};
+use crate::addr::Target;
 use crate::client::{ClientError, Connection, Endpoint};
 use crate::home::wiresh_home;
 
@@ -40,7 +44,8 @@ pub enum Attempt {
 }
 
 /// Persistence for this process's connections (`--persist`, ssh's
-/// ControlPersist): when no master answers, one is started.
+/// ControlPersist), or for one host's (its `persist` setting): when no
+/// master answers, one is started.
 #[derive(Debug, Clone)]
 pub struct Persist {
     /// How long the master stays without clients.
@@ -51,15 +56,67 @@ pub struct Persist {
     pub program: PathBuf,
 }
 
+/// Persistence for every host (`--persist`).
 static PERSIST: OnceLock<Persist> = OnceLock::new();
+
+/// Persistence for some hosts (their `persist` setting), by target.
+static PERSIST_HOSTS: Mutex<BTreeMap<String, Persist>> = Mutex::new(BTreeMap::new());
+
+/// Masters started by this process so far ([`MAX_STARTS`]).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this process told the user it starts no more masters.
+static TOLD_MAX: AtomicBool = AtomicBool::new(false);
+
+/// Set when a master answered this process but would not serve it: its
+/// connections go directly from then on.
+static BYPASS: AtomicBool = AtomicBool::new(false);
 
 impl Persist {
     /// Makes `self` the persistence of every connection this process
-    /// makes from now on (the first call wins). The hook for a `persist`
-    /// host setting too: set it before connecting.
+    /// makes from now on (the first call wins).
     pub fn apply(self) {
         let _ = PERSIST.set(self);
     }
+
+    /// Makes `self` the persistence of the connections to `target` (a
+    /// `persist` host setting), unless every connection has one already.
+    pub fn apply_to(self, target: &Target) {
+        lock(&PERSIST_HOSTS).insert(target.to_string(), self);
+    }
+
+    /// The persistence of connections to `target`, if any.
+    fn of(target: &Target) -> Option<Persist> {
+        PERSIST
+            .get()
+            .cloned()
+            .or_else(|| lock(&PERSIST_HOSTS).get(&target.to_string()).cloned())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process's connections go directly, past any master (one
+/// turned it away already; asking again would only wait again).
+pub fn bypass() {
+    BYPASS.store(true, Ordering::Release);
+}
+
+/// Takes one of the [`MAX_STARTS`] masters this process may start;
+/// `false` (said once on stderr) when they are all taken.
+fn may_start(target: &Target) -> bool {
+    let taken = STARTED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < MAX_STARTS).then_some(n + 1)
+    });
+    if taken.is_err() && !TOLD_MAX.swap(true, Ordering::AcqRel) {
+        eprintln!(
+            "wiresh: {MAX_STARTS} masters started by this command, the most one starts; {target} \
+             and any other host without one connect directly"
+        );
+    }
+    taken.is_ok()
 }
 
 /// Connects through the master of `endpoint` (with `running` sent ahead,
@@ -69,8 +126,14 @@ pub async fn connect(endpoint: &Endpoint, running: Option<&ExecRequest>) -> Atte
     let Ok(home) = wiresh_home() else {
         return Attempt::Absent;
     };
+    if BYPASS.load(Ordering::Acquire) {
+        return Attempt::Absent;
+    }
     let first = through_master(endpoint, &home, running).await;
-    let (Attempt::Absent, Some(persist)) = (&first, PERSIST.get()) else {
+    let Attempt::Absent = first else {
+        return first;
+    };
+    let Some(persist) = Persist::of(&endpoint.target).filter(|p| !p.idle.is_zero()) else {
         return first;
     };
     let spec = match Spec::new(endpoint, &home, persist.idle, persist.pool) {
@@ -78,6 +141,9 @@ pub async fn connect(endpoint: &Endpoint, running: Option<&ExecRequest>) -> Atte
         // Not pinned yet: this connection pins it, directly.
         Err(_) => return Attempt::Absent,
     };
+    if !may_start(&endpoint.target) {
+        return first;
+    }
     match start(&persist.program, &spec).await {
         Ok(_) | Err(StartError::Running(_)) => through_master(endpoint, &home, running).await,
         Err(e) => Attempt::Refused(format!(
@@ -103,18 +169,13 @@ async fn through_master(
     home: &Path,
     running: Option<&ExecRequest>,
 ) -> Attempt {
-    let Ok(Some(identity)) = Identity::of(endpoint) else {
-        return Attempt::Absent;
-    };
-    let dir = match masters_dir(home, false) {
-        Ok(Some(dir)) => dir,
+    let (identity, stream) = match find_in(endpoint, home) {
+        Ok(Some(found)) => found,
         Ok(None) => return Attempt::Absent,
         Err(why) => return Attempt::Refused(why),
     };
-    let places = Places::named(&dir, &identity.name());
-    let stream = match open(&places).await {
-        Ok(Some(stream)) => stream,
-        Ok(None) => return Attempt::Absent,
+    let stream = match into_tokio(stream) {
+        Ok(stream) => stream,
         Err(why) => return Attempt::Refused(why),
     };
     let line = Request::Session(identity.hex()).line();
@@ -131,10 +192,44 @@ async fn through_master(
     }
 }
 
+/// The socket of the master of `endpoint`, connected (blocking), and the
+/// identity it serves, if a master of this user answers there; `Err` when
+/// one is there but must not be used. Reads nothing the master does not
+/// need (the identity's pin and key fingerprint aside).
+pub(super) fn find(endpoint: &Endpoint) -> Result<Option<(Identity, StdUnixStream)>, String> {
+    if BYPASS.load(Ordering::Acquire) {
+        return Ok(None);
+    }
+    match wiresh_home() {
+        Ok(home) => find_in(endpoint, &home),
+        Err(_) => Ok(None),
+    }
+}
+
+/// [`find`], in the wiresh home `home`.
+fn find_in(endpoint: &Endpoint, home: &Path) -> Result<Option<(Identity, StdUnixStream)>, String> {
+    let Ok(Some(identity)) = Identity::of(endpoint) else {
+        return Ok(None);
+    };
+    let Some(dir) = masters_dir(home, false)? else {
+        return Ok(None);
+    };
+    let places = Places::named(&dir, &identity.name());
+    Ok(open(&places)?.map(|stream| (identity, stream)))
+}
+
+/// A blocking socket on the runtime.
+fn into_tokio(stream: StdUnixStream) -> Result<UnixStream, String> {
+    stream
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(stream))
+        .map_err(|e| format!("the master's socket: {e}"))
+}
+
 /// The master's socket, connected, if a master of this user listens on
 /// it; a socket left by a dead master is removed.
-async fn open(places: &Places) -> Result<Option<UnixStream>, String> {
-    let stream = match UnixStream::connect(&places.socket).await {
+fn open(places: &Places) -> Result<Option<StdUnixStream>, String> {
+    let stream = match StdUnixStream::connect(&places.socket) {
         Ok(stream) => stream,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             remove_if_stale(places);
@@ -259,9 +354,10 @@ pub async fn stop(endpoint: &Endpoint, home: &Path) -> Result<bool, String> {
 /// Sends `request` to the master at `places` and reads its one-line
 /// answer. `Err(None)`: no master there.
 async fn ask(places: &Places, request: Request) -> Result<String, Option<String>> {
-    let Some(mut stream) = open(places).await.map_err(Some)? else {
+    let Some(stream) = open(places).map_err(Some)? else {
         return Err(None);
     };
+    let mut stream = into_tokio(stream).map_err(Some)?;
     let exchange = async {
         stream.write_all(request.line().as_bytes()).await?;
         let mut line = String::new();

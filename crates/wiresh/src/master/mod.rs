@@ -33,11 +33,13 @@
 //!   to `$WIRESH_HOME/masters/NAME.log` ([`serve`]).
 //!
 //! [`client`] is the other side: find a master and run over it, start
-//! one, list and stop them.
+//! one, list and stop them; [`oneshot`] runs one command through a master
+//! with no async runtime, the fast path of a one-shot `wiresh exec`.
 
 pub mod client;
 mod handshake;
 mod identity;
+pub mod oneshot;
 mod pool;
 mod relay;
 mod scan;
@@ -45,7 +47,7 @@ pub mod serve;
 
 use std::time::Duration;
 
-pub use self::client::{connect, connect_in, list, start, stop, Attempt, Persist, Status};
+pub use self::client::{bypass, connect, connect_in, list, start, stop, Attempt, Persist, Status};
 pub use self::identity::{Identity, Places, MASTERS_DIR};
 pub use self::serve::{run, Spec, StartError};
 
@@ -77,6 +79,13 @@ pub const PIN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// not told (`wiresh master --recheck`): the longest a master goes on
 /// after the server revoked its key or token.
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
+
+/// The most masters one command starts (`--persist`, or hosts' `persist`
+/// settings, over a fan-out): each is a process holding connections to
+/// its server, and a fan-out over hundreds of hosts should not leave
+/// hundreds behind at once. Hosts past it connect directly (the next
+/// command starts masters for up to as many more).
+pub const MAX_STARTS: usize = 16;
 
 /// How long a client waits for a master it started to be ready.
 pub const START_WAIT: Duration = Duration::from_secs(15);

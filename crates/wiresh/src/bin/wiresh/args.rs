@@ -46,7 +46,10 @@ impl Cli {
         let raw: Vec<OsString> = std::env::args_os().collect();
         let mut cli = Cli::try_parse_from(&raw)?;
         if let Command::Exec(exec) = &mut cli.command {
-            exec.dashed = dashed_before_words(&raw);
+            // Only a host operand hangs on it, and there is none when -H
+            // or -g names the hosts: no second parse then.
+            let named = !exec.connect.hosts.is_empty() || !exec.connect.select.groups.is_empty();
+            exec.dashed = !named && !exec.words.is_empty() && dashed_before_words(&raw);
         }
         Ok(cli)
     }

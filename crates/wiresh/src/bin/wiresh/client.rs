@@ -11,8 +11,10 @@ use tokio::runtime::Runtime;
 use wiresh::cli;
 use wiresh::client::copy::CopyFlags;
 use wiresh::client::transfer::TransferOptions;
+use wiresh::client::Endpoint;
 use wiresh::exit;
 use wiresh::fanout::copy::Direction;
+use wiresh::master::oneshot::{self, Oneshot};
 use wiresh_proto::ExecRequest;
 
 use crate::args::{CopyArgs, ExecArgs, GetArgs, PutArgs, ShellArgs};
@@ -84,11 +86,10 @@ pub fn exec(mut args: ExecArgs) -> Result<i32> {
              on the default host (`wiresh shell HOST` for a shell)",
         ));
     }
-    let rt = runtime()?;
     if args.legacy {
         let host = args.connect.legacy_host()?;
         exit_now(cli::legacy::exec(
-            &rt,
+            &runtime()?,
             &host,
             &command.join(" "),
             args.encoding,
@@ -103,6 +104,10 @@ pub fn exec(mut args: ExecArgs) -> Result<i32> {
     req.env = args.env.into_iter().collect();
     req.cwd = args.cwd;
     req.timeout_ms = args.timeout.map(|t| t.0.as_millis() as u64);
+    if let (Ok(endpoint), false) = (&endpoint, args.tty) {
+        through_master(endpoint, &req, !args.no_stdin);
+    }
+    let rt = runtime()?;
     let code = match endpoint {
         Ok(endpoint) if args.tty => cli::terminal::run(&rt, &endpoint, req, !args.no_stdin),
         Ok(endpoint) => cli::exec::run(&rt, &endpoint, req, !args.no_stdin),
@@ -112,6 +117,26 @@ pub fn exec(mut args: ExecArgs) -> Result<i32> {
         Err(hosts) => fanout::exec(&rt, hosts, &args.connect, req, args.no_stdin, &args.output),
     };
     exit_now(code);
+}
+
+/// The fast path of a one-shot command: when a master answers for the
+/// endpoint, the command runs through it with no async runtime, and this
+/// process exits with its status. Otherwise the caller connects as usual
+/// (directly, when a master turned this client away: no second wait).
+fn through_master(endpoint: &Endpoint, req: &ExecRequest, forward_stdin: bool) {
+    match oneshot::run(endpoint, req.clone(), forward_stdin) {
+        Oneshot::Ran {
+            result,
+            stdout_closed,
+        } => exit_now(cli::exec::exit_code(result, stdout_closed)),
+        Oneshot::Absent => {}
+        Oneshot::Declined(why) => {
+            if let Some(why) = why {
+                eprintln!("wiresh: {why}; connecting directly");
+            }
+            wiresh::master::bypass();
+        }
+    }
 }
 
 /// `wiresh shell`: the remote login shell, on a remote terminal when stdin
