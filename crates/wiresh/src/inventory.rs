@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config_file::{suggest, ConfigFile, Value};
 use crate::error::SetupError;
@@ -50,10 +51,17 @@ pub const OLD_INVENTORY_FILE: &str = "hosts.toml";
 const WHAT: &str = "client settings file";
 
 /// The keys of a `[hosts."NAME"]` table.
-const HOST_KEYS: [&str; 5] = ["address", "port", "fingerprint", "key", "token-file"];
+const HOST_KEYS: [&str; 6] = [
+    "address",
+    "port",
+    "fingerprint",
+    "key",
+    "token-file",
+    "persist",
+];
 
 /// The keys of `[defaults]`.
-const DEFAULT_KEYS: [&str; 4] = ["host", "port", "key", "token-file"];
+const DEFAULT_KEYS: [&str; 5] = ["host", "port", "key", "token-file", "persist"];
 
 /// The tables of the file.
 const TABLES: [&str; 3] = ["defaults", "groups", "hosts"];
@@ -74,6 +82,9 @@ pub struct HostSettings {
     pub key: Option<PathBuf>,
     /// Where the host's token is.
     pub token_file: Option<PathBuf>,
+    /// Keep a master for the host (ssh's ControlPersist): how long it
+    /// stays without clients; zero (`persist = "no"`) for none.
+    pub persist: Option<Duration>,
 }
 
 /// Which spelling a file is read in.
@@ -276,12 +287,13 @@ impl Inventory {
         let here = format!("{} line {line}", file.path.display());
         for name in names {
             let merged = self.hosts.entry(name.clone()).or_default();
-            let fields: [(&'static str, bool); 5] = [
+            let fields: [(&'static str, bool); 6] = [
                 ("address", settings.address.is_some()),
                 ("port", settings.port.is_some()),
                 ("fingerprint", settings.fingerprint.is_some()),
                 ("key", settings.key.is_some()),
                 ("token-file", settings.token_file.is_some()),
+                ("persist", settings.persist.is_some()),
             ];
             for (field, set) in fields {
                 if !set {
@@ -299,6 +311,7 @@ impl Inventory {
             merged.fingerprint = merged.fingerprint.take().or(settings.fingerprint.clone());
             merged.key = merged.key.take().or(settings.key.clone());
             merged.token_file = merged.token_file.take().or(settings.token_file.clone());
+            merged.persist = merged.persist.or(settings.persist);
         }
         Ok(())
     }
@@ -429,6 +442,7 @@ fn host_settings(
                 })
             }
             k if k == token_key => host.token_file = Some(base.join(text()?)),
+            "persist" => host.persist = Some(persist(value).map_err(|why| wrong(&why))?),
             other => {
                 let place = format!("{name:?}");
                 return Err(file.error(line, unknown_key(other, &place, &HOST_KEYS)));
@@ -436,6 +450,20 @@ fn host_settings(
         }
     }
     Ok(host)
+}
+
+/// A `persist` setting: a duration (`"10m"`, `"1h 30m"`, or seconds as a
+/// number), or `"no"` for none.
+fn persist(value: &Value) -> Result<Duration, String> {
+    let wrong = || "a duration such as \"10m\" or \"1h\", or \"no\"".to_string();
+    match value {
+        Value::Integer(secs) => u64::try_from(*secs)
+            .map(Duration::from_secs)
+            .map_err(|_| wrong()),
+        Value::String(text) if text.trim() == "no" => Ok(Duration::ZERO),
+        Value::String(text) => humantime::parse_duration(text.trim()).map_err(|_| wrong()),
+        _ => Err(wrong()),
+    }
 }
 
 /// "unknown key" with the key meant, or the keys there are.
@@ -568,6 +596,25 @@ mod tests {
         let err = inv.group("nope").unwrap_err();
         assert!(matches!(err, SetupError::Usage(_)), "{err:?}");
         assert!(err.to_string().contains("groups: db, web"), "{err}");
+    }
+
+    #[test]
+    fn persist_is_a_duration_or_no() {
+        let inv = parse(
+            "[defaults]\npersist = \"10m\"\n[hosts.a]\npersist = 90\n[hosts.b]\npersist = \"no\"\n",
+        )
+        .unwrap();
+        assert_eq!(inv.defaults().persist, Some(Duration::from_secs(600)));
+        assert_eq!(
+            inv.host("a").unwrap().persist,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(inv.host("b").unwrap().persist, Some(Duration::ZERO));
+        let err = parse("[hosts.a]\npersist = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("a duration such as"),
+            "{err}"
+        );
     }
 
     #[test]

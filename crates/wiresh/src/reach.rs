@@ -243,6 +243,7 @@ impl Resolver {
             token,
             security,
             connect_timeout: self.given.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+            persist: own.persist.or(self.inventory.defaults().persist),
         })
     }
 

@@ -843,6 +843,55 @@ async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
     assert!(!idle.socket().exists());
 }
 
+/// A host's `persist` setting (client.toml, ssh's ControlPersist in its
+/// config) starts a master on demand as `--persist` does, and the next
+/// command goes through it; `--persist 0` starts none, whatever it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_persist_setting_starts_a_master() {
+    let server = Server::start();
+    let home = server.home().to_path_buf();
+    let exec = |extra: &[&str], line: &str| {
+        let mut cmd = server.cli("exec");
+        cmd.args(extra).args(["-n", "--", line]);
+        cli_output(cmd, None)
+    };
+    assert_eq!(exec(&[], "true").await.code, Some(0), "pins the server");
+    std::fs::write(
+        home.join("client.toml"),
+        "[hosts.\"127.0.0.1\"]\npersist = \"1m\"\n",
+    )
+    .unwrap();
+    let mut settings = server.cli("exec");
+    settings.arg("-G");
+    let shown = cli_output(settings, None).await;
+    assert!(
+        shown.stdout_str().contains("\npersist 1m\n"),
+        "{}",
+        shown.stdout_str()
+    );
+    let out = exec(&["--persist", "0"], "echo none").await;
+    assert_eq!(out.stdout_str(), "none\n", "{}", out.stderr_str());
+    assert!(master::list(&home).await.unwrap().is_empty());
+
+    let out = exec(&[], "echo first").await;
+    assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
+    let listed = master::list(&home).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].target, server.addr.to_string());
+    let log_file = home.join("masters").join(format!("{}.log", listed[0].name));
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let from = log.lines().find_map(first_connection).expect(&log);
+    login_logged(&server, &from).await;
+    let before = authenticated(&server);
+    assert_eq!(exec(&[], "echo second").await.stdout_str(), "second\n");
+    assert_eq!(
+        authenticated(&server),
+        before,
+        "the second command connected directly"
+    );
+    stop_all(&home).await;
+}
+
 /// A master for other settings (another token) is never used: the client
 /// connects directly with its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

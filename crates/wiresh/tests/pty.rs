@@ -374,6 +374,7 @@ async fn a_server_without_the_feature_gets_no_terminal_request() {
         token: wiresh_proto::Secret("any".into()),
         security: wiresh::client::Security::Plaintext,
         connect_timeout: wiresh::client::CONNECT_TIMEOUT,
+        persist: None,
     };
     let mut conn = bounded("connect", wiresh::client::Connection::connect(&endpoint))
         .await

@@ -85,6 +85,7 @@ fn key_endpoint(server: &Server, client: &KeyClient) -> Endpoint {
             client_key: Some(Arc::new(ClientKey::load(&home.join("client.key")).unwrap())),
         }),
         connect_timeout: wiresh::client::CONNECT_TIMEOUT,
+        persist: None,
     }
 }
 

@@ -18,5 +18,6 @@ pub fn endpoint(target: Target, plaintext: bool) -> anyhow::Result<Endpoint> {
             })
         },
         connect_timeout: wiresh::client::CONNECT_TIMEOUT,
+        persist: None,
     })
 }

@@ -160,6 +160,11 @@ pub struct Endpoint {
     /// Most time to connect and authenticate (`--connect-timeout`;
     /// [`CONNECT_TIMEOUT`] unless told).
     pub connect_timeout: Duration,
+    /// Keep a master for this server, for how long without clients (its
+    /// `persist` host setting, ssh's ControlPersist); `None`: only when
+    /// the process asks for every connection (`--persist`). This library
+    /// only connects; [`crate::master`] acts on it.
+    pub persist: Option<Duration>,
 }
 
 impl From<crate::tls::PinError> for ClientError {

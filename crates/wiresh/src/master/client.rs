@@ -2,12 +2,11 @@
 //! one answers ([`connect`]), start one ([`start`]), list them and stop
 //! them ([`list`], [`stop`]).
 
-use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -59,8 +58,10 @@ pub struct Persist {
 /// Persistence for every host (`--persist`).
 static PERSIST: OnceLock<Persist> = OnceLock::new();
 
-/// Persistence for some hosts (their `persist` setting), by target.
-static PERSIST_HOSTS: Mutex<BTreeMap<String, Persist>> = Mutex::new(BTreeMap::new());
+/// The program that serves as a master, for hosts whose `persist`
+/// setting asks for one ([`start_masters_with`]); unset, no such master
+/// is started (a library user's process is no `wiresh`).
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
 /// Masters started by this process so far ([`MAX_STARTS`]).
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -79,23 +80,24 @@ impl Persist {
         let _ = PERSIST.set(self);
     }
 
-    /// Makes `self` the persistence of the connections to `target` (a
-    /// `persist` host setting), unless every connection has one already.
-    pub fn apply_to(self, target: &Target) {
-        lock(&PERSIST_HOSTS).insert(target.to_string(), self);
-    }
-
-    /// The persistence of connections to `target`, if any.
-    fn of(target: &Target) -> Option<Persist> {
-        PERSIST
-            .get()
-            .cloned()
-            .or_else(|| lock(&PERSIST_HOSTS).get(&target.to_string()).cloned())
+    /// The persistence of connections to `endpoint`: every connection's
+    /// (`--persist`), else its own (its `persist` setting), if any.
+    fn of(endpoint: &Endpoint) -> Option<Persist> {
+        if let Some(every) = PERSIST.get() {
+            return Some(every.clone());
+        }
+        Some(Persist {
+            idle: endpoint.persist?,
+            pool: super::DEFAULT_POOL,
+            program: PROGRAM.get()?.clone(),
+        })
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+/// Lets this process start masters running `program` (`wiresh`) for the
+/// hosts whose `persist` setting asks for one (the first call wins).
+pub fn start_masters_with(program: PathBuf) {
+    let _ = PROGRAM.set(program);
 }
 
 /// Makes this process's connections go directly, past any master (one
@@ -133,7 +135,7 @@ pub async fn connect(endpoint: &Endpoint, running: Option<&ExecRequest>) -> Atte
     let Attempt::Absent = first else {
         return first;
     };
-    let Some(persist) = Persist::of(&endpoint.target).filter(|p| !p.idle.is_zero()) else {
+    let Some(persist) = Persist::of(endpoint).filter(|p| !p.idle.is_zero()) else {
         return first;
     };
     let spec = match Spec::new(endpoint, &home, persist.idle, persist.pool) {

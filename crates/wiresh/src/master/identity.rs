@@ -164,6 +164,7 @@ mod tests {
                 }),
             },
             connect_timeout: crate::client::CONNECT_TIMEOUT,
+            persist: None,
         }
     }
 

@@ -47,7 +47,9 @@ pub mod serve;
 
 use std::time::Duration;
 
-pub use self::client::{bypass, connect, connect_in, list, start, stop, Attempt, Persist, Status};
+pub use self::client::{
+    bypass, connect, connect_in, list, start, start_masters_with, stop, Attempt, Persist, Status,
+};
 pub use self::identity::{Identity, Places, MASTERS_DIR};
 pub use self::serve::{run, Spec, StartError};
 

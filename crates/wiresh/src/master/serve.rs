@@ -118,6 +118,7 @@ impl Spec {
             token: self.token.clone(),
             security,
             connect_timeout: CONNECT_TIMEOUT,
+            persist: None,
         })
     }
 

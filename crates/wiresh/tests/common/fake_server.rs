@@ -133,6 +133,7 @@ impl FakeServer {
             token: Secret(FAKE_TOKEN.into()),
             security: Security::Plaintext,
             connect_timeout: wiresh::client::CONNECT_TIMEOUT,
+            persist: None,
         }
     }
 

@@ -324,6 +324,7 @@ impl Server {
             token: self.token.clone(),
             security: Security::Plaintext,
             connect_timeout: wiresh::client::CONNECT_TIMEOUT,
+            persist: None,
         }
     }
 

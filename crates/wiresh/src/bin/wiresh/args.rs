@@ -547,7 +547,8 @@ pub struct ConnectArgs {
     /// Keep the connection for this long after the last command, in a
     /// master (`wiresh master`), and reuse it: like ssh's ControlPersist.
     /// Commands to the host reuse a running master whether or not this is
-    /// given. [default: off]
+    /// given; 0 starts none, whatever the host's `persist` setting says.
+    /// [default: the host's `persist` in the client settings, else off]
     #[arg(long, value_name = "DURATION", env = "WIRESH_PERSIST")]
     pub persist: Option<DurationArg>,
     #[command(flatten)]

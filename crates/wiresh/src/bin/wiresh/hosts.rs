@@ -96,7 +96,11 @@ impl ConnectArgs {
         let (names, mut resolver) = self.selected()?;
         let mut text = String::new();
         for name in names {
-            let endpoint = resolver.endpoint(&name)?;
+            let mut endpoint = resolver.endpoint(&name)?;
+            // The command line wins over the host's setting.
+            if let Some(every) = self.persist {
+                endpoint.persist = Some(every.0);
+            }
             if !text.is_empty() {
                 text.push('\n');
             }
@@ -183,6 +187,10 @@ fn describe(name: &str, endpoint: &Endpoint) -> String {
         "connect-timeout {}",
         humantime::format_duration(endpoint.connect_timeout)
     ));
+    lines.push(match endpoint.persist.filter(|d| !d.is_zero()) {
+        Some(idle) => format!("persist {}", humantime::format_duration(idle)),
+        None => "persist no".into(),
+    });
     lines.join("\n") + "\n"
 }
 

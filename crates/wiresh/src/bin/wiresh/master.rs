@@ -14,16 +14,24 @@ use wiresh::master::{self, Persist, Spec, MASTERS_DIR};
 
 use crate::args::{ConnectArgs, MasterArgs};
 
-/// Turns `--persist` on for this process's connections.
+/// Turns `--persist` on for this process's connections, and lets hosts
+/// with a `persist` setting have a master started for them.
 pub fn persist(connect: &ConnectArgs) -> Result<()> {
-    if let Some(idle) = connect.persist.filter(|d| !d.0.is_zero()) {
-        Persist {
+    let program = std::env::current_exe();
+    match connect.persist {
+        // `--persist 0`: none started, whatever the hosts' settings say.
+        Some(idle) if idle.0.is_zero() => {}
+        Some(idle) => Persist {
             idle: idle.0,
             pool: master::DEFAULT_POOL,
-            program: std::env::current_exe()
-                .context("cannot find this program to start a master")?,
+            program: program.context("cannot find this program to start a master")?,
         }
-        .apply();
+        .apply(),
+        None => {
+            if let Ok(program) = program {
+                master::start_masters_with(program);
+            }
+        }
     }
     Ok(())
 }
