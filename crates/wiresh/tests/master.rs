@@ -299,6 +299,7 @@ async fn ctrl_c_through_a_master_is_ctrl_c_directly() {
                 .unwrap();
             assert_eq!(line, "started\n");
             let pid = child.id().unwrap();
+            sleeping_under(server).await;
             catching_sigint(pid).await;
             interrupt(pid);
             let exited = format!("the client ({how}) to exit");
@@ -314,6 +315,23 @@ async fn ctrl_c_through_a_master_is_ctrl_c_directly() {
     assert_eq!(authenticated(&server), before);
     assert_eq!(direct, through);
     assert!(direct.is_some_and(|c| c != 0), "{direct:?}");
+}
+
+/// Waits until the command's shell runs its `sleep`: a Ctrl-C between
+/// its `echo` and its fork meets dash where it takes SIGINT without dying
+/// (a local terminal's Ctrl-C does too: `sh -c 'echo started; sleep 60'`
+/// survived 87 of 300 SIGINTs sent as `started` was read), and the
+/// command would run on.
+async fn sleeping_under(server: &Server) {
+    bounded("the remote sleep to start", async {
+        while !commands_of(server.pid())
+            .into_iter()
+            .any(|shell| !children_of(shell).is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }
 
 /// Waits until process `pid` takes SIGINT itself: the threaded client
@@ -796,6 +814,31 @@ impl Drop for Account {
     }
 }
 
+/// The one master `server`'s home lists was started for it, and the next
+/// command, `second` (`echo second`), runs through it: no login of its
+/// own at the server. What the home lists.
+async fn serves_the_next_command(
+    server: &Server,
+    second: impl std::future::Future<Output = CliOutput>,
+) -> Vec<master::Status> {
+    let home = server.home();
+    let listed = master::list(home).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].target, server.addr.to_string());
+    let log_file = home.join("masters").join(format!("{}.log", listed[0].name));
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let from = log.lines().find_map(first_connection).expect(&log);
+    login_logged(server, &from).await;
+    let before = authenticated(server);
+    assert_eq!(second.await.stdout_str(), "second\n");
+    assert_eq!(
+        authenticated(server),
+        before,
+        "the second command connected directly"
+    );
+    listed
+}
+
 /// `--persist` starts a master on demand; the next command uses it;
 /// `--list` shows it, `--stop` stops it; and a master exits when idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,20 +853,7 @@ async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
     assert_eq!(exec(&[], "true").await.code, Some(0), "pins the server");
     let out = exec(&["--persist", "1m"], "echo first").await;
     assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
-    let listed = master::list(&home).await.unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].target, server.addr.to_string());
-    let log_file = home.join("masters").join(format!("{}.log", listed[0].name));
-    let log = std::fs::read_to_string(&log_file).unwrap();
-    let from = log.lines().find_map(first_connection).expect(&log);
-    login_logged(&server, &from).await;
-    let before = authenticated(&server);
-    assert_eq!(exec(&[], "echo second").await.stdout_str(), "second\n");
-    assert_eq!(
-        authenticated(&server),
-        before,
-        "the second command connected directly"
-    );
+    let listed = serves_the_next_command(&server, exec(&[], "echo second")).await;
 
     let mut stop = server.cli("master");
     stop.arg("--stop");
@@ -875,20 +905,7 @@ async fn a_hosts_persist_setting_starts_a_master() {
 
     let out = exec(&[], "echo first").await;
     assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
-    let listed = master::list(&home).await.unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].target, server.addr.to_string());
-    let log_file = home.join("masters").join(format!("{}.log", listed[0].name));
-    let log = std::fs::read_to_string(&log_file).unwrap();
-    let from = log.lines().find_map(first_connection).expect(&log);
-    login_logged(&server, &from).await;
-    let before = authenticated(&server);
-    assert_eq!(exec(&[], "echo second").await.stdout_str(), "second\n");
-    assert_eq!(
-        authenticated(&server),
-        before,
-        "the second command connected directly"
-    );
+    serves_the_next_command(&server, exec(&[], "echo second")).await;
     stop_all(&home).await;
 }
 

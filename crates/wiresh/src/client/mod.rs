@@ -360,16 +360,7 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Closed("while sending the handshake"))?;
         let mut conn = FrameConn::new(stream, Limits::default(), FrameCodec::default());
-        let hello = match handshake_frame(&mut conn).await?.message {
-            Message::Hello(hello) => hello,
-            other => return Err(not_expected(other, "hello")),
-        };
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ClientError::Protocol(format!(
-                "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
-                hello.version
-            )));
-        }
+        let hello = hello_from(handshake_frame(&mut conn).await?.message)?;
         // A wiresh server, whatever it thinks of our token: its
         // fingerprint is pinned now (trust on first use), as ssh records
         // a host key before authenticating.
@@ -377,10 +368,7 @@ impl Connection {
             Some(check) => check.remember()?,
             None => None,
         };
-        match handshake_frame(&mut conn).await?.message {
-            Message::AuthOk => {}
-            other => return Err(not_expected(other, "auth_ok")),
-        }
+        auth_ok_from(handshake_frame(&mut conn).await?.message)?;
         Ok(Connection {
             conn,
             hello,
@@ -750,6 +738,31 @@ impl Signaller {
             .send(Frame::new(Message::Signal { name }))
             .await
             .map_err(|_| ClientError::Closed("while signalling the command"))
+    }
+}
+
+/// The server's `hello`, the first frame of a handshake: one of another
+/// protocol version, or anything else, is an error.
+pub(crate) fn hello_from(message: Message) -> Result<Hello, ClientError> {
+    let hello = match message {
+        Message::Hello(hello) => hello,
+        other => return Err(not_expected(other, "hello")),
+    };
+    if hello.version != PROTOCOL_VERSION {
+        return Err(ClientError::Protocol(format!(
+            "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
+            hello.version
+        )));
+    }
+    Ok(hello)
+}
+
+/// The server's `auth_ok`, the frame after `hello`: anything else (its
+/// `auth_failed` error) is an error.
+pub(crate) fn auth_ok_from(message: Message) -> Result<(), ClientError> {
+    match message {
+        Message::AuthOk => Ok(()),
+        other => Err(not_expected(other, "auth_ok")),
     }
 }
 

@@ -37,7 +37,9 @@ use wiresh_proto::{
 
 use super::client::find;
 use super::handshake::Request;
-use crate::client::{ping_interval, silence_limit, ClientError, Endpoint, CONNECT_TIMEOUT};
+use crate::client::{
+    auth_ok_from, hello_from, ping_interval, silence_limit, ClientError, Endpoint, CONNECT_TIMEOUT,
+};
 use crate::syscall::write_all;
 
 /// The most output written on the calling thread while nothing else
@@ -342,20 +344,8 @@ impl Session {
             codec: FrameCodec::default(),
             scratch: vec![0; READ_SIZE],
         };
-        let hello = match frames.wait(&stream, deadline)?.message {
-            Message::Hello(hello) => hello,
-            other => return Err(not_expected(other, "hello")),
-        };
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ClientError::Protocol(format!(
-                "server speaks protocol version {}, this client {PROTOCOL_VERSION}; upgrade the older side",
-                hello.version
-            )));
-        }
-        match frames.wait(&stream, deadline)?.message {
-            Message::AuthOk => {}
-            other => return Err(not_expected(other, "auth_ok")),
-        }
+        let hello = hello_from(frames.wait(&stream, deadline)?.message)?;
+        auth_ok_from(frames.wait(&stream, deadline)?.message)?;
         Ok(Session {
             link: Arc::new(Link {
                 stream,
@@ -640,20 +630,5 @@ impl Stdin {
     fn end(&mut self, link: &Link) {
         self.ended = true;
         let _ = link.send(&Frame::new(Message::StdinEnd));
-    }
-}
-
-/// The error for a frame that is not the `expected` one.
-fn not_expected(message: Message, expected: &str) -> ClientError {
-    match message {
-        Message::Error { code, message } => ClientError::Remote {
-            code,
-            message,
-            started: false,
-        },
-        other => ClientError::Protocol(format!(
-            "expected `{expected}`, got `{}`",
-            other.type_name()
-        )),
     }
 }
