@@ -12,8 +12,8 @@
 //! that takes no signals), the second gives up.
 //!
 //! Output is written inline. Before a write that could wait on a slow
-//! reader (more than [`INLINE_WRITE_MAX`] bytes, or a descriptor not
-//! ready now) a thread takes over the pings and Ctrl-C ([`Watch`]), so
+//! reader (more than `INLINE_WRITE_MAX` bytes, or a descriptor not
+//! ready now) a thread takes over the pings and Ctrl-C (`Watch`), so
 //! that a paused pager never lets the server take the client for gone
 //! and Ctrl-C still reaches the command.
 
