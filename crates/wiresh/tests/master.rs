@@ -875,7 +875,8 @@ async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
 
 /// A host's `persist` setting (client.toml, ssh's ControlPersist in its
 /// config) starts a master on demand as `--persist` does, and the next
-/// command goes through it; `--persist 0` starts none, whatever it says.
+/// command goes through it; `--persist 0` starts none, whatever it says;
+/// `wiresh master` for the host keeps it as its idle time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosts_persist_setting_starts_a_master() {
     let server = Server::start();
@@ -906,6 +907,19 @@ async fn a_hosts_persist_setting_starts_a_master() {
     let out = exec(&[], "echo first").await;
     assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
     serves_the_next_command(&server, exec(&[], "echo second")).await;
+    stop_all(&home).await;
+
+    // `wiresh master` for the host keeps the setting's idle time too.
+    let out = cli_output(server.cli("master"), None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr_str());
+    assert!(
+        out.stdout_str().contains("stays 1m"),
+        "{}",
+        out.stdout_str()
+    );
+    let listed = master::list(&home).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].idle_secs, 60, "{listed:?}");
     stop_all(&home).await;
 }
 

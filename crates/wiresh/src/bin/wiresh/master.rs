@@ -68,10 +68,15 @@ pub fn run(args: MasterArgs) -> Result<i32> {
         return Ok(exit::SUCCESS);
     }
     pin_on_first_use(&rt, &endpoint)?;
-    let idle = args
-        .connect
-        .persist
-        .map_or(master::DEFAULT_PERSIST, |d| d.0);
+    // --persist, else the host's `persist` setting (as ssh -M honours
+    // ControlPersist from its config), else the default.
+    let idle = match args.connect.persist {
+        Some(given) => given.0,
+        None => endpoint
+            .persist
+            .filter(|d| !d.is_zero())
+            .unwrap_or(master::DEFAULT_PERSIST),
+    };
     anyhow::ensure!(!idle.is_zero(), "--persist 0 would stop the master at once");
     let mut spec = Spec::new(&endpoint, &home, idle, args.pool).map_err(anyhow::Error::msg)?;
     spec.recheck = args.recheck.0;
