@@ -71,6 +71,46 @@ async fn exec_keeps_stdout_and_stderr_apart() {
     assert_eq!(out.stderr, b"err1\nerr2\n");
 }
 
+/// A stderr that another program made non-blocking (rsync shares its
+/// descriptors so) is waited on when full, as stdout is, never given up
+/// on: every byte of a large stderr arrives.
+#[tokio::test]
+async fn exec_waits_on_a_full_non_blocking_stderr() {
+    const LEN: usize = 4 * MIB;
+    let server = Server::start();
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    rustix::io::ioctl_fionbio(&write, true).unwrap();
+    let capacity = rustix::pipe::fcntl_getpipe_size(&read).unwrap();
+    let mut cmd = server.cli("exec");
+    cmd.args(["--", &format!("head -c {LEN} /dev/zero >&2")])
+        .stderr(Stdio::from(write));
+    let mut child = cmd.spawn().unwrap();
+    // `cmd` keeps a copy of the pipe's write end: without it, the reader
+    // below sees the end once the client has exited.
+    drop(cmd);
+    // Nothing is read until the pipe is full: the client finds it so.
+    bounded("stderr's pipe to fill", async {
+        // No readiness signal says "full": look every few milliseconds.
+        while rustix::io::ioctl_fionread(&read).unwrap() < capacity as u64 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut all).unwrap();
+        all
+    });
+    let status = bounded("the client", child.wait()).await.unwrap();
+    let got = bounded("stderr", reading).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        got.len() == LEN && got.iter().all(|&b| b == 0),
+        "{} bytes of {LEN}",
+        got.len()
+    );
+}
+
 // 3. exit codes, signals, --argv ----------------------------------------------------
 
 #[tokio::test]

@@ -99,15 +99,15 @@ impl Printing {
                 write_through(&mut self.out.lock(), &b).map_err(|_| StdoutGone)?;
             }
             PrintJob::Output(Output::Stderr(b)) => {
-                let mut err = self.err.lock();
+                // Waited on when full, as stdout is: stderr may be shared
+                // with a program that made it non-blocking (rsync does).
+                let err = self.err.lock();
                 let _ = match self.style {
-                    StderrStyle::Plain => err.write_all(&b),
-                    StderrStyle::Red => err
-                        .write_all(b"\x1b[31m")
-                        .and_then(|()| err.write_all(&b))
-                        .and_then(|()| err.write_all(b"\x1b[0m")),
+                    StderrStyle::Plain => write_all(&err, &b),
+                    StderrStyle::Red => write_all(&err, b"\x1b[31m")
+                        .and_then(|()| write_all(&err, &b))
+                        .and_then(|()| write_all(&err, b"\x1b[0m")),
                 };
-                let _ = err.flush();
             }
             PrintJob::Barrier(done) => {
                 let _ = done.send(());
