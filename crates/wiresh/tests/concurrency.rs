@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use tokio::sync::Barrier;
-use wiresh::client::Connection;
+use tokio::sync::{mpsc, Barrier};
+use wiresh::client::{Connection, Output};
 use wiresh_proto::ExecRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,4 +99,67 @@ async fn after_a_burst_of_connections_the_server_gives_memory_back() {
         after < before + (peak - before) / 2,
         "the freed memory stayed: {before} KiB before, {peak} KiB with {BURST} connections, {after} KiB after"
     );
+}
+
+/// Runs that share one output queue smaller than their number do not hold
+/// a place in it while they wait for a frame: one run whose command waits
+/// (until the client has read all the others' output) cannot keep the
+/// others' output out of the queue. A queue of one, four runs; the ping
+/// interval (10 s, half the server's keepalive) is far longer than the
+/// runs need, so no ping tick frees the queue for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_sharing_a_small_output_queue_do_not_block_each_other() {
+    const OTHERS: usize = 3;
+    const EACH: usize = 16 * MIB;
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    rustix::fs::mkfifoat(rustix::fs::CWD, &go, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+    let (tx, mut rx) = mpsc::channel::<Output>(1);
+    let mut conns = Vec::new();
+    for _ in 0..=OTHERS {
+        conns.push(server.connect().await);
+    }
+    // The waiting run's command prints only once the client has read all
+    // the others' output (the reader below opens the fifo then).
+    let waiter = ExecRequest::shell(format!("read line < '{}' && echo \"$line\"", go.display()));
+    let talker = ExecRequest::shell(format!("exec head -c {EACH} /dev/zero"));
+    let runs: Vec<_> = conns
+        .iter_mut()
+        .enumerate()
+        .map(|(i, conn)| {
+            let req = if i == 0 {
+                waiter.clone()
+            } else {
+                talker.clone()
+            };
+            let tx = tx.clone();
+            async move { conn.run(req, None, &tx, never).await }
+        })
+        .collect();
+    drop(tx);
+    let reading = async {
+        let (mut stdout, mut told) = (Vec::new(), false);
+        while let Some(out) = rx.recv().await {
+            match out {
+                Output::Stdout(b) if b.iter().all(|&x| x == 0) => stdout.push(b.len()),
+                Output::Stdout(b) => assert_eq!(&b[..], b"go\n"),
+                Output::Stderr(b) => panic!("stderr: {}", String::from_utf8_lossy(&b)),
+            }
+            if !told && stdout.iter().sum::<usize>() == OTHERS * EACH {
+                told = true;
+                let go = go.clone();
+                tokio::task::spawn_blocking(move || std::fs::write(go, "go\n").unwrap());
+            }
+        }
+        (stdout.iter().sum::<usize>(), told)
+    };
+    let (results, (zeros, told)) = bounded("four runs sharing a queue of one", async {
+        tokio::join!(futures_util::future::join_all(runs), reading)
+    })
+    .await;
+    for result in &results {
+        assert!(matches!(result, Ok(s) if s.code == Some(0)), "{result:?}");
+    }
+    assert_eq!((zeros, told), (OTHERS * EACH, true));
 }

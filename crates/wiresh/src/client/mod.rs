@@ -28,6 +28,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{self, Instant};
 use wiresh_proto::{
@@ -530,27 +531,41 @@ impl Connection {
             time::interval_at(Instant::now() + self.ping_interval(), self.ping_interval());
         let mut last_heard = Instant::now();
         let mut cancels = 0u8;
+        // An output frame read while the sink's queue was full. No place in
+        // the queue is held while waiting for a frame: runs sharing a queue
+        // smaller than their number would otherwise wait on one another
+        // (one holding the place for a frame that is slow to come, the
+        // rest with output ready and nowhere to put it).
+        let mut waiting: Option<Frame> = None;
         loop {
             let cancel_requested = cancel();
             tokio::select! {
                 biased;
-                (permit, next) = async {
-                    let permit = output.queue().reserve().await;
-                    (permit, self.conn.recv_until(last_heard + silence_limit).await)
-                } => {
+                permit = output.queue().reserve(), if waiting.is_some() => {
+                    let frame = waiting.take().expect("checked");
+                    let permit = permit.map_err(|_| ClientError::OutputClosed)?;
+                    self.deliver(frame, permit, &running).await?;
+                    // After the frame, which may have been a body moved for a while.
+                    last_heard = Instant::now();
+                }
+                next = self.conn.recv_until(last_heard + silence_limit), if waiting.is_none() => {
                     let frame = next.map_err(|e| match e {
                         RecvError::TimedOut(_) => ClientError::Timeout(format!(
                             "the server has not answered for {silence_limit:?}; the connection seems dead"
                         )),
                         e => ClientError::from_recv(e, "before the command finished"),
                     })?;
-                    let Ok(permit) = permit else {
-                        return Err(ClientError::OutputClosed);
-                    };
-                    if let Some(status) = self.take_frame(frame, permit, &mut running).await? {
-                        return Ok(status);
+                    if !matches!(frame.message, Message::Stdout | Message::Stderr) {
+                        if let Some(status) = self.take_frame(frame, &mut running)? {
+                            return Ok(status);
+                        }
+                    } else {
+                        match output.queue().try_reserve() {
+                            Ok(permit) => self.deliver(frame, permit, &running).await?,
+                            Err(TrySendError::Full(())) => waiting = Some(frame),
+                            Err(TrySendError::Closed(())) => return Err(ClientError::OutputClosed),
+                        }
                     }
-                    // After the frame, which may have been a body moved for a while.
                     last_heard = Instant::now();
                 }
                 _ = ping.tick() => {
@@ -573,12 +588,11 @@ impl Connection {
         }
     }
 
-    /// Acts on one frame of the running command, its output handed on
-    /// through `permit`; the command's exit status once it has one.
-    async fn take_frame<T: From<Output>>(
+    /// Acts on one frame of the running command that is not output; the
+    /// command's exit status once it has one.
+    fn take_frame<T>(
         &mut self,
         frame: Frame,
-        permit: mpsc::Permit<'_, T>,
         running: &mut Running<T>,
     ) -> Result<Option<ExitStatus>, ClientError> {
         match frame.message {
@@ -587,12 +601,6 @@ impl Connection {
                 let acked = usize::try_from(bytes).unwrap_or(usize::MAX);
                 running.credits.add_permits(acked.min(running.window));
             }
-            Message::Stdout => {
-                let (bodies, idle) = (running.bodies, running.silence_limit);
-                self.deliver_stdout(frame.body, permit, bodies, idle)
-                    .await?;
-            }
-            Message::Stderr => permit.send(Output::Stderr(frame.body).into()),
             Message::Exit(status) => return Ok(Some(status)),
             Message::Error { code, message } => {
                 return Err(ClientError::Remote {
@@ -611,6 +619,26 @@ impl Connection {
             }
         }
         Ok(None)
+    }
+
+    /// Hands an output frame (`stdout` or `stderr`) to the sink through
+    /// `permit`.
+    async fn deliver<T: From<Output>>(
+        &mut self,
+        frame: Frame,
+        permit: mpsc::Permit<'_, T>,
+        running: &Running<T>,
+    ) -> Result<(), ClientError> {
+        match frame.message {
+            Message::Stdout => {
+                let (bodies, idle) = (running.bodies, running.silence_limit);
+                self.deliver_stdout(frame.body, permit, bodies, idle).await
+            }
+            _ => {
+                permit.send(Output::Stderr(frame.body).into());
+                Ok(())
+            }
+        }
     }
 
     /// Hands a `stdout` body to the sink through `permit`: as it is, or,
