@@ -4,8 +4,9 @@
 # not). See ../shared/BASELINES.md for how the reference figures were taken.
 #
 # Usage: bench/compare.sh   (section 6 alone: bench/spawn.sh)
-# Needs: hyperfine. Optional: socat (raw TCP relay), openssh-server (ssh).
-#   apt-get install -y hyperfine socat openssh-server
+# Needs: hyperfine. Optional: socat (raw TCP relay), openssh-server (ssh),
+# iperf3 (the loopback's limit, which output throughput is measured against).
+#   apt-get install -y hyperfine socat openssh-server iperf3
 # Ends with one line `SUMMARY key=value ...` for machines. Every section
 # prints the load average: on a shared machine, figures mean little alone.
 set -euo pipefail
@@ -139,6 +140,22 @@ if command -v socat >/dev/null; then
     printf 'wiresh / raw TCP relay throughput: %s\n' "$(ratio "$T_SOCAT" "$T_WIRESH")"
 fi
 printf 'wiresh / local pipe throughput: %s (TLS), %s (plaintext)\n' "$(ratio "$T_PIPE" "$T_WIRESH")" "$(ratio "$T_PIPE" "$T_CLEAR")"
+if command -v iperf3 >/dev/null; then
+    # The loopback's own limit: iperf3 moves bytes from memory through TCP
+    # into memory, discarded (its default: 128 KiB writes and reads, no
+    # zero-copy). wiresh's bytes cross one copy more (the command's write
+    # into its pipe) and end in /dev/null, the same "discarded" as
+    # iperf3's reader; so about 0.6x is the ceiling (issue 23).
+    IPERF3_GBPS=$(iperf3_gbps "$RUNS" "$GIB")
+    printf 'iperf3 (loopback, memory to memory): %.2f GB/s; wiresh / iperf3: %s (plaintext), %s (TLS)\n' "$IPERF3_GBPS" \
+        "$(awk -v t="$T_CLEAR" -v n=$GIB -v i="$IPERF3_GBPS" 'BEGIN{printf "%.2f", n/t/1e9/i}')" \
+        "$(awk -v t="$T_WIRESH" -v n=$GIB -v i="$IPERF3_GBPS" 'BEGIN{printf "%.2f", n/t/1e9/i}')"
+    note iperf3_gbps "$IPERF3_GBPS"
+    note out_plaintext_over_iperf3 "$(awk -v t="$T_CLEAR" -v n=$GIB -v i="$IPERF3_GBPS" 'BEGIN{printf "%.2f", n/t/1e9/i}')"
+    note out_tls_over_iperf3 "$(awk -v t="$T_WIRESH" -v n=$GIB -v i="$IPERF3_GBPS" 'BEGIN{printf "%.2f", n/t/1e9/i}')"
+else
+    echo "iperf3 not installed: skipping the loopback limit (apt-get install iperf3)"
+fi
 note out_tls_gbps "$(awk -v t="$T_WIRESH" -v n=$GIB 'BEGIN{printf "%.2f", n/t/1e9}')"
 note out_plaintext_gbps "$(awk -v t="$T_CLEAR" -v n=$GIB 'BEGIN{printf "%.2f", n/t/1e9}')"
 note out_plaintext_over_pipe "$(ratio "$T_PIPE" "$T_CLEAR")"

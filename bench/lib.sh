@@ -70,3 +70,34 @@ median_of() {
 
 # a / b, two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# Median over N runs of what iperf3 moves through loopback TCP (BYTES each,
+# memory to memory, one stream), in GB/s; each run has a one-off server on
+# a free port, and its client starts once the server says it listens.
+# (`iperf3 -J` exits 0 even when it could not connect: its JSON says so.)
+iperf3_gbps() {
+    local n=$1 bytes=$2 i port line rates=()
+    for ((i = 0; i < n; i++)); do
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        rm -f "$WORK/iperf3.ready"
+        mkfifo "$WORK/iperf3.ready"
+        iperf3 -s -1 --forceflush -B 127.0.0.1 -p "$port" >"$WORK/iperf3.ready" 2>&1 &
+        local server=$!
+        {
+            while read -r line <&3; do
+                case $line in *"listening on"*) break ;; esac
+            done
+            # The fifo stays open for the server's later lines.
+            cat <&3 >/dev/null &
+            iperf3 -c 127.0.0.1 -p "$port" -n "$bytes" -J >"$WORK/iperf3.json" || true
+            wait "$server" || true
+        } 3<"$WORK/iperf3.ready"
+        rates+=("$(python3 -c "
+import json, sys
+run = json.load(open('$WORK/iperf3.json'))
+if 'error' in run:
+    sys.exit('iperf3: ' + run['error'])
+print(run['end']['sum_received']['bits_per_second'] / 8e9)")") || return 1
+    done
+    printf '%s\n' "${rates[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'
+}
