@@ -81,6 +81,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 /// Longest a command's `started` waits to leave with what follows it, so
 /// that a short command's `started` and `exit` leave in one write.
 pub const STARTED_HOLD: Duration = Duration::from_millis(1);
+/// Longest a spliced output frame waits to gather more of what a command
+/// writes fast, so that 1 GiB leaves in thousands of frames, not a
+/// hundred thousand (see `server::command::output`).
+pub const OUTPUT_GATHER: Duration = Duration::from_millis(1);
 /// How long an `error` frame may wait for room in the queue of a peer that
 /// reads nothing, before the connection closes without it.
 pub const ERROR_QUEUE_WAIT: Duration = Duration::from_secs(5);

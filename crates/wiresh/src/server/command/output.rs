@@ -6,7 +6,6 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, Interest};
@@ -17,6 +16,7 @@ use wiresh_proto::{Frame, Message};
 
 use super::window::Window;
 use crate::conn::{Closed, FrameSender, Outgoing};
+use crate::defaults::OUTPUT_GATHER;
 use crate::server::buffers::BufferPool;
 
 /// Largest chunk read from a command's pipe into one frame. Large enough
@@ -39,9 +39,6 @@ const SPLICE_AFTER: u64 = 1024 * 1024;
 /// What a spliced frame gathers while output flows (see `gather`), at
 /// most: never more than half the pipe.
 const GATHER: usize = 256 * 1024;
-
-/// Longest a spliced frame waits to gather [`GATHER`] bytes.
-const GATHER_FOR: Duration = Duration::from_millis(1);
 
 /// A command's frames into the connection's ordered stream, holding back
 /// what can wait to travel with the next frame, as TCP delays its ACKs:
@@ -241,7 +238,7 @@ pub(super) async fn pump(source: Source, kind: Message, out: Outbox, chunk: usiz
 /// The zero-copy pump: waits until the pipe has bytes, asks how many
 /// (`FIONREAD`), and has the connection's writer splice exactly that many
 /// (at most [`SPLICE_CHUNK`]) behind a frame header saying so. While output
-/// flows, a frame first gathers what comes within [`GATHER_FOR`] (see
+/// flows, a frame first gathers what comes within [`OUTPUT_GATHER`] (see
 /// [`gather`]).
 async fn splice_pump(
     ready: pipe::Receiver,
@@ -266,7 +263,7 @@ async fn splice_pump(
             break;
         }
         let mut queued = queued_in(&ready);
-        if queued > 0 && queued < gather_up_to && last_sent.elapsed() < GATHER_FOR {
+        if queued > 0 && queued < gather_up_to && last_sent.elapsed() < OUTPUT_GATHER {
             queued = gather(&ready, queued, gather_up_to).await;
         }
         if queued > 0 {
@@ -310,7 +307,7 @@ fn queued_in(pipe: &pipe::Receiver) -> usize {
     usize::try_from(queued).unwrap_or(usize::MAX)
 }
 
-/// Waits, for [`GATHER_FOR`] at most, until `pipe` holds `up_to` bytes
+/// Waits, for [`OUTPUT_GATHER`] at most, until `pipe` holds `up_to` bytes
 /// (it holds `queued` now), the command closes it, or its readiness fails;
 /// returns what it holds then.
 ///
@@ -320,9 +317,9 @@ fn queued_in(pipe: &pipe::Receiver) -> usize {
 /// some 100,000 frames of 11 KiB. Gathering makes them a few thousand,
 /// large enough for the client to splice. The wait is bounded, so output
 /// that pauses goes out at once after it, and only output that came within
-/// [`GATHER_FOR`] of the last frame waits at all.
+/// [`OUTPUT_GATHER`] of the last frame waits at all.
 async fn gather(pipe: &pipe::Receiver, mut queued: usize, up_to: usize) -> usize {
-    let deadline = time::sleep(GATHER_FOR);
+    let deadline = time::sleep(OUTPUT_GATHER);
     tokio::pin!(deadline);
     while queued < up_to {
         // Forget the readiness seen so far, so that the next write wakes
