@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock, TryLockError};
 
+use nix::sys::signal::SigSet;
+
 use super::child::kill_and_reap;
 use crate::syscall::retry;
 use rustix::io::Errno;
@@ -262,6 +264,13 @@ impl Launcher {
 /// copy, then closes the copy's descriptors but the standard streams and
 /// `keep` (its end of the socket pair).
 fn detach(keep: RawFd) -> io::Result<()> {
+    // No signal handler may run here: a handler writes to descriptors by
+    // number (tokio's SIGCHLD handler to its wake-up socket), numbers that
+    // mean other files in this table. One that ran here wrote into the
+    // exec-error pipe of a start (the standard library then panicked:
+    // "short read on the CLOEXEC pipe", or ECONNRESET). The standard
+    // library gives the commands started here an empty mask.
+    SigSet::all().thread_block()?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
     // This thread's table, not the process's (`/proc/self`).
     let open: Vec<RawFd> = std::fs::read_dir("/proc/thread-self/fd")?
