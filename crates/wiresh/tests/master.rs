@@ -814,6 +814,13 @@ impl Drop for Account {
     }
 }
 
+/// `wiresh exec -n [EXTRA] -- LINE` against `server`, run to its end.
+async fn exec_line(server: &Server, extra: &[&str], line: &str) -> CliOutput {
+    let mut cmd = server.cli("exec");
+    cmd.args(extra).args(["-n", "--", line]);
+    cli_output(cmd, None).await
+}
+
 /// The one master `server`'s home lists was started for it, and the next
 /// command, `second` (`echo second`), runs through it: no login of its
 /// own at the server. What the home lists.
@@ -845,15 +852,14 @@ async fn serves_the_next_command(
 async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
     let server = Server::start();
     let home = server.home().to_path_buf();
-    let exec = |extra: &[&str], line: &str| {
-        let mut cmd = server.cli("exec");
-        cmd.args(extra).args(["-n", "--", line]);
-        cli_output(cmd, None)
-    };
-    assert_eq!(exec(&[], "true").await.code, Some(0), "pins the server");
-    let out = exec(&["--persist", "1m"], "echo first").await;
+    assert_eq!(
+        exec_line(&server, &[], "true").await.code,
+        Some(0),
+        "pins the server"
+    );
+    let out = exec_line(&server, &["--persist", "1m"], "echo first").await;
     assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
-    let listed = serves_the_next_command(&server, exec(&[], "echo second")).await;
+    let listed = serves_the_next_command(&server, exec_line(&server, &[], "echo second")).await;
 
     let mut stop = server.cli("master");
     stop.arg("--stop");
@@ -881,12 +887,11 @@ async fn persist_starts_a_master_that_lists_stops_and_idles_out() {
 async fn a_hosts_persist_setting_starts_a_master() {
     let server = Server::start();
     let home = server.home().to_path_buf();
-    let exec = |extra: &[&str], line: &str| {
-        let mut cmd = server.cli("exec");
-        cmd.args(extra).args(["-n", "--", line]);
-        cli_output(cmd, None)
-    };
-    assert_eq!(exec(&[], "true").await.code, Some(0), "pins the server");
+    assert_eq!(
+        exec_line(&server, &[], "true").await.code,
+        Some(0),
+        "pins the server"
+    );
     std::fs::write(
         home.join("client.toml"),
         "[hosts.\"127.0.0.1\"]\npersist = \"1m\"\n",
@@ -900,13 +905,13 @@ async fn a_hosts_persist_setting_starts_a_master() {
         "{}",
         shown.stdout_str()
     );
-    let out = exec(&["--persist", "0"], "echo none").await;
+    let out = exec_line(&server, &["--persist", "0"], "echo none").await;
     assert_eq!(out.stdout_str(), "none\n", "{}", out.stderr_str());
     assert!(master::list(&home).await.unwrap().is_empty());
 
-    let out = exec(&[], "echo first").await;
+    let out = exec_line(&server, &[], "echo first").await;
     assert_eq!(out.stdout_str(), "first\n", "{}", out.stderr_str());
-    serves_the_next_command(&server, exec(&[], "echo second")).await;
+    serves_the_next_command(&server, exec_line(&server, &[], "echo second")).await;
     stop_all(&home).await;
 
     // `wiresh master` for the host keeps the setting's idle time too.
