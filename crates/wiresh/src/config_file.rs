@@ -3,6 +3,7 @@
 //! reported as `FILE line N: ...` with what to write instead.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -110,6 +111,18 @@ impl ConfigFile {
 }
 
 /// The 1-based line of a byte offset in `text`.
+/// A duration as people write one, on the command line or in a config
+/// file alike: seconds as a number (`90`, `0.5`), or with units (`500ms`,
+/// `5m`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); use e.g. 30s, 500ms, 5m or 1h"))
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()

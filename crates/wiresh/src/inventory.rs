@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config_file::{suggest, ConfigFile, Value};
+use crate::config_file::{parse_duration, suggest, ConfigFile, Value};
 use crate::error::SetupError;
 use crate::hostlist;
 use crate::tls::Fingerprint;
@@ -453,7 +453,7 @@ fn host_settings(
 }
 
 /// A `persist` setting: a duration (`"10m"`, `"1h 30m"`, or seconds as a
-/// number), or `"no"` for none.
+/// number or a string, as `--persist` takes them), or `"no"` for none.
 fn persist(value: &Value) -> Result<Duration, String> {
     let wrong = || "a duration such as \"10m\" or \"1h\", or \"no\"".to_string();
     match value {
@@ -461,7 +461,7 @@ fn persist(value: &Value) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|_| wrong()),
         Value::String(text) if text.trim() == "no" => Ok(Duration::ZERO),
-        Value::String(text) => humantime::parse_duration(text.trim()).map_err(|_| wrong()),
+        Value::String(text) => parse_duration(text).map_err(|_| wrong()),
         _ => Err(wrong()),
     }
 }
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn persist_is_a_duration_or_no() {
         let inv = parse(
-            "[defaults]\npersist = \"10m\"\n[hosts.a]\npersist = 90\n[hosts.b]\npersist = \"no\"\n",
+            "[defaults]\npersist = \"10m\"\n[hosts.a]\npersist = 90\n[hosts.b]\npersist = \"no\"\n[hosts.c]\npersist = \"90\"\n",
         )
         .unwrap();
         assert_eq!(inv.defaults().persist, Some(Duration::from_secs(600)));
@@ -610,6 +610,11 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(inv.host("b").unwrap().persist, Some(Duration::ZERO));
+        // A number in quotes means seconds, as `--persist 90` does.
+        assert_eq!(
+            inv.host("c").unwrap().persist,
+            Some(Duration::from_secs(90))
+        );
         let err = parse("[hosts.a]\npersist = \"soon\"\n").unwrap_err();
         assert!(
             err.contains("line 2") && err.contains("a duration such as"),

@@ -204,15 +204,7 @@ impl FromStr for DurationArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Ok(secs) = s.parse::<f64>() {
-            return Duration::try_from_secs_f64(secs)
-                .map(DurationArg)
-                .map_err(|e| format!("{s:?}: {e}"));
-        }
-        humantime::parse_duration(s)
-            .map(DurationArg)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 500ms, 5m or 1h"))
+        wiresh::config_file::parse_duration(s).map(DurationArg)
     }
 }
 
