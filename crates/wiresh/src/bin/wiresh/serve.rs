@@ -4,7 +4,8 @@
 //! conversion runs again on every reload (SIGHUP) and for `--check`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -12,7 +13,7 @@ use tracing::{info, warn};
 use wiresh::audit::AuditLog;
 use wiresh::daemon::{self, Containment, DaemonConfig, Reload};
 use wiresh::exec::cgroup::Limits;
-use wiresh::legacy::check_legacy_bind;
+use wiresh::legacy::{check_legacy_bind, LegacyServerConfig};
 use wiresh::privilege::{self, Account};
 use wiresh::server::clients::{self, AuthMode, AuthorizedClients};
 use wiresh::server::config::Capacity;
@@ -172,53 +173,13 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
         !args.send_timeout.0.is_zero(),
         "--send-timeout must be more than 0"
     );
-    let token_path = match &args.token_file {
-        Some(p) => p.clone(),
-        None => auth::default_token_path()?,
-    };
-    let token = if mode == Mode::Check && !token_path.exists() {
-        notes.push(format!(
-            "the token file {} does not exist yet; `wiresh serve` creates it",
-            token_path.display()
-        ));
-        Secret::default()
-    } else {
-        let (token, created) = auth::load_or_create_token(&token_path)?;
-        if created {
-            info!("created a new token in {}", token_path.display());
-        }
-        token
-    };
-    let mut server = ServerConfig::new(token);
     anyhow::ensure!(
         args.max_startups_per_address > 0,
         "--max-startups-per-address must be at least 1"
     );
-    let wanted = Capacity {
-        max_connections: args.max_connections,
-        max_startups: args.max_startups,
-        max_commands: args.max_commands,
-    };
-    let capacity =
-        match daemon::raise_open_file_limit().and_then(|files| Some((files, wanted.fit(files)?))) {
-            Some((files, fitted)) => {
-                warn!(
-                    "the open-file limit is {files}, but {} connections, {} authenticating and {} \
-                 commands could need {} descriptors: serving {} connections, {} authenticating \
-                 and {} commands instead. Raise the limit (ulimit -n, or LimitNOFILE= in a \
-                 systemd unit) to serve more",
-                    wanted.max_connections,
-                    wanted.max_startups.full,
-                    wanted.max_commands,
-                    wanted.descriptors(),
-                    fitted.max_connections,
-                    fitted.max_startups.full,
-                    fitted.max_commands,
-                );
-                fitted
-            }
-            None => wanted,
-        };
+    let (token_path, token) = token(args, mode, notes)?;
+    let mut server = ServerConfig::new(token);
+    let capacity = capacity(args);
     server.max_connections = capacity.max_connections;
     server.max_startups = capacity.max_startups;
     server.commands = wiresh::exec::CommandSlots::new(capacity.max_commands);
@@ -238,82 +199,185 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
     server.allow_plaintext = args.allow_plaintext;
     server.release_memory = crate::alloc::memory_release();
     if let Some(path) = &args.policy {
-        server.policy = Policy::load(path)?;
-        if server.policy.shell_defeats_allow_list() {
-            warn!(
-                "the policy lists allowed programs but allows shell commands, which can run anything; \
-                 set \"allow_shell\": false for the list to mean something"
+        server.policy = policy(path)?;
+    }
+    server.audit = audit_log(args, mode)?;
+    let identity = identity(mode, notes)?;
+    server.tls = identity.as_ref().map(|i| i.config.clone());
+    server.files_root = files_root(args, mode)?;
+    let legacy = legacy_listener(args, &server)?;
+    Ok(DaemonConfig {
+        listen: args.listen,
+        server,
+        token_path,
+        fingerprint: identity.map_or_else(|| "(not created yet)".into(), |i| i.fingerprint),
+        legacy,
+        run_as: run_as(args, mode)?,
+        reload: None,
+        spawn_helper: !args.no_spawn_helper,
+        containment: Containment {
+            cgroups: !args.no_cgroup,
+            limits: Limits {
+                pids: args.max_pids,
+                memory: args.max_memory,
+            },
+        },
+    })
+}
+
+/// The token file's path and the token in it, created at start if missing
+/// (in check mode, noted instead).
+fn token(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<(PathBuf, Secret)> {
+    let token_path = match &args.token_file {
+        Some(p) => p.clone(),
+        None => auth::default_token_path()?,
+    };
+    if mode == Mode::Check && !token_path.exists() {
+        notes.push(format!(
+            "the token file {} does not exist yet; `wiresh serve` creates it",
+            token_path.display()
+        ));
+        return Ok((token_path, Secret::default()));
+    }
+    let (token, created) = auth::load_or_create_token(&token_path)?;
+    if created {
+        info!("created a new token in {}", token_path.display());
+    }
+    Ok((token_path, token))
+}
+
+/// The limits asked for, fitted to the open-file limit the server can
+/// raise itself to (with a warning saying what to raise when they do not
+/// fit).
+fn capacity(args: &ServeArgs) -> Capacity {
+    let wanted = Capacity {
+        max_connections: args.max_connections,
+        max_startups: args.max_startups,
+        max_commands: args.max_commands,
+    };
+    let Some((files, fitted)) =
+        daemon::raise_open_file_limit().and_then(|files| Some((files, wanted.fit(files)?)))
+    else {
+        return wanted;
+    };
+    warn!(
+        "the open-file limit is {files}, but {} connections, {} authenticating and {} \
+         commands could need {} descriptors: serving {} connections, {} authenticating \
+         and {} commands instead. Raise the limit (ulimit -n, or LimitNOFILE= in a \
+         systemd unit) to serve more",
+        wanted.max_connections,
+        wanted.max_startups.full,
+        wanted.max_commands,
+        wanted.descriptors(),
+        fitted.max_connections,
+        fitted.max_startups.full,
+        fitted.max_commands,
+    );
+    fitted
+}
+
+/// `--policy FILE`, with a warning when it allows what its list forbids.
+fn policy(path: &Path) -> Result<Policy> {
+    let policy = Policy::load(path)?;
+    if policy.shell_defeats_allow_list() {
+        warn!(
+            "the policy lists allowed programs but allows shell commands, which can run anything; \
+             set \"allow_shell\": false for the list to mean something"
+        );
+    }
+    Ok(policy)
+}
+
+/// `--audit-log FILE`, opened (anew on every reload, so that a rotated log
+/// is followed); in check mode only its directory is checked.
+fn audit_log(args: &ServeArgs, mode: Mode) -> Result<Option<Arc<AuditLog>>> {
+    let Some(path) = &args.audit_log else {
+        return Ok(None);
+    };
+    if mode == Mode::Check {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            anyhow::bail!(
+                "--audit-log {}: the directory {} does not exist; create it",
+                path.display(),
+                dir.display()
             );
         }
+        return Ok(None);
     }
-    if let Some(path) = &args.audit_log {
-        if mode == Mode::Check {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
-                anyhow::bail!(
-                    "--audit-log {}: the directory {} does not exist; create it",
-                    path.display(),
-                    dir.display()
-                );
-            }
-        } else {
-            // Opened anew on reload, so that a rotated log is followed.
-            server.audit = Some(Arc::new(AuditLog::open(path)?));
-            info!("audit log: {}", path.display());
-        }
-    }
+    let log = AuditLog::open(path)?;
+    info!("audit log: {}", path.display());
+    Ok(Some(Arc::new(log)))
+}
+
+/// The server's TLS identity in `$WIRESH_HOME`, created at start if missing
+/// (in check mode, noted instead).
+fn identity(mode: Mode, notes: &mut Vec<String>) -> Result<Option<ServerIdentity>> {
     let home = home::wiresh_home()?;
-    let identity = if mode == Mode::Check && !home.join("server.key").exists() {
+    if mode == Mode::Check && !home.join("server.key").exists() {
         notes.push(format!(
             "no TLS identity in {} yet; `wiresh serve` creates one (and prints its fingerprint)",
             home.display()
         ));
-        None
-    } else if mode == Mode::Check {
-        Some(ServerIdentity::load(&home)?)
-    } else {
-        let identity = ServerIdentity::load_or_create(&home)?;
-        if identity.created {
-            info!("created a new TLS identity in {}", home.display());
-        }
-        Some(identity)
-    };
-    server.tls = identity.as_ref().map(|i| i.config.clone());
-    if let Some(root) = &args.files_root {
-        let canonical = root.canonicalize().with_context(|| {
-            format!(
-                "--files-root {}: create it, or fix the path",
-                root.display()
-            )
-        })?;
-        anyhow::ensure!(
-            canonical.is_dir(),
-            "--files-root {}: not a directory",
-            root.display()
-        );
-        if mode == Mode::Start {
-            info!("file transfer confined to {}", canonical.display());
-        }
-        server.files_root = Some(canonical);
+        return Ok(None);
     }
-    let legacy = match args.legacy_listen {
-        Some(addr) => {
-            check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
-            anyhow::ensure!(
-                !server.policy.restricts_programs(),
-                "--legacy-listen cannot be used with a --policy that restricts programs: the \
-                 legacy protocol runs every command with a shell. Remove one of the two"
-            );
-            // The legacy listener shares the operator's limits, command
-            // budget and audit log.
-            let mut legacy = daemon::legacy_beside(&server);
-            legacy.same_user_only = !args.legacy_any_user;
-            legacy.encoding = args.legacy_encoding;
-            Some((addr, legacy))
-        }
-        None => None,
+    if mode == Mode::Check {
+        return Ok(Some(ServerIdentity::load(&home)?));
+    }
+    let identity = ServerIdentity::load_or_create(&home)?;
+    if identity.created {
+        info!("created a new TLS identity in {}", home.display());
+    }
+    Ok(Some(identity))
+}
+
+/// `--files-root DIR`, canonical: it must exist and be a directory.
+fn files_root(args: &ServeArgs, mode: Mode) -> Result<Option<PathBuf>> {
+    let Some(root) = &args.files_root else {
+        return Ok(None);
     };
-    let run_as = match (&args.run_as, mode) {
+    let canonical = root.canonicalize().with_context(|| {
+        format!(
+            "--files-root {}: create it, or fix the path",
+            root.display()
+        )
+    })?;
+    anyhow::ensure!(
+        canonical.is_dir(),
+        "--files-root {}: not a directory",
+        root.display()
+    );
+    if mode == Mode::Start {
+        info!("file transfer confined to {}", canonical.display());
+    }
+    Ok(Some(canonical))
+}
+
+/// `--legacy-listen ADDR`: where, and the legacy server's configuration,
+/// which shares the operator's limits, command budget and audit log.
+fn legacy_listener(
+    args: &ServeArgs,
+    server: &ServerConfig,
+) -> Result<Option<(SocketAddr, LegacyServerConfig)>> {
+    let Some(addr) = args.legacy_listen else {
+        return Ok(None);
+    };
+    check_legacy_bind(addr, args.legacy_allow_insecure_remote)?;
+    anyhow::ensure!(
+        !server.policy.restricts_programs(),
+        "--legacy-listen cannot be used with a --policy that restricts programs: the \
+         legacy protocol runs every command with a shell. Remove one of the two"
+    );
+    let mut legacy = daemon::legacy_beside(server);
+    legacy.same_user_only = !args.legacy_any_user;
+    legacy.encoding = args.legacy_encoding;
+    Ok(Some((addr, legacy)))
+}
+
+/// `--run-as USER`: the account commands run as (only at start, and only
+/// for a server started as root).
+fn run_as(args: &ServeArgs, mode: Mode) -> Result<Option<Account>> {
+    Ok(match (&args.run_as, mode) {
         // Dropped already at start; the account cannot change.
         (_, Mode::Reload) => None,
         (Some(_), _) if !privilege::is_root() => anyhow::bail!(
@@ -327,23 +391,6 @@ fn configure(args: &ServeArgs, mode: Mode, notes: &mut Vec<String>) -> Result<Da
             }
             None
         }
-    };
-    Ok(DaemonConfig {
-        listen: args.listen,
-        server,
-        token_path,
-        fingerprint: identity.map_or_else(|| "(not created yet)".into(), |i| i.fingerprint),
-        legacy,
-        run_as,
-        reload: None,
-        spawn_helper: !args.no_spawn_helper,
-        containment: Containment {
-            cgroups: !args.no_cgroup,
-            limits: Limits {
-                pids: args.max_pids,
-                memory: args.max_memory,
-            },
-        },
     })
 }
 
