@@ -38,7 +38,7 @@ from typing import (
     Union,
 )
 
-from . import _wiresh
+from . import _wiresh, errors
 from .errors import (
     AuthenticationError,
     CommandError,
@@ -61,18 +61,8 @@ __all__ = [
     "Completed",
     "Stream",
     "run_many",
-    "WireshError",
-    "ConfigError",
-    "ConnectError",
-    "FingerprintMismatch",
-    "ConnectionLost",
-    "ProtocolError",
-    "RemoteError",
-    "AuthenticationError",
-    "TransferError",
-    "CommandError",
-    "Timeout",
 ]
+__all__ += errors.__all__
 
 Command = Union[str, Sequence[str]]
 """A string runs in the remote shell (``/bin/sh -c``); a list is an argv,
