@@ -30,10 +30,13 @@ pub fn man(args: ManArgs) -> Result<()> {
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = sub.get_name();
         // The page is wiresh-exec(1); the command typed is `wiresh exec`.
-        let command = sub
+        let mut command = sub
             .clone()
             .display_name(format!("wiresh-{name}"))
             .bin_name(format!("wiresh {name}"));
+        // Its arguments are built on demand (args.rs): now, so that the
+        // page sees them.
+        command.build();
         pages.push((format!("wiresh-{name}"), page(command, name)?));
     }
     for (name, text) in pages {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::parser::ValueSource;
-use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
 use wiresh::config_file::{suggest, ConfigFile, Value};
 use wiresh::home;
 
@@ -108,12 +108,10 @@ pub fn load(words: &[OsString]) -> Result<Settings> {
     Ok(Settings { args, file, values })
 }
 
-/// The `serve` subcommand of the one clap definition.
+/// The flags of `serve`, from the one clap definition (built here: the
+/// subcommand builds its flags only when it is parsed).
 fn serve_command() -> clap::Command {
-    Cli::command()
-        .find_subcommand("serve")
-        .expect("serve is a subcommand")
-        .clone()
+    ServeArgs::augment_args(clap::Command::new("serve"))
 }
 
 /// Parses `serve WORDS` with the real definition; a mistake is clap's
