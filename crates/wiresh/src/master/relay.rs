@@ -48,8 +48,16 @@ pub(super) enum Ending {
 }
 
 /// Relays between `client` and the server until one of them leaves;
-/// `first` (what the client sent after its `auth`) goes first.
-pub(super) async fn relay(client: &mut UnixStream, first: &[u8], up: &mut Upstream) -> Ending {
+/// `first` (what the client sent after its `auth`) goes first, to the
+/// server, and only then `answer` (the server's `hello` and `auth_ok`)
+/// to the client: a one-shot's `exec` comes with its handshake, and the
+/// server starts the command while the client reads the answer.
+pub(super) async fn relay(
+    client: &mut UnixStream,
+    first: &[u8],
+    answer: &[u8],
+    up: &mut Upstream,
+) -> Ending {
     let tracker = Mutex::new(Tracker::default());
     let client_sent = |kind: &str| lock(&tracker).client_sent(kind);
     let server_sent = |kind: &str| lock(&tracker).server_sent(kind);
@@ -65,6 +73,9 @@ pub(super) async fn relay(client: &mut UnixStream, first: &[u8], up: &mut Upstre
             if let Err(e) = write_all(&*tcp, first).await {
                 return Ending::Gone(format!("writing to the server: {e}"));
             }
+            if let Err(e) = write_all(&*client, answer).await {
+                return unanswered(first, &e);
+            }
             let (tcp, client) = (&*tcp, &*client);
             tokio::select! {
                 r = pump_plain(client, tcp, &mut upward, client_sent) => Side::Client(r),
@@ -75,6 +86,9 @@ pub(super) async fn relay(client: &mut UnixStream, first: &[u8], up: &mut Upstre
             let tls = &mut **tls;
             if let Err(e) = write_flush(tls, first).await {
                 return Ending::Gone(format!("writing to the server: {e}"));
+            }
+            if let Err(e) = client.write_all(answer).await {
+                return unanswered(first, &e);
             }
             let (from_server, to_server) = tokio::io::split(tls);
             let (from_client, to_client) = client.split();
@@ -95,6 +109,15 @@ pub(super) async fn relay(client: &mut UnixStream, first: &[u8], up: &mut Upstre
         Side::Client(Err(e)) => Ending::Gone(format!("the client's side: {e}")),
         Side::Server(Ok(())) => Ending::Gone("the server closed the connection".into()),
         Side::Server(Err(e)) => Ending::Gone(format!("the server's side: {e}")),
+    }
+}
+
+/// A client gone before it read the answer: the connection is still idle
+/// if nothing of its was sent on.
+fn unanswered(first: &[u8], e: &io::Error) -> Ending {
+    match first.is_empty() {
+        true => Ending::Idle,
+        false => Ending::Gone(format!("writing to the client: {e}")),
     }
 }
 

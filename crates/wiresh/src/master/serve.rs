@@ -476,11 +476,8 @@ async fn session(
     };
     let mut answer = up.hello.clone();
     answer.extend_from_slice(&handshake::auth_ok());
-    if stream.write_all(&answer).await.is_err() {
-        return master.pool.give_back(up, true);
-    }
     let n = master.sessions.fetch_add(1, Ordering::AcqRel) + 1;
-    match relay(&mut stream, &buf, &mut up).await {
+    match relay(&mut stream, &buf, &answer, &mut up).await {
         Ending::Idle => master.pool.give_back(up, true),
         Ending::Busy => {
             info!(
