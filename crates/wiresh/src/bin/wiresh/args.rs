@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::sync::LazyLock;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use wiresh::addr::{Netblock, Network};
 use wiresh::client::DEFAULT_TRANSFER_TIMEOUT;
 use wiresh::fanout::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_FANOUT, DEFAULT_MAX_OUTPUT};
@@ -44,15 +44,24 @@ impl Cli {
     /// `exec`'s words start (see [`ExecArgs::dashed`]).
     pub fn parse_args() -> Result<Cli, clap::Error> {
         let raw: Vec<OsString> = std::env::args_os().collect();
-        let mut cli = Cli::try_parse_from(&raw)?;
+        // One command for both parses: its `exec` is built once.
+        let mut command = Cli::command();
+        let mut cli = parse_with(&mut command, &raw)?;
         if let Command::Exec(exec) = &mut cli.command {
             // Only a host operand hangs on it, and there is none when -H
             // or -g names the hosts: no second parse then.
             let named = !exec.connect.hosts.is_empty() || !exec.connect.select.groups.is_empty();
-            exec.dashed = !named && !exec.words.is_empty() && dashed_before_words(&raw);
+            exec.dashed =
+                !named && !exec.words.is_empty() && dashed_before_words(&mut command, &raw);
         }
         Ok(cli)
     }
+}
+
+/// clap's `Cli::try_parse_from`, with `command` (built by the first call).
+fn parse_with(command: &mut clap::Command, raw: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut matches = command.try_get_matches_from_mut(raw)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut Cli::command()))
 }
 
 /// Whether `exec`'s first word comes after a `--` that ended the options
@@ -60,11 +69,11 @@ impl Cli {
 /// it is found again by parsing what comes before each `--` on its own:
 /// the one that parses with no word yet is it (a `--` that is an option's
 /// value leaves that option without one, and does not parse).
-fn dashed_before_words(raw: &[OsString]) -> bool {
+fn dashed_before_words(command: &mut clap::Command, raw: &[OsString]) -> bool {
     raw.iter()
         .enumerate()
         .filter(|(_, arg)| *arg == "--")
-        .find_map(|(k, _)| match Cli::try_parse_from(&raw[..k]) {
+        .find_map(|(k, _)| match parse_with(command, &raw[..k]) {
             Ok(Cli {
                 command: Command::Exec(before),
             }) => Some(before.words.is_empty()),
@@ -889,10 +898,12 @@ mod tests {
     fn exec_words_after_dashes_are_all_the_command() {
         let exec = |line: &str| {
             let raw: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-            let Command::Exec(args) = Cli::try_parse_from(&raw).unwrap().command else {
+            // As parse_args does: the second parse reuses the built command.
+            let mut command = Cli::command();
+            let Command::Exec(args) = parse_with(&mut command, &raw).unwrap().command else {
                 panic!("exec")
             };
-            (args.words, dashed_before_words(&raw))
+            (args.words, dashed_before_words(&mut command, &raw))
         };
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(exec("w exec -- uptime"), (words(&["uptime"]), true));
