@@ -46,7 +46,11 @@ pub struct SpawnedPty {
 /// Starts `spec` on a new pty of the requested size and type, as the leader
 /// of a new session with the pty as controlling terminal. `spec.stdin` plays
 /// no part: the terminal is the command's input. `what` names it in errors.
-pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<SpawnedPty, SpawnError> {
+pub async fn spawn_on_pty(
+    spec: &Spec,
+    pty: &PtyRequest,
+    what: &str,
+) -> Result<SpawnedPty, SpawnError> {
     let fail = |source| SpawnError::new(what, source);
     let mut resolved = spec.resolve(what)?;
     let (master, slave) = open(pty.size()).map_err(fail)?;
@@ -60,7 +64,9 @@ pub fn spawn_on_pty(spec: &Spec, pty: &PtyRequest, what: &str) -> Result<Spawned
         Streams::Terminal,
         &[slave.as_fd()],
         cgroup.as_ref(),
-    ) {
+    )
+    .await
+    {
         Ok(Some(started)) => started,
         Ok(None) => start_here(&resolved, slave, cgroup.as_ref()).map_err(fail)?,
         Err(e) => return Err(fail(failed_in_helper(e, cgroup))),
@@ -149,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn the_command_leads_a_session_on_its_terminal() {
         let spec = Spec::shell("echo \"$TERM $(stty size) $(ps -o sid= -p $$ | tr -d ' ')\"; tty");
-        let mut spawned = spawn_on_pty(&spec, &pty(100, 30), "test").unwrap();
+        let mut spawned = spawn_on_pty(&spec, &pty(100, 30), "test").await.unwrap();
         let out = read_until(&mut spawned.terminal.reader(), "/dev/pts/").await;
         let sid = spawned.pid.to_string();
         assert!(out.contains(&format!("xterm 30 100 {sid}")), "{out:?}");
@@ -162,7 +168,7 @@ mod tests {
             program: Program::Shell("wc -c; echo done".into()),
             ..Spec::shell("")
         };
-        let spawned = spawn_on_pty(&spec, &pty(80, 24), "test").unwrap();
+        let spawned = spawn_on_pty(&spec, &pty(80, 24), "test").await.unwrap();
         let mut writer = spawned.terminal.writer();
         // Half a line: the first end-of-file delivers it, the second ends it.
         writer.write_all(b"abc").await.unwrap();
@@ -176,7 +182,9 @@ mod tests {
     #[tokio::test]
     async fn input_waits_for_room_on_the_terminal() {
         let line = "stty raw -echo; echo ready; kill -STOP $$; head -c 300000 | wc -c";
-        let spawned = spawn_on_pty(&Spec::shell(line), &pty(80, 24), "test").unwrap();
+        let spawned = spawn_on_pty(&Spec::shell(line), &pty(80, 24), "test")
+            .await
+            .unwrap();
         let mut reader = spawned.terminal.reader();
         read_until(&mut reader, "ready").await;
         let shell = rustix::process::Pid::from_raw(spawned.pid as i32).unwrap();
@@ -195,7 +203,9 @@ mod tests {
 
     #[tokio::test]
     async fn output_ends_when_the_terminal_is_closed() {
-        let spawned = spawn_on_pty(&Spec::shell("echo bye"), &pty(80, 24), "test").unwrap();
+        let spawned = spawn_on_pty(&Spec::shell("echo bye"), &pty(80, 24), "test")
+            .await
+            .unwrap();
         let mut all = Vec::new();
         let mut reader = spawned.terminal.reader();
         let read = reader.read_to_end(&mut all);

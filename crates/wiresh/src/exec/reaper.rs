@@ -11,29 +11,58 @@
 //!
 //! A command's main process is waited for by its own task, for its exit
 //! status; the reaper must not take it. So every such child is registered
-//! (`register`) before it could be reaped: its start holds `spawning`
-//! (shared) from before the fork until it is registered, and the reaper
-//! holds it exclusively while it reaps. It looks with `waitid(WNOWAIT)`,
+//! (`register`) before it could be reaped: its start holds a [`Spawning`]
+//! from before the fork until it is registered, and the reaper reaps only
+//! while no start holds one (a reap wanted meanwhile is done as the last
+//! start lets go). A start by the spawn helper holds it across an `.await`,
+//! so it is a counter, not a lock guard. It looks with `waitid(WNOWAIT)`,
 //! which leaves the child to be reaped; when the first exited child is one
 //! a task waits for, the others are found in `/proc`.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::procfs;
 
-/// Held (shared) from before a child is started until it is registered.
-static SPAWNING: RwLock<()> = RwLock::new(());
+/// The starts in flight, and whether a reap waits for them to end.
+static SPAWNING: Mutex<Starts> = Mutex::new(Starts {
+    in_flight: 0,
+    reap_wanted: false,
+});
+
+struct Starts {
+    in_flight: usize,
+    reap_wanted: bool,
+}
+
+fn starts() -> MutexGuard<'static, Starts> {
+    SPAWNING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The children waited for by a task of their own.
 static WAITED_FOR: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 /// Held while a command is started; see the module's docs.
-pub(super) fn spawning() -> RwLockReadGuard<'static, ()> {
-    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
+#[must_use]
+pub(super) struct Spawning(());
+
+/// A start begins (it waits while the reaper reaps).
+pub(super) fn spawning() -> Spawning {
+    starts().in_flight += 1;
+    Spawning(())
+}
+
+impl Drop for Spawning {
+    fn drop(&mut self) {
+        let mut starts = starts();
+        starts.in_flight -= 1;
+        if starts.in_flight == 0 && std::mem::take(&mut starts.reap_wanted) {
+            reap_now(&starts);
+        }
+    }
 }
 
 /// A child whose exit status a task waits for; the reaper leaves it alone
@@ -81,9 +110,19 @@ pub fn start() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reaps every exited child that no task waits for.
+/// Reaps every exited child that no task waits for, now or, while
+/// commands are being started, once the last of them is registered.
 pub fn reap_adopted() {
-    let _exclusive = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+    let mut starts = starts();
+    if starts.in_flight > 0 {
+        starts.reap_wanted = true;
+        return;
+    }
+    reap_now(&starts);
+}
+
+/// Reaps; `_exclusive` keeps starts from beginning meanwhile.
+fn reap_now(_exclusive: &Starts) {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
         let pid = match waitid(Id::All, flags) {

@@ -53,14 +53,14 @@ pub struct Spawned {
 /// (see `super::helper`), else from a launcher thread once the server
 /// holds many descriptors (see `launcher`: there the cost of a start does
 /// not grow with them), else from this thread.
-pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
+pub async fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
     let fail = |source| SpawnError::new(what, source);
     let resolved = spec.resolve(what)?;
     let cgroup = cgroup::for_command().map_err(fail)?;
     if helper::available() {
         let pipes = Pipes::new(spec.stdin).map_err(fail)?;
         let stdio = Stdio::Pipes { stdin: spec.stdin };
-        match by_helper(&resolved, stdio, &pipes.child_ends(), cgroup.as_ref()) {
+        match by_helper(&resolved, stdio, &pipes.child_ends(), cgroup.as_ref()).await {
             Ok(Some((pid, child))) => return pipes.spawned(pid, child, cgroup).map_err(fail),
             Ok(None) => {}
             Err(e) => return Err(fail(failed_in_helper(e, cgroup))),
@@ -112,7 +112,7 @@ pub fn spawn_group(spec: &Spec, what: &str) -> Result<Spawned, SpawnError> {
 /// Has the spawn helper start `command` with `stdio` (`fds`, the child's
 /// ends), in `cgroup`: its pid and its [`Child`], or `None` when there is
 /// no helper to start it (the caller starts it itself).
-pub(super) fn by_helper(
+pub(super) async fn by_helper(
     command: &Resolved,
     stdio: Stdio,
     fds: &[BorrowedFd<'_>],
@@ -122,6 +122,7 @@ pub(super) fn by_helper(
         return Ok(None);
     }
     let request = SpawnRequest {
+        id: 0,
         command: command.clone(),
         stdio,
         cgroup: cgroup.map(|c| c.procs().as_bytes().to_vec()),
@@ -129,7 +130,7 @@ pub(super) fn by_helper(
     // Until the command is registered, the reaper must not take it (it
     // becomes the server's child if the helper dies).
     let spawning = reaper::spawning();
-    let started = match helper::spawn(&request, fds) {
+    let started = match helper::spawn(request, fds).await {
         Ok(started) => started,
         Err(NotStarted::Unavailable) => return Ok(None),
         Err(NotStarted::Failed(e)) => return Err(e),
@@ -273,7 +274,7 @@ mod tests {
             stdin: true,
             ..Spec::shell("cat; echo err >&2")
         };
-        let mut spawned = spawn_group(&spec, "cat").unwrap();
+        let mut spawned = spawn_group(&spec, "cat").await.unwrap();
         let launcher = launcher_descriptors().expect("a launcher thread runs here");
         assert!(
             launcher < 16,
@@ -301,16 +302,18 @@ mod tests {
     async fn exit_codes_and_signals_come_back_and_stay() {
         use std::os::unix::process::ExitStatusExt;
         launcher::launch_always();
-        let mut exits = spawn_group(&Spec::shell("exit 3"), "exit").unwrap();
+        let mut exits = spawn_group(&Spec::shell("exit 3"), "exit").await.unwrap();
         let status = exits.child.wait().await.unwrap();
         assert_eq!(status.code(), Some(3));
         // Reaped once; asked again, the same answer, and no pid any more.
         assert_eq!(exits.child.wait().await.unwrap(), status);
         assert_eq!(exits.child.id(), None);
-        let mut killed = spawn_group(&Spec::shell("kill -KILL $$"), "kill").unwrap();
+        let mut killed = spawn_group(&Spec::shell("kill -KILL $$"), "kill")
+            .await
+            .unwrap();
         let status = killed.child.wait().await.unwrap();
         assert_eq!((status.code(), status.signal()), (None, Some(9)));
-        assert!(spawn_group(&Spec::shell("true"), "true").unwrap().pid > 0);
+        assert!(spawn_group(&Spec::shell("true"), "true").await.unwrap().pid > 0);
     }
 
     #[test]
@@ -323,7 +326,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let err = runtime.block_on(async { spawn_group(&spec, "nothing").unwrap_err() });
+        let err = runtime.block_on(async { spawn_group(&spec, "nothing").await.unwrap_err() });
         assert_eq!(err.source.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
@@ -341,7 +344,7 @@ mod tests {
             stdin: false,
             login: true,
         };
-        let mut spawned = spawn_group(&spec, "true").unwrap();
+        let mut spawned = spawn_group(&spec, "true").await.unwrap();
         let mut out = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut spawned.stdout, &mut out)
             .await

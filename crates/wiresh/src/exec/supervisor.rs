@@ -285,7 +285,7 @@ mod tests {
     }
 
     async fn run(line: &str, deadlines: Deadlines, shutdown: CancellationToken) -> Vec<Event> {
-        let spawned = spawn_group(&Spec::shell(line), line).unwrap();
+        let spawned = spawn_group(&Spec::shell(line), line).await.unwrap();
         let (mut sup, _out, _err, _in) = Supervisor::start(spawned, deadlines, shutdown);
         let mut events = Vec::new();
         let bound = time::timeout(Duration::from_secs(20), async {
@@ -343,7 +343,7 @@ mod tests {
     async fn gives_up_on_pipes_an_escaped_process_holds() {
         // The child leaves the group with setsid and keeps stdout open.
         let line = "setsid sleep 5 & exec sleep 30";
-        let spawned = spawn_group(&Spec::shell(line), line).unwrap();
+        let spawned = spawn_group(&Spec::shell(line), line).await.unwrap();
         let (mut sup, _out, _err, _in) =
             Supervisor::start(spawned, deadlines(None), CancellationToken::new());
         assert!(sup.kill(KillReason::Cancelled));

@@ -270,7 +270,7 @@ impl Conn {
     async fn run_command(&mut self, command: &str) -> Result<Reply, End> {
         let mut output = Output::new(self.config.spool_threshold, self.config.encoding);
         // The slot is held until the command ends.
-        let (_slot, record, spawned) = match self.launch(command) {
+        let (_slot, record, spawned) = match self.launch(command).await {
             Ok(launched) => launched,
             // The protocol has no error message: a command that is not run
             // gets a reply whose stderr part says why, as the shell would
@@ -293,7 +293,10 @@ impl Conn {
 
     /// Starts `command` in a command slot, its start on record before it
     /// runs.
-    fn launch(&self, command: &str) -> Result<(OwnedSemaphorePermit, Record, Spawned), NotRun> {
+    async fn launch(
+        &self,
+        command: &str,
+    ) -> Result<(OwnedSemaphorePermit, Record, Spawned), NotRun> {
         let commands = &self.config.commands;
         let Some(slot) = commands.try_take() else {
             info!(peer = %self.peer, command, "legacy command refused: busy");
@@ -308,7 +311,7 @@ impl Conn {
         };
         let record =
             audit::begin(self.config.audit.as_ref(), &action).map_err(|_| NotRun::AuditBroken)?;
-        match exec::spawn_group(&Spec::shell(command), command) {
+        match exec::spawn_group(&Spec::shell(command), command).await {
             Ok(spawned) => Ok((slot, record, spawned)),
             Err(e) => {
                 record.end(Ending::of(Outcome::NotStarted));

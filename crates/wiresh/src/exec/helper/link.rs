@@ -2,8 +2,10 @@
 //! commands, taking its exit reports, and starting it again when it dies.
 //!
 //! One thread per helper (`wiresh-helper`) reads everything the helper
-//! says: the answer to the request in flight goes to the thread that asked
-//! (which waits at most [`HELPER_REPLY_TIMEOUT`]), an exit report to the
+//! says: the answer to a request goes to the task that asked, by the
+//! request's id (several are in flight at once; a task waits at most
+//! [`HELPER_REPLY_TIMEOUT`], without holding a runtime thread), an exit
+//! report to the
 //! command's [`Child`](crate::exec::Child) through a oneshot channel made
 //! when its start was read, so no report can come before its channel.
 //! When the helper's socket ends (it died, or was found hung and its
@@ -57,6 +59,7 @@ pub(crate) enum NotStarted {
 }
 
 /// The helper's answer to a request, as its reader hands it over.
+#[derive(Debug)]
 enum Answer {
     Started(Started),
     Failed(io::Error),
@@ -78,8 +81,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Link {
     pid: u32,
     socket: Arc<OwnedFd>,
-    /// Held from a request to its answer: one request at a time.
-    answers: Mutex<Receiver<Answer>>,
+    /// The requests sent and not answered yet.
+    waiting: Mutex<Waiting>,
+}
+
+/// Where the answers to the requests in flight go, by request id.
+#[derive(Debug, Default)]
+struct Waiting {
+    next: u32,
+    answers: HashMap<u32, oneshot::Sender<Answer>>,
 }
 
 /// What the reading thread owns of a running helper.
@@ -88,7 +98,6 @@ struct Running {
     process: std::process::Child,
     /// Keeps the server's reaper off the helper until it is reaped here.
     _registered: reaper::Registered,
-    answers: Sender<Answer>,
     started_at: Instant,
 }
 
@@ -129,35 +138,45 @@ pub(crate) fn available() -> bool {
     lock(&CURRENT).is_some()
 }
 
-/// Asks the helper to start `request`, with `fds` as its stdio (in the
-/// order [`super::wire::Stdio`] says).
-pub(crate) fn spawn(request: &SpawnRequest, fds: &[BorrowedFd<'_>]) -> Result<Started, NotStarted> {
+/// Asks the helper to start `request` (its id is set here), with `fds` as
+/// its stdio (in the order [`super::wire::Stdio`] says), and waits for the
+/// answer without holding the thread.
+pub(crate) async fn spawn(
+    mut request: SpawnRequest,
+    fds: &[BorrowedFd<'_>],
+) -> Result<Started, NotStarted> {
     let Some(link) = lock(&CURRENT).clone() else {
         return Err(NotStarted::Unavailable);
     };
+    let (id, mut answer) = link.expect();
+    request.id = id;
     let Ok(bytes) = request.encode() else {
+        link.answerer(id);
         return Err(NotStarted::Unavailable);
     };
-    let answers = lock(&link.answers);
     if datagram::send(link.socket.as_fd(), &bytes, fds).is_err() {
         // Nothing was delivered (a datagram goes whole or not at all).
+        link.answerer(id);
         link.shut_down();
         return Err(NotStarted::Unavailable);
     }
-    match answers.recv_timeout(HELPER_REPLY_TIMEOUT) {
-        Ok(Answer::Started(started)) => Ok(started),
-        Ok(Answer::Failed(e)) => Err(NotStarted::Failed(e)),
-        Err(RecvTimeoutError::Timeout) => {
+    match tokio::time::timeout(HELPER_REPLY_TIMEOUT, &mut answer).await {
+        Ok(Ok(Answer::Started(started))) => Ok(started),
+        Ok(Ok(Answer::Failed(e))) => Err(NotStarted::Failed(e)),
+        Ok(Err(_)) => Err(NotStarted::Failed(io::Error::other(
+            "the spawn helper died while starting the command",
+        ))),
+        Err(_) => {
             warn!(
                 "the spawn helper (pid {}) did not answer within {HELPER_REPLY_TIMEOUT:?}: \
                  taking it for hung and starting another",
                 link.pid
             );
             link.shut_down();
-            // An answer may still come before the helper is gone: a
-            // command started that nobody would watch must not run on.
-            while let Ok(late) = answers.recv_timeout(HELPER_REPLY_TIMEOUT) {
-                if let Answer::Started(started) = late {
+            if link.answerer(id).is_none() {
+                // Answered just now: a command started that nobody would
+                // watch must not run on.
+                if let Ok(Answer::Started(started)) = answer.await {
                     kill_group(started.pid);
                 }
             }
@@ -166,9 +185,6 @@ pub(crate) fn spawn(request: &SpawnRequest, fds: &[BorrowedFd<'_>]) -> Result<St
                 "the spawn helper did not answer",
             )))
         }
-        Err(RecvTimeoutError::Disconnected) => Err(NotStarted::Failed(io::Error::other(
-            "the spawn helper died while starting the command",
-        ))),
     }
 }
 
@@ -177,6 +193,34 @@ impl Link {
     /// the helper.
     fn shut_down(&self) {
         let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
+    }
+
+    /// A new request's id, and where its answer will come.
+    fn expect(&self) -> (u32, oneshot::Receiver<Answer>) {
+        let mut waiting = lock(&self.waiting);
+        let id = waiting.next;
+        waiting.next = id.wrapping_add(1);
+        let (tx, rx) = oneshot::channel();
+        waiting.answers.insert(id, tx);
+        (id, rx)
+    }
+
+    /// Takes where request `id`'s answer goes: `None` once answered, or
+    /// given up on.
+    fn answerer(&self, id: u32) -> Option<oneshot::Sender<Answer>> {
+        lock(&self.waiting).answers.remove(&id)
+    }
+
+    /// Hands request `id` its answer; a command started for a request
+    /// nobody waits for any more must not run on.
+    fn answer(&self, id: u32, answer: Answer) {
+        let unanswered = match self.answerer(id) {
+            Some(tx) => tx.send(answer).err(),
+            None => Some(answer),
+        };
+        if let Some(Answer::Started(started)) = unanswered {
+            kill_group(started.pid);
+        }
     }
 }
 
@@ -203,16 +247,14 @@ impl Running {
         let registered = reaper::register(process.id());
         drop(spawning);
         drop(command);
-        let (answers, answered) = mpsc::channel();
         let mut running = Running {
             link: Arc::new(Link {
                 pid: process.id(),
                 socket: Arc::new(ours),
-                answers: Mutex::new(answered),
+                waiting: Mutex::new(Waiting::default()),
             }),
             process,
             _registered: registered,
-            answers,
             started_at: Instant::now(),
         };
         let socket = &*running.link.socket;
@@ -245,26 +287,25 @@ impl Running {
                 Err(e) => break e.to_string(),
             };
             match (reply, fd) {
-                (Reply::Started { pid }, Some(pidfd)) => {
+                (Reply::Started { id, pid }, Some(pidfd)) => {
                     let (tx, exit) = oneshot::channel();
                     exits.insert(pid, tx);
-                    let _ = self
-                        .answers
-                        .send(Answer::Started(Started { pid, pidfd, exit }));
+                    let started = Started { pid, pidfd, exit };
+                    self.link.answer(id, Answer::Started(started));
                 }
-                (Reply::Started { pid }, None) => {
+                (Reply::Started { id, pid }, None) => {
                     // Started, but unwatchable here (no room for its
                     // pidfd): it must not run on unseen.
                     kill_group(pid);
                     let busy = io::Error::from(rustix::io::Errno::MFILE);
-                    let _ = self.answers.send(Answer::Failed(busy));
+                    self.link.answer(id, Answer::Failed(busy));
                 }
-                (Reply::Failed { errno, text }, None) => {
+                (Reply::Failed { id, errno, text }, None) => {
                     let e = match errno {
                         0 => io::Error::other(text),
                         errno => io::Error::from_raw_os_error(errno),
                     };
-                    let _ = self.answers.send(Answer::Failed(e));
+                    self.link.answer(id, Answer::Failed(e));
                 }
                 (Reply::Exited { pid, status }, None) => {
                     if let Some(tx) = exits.remove(&pid) {
@@ -276,8 +317,10 @@ impl Running {
         };
         let lived = self.started_at.elapsed();
         let status = self.end();
-        // Reaped: its commands are the server's children now.
+        // Reaped: its commands are the server's children now. Requests
+        // still unanswered fail (their callers end what may have begun).
         drop(exits);
+        lock(&self.link.waiting).answers.clear();
         (lived, format!("{why}; {status}"))
     }
 

@@ -1,7 +1,9 @@
-//! The spawn helper process itself: one thread, no runtime, a short
-//! descriptor table and a small address space. It starts what the server
-//! asks for, with the server's own `pre_exec` hook (`super::super::ctty`),
-//! and tells it when each command exits.
+//! The spawn helper process itself: no runtime, a short descriptor table
+//! and a small address space. A few starter threads read the server's
+//! requests (each datagram goes to one of them) and start what it asks
+//! for, several at once, with the server's own `pre_exec` hook
+//! (`super::super::ctty`), answering each request as its command starts;
+//! the main thread tells the server when each command exits.
 //!
 //! An exited command is seen through its pidfd, looked at with
 //! `waitid(WNOWAIT)`, reported, and only then reaped: if the helper dies
@@ -14,6 +16,7 @@ use std::io::{self};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 
 use rustix::event::epoll;
 use rustix::net::SocketType;
@@ -53,78 +56,113 @@ fn serve() -> io::Result<()> {
     let socket = rustix::io::fcntl_dupfd_cloexec(stdin, 3)?;
     let null = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
-    let mut helper = Helper {
+    let shared = Arc::new(Shared {
         socket,
         epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-        children: HashMap::new(),
-        buffer: vec![0; MAX_REQUEST],
-    };
+        children: Mutex::new(HashMap::new()),
+    });
+    // The starters read the requests; here, only the socket's end.
     epoll::add(
-        &helper.epoll,
-        &helper.socket,
+        &shared.epoll,
+        &shared.socket,
         epoll::EventData::new_u64(SOCKET),
-        epoll::EventFlags::IN,
+        epoll::EventFlags::RDHUP,
     )?;
-    helper.send(&Reply::Ready, None)?;
-    helper.run()
+    for _ in 0..starters() {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("starter".into())
+            .spawn(move || starter(&shared))?;
+    }
+    shared.send(&Reply::Ready, None)?;
+    report_exits(&shared)
 }
 
-struct Helper {
+/// How many commands start at once. A start waits for its command's
+/// `exec` (the standard library reports a failed one), most of a
+/// millisecond of the child's own work: with one starter, starts queued
+/// behind each other's `exec` and one core stood idle.
+fn starters() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    (cores * 2).clamp(2, MAX_STARTERS)
+}
+
+/// The most starter threads, however many cores.
+const MAX_STARTERS: usize = 16;
+
+/// What the helper's threads share.
+struct Shared {
     socket: OwnedFd,
     epoll: OwnedFd,
     /// The commands started and not yet reaped, by pid.
-    children: HashMap<u32, OwnedFd>,
-    /// Where requests are received: [`MAX_REQUEST`] bytes, once.
-    buffer: Vec<u8>,
+    children: Mutex<HashMap<u32, OwnedFd>>,
 }
 
-impl Helper {
-    fn run(&mut self) -> io::Result<()> {
-        let mut events = Vec::with_capacity(64);
-        loop {
-            events.clear();
-            retry(|| epoll::wait(&self.epoll, spare(&mut events), None))?;
-            for event in &events {
-                match event.data.u64() {
-                    SOCKET => {
-                        if !self.serve_request()? {
-                            return Ok(());
-                        }
-                    }
-                    pid => self.report_exit(pid as u32)?,
-                }
+/// The main thread: reports each command's exit, until the server is
+/// gone.
+fn report_exits(shared: &Shared) -> io::Result<()> {
+    let mut events = Vec::with_capacity(64);
+    loop {
+        events.clear();
+        retry(|| epoll::wait(&shared.epoll, spare(&mut events), None))?;
+        for event in &events {
+            match event.data.u64() {
+                SOCKET => return Ok(()),
+                pid => shared.report_exit(pid as u32)?,
             }
         }
     }
+}
 
-    /// Takes one request and answers it; `false` once the server is gone.
-    fn serve_request(&mut self) -> io::Result<bool> {
-        let received = datagram::receive(self.socket.as_fd(), &mut self.buffer)?;
-        if received.len == 0 {
-            return Ok(false);
-        }
-        let (cut, fds) = (received.cut || received.fds_cut, received.fds);
-        let reply = match SpawnRequest::decode(&self.buffer[..received.len]) {
-            _ if cut => Err(io::Error::other("a spawn request over the size limit")),
-            Ok(request) if request.stdio.descriptors() != fds.len() => Err(io::Error::other(
-                format!("a spawn request with {} descriptors", fds.len()),
-            )),
-            Ok(request) => self.start(request, fds),
-            Err(e) => Err(io::Error::other(e.to_string())),
+/// A starter thread: takes a request (the socket hands each to one
+/// reader), starts its command and answers, until the server is gone.
+fn starter(shared: &Shared) {
+    let mut buffer = vec![0; MAX_REQUEST];
+    loop {
+        let answered = match datagram::receive(shared.socket.as_fd(), &mut buffer) {
+            Ok(received) if received.len == 0 => return,
+            Ok(received) => shared.serve_request(&buffer, received),
+            Err(e) => Err(e),
         };
-        match reply {
-            Ok((pid, pidfd)) => self.send(&Reply::Started { pid }, Some(pidfd.as_fd()))?,
-            Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(0);
-                let text = e.to_string();
-                self.send(&Reply::Failed { errno, text }, None)?;
-            }
+        if answered.is_err() {
+            // The server is gone, or a command would run unwatched: the
+            // helper ends (its main thread sees the socket end), and the
+            // server ends what it was starting.
+            let _ = rustix::net::shutdown(&shared.socket, rustix::net::Shutdown::Both);
+            return;
         }
-        Ok(true)
+    }
+}
+
+impl Shared {
+    /// Starts the command `buffer` asks for, and answers.
+    fn serve_request(&self, buffer: &[u8], received: datagram::Received) -> io::Result<()> {
+        let bytes = &buffer[..received.len];
+        let (cut, fds) = (received.cut || received.fds_cut, received.fds);
+        let refused = match SpawnRequest::decode(bytes) {
+            _ if cut => io::Error::other("a spawn request over the size limit"),
+            Ok(request) if request.stdio.descriptors() != fds.len() => {
+                io::Error::other(format!("a spawn request with {} descriptors", fds.len()))
+            }
+            Ok(request) => {
+                let id = request.id;
+                return match self.start(request, fds) {
+                    Ok((pid, pidfd)) => self.started(id, pid, pidfd),
+                    Err(e) => self.refuse(id, &e),
+                };
+            }
+            Err(e) => io::Error::other(e.to_string()),
+        };
+        // Unanswerable without its id: the server is not what it should
+        // be, and this helper ends.
+        let Some(id) = SpawnRequest::id_of(bytes) else {
+            return Err(refused);
+        };
+        self.refuse(id, &refused)
     }
 
     /// Starts the command as the server would have; its pid and a pidfd.
-    fn start(&mut self, request: SpawnRequest, fds: Vec<OwnedFd>) -> io::Result<(u32, OwnedFd)> {
+    fn start(&self, request: SpawnRequest, fds: Vec<OwnedFd>) -> io::Result<(u32, OwnedFd)> {
         let mut cmd: Command = request.command.std_command();
         let mut fds = fds.into_iter();
         let mut next = || fds.next().expect("counted");
@@ -154,8 +192,8 @@ impl Helper {
         let pidfd = Pid::from_raw(pid as i32)
             .ok_or_else(|| io::Error::other("pid 0"))
             .and_then(|p| Ok(rustix::process::pidfd_open(p, PidfdFlags::empty())?));
-        let pidfd = match pidfd {
-            Ok(pidfd) => pidfd,
+        match pidfd {
+            Ok(pidfd) => Ok((pid, pidfd)),
             Err(e) => {
                 // Unwatchable: it must not run on unseen.
                 let _ = rustix::process::kill_process_group(
@@ -165,19 +203,34 @@ impl Helper {
                 let _ = retry(|| {
                     rustix::process::waitpid(Pid::from_raw(pid as i32), WaitOptions::empty())
                 });
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Answers request `id`: its command runs as `pid`. Only then is its
+    /// exit watched, so that its exit report cannot come first.
+    fn started(&self, id: u32, pid: u32, pidfd: OwnedFd) -> io::Result<()> {
+        self.send(&Reply::Started { id, pid }, Some(pidfd.as_fd()))?;
         let key = epoll::EventData::new_u64(pid.into());
+        // In the table before epoll can say it exited.
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         epoll::add(&self.epoll, &pidfd, key, epoll::EventFlags::IN)?;
-        let server_copy = pidfd.try_clone()?;
-        self.children.insert(pid, pidfd);
-        Ok((pid, server_copy))
+        children.insert(pid, pidfd);
+        Ok(())
+    }
+
+    /// Answers request `id`: its command did not start, because of `e`.
+    fn refuse(&self, id: u32, e: &io::Error) -> io::Result<()> {
+        let errno = e.raw_os_error().unwrap_or(0);
+        let text = e.to_string();
+        self.send(&Reply::Failed { id, errno, text }, None)
     }
 
     /// Child `pid`'s pidfd is readable: reports its status, then reaps it.
-    fn report_exit(&mut self, pid: u32) -> io::Result<()> {
-        let Some(pidfd) = self.children.get(&pid) else {
+    fn report_exit(&self, pid: u32) -> io::Result<()> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pidfd) = children.get(&pid) else {
             return Ok(());
         };
         let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
@@ -186,6 +239,8 @@ impl Helper {
         else {
             return Ok(());
         };
+        let pidfd = children.remove(&pid).expect("looked up above");
+        drop(children);
         self.send(
             &Reply::Exited {
                 pid,
@@ -195,8 +250,7 @@ impl Helper {
         )?;
         let _ =
             retry(|| rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED));
-        let _ = epoll::delete(&self.epoll, pidfd);
-        self.children.remove(&pid);
+        // Closing the pidfd takes it out of the epoll set.
         Ok(())
     }
 

@@ -53,6 +53,9 @@ impl Stdio {
 /// Start a command: the only request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SpawnRequest {
+    /// Names the request in its answer: several are in flight at once,
+    /// and answered in the order their commands started.
+    pub id: u32,
     pub command: Resolved,
     pub stdio: Stdio,
     /// The `cgroup.procs` the command writes itself into before it runs.
@@ -64,10 +67,11 @@ pub(crate) struct SpawnRequest {
 pub(crate) enum Reply {
     /// Up and listening (its first message).
     Ready,
-    /// The command started as `pid`; its pidfd comes beside.
-    Started { pid: u32 },
-    /// It did not start: the OS error number (0 when none) and the text.
-    Failed { errno: i32, text: String },
+    /// Request `id`'s command started as `pid`; its pidfd comes beside.
+    Started { id: u32, pid: u32 },
+    /// Request `id`'s command did not start: the OS error number (0 when
+    /// none) and the text.
+    Failed { id: u32, errno: i32, text: String },
     /// Child `pid` exited with this wait status (as `waitpid` gives it);
     /// sent before the helper reaps it.
     Exited { pid: u32, status: i32 },
@@ -101,6 +105,7 @@ impl SpawnRequest {
     /// The request's bytes; [`TooLarge`] past [`MAX_REQUEST`].
     pub(crate) fn encode(&self) -> Result<Vec<u8>, TooLarge> {
         let mut w = Writer(vec![SPAWN]);
+        w.u32(self.id);
         let c = &self.command;
         w.bytes(c.program.as_os_str().as_bytes());
         w.bytes(c.arg0.as_bytes());
@@ -124,12 +129,19 @@ impl SpawnRequest {
         w.finish(MAX_REQUEST)
     }
 
+    /// The id of a request that may not decode whole, to answer it by.
+    pub(crate) fn id_of(bytes: &[u8]) -> Option<u32> {
+        let mut r = Reader(bytes);
+        (r.u8().ok()? == SPAWN).then(|| r.u32().ok()).flatten()
+    }
+
     /// A request from its bytes.
     pub(crate) fn decode(bytes: &[u8]) -> Result<SpawnRequest, Malformed> {
         let mut r = Reader(bytes);
         if r.u8()? != SPAWN {
             return Err(Malformed("not a spawn request"));
         }
+        let id = r.u32()?;
         let program = PathBuf::from(r.os_string()?);
         let arg0 = r.os_string()?;
         let mut args = Vec::new();
@@ -151,6 +163,7 @@ impl SpawnRequest {
         let cgroup = r.optional()?;
         r.end()?;
         Ok(SpawnRequest {
+            id,
             command: Resolved {
                 program,
                 arg0,
@@ -171,12 +184,14 @@ impl Reply {
         let mut w = Writer(Vec::new());
         match self {
             Reply::Ready => w.u8(READY),
-            Reply::Started { pid } => {
+            Reply::Started { id, pid } => {
                 w.u8(STARTED);
+                w.u32(*id);
                 w.u32(*pid);
             }
-            Reply::Failed { errno, text } => {
+            Reply::Failed { id, errno, text } => {
                 w.u8(FAILED);
+                w.u32(*id);
                 w.u32(*errno as u32);
                 let mut end = text.len().min(MAX_ERROR_TEXT);
                 while !text.is_char_boundary(end) {
@@ -198,8 +213,12 @@ impl Reply {
         let mut r = Reader(bytes);
         let reply = match r.u8()? {
             READY => Reply::Ready,
-            STARTED => Reply::Started { pid: r.u32()? },
+            STARTED => Reply::Started {
+                id: r.u32()?,
+                pid: r.u32()?,
+            },
             FAILED => Reply::Failed {
+                id: r.u32()?,
                 errno: r.u32()? as i32,
                 text: String::from_utf8_lossy(r.bytes()?).into_owned(),
             },
@@ -309,6 +328,7 @@ mod tests {
 
     fn request() -> SpawnRequest {
         SpawnRequest {
+            id: 7,
             command: Resolved {
                 program: "/bin/sh".into(),
                 arg0: "sh".into(),
@@ -327,6 +347,7 @@ mod tests {
         let sent = request();
         assert_eq!(SpawnRequest::decode(&sent.encode().unwrap()), Ok(sent));
         let bare = SpawnRequest {
+            id: u32::MAX,
             stdio: Stdio::Terminal,
             cgroup: None,
             command: Resolved {
@@ -337,8 +358,12 @@ mod tests {
         assert_eq!(SpawnRequest::decode(&bare.encode().unwrap()), Ok(bare));
         for reply in [
             Reply::Ready,
-            Reply::Started { pid: 4_194_303 },
+            Reply::Started {
+                id: 1,
+                pid: 4_194_303,
+            },
             Reply::Failed {
+                id: 2,
                 errno: 2,
                 text: "No such file".into(),
             },
@@ -365,10 +390,11 @@ mod tests {
     fn counts_past_the_message_are_refused_before_any_allocation() {
         let mut bytes = request().encode().unwrap();
         // The program's length, claiming 4 GiB.
-        bytes[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        bytes[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(SpawnRequest::decode(&bytes).is_err());
         // An argument count of 4 billion with one argument's bytes behind.
         let mut w = Writer(vec![SPAWN]);
+        w.u32(1);
         w.bytes(b"/bin/true");
         w.bytes(b"true");
         w.u32(u32::MAX);
@@ -388,7 +414,12 @@ mod tests {
     #[test]
     fn an_error_text_is_cut_to_fit_on_a_character_boundary() {
         let text = "é".repeat(MAX_REPLY);
-        let bytes = Reply::Failed { errno: 0, text }.encode();
+        let bytes = Reply::Failed {
+            id: 0,
+            errno: 0,
+            text,
+        }
+        .encode();
         assert!(bytes.len() <= MAX_REPLY);
         let Ok(Reply::Failed { text, .. }) = Reply::decode(&bytes) else {
             panic!("not a failure")

@@ -39,7 +39,10 @@ use crate::listener::{During, End};
 /// command; `Err` means it must close.
 pub(super) async fn run(session: &mut Session, req: ExecRequest) -> Result<(), End> {
     let what = req.describe();
-    let launched = admit(session, &req, &what).and_then(|spec| launch(session, &spec, &req, &what));
+    let launched = match admit(session, &req, &what) {
+        Ok(spec) => launch(session, &spec, &req, &what).await,
+        Err(refusal) => Err(refusal),
+    };
     // The slot is held until the command ends: it bounds the commands
     // running server-wide.
     let Launched {
@@ -98,7 +101,7 @@ struct Launched {
 
 /// Starts `spec` in a command slot, its start on record before anything
 /// runs.
-fn launch(
+async fn launch(
     session: &Session,
     spec: &Spec,
     req: &ExecRequest,
@@ -106,7 +109,7 @@ fn launch(
 ) -> Result<Launched, Refusal> {
     let slot = session.command_slot()?;
     let record = session.audit_begin(exec_action(session, what, req.pty.is_some()))?;
-    match start::start(spec, req.pty.as_ref(), what) {
+    match start::start(spec, req.pty.as_ref(), what).await {
         Ok(started) => Ok(Launched {
             _slot: slot,
             record,

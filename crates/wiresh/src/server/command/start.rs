@@ -27,14 +27,14 @@ pub(super) enum CommandIo {
 }
 
 /// Starts `spec`, on pipes or on a pty.
-pub(super) fn start(
+pub(super) async fn start(
     spec: &Spec,
     pty: Option<&PtyRequest>,
     what: &str,
 ) -> Result<Started, exec::SpawnError> {
     Ok(match pty {
         None => {
-            let s = exec::spawn_group(spec, what)?;
+            let s = exec::spawn_group(spec, what).await?;
             Started {
                 child: s.child,
                 guard: s.guard,
@@ -47,7 +47,7 @@ pub(super) fn start(
             }
         }
         Some(pty) => {
-            let s = exec::spawn_on_pty(spec, pty, what)?;
+            let s = exec::spawn_on_pty(spec, pty, what).await?;
             Started {
                 child: s.child,
                 guard: s.guard,
