@@ -250,7 +250,10 @@ impl Shared {
         )?;
         let _ =
             retry(|| rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED));
-        // Closing the pidfd takes it out of the epoll set.
+        // Out of the set by hand: closing this copy would not do it (the
+        // server holds another of the same file), and a reaped child's
+        // pidfd stays readable.
+        let _ = epoll::delete(&self.epoll, &pidfd);
         Ok(())
     }
 
