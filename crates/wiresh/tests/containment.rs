@@ -295,12 +295,15 @@ fn limits_without_cgroups_stop_the_server() {
 /// makes one) and a plain background job (still in the command's
 /// session), and ends by itself: the job dies with the command, the
 /// daemon lives on, as over ssh (Ansible's `async` relies on it); returns
-/// the daemon's pid, for the caller to look at and stop.
+/// the daemon's pid, for the caller to look at and stop. The command ends
+/// once the daemon leads its own session (field 6 of its `stat`): before
+/// that it is still one of the command's, and ends with it.
 async fn daemon_outlives_a_normal_end(server: &Server) -> u32 {
     let mut c = server.raw().await;
     let run = c
         .exec(ExecRequest::shell(
-            "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; \
+            "setsid sleep 1000 </dev/null >/dev/null 2>&1 & d=$!; echo $d; \
+             until [ \"$(cut -d' ' -f6 /proc/$d/stat)\" = $d ]; do sleep 0.01; done; \
              sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
         ))
         .await;
