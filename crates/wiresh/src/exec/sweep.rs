@@ -120,7 +120,13 @@ pub(super) fn terminate(id: u64, target: Target, grace: Duration) {
 /// one first. A cancel, a timeout or a vanished client [`terminate`]s all.
 pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
     if let Target::Cgroup(cgroup) = &target {
-        cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
+        let empty = cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
+        // Nothing was left: removed without a second look (if something
+        // came in meanwhile, the removal fails and it is swept).
+        if empty && cgroup.remove().is_ok() {
+            live().remove(&id);
+            return;
+        }
     }
     terminate(id, target, grace);
 }
