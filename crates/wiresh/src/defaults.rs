@@ -138,8 +138,8 @@ pub const GROUP_GONE_POLL: Duration = Duration::from_millis(20);
 /// [`GROUP_GONE_POLL`]) before the server gives up on what is left, and
 /// says so.
 pub const SWEEP_LIMIT: Duration = Duration::from_secs(5);
-/// How long the server waits for the spawn helper to say it is up, or to
-/// answer a spawn request, before it takes it for hung: it kills it,
+/// How long the server waits for the spawn helper to say it is up, or,
+/// while spawn requests wait, to answer any, before it takes it for hung: it kills it,
 /// starts commands itself and starts a new helper (`exec::helper`).
 pub const HELPER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first wait before a dead spawn helper is started again; it doubles

@@ -3,8 +3,9 @@
 //!
 //! One thread per helper (`wiresh-helper`) reads everything the helper
 //! says: the answer to a request goes to the task that asked, by the
-//! request's id (several are in flight at once; a task waits at most
-//! [`HELPER_REPLY_TIMEOUT`], without holding a runtime thread), an exit
+//! request's id (several are in flight at once; a task waits without
+//! holding a runtime thread, and gives up once the helper has answered no
+//! request for [`HELPER_REPLY_TIMEOUT`]), an exit
 //! report to the
 //! command's [`Child`](crate::exec::Child) through a oneshot channel made
 //! when its start was read, so no report can come before its channel.
@@ -83,6 +84,8 @@ struct Link {
     socket: Arc<OwnedFd>,
     /// The requests sent and not answered yet.
     waiting: Mutex<Waiting>,
+    /// When the helper last answered a request.
+    last_answer: Mutex<Instant>,
 }
 
 /// Where the answers to the requests in flight go, by request id.
@@ -160,15 +163,15 @@ pub(crate) async fn spawn(
         link.shut_down();
         return Err(NotStarted::Unavailable);
     }
-    match tokio::time::timeout(HELPER_REPLY_TIMEOUT, &mut answer).await {
-        Ok(Ok(Answer::Started(started))) => Ok(started),
-        Ok(Ok(Answer::Failed(e))) => Err(NotStarted::Failed(e)),
-        Ok(Err(_)) => Err(NotStarted::Failed(io::Error::other(
+    match link.answered(&mut answer).await {
+        Some(Ok(Answer::Started(started))) => Ok(started),
+        Some(Ok(Answer::Failed(e))) => Err(NotStarted::Failed(e)),
+        Some(Err(_)) => Err(NotStarted::Failed(io::Error::other(
             "the spawn helper died while starting the command",
         ))),
-        Err(_) => {
+        None => {
             warn!(
-                "the spawn helper (pid {}) did not answer within {HELPER_REPLY_TIMEOUT:?}: \
+                "the spawn helper (pid {}) answered nothing within {HELPER_REPLY_TIMEOUT:?}: \
                  taking it for hung and starting another",
                 link.pid
             );
@@ -195,6 +198,23 @@ impl Link {
         let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
     }
 
+    /// Waits for `answer`; times out once the helper has answered no
+    /// request at all for [`HELPER_REPLY_TIMEOUT`] (a request queued
+    /// behind many others waits as long as they keep being answered).
+    /// `None` when it timed out.
+    async fn answered(
+        &self,
+        answer: &mut oneshot::Receiver<Answer>,
+    ) -> Option<Result<Answer, oneshot::error::RecvError>> {
+        loop {
+            match tokio::time::timeout(HELPER_REPLY_TIMEOUT, &mut *answer).await {
+                Ok(answered) => return Some(answered),
+                Err(_) if lock(&self.last_answer).elapsed() < HELPER_REPLY_TIMEOUT => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// A new request's id, and where its answer will come.
     fn expect(&self) -> (u32, oneshot::Receiver<Answer>) {
         let mut waiting = lock(&self.waiting);
@@ -214,6 +234,7 @@ impl Link {
     /// Hands request `id` its answer; a command started for a request
     /// nobody waits for any more must not run on.
     fn answer(&self, id: u32, answer: Answer) {
+        *lock(&self.last_answer) = Instant::now();
         let unanswered = match self.answerer(id) {
             Some(tx) => tx.send(answer).err(),
             None => Some(answer),
@@ -252,6 +273,7 @@ impl Running {
                 pid: process.id(),
                 socket: Arc::new(ours),
                 waiting: Mutex::new(Waiting::default()),
+                last_answer: Mutex::new(Instant::now()),
             }),
             process,
             _registered: registered,
