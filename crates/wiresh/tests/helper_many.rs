@@ -69,3 +69,38 @@ async fn a_new_command_starts_beside_500_running_ones() {
         left.len()
     );
 }
+
+/// Starts in flight at once, answered as their commands start (not in the
+/// order asked), each reach their own connection: 64 commands started
+/// together, each with its own output and exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_in_flight_together_each_reach_their_own_command() {
+    const TOGETHER: usize = 64;
+    let server = Server::start_with(&[
+        "--max-startups",
+        "1000:100:1000",
+        "--max-startups-per-address",
+        "1000",
+    ]);
+    server.wait_for_log("spawn helper started (pid ").await;
+    let conns = join_all((0..TOGETHER).map(|_| server.connect())).await;
+    let ran = join_all(
+        conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut conn)| async move {
+                let line = format!("echo {i}; exit {}", i % 50 + 1);
+                let req = ExecRequest::argv(vec!["sh".into(), "-c".into(), line]);
+                (i, run(&mut conn, req, None).await)
+            }),
+    )
+    .await;
+    for (i, ran) in ran {
+        assert_eq!(
+            ran.stdout,
+            format!("{i}\n").as_bytes(),
+            "command {i}'s output"
+        );
+        assert_exited(ran.status(), i as i32 % 50 + 1);
+    }
+}
