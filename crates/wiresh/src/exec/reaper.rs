@@ -11,7 +11,7 @@
 //!
 //! A command's main process is waited for by its own task, for its exit
 //! status; the reaper must not take it. So every such child is registered
-//! (`register`) before it could be reaped: its start holds a [`Spawning`]
+//! (`register`) before it could be reaped: its start holds a `Spawning`
 //! from before the fork until it is registered, and the reaper reaps only
 //! while no start holds one (a reap wanted meanwhile is done as the last
 //! start lets go). A start by the spawn helper holds it across an `.await`,
