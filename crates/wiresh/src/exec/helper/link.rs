@@ -5,8 +5,7 @@
 //! says: the answer to a request goes to the task that asked, by the
 //! request's id (several are in flight at once; a task waits without
 //! holding a runtime thread, and gives up once the helper has answered no
-//! request for [`HELPER_REPLY_TIMEOUT`]), an exit
-//! report to the
+//! request for [`HELPER_REPLY_TIMEOUT`]), an exit report to the
 //! command's [`Child`](crate::exec::Child) through a oneshot channel made
 //! when its start was read, so no report can come before its channel.
 //! When the helper's socket ends (it died, or was found hung and its
