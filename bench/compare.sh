@@ -55,7 +55,6 @@ for mode in tls plaintext; do
     line=$("$PWD/target/release/examples/latency" "$ADDR" 2000 $([ $mode = plaintext ] && echo --plaintext))
     echo "$line"
     note "latency_${mode}_ratio" "$(sed -n 's/.*ratio \([0-9.]*\)x.*/\1/p' <<<"$line")"
-    note "latency_${mode}_over_account_shell" "$(sed -n 's/.* ms, \([0-9.]*\)x$/\1/p' <<<"$line")"
 done
 # The floor under those: what spawning and awaiting costs an async process.
 line=$("$PWD/target/release/examples/spawn_floor" 2000)
