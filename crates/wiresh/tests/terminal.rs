@@ -278,6 +278,22 @@ fn go(tmux: &Tmux) {
     std::fs::write(tmux.dir().join("go"), "").unwrap();
 }
 
+/// Whether the last line `screen` shows is a prompt with nothing typed.
+fn at_an_empty_prompt(screen: &str) -> bool {
+    let last = screen.lines().rfind(|l| !l.trim().is_empty());
+    last.is_some_and(|l| l.trim_end().ends_with(">>:"))
+}
+
+/// Whether the client's line editor is asleep waiting for keys: in a
+/// terminal read (`wait_woken`) or `poll`/`select` (a command's wait is
+/// tokio's `epoll_wait`, elsewhere in the kernel). It cannot sleep there
+/// while the terminal holds keys for it or a signal is pending, so
+/// whatever was pressed before has been handled.
+fn editor_waits_for_keys(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+        .is_ok_and(|wchan| wchan == "wait_woken" || wchan.starts_with("poll_schedule_timeout"))
+}
+
 /// Whether some line of `screen`, trimmed, is `line`.
 fn has_line(screen: &str, line: &str) -> bool {
     screen.lines().any(|l| l.trim() == line)
@@ -428,11 +444,14 @@ async fn each_line_ctrl_c_typed_right_after_the_output_drops_the_line_being_type
     // After the echo of the line being typed, not on a line of its own.
     tmux.wait_for("the output", |s| s.contains("done-4")).await;
     tmux.press(&["C-c"]);
-    // Taken by the terminal, which echoes it (`^C`), or at the prompt, which
-    // then starts afresh on a line of its own: the editor drops the keys
-    // that came with a Ctrl-C, so the next line waits for either.
+    // Taken by the terminal (which echoes `^C`, and the prompt may be drawn
+    // over it) or at the prompt (which then starts afresh on a line of its
+    // own): either way the editor ends up waiting for keys at an empty
+    // prompt, with no key or signal left to handle. The editor drops the
+    // keys that came with a Ctrl-C, so the next line waits for that.
+    let client = client_pid(&tmux);
     tmux.wait_for("the Ctrl-C taken", |s| {
-        s.contains("^C") || s.lines().filter(|l| l.contains(">>:")).count() == 3
+        at_an_empty_prompt(s) && editor_waits_for_keys(client)
     })
     .await;
     // Held too, so that an interrupt it got would show.
