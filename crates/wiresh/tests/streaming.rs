@@ -1,7 +1,8 @@
 //! Large output: 256 MiB through the library client while the server's
 //! memory stays bounded, and backpressure that stops the producing command
-//! while the client reads nothing; output exact on both of the server's
-//! paths (spliced past its first MiB over plaintext, copied over TLS).
+//! while the client reads nothing (over plaintext and TLS); output exact
+//! on both of the server's paths (spliced past its first MiB over
+//! plaintext, copied over TLS).
 
 mod common;
 
@@ -14,6 +15,17 @@ use wiresh_proto::ExecRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_256_mib_with_bounded_server_memory() {
+    streams_256_mib(false).await;
+}
+
+/// The same over TLS, where a command's output is read from its pipe into
+/// memory to be encrypted: the server's memory stays bounded all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_256_mib_over_tls_with_bounded_server_memory() {
+    streams_256_mib(true).await;
+}
+
+async fn streams_256_mib(tls: bool) {
     const TOTAL: u64 = 256 * 1024 * 1024;
     const PAUSE_AT: u64 = 16 * 1024 * 1024;
     // The target is 32 MiB in release; tests run the debug binary.
@@ -26,7 +38,13 @@ async fn streams_256_mib_with_bounded_server_memory() {
     let server = Server::start();
     let sampler = RssSampler::start(server.pid());
     let baseline_kib = status_kib(server.pid(), "VmRSS").unwrap();
-    let mut conn = server.connect().await;
+    let home = tempfile::tempdir().unwrap();
+    let mut conn = match tls {
+        true => Connection::connect(&server.tls_endpoint(home.path()))
+            .await
+            .unwrap(),
+        false => server.connect().await,
+    };
     let (tx, mut rx) = mpsc::channel::<Output>(4);
     let req = ExecRequest::shell(format!("exec head -c {TOTAL} /dev/zero"));
     let running = tokio::spawn(async move {
