@@ -321,12 +321,17 @@ async fn ctrl_c_through_a_master_is_ctrl_c_directly() {
 /// its `echo` and its fork meets dash where it takes SIGINT without dying
 /// (a local terminal's Ctrl-C does too: `sh -c 'echo started; sleep 60'`
 /// survived 87 of 300 SIGINTs sent as `started` was read), and the
-/// command would run on.
+/// command would run on. So does one between the fork and the child's
+/// exec (the child still has dash's handler, takes it, then runs `sleep`
+/// 60 s: 1 of 40 runs under load), so the child must be `sleep` already.
 async fn sleeping_under(server: &Server) {
+    let is_sleep = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    };
     bounded("the remote sleep to start", async {
         while !commands_of(server.pid())
             .into_iter()
-            .any(|shell| !children_of(shell).is_empty())
+            .any(|shell| children_of(shell).into_iter().any(is_sleep))
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
