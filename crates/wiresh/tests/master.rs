@@ -317,6 +317,26 @@ async fn ctrl_c_through_a_master_is_ctrl_c_directly() {
     assert!(direct.is_some_and(|c| c != 0), "{direct:?}");
 }
 
+/// Gives a command that waits for a line of input its `input`, closes its
+/// stdin, and reads the rest of its output (`what` names the wait).
+async fn answer(
+    child: &mut tokio::process::Child,
+    stdout: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
+    input: &[u8],
+    what: &str,
+) -> String {
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input)
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    bounded(what, stdout.read_to_string(&mut rest))
+        .await
+        .unwrap();
+    rest
+}
+
 /// Waits until the command's shell runs its `sleep`: a Ctrl-C between
 /// its `echo` and its fork meets dash where it takes SIGINT without dying
 /// (a local terminal's Ctrl-C does too: `sh -c 'echo started; sleep 60'`
@@ -465,15 +485,7 @@ async fn a_one_shot_through_a_master_runs_on_one_thread() {
             .await
             .unwrap();
         let running = threads(pid);
-        let mut stdin = child.stdin.take().unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"hello\n")
-            .await
-            .unwrap();
-        drop(stdin);
-        let mut rest = String::new();
-        bounded("the rest", stdout.read_to_string(&mut rest))
-            .await
-            .unwrap();
+        let rest = answer(&mut child, &mut stdout, b"hello\n", "the rest").await;
         let status = bounded("the client to exit", child.wait()).await.unwrap();
         (running, line + &rest, status.code())
     };
@@ -1009,15 +1021,13 @@ async fn a_revoked_key_stops_the_master() {
         "the server's own refusal: {err}"
     );
 
-    let mut stdin = held.stdin.take().unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"more\n")
-        .await
-        .unwrap();
-    drop(stdin);
-    let mut rest = String::new();
-    bounded("the held command's end", held_out.read_to_string(&mut rest))
-        .await
-        .unwrap();
+    let rest = answer(
+        &mut held,
+        &mut held_out,
+        b"more\n",
+        "the held command's end",
+    )
+    .await;
     assert_eq!(rest, "got more\n");
     assert!(bounded("the held client", held.wait())
         .await
