@@ -23,7 +23,6 @@ SPAWN_RUNNING=${SPAWN_RUNNING:-0,1,10,100,500,1000}
 cargo build --release -q --bin wiresh --example latency --example spawn_floor --example concurrency --example spawn_latency
 B=$PWD/target/release/wiresh
 SUMMARY=()
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 # Records a figure for the summary line.
 note() { SUMMARY+=("$1=$2"); }
 WORK=$(mktemp -d)

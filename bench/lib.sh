@@ -68,6 +68,13 @@ median_of() {
     printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.4f\n", a[int((NR+1)/2)]/1e9}'
 }
 
+# The load average over 1, 5 and 15 minutes, said beside each figure.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# The median of a space-separated list of numbers (empty words and `-`,
+# a figure not taken, left out).
+median_list() { tr ' ' '\n' <<<"$1" | awk '$1 != "" && $1 != "-"' | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
 # a / b, two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 

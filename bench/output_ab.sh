@@ -33,7 +33,7 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-load() { cut -d' ' -f1-3 /proc/loadavg; }
+source "$(dirname "$0")/lib.sh"
 
 # start NAME BIN PORT ENV: a server of BIN, waited for.
 start() {
@@ -143,8 +143,6 @@ for round in $(seq "$ROUNDS"); do
     done
     echo "$line; load $(cut -d' ' -f1 /proc/loadavg)"
 done
-median() { tr ' ' '\n' <<<"$1" | awk '$1 != "" && $1 != "-"' | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 # Per round, the first series over the second.
 per_round() {
     paste -d' ' <(tr ' ' '\n' <<<"$1" | awk NF) <(tr ' ' '\n' <<<"$2" | awk NF) |
@@ -152,19 +150,19 @@ per_round() {
 }
 echo "medians: wall s (GB/s), CPU s of every process involved"
 for c in "${cases[@]}"; do
-    wall=$(median "${WALL[$c]}")
-    cpu=$(median "${CPU[$c]}")
+    wall=$(median_list "${WALL[$c]}")
+    cpu=$(median_list "${CPU[$c]}")
     printf '  %-11s %s s (%.2f GB/s)  cpu %s s\n' "$c" "$wall" "$(awk -v t="$wall" -v n=$GIB 'BEGIN {print n / t / 1e9}')" "${cpu:--}"
 done
 if [[ " ${cases[*]} " == *" ssh_aes128 "* ]]; then
     s=${WALL[ssh_aes128]}
-    echo "TLS speed / ssh aes128-gcm: old $(ratio "$(median "$s")" "$(median "${WALL[old_tls]}")")x, new $(ratio "$(median "$s")" "$(median "${WALL[new_tls]}")")x (medians)"
+    echo "TLS speed / ssh aes128-gcm: old $(ratio "$(median_list "$s")" "$(median_list "${WALL[old_tls]}")")x, new $(ratio "$(median_list "$s")" "$(median_list "${WALL[new_tls]}")")x (medians)"
     echo "  per round: old $(per_round "$s" "${WALL[old_tls]}")| new $(per_round "$s" "${WALL[new_tls]}")"
-    echo "ssh CPU / TLS CPU: old $(ratio "$(median "${CPU[ssh_aes128]}")" "$(median "${CPU[old_tls]}")")x, new $(ratio "$(median "${CPU[ssh_aes128]}")" "$(median "${CPU[new_tls]}")")x"
+    echo "ssh CPU / TLS CPU: old $(ratio "$(median_list "${CPU[ssh_aes128]}")" "$(median_list "${CPU[old_tls]}")")x, new $(ratio "$(median_list "${CPU[ssh_aes128]}")" "$(median_list "${CPU[new_tls]}")")x"
 fi
 if [[ " ${cases[*]} " == *" iperf3 "* ]]; then
     i=${WALL[iperf3]}
-    echo "plaintext speed / iperf3: old $(ratio "$(median "$i")" "$(median "${WALL[old_plain]}")")x, new $(ratio "$(median "$i")" "$(median "${WALL[new_plain]}")")x (medians)"
+    echo "plaintext speed / iperf3: old $(ratio "$(median_list "$i")" "$(median_list "${WALL[old_plain]}")")x, new $(ratio "$(median_list "$i")" "$(median_list "${WALL[new_plain]}")")x (medians)"
     echo "  per round: old $(per_round "$i" "${WALL[old_plain]}")| new $(per_round "$i" "${WALL[new_plain]}")"
 fi
 echo "load after: $(load)"

@@ -22,7 +22,6 @@ EX=$PWD/target/release/examples
 source bench/lib.sh
 one_server_workdir
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 declare -A ARGV SHELL_ LAT
 for round in $(seq "$ROUNDS"); do
     for which in old new; do
@@ -50,7 +49,6 @@ for round in $(seq "$ROUNDS"); do
     ARGV[bash]+="$floor "
     echo "round $round bash floor: $SLEEPS \`sleep 1\` started by bash at once: $floor s; load $(load)"
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "medians of $ROUNDS: argv sleeps old $(median "${ARGV[old]}") s, new $(median "${ARGV[new]}") s, bash $(median "${ARGV[bash]}") s;" \
-    "shell sleeps old $(median "${SHELL_[old]}") s, new $(median "${SHELL_[new]}") s;" \
-    "latency old $(median "${LAT[old]}") ms, new $(median "${LAT[new]}") ms; load after $(load)"
+echo "medians of $ROUNDS: argv sleeps old $(median_list "${ARGV[old]}") s, new $(median_list "${ARGV[new]}") s, bash $(median_list "${ARGV[bash]}") s;" \
+    "shell sleeps old $(median_list "${SHELL_[old]}") s, new $(median_list "${SHELL_[new]}") s;" \
+    "latency old $(median_list "${LAT[old]}") ms, new $(median_list "${LAT[new]}") ms; load after $(load)"

@@ -24,7 +24,7 @@ fi
 NEW=$(realpath "${2:-target/release/wiresh}")
 ROUNDS=${ROUNDS:-10}
 RUNS=${RUNS:-30}
-load() { cut -d' ' -f1-3 /proc/loadavg; }
+source bench/lib.sh
 WORK=$(mktemp -d)
 export WIRESH_HOME=$WORK/home
 PIDS=()
@@ -70,7 +70,7 @@ for c in range(len(runs[0])):
 EOF
 }
 ms() { awk -v s="$1" 'BEGIN {printf "%.3f", s * 1000}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+ratio3() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
 echo "old: $OLD"
 echo "new: $NEW"
@@ -79,11 +79,11 @@ echo "new: $NEW"
 echo "== through a master ($ROUNDS rounds of $RUNS; load $(load))"
 mapfile -t M < <(rounds "$OLD exec -n -H $A_OLD -- true" "$NEW exec -n -H $A_NEW -- true" \
     "$OLD --version" "$NEW --version" "/bin/sh -c true")
-printf 'old exec: %s ms = %sx sh -c true\n' "$(ms "${M[0]}")" "$(ratio "${M[0]}" "${M[4]}")"
-printf 'new exec: %s ms = %sx sh -c true\n' "$(ms "${M[1]}")" "$(ratio "${M[1]}" "${M[4]}")"
+printf 'old exec: %s ms = %sx sh -c true\n' "$(ms "${M[0]}")" "$(ratio3 "${M[0]}" "${M[4]}")"
+printf 'new exec: %s ms = %sx sh -c true\n' "$(ms "${M[1]}")" "$(ratio3 "${M[1]}" "${M[4]}")"
 printf 'old --version: %s ms; new --version: %s ms; sh -c true: %s ms\n' \
     "$(ms "${M[2]}")" "$(ms "${M[3]}")" "$(ms "${M[4]}")"
-printf 'new/old: exec %s, --version %s\n' "$(ratio "${M[1]}" "${M[0]}")" "$(ratio "${M[3]}" "${M[2]}")"
+printf 'new/old: exec %s, --version %s\n' "$(ratio3 "${M[1]}" "${M[0]}")" "$(ratio3 "${M[3]}" "${M[2]}")"
 "$OLD" master --stop -H "$A_OLD" >/dev/null
 "$NEW" master --stop -H "$A_NEW" >/dev/null
 # A stopped master removes its socket before it exits; wait for that.
@@ -91,5 +91,5 @@ while ls "$WIRESH_HOME"/masters/*.sock >/dev/null 2>&1; do sleep 0.05; done
 echo "== cold, over TLS ($ROUNDS rounds of $RUNS; load $(load))"
 mapfile -t C < <(rounds "$OLD exec -n -H $A_OLD -- true" "$NEW exec -n -H $A_NEW -- true" "/bin/sh -c true")
 printf 'old: %s ms; new: %s ms; sh -c true: %s ms; new/old %s\n' \
-    "$(ms "${C[0]}")" "$(ms "${C[1]}")" "$(ms "${C[2]}")" "$(ratio "${C[1]}" "${C[0]}")"
+    "$(ms "${C[0]}")" "$(ms "${C[1]}")" "$(ms "${C[2]}")" "$(ratio3 "${C[1]}" "${C[0]}")"
 echo "load at the end: $(load)"
