@@ -1,7 +1,9 @@
 //! What the spawn helper starts, starts as the server would itself: as the
 //! `--run-as` account (the helper runs as it too), on a pty leading its
 //! session, in a cgroup of its own; `--no-spawn-helper` starts commands
-//! from the server again, and `serve --check` shows the setting. (Every
+//! from the server again, and `serve --check` shows the setting; what
+//! the helper starts (it does so without `fork`) begins exactly as what
+//! the server starts itself (the standard library's spawn). (Every
 //! other test of commands runs them through the helper: it is on by
 //! default.)
 
@@ -94,4 +96,86 @@ async fn no_spawn_helper_starts_commands_from_the_server() {
         stdout.contains("no-spawn-helper = true  # flag"),
         "{stdout}"
     );
+}
+
+/// What each probe of [`a_command_from_the_helper_starts_as_the_server_would_start_it`]
+/// gave on `server`: its output, or its error.
+async fn probes(server: &Server, script: &std::path::Path) -> Vec<String> {
+    let argv = |words: &[&str]| ExecRequest::argv(words.iter().map(|w| w.to_string()).collect());
+    let mut env = ExecRequest {
+        cwd: Some("/tmp".into()),
+        ..argv(&["env"])
+    };
+    env.env
+        .insert("WIRESH_PROBE".into(), "set by the request".into());
+    let requests = [
+        // Nothing blocked, nothing ignored that the server ignores (the
+        // standard library ignores SIGPIPE in every Rust program).
+        argv(&["grep", "-E", "^Sig(Blk|Ign|Cgt)", "/proc/self/status"]),
+        env,
+        ExecRequest {
+            cwd: Some("/usr".into()),
+            ..argv(&["pwd"])
+        },
+        // A file without a `#!` line runs under /bin/sh, as execvp runs it.
+        argv(&[script.to_str().unwrap(), "a", "b c"]),
+        argv(&["/nonexistent/program"]),
+        argv(&["/etc/passwd"]),
+    ];
+    let mut conn = server.connect().await;
+    let mut outputs = Vec::new();
+    for request in requests {
+        let ran = run(&mut conn, request, None).await;
+        outputs.push(match &ran.result {
+            // The server's own home differs between the two servers.
+            Ok(status) => format!(
+                "code {:?} signal {:?}\n{}",
+                status.code,
+                status.signal,
+                ran.stdout_str()
+                    .lines()
+                    .filter(|l| !l.starts_with("WIRESH_HOME="))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Err(e) => e.to_string(),
+        });
+        if ran.result.is_err() {
+            conn = server.connect().await;
+        }
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn a_command_from_the_helper_starts_as_the_server_would_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo \"ran as $0 with [$1] and [$2]\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let with_helper = Server::start();
+    with_helper.wait_for_log("spawn helper started (pid ").await;
+    let helper = probes(&with_helper, &script).await;
+    let server = probes(&Server::start_with(&["--no-spawn-helper"]), &script).await;
+    assert_eq!(helper, server);
+    // And right, not only alike.
+    let signals: Vec<&str> = helper[0].lines().skip(1).collect();
+    assert_eq!(signals[0], "SigBlk:\t0000000000000000", "{signals:?}");
+    let ignored = u64::from_str_radix(signals[1].trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & (1 << (13 - 1)), 0, "SIGPIPE ignored: {signals:?}");
+    assert!(
+        helper[1].contains("\nWIRESH_PROBE=set by the request"),
+        "{}",
+        helper[1]
+    );
+    assert!(helper[1].contains("\nPATH="), "{}", helper[1]);
+    assert!(helper[2].ends_with("\n/usr"), "{}", helper[2]);
+    let ran = format!("ran as {} with [a] and [b c]", script.display());
+    assert!(helper[3].ends_with(&ran), "{}", helper[3]);
+    assert!(
+        helper[4].contains("No such file or directory"),
+        "{}",
+        helper[4]
+    );
+    assert!(helper[5].contains("Permission denied"), "{}", helper[5]);
 }

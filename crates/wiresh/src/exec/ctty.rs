@@ -1,7 +1,8 @@
 //! How every command's process is set up between `fork` and `exec`: its
-//! cgroup, its session, a pty's controlling terminal. The one `unsafe`
-//! block of this crate, kept here; the server's threads and the spawn
-//! helper (`super::helper`) both start commands with it.
+//! cgroup, its session, a pty's controlling terminal. The server's own
+//! threads start commands with this hook; the spawn helper does the same
+//! steps in its own start, which does not fork (`super::helper`'s
+//! `vfork`). The crate's `unsafe` lives here and there only.
 
 use std::ffi::CString;
 

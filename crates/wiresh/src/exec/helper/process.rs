@@ -1,8 +1,8 @@
 //! The spawn helper process itself: no runtime, a short descriptor table
 //! and a small address space. A few starter threads read the server's
 //! requests (each datagram goes to one of them) and start what it asks
-//! for, several at once, with the server's own `pre_exec` hook
-//! (`super::super::ctty`), answering each request as its command starts;
+//! for, several at once, without copying the helper's memory
+//! (`super::vfork`), answering each request as its command starts;
 //! the main thread tells the server when each command exits.
 //!
 //! An exited command is seen through its pidfd, looked at with
@@ -15,16 +15,16 @@ use std::ffi::CString;
 use std::io::{self};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use rustix::event::epoll;
 use rustix::net::SocketType;
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions};
 
-use super::datagram;
 use super::wire::{Reply, SpawnRequest, Stdio as Streams, MAX_REQUEST};
-use crate::exec::ctty::{self, Setup};
+use super::{datagram, vfork};
+use crate::exec::ctty::Setup;
 use crate::syscall::retry;
 
 /// The epoll key of the socket; a child's key is its pid.
@@ -118,10 +118,11 @@ fn report_exits(shared: &Shared) -> io::Result<()> {
 /// reader), starts its command and answers, until the server is gone.
 fn starter(shared: &Shared) {
     let mut buffer = vec![0; MAX_REQUEST];
+    let mut stack = vec![0; vfork::CHILD_STACK];
     loop {
         let answered = match datagram::receive(shared.socket.as_fd(), &mut buffer) {
             Ok(received) if received.len == 0 => return,
-            Ok(received) => shared.serve_request(&buffer, received),
+            Ok(received) => shared.serve_request(&buffer, received, &mut stack),
             Err(e) => Err(e),
         };
         if answered.is_err() {
@@ -136,7 +137,12 @@ fn starter(shared: &Shared) {
 
 impl Shared {
     /// Starts the command `buffer` asks for, and answers.
-    fn serve_request(&self, buffer: &[u8], received: datagram::Received) -> io::Result<()> {
+    fn serve_request(
+        &self,
+        buffer: &[u8],
+        received: datagram::Received,
+        stack: &mut [u8],
+    ) -> io::Result<()> {
         let bytes = &buffer[..received.len];
         let (cut, fds) = (received.cut || received.fds_cut, received.fds);
         let refused = match SpawnRequest::decode(bytes) {
@@ -146,7 +152,7 @@ impl Shared {
             }
             Ok(request) => {
                 let id = request.id;
-                return match self.start(request, fds) {
+                return match self.start(request, fds, stack) {
                     Ok((pid, pidfd)) => self.started(id, pid, pidfd),
                     Err(e) => self.refuse(id, &e),
                 };
@@ -161,34 +167,58 @@ impl Shared {
         self.refuse(id, &refused)
     }
 
-    /// Starts the command as the server would have; its pid and a pidfd.
-    fn start(&self, request: SpawnRequest, fds: Vec<OwnedFd>) -> io::Result<(u32, OwnedFd)> {
-        let mut cmd: Command = request.command.std_command();
-        let mut fds = fds.into_iter();
-        let mut next = || fds.next().expect("counted");
-        let terminal = match request.stdio {
-            Streams::Pipes { stdin } => {
-                let input = if stdin { next().into() } else { Stdio::null() };
-                cmd.stdin(input).stdout(next()).stderr(next());
-                false
+    /// Starts the command as the server would have, on `stack` (see
+    /// `vfork`); its pid and a pidfd.
+    fn start(
+        &self,
+        request: SpawnRequest,
+        fds: Vec<OwnedFd>,
+        stack: &mut [u8],
+    ) -> io::Result<(u32, OwnedFd)> {
+        let (streams, terminal) = match (&request.stdio, fds.as_slice()) {
+            (Streams::Pipes { stdin: true }, [stdin, stdout, stderr]) => {
+                let streams = vfork::Streams {
+                    stdin: Some(stdin.as_fd()),
+                    stdout: stdout.as_fd(),
+                    stderr: stderr.as_fd(),
+                };
+                (streams, false)
             }
-            Streams::Terminal => {
-                let tty = next();
-                cmd.stdin(tty.try_clone()?)
-                    .stdout(tty.try_clone()?)
-                    .stderr(tty);
-                true
+            (Streams::Pipes { stdin: false }, [stdout, stderr]) => {
+                let streams = vfork::Streams {
+                    stdin: None,
+                    stdout: stdout.as_fd(),
+                    stderr: stderr.as_fd(),
+                };
+                (streams, false)
+            }
+            (Streams::Terminal, [tty]) => {
+                let streams = vfork::Streams {
+                    stdin: Some(tty.as_fd()),
+                    stdout: tty.as_fd(),
+                    stderr: tty.as_fd(),
+                };
+                (streams, true)
+            }
+            _ => {
+                return Err(io::Error::other(
+                    "descriptors that do not match the request",
+                ))
             }
         };
         let cgroup = match request.cgroup {
             Some(path) => Some(CString::new(path).map_err(io::Error::other)?),
             None => None,
         };
-        ctty::prepare(&mut cmd, Setup { terminal, cgroup });
-        let child = cmd.spawn()?;
-        // The descriptors given to the child close here with `cmd`.
-        drop(cmd);
-        let pid = child.id();
+        let pid = vfork::start(
+            &request.command,
+            streams,
+            &Setup { terminal, cgroup },
+            stack,
+        )?;
+        // The descriptors given to the child close here (they are
+        // close-on-exec: no other command's start can take them).
+        drop(fds);
         let pidfd = Pid::from_raw(pid as i32)
             .ok_or_else(|| io::Error::other("pid 0"))
             .and_then(|p| Ok(rustix::process::pidfd_open(p, PidfdFlags::empty())?));
