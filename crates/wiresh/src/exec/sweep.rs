@@ -120,10 +120,15 @@ pub(super) fn terminate(id: u64, target: Target, grace: Duration) {
 /// one first. A cancel, a timeout or a vanished client [`terminate`]s all.
 pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
     if let Target::Cgroup(cgroup) = &target {
-        let empty = cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
-        // Nothing was left: removed without a second look (if something
-        // came in meanwhile, the removal fails and it is swept).
-        if empty && cgroup.remove().is_ok() {
+        // Most commands leave nothing: their cgroup is removed at once (a
+        // cgroup holding a process refuses). Else what left the session is
+        // let go, and if nothing was left the cgroup is removed without a
+        // second look (if something came in meanwhile, the removal fails
+        // and it is swept).
+        let removed = cgroup.remove().is_ok()
+            || (cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader))
+                && cgroup.remove().is_ok());
+        if removed {
             live().remove(&id);
             return;
         }
