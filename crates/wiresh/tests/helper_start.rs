@@ -121,6 +121,7 @@ async fn probes(server: &Server, script: &std::path::Path) -> Vec<String> {
         argv(&[script.to_str().unwrap(), "a", "b c"]),
         argv(&["/nonexistent/program"]),
         argv(&["/etc/passwd"]),
+        argv(&["echo", "a\0b"]),
     ];
     let mut conn = server.connect().await;
     let mut outputs = Vec::new();
@@ -178,4 +179,5 @@ async fn a_command_from_the_helper_starts_as_the_server_would_start_it() {
         helper[4]
     );
     assert!(helper[5].contains("Permission denied"), "{}", helper[5]);
+    assert!(helper[6].contains("nul byte"), "{}", helper[6]);
 }

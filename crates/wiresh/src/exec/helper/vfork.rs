@@ -22,10 +22,9 @@
 //! allocates, takes a lock or unwinds.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -36,6 +35,7 @@ use rustix::io::Errno;
 
 use crate::exec::ctty::Setup;
 use crate::exec::spec::Resolved;
+use crate::syscall::retry;
 
 /// The child's stack, owned by the starting thread and reused. The child
 /// runs a few system calls on it before `execve`; glibc's own spawn
@@ -98,8 +98,10 @@ pub(super) fn start(
     let prepared = Prepared::new(command, streams, setup)?;
     let failure = AtomicI32::new(0);
     // No handler of the helper's may run in the child, which shares its
-    // memory: every signal stays blocked there until its dispositions are
-    // back to the defaults.
+    // memory: signals stay blocked there until their dispositions are
+    // back to the defaults. (glibc keeps its two internal signals, 32 and
+    // 33, deliverable; it installs no handler of its own for them that a
+    // stray one would run, as in its own `posix_spawn`.)
     let mut mask = SigSet::empty();
     pthread_sigmask(
         SigmaskHow::SIG_SETMASK,
@@ -107,17 +109,13 @@ pub(super) fn start(
         Some(&mut mask),
     )?;
     let child = Box::new(|| {
-        let errno = match prepared.become_command() {
-            Err(errno) => errno.raw_os_error(),
-            Ok(never) => match never {},
-        };
-        failure.store(errno, Ordering::SeqCst);
+        failure.store(prepared.become_command(), Ordering::SeqCst);
         // Returning ends the child at once (`clone` calls exit(2) with
         // it): no handler runs, nothing of the helper's is flushed.
         127
     });
     // SAFETY: the child shares this process's memory and runs until it
-    // calls `execve` or `_exit` while this thread waits (`CLONE_VFORK`),
+    // calls `execve` or returns while this thread waits (`CLONE_VFORK`),
     // with every signal blocked. It only reads `prepared` (built above,
     // alive until this thread goes on), stores into `failure`, and makes
     // system calls (`become_command`): it allocates nothing, takes no
@@ -132,13 +130,16 @@ pub(super) fn start(
             Some(libc::SIGCHLD),
         )
     };
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+    // Cannot fail with a mask this thread had (and a child started must
+    // be answered for whatever happens here).
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
     let pid = cloned?;
     match failure.load(Ordering::SeqCst) {
         0 => Ok(pid.as_raw() as u32),
         errno => {
             // Exited already: reaped so that no zombie stays.
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let pid = rustix::process::Pid::from_raw(pid.as_raw());
+            let _ = retry(|| rustix::process::waitpid(pid, rustix::process::WaitOptions::empty()));
             Err(io::Error::from_raw_os_error(errno))
         }
     }
@@ -169,10 +170,20 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// In the child: becomes the command; returns only why it could not.
-    /// System calls only (see [`start`]).
-    fn become_command(&self) -> Result<Infallible, Errno> {
+    /// In the child: becomes the command; returns only why it could not
+    /// (an errno). System calls only (see [`start`]).
+    fn become_command(&self) -> i32 {
+        match self.set_up() {
+            Ok(()) => self.exec(),
+            Err(errno) => errno.raw_os_error(),
+        }
+    }
+
+    /// In the child: its cgroup, its session, its stdio, its terminal, its
+    /// working directory.
+    fn set_up(&self) -> Result<(), Errno> {
         use rustix::fs::{Mode, OFlags};
+        use rustix::stdio::{dup2_stderr, dup2_stdin, dup2_stdout};
         if let Some(procs) = self.cgroup {
             let flags = OFlags::WRONLY | OFlags::CLOEXEC;
             let file = rustix::fs::open(procs.as_c_str(), flags, Mode::empty())?;
@@ -181,17 +192,17 @@ impl<'a> Prepared<'a> {
         }
         rustix::process::setsid()?;
         if let Some(stdin) = self.streams.stdin {
-            rustix::stdio::dup2_stdin(stdin)?;
+            onto(stdin, 0, |fd| dup2_stdin(fd))?;
         }
-        rustix::stdio::dup2_stdout(self.streams.stdout)?;
-        rustix::stdio::dup2_stderr(self.streams.stderr)?;
+        onto(self.streams.stdout, 1, |fd| dup2_stdout(fd))?;
+        onto(self.streams.stderr, 2, |fd| dup2_stderr(fd))?;
         if self.terminal {
             rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
         }
         if let Some(dir) = &self.cwd {
             rustix::process::chdir(dir.as_c_str())?;
         }
-        Err(self.exec())
+        Ok(())
     }
 
     /// In the child, last: signals back to what a program starts with,
@@ -202,7 +213,7 @@ impl<'a> Prepared<'a> {
     /// standard library ignores in every Rust program: the command must
     /// die of a broken pipe as it would anywhere. Then nothing is blocked,
     /// as in the standard library's children.
-    fn exec(&self) -> Errno {
+    fn exec(&self) -> i32 {
         // SAFETY: system calls only. `sigaction` changes the child's own
         // copy of the signal table (no `CLONE_SIGHAND`), `action` is plain
         // data; the pointer arrays given to `execve` are null-terminated
@@ -228,27 +239,52 @@ impl<'a> Prepared<'a> {
                 self.argv.as_ptr(),
                 self.envp.as_ptr(),
             );
-            if Errno::from_raw_os_error(*libc::__errno_location()) == Errno::NOEXEC {
+            if *libc::__errno_location() == libc::ENOEXEC {
                 let shell = self.script_argv.as_ptr();
                 libc::execve(c"/bin/sh".as_ptr(), shell, self.envp.as_ptr());
             }
-            Errno::from_raw_os_error(*libc::__errno_location())
+            // Never 0 after a failed `execve`; if it were, still a failure.
+            match *libc::__errno_location() {
+                0 => libc::ECHILD,
+                errno => errno,
+            }
         }
+    }
+}
+
+/// In the child: `source` becomes standard stream `target` (`dup2`), or,
+/// already there, stays open across `execve` (a `dup2` onto itself would
+/// leave it close-on-exec).
+fn onto(
+    source: BorrowedFd<'_>,
+    target: i32,
+    dup2: fn(BorrowedFd<'_>) -> rustix::io::Result<()>,
+) -> Result<(), Errno> {
+    match source.as_raw_fd() == target {
+        true => rustix::io::fcntl_setfd(source, rustix::io::FdFlags::empty()),
+        false => dup2(source),
     }
 }
 
 /// `KEY=VALUE` for each variable the command starts with: the helper's
 /// own (the server's) unless the command's environment starts empty, then
-/// the command's, a later one winning; sorted by name, as the standard
-/// library passes them.
+/// the command's, a later one winning. As the standard library does, the
+/// helper's own are passed in their order when nothing changes them, and
+/// sorted by name otherwise.
 fn environment(command: &Resolved) -> io::Result<Vec<CString>> {
-    let mut vars: BTreeMap<OsString, OsString> = match command.clear_env {
-        true => BTreeMap::new(),
-        false => std::env::vars_os().collect(),
+    let vars: Vec<(OsString, OsString)> = match (command.clear_env, command.env.is_empty()) {
+        (false, true) => std::env::vars_os().collect(),
+        (clear, _) => {
+            let mut vars: BTreeMap<OsString, OsString> = match clear {
+                true => BTreeMap::new(),
+                false => std::env::vars_os().collect(),
+            };
+            for (key, value) in &command.env {
+                vars.insert(key.clone(), value.clone());
+            }
+            vars.into_iter().collect()
+        }
     };
-    for (key, value) in &command.env {
-        vars.insert(key.clone(), value.clone());
-    }
     vars.iter()
         .map(|(key, value)| {
             let mut pair = Vec::with_capacity(key.len() + value.len() + 1);
@@ -261,12 +297,12 @@ fn environment(command: &Resolved) -> io::Result<Vec<CString>> {
 }
 
 /// `text` as a C string; one with a NUL byte is refused, as the standard
-/// library refuses it.
+/// library refuses it (in its words).
 fn c_string(text: &OsStr) -> io::Result<CString> {
     CString::new(text.as_bytes()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{text:?} holds a NUL byte"),
+            "nul byte found in provided data",
         )
     })
 }
