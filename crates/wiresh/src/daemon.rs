@@ -386,7 +386,9 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        println!("wiresh {version}: legacy protocol (no authentication) on {local}");
+        announce(format_args!(
+            "wiresh {version}: legacy protocol (no authentication) on {local}"
+        ));
         tokio::spawn(legacy::server::run(
             listener,
             legacy_config,
@@ -395,13 +397,13 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
     });
     // Scripts and tests wait for the last line (printed last, so every
     // listener is up when it appears).
-    println!(
+    announce(format_args!(
         "wiresh {version}: TLS fingerprint {fingerprint} (clients pin it on first use, or pass --fingerprint)"
-    );
-    println!(
+    ));
+    announce(format_args!(
         "wiresh {version}: listening on {local} (token file {})",
         token_path.display()
-    );
+    ));
     let (settings, snapshot) = watch::channel(Arc::new(server_config));
     let modern = tokio::spawn(server::run_reloadable(listener, snapshot, shutdown.clone()));
     notify::ready(&format!("listening on {local}"));
@@ -429,6 +431,14 @@ pub async fn run(config: DaemonConfig) -> Result<Stopped, SetupError> {
         }
     }
     Ok(stopped)
+}
+
+/// Tells whoever started the server a line on its stdout. A stdout that is
+/// closed or broken (`wiresh serve | head -1`) is theirs to close: the
+/// server serves on.
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// Starts the spawn helper, or says why commands start from the server's

@@ -409,3 +409,41 @@ async fn wiresh_reload_signals_the_server_of_its_pid_file_and_nothing_else() {
     server.wait_exit().await;
     assert!(!pid_file.exists(), "the pid file outlived its server");
 }
+
+/// A script that reads the first line of `wiresh serve` and closes its
+/// end (`wiresh serve | head -1`) must not take the server down: the
+/// lines on stdout are a courtesy, the server is what matters.
+#[test]
+fn a_server_whose_stdout_is_closed_starts_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(BOUND)).unwrap();
+    let mut server = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WIRESH_HOME", dir.path().join("home"))
+        .env("NOTIFY_SOCKET", &path)
+        .env_remove("WIRESH_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the server writes a byte.
+    drop(server.stdout.take());
+    let mut buf = [0u8; 512];
+    let ready = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let running = server.try_wait().unwrap().is_none();
+    let _ = server.kill();
+    let out = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let ready = ready.unwrap_or_else(|e| panic!("no readiness ({e}); its log:\n{log}"));
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=listening on 127.0.0.1:"),
+        "{ready:?}"
+    );
+    assert!(running, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
