@@ -116,7 +116,7 @@ pub(super) fn start(
     });
     // SAFETY: the child shares this process's memory and runs until it
     // calls `execve` or returns while this thread waits (`CLONE_VFORK`),
-    // with every signal blocked. It only reads `prepared` (built above,
+    // with signals blocked as said above. It only reads `prepared` (built above,
     // alive until this thread goes on), stores into `failure`, and makes
     // system calls (`become_command`): it allocates nothing, takes no
     // lock and cannot panic, so it leaves no state of the helper's
