@@ -7,9 +7,10 @@
 //! - the crate map in `lib.rs` (and the binary's, in `main.rs`) names every
 //!   top-level module;
 //! - `anyhow` only in the binary, and no `unsafe` code in the library but
-//!   the one `pre_exec` hook of `exec::ctty` and the spawn helper's start
-//!   (`exec::helper::vfork`: the clone, and the child's last system calls);
-//!   in the binary, only the allocator's settings (`alloc.rs`).
+//!   the one `pre_exec` hook of `exec::ctty` (and its `close_range`) and
+//!   the spawn helper's start (`exec::helper::vfork`: the clone, and the
+//!   child's last system calls); in the binary, only the allocator's
+//!   settings (`alloc.rs`).
 //!
 //! Module dependencies are read from the source: `crate::a::b`, `super::x`
 //! and `self::x` paths (use-trees with braces expanded), and a parent
@@ -487,8 +488,10 @@ fn anyhow_and_unsafe_stay_out_of_the_library() {
             // spawn helper starts commands without `fork` (its child shares
             // its memory until `execve`), which no crate wraps safely: the
             // clone, and the child's signal reset and `execve`.
+            // Beside it, `close_range(2)` (marking inherited descriptors
+            // close-on-exec in a command's process), which no crate wraps.
             let allowed = match module.as_str() {
-                "exec::ctty" => 1,
+                "exec::ctty" => 2,
                 "exec::helper::vfork" => 2,
                 _ => 0,
             };

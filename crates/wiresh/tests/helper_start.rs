@@ -122,6 +122,9 @@ async fn probes(server: &Server, script: &std::path::Path) -> Vec<String> {
         argv(&["/nonexistent/program"]),
         argv(&["/etc/passwd"]),
         argv(&["echo", "a\0b"]),
+        // Nothing open but the three streams (and `ls`'s own directory):
+        // not what the server inherited (its descriptor 7).
+        argv(&["ls", "/proc/self/fd"]),
     ];
     let mut conn = server.connect().await;
     let mut outputs = Vec::new();
@@ -154,10 +157,11 @@ async fn a_command_from_the_helper_starts_as_the_server_would_start_it() {
     let script = dir.path().join("no-shebang");
     std::fs::write(&script, "echo \"ran as $0 with [$1] and [$2]\"\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let with_helper = Server::start();
+    let with_helper = Server::start_with_an_inherited_descriptor(&[]);
     with_helper.wait_for_log("spawn helper started (pid ").await;
     let helper = probes(&with_helper, &script).await;
-    let server = probes(&Server::start_with(&["--no-spawn-helper"]), &script).await;
+    let without = Server::start_with_an_inherited_descriptor(&["--no-spawn-helper"]);
+    let server = probes(&without, &script).await;
     assert_eq!(helper, server);
     // And right, not only alike.
     let signals: Vec<&str> = helper[0].lines().skip(1).collect();
@@ -180,4 +184,6 @@ async fn a_command_from_the_helper_starts_as_the_server_would_start_it() {
     );
     assert!(helper[5].contains("Permission denied"), "{}", helper[5]);
     assert!(helper[6].contains("nul byte"), "{}", helper[6]);
+    let fds: Vec<&str> = helper[7].lines().skip(1).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{}", helper[7]);
 }

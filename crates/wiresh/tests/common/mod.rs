@@ -179,6 +179,16 @@ impl Server {
         Server::start_program(sh, tempfile::tempdir().unwrap(), &args, &[])
     }
 
+    /// Starts a server (plaintext allowed, as [`Server::start_with`]) that
+    /// inherits descriptor 7, open on `/etc/hostname` and not
+    /// close-on-exec, as a shell's `7</etc/hostname` leaves it.
+    pub fn start_with_an_inherited_descriptor(args: &[&str]) -> Server {
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", "exec 7</etc/hostname && exec \"$0\" \"$@\"", BIN]);
+        let args = [&["--allow-plaintext"], args].concat();
+        Server::start_program(sh, tempfile::tempdir().unwrap(), &args, &[])
+    }
+
     /// Like [`Server::start_exactly`], in the given `WIRESH_HOME` (which
     /// may hold config files already) and with `env` added to its
     /// environment.

@@ -33,7 +33,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use rustix::io::Errno;
 
-use crate::exec::ctty::Setup;
+use crate::exec::ctty::{close_inherited_on_exec, Setup};
 use crate::exec::spec::Resolved;
 use crate::syscall::retry;
 
@@ -212,7 +212,8 @@ impl<'a> Prepared<'a> {
     /// would run on the helper's memory), and `SIGPIPE` too, which the
     /// standard library ignores in every Rust program: the command must
     /// die of a broken pipe as it would anywhere. Then nothing is blocked,
-    /// as in the standard library's children.
+    /// as in the standard library's children, and nothing but the three
+    /// streams stays open (see `ctty::close_inherited_on_exec`).
     fn exec(&self) -> i32 {
         // SAFETY: system calls only. `sigaction` changes the child's own
         // copy of the signal table (no `CLONE_SIGHAND`), `action` is plain
@@ -234,6 +235,7 @@ impl<'a> Prepared<'a> {
             }
             let nothing = SigSet::empty();
             libc::sigprocmask(libc::SIG_SETMASK, nothing.as_ref(), std::ptr::null_mut());
+            close_inherited_on_exec();
             libc::execve(
                 self.program.as_ptr(),
                 self.argv.as_ptr(),
