@@ -45,7 +45,8 @@
 //! - `listener`: the accept loop and the per-connection log line.
 //! - `task`: small task helpers.
 //! - `syscall`: system calls restarted after a signal; writing all of a
-//!   buffer to a descriptor.
+//!   buffer to a descriptor; inherited descriptors kept from the programs
+//!   started.
 //!
 //! The ends:
 //! - [`server`]: `wiresh serve`, the wiresh protocol's server.

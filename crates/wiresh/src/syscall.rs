@@ -1,5 +1,6 @@
 //! System calls as the rest of the crate wants them: restarted when a
-//! signal interrupts them, errors as `std::io::Error`.
+//! signal interrupts them, errors as `std::io::Error`; and the one no
+//! crate wraps, `close_range(2)`.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -35,6 +36,31 @@ pub(crate) fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Marks every descriptor above stderr close-on-exec, so that no program
+/// this process starts from now on gets one: what the process opened
+/// itself is close-on-exec already; this is for what it inherited open (a
+/// shell's `7<file` or `9>lock`, a `$(...)` pipe, a test runner's pipes,
+/// a service manager's descriptors). A command's process calls it before
+/// its `execve` (nothing the server inherited may reach a command), the
+/// client before it starts a master (which outlives it, and would hold a
+/// script's lock or pipe open). Marked rather than closed: the process
+/// may still use them, and the standard library's spawn reports a failed
+/// `execve` through a descriptor of its own. Best effort: a kernel before
+/// 5.11 refuses the flag, and the descriptors stay as they were. One
+/// system call, safe between `fork` and `execve`.
+pub(crate) fn close_inherited_on_exec() {
+    // SAFETY: `close_range(2)` takes plain integers and only sets flags in
+    // this process's descriptor table; no crate wraps it.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1140,3 +1140,29 @@ async fn a_fanout_with_persist_starts_a_bounded_number_of_masters() {
         out.stderr_str()
     );
 }
+
+/// A master started on demand keeps nothing of the client's but what it
+/// was given: a script whose `$(...)` pipe the client holds on another
+/// descriptor too (here 7, as `2>&1` or a `9>lock` would) goes on when
+/// the client ends, not when the master idles out a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_keeps_none_of_the_clients_descriptors() {
+    let server = Server::start();
+    assert_eq!(
+        exec_line(&server, &[], "true").await.code,
+        Some(0),
+        "pins the server"
+    );
+    let addr = server.addr.to_string();
+    let mut sh = tokio::process::Command::new("sh");
+    // Descriptor 7 is the pipe the test reads; the client's stdout is not.
+    let client = "exec \"$0\" \"$@\" 7>&1 >/dev/null";
+    sh.args(["-c", client, BIN, "exec", "-H", &addr, "--persist", "1m"])
+        .args(["-n", "--", "true"]);
+    isolated(&mut sh, server.home());
+    let out = bounded("the end of the client's pipe", sh.output()).await;
+    assert!(out.unwrap().status.success());
+    // A master was started, and runs on.
+    let listed = master::list(server.home()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}

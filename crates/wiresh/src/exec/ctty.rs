@@ -2,8 +2,8 @@
 //! cgroup, its session, a pty's controlling terminal. The server's own
 //! threads start commands with this hook; the spawn helper does the same
 //! steps in its own start, which does not fork (`super::helper`'s
-//! `vfork`). The crate's `unsafe` lives here (the hook, and
-//! `close_range`, which no crate wraps) and there only.
+//! `vfork`). The crate's `unsafe` lives here and there (and in
+//! `crate::syscall`'s `close_range`, which no crate wraps) only.
 
 use std::ffi::CString;
 
@@ -53,30 +53,8 @@ pub(crate) fn prepare(cmd: &mut std::process::Command, setup: Setup) {
             if terminal {
                 rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
             }
-            close_inherited_on_exec();
+            crate::syscall::close_inherited_on_exec();
             Ok(())
         });
-    }
-}
-
-/// In a command's process before its `execve`: every descriptor above
-/// stderr closes at the `execve`. What the server opens itself is
-/// close-on-exec already; this is for what it inherited open (a shell's
-/// `7<file`, a test runner's pipes, a service manager's descriptors),
-/// which no command may reach. Marked rather than closed: the standard
-/// library's spawn reports a failed `execve` through a descriptor of its
-/// own. Best effort: a kernel before 5.11 refuses the flag, and the
-/// descriptors stay as the server got them. One system call, safe between
-/// `fork` and `execve` (and harmless anywhere: it only sets flags).
-pub(crate) fn close_inherited_on_exec() {
-    // SAFETY: `close_range(2)` takes plain integers and changes only the
-    // flags in this process's descriptor table; no crate wraps it.
-    unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            nix::libc::CLOSE_RANGE_CLOEXEC,
-        );
     }
 }

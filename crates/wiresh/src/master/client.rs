@@ -263,6 +263,9 @@ fn remove_if_stale(places: &Places) {
 pub async fn start(program: &Path, spec: &Spec) -> Result<String, StartError> {
     let failed =
         |e: std::io::Error| StartError::Failed(format!("cannot start {}: {e}", program.display()));
+    // The master outlives this process: a descriptor it inherited (a
+    // script's `9>lock`, the pipe of a `$(...)`) must not stay open there.
+    crate::syscall::close_inherited_on_exec();
     let mut child = tokio::process::Command::new(program)
         .args(["master", BACKGROUND_FLAG])
         .stdin(Stdio::piped())

@@ -33,9 +33,9 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use rustix::io::Errno;
 
-use crate::exec::ctty::{close_inherited_on_exec, Setup};
+use crate::exec::ctty::Setup;
 use crate::exec::spec::Resolved;
-use crate::syscall::retry;
+use crate::syscall::{close_inherited_on_exec, retry};
 
 /// The child's stack, owned by the starting thread and reused. The child
 /// runs a few system calls on it before `execve`; glibc's own spawn
@@ -213,7 +213,7 @@ impl<'a> Prepared<'a> {
     /// standard library ignores in every Rust program: the command must
     /// die of a broken pipe as it would anywhere. Then nothing is blocked,
     /// as in the standard library's children, and nothing but the three
-    /// streams stays open (see `ctty::close_inherited_on_exec`).
+    /// streams stays open (see `close_inherited_on_exec`).
     fn exec(&self) -> i32 {
         // SAFETY: system calls only. `sigaction` changes the child's own
         // copy of the signal table (no `CLONE_SIGHAND`), `action` is plain
