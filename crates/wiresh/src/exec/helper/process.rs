@@ -79,9 +79,9 @@ fn serve() -> io::Result<()> {
 }
 
 /// How many commands start at once. A start waits for its command's
-/// `exec` (the standard library reports a failed one), most of a
-/// millisecond of the child's own work: with one starter, starts queued
-/// behind each other's `exec` and one core stood idle.
+/// `execve` (`super::vfork`), part of a millisecond of the child's own
+/// work: with one starter, starts queued behind each other's `execve`
+/// and one core stood idle.
 fn starters() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     (cores * 2).clamp(2, MAX_STARTERS)
@@ -176,34 +176,14 @@ impl Shared {
         stack: &mut [u8],
     ) -> io::Result<(u32, OwnedFd)> {
         let (streams, terminal) = match (&request.stdio, fds.as_slice()) {
-            (Streams::Pipes { stdin: true }, [stdin, stdout, stderr]) => {
-                let streams = vfork::Streams {
-                    stdin: Some(stdin.as_fd()),
-                    stdout: stdout.as_fd(),
-                    stderr: stderr.as_fd(),
-                };
-                (streams, false)
+            (Streams::Pipes { stdin: true }, [i, o, e]) => {
+                (vfork::Streams::of(Some(i), o, e), false)
             }
-            (Streams::Pipes { stdin: false }, [stdout, stderr]) => {
-                let streams = vfork::Streams {
-                    stdin: None,
-                    stdout: stdout.as_fd(),
-                    stderr: stderr.as_fd(),
-                };
-                (streams, false)
-            }
-            (Streams::Terminal, [tty]) => {
-                let streams = vfork::Streams {
-                    stdin: Some(tty.as_fd()),
-                    stdout: tty.as_fd(),
-                    stderr: tty.as_fd(),
-                };
-                (streams, true)
-            }
+            (Streams::Pipes { stdin: false }, [o, e]) => (vfork::Streams::of(None, o, e), false),
+            (Streams::Terminal, [tty]) => (vfork::Streams::of(Some(tty), tty, tty), true),
             _ => {
-                return Err(io::Error::other(
-                    "descriptors that do not match the request",
-                ))
+                let e = "descriptors that do not match the request";
+                return Err(io::Error::other(e));
             }
         };
         let cgroup = match request.cgroup {

@@ -14,17 +14,18 @@
 //! `super::super::ctty` for why the child must enter its cgroup itself.
 //!
 //! The child does what the standard library and the `ctty` hook do
-//! between `fork` and `exec`, in the same order of effect: its cgroup,
-//! a new session, its stdio, the controlling terminal, its working
-//! directory, signals back to their defaults, then `execve` (and, for a
-//! file without a `#!` line, `/bin/sh FILE ARGS...` as `execvp` does).
+//! between `fork` and `exec`: its cgroup, a new session, its stdio, the
+//! controlling terminal, its working directory, signals back to their
+//! defaults, inherited descriptors closed at `execve`, then `execve` (and,
+//! for a file without a `#!` line, `/bin/sh FILE ARGS...` as `execvp`
+//! does).
 //! Everything it needs is built before the clone: in the child nothing
 //! allocates, takes a lock or unwinds.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -51,13 +52,25 @@ pub(super) struct Streams<'a> {
     pub stderr: BorrowedFd<'a>,
 }
 
+impl<'a> Streams<'a> {
+    /// The streams on these descriptors.
+    pub fn of(stdin: Option<&'a OwnedFd>, stdout: &'a OwnedFd, stderr: &'a OwnedFd) -> Self {
+        Streams {
+            stdin: stdin.map(AsFd::as_fd),
+            stdout: stdout.as_fd(),
+            stderr: stderr.as_fd(),
+        }
+    }
+}
+
 /// A command ready to start: every string and pointer array its `execve`
 /// and set-up need.
 struct Prepared<'a> {
     program: CString,
     argv: Pointers,
-    /// `/bin/sh PROGRAM ARGS...`, for a file `execve` cannot run itself.
-    script_argv: Pointers,
+    /// `/bin/sh PROGRAM ARGS...`, for a file `execve` cannot run itself:
+    /// pointers into `program` and `argv`'s strings.
+    script_argv: Vec<*const libc::c_char>,
     envp: Pointers,
     cwd: Option<CString>,
     cgroup: Option<&'a CString>,
@@ -152,12 +165,14 @@ impl<'a> Prepared<'a> {
         for arg in &command.args {
             argv.push(c_string(arg)?);
         }
-        let mut script_argv = vec![c"/bin/sh".to_owned(), program.clone()];
-        script_argv.extend(argv.iter().skip(1).cloned());
+        let argv = Pointers::new(argv);
+        // The null that ends `argv` ends this too.
+        let mut script_argv = vec![c"/bin/sh".as_ptr(), program.as_ptr()];
+        script_argv.extend_from_slice(&argv.pointers[1..]);
         Ok(Prepared {
             program,
-            argv: Pointers::new(argv),
-            script_argv: Pointers::new(script_argv),
+            argv,
+            script_argv,
             envp: Pointers::new(environment(command)?),
             cwd: command
                 .cwd
@@ -218,7 +233,7 @@ impl<'a> Prepared<'a> {
         // SAFETY: system calls only. `sigaction` changes the child's own
         // copy of the signal table (no `CLONE_SIGHAND`), `action` is plain
         // data; the pointer arrays given to `execve` are null-terminated
-        // and point into strings `self` owns.
+        // and point into strings `self` owns (or the static `/bin/sh`).
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             for signal in 1..=libc::SIGRTMAX() {
