@@ -170,19 +170,17 @@ impl CommandCgroup {
     /// commands' that holds what outlived its command (`detached`, made on
     /// first use): a daemon a command started lives on after the command
     /// ended by itself, as over ssh, outside the command's limits.
-    /// Whether it held no process at all (then it may be removed at once).
-    pub fn release(&self, leaving: impl Fn(i32) -> bool) -> bool {
+    pub fn release(&self, leaving: impl Fn(i32) -> bool) {
         let processes = self.processes();
         let mut leaving = processes.iter().filter(|&&pid| leaving(pid)).peekable();
         let (Some(tree), Some(_)) = (self.dir.parent(), leaving.peek()) else {
-            return processes.is_empty();
+            return;
         };
         let detached = tree.join(DETACHED);
         let _ = std::fs::create_dir(&detached);
         for pid in leaving {
             let _ = std::fs::write(detached.join("cgroup.procs"), pid.to_string());
         }
-        false
     }
 
     /// Removes it; it must be empty.

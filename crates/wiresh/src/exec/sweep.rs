@@ -122,16 +122,12 @@ pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
     if let Target::Cgroup(cgroup) = &target {
         // Most commands leave nothing: their cgroup is removed at once (a
         // cgroup holding a process refuses). Else what left the session is
-        // let go, and if nothing was left the cgroup is removed without a
-        // second look (if something came in meanwhile, the removal fails
-        // and it is swept).
-        let removed = cgroup.remove().is_ok()
-            || (cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader))
-                && cgroup.remove().is_ok());
-        if removed {
+        // let go, and the rest is swept.
+        if cgroup.remove().is_ok() {
             live().remove(&id);
             return;
         }
+        cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
     }
     terminate(id, target, grace);
 }
