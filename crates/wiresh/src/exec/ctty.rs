@@ -2,7 +2,7 @@
 //! cgroup, its session, a pty's controlling terminal. The server's own
 //! threads start commands with this hook; the spawn helper does the same
 //! steps in its own start, which does not fork (`super::helper`'s
-//! `vfork`). The crate's `unsafe` lives here and there (and in
+//! `vfork`, `clone3`). The crate's `unsafe` lives here and there (and in
 //! `crate::syscall`'s `close_range`, which no crate wraps) only.
 
 use std::ffi::CString;
@@ -26,10 +26,9 @@ pub(crate) struct Setup {
 /// a forked child where only async-signal-safe calls are allowed. The
 /// cgroup must be entered by the child itself, before its program
 /// runs: moved by the parent after the spawn, the program could fork
-/// first, and its children would be outside. (A `clone3` with
-/// `CLONE_INTO_CGROUP` would need `unsafe` too, and no spawn of the
-/// standard library's; a helper program exec'd in between would cost
-/// a second `exec` per command.)
+/// first, and its children would be outside. (The spawn helper creates
+/// its children in their cgroups instead, by `clone3` with
+/// `CLONE_INTO_CGROUP`, which no spawn of the standard library's can.)
 pub(crate) fn prepare(cmd: &mut std::process::Command, setup: Setup) {
     use std::os::unix::process::CommandExt;
     let Setup { terminal, cgroup } = setup;

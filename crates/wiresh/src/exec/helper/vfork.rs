@@ -13,12 +13,13 @@
 //! newer than the distributions the server runs on); see
 //! `super::super::ctty` for why the child must enter its cgroup itself.
 //!
-//! The child does what the standard library and the `ctty` hook do
-//! between `fork` and `exec`: its cgroup, a new session, its stdio, the
-//! controlling terminal, its working directory, signals back to their
-//! defaults, inherited descriptors closed at `execve`, then `execve` (and,
-//! for a file without a `#!` line, `/bin/sh FILE ARGS...` as `execvp`
-//! does).
+//! The child is created in its cgroup where the kernel can
+//! (`super::clone3`); elsewhere it enters it first. Then it does what
+//! the standard library and the `ctty` hook do between `fork` and
+//! `exec`: a new session, its stdio, the controlling terminal, its
+//! working directory, signals back to their defaults, inherited
+//! descriptors closed at `execve`, then `execve` (and, for a file
+//! without a `#!` line, `/bin/sh FILE ARGS...` as `execvp` does).
 //! Everything it needs is built before the clone: in the child nothing
 //! allocates, takes a lock or unwinds.
 
@@ -27,13 +28,15 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::libc;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use rustix::io::Errno;
 
+use super::clone3;
 use crate::exec::ctty::Setup;
 use crate::exec::spec::Resolved;
 use crate::syscall::{close_inherited_on_exec, retry};
@@ -109,6 +112,11 @@ pub(super) fn start(
     stack: &mut [u8],
 ) -> io::Result<u32> {
     let prepared = Prepared::new(command, streams, setup)?;
+    // The cgroup to create the child in, where it can be (`clone3`).
+    let cgroup = prepared
+        .cgroup
+        .filter(|_| INTO_CGROUP.load(Ordering::Relaxed))
+        .and_then(|procs| cgroup_dir(procs).ok());
     let failure = AtomicI32::new(0);
     // No handler of the helper's may run in the child, which shares its
     // memory: signals stay blocked there until their dispositions are
@@ -121,16 +129,57 @@ pub(super) fn start(
         Some(&SigSet::all()),
         Some(&mut mask),
     )?;
+    let cloned = clone_child(&prepared, &failure, stack, cgroup.as_ref().map(AsFd::as_fd));
+    // Cannot fail with a mask this thread had (and a child started must
+    // be answered for whatever happens here).
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    let pid = cloned?;
+    match failure.load(Ordering::SeqCst) {
+        0 => Ok(pid as u32),
+        errno => {
+            // Exited already: reaped so that no zombie stays.
+            let pid = rustix::process::Pid::from_raw(pid);
+            let _ = retry(|| rustix::process::waitpid(pid, rustix::process::WaitOptions::empty()));
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// Whether children can be created in their cgroups (`clone3` with
+/// `CLONE_INTO_CGROUP`); cleared for good the first time the kernel says
+/// it cannot.
+static INTO_CGROUP: AtomicBool = AtomicBool::new(true);
+
+/// Clones the child that becomes `prepared`'s command, into `cgroup`
+/// when given and the kernel can, else entering its cgroup itself; its
+/// pid. Signals are blocked.
+fn clone_child(
+    prepared: &Prepared<'_>,
+    failure: &AtomicI32,
+    stack: &mut [u8],
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<i32> {
+    if let Some(cgroup) = cgroup {
+        let mut child = || {
+            failure.store(prepared.become_command(false), Ordering::SeqCst);
+            127
+        };
+        // SAFETY: as below; the child starts in its cgroup already.
+        match unsafe { clone3::vfork_into_cgroup(&mut child, stack, cgroup) } {
+            Err(e) if clone3::unsupported(&e) => INTO_CGROUP.store(false, Ordering::Relaxed),
+            started => return started,
+        }
+    }
     let child = Box::new(|| {
-        failure.store(prepared.become_command(), Ordering::SeqCst);
+        failure.store(prepared.become_command(true), Ordering::SeqCst);
         // Returning ends the child at once (`clone` calls exit(2) with
         // it): no handler runs, nothing of the helper's is flushed.
         127
     });
     // SAFETY: the child shares this process's memory and runs until it
     // calls `execve` or returns while this thread waits (`CLONE_VFORK`),
-    // with signals blocked as said above. It only reads `prepared` (built above,
-    // alive until this thread goes on), stores into `failure`, and makes
+    // with signals blocked (see [`start`]). It only reads `prepared`
+    // (alive until this thread goes on), stores into `failure`, and makes
     // system calls (`become_command`): it allocates nothing, takes no
     // lock and cannot panic, so it leaves no state of the helper's
     // half-changed. It runs on `stack`, which nothing else uses meanwhile
@@ -143,19 +192,16 @@ pub(super) fn start(
             Some(libc::SIGCHLD),
         )
     };
-    // Cannot fail with a mask this thread had (and a child started must
-    // be answered for whatever happens here).
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
-    let pid = cloned?;
-    match failure.load(Ordering::SeqCst) {
-        0 => Ok(pid.as_raw() as u32),
-        errno => {
-            // Exited already: reaped so that no zombie stays.
-            let pid = rustix::process::Pid::from_raw(pid.as_raw());
-            let _ = retry(|| rustix::process::waitpid(pid, rustix::process::WaitOptions::empty()));
-            Err(io::Error::from_raw_os_error(errno))
-        }
-    }
+    Ok(cloned?.as_raw())
+}
+
+/// The cgroup directory of a `cgroup.procs` path, opened for `clone3`.
+fn cgroup_dir(procs: &CString) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let procs = Path::new(OsStr::from_bytes(procs.as_bytes()));
+    let dir = procs.parent().unwrap_or(Path::new("/"));
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
 }
 
 impl<'a> Prepared<'a> {
@@ -185,21 +231,22 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// In the child: becomes the command; returns only why it could not
-    /// (an errno). System calls only (see [`start`]).
-    fn become_command(&self) -> i32 {
-        match self.set_up() {
+    /// In the child: becomes the command, entering its cgroup first when
+    /// `enter_cgroup` (else it was created there); returns only why it
+    /// could not (an errno). System calls only (see [`start`]).
+    fn become_command(&self, enter_cgroup: bool) -> i32 {
+        match self.set_up(enter_cgroup) {
             Ok(()) => self.exec(),
             Err(errno) => errno.raw_os_error(),
         }
     }
 
-    /// In the child: its cgroup, its session, its stdio, its terminal, its
-    /// working directory.
-    fn set_up(&self) -> Result<(), Errno> {
+    /// In the child: its cgroup (when it must enter it), its session, its
+    /// stdio, its terminal, its working directory.
+    fn set_up(&self, enter_cgroup: bool) -> Result<(), Errno> {
         use rustix::fs::{Mode, OFlags};
         use rustix::stdio::{dup2_stderr, dup2_stdin, dup2_stdout};
-        if let Some(procs) = self.cgroup {
+        if let Some(procs) = self.cgroup.filter(|_| enter_cgroup) {
             let flags = OFlags::WRONLY | OFlags::CLOEXEC;
             let file = rustix::fs::open(procs.as_c_str(), flags, Mode::empty())?;
             // `0` is the writer itself.
