@@ -22,10 +22,12 @@
 //! one whose `cgroup.procs` a server that dropped root (`--run-as`) needs
 //! to write to move a command (it is handed to that account).
 //!
-//! A command's processes enter its cgroup before its program runs: the
-//! child writes `0` (itself) to the cgroup's `cgroup.procs` between fork
-//! and exec (`super::pty`'s one `pre_exec` hook), so nothing it starts can
-//! be outside. `--max-pids` and `--max-memory` set `pids.max` and
+//! A command's processes are in its cgroup before its program runs: the
+//! spawn helper creates the child there (`clone3` with
+//! `CLONE_INTO_CGROUP`), or the child writes `0` (itself) to the cgroup's
+//! `cgroup.procs` between fork and exec (`super::ctty`'s one `pre_exec`
+//! hook, and the helper on kernels without `clone3`), so nothing it
+//! starts can be outside. `--max-pids` and `--max-memory` set `pids.max` and
 //! `memory.max` of each command's cgroup, where those controllers can be
 //! had.
 
