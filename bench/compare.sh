@@ -75,6 +75,20 @@ printf 'wiresh exec -- true: %.2f ms, %sx one local sh -c true (%.2f ms)\n' "$(a
 note oneshot_tls_ms "$(awk -v s="$WIRESH_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
 note oneshot_plaintext_ms "$(awk -v s="$CLEAR_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
 note oneshot_tls_over_local_sh "$(ratio "$WIRESH_ONESHOT" "$LOCAL_SPAWN")"
+# What a command run now and then sees: each run 0.1 s after the last, on
+# a machine gone quiet (caches cold, CPUs idle), against a local sh -c true
+# after the same quiet. (A command moved into its cgroup waited here for an
+# RCU grace period, ~16 ms; it is created there now.)
+hyperfine -N -w 2 -r 20 --prepare "sleep 0.1" --export-json "$WORK/quiet.json" \
+    "$B exec -n -H $ADDR -- true" "/bin/sh -c true" >/dev/null
+QUIET=$(median_of_json "$WORK/quiet.json" 0)
+QUIET_LOCAL=$(median_of_json "$WORK/quiet.json" 1)
+printf 'after 0.1 s of quiet, wiresh exec -- true: %.2f ms, %sx one local sh -c true after the same quiet (%.2f ms)\n' \
+    "$(awk -v s="$QUIET" 'BEGIN{print s*1000}')" "$(ratio "$QUIET" "$QUIET_LOCAL")" \
+    "$(awk -v s="$QUIET_LOCAL" 'BEGIN{print s*1000}')"
+note oneshot_after_quiet_tls_ms "$(awk -v s="$QUIET" 'BEGIN{printf "%.2f", s*1000}')"
+note oneshot_after_quiet_over_local_sh "$(ratio "$QUIET" "$QUIET_LOCAL")"
+
 # The same through a master (`wiresh master`, ssh's ControlPersist): the
 # commands find it by their settings and run over its connections.
 MASTERS=1
