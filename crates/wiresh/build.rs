@@ -8,8 +8,8 @@
 //! `-lgcc_s` on `*-linux-gnu`; a linker script of that name, found first
 //! on the binary's search path, gives the linker the static unwinder
 //! instead (what `gcc -static-libgcc` does). Panics unwind as before.
-//! Where `libgcc_eh.a` is missing (another C compiler, another target),
-//! nothing changes.
+//! Where the linker has no `libgcc_eh.a` (or cannot be asked: a cross
+//! build, a linker command with arguments), nothing changes.
 
 use std::env;
 use std::fs;
@@ -18,7 +18,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let gnu_linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
     if !gnu_linux || static_unwinder().is_none() {
@@ -26,16 +26,25 @@ fn main() {
     }
     let dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("unwind");
     fs::create_dir_all(&dir).expect("cannot create the unwinder's directory in OUT_DIR");
-    fs::write(dir.join("libgcc_s.so"), "INPUT(-lgcc_eh)\n")
+    // `-lgcc` too, as `gcc -static-libgcc` links: the real `libgcc_s.so`
+    // is `GROUP(libgcc_s.so.1 -lgcc)`, and rustc links with
+    // `-nodefaultlibs`. Archive members come in only when referenced.
+    fs::write(dir.join("libgcc_s.so"), "INPUT(-lgcc_eh -lgcc)\n")
         .expect("cannot write the unwinder's linker script in OUT_DIR");
     println!("cargo:rustc-link-arg-bins=-L{}", dir.display());
 }
 
-/// Where the C compiler keeps `libgcc_eh.a`, if it has one (it answers
-/// the bare name when it has not).
+/// Where the linker rustc links the binary with keeps `libgcc_eh.a`, if it
+/// has one (it answers the bare name when it has not): the linker cargo
+/// was told of (`RUSTC_LINKER`), else `cc` when building for this machine;
+/// a cross build with its default linker is left alone.
 fn static_unwinder() -> Option<PathBuf> {
-    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(cc)
+    let linker = match env::var("RUSTC_LINKER") {
+        Ok(linker) => linker,
+        Err(_) if env::var("TARGET").ok() == env::var("HOST").ok() => "cc".into(),
+        Err(_) => return None,
+    };
+    let out = Command::new(linker)
         .arg("-print-file-name=libgcc_eh.a")
         .output()
         .ok()?;

@@ -25,14 +25,14 @@ use std::os::fd::BorrowedFd;
 pub(super) type ChildFn<'a> = dyn FnMut() -> isize + 'a;
 
 /// Whether `error` from [`vfork_into_cgroup`] means this kernel (or
-/// build) cannot start a child that way at all, so that the caller
-/// starts it the old way: no `clone3` (`ENOSYS`, also what container
-/// seccomp filters answer), or no `CLONE_INTO_CGROUP` (`E2BIG` for the
+/// build) cannot start a child that way at all: no `clone3` (`ENOSYS`;
+/// container seccomp profiles answer that, older ones `EPERM`, which no
+/// cgroup check gives), or no `CLONE_INTO_CGROUP` (`E2BIG` for the
 /// larger argument struct, `EINVAL` for the flag).
 pub(super) fn unsupported(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
-        Some(nix::libc::ENOSYS | nix::libc::E2BIG | nix::libc::EINVAL)
+        Some(nix::libc::ENOSYS | nix::libc::EPERM | nix::libc::E2BIG | nix::libc::EINVAL)
     )
 }
 
@@ -57,6 +57,11 @@ pub(super) unsafe fn vfork_into_cgroup(
     use linux_raw_sys::general::{clone_args, CLONE_INTO_CGROUP, CLONE_VFORK, CLONE_VM};
     use std::os::fd::AsRawFd;
 
+    debug_assert!(
+        stack.len() >= 4096,
+        "a child stack of {} bytes",
+        stack.len()
+    );
     let base = stack.as_mut_ptr() as u64;
     // The ABI wants the stack 16-byte aligned at the child's `call`.
     let top = (base + stack.len() as u64) & !15;
@@ -82,13 +87,16 @@ pub(super) unsafe fn vfork_into_cgroup(
     // or -errno) goes on past label 2 with every register but rax, rcx
     // and r11 as they were, which the operands say. The child (rax = 0)
     // starts with rsp at the top of `stack` (the kernel sets it from
-    // `args`), calls `run_child(child_arg)`, which never returns, and so
-    // never touches this thread's frames. `args` outlives the call.
+    // `args`), ends the frame chain (rbp 0, as glibc's `clone` does, so
+    // that a stack walker stops there), calls `run_child(child_arg)`,
+    // which never returns, and so never touches this thread's frames.
+    // `args` outlives the call.
     unsafe {
         std::arch::asm!(
             "syscall",
             "test rax, rax",
             "jnz 2f",
+            "xor ebp, ebp",
             "mov rdi, r12",
             "call {run_child}",
             "ud2",
