@@ -1,11 +1,11 @@
 //! What the spawn helper starts, starts as the server would itself: as the
 //! `--run-as` account (the helper runs as it too), on a pty leading its
-//! session, in a cgroup of its own; `--no-spawn-helper` starts commands
-//! from the server again, and `serve --check` shows the setting; what
-//! the helper starts (it does so without `fork`) begins exactly as what
-//! the server starts itself (the standard library's spawn). (Every
-//! other test of commands runs them through the helper: it is on by
-//! default.)
+//! session, in a cgroup of its own (created there, where the kernel can);
+//! `--no-spawn-helper` starts commands from the server again, and `serve
+//! --check` shows the setting; what the helper starts (it does so without
+//! `fork`) begins exactly as what the server starts itself (the standard
+//! library's spawn). (Every other test of commands runs them through the
+//! helper: it is on by default.)
 
 mod common;
 
@@ -49,6 +49,53 @@ async fn the_helper_runs_as_the_run_as_account_and_so_do_its_commands() {
         let own = format!("/wiresh-{}/", server.pid());
         assert!(v2.contains(&own) && !v2.ends_with("/server"), "{text}");
     }
+}
+
+/// Whether this kernel can create a process in a cgroup (`clone3` with
+/// `CLONE_INTO_CGROUP`: Linux 5.7, x86_64 for the helper) and no seccomp
+/// filter (a container's) may refuse it.
+fn clone_into_cgroup_expected() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let version = (
+        numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+        numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let filtered = status
+        .lines()
+        .any(|l| l.starts_with("Seccomp:") && !l.ends_with('0'));
+    cfg!(target_arch = "x86_64") && version >= (5u32, 7u32) && !filtered
+}
+
+#[tokio::test]
+async fn commands_from_the_helper_are_created_in_their_cgroups_where_the_kernel_can() {
+    let server = Server::start();
+    server.wait_for_log("spawn helper started (pid ").await;
+    if !server
+        .log()
+        .contains("each command runs in a cgroup of its own")
+    {
+        return skip::skipped("no cgroups for commands here (root and cgroup v2 needed)");
+    }
+    let mut conn = server.connect().await;
+    let ran = sh(&mut conn, "cat /proc/self/cgroup").await;
+    assert_exited(ran.status(), 0);
+    let own = format!("/wiresh-{}/", server.pid());
+    assert!(ran.stdout_str().contains(&own), "{}", ran.stdout_str());
+    // The helper says so on its first start where it must move commands
+    // instead (what a broken `clone3` would silently fall back to).
+    let moved = server.log().contains("creates no process in a cgroup");
+    assert_eq!(
+        moved,
+        !clone_into_cgroup_expected(),
+        "Linux {} ({}): {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        std::env::consts::ARCH,
+        server.log()
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,13 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
+/// What the helper says (on the server's stderr) when it turns to moving
+/// commands into their cgroups, for operators and tests.
+pub(super) const REFUSED: &str =
+    "wiresh spawn helper: the kernel creates no process in a cgroup (clone3 with \
+     CLONE_INTO_CGROUP); commands move into their cgroups instead, which can wait for the \
+     kernel";
+
 /// What the child runs; its return value is its exit status.
 pub(super) type ChildFn<'a> = dyn FnMut() -> isize + 'a;
 

@@ -167,7 +167,11 @@ fn clone_child(
         // SAFETY: as below; the child starts in its cgroup already.
         match unsafe { clone3::vfork_into_cgroup(&mut child, stack, cgroup) } {
             Ok(pid) => return Ok(pid),
-            Err(e) if clone3::unsupported(&e) => INTO_CGROUP.store(false, Ordering::Relaxed),
+            Err(e) if clone3::unsupported(&e) => {
+                INTO_CGROUP.store(false, Ordering::Relaxed);
+                // Once: on the server's stderr, beside its log.
+                eprintln!("{}: {e}", clone3::REFUSED);
+            }
             // No child: cloned as below, whose own move into the cgroup
             // fails (or not) as a command's start always did, with the
             // error the server has always reported.
