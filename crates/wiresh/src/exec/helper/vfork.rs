@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -169,8 +169,9 @@ fn clone_child(
             Ok(pid) => return Ok(pid),
             Err(e) if clone3::unsupported(&e) => {
                 INTO_CGROUP.store(false, Ordering::Relaxed);
-                // Once: on the server's stderr, beside its log.
-                eprintln!("{}: {e}", clone3::REFUSED);
+                // Once: on the server's stderr, beside its log (which
+                // may be gone: no `eprintln!`, which would panic).
+                let _ = writeln!(io::stderr(), "{}: {e}", clone3::REFUSED);
             }
             // No child: cloned as below, whose own move into the cgroup
             // fails (or not) as a command's start always did, with the
