@@ -15,6 +15,10 @@
 //! and exits, has new ones), and once the kill grace is over SIGKILL (or
 //! `cgroup.kill`) to all, again and again until nothing is left, for at
 //! most [`SWEEP_LIMIT`] past the grace. An empty cgroup is then removed.
+//! A command that ended by itself and left something in its cgroup is
+//! handed over whole: the sweeper first lets go what left its session
+//! (moved to the detached cgroup, a move that can wait for the kernel),
+//! then sends the SIGTERM, so that the command's `exit` waits for neither.
 //! Zombies do not count: the server, a child subreaper, reaps them
 //! (`super::reaper`).
 
@@ -99,18 +103,9 @@ pub(super) fn terminate(id: u64, target: Target, grace: Duration) {
             return;
         }
     }
-    let mut job = Job {
-        id,
-        target,
-        kill_at: Instant::now() + grace,
-        signalled: HashSet::new(),
-    };
-    job.term_now();
-    let queue = sweeper().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
-    // Without a sweeper (no thread could be started) the SIGTERM is all.
-    if !matches!(queue.map(|q| q.send(job)), Some(Ok(()))) {
-        live().remove(&id);
-    }
+    let mut job = Job::new(id, target, grace, None);
+    job.begin();
+    hand_over(job);
 }
 
 /// Ends what `target` holds once its command ended by itself (tracked as
@@ -122,14 +117,33 @@ pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
     if let Target::Cgroup(cgroup) = &target {
         // Most commands leave nothing: their cgroup is removed at once (a
         // cgroup holding a process refuses). Else what left the session is
-        // let go, and the rest is swept.
+        // let go and the rest swept, both by the sweeper: a move out of
+        // the cgroup can wait for the kernel (an RCU grace period, ~16 ms
+        // after a quiet spell), and the command's `exit` need not.
         if cgroup.remove().is_ok() {
             live().remove(&id);
             return;
         }
-        cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
+        hand_over(Job::new(id, target, grace, Some(leader)));
+        return;
     }
     terminate(id, target, grace);
+}
+
+/// Gives `job` to the sweeper; without one (no thread could be started)
+/// its start here is all.
+fn hand_over(job: Job) {
+    let unsent = match sweeper() {
+        Some(queue) => {
+            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.send(job).err().map(|unsent| unsent.0)
+        }
+        None => Some(job),
+    };
+    if let Some(mut job) = unsent {
+        job.begin();
+        live().remove(&job.id);
+    }
 }
 
 /// The sweeper's queue, its thread started at the first job.
@@ -156,9 +170,37 @@ struct Job {
     /// Processes sent SIGTERM already (a second one can cut a graceful
     /// exit short).
     signalled: HashSet<i32>,
+    /// The leader of the command's session, when what left that session
+    /// is let go first (a command that ended by itself, in a cgroup).
+    let_go: Option<u32>,
+    /// Whether [`Job::begin`] has run.
+    begun: bool,
 }
 
 impl Job {
+    fn new(id: u64, target: Target, grace: Duration, let_go: Option<u32>) -> Job {
+        Job {
+            id,
+            target,
+            kill_at: Instant::now() + grace,
+            signalled: HashSet::new(),
+            let_go,
+            begun: false,
+        }
+    }
+
+    /// Its start (once): what left the session moves to the detached
+    /// cgroup, then the rest gets its SIGTERM.
+    fn begin(&mut self) {
+        if std::mem::replace(&mut self.begun, true) {
+            return;
+        }
+        if let (Some(leader), Target::Cgroup(cgroup)) = (self.let_go, &self.target) {
+            cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
+        }
+        self.term_now();
+    }
+
     /// The SIGTERM at once, to what can be reached without looking
     /// through `/proc`: the leader's group, or the cgroup's processes.
     fn term_now(&mut self) {
@@ -229,6 +271,7 @@ fn sweep(queue: Receiver<Job>) {
                 jobs.push(job);
                 // Take whatever else is queued before looking.
                 jobs.extend(queue.try_iter());
+                jobs.iter_mut().for_each(Job::begin);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
