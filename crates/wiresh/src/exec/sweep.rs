@@ -104,7 +104,7 @@ pub(super) fn terminate(id: u64, target: Target, grace: Duration) {
         }
     }
     let mut job = Job::new(id, target, grace, None);
-    job.begin();
+    job.term_now();
     hand_over(job);
 }
 
@@ -131,7 +131,8 @@ pub(super) fn end(id: u64, target: Target, leader: u32, grace: Duration) {
 }
 
 /// Gives `job` to the sweeper; without one (no thread could be started)
-/// its start here is all.
+/// what was sent so far, and its start if it was left to the sweeper, is
+/// all.
 fn hand_over(job: Job) {
     let unsent = match sweeper() {
         Some(queue) => {
@@ -170,11 +171,10 @@ struct Job {
     /// Processes sent SIGTERM already (a second one can cut a graceful
     /// exit short).
     signalled: HashSet<i32>,
-    /// The leader of the command's session, when what left that session
-    /// is let go first (a command that ended by itself, in a cgroup).
+    /// The leader of the command's session, while what left that session
+    /// is still to be let go, and the rest signalled, by [`Job::begin`] (a
+    /// command that ended by itself, in a cgroup).
     let_go: Option<u32>,
-    /// Whether [`Job::begin`] has run.
-    begun: bool,
 }
 
 impl Job {
@@ -185,17 +185,17 @@ impl Job {
             kill_at: Instant::now() + grace,
             signalled: HashSet::new(),
             let_go,
-            begun: false,
         }
     }
 
-    /// Its start (once): what left the session moves to the detached
-    /// cgroup, then the rest gets its SIGTERM.
+    /// The start left to the sweeper, if any (once): what left the
+    /// session moves to the detached cgroup, then the rest gets its
+    /// SIGTERM.
     fn begin(&mut self) {
-        if std::mem::replace(&mut self.begun, true) {
+        let Some(leader) = self.let_go.take() else {
             return;
-        }
-        if let (Some(leader), Target::Cgroup(cgroup)) = (self.let_go, &self.target) {
+        };
+        if let Target::Cgroup(cgroup) = &self.target {
             cgroup.release(|pid| session_of(pid).is_some_and(|sid| sid != leader));
         }
         self.term_now();
