@@ -78,6 +78,11 @@ pub const TRANSFER_FRAME_WAIT: Duration = Duration::from_secs(60);
 pub const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most often one directory is looked through for stale partial files.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+/// Longest the account commands run as is taken from an earlier look-up
+/// in the user database while `/etc/passwd` stays unchanged: an edit of
+/// that file takes effect at the next command, one in a database the file
+/// does not hold (LDAP, sssd) within this time.
+pub const ACCOUNT_RECHECK: Duration = Duration::from_secs(2);
 /// Longest a command's `started` waits to leave with what follows it, so
 /// that a short command's `started` and `exit` leave in one write.
 pub const STARTED_HOLD: Duration = Duration::from_millis(1);

@@ -80,7 +80,7 @@ impl Spec {
         let login = account.as_ref().filter(|_| self.login);
         let mut env = Vec::new();
         if let Some(account) = login {
-            env = account.environment(std::env::vars_os());
+            env = account.login_environment();
             cwd = Some(account.start_dir());
         }
         env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
