@@ -43,6 +43,20 @@ pub(super) fn send(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>])
 
 /// Receives one datagram into `buffer`, waiting for it.
 pub(super) fn receive(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<Received> {
+    receive_with(socket, buffer, RecvFlags::empty())
+}
+
+/// Receives one datagram into `buffer` if one is there; `WouldBlock` if
+/// none is (the socket itself stays blocking, for the senders).
+pub(super) fn receive_now(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<Received> {
+    receive_with(socket, buffer, RecvFlags::DONTWAIT)
+}
+
+fn receive_with(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    flags: RecvFlags,
+) -> io::Result<Received> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = retry(|| {
@@ -50,7 +64,7 @@ pub(super) fn receive(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<R
             socket,
             &mut [IoSliceMut::new(buffer)],
             &mut control,
-            RecvFlags::CMSG_CLOEXEC,
+            RecvFlags::CMSG_CLOEXEC | flags,
         )
     })?;
     let mut fds = Vec::new();

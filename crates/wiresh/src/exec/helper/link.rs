@@ -1,21 +1,23 @@
 //! The server's side of the spawn helper: starting it, asking it to start
 //! commands, taking its exit reports, and starting it again when it dies.
 //!
-//! One thread per helper (`wiresh-helper`) reads everything the helper
-//! says: the answer to a request goes to the task that asked, by the
-//! request's id (several are in flight at once; a task waits without
-//! holding a runtime thread, and gives up once the helper has answered no
-//! request for [`HELPER_REPLY_TIMEOUT`]), an exit report to the
-//! command's [`Child`](crate::exec::Child) through a oneshot channel made
-//! when its start was read, so no report can come before its channel.
-//! When the helper's socket ends (it died, or was found hung and its
-//! socket shut down), that thread kills the helper's process group (a
-//! command still between fork and `setsid` is in it, not started), reaps
-//! the helper, and only then drops the exit channels: the helper's
-//! commands are the server's children by then (a child subreaper adopts
-//! them), and each waits for its own through its pidfd. It then starts a
-//! new helper after a backoff, meanwhile commands start from the server's
-//! own threads.
+//! A task on the server's runtime reads everything the helper says (a
+//! reply wakes the runtime, not a thread that would wake it in turn: two
+//! context switches less a command): the answer to a request goes to the
+//! task that asked, by the request's id (several are in flight at once; a
+//! task gives up once the helper has answered no request for
+//! [`HELPER_REPLY_TIMEOUT`]), an exit report to the command's
+//! [`Child`](crate::exec::Child) through a oneshot channel made when its
+//! start was read, so no report can come before its channel.
+//!
+//! One thread per helper (`wiresh-helper`) supervises it. When the
+//! helper's socket ends (it died, or was found hung and its socket shut
+//! down), that thread kills the helper's process group (a command still
+//! between fork and `setsid` is in it, not started), reaps the helper, and
+//! only then drops the exit channels: the helper's commands are the
+//! server's children by then (a child subreaper adopts them), and each
+//! waits for its own through its pidfd. It then starts a new helper after
+//! a backoff, meanwhile commands start from the server's own threads.
 
 use std::collections::HashMap;
 use std::io::{self};
@@ -27,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use tokio::io::Interest;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -34,6 +38,7 @@ use super::datagram;
 use super::wire::{Reply, SpawnRequest, MAX_REPLY};
 use crate::defaults::{HELPER_LIVED, HELPER_REPLY_TIMEOUT, HELPER_RESTART, HELPER_RESTART_MAX};
 use crate::exec::reaper;
+use crate::task::watch;
 
 /// The hidden first argument that makes `wiresh` the spawn helper.
 pub const HELPER_ARG: &str = "spawn-helper";
@@ -103,16 +108,17 @@ struct Running {
     started_at: Instant,
 }
 
-/// Starts the spawn helper and its supervising thread. Call once, as the
-/// account commands run as (after `--run-as`), with the server a child
-/// subreaper already.
+/// Starts the spawn helper and its supervising thread. Call once, inside
+/// the server's runtime, as the account commands run as (after
+/// `--run-as`), with the server a child subreaper already.
 pub fn start() -> io::Result<u32> {
+    let runtime = Handle::try_current().map_err(io::Error::other)?;
     let running = Running::start()?;
     let pid = running.link.pid;
     let (stop, stopped) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("wiresh-helper".into())
-        .spawn(move || supervise(running, &stopped))?;
+        .spawn(move || supervise(running, &stopped, &runtime))?;
     *lock(&SUPERVISOR) = Some((thread, stop));
     Ok(pid)
 }
@@ -298,44 +304,18 @@ impl Running {
         }
     }
 
-    /// Reads what the helper says until its socket ends; how long it ran.
-    fn serve(mut self) -> (Duration, String) {
-        let mut exits: HashMap<u32, oneshot::Sender<ExitStatus>> = HashMap::new();
-        let why = loop {
-            let (reply, fd) = match receive(&self.link.socket) {
-                Ok(Some(message)) => message,
-                Ok(None) => break "its socket ended".to_string(),
-                Err(e) => break e.to_string(),
-            };
-            match (reply, fd) {
-                (Reply::Started { id, pid }, Some(pidfd)) => {
-                    let (tx, exit) = oneshot::channel();
-                    exits.insert(pid, tx);
-                    let started = Started { pid, pidfd, exit };
-                    self.link.answer(id, Answer::Started(started));
-                }
-                (Reply::Started { id, pid }, None) => {
-                    // Started, but unwatchable here (no room for its
-                    // pidfd): it must not run on unseen.
-                    kill_group(pid);
-                    let busy = io::Error::from(rustix::io::Errno::MFILE);
-                    self.link.answer(id, Answer::Failed(busy));
-                }
-                (Reply::Failed { id, errno, text }, None) => {
-                    let e = match errno {
-                        0 => io::Error::other(text),
-                        errno => io::Error::from_raw_os_error(errno),
-                    };
-                    self.link.answer(id, Answer::Failed(e));
-                }
-                (Reply::Exited { pid, status }, None) => {
-                    if let Some(tx) = exits.remove(&pid) {
-                        let _ = tx.send(ExitStatus::from_raw(status));
-                    }
-                }
-                (reply, _) => break format!("it said {reply:?} out of turn"),
-            }
-        };
+    /// Has the runtime read what the helper says until its socket ends,
+    /// then ends the helper; how long it ran, and why it ended.
+    fn serve(mut self, runtime: &Handle) -> (Duration, String) {
+        let (done, read) = mpsc::channel();
+        let link = self.link.clone();
+        runtime.spawn(async move {
+            let _ = done.send(read_replies(&link).await);
+        });
+        // No answer: the runtime stopped, and nobody waits for exits.
+        let (why, exits) = read
+            .recv()
+            .unwrap_or_else(|_| ("the server's runtime stopped".into(), HashMap::new()));
         let lived = self.started_at.elapsed();
         let status = self.end();
         // Reaped: its commands are the server's children now. Requests
@@ -364,6 +344,60 @@ impl Running {
     }
 }
 
+/// Reads what the helper says, on the runtime, until its socket ends, and
+/// hands each answer and exit report to whoever waits for it; why it
+/// stopped, and the exit channels of the commands still running (dropped
+/// only once the helper is reaped, see the module's docs).
+async fn read_replies(link: &Link) -> (String, HashMap<u32, oneshot::Sender<ExitStatus>>) {
+    let mut exits: HashMap<u32, oneshot::Sender<ExitStatus>> = HashMap::new();
+    let socket = link.socket.try_clone();
+    let ready = match socket.and_then(|fd| watch(fd, Interest::READABLE)) {
+        Ok(ready) => ready,
+        Err(e) => return (format!("its socket cannot be watched: {e}"), exits),
+    };
+    let why = loop {
+        let mut guard = match ready.readable().await {
+            Ok(guard) => guard,
+            Err(e) => break e.to_string(),
+        };
+        let (reply, fd) = match guard.try_io(|socket| receive_now(socket.get_ref())) {
+            Err(_would_block) => continue,
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => break "its socket ended".to_string(),
+            Ok(Err(e)) => break e.to_string(),
+        };
+        match (reply, fd) {
+            (Reply::Started { id, pid }, Some(pidfd)) => {
+                let (tx, exit) = oneshot::channel();
+                exits.insert(pid, tx);
+                let started = Started { pid, pidfd, exit };
+                link.answer(id, Answer::Started(started));
+            }
+            (Reply::Started { id, pid }, None) => {
+                // Started, but unwatchable here (no room for its
+                // pidfd): it must not run on unseen.
+                kill_group(pid);
+                let busy = io::Error::from(rustix::io::Errno::MFILE);
+                link.answer(id, Answer::Failed(busy));
+            }
+            (Reply::Failed { id, errno, text }, None) => {
+                let e = match errno {
+                    0 => io::Error::other(text),
+                    errno => io::Error::from_raw_os_error(errno),
+                };
+                link.answer(id, Answer::Failed(e));
+            }
+            (Reply::Exited { pid, status }, None) => {
+                if let Some(tx) = exits.remove(&pid) {
+                    let _ = tx.send(ExitStatus::from_raw(status));
+                }
+            }
+            (reply, _) => break format!("it said {reply:?} out of turn"),
+        }
+    };
+    (why, exits)
+}
+
 /// SIGKILLs the process group `pgid` (a command's own, or the helper's).
 fn kill_group(pgid: u32) {
     if let Some(pgid) = rustix::process::Pid::from_raw(pgid as i32) {
@@ -375,8 +409,22 @@ fn kill_group(pgid: u32) {
 /// `None` at the end. A message over [`MAX_REPLY`], or more than one
 /// descriptor, is an error.
 fn receive(socket: &OwnedFd) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
+    decode(socket, datagram::receive)
+}
+
+/// One message from the helper if one is there, as [`receive`]; a
+/// `WouldBlock` error if none is.
+fn receive_now(socket: &OwnedFd) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
+    decode(socket, datagram::receive_now)
+}
+
+/// One message received by `how`, decoded.
+fn decode(
+    socket: &OwnedFd,
+    how: fn(BorrowedFd<'_>, &mut [u8]) -> io::Result<datagram::Received>,
+) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
     let mut bytes = [0u8; MAX_REPLY];
-    let mut received = datagram::receive(socket.as_fd(), &mut bytes)?;
+    let mut received = how(socket.as_fd(), &mut bytes)?;
     if received.len == 0 {
         return Ok(None);
     }
@@ -391,12 +439,12 @@ fn receive(socket: &OwnedFd) -> io::Result<Option<(Reply, Option<OwnedFd>)>> {
 
 /// The supervising thread: serves each helper until it ends, and starts
 /// the next after a backoff, until [`stop`].
-fn supervise(first: Running, stopped: &Receiver<()>) {
+fn supervise(first: Running, stopped: &Receiver<()>, runtime: &Handle) {
     let mut running = first;
     let mut backoff = HELPER_RESTART;
     loop {
         let pid = running.link.pid;
-        let (lived, why) = running.serve();
+        let (lived, why) = running.serve(runtime);
         if lived >= HELPER_LIVED {
             backoff = HELPER_RESTART;
         }
