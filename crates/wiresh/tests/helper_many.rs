@@ -104,3 +104,43 @@ async fn starts_in_flight_together_each_reach_their_own_command() {
         assert_exited(ran.status(), i as i32 % 50 + 1);
     }
 }
+
+/// Starts asked for all at once, far more than the helper's socket queues
+/// (`net.unix.max_dgram_qlen`, 10 by default): each still starts, and
+/// none waits for another to end. Requests that must wait for room do so
+/// without holding a runtime thread, which the helper's replies need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_starts_larger_than_the_helpers_queue_all_run() {
+    const BURST: usize = 400;
+    let limit = (BURST + 50).to_string();
+    let server = Server::start_with(&[
+        "--max-connections",
+        &limit,
+        "--max-commands",
+        &limit,
+        "--max-startups",
+        "1000:100:1000",
+        "--max-startups-per-address",
+        "1000",
+    ]);
+    server.wait_for_log("spawn helper started (pid ").await;
+    let conns = join_all((0..BURST).map(|_| server.connect())).await;
+    let ran = bounded(
+        "every command of the burst to run",
+        join_all(
+            conns
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut conn)| async move {
+                    let line = format!("echo {i}");
+                    let req = ExecRequest::argv(vec!["sh".into(), "-c".into(), line]);
+                    (i, run(&mut conn, req, None).await)
+                }),
+        ),
+    )
+    .await;
+    for (i, ran) in ran {
+        assert_eq!(ran.stdout, format!("{i}\n").as_bytes(), "command {i}");
+        assert_exited(ran.status(), 0);
+    }
+}

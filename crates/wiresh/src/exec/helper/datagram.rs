@@ -31,13 +31,32 @@ pub(super) struct Received {
 
 /// Sends `bytes` with `fds` beside them: all or nothing.
 pub(super) fn send(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_with(socket, bytes, fds, SendFlags::empty())
+}
+
+/// Sends as [`send`] if the peer's queue has room now; `WouldBlock` if
+/// not (nothing is sent then).
+pub(super) fn send_now(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    send_with(socket, bytes, fds, SendFlags::DONTWAIT)
+}
+
+fn send_with(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("too many descriptors for one message"));
     }
     let iov = [IoSlice::new(bytes)];
-    retry(|| rustix::net::sendmsg(socket, &iov, &mut control, SendFlags::NOSIGNAL))?;
+    retry(|| rustix::net::sendmsg(socket, &iov, &mut control, SendFlags::NOSIGNAL | flags))?;
     Ok(())
 }
 

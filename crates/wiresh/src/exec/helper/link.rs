@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -86,6 +87,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Link {
     pid: u32,
     socket: Arc<OwnedFd>,
+    /// The same socket, on the server's runtime: requests go out and
+    /// replies come in without ever blocking a runtime thread (the
+    /// replies that would unblock it need one).
+    ready: AsyncFd<OwnedFd>,
     /// The requests sent and not answered yet.
     waiting: Mutex<Waiting>,
     /// When the helper last answered a request.
@@ -113,7 +118,7 @@ struct Running {
 /// `--run-as`), with the server a child subreaper already.
 pub fn start() -> io::Result<u32> {
     let runtime = Handle::try_current().map_err(io::Error::other)?;
-    let running = Running::start()?;
+    let running = Running::start(&runtime)?;
     let pid = running.link.pid;
     let (stop, stopped) = mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -162,8 +167,16 @@ pub(crate) async fn spawn(
         link.answerer(id);
         return Err(NotStarted::Unavailable);
     };
-    if datagram::send(link.socket.as_fd(), &bytes, fds).is_err() {
+    let sent = tokio::time::timeout(HELPER_REPLY_TIMEOUT, link.send(&bytes, fds)).await;
+    if !matches!(sent, Ok(Ok(()))) {
         // Nothing was delivered (a datagram goes whole or not at all).
+        if sent.is_err() {
+            warn!(
+                "the spawn helper (pid {}) took no request within {HELPER_REPLY_TIMEOUT:?}: \
+                 taking it for hung and starting another",
+                link.pid
+            );
+        }
         link.answerer(id);
         link.shut_down();
         return Err(NotStarted::Unavailable);
@@ -197,8 +210,22 @@ pub(crate) async fn spawn(
 }
 
 impl Link {
-    /// Ends the conversation: the reading thread sees the end, and ends
-    /// the helper.
+    /// Sends a request as soon as the helper's queue has room (it is
+    /// short: `net.unix.max_dgram_qlen`, 10 by default), waiting without
+    /// holding a runtime thread: the task reading the helper's replies
+    /// needs one, and the helper takes no request while its replies wait.
+    async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        loop {
+            let mut guard = self.ready.writable().await?;
+            match guard.try_io(|fd| datagram::send_now(fd.get_ref().as_fd(), bytes, fds)) {
+                Ok(sent) => return sent,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Ends the conversation: the reading task sees the end, and the
+    /// supervising thread ends the helper.
     fn shut_down(&self) {
         let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
     }
@@ -254,7 +281,7 @@ impl Running {
     /// Starts a helper process (`/proc/self/exe spawn-helper`, on one end
     /// of a socket pair as its stdin, in a process group of its own so a
     /// terminal's Ctrl-C does not reach it) and waits for its first word.
-    fn start() -> io::Result<Running> {
+    fn start(runtime: &Handle) -> io::Result<Running> {
         let (ours, theirs) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -273,10 +300,25 @@ impl Running {
         let registered = reaper::register(process.id());
         drop(spawning);
         drop(command);
+        let ready = {
+            let _runtime = runtime.enter();
+            ours.try_clone()
+                .and_then(|fd| watch(fd, Interest::READABLE | Interest::WRITABLE))
+        };
+        let ready = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
+                kill_group(process.id());
+                let mut process = process;
+                let _ = process.wait();
+                return Err(e);
+            }
+        };
         let mut running = Running {
             link: Arc::new(Link {
                 pid: process.id(),
                 socket: Arc::new(ours),
+                ready,
                 waiting: Mutex::new(Waiting::default()),
                 last_answer: Mutex::new(Instant::now()),
             }),
@@ -350,13 +392,8 @@ impl Running {
 /// only once the helper is reaped, see the module's docs).
 async fn read_replies(link: &Link) -> (String, HashMap<u32, oneshot::Sender<ExitStatus>>) {
     let mut exits: HashMap<u32, oneshot::Sender<ExitStatus>> = HashMap::new();
-    let socket = link.socket.try_clone();
-    let ready = match socket.and_then(|fd| watch(fd, Interest::READABLE)) {
-        Ok(ready) => ready,
-        Err(e) => return (format!("its socket cannot be watched: {e}"), exits),
-    };
     let why = loop {
-        let mut guard = match ready.readable().await {
+        let mut guard = match link.ready.readable().await {
             Ok(guard) => guard,
             Err(e) => break e.to_string(),
         };
@@ -462,7 +499,7 @@ fn supervise(first: Running, stopped: &Receiver<()>, runtime: &Handle) {
                 return;
             }
             backoff = (backoff * 2).min(HELPER_RESTART_MAX);
-            match Running::start() {
+            match Running::start(runtime) {
                 Ok(mut running) if stopped.try_recv() != Err(mpsc::TryRecvError::Empty) => {
                     running.end();
                     return;
