@@ -15,18 +15,7 @@ const RUNNING: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_command_starts_beside_500_running_ones() {
-    let limit = (RUNNING + 50).to_string();
-    let server = Server::start_with(&[
-        "--max-connections",
-        &limit,
-        "--max-commands",
-        &limit,
-        "--max-startups",
-        "1000:100:1000",
-        "--max-startups-per-address",
-        "1000",
-    ]);
-    server.wait_for_log("spawn helper started (pid ").await;
+    let server = server_for(RUNNING).await;
     let helper = spawn_helper_of(server.pid()).expect("a spawn helper");
     let conns = join_all((0..RUNNING).map(|_| server.connect())).await;
     // Each says it runs, then sleeps until its connection goes.
@@ -112,18 +101,7 @@ async fn starts_in_flight_together_each_reach_their_own_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_starts_larger_than_the_helpers_queue_all_run() {
     const BURST: usize = 400;
-    let limit = (BURST + 50).to_string();
-    let server = Server::start_with(&[
-        "--max-connections",
-        &limit,
-        "--max-commands",
-        &limit,
-        "--max-startups",
-        "1000:100:1000",
-        "--max-startups-per-address",
-        "1000",
-    ]);
-    server.wait_for_log("spawn helper started (pid ").await;
+    let server = server_for(BURST).await;
     let conns = join_all((0..BURST).map(|_| server.connect())).await;
     let ran = bounded(
         "every command of the burst to run",
@@ -143,4 +121,22 @@ async fn a_burst_of_starts_larger_than_the_helpers_queue_all_run() {
         assert_eq!(ran.stdout, format!("{i}\n").as_bytes(), "command {i}");
         assert_exited(ran.status(), 0);
     }
+}
+
+/// A server that takes `commands` connections and commands at once (and
+/// some more), all arriving together, with its spawn helper up.
+async fn server_for(commands: usize) -> Server {
+    let limit = (commands + 50).to_string();
+    let server = Server::start_with(&[
+        "--max-connections",
+        &limit,
+        "--max-commands",
+        &limit,
+        "--max-startups",
+        "1000:100:1000",
+        "--max-startups-per-address",
+        "1000",
+    ]);
+    server.wait_for_log("spawn helper started (pid ").await;
+    server
 }
