@@ -167,10 +167,10 @@ pub(crate) async fn spawn(
         link.answerer(id);
         return Err(NotStarted::Unavailable);
     };
-    let sent = tokio::time::timeout(HELPER_REPLY_TIMEOUT, link.send(&bytes, fds)).await;
-    if !matches!(sent, Ok(Ok(()))) {
+    let sent = link.sent(&bytes, fds).await;
+    if !matches!(sent, Some(Ok(()))) {
         // Nothing was delivered (a datagram goes whole or not at all).
-        if sent.is_err() {
+        if sent.is_none() {
             warn!(
                 "the spawn helper (pid {}) took no request within {HELPER_REPLY_TIMEOUT:?}: \
                  taking it for hung and starting another",
@@ -210,6 +210,22 @@ pub(crate) async fn spawn(
 }
 
 impl Link {
+    /// Sends a request as [`Link::send`] does; gives up (`None`) once the
+    /// helper has answered no request at all for [`HELPER_REPLY_TIMEOUT`],
+    /// as [`Link::answered`] does: a request behind many others waits as
+    /// long as they keep being answered.
+    async fn sent(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Option<io::Result<()>> {
+        let send = self.send(bytes, fds);
+        tokio::pin!(send);
+        loop {
+            match tokio::time::timeout(HELPER_REPLY_TIMEOUT, &mut send).await {
+                Ok(sent) => return Some(sent),
+                Err(_) if lock(&self.last_answer).elapsed() < HELPER_REPLY_TIMEOUT => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Sends a request as soon as the helper's queue has room (it is
     /// short: `net.unix.max_dgram_qlen`, 10 by default), waiting without
     /// holding a runtime thread: the task reading the helper's replies
