@@ -86,11 +86,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 struct Link {
     pid: u32,
-    socket: Arc<OwnedFd>,
-    /// The same socket, on the server's runtime: requests go out and
-    /// replies come in without ever blocking a runtime thread (the
-    /// replies that would unblock it need one).
-    ready: AsyncFd<OwnedFd>,
+    /// Our end of the socket pair, on the server's runtime: requests go
+    /// out and replies come in without ever blocking a runtime thread
+    /// (the replies that would unblock it need one). The descriptor
+    /// itself stays blocking, for the first word's timed wait.
+    socket: AsyncFd<OwnedFd>,
     /// The requests sent and not answered yet.
     waiting: Mutex<Waiting>,
     /// When the helper last answered a request.
@@ -232,7 +232,7 @@ impl Link {
     /// needs one, and the helper takes no request while its replies wait.
     async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         loop {
-            let mut guard = self.ready.writable().await?;
+            let mut guard = self.socket.writable().await?;
             match guard.try_io(|fd| datagram::send_now(fd.get_ref().as_fd(), bytes, fds)) {
                 Ok(sent) => return sent,
                 Err(_would_block) => continue,
@@ -243,7 +243,7 @@ impl Link {
     /// Ends the conversation: the reading task sees the end, and the
     /// supervising thread ends the helper.
     fn shut_down(&self) {
-        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(self.socket.get_ref(), rustix::net::Shutdown::Both);
     }
 
     /// Waits for `answer`; times out once the helper has answered no
@@ -311,30 +311,19 @@ impl Running {
             .stdin(theirs)
             .stdout(std::process::Stdio::null())
             .process_group(0);
+        let socket = {
+            let _runtime = runtime.enter();
+            watch(ours, Interest::READABLE | Interest::WRITABLE)?
+        };
         let spawning = reaper::spawning();
         let process = command.spawn()?;
         let registered = reaper::register(process.id());
         drop(spawning);
         drop(command);
-        let ready = {
-            let _runtime = runtime.enter();
-            ours.try_clone()
-                .and_then(|fd| watch(fd, Interest::READABLE | Interest::WRITABLE))
-        };
-        let ready = match ready {
-            Ok(ready) => ready,
-            Err(e) => {
-                kill_group(process.id());
-                let mut process = process;
-                let _ = process.wait();
-                return Err(e);
-            }
-        };
         let mut running = Running {
             link: Arc::new(Link {
                 pid: process.id(),
-                socket: Arc::new(ours),
-                ready,
+                socket,
                 waiting: Mutex::new(Waiting::default()),
                 last_answer: Mutex::new(Instant::now()),
             }),
@@ -342,7 +331,7 @@ impl Running {
             _registered: registered,
             started_at: Instant::now(),
         };
-        let socket = &*running.link.socket;
+        let socket = running.link.socket.get_ref();
         let timeout = rustix::net::sockopt::Timeout::Recv;
         rustix::net::sockopt::set_socket_timeout(socket, timeout, Some(HELPER_REPLY_TIMEOUT))?;
         let first = receive(socket);
@@ -409,7 +398,7 @@ impl Running {
 async fn read_replies(link: &Link) -> (String, HashMap<u32, oneshot::Sender<ExitStatus>>) {
     let mut exits: HashMap<u32, oneshot::Sender<ExitStatus>> = HashMap::new();
     let why = loop {
-        let mut guard = match link.ready.readable().await {
+        let mut guard = match link.socket.readable().await {
             Ok(guard) => guard,
             Err(e) => break e.to_string(),
         };
