@@ -96,11 +96,15 @@ MASTERS=1
 "$B" master --plaintext -H "$ADDR" >/dev/null
 logins() { grep -c ' authenticated peer=' "$WORK/server.log" || true; }
 LOGINS=$(logins)
+# `wiresh --version` in the same run: the floor under any one-shot (this
+# binary's process start and exit, nothing sent), which the ratios to
+# `sh -c true` include.
 hyperfine -N -w 3 -r 30 --export-json "$WORK/master.json" "$B exec -n -H $ADDR -- true" \
-    "$B exec -n --plaintext -H $ADDR -- true" "/bin/sh -c true" >/dev/null
+    "$B exec -n --plaintext -H $ADDR -- true" "/bin/sh -c true" "$B --version" >/dev/null
 MASTER_ONESHOT=$(median_of_json "$WORK/master.json" 0)
 MASTER_CLEAR=$(median_of_json "$WORK/master.json" 1)
 MASTER_LOCAL=$(median_of_json "$WORK/master.json" 2)
+PROCESS_START=$(median_of_json "$WORK/master.json" 3)
 # Each run through a master logs in nowhere (a master's recheck may).
 [ $(($(logins) - LOGINS)) -le 2 ] || { echo "commands did not run through the masters" >&2; exit 1; }
 printf 'through a master, wiresh exec -- true: %.2f ms, %sx one local sh -c true (%.2f ms); %sx faster than without\n' \
@@ -111,6 +115,10 @@ printf 'through a master, wiresh exec --plaintext -- true: %.2f ms, %sx one loca
 note master_oneshot_tls_ms "$(awk -v s="$MASTER_ONESHOT" 'BEGIN{printf "%.2f", s*1000}')"
 note master_oneshot_tls_over_local_sh "$(ratio "$MASTER_ONESHOT" "$MASTER_LOCAL")"
 note master_oneshot_plaintext_over_local_sh "$(ratio "$MASTER_CLEAR" "$MASTER_LOCAL")"
+printf 'wiresh --version (process start, the floor under a one-shot): %.2f ms; through a master adds %.2f ms to it\n' \
+    "$(awk -v s="$PROCESS_START" 'BEGIN{print s*1000}')" "$(awk -v a="$MASTER_ONESHOT" -v b="$PROCESS_START" 'BEGIN{print (a-b)*1000}')"
+note process_start_ms "$(awk -v s="$PROCESS_START" 'BEGIN{printf "%.2f", s*1000}')"
+note master_oneshot_over_process_start "$(ratio "$MASTER_ONESHOT" "$PROCESS_START")"
 "$B" master --stop -H "$ADDR" >/dev/null
 "$B" master --stop --plaintext -H "$ADDR" >/dev/null
 MASTERS=
@@ -225,7 +233,9 @@ if [ "$COMMANDS" -gt 0 ]; then
     note sleeps_argv_s "$(sed -n 's/.*(argv) all done in \([0-9.]*\) s.*/\1/p' <<<"$out")"
     note idle_kib_per_connection "$(sed -n 's/.*(\([0-9.]*\) KiB per connection).*/\1/p' <<<"$out")"
     note rss_mib_after_idle_closed "$(sed -n 's/.*, \([0-9]*\) MiB after they closed.*/\1/p' <<<"$out")"
-    echo "local floor: $COMMANDS \`sh -c 'sleep 1'\` started by bash at once: $(median_of 1 "for i in \$(seq $COMMANDS); do sh -c 'sleep 1' & done; wait") s"
+    FLOOR=$(median_of 1 "for i in \$(seq $COMMANDS); do sh -c 'sleep 1' & done; wait")
+    echo "local floor: $COMMANDS \`sh -c 'sleep 1'\` started by bash at once: $FLOOR s"
+    note sleeps_local_floor_s "$FLOOR"
 fi
 
 if [ "$SPAWN_RUNNING" != 0 ]; then
