@@ -10,7 +10,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::skip::{needs_program, skipped};
@@ -80,6 +81,53 @@ fn zombies_of(parent: u32) -> usize {
         .count()
 }
 
+const NO_CGROUPS: &str = "the server can make no cgroup here (it needs cgroup v2 and root, or a \
+                          delegated cgroup); run the tests as root on a cgroup v2 system";
+
+/// The directory above the commands' cgroups, as the server's log names
+/// it; `None` when the server makes none here.
+fn cgroup_tree(server: &Server) -> Option<PathBuf> {
+    let in_cgroups = "each command runs in a cgroup of its own under";
+    server
+        .log()
+        .lines()
+        .find_map(|l| l.split(in_cgroups).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(PathBuf::from)
+}
+
+/// The name in `tree` of the cgroup a process named as its own (its
+/// `0::/…/wiresh-PID/N` line of `/proc/PID/cgroup`); fails unless it is
+/// one of `tree`'s.
+fn own_cgroup_in(tree: &Path, line: &str) -> String {
+    let (parent, name) = line.trim().rsplit_once('/').unwrap_or_default();
+    assert!(
+        line.starts_with("0::/") && Path::new(parent).file_name() == tree.file_name(),
+        "the command ran in {line:?}, not in {}",
+        tree.display()
+    );
+    name.to_string()
+}
+
+/// Waits until the cgroups `names` of `tree` are removed.
+async fn assert_removed(tree: &Path, names: &[String]) {
+    bounded("the commands' cgroups to be removed", async {
+        while names.iter().any(|name| tree.join(name).exists()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// What [`run_and_cancel`] saw.
+struct Cancelled {
+    /// Every process the command started ended.
+    ended: bool,
+    /// The command's cgroup v2 as its main process named it while it ran
+    /// (its line of `/proc/PID/cgroup`: `0::/path`).
+    cgroup: String,
+}
+
 /// Starts `hoppers` hoppers and `leavers` setsid children, all tagged
 /// `tag`, in one command on `server`; waits until each has started (and
 /// the hoppers have hopped three times each, the leavers left); cancels
@@ -87,7 +135,7 @@ fn zombies_of(parent: u32) -> usize {
 /// FIFO the test reads open, so its end of file is the proof that none is
 /// left (a process that changes its pid every 20 ms slips through looks
 /// at `/proc`).
-async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usize) -> bool {
+async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usize) -> Cancelled {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -128,6 +176,13 @@ async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usi
         }
     })
     .await;
+    // The cgroup v2 line (a hybrid host lists v1 hierarchies too).
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or_default()
+        .to_string();
     c.send(Message::Cancel).await;
     let run = c.finish_started(pid).await;
     assert!(run.status.signal.is_some(), "{:?}", run.status);
@@ -140,7 +195,7 @@ async fn run_and_cancel(server: &Server, tag: &str, hoppers: usize, leavers: usi
     .is_ok();
     let left: Vec<u32> = tagged(tag).iter().map(|(p, _)| *p).collect();
     kill_all(&left);
-    ended
+    Cancelled { ended, cgroup }
 }
 
 /// Waits until the server has no zombie children left.
@@ -159,39 +214,59 @@ async fn hoppers_and_setsid_children_die_with_the_commands_cgroup() {
         return;
     }
     let server = Server::start_with(&["--kill-grace", "500ms"]);
-    let in_cgroups = "each command runs in a cgroup of its own under";
-    if !server.log().contains(in_cgroups) {
-        return skipped(
-            "the server can make no cgroup here (it needs cgroup v2 and root, or a delegated \
-             cgroup); run the tests as root on a cgroup v2 system",
-        );
-    }
+    let Some(tree) = cgroup_tree(&server) else {
+        return skipped(NO_CGROUPS);
+    };
     let tag = tag("cgroup");
-    let ended = run_and_cancel(&server, &tag, 10, 10).await;
-    assert!(ended, "hoppers or setsid children survived their command");
+    let run = run_and_cancel(&server, &tag, 10, 10).await;
+    assert!(
+        run.ended,
+        "hoppers or setsid children survived their command"
+    );
     assert_no_zombies(&server).await;
-    // The command's cgroup went with it: only the server's own is left.
-    let tree = server
-        .log()
-        .lines()
-        .find_map(|l| l.split(in_cgroups).nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|dir| Path::new(dir).to_path_buf())
-        .expect("the tree is named");
-    bounded("the command's cgroup to be removed", async {
-        loop {
-            let left: Vec<_> = std::fs::read_dir(&tree)
-                .unwrap()
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "server")
-                .collect();
-            if left.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // The command's cgroup went with it; what else is in the tree (the
+    // server's own, the one made ahead for the next command) holds nothing
+    // of the command's.
+    let name = own_cgroup_in(&tree, &run.cgroup);
+    assert_removed(&tree, &[name]).await;
+    for entry in std::fs::read_dir(&tree).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "server" {
+            // One removed meanwhile held nothing either.
+            let procs =
+                std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+            assert_eq!(procs, "", "{:?} holds processes", entry.path());
         }
-    })
-    .await;
+    }
+}
+
+/// Commands one after another on a connection each run in a cgroup of
+/// their own (one made ahead for the next, never one shared), and each is
+/// removed once its command has ended.
+#[tokio::test]
+async fn commands_in_a_row_each_get_a_cgroup_of_their_own() {
+    let server = Server::start();
+    let Some(tree) = cgroup_tree(&server) else {
+        return skipped(NO_CGROUPS);
+    };
+    let mut conn = server.connect().await;
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let ran = sh(&mut conn, "cat /proc/self/cgroup").await;
+        assert_exited(ran.status(), 0);
+        let text = ran.stdout_str();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or_default();
+        names.push(own_cgroup_in(&tree, line));
+    }
+    let distinct: HashSet<_> = names.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        names.len(),
+        "a cgroup was shared: {names:?}"
+    );
+    assert_removed(&tree, &names).await;
 }
 
 #[tokio::test]
@@ -204,8 +279,8 @@ async fn hoppers_die_with_the_commands_session_without_cgroups() {
         .wait_for_log("commands run in sessions of their own (--no-cgroup)")
         .await;
     let tag = tag("session");
-    let ended = run_and_cancel(&server, &tag, 10, 0).await;
-    assert!(ended, "hoppers survived their command");
+    let run = run_and_cancel(&server, &tag, 10, 0).await;
+    assert!(run.ended, "hoppers survived their command");
     assert_no_zombies(&server).await;
 }
 

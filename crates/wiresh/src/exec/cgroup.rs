@@ -15,6 +15,12 @@
 //! <the server's cgroup>/wiresh-<pid>/<n>      command n
 //! ```
 //!
+//! One cgroup is made ahead for the next command, empty until a command
+//! takes it: making one is a `mkdir` in cgroupfs, some 30 µs that would
+//! otherwise be on each start's path. A start takes it and has the next
+//! one made by a task of its own, which runs while the start waits on the
+//! spawn helper.
+//!
 //! The server moves itself into `server` so that the cgroup above its
 //! commands holds no process: only then may controllers be enabled for
 //! them (cgroup v2's "no internal processes" rule), and only then is that
@@ -37,7 +43,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// The tree commands are started in, once the server has set one up.
 static TREE: OnceLock<Tree> = OnceLock::new();
@@ -58,9 +64,27 @@ pub fn installed() -> Option<&'static Tree> {
     TREE.get()
 }
 
-/// A cgroup for one more command, when commands have them.
+/// A cgroup for one more command, when commands have them: the one made
+/// ahead, and the next is made by a task on the runtime (which this must
+/// run on).
 pub(super) fn for_command() -> io::Result<Option<CommandCgroup>> {
-    TREE.get().map(Tree::command).transpose()
+    let Some(tree) = TREE.get() else {
+        return Ok(None);
+    };
+    // Its own statement: the lock is let go before any mkdir.
+    let ahead = made_ahead().take();
+    let cgroup = match ahead {
+        Some(ahead) => ahead,
+        None => tree.command()?,
+    };
+    tokio::spawn(async move { tree.make_ahead() });
+    Ok(Some(cgroup))
+}
+
+/// The cgroup made ahead for the next command, if there is one.
+fn made_ahead() -> MutexGuard<'static, Option<CommandCgroup>> {
+    static MADE_AHEAD: Mutex<Option<CommandCgroup>> = Mutex::new(None);
+    MADE_AHEAD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Limits on each command's cgroup; `None` leaves a resource alone.
@@ -317,11 +341,30 @@ impl Tree {
         Ok(made)
     }
 
+    /// Makes a cgroup ahead for the next command, unless one is there (the
+    /// mkdir outside the lock, which starts take). A failure is left for
+    /// that command's start to meet, and report.
+    fn make_ahead(&self) {
+        if made_ahead().is_some() {
+            return;
+        }
+        let Ok(made) = self.command() else {
+            return;
+        };
+        // Another task made one meanwhile: one is enough.
+        if let Some(extra) = made_ahead().replace(made) {
+            let _ = extra.remove();
+        }
+    }
+
     /// At the server's end: moves it back where it started, and removes
     /// what is empty (best effort: a server that dropped root may not be
     /// allowed to go back, and leaves its empty cgroups for the next start
     /// to remove).
     pub fn tear_down(&self) {
+        if let Some(ahead) = made_ahead().take() {
+            let _ = ahead.remove();
+        }
         let _ = std::fs::write(
             self.origin.join("cgroup.procs"),
             std::process::id().to_string(),
